@@ -1,0 +1,69 @@
+#pragma once
+
+#include <netinet/in.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace pgproxy::cancel {
+
+// A backend address as seen by getpeername(): IPv4 or IPv6.
+union BackendAddr {
+  sockaddr sa;
+  sockaddr_in v4;
+  sockaddr_in6 v6;
+};
+socklen_t addrLen(const BackendAddr& a);
+
+// Which live session a CancelRequest may be meant for. Lives in memory shared by all workers (the
+// master maps it before forking), so a cancel accepted by any worker finds a session on any other.
+//
+// Each slot is written only by the session that claimed it; readers use the sequence number
+// (seqlock) to skip slots that change under them. A crashed worker's slots are swept by the master.
+class Registry {
+ public:
+  static constexpr std::size_t kSlots = 16384;
+  static std::size_t bytesNeeded();
+
+  // `memory` must be bytesNeeded() zeroed bytes, shared between the processes that use it.
+  explicit Registry(void* memory);
+
+  // Returns a slot index, or -1 when the table is full (the session then just can't be cancelled
+  // by key).
+  int claim(std::int32_t owner);
+  // A plaintext session whose BackendKeyData we saw: cancels are forwarded exactly.
+  void publishKey(int slot, std::uint32_t pid, std::uint32_t key, const BackendAddr& backend);
+  // A TLS passthrough session: the key is inside TLS, so only the client's address is known.
+  void publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend);
+  void release(int slot);
+  // Frees every slot a dead worker held.
+  void releaseOwner(std::int32_t owner);
+
+  bool findByKey(std::uint32_t pid, std::uint32_t key, BackendAddr& out) const;
+  // Fills up to `max` distinct backends of passthrough sessions from `client`; returns the count.
+  std::size_t findByClient(const in6_addr& client, BackendAddr* out, std::size_t max) const;
+
+ private:
+  enum Kind : std::uint32_t { kEmpty = 0, kKeyed = 1, kPassthrough = 2 };
+  struct Slot {
+    std::atomic<std::int32_t> owner;  // 0: free, else the owning process id
+    std::atomic<std::uint32_t> seq;   // odd while being written
+    std::uint32_t kind;
+    std::uint32_t pid;
+    std::uint32_t key;
+    in6_addr client;
+    BackendAddr backend;
+  };
+  template <typename Fn>
+  void write(int slot, Fn fn);
+  template <typename Fn>
+  bool read(std::size_t slot, Fn fn) const;
+
+  Slot* slots_;
+};
+
+// Client addresses are compared as IPv6; IPv4 is mapped (::ffff:a.b.c.d).
+in6_addr clientKey(const sockaddr* addr);
+
+}  // namespace pgproxy::cancel

@@ -1,0 +1,21 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pgproxy::config {
+
+// The one list of configuration keys: the parser accepts exactly these, the reload path reads the
+// `reloadable` flag, and a unit test checks that each one is documented in man/pgproxy.yaml.5.
+struct KeySpec {
+  const char* name;
+  bool reloadable;
+  const char* summary;
+};
+
+const std::vector<KeySpec>& topLevelKeys();
+const std::vector<KeySpec>& listenKeys();
+const std::vector<KeySpec>& mappingKeys();
+std::vector<std::string> keyNames(const std::vector<KeySpec>& specs);
+
+}  // namespace pgproxy::config

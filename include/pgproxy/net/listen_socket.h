@@ -1,0 +1,21 @@
+#pragma once
+
+#include <string>
+
+#include "pgproxy/base/result.h"
+#include "pgproxy/base/unique_fd.h"
+#include "pgproxy/config/config.h"
+
+namespace pgproxy::net {
+
+// Binds and listens on one address. Done by the master; workers inherit the descriptor.
+base::Result<base::UniqueFd> bindListener(const config::ListenAddress& addr);
+
+// "address:port" with brackets for IPv6, for log lines.
+std::string describe(const config::ListenAddress& addr);
+
+// Options every proxied TCP connection gets (TCP_NODELAY: PostgreSQL traffic is small messages
+// where Nagle only adds latency).
+void tuneConnectedSocket(int fd);
+
+}  // namespace pgproxy::net

@@ -1,0 +1,23 @@
+#pragma once
+
+#include <vector>
+
+#include "pgproxy/cancel/registry.h"
+#include "pgproxy/config/config.h"
+
+namespace pgproxy::process {
+
+struct WorkerSpec {
+  const config::Config* config = nullptr;
+  std::vector<int> listen_fds;  // inherited from the master
+  cancel::Registry* cancels = nullptr;
+  int ready_fd = -1;  // the worker writes one byte here once its listeners are armed
+  unsigned slot = 0;
+  unsigned generation = 0;
+};
+
+// Runs one worker's event loop until it is told to stop; returns the process exit code.
+// SIGTERM: close everything now. SIGQUIT: stop accepting, exit when the last session ends.
+int runWorker(const WorkerSpec& spec);
+
+}  // namespace pgproxy::process

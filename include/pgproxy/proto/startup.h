@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgproxy::proto {
+
+// Request codes PostgreSQL puts where a StartupMessage has its protocol version.
+inline constexpr std::uint32_t kSslRequestCode = 80877103;
+inline constexpr std::uint32_t kGssEncRequestCode = 80877104;
+inline constexpr std::uint32_t kCancelRequestCode = 80877102;
+inline constexpr std::uint32_t kProtocol3 = 3u << 16;
+// PostgreSQL's MAX_STARTUP_PACKET_LENGTH: a longer startup packet is refused before reading it.
+inline constexpr std::size_t kMaxStartupPacket = 10000;
+inline constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
+
+enum class PreambleKind {
+  kNeedMore,    // not enough bytes yet to decide
+  kSslRequest,  // consumed = 8
+  kGssEncRequest,
+  kCancelRequest,  // consumed = 16; pid/key filled
+  kStartup,        // a whole StartupMessage of `consumed` bytes (any protocol version)
+  kDirectTls,      // first byte 0x16: a TLS record (PostgreSQL 17 direct TLS); consumed = 0
+  kInvalid,        // bad length or unknown code: close without replying
+};
+
+struct Preamble {
+  PreambleKind kind = PreambleKind::kNeedMore;
+  std::size_t consumed = 0;
+  std::uint32_t code = 0;  // protocol version or request code
+  std::uint32_t cancel_pid = 0;
+  std::uint32_t cancel_key = 0;
+  const char* reason = "";  // for kInvalid: what the log says
+};
+
+// Classifies the first packet a client sends from the bytes received so far. Pure and resumable:
+// call again with more bytes after kNeedMore. Never asks for more than kMaxStartupPacket bytes.
+Preamble classifyPreamble(std::string_view bytes);
+
+struct StartupParams {
+  std::uint32_t version = 0;
+  std::vector<std::pair<std::string, std::string>> params;
+  std::string get(std::string_view key) const;
+};
+
+enum class StartupError { kNone, kBadLayout, kNoUser };
+
+// Parses a whole StartupMessage (as returned with kStartup). Checks the layout PostgreSQL checks.
+StartupError parseStartup(std::string_view packet, StartupParams& out);
+
+}  // namespace pgproxy::proto

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pgproxy/cancel/registry.h"
+#include "pgproxy/config/config.h"
+#include "pgproxy/route/router.h"
+
+struct event_base;
+struct evdns_base;
+
+namespace pgproxy::session {
+
+class Session;
+
+// What a worker lends its sessions: the loop, the config generation it serves, the router, the
+// shared cancel registry, and the session list it keeps for draining.
+struct Context {
+  event_base* base = nullptr;
+  evdns_base* dns = nullptr;
+  const config::Config* config = nullptr;
+  const route::Router* router = nullptr;
+  cancel::Registry* cancels = nullptr;
+  std::uint64_t next_session_id = 1;
+  std::size_t active_sessions = 0;
+  Session* sessions = nullptr;  // intrusive list head
+  // Called after a session is destroyed (the worker exits when draining and this reaches zero).
+  void (*on_session_closed)(Context*) = nullptr;
+  void* owner = nullptr;  // the worker, for on_session_closed
+  // Per-worker budget for cancels fanned out to passthrough sessions (token bucket).
+  double cancel_tokens = 0;
+  std::uint64_t cancel_tokens_at_ms = 0;
+};
+
+}  // namespace pgproxy::session

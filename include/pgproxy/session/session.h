@@ -1,0 +1,125 @@
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "pgproxy/cancel/registry.h"
+#include "pgproxy/proto/wire.h"
+#include "pgproxy/session/context.h"
+
+struct bufferevent;
+struct event;
+
+namespace pgproxy::session {
+
+// How a session ended: the access log and (later) metrics use these names.
+enum class Outcome {
+  kOk,
+  kClientClosedEarly,
+  kProtocolError,
+  kUnknownSni,
+  kNoRoute,
+  kBackendUnreachable,
+  kTlsRefusedByBackend,
+  kHandshakeTimeout,
+  kCancel,
+  kShutdown,
+  kError,
+};
+const char* outcomeName(Outcome o);
+
+// One client connection, from accept to close: the connection state machine.
+//
+//   Preamble ──SSLRequest──> ClientHello ──> Connecting ──> UpstreamSsl ──> Splice
+//      │  └────first 0x16 (direct TLS)──┘         ▲
+//      ├──StartupMessage (plaintext) ─────────────┘ (straight to Splice after connect)
+//      ├──GSSENCRequest: answer 'N', stay in Preamble
+//      └──CancelRequest ──> Cancelling
+//   any state ──> Closing (flush what we owe the client, then free everything)
+class Session {
+ public:
+  static void accept(Context& ctx, int fd, const sockaddr* addr, int addrlen);
+  // Closes the session through its normal close path (fast shutdown, drain timeout).
+  void shutdown();
+
+  Session* next_ = nullptr;  // intrusive list owned by Context
+  Session* prev_ = nullptr;
+
+ private:
+  enum class State {
+    kPreamble,
+    kClientHello,
+    kConnecting,
+    kUpstreamSsl,
+    kSplice,
+    kCancelling,
+    kClosing,
+  };
+  enum class Mode { kUnknown, kPassthrough, kDirectTls, kPlaintext, kCancel };
+
+  Session(Context& ctx, int fd, const sockaddr* addr, int addrlen);
+  ~Session();
+
+  static void onClientRead(bufferevent* bev, void* arg);
+  static void onClientWrite(bufferevent* bev, void* arg);
+  static void onClientEvent(bufferevent* bev, short what, void* arg);
+  static void onBackendRead(bufferevent* bev, void* arg);
+  static void onBackendWrite(bufferevent* bev, void* arg);
+  static void onBackendEvent(bufferevent* bev, short what, void* arg);
+  static void onTimer(int fd, short what, void* arg);
+
+  void setState(State s);
+  void handlePreamble();
+  void handleClientHello();
+  void routeTo(std::size_t mapping);
+  void connectBackend();
+  void onBackendConnected();
+  void handleUpstreamSsl();
+  void startSplice();
+  void pump(bufferevent* from, bufferevent* to, std::uint64_t& counter);
+  void onSpliceEof(bool client_side);
+  void maybeFinishSplice();
+  void startCancel(std::uint32_t pid, std::uint32_t key);
+  void nextCancelTarget();
+  void scanBackendKey();
+
+  // Refusals: an ErrorResponse on a plaintext channel, a TLS alert inside a TLS handshake.
+  void refuse(Outcome why, const char* sqlstate, const std::string& message,
+              const std::string& hint = {});
+  void refuseTls(Outcome why, std::uint8_t alert, const std::string& log_message);
+  void closeAfterFlush(Outcome why);
+  void close(Outcome why);
+  void armTimer(std::uint64_t ms);
+  const char* modeName() const;
+  std::string peer() const;
+
+  Context& ctx_;
+  std::uint64_t id_;
+  State state_ = State::kPreamble;
+  Mode mode_ = Mode::kUnknown;
+  Outcome outcome_ = Outcome::kOk;
+  bufferevent* client_ = nullptr;
+  bufferevent* backend_ = nullptr;
+  event* timer_ = nullptr;
+  sockaddr_storage client_addr_{};
+  std::uint64_t started_ms_;
+  std::string sni_;
+  std::size_t mapping_ = SIZE_MAX;
+  std::uint64_t bytes_up_ = 0;    // client → backend
+  std::uint64_t bytes_down_ = 0;  // backend → client
+  bool client_eof_ = false;
+  bool backend_eof_ = false;
+  int cancel_slot_ = -1;
+  proto::BackendKeyScanner key_scanner_;
+  bool scanning_key_ = false;
+  // Cancel forwarding: the request and the backends still to receive it.
+  std::uint32_t cancel_pid_ = 0, cancel_key_ = 0;
+  cancel::BackendAddr cancel_targets_[4];
+  std::size_t cancel_count_ = 0, cancel_next_ = 0;
+};
+
+}  // namespace pgproxy::session

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite from a clean clone: installs what is missing, builds, runs `make check`
+# (unit tests, integration tests against real PostgreSQL clusters, fuzz-corpus replays), and ends
+# with the line "N passed, N failed". Exits non-zero on any failure or when no test ran.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh || exit 1
+scripts/build.sh || exit 1
+build=${BUILD_DIR:-build}
+rm -rf "$build/test-results"
+(cd "$build" && make -j2 --no-print-directory check)
+check=$?
+if [ $check -ne 0 ]; then
+  for log in "$build"/tests/*.log "$build"/tests/fuzz/*.log; do
+    [ -f "$log" ] && grep -q "FAIL\|Failure\|ERROR" "$log" && { echo "==== $log"; tail -n 200 "$log"; }
+  done
+fi
+scripts/test-summary.sh "$build"
+summary=$?
+[ $check -eq 0 ] && [ $summary -eq 0 ]

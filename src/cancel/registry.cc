@@ -1,0 +1,150 @@
+#include "pgproxy/cancel/registry.h"
+
+#include <cstring>
+
+namespace pgproxy::cancel {
+
+socklen_t addrLen(const BackendAddr& a) {
+  return a.sa.sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+}
+
+std::size_t Registry::bytesNeeded() {
+  return sizeof(Slot) * kSlots;
+}
+
+Registry::Registry(void* memory) : slots_(static_cast<Slot*>(memory)) {
+  static_assert(std::atomic<std::int32_t>::is_always_lock_free,
+                "cross-process atomics must be lock free");
+}
+
+int Registry::claim(std::int32_t owner) {
+  for (std::size_t i = 0; i < kSlots; ++i) {
+    std::int32_t expected = 0;
+    if (slots_[i].owner.load(std::memory_order_relaxed) == 0 &&
+        slots_[i].owner.compare_exchange_strong(expected, owner, std::memory_order_acq_rel)) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+template <typename Fn>
+void Registry::write(int slot, Fn fn) {
+  Slot& s = slots_[slot];
+  s.seq.fetch_add(1, std::memory_order_acq_rel);  // odd: readers skip
+  std::atomic_thread_fence(std::memory_order_release);
+  fn(s);
+  std::atomic_thread_fence(std::memory_order_release);
+  s.seq.fetch_add(1, std::memory_order_acq_rel);
+}
+
+template <typename Fn>
+bool Registry::read(std::size_t slot, Fn fn) const {
+  const Slot& s = slots_[slot];
+  if (s.owner.load(std::memory_order_acquire) == 0) {
+    return false;
+  }
+  std::uint32_t before = s.seq.load(std::memory_order_acquire);
+  if (before & 1) {
+    return false;
+  }
+  Slot copy;
+  copy.kind = s.kind;
+  copy.pid = s.pid;
+  copy.key = s.key;
+  std::memcpy(&copy.client, &s.client, sizeof(copy.client));
+  std::memcpy(&copy.backend, &s.backend, sizeof(copy.backend));
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (s.seq.load(std::memory_order_acquire) != before) {
+    return false;
+  }
+  return fn(copy);
+}
+
+void Registry::publishKey(int slot, std::uint32_t pid, std::uint32_t key,
+                          const BackendAddr& backend) {
+  write(slot, [&](Slot& s) {
+    s.kind = kKeyed;
+    s.pid = pid;
+    s.key = key;
+    s.backend = backend;
+  });
+}
+
+void Registry::publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend) {
+  write(slot, [&](Slot& s) {
+    s.kind = kPassthrough;
+    s.client = client;
+    s.backend = backend;
+  });
+}
+
+void Registry::release(int slot) {
+  if (slot < 0) {
+    return;
+  }
+  write(slot, [](Slot& s) { s.kind = kEmpty; });
+  slots_[slot].owner.store(0, std::memory_order_release);
+}
+
+void Registry::releaseOwner(std::int32_t owner) {
+  for (std::size_t i = 0; i < kSlots; ++i) {
+    if (slots_[i].owner.load(std::memory_order_acquire) == owner) {
+      // The owner is dead, so nobody else writes this slot now.
+      slots_[i].kind = kEmpty;
+      slots_[i].seq.store(0, std::memory_order_release);
+      slots_[i].owner.store(0, std::memory_order_release);
+    }
+  }
+}
+
+bool Registry::findByKey(std::uint32_t pid, std::uint32_t key, BackendAddr& out) const {
+  for (std::size_t i = 0; i < kSlots; ++i) {
+    bool hit = read(i, [&](const Slot& s) {
+      if (s.kind == kKeyed && s.pid == pid && s.key == key) {
+        out = s.backend;
+        return true;
+      }
+      return false;
+    });
+    if (hit) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::size_t Registry::findByClient(const in6_addr& client, BackendAddr* out,
+                                   std::size_t max) const {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < kSlots && n < max; ++i) {
+    read(i, [&](const Slot& s) {
+      if (s.kind != kPassthrough || std::memcmp(&s.client, &client, sizeof(client)) != 0) {
+        return false;
+      }
+      for (std::size_t j = 0; j < n; ++j) {
+        if (addrLen(out[j]) == addrLen(s.backend) &&
+            std::memcmp(&out[j], &s.backend, addrLen(s.backend)) == 0) {
+          return false;  // one cancel per backend is enough
+        }
+      }
+      out[n++] = s.backend;
+      return true;
+    });
+  }
+  return n;
+}
+
+in6_addr clientKey(const sockaddr* addr) {
+  in6_addr out{};
+  if (addr->sa_family == AF_INET6) {
+    out = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr;
+  } else if (addr->sa_family == AF_INET) {
+    out.s6_addr[10] = 0xff;
+    out.s6_addr[11] = 0xff;
+    std::memcpy(&out.s6_addr[12], &reinterpret_cast<const sockaddr_in*>(addr)->sin_addr, 4);
+  }
+  return out;
+}
+
+}  // namespace pgproxy::cancel

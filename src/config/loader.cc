@@ -1,0 +1,481 @@
+// YAML → Config. The only file that includes <yaml.h>.
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "pgproxy/base/text.h"
+#include "pgproxy/config/config.h"
+#include "pgproxy/config/keys.h"
+
+namespace pgproxy::config {
+namespace {
+
+class Parser {
+ public:
+  Parser(const std::string& name, yaml_document_t* doc) : name_(name), doc_(doc) {}
+
+  void fail(const yaml_node_t* node, const std::string& message) {
+    Mark m = markOf(node);
+    errors_.push_back(name_ + ":" + std::to_string(m.line) + ":" + std::to_string(m.column) + ": " +
+                      message);
+  }
+  bool failed() const { return !errors_.empty(); }
+  std::string errorText() const {
+    std::string out;
+    for (const auto& e : errors_) {
+      out += out.empty() ? e : "\n" + e;
+    }
+    return out;
+  }
+
+  static Mark markOf(const yaml_node_t* node) {
+    return Mark{static_cast<int>(node->start_mark.line) + 1,
+                static_cast<int>(node->start_mark.column) + 1};
+  }
+
+  yaml_node_t* node(int index) { return yaml_document_get_node(doc_, index); }
+
+  // Scalar text, or nullopt (with an error) when the node is not a scalar.
+  std::optional<std::string> scalar(yaml_node_t* n, const std::string& what) {
+    if (n->type != YAML_SCALAR_NODE) {
+      fail(n, what + " must be a single value, not a " + typeName(n));
+      return std::nullopt;
+    }
+    return std::string(reinterpret_cast<const char*>(n->data.scalar.value), n->data.scalar.length);
+  }
+
+  std::optional<bool> boolean(yaml_node_t* n, const std::string& what) {
+    auto s = scalar(n, what);
+    if (!s) {
+      return std::nullopt;
+    }
+    std::string v = base::toLowerAscii(*s);
+    if (v == "true" || v == "yes" || v == "on") {
+      return true;
+    }
+    if (v == "false" || v == "no" || v == "off") {
+      return false;
+    }
+    fail(n, what + " must be true or false, not \"" + *s + "\"");
+    return std::nullopt;
+  }
+
+  std::optional<std::uint16_t> port(yaml_node_t* n, const std::string& what) {
+    auto s = scalar(n, what);
+    if (!s) {
+      return std::nullopt;
+    }
+    auto v = base::parseUnsigned(*s);
+    if (!v || *v < 1 || *v > 65535) {
+      fail(n, what + " must be a port number from 1 to 65535, not \"" + *s + "\"");
+      return std::nullopt;
+    }
+    return static_cast<std::uint16_t>(*v);
+  }
+
+  std::optional<std::uint64_t> duration(yaml_node_t* n, const std::string& what) {
+    auto s = scalar(n, what);
+    if (!s) {
+      return std::nullopt;
+    }
+    auto v = base::parseDurationMs(*s);
+    if (!v) {
+      fail(n, what + " must be a duration such as 500ms, 10s or 2m, not \"" + *s + "\"");
+    }
+    return v;
+  }
+
+  // Calls fn(keyNode, valueNode) for every pair, rejecting keys not in `known` with a suggestion.
+  template <typename Fn>
+  void forEachKey(yaml_node_t* map, const std::string& where, const std::vector<std::string>& known,
+                  Fn fn) {
+    if (map->type != YAML_MAPPING_NODE) {
+      fail(map, where + " must be a mapping of keys to values, not a " + typeName(map));
+      return;
+    }
+    std::set<std::string> seen;
+    for (auto* p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; ++p) {
+      yaml_node_t* k = node(p->key);
+      yaml_node_t* v = node(p->value);
+      auto key = scalar(k, "a key");
+      if (!key) {
+        continue;
+      }
+      bool isKnown = false;
+      for (const auto& name : known) {
+        isKnown = isKnown || name == *key;
+      }
+      if (!isKnown) {
+        fail(k, "unknown key \"" + *key + "\"" + (where.empty() ? "" : " in " + where) +
+                    suggestion(*key, known));
+        continue;
+      }
+      if (!seen.insert(*key).second) {
+        fail(k, "duplicate key \"" + *key + "\"");
+        continue;
+      }
+      fn(*key, k, v);
+    }
+  }
+
+  static std::string typeName(const yaml_node_t* n) {
+    switch (n->type) {
+      case YAML_SCALAR_NODE:
+        return "single value";
+      case YAML_SEQUENCE_NODE:
+        return "list";
+      case YAML_MAPPING_NODE:
+        return "mapping";
+      default:
+        return "empty node";
+    }
+  }
+
+ private:
+  static std::string suggestion(const std::string& key, const std::vector<std::string>& known) {
+    std::string best;
+    std::size_t bestDistance = 3;  // further than this is not a typo
+    for (const auto& name : known) {
+      std::size_t d = base::editDistance(key, name);
+      if (d < bestDistance) {
+        bestDistance = d;
+        best = name;
+      }
+    }
+    return best.empty() ? "" : " (did you mean \"" + best + "\"?)";
+  }
+
+  const std::string& name_;
+  yaml_document_t* doc_;
+  std::vector<std::string> errors_;
+};
+
+void parseListenEntry(Parser& p, yaml_node_t* n, Config& cfg) {
+  ListenAddress addr;
+  addr.address = "0.0.0.0";
+  addr.mark = Parser::markOf(n);
+  bool fine = true;
+  p.forEachKey(n, "listen", keyNames(listenKeys()),
+               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                 if (key == "address") {
+                   auto s = p.scalar(v, "listen.address");
+                   if (!s) {
+                     fine = false;
+                     return;
+                   }
+                   std::string a = *s == "*" ? "0.0.0.0" : *s == "localhost" ? "127.0.0.1" : *s;
+                   if (!isIpLiteral(a)) {
+                     p.fail(v,
+                            "listen.address must be an IP address such as 0.0.0.0, 127.0.0.1 "
+                            "or ::, not \"" +
+                                *s + "\"");
+                     fine = false;
+                   }
+                   addr.address = a;
+                 } else if (key == "port") {
+                   auto port = p.port(v, "listen.port");
+                   fine = fine && port.has_value();
+                   addr.port = port.value_or(0);
+                 }
+               });
+  if (fine) {
+    for (const auto& other : cfg.listen) {
+      if (other == addr) {
+        p.fail(n, "duplicate listen address " + addr.address + ":" + std::to_string(addr.port));
+        return;
+      }
+    }
+    cfg.listen.push_back(addr);
+  }
+}
+
+void parseListen(Parser& p, yaml_node_t* n, Config& cfg) {
+  if (n->type == YAML_SEQUENCE_NODE) {
+    for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+      parseListenEntry(p, p.node(*i), cfg);
+    }
+    if (cfg.listen.empty() && !p.failed()) {
+      p.fail(n, "listen must name at least one address");
+    }
+    return;
+  }
+  parseListenEntry(p, n, cfg);
+}
+
+void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
+  Mapping m;
+  m.mark = Parser::markOf(n);
+  bool haveExternal = false, haveInternal = false, fine = true;
+  p.forEachKey(n, "a mapping", keyNames(mappingKeys()),
+               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                 if (key == "external") {
+                   auto s = p.scalar(v, "external");
+                   if (!s) {
+                     fine = false;
+                     return;
+                   }
+                   haveExternal = true;
+                   m.external = base::toLowerAscii(*s);
+                   std::string host =
+                       m.external.rfind("*.", 0) == 0 ? m.external.substr(2) : m.external;
+                   if (m.external.empty()) {
+                     p.fail(v, "external must not be empty");
+                     fine = false;
+                   } else if (!isValidHostName(host) || isIpLiteral(host)) {
+                     p.fail(v, "external \"" + *s +
+                                   "\" is not a valid host name (a wildcard is allowed only as a "
+                                   "whole leading label: *.example.com)");
+                     fine = false;
+                   }
+                 } else if (key == "internal") {
+                   auto s = p.scalar(v, "internal");
+                   if (!s) {
+                     fine = false;
+                     return;
+                   }
+                   haveInternal = true;
+                   m.internal = *s;
+                   if (!isValidHostName(*s) && !isIpLiteral(*s)) {
+                     p.fail(v, "internal \"" + *s + "\" is not a valid host name or IP address");
+                     fine = false;
+                   }
+                 } else if (key == "port") {
+                   auto port = p.port(v, "port");
+                   fine = fine && port.has_value();
+                   m.port = port.value_or(0);
+                 }
+               });
+  if (n->type != YAML_MAPPING_NODE) {
+    return;
+  }
+  if (!haveExternal) {
+    p.fail(n, "mapping has no \"external\" host name");
+    fine = false;
+  }
+  if (!haveInternal) {
+    p.fail(n, "mapping has no \"internal\" host");
+    fine = false;
+  }
+  if (!fine) {
+    return;
+  }
+  for (const auto& other : cfg.mappings) {
+    if (other.external == m.external) {
+      p.fail(n, "duplicate external \"" + m.external + "\" (first defined at line " +
+                    std::to_string(other.mark.line) + ")");
+      return;
+    }
+  }
+  cfg.mappings.push_back(m);
+}
+
+void parseMappings(Parser& p, yaml_node_t* n, Config& cfg) {
+  if (n->type != YAML_SEQUENCE_NODE) {
+    p.fail(n, "mappings must be a list, not a " + Parser::typeName(n));
+    return;
+  }
+  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+    parseMapping(p, p.node(*i), cfg);
+  }
+}
+
+void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
+  auto s = p.scalar(n, "workers");
+  if (!s) {
+    return;
+  }
+  if (*s == "auto") {
+    cfg.workers = 0;
+    return;
+  }
+  auto v = base::parseUnsigned(*s);
+  if (!v || *v < 1 || *v > 1024) {
+    p.fail(n, "workers must be \"auto\" or a number from 1 to 1024, not \"" + *s + "\"");
+    return;
+  }
+  cfg.workers = static_cast<unsigned>(*v);
+}
+
+void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
+  yaml_node_t* defaultNode = nullptr;
+  std::string defaultName;
+  yaml_node_t* mappingsNode = nullptr;
+  p.forEachKey(root, "", keyNames(topLevelKeys()),
+               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                 if (key == "listen") {
+                   parseListen(p, v, cfg);
+                 } else if (key == "debug") {
+                   cfg.debug = p.boolean(v, "debug").value_or(false);
+                 } else if (key == "mappings") {
+                   mappingsNode = v;
+                   parseMappings(p, v, cfg);
+                 } else if (key == "workers") {
+                   parseWorkers(p, v, cfg);
+                 } else if (key == "pid_file") {
+                   cfg.pid_file = p.scalar(v, "pid_file").value_or("");
+                 } else if (key == "log_file") {
+                   cfg.log_file = p.scalar(v, "log_file").value_or("");
+                 } else if (key == "default") {
+                   defaultNode = v;
+                   defaultName = base::toLowerAscii(p.scalar(v, "default").value_or(""));
+                 } else if (key == "handshake_timeout") {
+                   cfg.handshake_timeout_ms = p.duration(v, "handshake_timeout").value_or(0);
+                 } else if (key == "connect_timeout") {
+                   cfg.connect_timeout_ms = p.duration(v, "connect_timeout").value_or(0);
+                 } else if (key == "shutdown_timeout") {
+                   cfg.shutdown_timeout_ms = p.duration(v, "shutdown_timeout").value_or(0);
+                 } else if (key == "max_draining_generations") {
+                   auto n = base::parseUnsigned(p.scalar(v, key).value_or(""));
+                   if (!n || *n < 1 || *n > 64) {
+                     p.fail(v, "max_draining_generations must be a number from 1 to 64");
+                   }
+                   cfg.max_draining_generations = static_cast<unsigned>(n.value_or(1));
+                 }
+               });
+  if (p.failed()) {
+    return;
+  }
+  if (cfg.listen.empty()) {
+    cfg.listen.push_back(ListenAddress{"0.0.0.0", 5400, Parser::markOf(root)});
+  }
+  if (cfg.mappings.empty()) {
+    p.fail(mappingsNode ? mappingsNode : root,
+           "no mappings: add at least one {external, internal} entry under \"mappings\"");
+    return;
+  }
+  if (cfg.handshake_timeout_ms == 0 || cfg.connect_timeout_ms == 0 ||
+      cfg.shutdown_timeout_ms == 0) {
+    p.fail(root, "timeouts must be greater than zero");
+    return;
+  }
+  if (defaultNode) {
+    for (std::size_t i = 0; i < cfg.mappings.size(); ++i) {
+      if (cfg.mappings[i].external == defaultName) {
+        cfg.default_mapping = i;
+      }
+    }
+    if (!cfg.default_mapping) {
+      p.fail(defaultNode, "default \"" + defaultName + "\" names no mapping's external host");
+    } else if (defaultName.rfind("*.", 0) == 0) {
+      // Allowed: the wildcard mapping then also serves clients without SNI.
+    }
+  } else if (cfg.mappings.size() == 1) {
+    cfg.default_mapping = 0;
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> keyNames(const std::vector<KeySpec>& specs) {
+  std::vector<std::string> out;
+  for (const auto& s : specs) {
+    out.emplace_back(s.name);
+  }
+  return out;
+}
+
+unsigned Config::effectiveWorkers() const {
+  if (workers > 0) {
+    return workers;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+bool isIpLiteral(const std::string& s) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+bool isValidHostName(const std::string& name) {
+  std::string_view n(name);
+  if (!n.empty() && n.back() == '.') {
+    n.remove_suffix(1);  // a fully qualified name with its root dot
+  }
+  if (n.empty() || n.size() > 253) {
+    return false;
+  }
+  std::size_t start = 0;
+  while (start <= n.size()) {
+    std::size_t end = n.find('.', start);
+    if (end == std::string_view::npos) {
+      end = n.size();
+    }
+    std::string_view label = n.substr(start, end - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '-' || c == '_';
+      if (!ok) {
+        return false;
+      }
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+base::Result<Config> loadString(const std::string& text, const std::string& name) {
+  yaml_parser_t parser;
+  if (!yaml_parser_initialize(&parser)) {
+    return base::Error{name + ": cannot initialise the YAML parser"};
+  }
+  yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text.data()),
+                               text.size());
+  yaml_document_t doc;
+  if (!yaml_parser_load(&parser, &doc)) {
+    std::string msg = name + ":" + std::to_string(parser.problem_mark.line + 1) + ":" +
+                      std::to_string(parser.problem_mark.column + 1) + ": YAML syntax error: " +
+                      (parser.problem ? parser.problem : "unknown problem");
+    if (parser.context) {
+      msg += std::string(" ") + parser.context;
+    }
+    yaml_parser_delete(&parser);
+    return base::Error{msg};
+  }
+  Config cfg;
+  cfg.path = name;
+  Parser p(name, &doc);
+  yaml_node_t* root = yaml_document_get_root_node(&doc);
+  if (!root) {
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    return base::Error{name + ":1:1: the file is empty: it needs at least a \"mappings\" list"};
+  }
+  parseRoot(p, root, cfg);
+  yaml_document_delete(&doc);
+  yaml_parser_delete(&parser);
+  if (p.failed()) {
+    return base::Error{p.errorText()};
+  }
+  return cfg;
+}
+
+base::Result<Config> loadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return base::Error{"cannot open configuration file \"" + path +
+                       "\": " + base::errnoText(errno)};
+  }
+  // Config files are small; a cap keeps a wrong path (a device, a huge log) from eating memory.
+  constexpr std::size_t kMaxConfigBytes = 4 << 20;
+  std::string text;
+  char buf[65536];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > kMaxConfigBytes) {
+      return base::Error{path + ": configuration file is larger than 4 MiB"};
+    }
+  }
+  return loadString(text, path);
+}
+
+}  // namespace pgproxy::config

@@ -1,0 +1,63 @@
+#include "pgproxy/net/listen_socket.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "pgproxy/base/text.h"
+
+namespace pgproxy::net {
+
+std::string describe(const config::ListenAddress& addr) {
+  bool v6 = addr.address.find(':') != std::string::npos;
+  return (v6 ? "[" + addr.address + "]" : addr.address) + ":" + std::to_string(addr.port);
+}
+
+base::Result<base::UniqueFd> bindListener(const config::ListenAddress& addr) {
+  sockaddr_storage ss{};
+  socklen_t len;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, addr.address.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(addr.port);
+    len = sizeof(*v4);
+  } else if (inet_pton(AF_INET6, addr.address.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(addr.port);
+    len = sizeof(*v6);
+  } else {
+    return base::Error{"listen address " + describe(addr) + " is not an IP address"};
+  }
+  base::UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    return base::Error{"socket() for " + describe(addr) + ": " + base::errnoText(errno)};
+  }
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (ss.ss_family == AF_INET6) {
+    // "::" then means IPv6 only, so "0.0.0.0" and "::" can both be listed.
+    ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  }
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    return base::Error{"cannot listen on " + describe(addr) + ": bind: " + base::errnoText(errno)};
+  }
+  if (::listen(fd.get(), 4096) != 0) {
+    return base::Error{"cannot listen on " + describe(addr) +
+                       ": listen: " + base::errnoText(errno)};
+  }
+  return fd;
+}
+
+void tuneConnectedSocket(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
+}  // namespace pgproxy::net

@@ -1,0 +1,581 @@
+// The master process: CLI actions (-t, -s), the pid file, listeners, worker generations.
+// It has no event loop: it blocks the signals it handles, reads them from a signalfd, and polls
+// that together with the workers' readiness pipes.
+#include "pgproxy/process/master.h"
+
+#include <algorithm>
+
+#include "config.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "pgproxy/base/text.h"
+#include "pgproxy/base/unique_fd.h"
+#include "pgproxy/cancel/registry.h"
+#include "pgproxy/config/config.h"
+#include "pgproxy/log/log.h"
+#include "pgproxy/net/listen_socket.h"
+#include "pgproxy/process/pid_file.h"
+#include "pgproxy/process/worker.h"
+
+namespace pgproxy::process {
+namespace {
+
+using ConfigPtr = std::shared_ptr<const config::Config>;
+
+constexpr std::uint64_t kStopGraceMs = 5000;         // SIGTERM → SIGKILL for workers
+constexpr std::uint64_t kRespawnBackoffMinMs = 100;  // after a worker dies young
+constexpr std::uint64_t kRespawnBackoffMaxMs = 5000;
+constexpr std::uint64_t kYoungWorkerMs = 5000;
+
+std::uint64_t nowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+struct Listener {
+  config::ListenAddress addr;
+  base::UniqueFd fd;
+};
+
+struct WorkerProc {
+  pid_t pid = -1;
+  unsigned slot = 0;
+  unsigned generation = 0;
+  std::uint64_t started_ms = 0;
+  int ready_fd = -1;  // read end of the readiness pipe, -1 once ready
+  bool quitting = false;
+  std::uint64_t term_sent_ms = 0;
+};
+
+struct Respawn {
+  unsigned slot;
+  std::uint64_t due_ms;
+};
+
+std::string describeExit(int status) {
+  if (WIFEXITED(status)) {
+    return "exited with code " + std::to_string(WEXITSTATUS(status));
+  }
+  if (WIFSIGNALED(status)) {
+    return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  }
+  return "ended";
+}
+
+class Master {
+ public:
+  Master(const Options& opts, ConfigPtr cfg) : opts_(opts), config_(std::move(cfg)) {}
+  int run();
+
+ private:
+  base::Status openListeners(const config::Config& cfg, std::vector<Listener>& out);
+  base::Status setUpSharedMemory();
+  void spawnGeneration();
+  void spawnWorker(unsigned slot);
+  void handleSignal(int sig);
+  void reapChildren();
+  void reload();
+  void reopenLogs();
+  void beginStop(bool graceful);
+  void signalWorkers(int sig, bool (*which)(const WorkerProc&, unsigned), unsigned gen);
+  void onWorkerReady(WorkerProc& w);
+  void retireOldGenerations();
+  void runTimers();
+  std::uint64_t pollTimeoutMs() const;
+
+  Options opts_;
+  ConfigPtr config_;
+  std::vector<Listener> listeners_;
+  std::vector<WorkerProc> workers_;
+  std::vector<Respawn> respawns_;
+  std::vector<std::uint64_t> backoff_ms_;  // per slot of the current generation
+  unsigned generation_ = 0;
+  bool reload_pending_ = false;  // new generation spawned, waiting for all to be ready
+  bool stopping_ = false;
+  bool graceful_ = false;
+  std::unique_ptr<cancel::Registry> cancels_;
+  base::UniqueFd signal_fd_;
+  std::string pid_file_;
+  pid_t pid_ = getpid();
+};
+
+base::Status Master::openListeners(const config::Config& cfg, std::vector<Listener>& out) {
+  for (const auto& addr : cfg.listen) {
+    base::UniqueFd fd;
+    // Reuse the socket of an address we already listen on: its queued connections stay queued.
+    for (auto& existing : listeners_) {
+      if (existing.addr == addr && existing.fd.valid()) {
+        fd.reset(dup(existing.fd.get()));
+        fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+      }
+    }
+    if (!fd.valid()) {
+      auto bound = net::bindListener(addr);
+      if (!bound) {
+        return bound.error();
+      }
+      fd = std::move(*bound);
+      LOG_INFO("listening on %s", net::describe(addr).c_str());
+    }
+    out.push_back(Listener{addr, std::move(fd)});
+  }
+  return {};
+}
+
+base::Status Master::setUpSharedMemory() {
+  void* mem = mmap(nullptr, cancel::Registry::bytesNeeded(), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    return base::Error{"mmap of the shared cancel registry failed: " + base::errnoText(errno)};
+  }
+  cancels_ = std::make_unique<cancel::Registry>(mem);
+  return {};
+}
+
+void Master::spawnGeneration() {
+  ++generation_;
+  unsigned n = config_->effectiveWorkers();
+  backoff_ms_.assign(n, 0);
+  respawns_.clear();
+  for (unsigned slot = 0; slot < n; ++slot) {
+    spawnWorker(slot);
+  }
+}
+
+void Master::spawnWorker(unsigned slot) {
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+    LOG_ERROR("pipe2 failed: %s", base::errnoText(errno).c_str());
+    respawns_.push_back({slot, nowMs() + kRespawnBackoffMaxMs});
+    return;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    LOG_ERROR("fork failed: %s", base::errnoText(errno).c_str());
+    close(pipefd[0]);
+    close(pipefd[1]);
+    respawns_.push_back({slot, nowMs() + kRespawnBackoffMaxMs});
+    return;
+  }
+  if (pid == 0) {
+    close(pipefd[0]);
+    signal_fd_.reset();
+    for (auto& w : workers_) {
+      if (w.ready_fd >= 0) {
+        close(w.ready_fd);
+      }
+    }
+    // No worker outlives the master, even one killed with SIGKILL.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != pid_) {
+      _exit(1);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    log::setRole("worker");
+    WorkerSpec spec;
+    spec.config = config_.get();
+    for (auto& l : listeners_) {
+      spec.listen_fds.push_back(l.fd.get());
+    }
+    spec.cancels = cancels_.get();
+    spec.ready_fd = pipefd[1];
+    spec.slot = slot;
+    spec.generation = generation_;
+    int code = runWorker(spec);
+    _exit(code);
+  }
+  close(pipefd[1]);
+  WorkerProc w;
+  w.pid = pid;
+  w.slot = slot;
+  w.generation = generation_;
+  w.started_ms = nowMs();
+  w.ready_fd = pipefd[0];
+  workers_.push_back(w);
+  LOG_DEBUG("started worker %d (slot %u, generation %u)", pid, slot, generation_);
+}
+
+void Master::onWorkerReady(WorkerProc& w) {
+  close(w.ready_fd);
+  w.ready_fd = -1;
+  if (!reload_pending_ || w.generation != generation_) {
+    return;
+  }
+  for (const auto& other : workers_) {
+    if (other.generation == generation_ && other.ready_fd >= 0) {
+      return;  // not all of the new generation is ready yet
+    }
+  }
+  reload_pending_ = false;
+  LOG_INFO("generation %u is serving; old workers drain their sessions", generation_);
+  retireOldGenerations();
+}
+
+void Master::retireOldGenerations() {
+  // Old generations get SIGQUIT: they stop accepting and exit when their sessions end.
+  for (auto& w : workers_) {
+    if (w.generation != generation_ && !w.quitting) {
+      kill(w.pid, SIGQUIT);
+      w.quitting = true;
+    }
+  }
+  // Too many generations draining at once: close the oldest ones' sessions now.
+  std::vector<unsigned> gens;
+  for (const auto& w : workers_) {
+    if (w.generation != generation_ &&
+        std::find(gens.begin(), gens.end(), w.generation) == gens.end()) {
+      gens.push_back(w.generation);
+    }
+  }
+  std::sort(gens.begin(), gens.end());
+  while (gens.size() > config_->max_draining_generations) {
+    unsigned oldest = gens.front();
+    gens.erase(gens.begin());
+    LOG_WARN("more than %u generations draining: closing generation %u's sessions now",
+             config_->max_draining_generations, oldest);
+    for (auto& w : workers_) {
+      if (w.generation == oldest && w.term_sent_ms == 0) {
+        kill(w.pid, SIGTERM);
+        w.term_sent_ms = nowMs();
+      }
+    }
+  }
+}
+
+void Master::reapChildren() {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    cancels_->releaseOwner(pid);
+    auto it = std::find_if(workers_.begin(), workers_.end(),
+                           [pid](const WorkerProc& w) { return w.pid == pid; });
+    if (it == workers_.end()) {
+      continue;
+    }
+    WorkerProc w = *it;
+    if (w.ready_fd >= 0) {
+      close(w.ready_fd);
+    }
+    workers_.erase(it);
+    bool expected = stopping_ || w.quitting || w.term_sent_ms != 0 || w.generation != generation_;
+    if (expected) {
+      LOG_DEBUG("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
+      continue;
+    }
+    std::uint64_t now = nowMs();
+    std::uint64_t& backoff = backoff_ms_[w.slot];
+    if (now - w.started_ms < kYoungWorkerMs) {
+      backoff = backoff == 0 ? kRespawnBackoffMinMs : std::min(backoff * 2, kRespawnBackoffMaxMs);
+    } else {
+      backoff = 0;
+    }
+    LOG_ERROR("worker %d %s; starting a new one%s", pid, describeExit(status).c_str(),
+              backoff ? (" in " + std::to_string(backoff) + " ms").c_str() : "");
+    respawns_.push_back({w.slot, now + backoff});
+  }
+}
+
+void Master::reload() {
+  if (stopping_) {
+    return;
+  }
+  LOG_INFO("reloading configuration from %s", opts_.config_path.c_str());
+  auto loaded = config::loadFile(opts_.config_path);
+  if (!loaded) {
+    LOG_ERROR("reload failed, still serving the previous configuration:\n%s",
+              loaded.error().message.c_str());
+    return;
+  }
+  auto next = std::make_shared<const config::Config>(std::move(*loaded));
+  if (next->pid_file != config_->pid_file) {
+    LOG_WARN("pid_file changed to \"%s\": it cannot change on reload; keeping \"%s\" until restart",
+             next->pid_file.c_str(), pid_file_.c_str());
+  }
+  if (next->log_file != config_->log_file) {
+    LOG_WARN("log_file cannot change on reload; keeping the current one until restart");
+  }
+  std::vector<Listener> listeners;
+  if (auto st = openListeners(*next, listeners); !st) {
+    LOG_ERROR("reload failed, still serving the previous configuration: %s",
+              st.error().message.c_str());
+    return;
+  }
+  for (const auto& old : listeners_) {
+    bool kept = false;
+    for (const auto& l : listeners) {
+      kept = kept || l.addr == old.addr;
+    }
+    if (!kept) {
+      LOG_INFO("no longer listening on %s (old workers close it as they drain)",
+               net::describe(old.addr).c_str());
+    }
+  }
+  listeners_ = std::move(listeners);
+  config_ = std::move(next);
+  log::setDebug(config_->debug);
+  reload_pending_ = true;
+  spawnGeneration();
+  LOG_INFO("configuration reloaded; generation %u starting %u worker(s)", generation_,
+           config_->effectiveWorkers());
+}
+
+void Master::reopenLogs() {
+  if (auto st = log::reopen(); !st) {
+    LOG_ERROR("%s", st.error().message.c_str());
+  }
+  for (const auto& w : workers_) {
+    kill(w.pid, SIGUSR1);
+  }
+  LOG_INFO("log files reopened");
+}
+
+void Master::beginStop(bool graceful) {
+  if (stopping_ && (graceful || !graceful_)) {
+    return;  // a second quit (or stop after stop) changes nothing
+  }
+  stopping_ = true;
+  graceful_ = graceful;
+  respawns_.clear();
+  listeners_.clear();  // workers hold their own copies until they stop accepting
+  LOG_INFO("%s shutdown: %zu worker(s)", graceful ? "graceful" : "fast", workers_.size());
+  for (auto& w : workers_) {
+    if (graceful) {
+      kill(w.pid, SIGQUIT);
+      w.quitting = true;
+    } else {
+      kill(w.pid, SIGTERM);
+      w.term_sent_ms = nowMs();
+    }
+  }
+}
+
+void Master::handleSignal(int sig) {
+  switch (sig) {
+    case SIGCHLD:
+      reapChildren();
+      break;
+    case SIGTERM:
+    case SIGINT:
+      beginStop(false);
+      break;
+    case SIGQUIT:
+      beginStop(true);
+      break;
+    case SIGHUP:
+      reload();
+      break;
+    case SIGUSR1:
+      reopenLogs();
+      break;
+    default:
+      break;
+  }
+}
+
+void Master::runTimers() {
+  std::uint64_t now = nowMs();
+  if (!stopping_) {
+    std::vector<Respawn> due;
+    for (auto it = respawns_.begin(); it != respawns_.end();) {
+      if (it->due_ms <= now) {
+        due.push_back(*it);
+        it = respawns_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const auto& r : due) {
+      spawnWorker(r.slot);
+    }
+  }
+  for (auto& w : workers_) {
+    if (w.term_sent_ms != 0 && now - w.term_sent_ms > kStopGraceMs) {
+      LOG_WARN("worker %d did not stop within %llu ms; killing it", w.pid,
+               static_cast<unsigned long long>(kStopGraceMs));
+      kill(w.pid, SIGKILL);
+      w.term_sent_ms = now;  // do not repeat every poll
+    }
+  }
+}
+
+std::uint64_t Master::pollTimeoutMs() const {
+  std::uint64_t timeout = 1000;
+  std::uint64_t now = nowMs();
+  for (const auto& r : respawns_) {
+    timeout = std::min(timeout, r.due_ms > now ? r.due_ms - now : 0);
+  }
+  return timeout;
+}
+
+int Master::run() {
+  std::vector<Listener> listeners;
+  pid_file_ = opts_.pid_file.empty() ? config_->pid_file : opts_.pid_file;
+  if (!pid_file_.empty()) {
+    if (auto live = readLivePid(pid_file_); live.ok()) {
+      LOG_ERROR("pgproxy is already running with pid %d (pid file \"%s\")", *live,
+                pid_file_.c_str());
+      return 1;
+    }
+  }
+  if (auto st = openListeners(*config_, listeners); !st) {
+    LOG_ERROR("%s", st.error().message.c_str());
+    return 1;
+  }
+  listeners_ = std::move(listeners);
+  if (opts_.detach) {
+    if (daemon(0, config_->log_file.empty() ? 1 : 0) != 0) {
+      LOG_ERROR("cannot detach: %s", base::errnoText(errno).c_str());
+      return 1;
+    }
+    pid_ = getpid();
+  }
+  if (!pid_file_.empty()) {
+    if (auto st = writePidFile(pid_file_); !st) {
+      LOG_ERROR("%s", st.error().message.c_str());
+      return 1;
+    }
+  }
+  if (auto st = setUpSharedMemory(); !st) {
+    LOG_ERROR("%s", st.error().message.c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) {
+    sigaddset(&set, sig);
+  }
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  signal_fd_.reset(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_.valid()) {
+    LOG_ERROR("signalfd failed: %s", base::errnoText(errno).c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  }
+  LOG_INFO("pgproxy %s started: %zu mapping(s), %u worker(s)", PACKAGE_VERSION,
+           config_->mappings.size(), config_->effectiveWorkers());
+  spawnGeneration();
+
+  while (!(stopping_ && workers_.empty())) {
+    std::vector<pollfd> fds;
+    fds.push_back({signal_fd_.get(), POLLIN, 0});
+    std::vector<pid_t> owners;
+    for (const auto& w : workers_) {
+      if (w.ready_fd >= 0) {
+        fds.push_back({w.ready_fd, POLLIN, 0});
+        owners.push_back(w.pid);
+      }
+    }
+    int n = poll(fds.data(), fds.size(), static_cast<int>(pollTimeoutMs()));
+    if (n < 0 && errno != EINTR) {
+      LOG_ERROR("poll failed: %s", base::errnoText(errno).c_str());
+    }
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) {
+        continue;
+      }
+      for (auto& w : workers_) {
+        if (w.pid == owners[i - 1] && w.ready_fd >= 0) {
+          onWorkerReady(w);  // a byte means ready; EOF means it died, which SIGCHLD reports
+        }
+      }
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info;
+      while (read(signal_fd_.get(), &info, sizeof(info)) == sizeof(info)) {
+        handleSignal(static_cast<int>(info.ssi_signo));
+      }
+    }
+    runTimers();
+  }
+  removePidFile(pid_file_, pid_);
+  LOG_INFO("pgproxy stopped");
+  return 0;
+}
+
+}  // namespace
+
+int runMaster(const Options& opts) {
+  auto cfg = config::loadFile(opts.config_path);
+  if (!cfg) {
+    std::fprintf(stderr, "pgproxy: %s\n", cfg.error().message.c_str());
+    return 1;
+  }
+  log::setRole("master");
+  log::setDebug(cfg->debug);
+  if (!cfg->log_file.empty()) {
+    if (auto st = log::setFile(cfg->log_file); !st) {
+      std::fprintf(stderr, "pgproxy: %s\n", st.error().message.c_str());
+      return 1;
+    }
+  }
+  Master master(opts, std::make_shared<const config::Config>(std::move(*cfg)));
+  return master.run();
+}
+
+int testConfig(const Options& opts) {
+  auto cfg = config::loadFile(opts.config_path);
+  if (!cfg) {
+    std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
+    std::printf("pgproxy: configuration file %s test failed\n", opts.config_path.c_str());
+    return 1;
+  }
+  std::printf(
+      "pgproxy: configuration file %s test is successful (%zu mapping(s), %zu listen "
+      "address(es))\n",
+      opts.config_path.c_str(), cfg->mappings.size(), cfg->listen.size());
+  return 0;
+}
+
+int sendSignal(const Options& opts) {
+  const SignalSpec* spec = findSignal(opts.signal);
+  std::string pidFile = opts.pid_file;
+  if (pidFile.empty()) {
+    auto cfg = config::loadFile(opts.config_path);
+    if (!cfg) {
+      std::fprintf(stderr, "pgproxy: %s\n", cfg.error().message.c_str());
+      return 1;
+    }
+    pidFile = cfg->pid_file;
+    if (pidFile.empty()) {
+      std::fprintf(stderr, "pgproxy: %s sets no pid_file: set one, or name the pid file with -p\n",
+                   opts.config_path.c_str());
+      return 1;
+    }
+  }
+  auto pid = readLivePid(pidFile);
+  if (!pid) {
+    std::fprintf(stderr, "pgproxy: %s\n", pid.error().message.c_str());
+    return 1;
+  }
+  if (kill(*pid, spec->signo) != 0) {
+    std::fprintf(stderr, "pgproxy: cannot signal process %d: %s\n", *pid,
+                 base::errnoText(errno).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace pgproxy::process

@@ -1,0 +1,164 @@
+#include "pgproxy/process/worker.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+
+#include "pgproxy/base/text.h"
+#include "pgproxy/log/log.h"
+#include "pgproxy/route/router.h"
+#include "pgproxy/session/session.h"
+
+namespace pgproxy::process {
+namespace {
+
+// When accept() fails for lack of descriptors, pause accepting instead of spinning on the error
+// (nginx does the same); the connection waits in the kernel backlog meanwhile.
+constexpr int kAcceptPauseMs = 500;
+
+struct Worker {
+  session::Context ctx;
+  std::vector<evconnlistener*> listeners;
+  event* accept_resume = nullptr;
+  bool draining = false;
+};
+
+void stopListening(Worker& w) {
+  for (auto* l : w.listeners) {
+    evconnlistener_free(l);  // closes this worker's copy of the socket
+  }
+  w.listeners.clear();
+}
+
+void onSessionClosed(session::Context* ctx) {
+  auto* w = static_cast<Worker*>(ctx->owner);
+  if (w->draining && ctx->active_sessions == 0) {
+    event_base_loopbreak(ctx->base);
+  }
+}
+
+void onAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg) {
+  auto* w = static_cast<Worker*>(arg);
+  session::Session::accept(w->ctx, fd, addr, len);
+}
+
+void onAcceptResume(evutil_socket_t, short, void* arg) {
+  auto* w = static_cast<Worker*>(arg);
+  for (auto* l : w->listeners) {
+    evconnlistener_enable(l);
+  }
+}
+
+void onAcceptError(evconnlistener*, void* arg) {
+  auto* w = static_cast<Worker*>(arg);
+  int err = EVUTIL_SOCKET_ERROR();
+  LOG_ERROR("accept() failed: %s; pausing accepts for %d ms", base::errnoText(err).c_str(),
+            kAcceptPauseMs);
+  for (auto* l : w->listeners) {
+    evconnlistener_disable(l);
+  }
+  timeval tv{0, kAcceptPauseMs * 1000};
+  evtimer_add(w->accept_resume, &tv);
+}
+
+void onSignal(evutil_socket_t sig, short, void* arg) {
+  auto* w = static_cast<Worker*>(arg);
+  if (sig == SIGUSR1) {
+    if (auto st = log::reopen(); !st) {
+      LOG_ERROR("%s", st.error().message.c_str());
+    }
+    return;
+  }
+  if (sig == SIGQUIT) {
+    if (!w->draining) {
+      LOG_INFO("graceful shutdown: no longer accepting; %zu session(s) left",
+               w->ctx.active_sessions);
+    }
+    w->draining = true;
+    stopListening(*w);
+    if (w->ctx.active_sessions == 0) {
+      event_base_loopbreak(w->ctx.base);
+    }
+    return;
+  }
+  // SIGTERM / SIGINT: fast shutdown.
+  stopListening(*w);
+  event_base_loopbreak(w->ctx.base);
+}
+
+}  // namespace
+
+int runWorker(const WorkerSpec& spec) {
+  std::signal(SIGPIPE, SIG_IGN);
+  event_base* base = event_base_new();
+  if (!base) {
+    LOG_ERROR("event_base_new failed");
+    return 1;
+  }
+  evdns_base* dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+  if (!dns) {
+    // No usable resolv.conf: IP literals and /etc/hosts still resolve.
+    dns = evdns_base_new(base, 0);
+    evdns_base_load_hosts(dns, nullptr);
+  }
+  route::Router router(*spec.config);
+  auto* w = new Worker();
+  w->ctx.base = base;
+  w->ctx.dns = dns;
+  w->ctx.config = spec.config;
+  w->ctx.router = &router;
+  w->ctx.cancels = spec.cancels;
+  w->ctx.on_session_closed = onSessionClosed;
+  w->ctx.owner = w;
+  w->accept_resume = evtimer_new(base, onAcceptResume, w);
+
+  for (int fd : spec.listen_fds) {
+    int own = dup(fd);  // this worker's copy; freeing the listener closes only it
+    evconnlistener* l = evconnlistener_new(base, onAccept, w, LEV_OPT_CLOSE_ON_FREE, -1, own);
+    if (!l) {
+      LOG_ERROR("cannot listen on inherited socket %d", fd);
+      return 1;
+    }
+    evconnlistener_set_error_cb(l, onAcceptError);
+    w->listeners.push_back(l);
+  }
+  std::vector<event*> signals;
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP}) {
+    event* ev = evsignal_new(base, sig, onSignal, w);
+    if (sig == SIGHUP) {
+      event_free(ev);
+      std::signal(SIGHUP, SIG_IGN);  // reloads are the master's business
+      continue;
+    }
+    evsignal_add(ev, nullptr);
+    signals.push_back(ev);
+  }
+  if (spec.ready_fd >= 0) {
+    char ready = 'R';
+    ssize_t ignored = write(spec.ready_fd, &ready, 1);
+    (void)ignored;
+    close(spec.ready_fd);
+  }
+  LOG_DEBUG("worker %u of generation %u serving", spec.slot, spec.generation);
+  event_base_dispatch(base);
+
+  while (w->ctx.sessions) {
+    w->ctx.sessions->shutdown();
+  }
+  stopListening(*w);
+  for (auto* ev : signals) {
+    event_free(ev);
+  }
+  event_free(w->accept_resume);
+  delete w;
+  evdns_base_free(dns, 0);
+  event_base_free(base);
+  return 0;
+}
+
+}  // namespace pgproxy::process

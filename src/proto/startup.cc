@@ -1,0 +1,109 @@
+#include "pgproxy/proto/startup.h"
+
+#include "pgproxy/proto/wire.h"
+
+namespace pgproxy::proto {
+
+Preamble classifyPreamble(std::string_view bytes) {
+  Preamble p;
+  if (bytes.empty()) {
+    return p;
+  }
+  if (static_cast<std::uint8_t>(bytes[0]) == kTlsHandshakeRecord) {
+    // A startup length's top byte is always 0, so 0x16 can only be a TLS record.
+    p.kind = PreambleKind::kDirectTls;
+    return p;
+  }
+  if (bytes.size() < 8) {
+    // Lengths above 10000 have a non-zero top byte; decide early so garbage is closed at once.
+    if (bytes[0] != 0) {
+      p.kind = PreambleKind::kInvalid;
+      p.reason = "invalid length of startup packet";
+    }
+    return p;
+  }
+  std::uint32_t len = readU32(bytes.data());
+  std::uint32_t code = readU32(bytes.data() + 4);
+  p.code = code;
+  if (len < 8 || len > kMaxStartupPacket) {
+    p.kind = PreambleKind::kInvalid;
+    p.reason = "invalid length of startup packet";
+    return p;
+  }
+  if (code == kSslRequestCode || code == kGssEncRequestCode) {
+    if (len != 8) {
+      p.kind = PreambleKind::kInvalid;
+      p.reason = "invalid length of encryption request packet";
+      return p;
+    }
+    p.kind = code == kSslRequestCode ? PreambleKind::kSslRequest : PreambleKind::kGssEncRequest;
+    p.consumed = 8;
+    return p;
+  }
+  if (code == kCancelRequestCode) {
+    if (len != 16) {
+      p.kind = PreambleKind::kInvalid;
+      p.reason = "invalid length of cancel request packet";
+      return p;
+    }
+    if (bytes.size() < 16) {
+      return p;
+    }
+    p.kind = PreambleKind::kCancelRequest;
+    p.consumed = 16;
+    p.cancel_pid = readU32(bytes.data() + 8);
+    p.cancel_key = readU32(bytes.data() + 12);
+    return p;
+  }
+  if (bytes.size() < len) {
+    return p;
+  }
+  p.kind = PreambleKind::kStartup;
+  p.consumed = len;
+  return p;
+}
+
+std::string StartupParams::get(std::string_view key) const {
+  for (const auto& [k, v] : params) {
+    if (k == key) {
+      return v;
+    }
+  }
+  return {};
+}
+
+StartupError parseStartup(std::string_view packet, StartupParams& out) {
+  out = StartupParams{};
+  if (packet.size() < 8) {
+    return StartupError::kBadLayout;
+  }
+  out.version = readU32(packet.data() + 4);
+  std::string_view body = packet.substr(8);
+  // PostgreSQL: the packet must end with the empty name that terminates the list.
+  if (body.empty() || body.back() != '\0') {
+    return StartupError::kBadLayout;
+  }
+  std::size_t pos = 0;
+  while (pos < body.size() && body[pos] != '\0') {
+    std::size_t keyEnd = body.find('\0', pos);  // found: the body ends with a NUL
+    if (keyEnd + 1 >= body.size()) {
+      return StartupError::kBadLayout;  // a name without a value
+    }
+    std::size_t valEnd = body.find('\0', keyEnd + 1);
+    if (valEnd == std::string_view::npos || valEnd == body.size() - 1) {
+      return StartupError::kBadLayout;  // the value ate the terminator
+    }
+    out.params.emplace_back(std::string(body.substr(pos, keyEnd - pos)),
+                            std::string(body.substr(keyEnd + 1, valEnd - keyEnd - 1)));
+    pos = valEnd + 1;
+  }
+  if (pos != body.size() - 1) {
+    return StartupError::kBadLayout;
+  }
+  if (out.get("user").empty()) {
+    return StartupError::kNoUser;
+  }
+  return StartupError::kNone;
+}
+
+}  // namespace pgproxy::proto

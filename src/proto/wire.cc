@@ -1,0 +1,86 @@
+#include "pgproxy/proto/wire.h"
+
+namespace pgproxy::proto {
+
+std::string buildFatal(std::string_view sqlstate, std::string_view message, std::string_view hint) {
+  std::string body;
+  auto field = [&body](char code, std::string_view value) {
+    body.push_back(code);
+    body.append(value);
+    body.push_back('\0');
+  };
+  field('S', "FATAL");
+  field('V', "FATAL");
+  field('C', sqlstate);
+  field('M', message);
+  if (!hint.empty()) {
+    field('H', hint);
+  }
+  body.push_back('\0');
+  std::string out;
+  out.push_back('E');
+  appendU32(out, static_cast<std::uint32_t>(body.size() + 4));
+  out += body;
+  return out;
+}
+
+std::string buildSslRequest() {
+  std::string out;
+  appendU32(out, 8);
+  appendU32(out, 80877103);
+  return out;
+}
+
+std::string buildTlsAlert(std::uint8_t description) {
+  // Record: alert(21), TLS 1.2 record version, length 2, level fatal(2), description.
+  return std::string{
+      '\x15', '\x03', '\x03', '\x00', '\x02', '\x02', static_cast<char>(description)};
+}
+
+BackendKeyScanner::State BackendKeyScanner::feed(std::string_view bytes) {
+  // BackendKeyData comes within the first few messages; anything beyond this is not a backend.
+  constexpr std::uint32_t kMaxScannedMessage = 1 << 20;
+  std::size_t i = 0;
+  while (i < bytes.size() && state_ == State::kScanning) {
+    if (header_have_ < 5) {
+      header_[header_have_++] = bytes[i++];
+      if (header_have_ == 5) {
+        type_ = header_[0];
+        std::uint32_t len = readU32(header_ + 1);
+        if (len < 4 || len > kMaxScannedMessage) {
+          state_ = State::kDone;
+          break;
+        }
+        remaining_ = len - 4;
+        body_have_ = 0;
+        if (type_ == 'K' && remaining_ != 8) {
+          state_ = State::kDone;
+          break;
+        }
+      } else {
+        continue;
+      }
+    }
+    std::size_t take = std::min<std::size_t>(remaining_, bytes.size() - i);
+    if (type_ == 'K') {
+      for (std::size_t j = 0; j < take; ++j) {
+        body_[body_have_++] = bytes[i + j];
+      }
+    }
+    i += take;
+    remaining_ -= static_cast<std::uint32_t>(take);
+    if (remaining_ == 0) {
+      header_have_ = 0;
+      if (type_ == 'K') {
+        pid_ = readU32(body_);
+        key_ = readU32(body_ + 4);
+        state_ = State::kFound;
+      } else if (type_ == 'Z' || type_ == 'E') {
+        state_ = State::kDone;  // ready for query without a key, or login failed
+      }
+    }
+  }
+  return state_;
+}
+
+}  // namespace pgproxy::proto

@@ -1,0 +1,754 @@
+#include "pgproxy/session/session.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "pgproxy/base/text.h"
+#include "pgproxy/log/log.h"
+#include "pgproxy/net/listen_socket.h"
+#include "pgproxy/proto/startup.h"
+#include "pgproxy/tls/client_hello.h"
+
+namespace pgproxy::session {
+namespace {
+
+// Splice buffers: stop reading a side once this much waits for the other side to take it, and
+// resume when it has drained to the low mark. Bounds memory per session regardless of peer speed.
+constexpr std::size_t kHighWater = 256 * 1024;
+constexpr std::size_t kLowWater = 64 * 1024;
+// Raw bytes a ClientHello may take on the wire, records headers included.
+constexpr std::size_t kMaxHelloWire = 64 * 1024;
+// A refusal or cancel that the peer does not read is dropped after this long.
+constexpr std::uint64_t kFlushTimeoutMs = 5000;
+constexpr std::uint64_t kCancelTargetTimeoutMs = 5000;
+// Cancels fanned out to passthrough sessions (we cannot see their keys) are rate-limited per
+// worker, so a flood of bogus cancels cannot become a flood of connections to the backends.
+constexpr double kCancelFanoutPerSecond = 50;
+constexpr std::size_t kMaxCancelTargets = 4;
+
+std::uint64_t nowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+std::string formatAddr(const sockaddr* sa) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  unsigned port = 0;
+  if (sa->sa_family == AF_INET) {
+    auto* v4 = reinterpret_cast<const sockaddr_in*>(sa);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+    port = ntohs(v4->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  if (sa->sa_family == AF_INET6) {
+    auto* v6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+    port = ntohs(v6->sin6_port);
+    return "[" + std::string(host) + "]:" + std::to_string(port);
+  }
+  return "unix";
+}
+
+}  // namespace
+
+const char* outcomeName(Outcome o) {
+  switch (o) {
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kClientClosedEarly:
+      return "client_closed";
+    case Outcome::kProtocolError:
+      return "protocol_error";
+    case Outcome::kUnknownSni:
+      return "unknown_sni";
+    case Outcome::kNoRoute:
+      return "no_route";
+    case Outcome::kBackendUnreachable:
+      return "backend_unreachable";
+    case Outcome::kTlsRefusedByBackend:
+      return "tls_refused_by_backend";
+    case Outcome::kHandshakeTimeout:
+      return "handshake_timeout";
+    case Outcome::kCancel:
+      return "cancel";
+    case Outcome::kShutdown:
+      return "shutdown";
+    case Outcome::kError:
+      return "error";
+  }
+  return "?";
+}
+
+void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen) {
+  new Session(ctx, fd, addr, addrlen);  // owned by ctx's list; deletes itself in close()
+}
+
+Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
+    : ctx_(ctx), id_(ctx.next_session_id++), started_ms_(nowMs()) {
+  std::memcpy(&client_addr_, addr,
+              std::min<std::size_t>(static_cast<std::size_t>(addrlen), sizeof(client_addr_)));
+  next_ = ctx_.sessions;
+  if (next_) {
+    next_->prev_ = this;
+  }
+  ctx_.sessions = this;
+  ++ctx_.active_sessions;
+  net::tuneConnectedSocket(fd);
+  client_ = bufferevent_socket_new(ctx_.base, fd, BEV_OPT_CLOSE_ON_FREE);
+  if (!client_) {
+    ::close(fd);
+    LOG_ERROR("session %llu: bufferevent_socket_new failed", static_cast<unsigned long long>(id_));
+    close(Outcome::kError);
+    return;
+  }
+  bufferevent_setcb(client_, onClientRead, onClientWrite, onClientEvent, this);
+  // Until the splice starts we only ever need one startup packet or one ClientHello.
+  bufferevent_setwatermark(client_, EV_READ, 0, kMaxHelloWire);
+  bufferevent_enable(client_, EV_READ);
+  armTimer(ctx_.config->handshake_timeout_ms);
+  LOG_DEBUG("session %llu: accepted from %s", static_cast<unsigned long long>(id_), peer().c_str());
+}
+
+Session::~Session() {
+  ctx_.cancels->release(cancel_slot_);
+  if (timer_) {
+    event_free(timer_);
+  }
+  if (backend_) {
+    bufferevent_free(backend_);
+  }
+  if (client_) {
+    bufferevent_free(client_);
+  }
+  if (prev_) {
+    prev_->next_ = next_;
+  } else {
+    ctx_.sessions = next_;
+  }
+  if (next_) {
+    next_->prev_ = prev_;
+  }
+  --ctx_.active_sessions;
+}
+
+std::string Session::peer() const {
+  return formatAddr(reinterpret_cast<const sockaddr*>(&client_addr_));
+}
+
+const char* Session::modeName() const {
+  switch (mode_) {
+    case Mode::kPassthrough:
+      return "passthrough";
+    case Mode::kDirectTls:
+      return "direct";
+    case Mode::kPlaintext:
+      return "plaintext";
+    case Mode::kCancel:
+      return "cancel";
+    case Mode::kUnknown:
+      break;
+  }
+  return "none";
+}
+
+void Session::setState(State s) {
+  LOG_DEBUG("session %llu: state %d -> %d", static_cast<unsigned long long>(id_),
+            static_cast<int>(state_), static_cast<int>(s));
+  state_ = s;
+}
+
+void Session::armTimer(std::uint64_t ms) {
+  if (!timer_) {
+    timer_ = evtimer_new(ctx_.base, onTimer, this);
+  }
+  timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  evtimer_add(timer_, &tv);
+}
+
+// ---- client side ----------------------------------------------------------------------------
+
+void Session::onClientRead(bufferevent*, void* arg) {
+  auto* s = static_cast<Session*>(arg);
+  switch (s->state_) {
+    case State::kPreamble:
+      s->handlePreamble();
+      break;
+    case State::kClientHello:
+      s->handleClientHello();
+      break;
+    case State::kSplice:
+      s->pump(s->client_, s->backend_, s->bytes_up_);
+      break;
+    default:
+      break;  // reading is disabled in the other states
+  }
+}
+
+void Session::onClientWrite(bufferevent*, void* arg) {
+  auto* s = static_cast<Session*>(arg);
+  bool empty = evbuffer_get_length(bufferevent_get_output(s->client_)) == 0;
+  if (s->state_ == State::kClosing) {
+    if (empty) {
+      s->close(s->outcome_);
+    }
+    return;
+  }
+  if (s->state_ != State::kSplice) {
+    return;
+  }
+  if (s->backend_eof_) {
+    if (empty) {
+      s->close(Outcome::kOk);
+    }
+    return;
+  }
+  bufferevent_enable(s->backend_, EV_READ);  // backpressure released
+}
+
+void Session::onClientEvent(bufferevent*, short what, void* arg) {
+  auto* s = static_cast<Session*>(arg);
+  if (s->state_ == State::kSplice && (what & BEV_EVENT_EOF)) {
+    s->onSpliceEof(true);
+    return;
+  }
+  if (what & BEV_EVENT_ERROR) {
+    LOG_DEBUG("session %llu: client socket error: %s", static_cast<unsigned long long>(s->id_),
+              base::errnoText(EVUTIL_SOCKET_ERROR()).c_str());
+  }
+  s->close(s->state_ == State::kSplice ? Outcome::kError : Outcome::kClientClosedEarly);
+}
+
+void Session::handlePreamble() {
+  evbuffer* in = bufferevent_get_input(client_);
+  while (state_ == State::kPreamble) {
+    std::size_t len = evbuffer_get_length(in);
+    std::size_t look = std::min(len, proto::kMaxStartupPacket);
+    if (look == 0) {
+      return;
+    }
+    const char* p = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(look)));
+    proto::Preamble pre = proto::classifyPreamble(std::string_view(p, look));
+    switch (pre.kind) {
+      case proto::PreambleKind::kNeedMore:
+        return;
+      case proto::PreambleKind::kInvalid:
+        LOG_INFO("session %llu: %s from %s; closing", static_cast<unsigned long long>(id_),
+                 pre.reason, peer().c_str());
+        close(Outcome::kProtocolError);
+        return;
+      case proto::PreambleKind::kGssEncRequest:
+        // pgproxy has no GSSAPI: 'N' tells the client to go on with TLS or plaintext.
+        evbuffer_drain(in, 8);
+        bufferevent_write(client_, "N", 1);
+        continue;
+      case proto::PreambleKind::kSslRequest: {
+        evbuffer_drain(in, 8);
+        if (evbuffer_get_length(in) > 0 && *evbuffer_pullup(in, 1) != proto::kTlsHandshakeRecord) {
+          // CVE-2021-23214: bytes sent before our answer could be injected by a man in the middle.
+          LOG_WARN(
+              "session %llu: received unencrypted data after SSL request from %s; closing "
+              "(possible man-in-the-middle attack)",
+              static_cast<unsigned long long>(id_), peer().c_str());
+          close(Outcome::kProtocolError);
+          return;
+        }
+        bufferevent_write(client_, "S", 1);
+        mode_ = Mode::kPassthrough;
+        setState(State::kClientHello);
+        handleClientHello();
+        return;
+      }
+      case proto::PreambleKind::kDirectTls:
+        mode_ = Mode::kDirectTls;
+        setState(State::kClientHello);
+        handleClientHello();
+        return;
+      case proto::PreambleKind::kCancelRequest:
+        evbuffer_drain(in, 16);
+        startCancel(pre.cancel_pid, pre.cancel_key);
+        return;
+      case proto::PreambleKind::kStartup: {
+        mode_ = Mode::kPlaintext;
+        std::uint32_t major = pre.code >> 16, minor = pre.code & 0xffff;
+        if (major != 3) {
+          refuse(Outcome::kProtocolError, proto::sqlstate::kFeatureNotSupported,
+                 "unsupported frontend protocol " + std::to_string(major) + "." +
+                     std::to_string(minor) + ": server supports 3.0 to 3.0");
+          return;
+        }
+        proto::StartupParams params;
+        proto::StartupError err = proto::parseStartup(std::string_view(p, pre.consumed), params);
+        if (err == proto::StartupError::kBadLayout) {
+          refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation,
+                 "invalid startup packet layout: expected terminator as last byte");
+          return;
+        }
+        if (err == proto::StartupError::kNoUser) {
+          refuse(Outcome::kProtocolError, proto::sqlstate::kInvalidAuthorization,
+                 "no PostgreSQL user name specified in startup packet");
+          return;
+        }
+        auto route = ctx_.router->routeNoSni();
+        if (!route) {
+          refuse(Outcome::kNoRoute, proto::sqlstate::kRejectedConnection,
+                 "pgproxy routes connections by TLS server name, and this connection is not "
+                 "using TLS",
+                 "Connect with sslmode=require (or verify-full) and the host name of your "
+                 "database, or configure a \"default\" mapping.");
+          return;
+        }
+        LOG_DEBUG("session %llu: plaintext startup user=\"%s\" database=\"%s\"",
+                  static_cast<unsigned long long>(id_), params.get("user").c_str(),
+                  params.get("database").c_str());
+        // The startup packet stays buffered; the splice forwards it unchanged.
+        bufferevent_disable(client_, EV_READ);
+        routeTo(*route);
+        return;
+      }
+    }
+  }
+}
+
+void Session::handleClientHello() {
+  evbuffer* in = bufferevent_get_input(client_);
+  std::size_t len = evbuffer_get_length(in);
+  if (len == 0) {
+    return;
+  }
+  std::size_t look = std::min(len, kMaxHelloWire);
+  const char* p = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(look)));
+  tls::ClientHelloInfo info;
+  tls::ParseResult r = tls::parseClientHello(std::string_view(p, look), info);
+  if (r.status == tls::ParseStatus::kNeedMore) {
+    if (look >= kMaxHelloWire) {
+      refuseTls(Outcome::kProtocolError, 50 /* decode_error */,
+                "ClientHello did not fit in 64 KiB");
+    }
+    return;
+  }
+  if (r.status == tls::ParseStatus::kError) {
+    refuseTls(Outcome::kProtocolError, 50 /* decode_error */,
+              std::string("malformed TLS ClientHello: ") + r.error);
+    return;
+  }
+  sni_ = info.sni;
+  if (mode_ == Mode::kDirectTls && !info.alpn_postgresql) {
+    // PostgreSQL 17 requires ALPN "postgresql" on direct TLS connections (protocol confusion).
+    refuseTls(Outcome::kProtocolError, proto::kAlertNoApplicationProtocol,
+              "direct TLS connection without ALPN \"postgresql\"");
+    return;
+  }
+  auto route = sni_.empty() ? ctx_.router->routeNoSni() : ctx_.router->routeSni(sni_);
+  if (!route) {
+    refuseTls(sni_.empty() ? Outcome::kNoRoute : Outcome::kUnknownSni,
+              proto::kAlertUnrecognizedName,
+              sni_.empty() ? "TLS client sent no server name and no default mapping is set"
+                           : "no mapping for server name \"" + sni_ + "\"");
+    return;
+  }
+  bufferevent_disable(client_, EV_READ);  // the ClientHello waits in the buffer for the backend
+  routeTo(*route);
+}
+
+// ---- backend side ---------------------------------------------------------------------------
+
+void Session::routeTo(std::size_t mapping) {
+  mapping_ = mapping;
+  const auto& m = ctx_.config->mappings[mapping];
+  LOG_DEBUG("session %llu: %s sni=\"%s\" -> mapping \"%s\" (%s:%u)",
+            static_cast<unsigned long long>(id_), modeName(), sni_.c_str(), m.external.c_str(),
+            m.internal.c_str(), m.port);
+  connectBackend();
+}
+
+void Session::connectBackend() {
+  const auto& m = ctx_.config->mappings[mapping_];
+  setState(State::kConnecting);
+  armTimer(ctx_.config->connect_timeout_ms);
+  backend_ = bufferevent_socket_new(ctx_.base, -1, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent_setcb(backend_, onBackendRead, onBackendWrite, onBackendEvent, this);
+  bufferevent_enable(backend_, EV_READ);
+  // Resolution and connect errors arrive through onBackendEvent, possibly before this returns,
+  // so nothing may touch `this` after the call.
+  if (bufferevent_socket_connect_hostname(backend_, ctx_.dns, AF_UNSPEC, m.internal.c_str(),
+                                          m.port) != 0 &&
+      state_ == State::kConnecting) {
+    onBackendEvent(backend_, BEV_EVENT_ERROR, this);
+  }
+}
+
+void Session::onBackendConnected() {
+  net::tuneConnectedSocket(bufferevent_getfd(backend_));
+  if (mode_ == Mode::kPlaintext) {
+    startSplice();
+    return;
+  }
+  setState(State::kUpstreamSsl);
+  std::string req = proto::buildSslRequest();
+  bufferevent_write(backend_, req.data(), req.size());
+}
+
+void Session::handleUpstreamSsl() {
+  evbuffer* in = bufferevent_get_input(backend_);
+  std::size_t len = evbuffer_get_length(in);
+  if (len == 0) {
+    return;
+  }
+  char answer = static_cast<char>(*evbuffer_pullup(in, 1));
+  if (answer == 'S' && len == 1) {
+    evbuffer_drain(in, 1);
+    startSplice();
+    return;
+  }
+  const auto& m = ctx_.config->mappings[mapping_];
+  if (answer == 'S') {
+    // CVE-2021-23222: anything after 'S' arrived before TLS and could be injected.
+    refuseTls(Outcome::kTlsRefusedByBackend, proto::kAlertInternalError,
+              "backend " + m.internal + ":" + std::to_string(m.port) +
+                  " sent unencrypted data after its SSL response");
+    return;
+  }
+  refuseTls(Outcome::kTlsRefusedByBackend, proto::kAlertInternalError,
+            "backend " + m.internal + ":" + std::to_string(m.port) +
+                (answer == 'N' ? " does not accept TLS (answered N to SSLRequest)"
+                               : " answered the SSLRequest with something other than S or N"));
+}
+
+void Session::onBackendRead(bufferevent*, void* arg) {
+  auto* s = static_cast<Session*>(arg);
+  switch (s->state_) {
+    case State::kUpstreamSsl:
+      s->handleUpstreamSsl();
+      break;
+    case State::kSplice:
+      s->pump(s->backend_, s->client_, s->bytes_down_);
+      break;
+    case State::kCancelling:
+      evbuffer_drain(bufferevent_get_input(s->backend_), SIZE_MAX);
+      break;
+    default:
+      // Nothing is expected from the backend before we spoke; drop it with the session.
+      if (s->state_ == State::kConnecting) {
+        evbuffer_drain(bufferevent_get_input(s->backend_), SIZE_MAX);
+      }
+      break;
+  }
+}
+
+void Session::onBackendWrite(bufferevent*, void* arg) {
+  auto* s = static_cast<Session*>(arg);
+  if (s->state_ != State::kSplice) {
+    return;
+  }
+  if (s->client_eof_) {
+    if (evbuffer_get_length(bufferevent_get_output(s->backend_)) == 0) {
+      ::shutdown(bufferevent_getfd(s->backend_), SHUT_WR);
+    }
+    return;
+  }
+  bufferevent_enable(s->client_, EV_READ);  // backpressure released
+}
+
+void Session::onBackendEvent(bufferevent*, short what, void* arg) {
+  auto* s = static_cast<Session*>(arg);
+  if (s->state_ == State::kCancelling) {
+    if (what & BEV_EVENT_CONNECTED) {
+      std::string req;
+      proto::appendU32(req, 16);
+      proto::appendU32(req, proto::kCancelRequestCode);
+      proto::appendU32(req, s->cancel_pid_);
+      proto::appendU32(req, s->cancel_key_);
+      bufferevent_write(s->backend_, req.data(), req.size());
+      return;
+    }
+    // The backend closes the cancel connection once it has acted on it (or on error): next one.
+    s->nextCancelTarget();
+    return;
+  }
+  if (s->state_ == State::kConnecting && (what & BEV_EVENT_CONNECTED)) {
+    s->onBackendConnected();
+    return;
+  }
+  if (s->state_ == State::kSplice) {
+    if (what & BEV_EVENT_EOF) {
+      s->onSpliceEof(false);
+    } else {
+      LOG_DEBUG("session %llu: backend socket error: %s", static_cast<unsigned long long>(s->id_),
+                base::errnoText(EVUTIL_SOCKET_ERROR()).c_str());
+      s->close(Outcome::kError);
+    }
+    return;
+  }
+  if (s->state_ != State::kConnecting && s->state_ != State::kUpstreamSsl) {
+    return;
+  }
+  const auto& m = s->ctx_.config->mappings[s->mapping_];
+  std::string why;
+  if (int dnsErr = bufferevent_socket_get_dns_error(s->backend_); dnsErr != 0) {
+    why = std::string("cannot resolve host name: ") + evutil_gai_strerror(dnsErr);
+  } else if (what & BEV_EVENT_EOF) {
+    why = "backend closed the connection during the TLS request";
+  } else {
+    why = base::errnoText(EVUTIL_SOCKET_ERROR());
+  }
+  std::string message = "could not connect to backend for \"" + m.external + "\" (" + m.internal +
+                        ":" + std::to_string(m.port) + "): " + why;
+  if (s->mode_ == Mode::kPlaintext) {
+    s->refuse(Outcome::kBackendUnreachable, proto::sqlstate::kConnectionFailure, message);
+  } else {
+    s->refuseTls(Outcome::kBackendUnreachable, proto::kAlertInternalError, message);
+  }
+}
+
+// ---- splice ---------------------------------------------------------------------------------
+
+void Session::startSplice() {
+  if (timer_) {
+    event_free(timer_);  // idle sessions hold no timer
+    timer_ = nullptr;
+  }
+  setState(State::kSplice);
+  bufferevent_setwatermark(client_, EV_READ, 0, kHighWater);
+  bufferevent_setwatermark(client_, EV_WRITE, kLowWater, 0);
+  bufferevent_setwatermark(backend_, EV_READ, 0, kHighWater);
+  bufferevent_setwatermark(backend_, EV_WRITE, kLowWater, 0);
+  if (mode_ == Mode::kPlaintext) {
+    scanning_key_ = true;
+  } else {
+    cancel::BackendAddr addr{};
+    socklen_t len = sizeof(addr);
+    if (getpeername(bufferevent_getfd(backend_), &addr.sa, &len) == 0) {
+      cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
+      if (cancel_slot_ >= 0) {
+        ctx_.cancels->publishPassthrough(
+            cancel_slot_, cancel::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)),
+            addr);
+      }
+    }
+  }
+  bufferevent_enable(client_, EV_READ);
+  bufferevent_enable(backend_, EV_READ);
+  // Forward what the client already sent: the ClientHello or the StartupMessage.
+  pump(client_, backend_, bytes_up_);
+}
+
+void Session::scanBackendKey() {
+  evbuffer* in = bufferevent_get_input(backend_);
+  int n = evbuffer_peek(in, -1, nullptr, nullptr, 0);
+  if (n <= 0) {
+    return;
+  }
+  evbuffer_iovec small[8];
+  std::vector<evbuffer_iovec> big;
+  evbuffer_iovec* vec = small;
+  if (n > 8) {
+    big.resize(static_cast<std::size_t>(n));
+    vec = big.data();
+  }
+  n = evbuffer_peek(in, -1, nullptr, vec, n);
+  for (int i = 0; i < n && key_scanner_.state() == proto::BackendKeyScanner::State::kScanning;
+       ++i) {
+    key_scanner_.feed(std::string_view(static_cast<const char*>(vec[i].iov_base), vec[i].iov_len));
+  }
+  if (key_scanner_.state() == proto::BackendKeyScanner::State::kScanning) {
+    return;
+  }
+  scanning_key_ = false;
+  if (key_scanner_.state() != proto::BackendKeyScanner::State::kFound) {
+    return;
+  }
+  cancel::BackendAddr addr{};
+  socklen_t len = sizeof(addr);
+  if (getpeername(bufferevent_getfd(backend_), &addr.sa, &len) != 0) {
+    return;
+  }
+  cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
+  if (cancel_slot_ < 0) {
+    LOG_WARN("session %llu: cancel registry full; this session cannot be cancelled",
+             static_cast<unsigned long long>(id_));
+    return;
+  }
+  ctx_.cancels->publishKey(cancel_slot_, key_scanner_.pid(), key_scanner_.key(), addr);
+}
+
+void Session::pump(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
+  if (from == backend_ && scanning_key_) {
+    scanBackendKey();
+  }
+  evbuffer* src = bufferevent_get_input(from);
+  evbuffer* dst = bufferevent_get_output(to);
+  counter += evbuffer_get_length(src);
+  evbuffer_add_buffer(dst, src);
+  if (evbuffer_get_length(dst) >= kHighWater) {
+    bufferevent_disable(from, EV_READ);  // resumed from `to`'s write callback at the low mark
+  }
+}
+
+void Session::onSpliceEof(bool client_side) {
+  if (client_side) {
+    // Half-close: the backend gets our FIN once it has everything the client sent, and its
+    // remaining output still reaches the client.
+    client_eof_ = true;
+    bufferevent_disable(client_, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(backend_)) == 0) {
+      ::shutdown(bufferevent_getfd(backend_), SHUT_WR);
+    }
+    return;
+  }
+  // A PostgreSQL backend never half-closes: once it is gone, flush to the client and finish.
+  backend_eof_ = true;
+  pump(backend_, client_, bytes_down_);
+  bufferevent_disable(backend_, EV_READ);
+  if (evbuffer_get_length(bufferevent_get_output(client_)) == 0) {
+    close(Outcome::kOk);
+  }
+}
+
+// ---- cancel ---------------------------------------------------------------------------------
+
+void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
+  mode_ = Mode::kCancel;
+  setState(State::kCancelling);
+  bufferevent_disable(client_, EV_READ);
+  cancel_pid_ = pid;
+  cancel_key_ = key;
+  if (ctx_.cancels->findByKey(pid, key, cancel_targets_[0])) {
+    cancel_count_ = 1;
+  } else {
+    std::uint64_t now = nowMs();
+    ctx_.cancel_tokens =
+        std::min(kCancelFanoutPerSecond,
+                 ctx_.cancel_tokens + static_cast<double>(now - ctx_.cancel_tokens_at_ms) *
+                                          kCancelFanoutPerSecond / 1000);
+    ctx_.cancel_tokens_at_ms = now;
+    if (ctx_.cancel_tokens >= 1) {
+      ctx_.cancel_tokens -= 1;
+      cancel_count_ = ctx_.cancels->findByClient(
+          cancel::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_,
+          kMaxCancelTargets);
+    } else {
+      LOG_WARN("session %llu: cancel request from %s dropped: cancel rate limit reached",
+               static_cast<unsigned long long>(id_), peer().c_str());
+    }
+  }
+  LOG_DEBUG("session %llu: cancel request for pid %u goes to %zu backend(s)",
+            static_cast<unsigned long long>(id_), pid, cancel_count_);
+  nextCancelTarget();
+}
+
+void Session::nextCancelTarget() {
+  if (backend_) {
+    bufferevent_free(backend_);
+    backend_ = nullptr;
+  }
+  if (cancel_next_ >= cancel_count_) {
+    // Like PostgreSQL: the cancel connection is closed with nothing sent, after the cancel went
+    // out.
+    close(Outcome::kCancel);
+    return;
+  }
+  cancel::BackendAddr& target = cancel_targets_[cancel_next_++];
+  armTimer(kCancelTargetTimeoutMs);
+  backend_ = bufferevent_socket_new(ctx_.base, -1, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent_setcb(backend_, onBackendRead, nullptr, onBackendEvent, this);
+  bufferevent_enable(backend_, EV_READ);
+  if (bufferevent_socket_connect(backend_, &target.sa, static_cast<int>(addrLen(target))) != 0) {
+    nextCancelTarget();
+  }
+}
+
+// ---- closing --------------------------------------------------------------------------------
+
+void Session::onTimer(int, short, void* arg) {
+  auto* s = static_cast<Session*>(arg);
+  switch (s->state_) {
+    case State::kPreamble:
+    case State::kClientHello:
+      // Like PostgreSQL's authentication_timeout: close silently.
+      LOG_INFO("session %llu: handshake timeout for %s", static_cast<unsigned long long>(s->id_),
+               s->peer().c_str());
+      s->close(Outcome::kHandshakeTimeout);
+      break;
+    case State::kConnecting:
+    case State::kUpstreamSsl: {
+      errno = ETIMEDOUT;
+      EVUTIL_SET_SOCKET_ERROR(ETIMEDOUT);
+      onBackendEvent(s->backend_, BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT, s);
+      break;
+    }
+    case State::kCancelling:
+      s->nextCancelTarget();
+      break;
+    case State::kClosing:
+      s->close(s->outcome_);
+      break;
+    case State::kSplice:
+      break;
+  }
+}
+
+void Session::refuse(Outcome why, const char* sqlstate, const std::string& message,
+                     const std::string& hint) {
+  LOG_INFO("session %llu: refused %s: %s (SQLSTATE %s)", static_cast<unsigned long long>(id_),
+           peer().c_str(), message.c_str(), sqlstate);
+  std::string msg = proto::buildFatal(sqlstate, message, hint);
+  bufferevent_write(client_, msg.data(), msg.size());
+  closeAfterFlush(why);
+}
+
+void Session::refuseTls(Outcome why, std::uint8_t alert, const std::string& log_message) {
+  LOG_INFO("session %llu: refused %s (%s, sni \"%s\"): %s; sending TLS alert %u",
+           static_cast<unsigned long long>(id_), peer().c_str(), modeName(), sni_.c_str(),
+           log_message.c_str(), alert);
+  std::string rec = proto::buildTlsAlert(alert);
+  bufferevent_write(client_, rec.data(), rec.size());
+  closeAfterFlush(why);
+}
+
+void Session::closeAfterFlush(Outcome why) {
+  outcome_ = why;
+  setState(State::kClosing);
+  if (backend_) {
+    bufferevent_free(backend_);
+    backend_ = nullptr;
+  }
+  bufferevent_disable(client_, EV_READ);
+  if (evbuffer_get_length(bufferevent_get_output(client_)) == 0) {
+    close(why);
+    return;
+  }
+  bufferevent_setwatermark(client_, EV_WRITE, 0, 0);
+  armTimer(kFlushTimeoutMs);
+}
+
+void Session::shutdown() {
+  close(Outcome::kShutdown);
+}
+
+void Session::close(Outcome why) {
+  LOG_DEBUG(
+      "session %llu: closed %s mode=%s sni=\"%s\" mapping=\"%s\" up=%llu down=%llu "
+      "duration_ms=%llu outcome=%s",
+      static_cast<unsigned long long>(id_), peer().c_str(), modeName(), sni_.c_str(),
+      mapping_ == SIZE_MAX ? "" : ctx_.config->mappings[mapping_].external.c_str(),
+      static_cast<unsigned long long>(bytes_up_), static_cast<unsigned long long>(bytes_down_),
+      static_cast<unsigned long long>(nowMs() - started_ms_), outcomeName(why));
+  Context& ctx = ctx_;
+  delete this;
+  if (ctx.on_session_closed) {
+    ctx.on_session_closed(&ctx);
+  }
+}
+
+}  // namespace pgproxy::session

@@ -1,0 +1,25 @@
+// Fuzzes the startup-packet classifier and the StartupMessage parser.
+#include <cstdint>
+#include <string_view>
+
+#include "pgproxy/proto/startup.h"
+#include "pgproxy/proto/wire.h"
+
+extern const char* const kFuzzTargetName = "startup";
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  auto pre = pgproxy::proto::classifyPreamble(bytes);
+  if (pre.consumed > size) {
+    __builtin_trap();
+  }
+  if (pre.kind == pgproxy::proto::PreambleKind::kStartup) {
+    pgproxy::proto::StartupParams params;
+    (void)pgproxy::proto::parseStartup(bytes.substr(0, pre.consumed), params);
+  }
+  pgproxy::proto::BackendKeyScanner scanner;
+  for (std::size_t i = 0; i < size; i += 7) {
+    scanner.feed(bytes.substr(i, 7));
+  }
+  return 0;
+}

@@ -1,0 +1,335 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <thread>
+
+namespace pgproxy::it {
+namespace {
+
+std::string env(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+std::string srcdir() {
+  return env("PGPROXY_SRCDIR", "..");
+}
+std::string proxyBin() {
+  return env("PGPROXY_BIN", "./pgproxy");
+}
+
+Sandbox* g_sandbox = nullptr;
+
+class SandboxEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    auto* s = new Sandbox();
+    s->dir = tempDir("pgproxy-it");
+    s->port1 = freePort();
+    s->port2 = freePort();
+    auto r = run({srcdir() + "/tests/integration/pg_sandbox.sh", "start", s->dir,
+                  std::to_string(s->port1), std::to_string(s->port2)},
+                 std::chrono::seconds(180));
+    // No skipping: a test that needs PostgreSQL fails when PostgreSQL can't start.
+    ASSERT_EQ(r.exit_code, 0) << "could not start the PostgreSQL sandbox:\n" << r.output;
+    g_sandbox = s;
+  }
+  void TearDown() override {
+    if (g_sandbox) {
+      run({srcdir() + "/tests/integration/pg_sandbox.sh", "stop", g_sandbox->dir});
+      run({"rm", "-rf", g_sandbox->dir});
+    }
+  }
+};
+
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new SandboxEnvironment());
+
+std::string replaceAll(std::string s, const std::string& from, const std::string& to) {
+  for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
+    s.replace(at, from.size(), to);
+  }
+  return s;
+}
+
+}  // namespace
+
+const Sandbox& sandbox() {
+  if (!g_sandbox) {
+    ADD_FAILURE() << "PostgreSQL sandbox is not running";
+    static Sandbox empty;
+    return empty;
+  }
+  return *g_sandbox;
+}
+
+int freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  socklen_t len = sizeof(sa);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+std::string tempDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+  char* made = mkdtemp(tmpl.data());
+  EXPECT_NE(made, nullptr);
+  chmod(tmpl.c_str(), 0755);
+  return tmpl;
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void writeFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+CommandResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
+  int pipefd[2];
+  if (pipe(pipefd) != 0) {
+    return {};
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipefd[1], 1);
+    dup2(pipefd[1], 2);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    std::vector<char*> args;
+    for (const auto& a : argv) {
+      args.push_back(const_cast<char*>(a.c_str()));
+    }
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(pipefd[1]);
+  CommandResult result;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[65536];
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      kill(pid, SIGKILL);
+      result.output += "\n[harness: killed after timeout]\n";
+      break;
+    }
+    pollfd p{pipefd[0], POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 1000))) <= 0) {
+      continue;
+    }
+    ssize_t n = read(pipefd[0], buf, sizeof(buf));
+    if (n <= 0) {
+      break;
+    }
+    // Keep output bounded: a runaway command must not eat the test's memory.
+    if (result.output.size() < (8 << 20)) {
+      result.output.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  close(pipefd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+Proxy::Proxy(const std::string& body, int workers) {
+  dir_ = tempDir("pgproxy-proxy");
+  config_ = dir_ + "/pgproxy.yaml";
+  pid_file_ = dir_ + "/pgproxy.pid";
+  log_ = dir_ + "/pgproxy.log";
+  port_ = freePort();
+  const Sandbox& s = sandbox();
+  std::string yaml = "listen:\n  address: 127.0.0.1\n  port: " + std::to_string(port_) +
+                     "\nworkers: " + std::to_string(workers) + "\npid_file: " + pid_file_ + "\n" +
+                     body;
+  yaml = replaceAll(yaml, "{P1}", std::to_string(s.port1));
+  yaml = replaceAll(yaml, "{P2}", std::to_string(s.port2));
+  yaml = replaceAll(yaml, "{DEAD}", std::to_string(freePort()));
+  writeFile(config_, yaml);
+  pid_ = fork();
+  if (pid_ == 0) {
+    int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::string bin = proxyBin();
+    execl(bin.c_str(), bin.c_str(), "-c", config_.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Ready when the port accepts (the master binds before forking workers; the backlog holds
+  // connections until a worker accepts them).
+  for (int i = 0; i < 200; ++i) {
+    int fd = connectTcp(port_);
+    if (fd >= 0) {
+      close(fd);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ADD_FAILURE() << "pgproxy did not start listening:\n" << log();
+}
+
+Proxy::~Proxy() {
+  stop();
+  if (::testing::Test::HasFailure()) {
+    std::cerr << "---- pgproxy log (" << log_ << ") ----\n" << log() << "---- end of log ----\n";
+    for (const char* name : {"host1", "host2"}) {
+      std::string pglog = readFile(sandbox().dir + "/" + name + ".log");
+      if (pglog.size() > 4000) {
+        pglog = pglog.substr(pglog.size() - 4000);
+      }
+      std::cerr << "---- PostgreSQL " << name << " log (tail) ----\n" << pglog;
+    }
+  }
+  run({"rm", "-rf", dir_});
+}
+
+int Proxy::waitExit(std::chrono::seconds timeout) {
+  if (pid_ < 0) {
+    return -1;
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+void Proxy::stop() {
+  if (pid_ < 0) {
+    return;
+  }
+  kill(pid_, SIGTERM);
+  if (waitExit(std::chrono::seconds(15)) == -1 && pid_ > 0) {
+    ADD_FAILURE() << "pgproxy did not stop on SIGTERM";
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+}
+
+std::string Proxy::tls(const std::string& host, const std::string& sslmode) const {
+  return "host=" + host + ".example.com hostaddr=127.0.0.1 port=" + std::to_string(port_) +
+         " sslmode=" + sslmode + " sslrootcert=" + sandbox().ca() +
+         " user=postgres dbname=postgres connect_timeout=20 gssencmode=disable";
+}
+
+std::string Proxy::plain() const {
+  return "host=127.0.0.1 port=" + std::to_string(port_) +
+         " sslmode=disable user=postgres dbname=postgres connect_timeout=20 gssencmode=disable";
+}
+
+std::string direct(int port) {
+  return "host=127.0.0.1 port=" + std::to_string(port) +
+         " sslmode=disable user=postgres dbname=postgres";
+}
+
+CommandResult psql(const std::string& conninfo, const std::string& sql) {
+  return run({"psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql});
+}
+
+int connectTcp(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<std::uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string readUntilClose(int fd, std::chrono::milliseconds timeout, bool* closed) {
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  *closed = false;
+  char buf[4096];
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      return out;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+      continue;
+    }
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      *closed = true;
+      return out;
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+std::string startupPacket(const std::vector<std::pair<std::string, std::string>>& params,
+                          unsigned version) {
+  std::string body;
+  for (const auto& [k, v] : params) {
+    body += k;
+    body.push_back('\0');
+    body += v;
+    body.push_back('\0');
+  }
+  body.push_back('\0');
+  std::uint32_t len = htonl(static_cast<std::uint32_t>(8 + body.size()));
+  std::uint32_t ver = htonl(version);
+  std::string out(reinterpret_cast<char*>(&len), 4);
+  out.append(reinterpret_cast<char*>(&ver), 4);
+  return out + body;
+}
+
+std::string sqlstateOf(const std::string& bytes) {
+  std::size_t at = bytes.find('E');
+  if (at == std::string::npos || bytes.size() < at + 5) {
+    return "";
+  }
+  std::size_t pos = at + 5;
+  while (pos < bytes.size() && bytes[pos] != '\0') {
+    std::size_t end = bytes.find('\0', pos);
+    if (end == std::string::npos) {
+      return "";
+    }
+    if (bytes[pos] == 'C') {
+      return bytes.substr(pos + 1, end - pos - 1);
+    }
+    pos = end + 1;
+  }
+  return "";
+}
+
+}  // namespace pgproxy::it

@@ -1,0 +1,81 @@
+#pragma once
+
+// Integration-test harness: real PostgreSQL clusters (tests/integration/pg_sandbox.sh), pgproxy
+// started as a subprocess on free ports, and helpers to drive both with libpq, psql, pgbench and
+// raw sockets.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace pgproxy::it {
+
+struct Sandbox {
+  std::string dir;  // holds ca.crt, the clusters and their logs
+  int port1 = 0;    // host1's PostgreSQL
+  int port2 = 0;    // host2's PostgreSQL
+  std::string ca() const { return dir + "/ca.crt"; }
+};
+// The clusters shared by every test in the binary (started once by the gtest environment).
+const Sandbox& sandbox();
+
+int freePort();
+std::string tempDir(const std::string& prefix);
+std::string readFile(const std::string& path);
+void writeFile(const std::string& path, const std::string& text);
+
+struct CommandResult {
+  int exit_code = -1;  // -1: killed by the timeout or a signal
+  std::string output;  // stdout and stderr together
+};
+CommandResult run(const std::vector<std::string>& argv,
+                  std::chrono::seconds timeout = std::chrono::seconds(120));
+
+// A pgproxy process with its own config file, pid file and log.
+class Proxy {
+ public:
+  // `body` is YAML appended after the listen block; "{P1}"/"{P2}" become the clusters' ports and
+  // "{DEAD}" a port where nothing listens.
+  explicit Proxy(const std::string& body, int workers = 2);
+  ~Proxy();
+  Proxy(const Proxy&) = delete;
+  Proxy& operator=(const Proxy&) = delete;
+
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& configPath() const { return config_; }
+  const std::string& pidFile() const { return pid_file_; }
+  std::string log() const { return readFile(log_); }
+  // Waits (bounded) for the master to exit; returns its wait status or -1.
+  int waitExit(std::chrono::seconds timeout);
+  void stop();
+
+  // conninfo for a TLS connection to `host` (host1/host2/other...) through this proxy.
+  std::string tls(const std::string& host, const std::string& sslmode = "verify-full") const;
+  std::string plain() const;
+
+ private:
+  std::string dir_, config_, pid_file_, log_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Direct conninfo to a cluster, bypassing pgproxy.
+std::string direct(int port);
+
+// psql -X -A -t -c SQL; returns exit code and output.
+CommandResult psql(const std::string& conninfo, const std::string& sql);
+
+// Raw TCP to 127.0.0.1:port. Returns the fd (or -1).
+int connectTcp(int port);
+// Reads until EOF or `timeout`; `closed` tells which ended it.
+std::string readUntilClose(int fd, std::chrono::milliseconds timeout, bool* closed);
+// StartupMessage bytes for protocol 3.0 with the given parameters.
+std::string startupPacket(const std::vector<std::pair<std::string, std::string>>& params,
+                          unsigned version = 3u << 16);
+// The SQLSTATE ('C' field) of the first ErrorResponse in `bytes`, or "".
+std::string sqlstateOf(const std::string& bytes);
+
+}  // namespace pgproxy::it

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL clusters with TLS, for the integration tests and the demo.
+#
+#   pg_sandbox.sh start DIR PORT1 PORT2   test CA + two clusters, host1 on PORT1 and host2 on PORT2
+#   pg_sandbox.sh stop DIR                stop both clusters (DIR is left for the caller to remove)
+#
+# The certificates name host1.example.com / host2.example.com, so verify-full through pgproxy proves
+# which backend answered; each cluster's cluster_name is its host label. Everything listens on
+# 127.0.0.1 only. As root, initdb and postgres run as the postgres user (they refuse root).
+set -euo pipefail
+
+cmd=${1:?usage: pg_sandbox.sh start DIR PORT1 PORT2 | stop DIR}
+dir=${2:?directory}
+
+pgbin=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
+  echo "pg_sandbox: PostgreSQL server binaries not found (apt-get install postgresql)" >&2
+  exit 1
+fi
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+make_cert() {  # name
+  local name=$1
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "/CN=$name.example.com" 2>/dev/null
+  printf 'subjectAltName=DNS:%s.example.com\nbasicConstraints=CA:FALSE\n' "$name" >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 30 -out "$dir/$name.crt" -extfile "$dir/$name.ext" 2>/dev/null
+}
+
+start_cluster() {  # name port
+  local name=$1 port=$2 data="$dir/$1"
+  as_pg "$pgbin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/$name-initdb.log" 2>&1 || {
+    cat "$dir/$name-initdb.log" >&2
+    exit 1
+  }
+  cp "$dir/$name.crt" "$data/server.crt"
+  cp "$dir/$name.key" "$data/server.key"
+  cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+cluster_name = '$name'
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 120
+shared_buffers = 32MB
+CONF
+  printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$data/server.crt" "$data/server.key" "$data/pg_hba.conf"
+  fi
+  chmod 600 "$data/server.key"
+  as_pg "$pgbin/pg_ctl" -D "$data" -l "$dir/$name.log" -w -t 60 start >/dev/null || {
+    cat "$dir/$name.log" >&2
+    exit 1
+  }
+}
+
+case $cmd in
+  start)
+    port1=${3:?port for host1}
+    port2=${4:?port for host2}
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" -subj "/CN=pgproxy test CA" 2>/dev/null
+    make_cert host1
+    make_cert host2
+    if [ "$(id -u)" = 0 ]; then
+      chown postgres "$dir"
+    fi
+    start_cluster host1 "$port1"
+    start_cluster host2 "$port2"
+    ;;
+  stop)
+    for name in host1 host2; do
+      if [ -f "$dir/$name/postmaster.pid" ]; then
+        as_pg "$pgbin/pg_ctl" -D "$dir/$name" -m immediate -w stop >/dev/null 2>&1 || true
+      fi
+    done
+    ;;
+  *)
+    echo "usage: pg_sandbox.sh start DIR PORT1 PORT2 | stop DIR" >&2
+    exit 2
+    ;;
+esac

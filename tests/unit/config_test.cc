@@ -1,0 +1,243 @@
+#include "pgproxy/config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "pgproxy/config/keys.h"
+
+namespace pgproxy::config {
+namespace {
+
+Config mustLoad(const std::string& text) {
+  auto r = loadString(text, "t.yaml");
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  return r.ok() ? r.value() : Config{};
+}
+
+std::string errorOf(const std::string& text) {
+  auto r = loadString(text, "t.yaml");
+  EXPECT_FALSE(r.ok());
+  return r.ok() ? "" : r.error().message;
+}
+
+TEST(Config, SeedFileLoadsUnchanged) {
+  Config c = mustLoad(R"(listen:
+  address: "0.0.0.0"
+  port: 5400
+debug: true
+mappings:
+  - external: "host1.example.com"
+    internal: "host1.example.internal"
+    port: 5432
+)");
+  ASSERT_EQ(c.listen.size(), 1u);
+  EXPECT_EQ(c.listen[0].address, "0.0.0.0");
+  EXPECT_EQ(c.listen[0].port, 5400);
+  EXPECT_TRUE(c.debug);
+  ASSERT_EQ(c.mappings.size(), 1u);
+  EXPECT_EQ(c.mappings[0].external, "host1.example.com");
+  EXPECT_EQ(c.mappings[0].internal, "host1.example.internal");
+  EXPECT_EQ(c.mappings[0].port, 5432);
+  EXPECT_EQ(c.default_mapping, 0u);  // implied: exactly one mapping
+}
+
+TEST(Config, Defaults) {
+  Config c = mustLoad(
+      "mappings:\n  - {external: a.example.com, internal: 10.0.0.1}\n"
+      "  - {external: b.example.com, internal: db-b}\n");
+  ASSERT_EQ(c.listen.size(), 1u);
+  EXPECT_EQ(c.listen[0].port, 5400);
+  EXPECT_EQ(c.mappings[0].port, 5432);
+  EXPECT_FALSE(c.default_mapping.has_value());  // two mappings, none named
+  EXPECT_EQ(c.handshake_timeout_ms, 10000u);
+  EXPECT_EQ(c.connect_timeout_ms, 5000u);
+  EXPECT_EQ(c.workers, 0u);
+  EXPECT_GE(c.effectiveWorkers(), 1u);
+}
+
+TEST(Config, AllKeys) {
+  Config c = mustLoad(R"(listen:
+  - {address: 127.0.0.1, port: 6000}
+  - {address: "::1", port: 6001}
+workers: 3
+pid_file: /run/p.pid
+log_file: /var/log/p.log
+default: B.example.com
+handshake_timeout: 1500ms
+connect_timeout: 2s
+shutdown_timeout: 1m
+max_draining_generations: 2
+mappings:
+  - {external: a.example.com, internal: 10.0.0.1}
+  - {external: b.example.com, internal: db-b, port: 6432}
+  - {external: "*.wild.example.com", internal: db-w}
+)");
+  ASSERT_EQ(c.listen.size(), 2u);
+  EXPECT_EQ(c.listen[1].address, "::1");
+  EXPECT_EQ(c.workers, 3u);
+  EXPECT_EQ(c.pid_file, "/run/p.pid");
+  EXPECT_EQ(c.log_file, "/var/log/p.log");
+  EXPECT_EQ(c.default_mapping, 1u);
+  EXPECT_EQ(c.handshake_timeout_ms, 1500u);
+  EXPECT_EQ(c.connect_timeout_ms, 2000u);
+  EXPECT_EQ(c.shutdown_timeout_ms, 60000u);
+  EXPECT_EQ(c.max_draining_generations, 2u);
+  EXPECT_EQ(c.mappings[2].external, "*.wild.example.com");
+}
+
+TEST(Config, WorkersAuto) {
+  EXPECT_EQ(mustLoad("workers: auto\nmappings: [{external: a.b, internal: c}]\n").workers, 0u);
+}
+
+TEST(Config, YamlSyntaxErrorHasPosition) {
+  std::string e = errorOf("mappings:\n  - external: [a\n");
+  EXPECT_NE(e.find("t.yaml:"), std::string::npos);
+  EXPECT_NE(e.find("YAML syntax error"), std::string::npos);
+}
+
+TEST(Config, UnknownKeySuggestsClosest) {
+  std::string e = errorOf("mapings:\n  - {external: a.b, internal: c}\n");
+  EXPECT_EQ(e.rfind("t.yaml:1:1: unknown key \"mapings\"", 0), 0u) << e;
+  EXPECT_NE(e.find("did you mean \"mappings\""), std::string::npos) << e;
+  e = errorOf("mappings:\n  - {external: a.b, internal: c, prot: 5}\n");
+  EXPECT_NE(e.find("t.yaml:2:"), std::string::npos) << e;
+  EXPECT_NE(e.find("did you mean \"port\""), std::string::npos) << e;
+}
+
+TEST(Config, WrongTypes) {
+  EXPECT_NE(errorOf("mappings: yes\n").find("mappings must be a list"), std::string::npos);
+  EXPECT_NE(errorOf("debug: maybe\nmappings: [{external: a.b, internal: c}]\n")
+                .find("debug must be true or false"),
+            std::string::npos);
+  EXPECT_NE(errorOf("listen: [1, 2]\nmappings: [{external: a.b, internal: c}]\n")
+                .find("listen must be a mapping"),
+            std::string::npos);
+  EXPECT_NE(errorOf("mappings: [{external: [x], internal: c}]\n").find("external must be a single"),
+            std::string::npos);
+}
+
+TEST(Config, PortRange) {
+  EXPECT_NE(errorOf("listen: {port: 0}\nmappings: [{external: a.b, internal: c}]\n")
+                .find("t.yaml:1:16: listen.port must be a port number from 1 to 65535"),
+            std::string::npos);
+  EXPECT_NE(errorOf("mappings: [{external: a.b, internal: c, port: 65536}]\n")
+                .find("port must be a port number"),
+            std::string::npos);
+  EXPECT_NE(errorOf("mappings: [{external: a.b, internal: c, port: -1}]\n").find("port"),
+            std::string::npos);
+}
+
+TEST(Config, EmptyAndDuplicateExternal) {
+  EXPECT_NE(
+      errorOf("mappings: [{external: \"\", internal: c}]\n").find("external must not be empty"),
+      std::string::npos);
+  std::string e = errorOf(
+      "mappings:\n  - {external: a.example.com, internal: c}\n  - {external: A.Example.com, "
+      "internal: d}\n");
+  EXPECT_NE(e.find("t.yaml:3:5: duplicate external \"a.example.com\" (first defined at line 2)"),
+            std::string::npos)
+      << e;
+}
+
+TEST(Config, InvalidHostNames) {
+  for (const char* bad : {"bad_host!", "-lead.example.com", "a..b", "*.*.example.com",
+                          "foo.*.example.com", "*example.com", "127.0.0.1"}) {
+    std::string e = errorOf(std::string("mappings: [{external: \"") + bad + "\", internal: c}]\n");
+    EXPECT_NE(e.find("is not a valid host name"), std::string::npos) << bad << ": " << e;
+  }
+  EXPECT_NE(errorOf("mappings: [{external: a.b, internal: \"x y\"}]\n")
+                .find("internal \"x y\" is not a valid host name or IP address"),
+            std::string::npos);
+  mustLoad("mappings: [{external: a.b, internal: \"fd00::5\"}]\n");
+}
+
+TEST(Config, MissingFields) {
+  EXPECT_NE(errorOf("mappings: [{internal: c}]\n").find("no \"external\""), std::string::npos);
+  EXPECT_NE(errorOf("mappings: [{external: a.b}]\n").find("no \"internal\""), std::string::npos);
+}
+
+TEST(Config, DefaultMustNameMapping) {
+  EXPECT_NE(errorOf("default: nope.example.com\nmappings: [{external: a.b, internal: c}]\n")
+                .find("t.yaml:1:10: default \"nope.example.com\" names no mapping"),
+            std::string::npos);
+}
+
+TEST(Config, NoMappings) {
+  EXPECT_NE(errorOf("debug: true\n").find("no mappings"), std::string::npos);
+  EXPECT_NE(errorOf("mappings: []\n").find("no mappings"), std::string::npos);
+  EXPECT_NE(errorOf("").find("empty"), std::string::npos);
+  EXPECT_NE(errorOf("# only a comment\n").find("empty"), std::string::npos);
+}
+
+TEST(Config, ListenAddressMustBeIp) {
+  EXPECT_NE(errorOf("listen: {address: example.com}\nmappings: [{external: a.b, internal: c}]\n")
+                .find("listen.address must be an IP address"),
+            std::string::npos);
+  EXPECT_EQ(mustLoad("listen: {address: \"*\"}\nmappings: [{external: a.b, internal: c}]\n")
+                .listen[0]
+                .address,
+            "0.0.0.0");
+}
+
+TEST(Config, DuplicateListen) {
+  EXPECT_NE(errorOf("listen: [{port: 1}, {port: 1}]\nmappings: [{external: a.b, internal: c}]\n")
+                .find("duplicate listen address"),
+            std::string::npos);
+}
+
+TEST(Config, DuplicateKey) {
+  EXPECT_NE(errorOf("debug: true\ndebug: false\nmappings: [{external: a.b, internal: c}]\n")
+                .find("duplicate key \"debug\""),
+            std::string::npos);
+}
+
+TEST(Config, BadDurations) {
+  EXPECT_NE(errorOf("handshake_timeout: soon\nmappings: [{external: a.b, internal: c}]\n")
+                .find("handshake_timeout must be a duration"),
+            std::string::npos);
+  EXPECT_NE(errorOf("connect_timeout: 0\nmappings: [{external: a.b, internal: c}]\n")
+                .find("greater than zero"),
+            std::string::npos);
+}
+
+TEST(Config, RootMustBeMapping) {
+  EXPECT_NE(errorOf("- a\n- b\n").find("must be a mapping"), std::string::npos);
+  EXPECT_NE(errorOf("just a string\n").find("must be a mapping"), std::string::npos);
+}
+
+TEST(Config, ReportsSeveralErrors) {
+  std::string e = errorOf("debug: x\nworkers: 0\nmappings: [{external: a.b, internal: c}]\n");
+  EXPECT_NE(e.find("t.yaml:1:"), std::string::npos);
+  EXPECT_NE(e.find("\nt.yaml:2:"), std::string::npos);
+}
+
+TEST(Config, MissingFile) {
+  auto r = loadFile("/nonexistent/pgproxy.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("cannot open configuration file"), std::string::npos);
+}
+
+TEST(Config, ShippedSampleIsValid) {
+  auto r = loadFile(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+}
+
+TEST(Config, EveryKeyIsDocumented) {
+  std::ifstream man(std::string(PGPROXY_SRCDIR) + "/man/pgproxy.yaml.5");
+  std::string text((std::istreambuf_iterator<char>(man)), std::istreambuf_iterator<char>());
+  std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
+  std::string sampleText((std::istreambuf_iterator<char>(sample)),
+                         std::istreambuf_iterator<char>());
+  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys()}) {
+    for (const auto& k : *table) {
+      EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
+          << k.name << " is not documented in man/pgproxy.yaml.5";
+      EXPECT_NE(sampleText.find(std::string(k.name) + ":"), std::string::npos)
+          << k.name << " is not in etc/pgproxy/pgproxy.yaml";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pgproxy::config

@@ -1,0 +1,77 @@
+#include "pgproxy/proto/wire.h"
+
+#include <gtest/gtest.h>
+
+namespace pgproxy::proto {
+namespace {
+
+TEST(Wire, FatalErrorResponseLayout) {
+  std::string e = buildFatal("08P01", "bad thing", "do this");
+  ASSERT_GE(e.size(), 5u);
+  EXPECT_EQ(e[0], 'E');
+  EXPECT_EQ(readU32(e.data() + 1), e.size() - 1);
+  std::string body = e.substr(5);
+  EXPECT_NE(body.find(std::string("SFATAL\0", 7)), std::string::npos);
+  EXPECT_NE(body.find(std::string("VFATAL\0", 7)), std::string::npos);
+  EXPECT_NE(body.find(std::string("C08P01\0", 7)), std::string::npos);
+  EXPECT_NE(body.find(std::string("Mbad thing\0", 11)), std::string::npos);
+  EXPECT_NE(body.find(std::string("Hdo this\0", 9)), std::string::npos);
+  EXPECT_EQ(body.back(), '\0');
+  EXPECT_EQ(body[body.size() - 2], '\0');
+}
+
+TEST(Wire, SslRequestAndAlert) {
+  std::string r = buildSslRequest();
+  EXPECT_EQ(r.size(), 8u);
+  EXPECT_EQ(readU32(r.data()), 8u);
+  EXPECT_EQ(readU32(r.data() + 4), 80877103u);
+  std::string a = buildTlsAlert(kAlertUnrecognizedName);
+  EXPECT_EQ(a, std::string("\x15\x03\x03\x00\x02\x02\x70", 7));
+}
+
+std::string msg(char type, const std::string& body) {
+  std::string out(1, type);
+  appendU32(out, static_cast<std::uint32_t>(body.size() + 4));
+  return out + body;
+}
+
+TEST(BackendKeyScanner, FindsKeyAcrossChunks) {
+  std::string key;
+  appendU32(key, 4242);
+  appendU32(key, 0x01020304);
+  std::string stream = msg('R', std::string(4, '\0')) + msg('S', std::string("a\0b\0", 4)) +
+                       msg('K', key) + msg('Z', "I");
+  for (std::size_t chunk = 1; chunk <= stream.size(); ++chunk) {
+    BackendKeyScanner s;
+    for (std::size_t i = 0; i < stream.size(); i += chunk) {
+      s.feed(std::string_view(stream).substr(i, chunk));
+    }
+    ASSERT_EQ(s.state(), BackendKeyScanner::State::kFound) << chunk;
+    EXPECT_EQ(s.pid(), 4242u);
+    EXPECT_EQ(s.key(), 0x01020304u);
+  }
+}
+
+TEST(BackendKeyScanner, StopsAtReadyOrError) {
+  BackendKeyScanner a;
+  a.feed(msg('Z', "I"));
+  EXPECT_EQ(a.state(), BackendKeyScanner::State::kDone);
+  BackendKeyScanner b;
+  b.feed(msg('E', std::string("SFATAL\0\0", 8)));
+  EXPECT_EQ(b.state(), BackendKeyScanner::State::kDone);
+}
+
+TEST(BackendKeyScanner, GarbageStops) {
+  BackendKeyScanner a;
+  a.feed(std::string("R\xff\xff\xff\xff", 5));
+  EXPECT_EQ(a.state(), BackendKeyScanner::State::kDone);
+  BackendKeyScanner b;
+  b.feed(msg('K', "short"));
+  EXPECT_EQ(b.state(), BackendKeyScanner::State::kDone);
+  BackendKeyScanner c;
+  c.feed(std::string("R\x00\x00\x00\x02", 5));
+  EXPECT_EQ(c.state(), BackendKeyScanner::State::kDone);
+}
+
+}  // namespace
+}  // namespace pgproxy::proto
