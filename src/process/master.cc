@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -202,8 +203,8 @@ void Master::spawnWorker(unsigned slot) {
     spec.ready_fd = pipefd[1];
     spec.slot = slot;
     spec.generation = generation_;
-    int code = runWorker(spec);
-    _exit(code);
+    // exit, not _exit: LeakSanitizer checks a worker's memory at exit in sanitizer builds.
+    std::exit(runWorker(spec));
   }
   close(pipefd[1]);
   WorkerProc w;

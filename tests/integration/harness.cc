@@ -333,3 +333,40 @@ std::string sqlstateOf(const std::string& bytes) {
 }
 
 }  // namespace pgproxy::it
+
+namespace pgproxy::it {
+
+std::vector<pid_t> childrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  auto r = run({"pgrep", "-P", std::to_string(parent)});
+  std::istringstream in(r.output);
+  pid_t pid;
+  while (in >> pid) {
+    out.push_back(pid);
+  }
+  return out;
+}
+
+long rssKib(pid_t pid) {
+  std::istringstream in(readFile("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return std::stol(line.substr(6));
+    }
+  }
+  return 0;
+}
+
+int fdCount(pid_t pid) {
+  auto r = run({"ls", "/proc/" + std::to_string(pid) + "/fd"});
+  int n = 0;
+  std::istringstream in(r.output);
+  std::string name;
+  while (in >> name) {
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace pgproxy::it

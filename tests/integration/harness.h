@@ -79,3 +79,14 @@ std::string startupPacket(const std::vector<std::pair<std::string, std::string>>
 std::string sqlstateOf(const std::string& bytes);
 
 }  // namespace pgproxy::it
+
+namespace pgproxy::it {
+
+// Pids of the processes whose parent is `parent` (the master's workers).
+std::vector<pid_t> childrenOf(pid_t parent);
+// Resident set size in KiB of `pid` (from /proc), 0 if it is gone.
+long rssKib(pid_t pid);
+// Open file descriptors of `pid`.
+int fdCount(pid_t pid);
+
+}  // namespace pgproxy::it

@@ -6,6 +6,7 @@
 #include <openssl/ssl.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include "harness.h"
@@ -176,7 +177,9 @@ DirectTlsResult directTls(int port, const std::string& sni, bool with_alpn) {
         // DataRow: 'D', len, ncols(2), col len(4), value.
         std::size_t d = in.find('D');
         if (d != std::string::npos && d + 11 <= in.size()) {
-          std::uint32_t vlen = ntohl(*reinterpret_cast<const std::uint32_t*>(in.data() + d + 7));
+          std::uint32_t vlen;
+          std::memcpy(&vlen, in.data() + d + 7, 4);
+          vlen = ntohl(vlen);
           res.cluster = in.substr(d + 11, vlen);
         }
       }
