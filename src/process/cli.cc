@@ -68,6 +68,7 @@ base::Result<Options> parseCommandLine(int argc, char** argv, const char* config
     }
   }
   Options opts;
+  opts.argv.assign(argv, argv + argc);
   std::string flagConfig;
   optind = 0;  // 0, not 1: makes glibc reset its scanning state between calls
   opterr = 0;

@@ -44,6 +44,11 @@ constexpr std::uint64_t kRespawnBackoffMinMs = 100;  // after a worker dies youn
 constexpr std::uint64_t kRespawnBackoffMaxMs = 5000;
 constexpr std::uint64_t kYoungWorkerMs = 5000;
 
+// Binary upgrade: the old master passes its listening sockets to the new binary through the
+// environment ("fd:port:address,..."), and its own pid so the new master can tell it to drain.
+constexpr const char* kListenFdsEnv = "PGPROXY_LISTEN_FDS";
+constexpr const char* kUpgradeParentEnv = "PGPROXY_UPGRADE_PARENT";
+
 std::uint64_t nowMs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -102,6 +107,9 @@ class Master {
   void retireOldGenerations();
   void runTimers();
   std::uint64_t pollTimeoutMs() const;
+  void adoptInheritedListeners();
+  void upgrade();
+  void onUpgradeChildExit(int status);
 
   Options opts_;
   ConfigPtr config_;
@@ -117,6 +125,11 @@ class Master {
   base::UniqueFd signal_fd_;
   std::string pid_file_;
   pid_t pid_ = getpid();
+  std::string exe_path_;             // this binary's path, read at start (see upgrade())
+  std::vector<Listener> inherited_;  // sockets handed over by an upgrading master
+  pid_t upgrade_parent_ = 0;         // that master, told to drain once we serve
+  pid_t upgrade_child_ = 0;          // a new binary we started, until it takes over
+  unsigned reload_failures_ = 0;
 };
 
 base::Status Master::openListeners(const config::Config& cfg, std::vector<Listener>& out) {
@@ -127,6 +140,13 @@ base::Status Master::openListeners(const config::Config& cfg, std::vector<Listen
       if (existing.addr == addr && existing.fd.valid()) {
         fd.reset(dup(existing.fd.get()));
         fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+      }
+    }
+    for (auto& inherited : inherited_) {
+      if (!fd.valid() && inherited.addr == addr && inherited.fd.valid()) {
+        fd = std::move(inherited.fd);
+        LOG_INFO("listening on %s (socket inherited from the previous binary)",
+                 net::describe(addr).c_str());
       }
     }
     if (!fd.valid()) {
@@ -229,6 +249,15 @@ void Master::onWorkerReady(WorkerProc& w) {
     }
   }
   reload_pending_ = false;
+  if (upgrade_parent_ != 0) {
+    // We are the new binary and fully serving: the old master can drain and go.
+    if (getppid() == upgrade_parent_) {
+      LOG_INFO("upgrade: serving; telling the previous master (pid %d) to drain", upgrade_parent_);
+      kill(upgrade_parent_, SIGQUIT);
+    }
+    upgrade_parent_ = 0;
+    return;
+  }
   LOG_INFO("generation %u is serving; old workers drain their sessions", generation_);
   retireOldGenerations();
 }
@@ -269,6 +298,10 @@ void Master::reapChildren() {
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
     cancels_->releaseOwner(pid);
+    if (pid == upgrade_child_) {
+      onUpgradeChildExit(status);
+      continue;
+    }
     auto it = std::find_if(workers_.begin(), workers_.end(),
                            [pid](const WorkerProc& w) { return w.pid == pid; });
     if (it == workers_.end()) {
@@ -304,8 +337,9 @@ void Master::reload() {
   LOG_INFO("reloading configuration from %s", opts_.config_path.c_str());
   auto loaded = config::loadFile(opts_.config_path);
   if (!loaded) {
-    LOG_ERROR("reload failed, still serving the previous configuration:\n%s",
-              loaded.error().message.c_str());
+    ++reload_failures_;
+    LOG_ERROR("reload failed (%u so far), still serving the previous configuration:\n%s",
+              reload_failures_, loaded.error().message.c_str());
     return;
   }
   auto next = std::make_shared<const config::Config>(std::move(*loaded));
@@ -318,8 +352,9 @@ void Master::reload() {
   }
   std::vector<Listener> listeners;
   if (auto st = openListeners(*next, listeners); !st) {
-    LOG_ERROR("reload failed, still serving the previous configuration: %s",
-              st.error().message.c_str());
+    ++reload_failures_;
+    LOG_ERROR("reload failed (%u so far), still serving the previous configuration: %s",
+              reload_failures_, st.error().message.c_str());
     return;
   }
   for (const auto& old : listeners_) {
@@ -389,8 +424,101 @@ void Master::handleSignal(int sig) {
     case SIGUSR1:
       reopenLogs();
       break;
+    case SIGUSR2:
+      upgrade();
+      break;
     default:
       break;
+  }
+}
+
+void Master::adoptInheritedListeners() {
+  const char* fds = std::getenv(kListenFdsEnv);
+  if (const char* parent = std::getenv(kUpgradeParentEnv)) {
+    upgrade_parent_ = static_cast<pid_t>(base::parseUnsigned(parent).value_or(0));
+  }
+  if (fds) {
+    std::string list = fds;
+    std::size_t start = 0;
+    while (start < list.size()) {
+      std::size_t end = list.find(',', start);
+      std::string item = list.substr(start, end == std::string::npos ? end : end - start);
+      start = end == std::string::npos ? list.size() : end + 1;
+      std::size_t c1 = item.find(':'), c2 = item.find(':', c1 + 1);
+      auto fd = base::parseUnsigned(item.substr(0, c1));
+      auto port = base::parseUnsigned(item.substr(c1 + 1, c2 - c1 - 1));
+      if (c1 == std::string::npos || c2 == std::string::npos || !fd || !port) {
+        continue;
+      }
+      Listener l;
+      l.addr.address = item.substr(c2 + 1);
+      l.addr.port = static_cast<std::uint16_t>(*port);
+      l.fd.reset(static_cast<int>(*fd));
+      fcntl(l.fd.get(), F_SETFD, FD_CLOEXEC);
+      inherited_.push_back(std::move(l));
+    }
+  }
+  // Not for our own children, nor for a later upgrade of ours.
+  unsetenv(kListenFdsEnv);
+  unsetenv(kUpgradeParentEnv);
+}
+
+void Master::upgrade() {
+  if (stopping_ || upgrade_child_ != 0) {
+    LOG_WARN("upgrade ignored: %s", stopping_ ? "shutting down" : "an upgrade is in progress");
+    return;
+  }
+  std::string list;
+  for (const auto& l : listeners_) {
+    list += (list.empty() ? "" : ",") + std::to_string(l.fd.get()) + ":" +
+            std::to_string(l.addr.port) + ":" + l.addr.address;
+  }
+  std::string oldbin = pid_file_ + ".oldbin";
+  if (!pid_file_.empty() && rename(pid_file_.c_str(), oldbin.c_str()) != 0) {
+    LOG_ERROR("upgrade: cannot rename the pid file to %s: %s", oldbin.c_str(),
+              base::errnoText(errno).c_str());
+    return;
+  }
+  LOG_INFO("upgrade: starting %s", exe_path_.c_str());
+  pid_t pid = fork();
+  if (pid < 0) {
+    LOG_ERROR("upgrade: fork failed: %s", base::errnoText(errno).c_str());
+    if (!pid_file_.empty()) {
+      rename(oldbin.c_str(), pid_file_.c_str());
+    }
+    return;
+  }
+  if (pid == 0) {
+    for (const auto& l : listeners_) {
+      fcntl(l.fd.get(), F_SETFD, 0);  // these cross exec
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    setenv(kListenFdsEnv, list.c_str(), 1);
+    setenv(kUpgradeParentEnv, std::to_string(pid_).c_str(), 1);
+    std::vector<char*> argv;
+    for (const auto& a : opts_.argv) {
+      argv.push_back(const_cast<char*>(a.c_str()));
+    }
+    argv.push_back(nullptr);
+    execv(exe_path_.c_str(), argv.data());
+    std::fprintf(stderr, "pgproxy: upgrade: cannot execute %s: %s\n", exe_path_.c_str(),
+                 base::errnoText(errno).c_str());
+    _exit(127);
+  }
+  upgrade_child_ = pid;
+}
+
+void Master::onUpgradeChildExit(int status) {
+  upgrade_child_ = 0;
+  if (stopping_) {
+    return;  // it took over and we are draining; its exit is its own business
+  }
+  LOG_ERROR("upgrade failed: the new binary %s; still serving with this one",
+            describeExit(status).c_str());
+  if (!pid_file_.empty()) {
+    rename((pid_file_ + ".oldbin").c_str(), pid_file_.c_str());
   }
 }
 
@@ -431,6 +559,10 @@ std::uint64_t Master::pollTimeoutMs() const {
 
 int Master::run() {
   std::vector<Listener> listeners;
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  exe_path_ = n > 0 ? std::string(exe, static_cast<std::size_t>(n)) : opts_.argv.at(0);
+  adoptInheritedListeners();
   pid_file_ = opts_.pid_file.empty() ? config_->pid_file : opts_.pid_file;
   if (!pid_file_.empty()) {
     if (auto live = readLivePid(pid_file_); live.ok()) {
@@ -444,7 +576,8 @@ int Master::run() {
     return 1;
   }
   listeners_ = std::move(listeners);
-  if (opts_.detach) {
+  inherited_.clear();  // sockets the new configuration no longer listens on
+  if (opts_.detach && upgrade_parent_ == 0) {
     if (daemon(0, config_->log_file.empty() ? 1 : 0) != 0) {
       LOG_ERROR("cannot detach: %s", base::errnoText(errno).c_str());
       return 1;
@@ -477,6 +610,7 @@ int Master::run() {
   }
   LOG_INFO("pgproxy %s started: %zu mapping(s), %u worker(s)", PACKAGE_VERSION,
            config_->mappings.size(), config_->effectiveWorkers());
+  reload_pending_ = true;  // the first generation reports ready like any other
   spawnGeneration();
 
   while (!(stopping_ && workers_.empty())) {
@@ -512,6 +646,9 @@ int Master::run() {
     runTimers();
   }
   removePidFile(pid_file_, pid_);
+  if (!pid_file_.empty()) {
+    removePidFile(pid_file_ + ".oldbin", pid_);
+  }
   LOG_INFO("pgproxy stopped");
   return 0;
 }
@@ -536,8 +673,40 @@ int runMaster(const Options& opts) {
   return master.run();
 }
 
+// Files the configuration names must be usable by the process that will run with it.
+static std::vector<std::string> checkFiles(const config::Config& cfg) {
+  std::vector<std::string> problems;
+  auto dirOf = [](const std::string& path) {
+    std::size_t slash = path.rfind('/');
+    return slash == std::string::npos ? std::string(".") : path.substr(0, slash ? slash : 1);
+  };
+  auto writable = [&](const std::string& key, const std::string& path) {
+    if (path.empty()) {
+      return;
+    }
+    if (access(path.c_str(), F_OK) == 0 ? access(path.c_str(), W_OK) != 0
+                                        : access(dirOf(path).c_str(), W_OK) != 0) {
+      problems.push_back(cfg.path + ": " + key + " \"" + path +
+                         "\" cannot be written: " + base::errnoText(errno));
+    }
+  };
+  writable("pid_file", cfg.pid_file);
+  writable("log_file", cfg.log_file);
+  return problems;
+}
+
 int testConfig(const Options& opts) {
   auto cfg = config::loadFile(opts.config_path);
+  if (cfg) {
+    auto problems = checkFiles(*cfg);
+    if (!problems.empty()) {
+      std::string all;
+      for (const auto& p : problems) {
+        all += (all.empty() ? "" : "\n") + p;
+      }
+      cfg = base::Error{all};
+    }
+  }
   if (!cfg) {
     std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
     std::printf("pgproxy: configuration file %s test failed\n", opts.config_path.c_str());
@@ -552,11 +721,18 @@ int testConfig(const Options& opts) {
 
 int sendSignal(const Options& opts) {
   const SignalSpec* spec = findSignal(opts.signal);
+  auto cfg = config::loadFile(opts.config_path);
+  if (!cfg && spec->signo == SIGHUP) {
+    // The master would refuse it too; saying why here is what the operator needs.
+    std::fprintf(stderr, "%s\npgproxy: not reloading: the configuration is invalid\n",
+                 cfg.error().message.c_str());
+    return 1;
+  }
   std::string pidFile = opts.pid_file;
   if (pidFile.empty()) {
-    auto cfg = config::loadFile(opts.config_path);
     if (!cfg) {
-      std::fprintf(stderr, "pgproxy: %s\n", cfg.error().message.c_str());
+      std::fprintf(stderr, "pgproxy: %s\n(name the pid file with -p to signal anyway)\n",
+                   cfg.error().message.c_str());
       return 1;
     }
     pidFile = cfg->pid_file;

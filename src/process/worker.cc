@@ -25,8 +25,23 @@ struct Worker {
   session::Context ctx;
   std::vector<evconnlistener*> listeners;
   event* accept_resume = nullptr;
+  event* drain_deadline = nullptr;
   bool draining = false;
 };
+
+void closeAllSessions(Worker& w) {
+  while (w.ctx.sessions) {
+    w.ctx.sessions->shutdown();
+  }
+}
+
+// shutdown_timeout: PostgreSQL sessions can live for hours, so draining has an end.
+void onDrainDeadline(evutil_socket_t, short, void* arg) {
+  auto* w = static_cast<Worker*>(arg);
+  LOG_WARN("shutdown_timeout reached: closing %zu remaining session(s)", w->ctx.active_sessions);
+  closeAllSessions(*w);
+  event_base_loopbreak(w->ctx.base);
+}
 
 void stopListening(Worker& w) {
   for (auto* l : w.listeners) {
@@ -76,8 +91,10 @@ void onSignal(evutil_socket_t sig, short, void* arg) {
   }
   if (sig == SIGQUIT) {
     if (!w->draining) {
-      LOG_INFO("graceful shutdown: no longer accepting; %zu session(s) left",
-               w->ctx.active_sessions);
+      LOG_INFO("draining: no longer accepting; %zu session(s) left", w->ctx.active_sessions);
+      std::uint64_t ms = w->ctx.config->shutdown_timeout_ms;
+      timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+      evtimer_add(w->drain_deadline, &tv);
     }
     w->draining = true;
     stopListening(*w);
@@ -116,10 +133,12 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.on_session_closed = onSessionClosed;
   w->ctx.owner = w;
   w->accept_resume = evtimer_new(base, onAcceptResume, w);
+  w->drain_deadline = evtimer_new(base, onDrainDeadline, w);
 
   for (int fd : spec.listen_fds) {
-    int own = dup(fd);  // this worker's copy; freeing the listener closes only it
-    evconnlistener* l = evconnlistener_new(base, onAccept, w, LEV_OPT_CLOSE_ON_FREE, -1, own);
+    // fork gave this worker its own descriptor: freeing the listener closes it, and once every
+    // process has closed its copy the kernel refuses new connections instead of queueing them.
+    evconnlistener* l = evconnlistener_new(base, onAccept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l) {
       LOG_ERROR("cannot listen on inherited socket %d", fd);
       return 1;
@@ -147,14 +166,13 @@ int runWorker(const WorkerSpec& spec) {
   LOG_DEBUG("worker %u of generation %u serving", spec.slot, spec.generation);
   event_base_dispatch(base);
 
-  while (w->ctx.sessions) {
-    w->ctx.sessions->shutdown();
-  }
+  closeAllSessions(*w);
   stopListening(*w);
   for (auto* ev : signals) {
     event_free(ev);
   }
   event_free(w->accept_resume);
+  event_free(w->drain_deadline);
   delete w;
   evdns_base_free(dns, 0);
   event_base_free(base);

@@ -32,6 +32,12 @@ std::string proxyBin() {
   return env("PGPROXY_BIN", "./pgproxy");
 }
 
+// One port where nothing listens, for "backend down" mappings.
+int deadPort() {
+  static int port = freePort();
+  return port;
+}
+
 Sandbox* g_sandbox = nullptr;
 
 class SandboxEnvironment : public ::testing::Environment {
@@ -159,27 +165,51 @@ CommandResult run(const std::vector<std::string>& argv, std::chrono::seconds tim
   return result;
 }
 
-Proxy::Proxy(const std::string& body, int workers) {
-  dir_ = tempDir("pgproxy-proxy");
-  config_ = dir_ + "/pgproxy.yaml";
-  pid_file_ = dir_ + "/pgproxy.pid";
-  log_ = dir_ + "/pgproxy.log";
-  port_ = freePort();
+std::string proxyBinary() {
+  return proxyBin();
+}
+
+std::string Proxy::render(const std::string& body, int workers) const {
   const Sandbox& s = sandbox();
   std::string yaml = "listen:\n  address: 127.0.0.1\n  port: " + std::to_string(port_) +
                      "\nworkers: " + std::to_string(workers) + "\npid_file: " + pid_file_ + "\n" +
                      body;
   yaml = replaceAll(yaml, "{P1}", std::to_string(s.port1));
   yaml = replaceAll(yaml, "{P2}", std::to_string(s.port2));
-  yaml = replaceAll(yaml, "{DEAD}", std::to_string(freePort()));
-  writeFile(config_, yaml);
+  yaml = replaceAll(yaml, "{DEAD}", std::to_string(deadPort()));
+  yaml = replaceAll(yaml, "{DIR}", dir_);
+  return yaml;
+}
+
+void Proxy::rewrite(const std::string& body, int workers) {
+  // Write then rename, so a reload never reads a half-written file.
+  writeFile(config_ + ".new", render(body, workers));
+  rename((config_ + ".new").c_str(), config_.c_str());
+}
+
+CommandResult Proxy::signal(const std::string& name) const {
+  return run({binary_, "-s", name, "-c", config_});
+}
+
+pid_t Proxy::pidFromFile() const {
+  std::string text = readFile(pid_file_);
+  return text.empty() ? -1 : static_cast<pid_t>(std::stol(text));
+}
+
+Proxy::Proxy(const std::string& body, int workers, const std::string& binary) {
+  dir_ = tempDir("pgproxy-proxy");
+  config_ = dir_ + "/pgproxy.yaml";
+  pid_file_ = dir_ + "/pgproxy.pid";
+  log_ = dir_ + "/pgproxy.log";
+  binary_ = binary.empty() ? proxyBin() : binary;
+  port_ = freePort();
+  writeFile(config_, render(body, workers));
   pid_ = fork();
   if (pid_ == 0) {
     int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
-    std::string bin = proxyBin();
-    execl(bin.c_str(), bin.c_str(), "-c", config_.c_str(), static_cast<char*>(nullptr));
+    execl(binary_.c_str(), binary_.c_str(), "-c", config_.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   // Ready when the port accepts (the master binds before forking workers; the backlog holds
@@ -197,6 +227,11 @@ Proxy::Proxy(const std::string& body, int workers) {
 
 Proxy::~Proxy() {
   stop();
+  // Sanitizer builds: a report from any pgproxy process (workers log to the same file) fails the
+  // test that ran it.
+  std::string text = log();
+  EXPECT_EQ(text.find("Sanitizer"), std::string::npos) << "sanitizer report in pgproxy's log";
+  EXPECT_EQ(text.find("runtime error:"), std::string::npos) << "UBSan report in pgproxy's log";
   if (::testing::Test::HasFailure()) {
     std::cerr << "---- pgproxy log (" << log_ << ") ----\n" << log() << "---- end of log ----\n";
     for (const char* name : {"host1", "host2"}) {

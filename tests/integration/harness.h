@@ -38,7 +38,8 @@ class Proxy {
  public:
   // `body` is YAML appended after the listen block; "{P1}"/"{P2}" become the clusters' ports and
   // "{DEAD}" a port where nothing listens.
-  explicit Proxy(const std::string& body, int workers = 2);
+  // `binary` overrides $PGPROXY_BIN (the upgrade tests run a copy they can replace).
+  explicit Proxy(const std::string& body, int workers = 2, const std::string& binary = "");
   ~Proxy();
   Proxy(const Proxy&) = delete;
   Proxy& operator=(const Proxy&) = delete;
@@ -51,16 +52,25 @@ class Proxy {
   // Waits (bounded) for the master to exit; returns its wait status or -1.
   int waitExit(std::chrono::seconds timeout);
   void stop();
+  // Replaces the config file's body (same listen block, workers and pid file).
+  void rewrite(const std::string& body, int workers = 2);
+  // Runs `pgproxy -s NAME -c CONFIG`.
+  CommandResult signal(const std::string& name) const;
+  // The pid the pid file names now (the master may have been replaced by an upgrade), or -1.
+  pid_t pidFromFile() const;
 
   // conninfo for a TLS connection to `host` (host1/host2/other...) through this proxy.
   std::string tls(const std::string& host, const std::string& sslmode = "verify-full") const;
   std::string plain() const;
 
  private:
-  std::string dir_, config_, pid_file_, log_;
+  std::string render(const std::string& body, int workers) const;
+  std::string dir_, config_, pid_file_, log_, binary_;
   int port_ = 0;
   pid_t pid_ = -1;
 };
+
+std::string proxyBinary();
 
 // Direct conninfo to a cluster, bypassing pgproxy.
 std::string direct(int port);

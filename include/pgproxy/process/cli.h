@@ -33,6 +33,7 @@ struct Options {
   bool detach = false;       // -d
   bool version = false;      // -V
   bool help = false;         // -h
+  std::vector<std::string> argv;  // as given, for re-executing on upgrade
 };
 
 // Pure: argv and the CONFIG_PATH value (may be null) in, Options or a usage error out.

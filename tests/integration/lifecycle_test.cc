@@ -1,0 +1,370 @@
+// Zero-downtime lifecycle: reload, drain, quit, reopen, worker crash and binary upgrade, each under
+// real client load against real PostgreSQL.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <regex>
+#include <thread>
+
+#include "harness.h"
+
+namespace pgproxy::it {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Polls `cond` every 20 ms for up to `limit`; returns whether it became true.
+template <typename Cond>
+bool eventually(Cond cond, milliseconds limit = seconds(20)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) {
+      return true;
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return cond();
+}
+
+bool alive(pid_t pid) {
+  return pid > 0 && kill(pid, 0) == 0;
+}
+
+std::string clusterOf(PGconn* conn) {
+  PGresult* r = PQexec(conn, "show cluster_name");
+  std::string out = PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "";
+  PQclear(r);
+  return out;
+}
+
+std::string mappingTo(const char* port, const std::string& extra = "") {
+  return extra +
+         "max_draining_generations: 64\nmappings:\n"
+         "  - {external: host1.example.com, internal: 127.0.0.1, port: " +
+         std::string(port) +
+         "}\n  - {external: host2.example.com, internal: 127.0.0.1, port: {P2}}\n";
+}
+
+void makeLedger() {
+  ASSERT_EQ(psql(direct(sandbox().port2),
+                 "drop table if exists ledger; create table ledger(id bigserial primary key, "
+                 "c int, t timestamptz default now())")
+                .exit_code,
+            0);
+}
+
+// pgbench inserts one ledger row per transaction through pgproxy (TLS) while 20 reloads alternate
+// two configurations. Pass: exit 0, processed N/N, failed 0, no abort, and N rows.
+void ledgerUnderReloads(bool connectPerTransaction) {
+  Proxy proxy(mappingTo("{P1}", "connect_timeout: 5s\n"), 2);
+  makeLedger();
+  std::string dir = tempDir("pgproxy-ledger");
+  writeFile(dir + "/ledger.sql", "INSERT INTO ledger(c) VALUES (:client_id);\n");
+  const int clients = 8, perClient = connectPerTransaction ? 150 : 600;
+  std::vector<std::string> args = {"pgbench", "-n",
+                                   "-c",      std::to_string(clients),
+                                   "-j",      "2",
+                                   "-t",      std::to_string(perClient),
+                                   "-f",      dir + "/ledger.sql",
+                                   "-d",      proxy.tls("host2")};
+  if (connectPerTransaction) {
+    args.insert(args.begin() + 1, "-C");
+  }
+  CommandResult bench;
+  std::thread runner([&] { bench = run(args, seconds(600)); });
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(milliseconds(100));
+    proxy.rewrite(i % 2 ? mappingTo("{P1}", "connect_timeout: 5s\n")
+                        : mappingTo("{P1}", "connect_timeout: 4s\n"),
+                  i % 2 ? 2 : 1);
+    auto r = proxy.signal("reload");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  runner.join();
+  int n = clients * perClient;
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("number of transactions actually processed: " + std::to_string(n) +
+                              "/" + std::to_string(n)),
+            std::string::npos)
+      << bench.output;
+  EXPECT_NE(bench.output.find("number of failed transactions: 0"), std::string::npos);
+  EXPECT_EQ(bench.output.find("aborted"), std::string::npos) << bench.output;
+  EXPECT_EQ(psql(direct(sandbox().port2), "select count(*) from ledger").output,
+            std::to_string(n) + "\n");
+  EXPECT_EQ(proxy.log().find("reload failed"), std::string::npos);
+  run({"rm", "-rf", dir});
+}
+
+TEST(Reload, NothingLostWithConnectionPerTransaction) {
+  ledgerUnderReloads(true);
+}
+
+TEST(Reload, NothingLostWithPersistentConnections) {
+  ledgerUnderReloads(false);
+}
+
+TEST(Reload, OpenSessionKeepsItsBackendNewOnesFollowTheConfig) {
+  // Plaintext through the only... here default mapping, so the route can move between clusters.
+  auto config = [](const char* port) {
+    return std::string(
+               "max_draining_generations: 64\nmappings:\n"
+               "  - {external: host1.example.com, internal: 127.0.0.1, port: ") +
+           port + "}\n";
+  };
+  Proxy proxy(config("{P1}"), 1);
+  PGconn* old = PQconnectdb(proxy.plain().c_str());
+  ASSERT_EQ(PQstatus(old), CONNECTION_OK) << PQerrorMessage(old);
+  EXPECT_EQ(clusterOf(old), "host1");
+  for (int i = 0; i < 5; ++i) {
+    proxy.rewrite(config(i % 2 ? "{P1}" : "{P2}"), 1);  // ends on {P2}
+    ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+    std::string expected = i % 2 ? "host1" : "host2";
+    EXPECT_TRUE(eventually([&] {
+      return psql(proxy.plain(), "show cluster_name").output == expected + "\n";
+    })) << "reload "
+        << i << " did not take effect";
+    EXPECT_EQ(clusterOf(old), "host1") << "after reload " << i;
+  }
+  PQfinish(old);
+}
+
+TEST(Reload, OldWorkersExitOnceDrained) {
+  Proxy proxy(mappingTo("{P1}"), 2);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  }
+  EXPECT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 2; }))
+      << childrenOf(proxy.pid()).size() << " processes";
+  proxy.rewrite(mappingTo("{P1}"), 3);  // changing workers on reload
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 3; }));
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+}
+
+TEST(Reload, ShutdownTimeoutClosesLingeringSession) {
+  Proxy proxy(mappingTo("{P1}", "shutdown_timeout: 1s\n"), 1);
+  PGconn* conn = PQconnectdb(proxy.tls("host1").c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 1; }))
+      << "the draining worker did not exit after shutdown_timeout";
+  EXPECT_EQ(clusterOf(conn), "");  // the session was closed
+  EXPECT_NE(PQstatus(conn), CONNECTION_OK);
+  PQfinish(conn);
+  EXPECT_NE(proxy.log().find("shutdown_timeout reached: closing 1 remaining session(s)"),
+            std::string::npos);
+}
+
+TEST(Reload, InvalidConfigKeepsServing) {
+  Proxy proxy(mappingTo("{P1}"), 1);
+  int failures = 0;
+  for (const std::string& bad : {std::string("mappings: [\n"), std::string("mapings: []\n"),
+                                 mappingTo("{P1}", "listen: {address: 127.0.0.1, port: 1}\n")}) {
+    proxy.rewrite(bad, 1);
+    // A reload the master gets anyway (kill -HUP, systemctl reload) must not hurt it.
+    ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+    ++failures;
+    EXPECT_TRUE(eventually([&] {
+      return proxy.log().find("reload failed (" + std::to_string(failures) + " so far)") !=
+             std::string::npos;
+    }));
+    EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  }
+  std::string log = proxy.log();
+  EXPECT_TRUE(
+      std::regex_search(log, std::regex(proxy.configPath() + ":[0-9]+:[0-9]+: YAML syntax")))
+      << log;
+  EXPECT_NE(log.find("did you mean \"mappings\""), std::string::npos);
+  // `pgproxy -s reload` checks the file first and says why it will not reload.
+  proxy.rewrite("mapings: []\n", 1);
+  auto r = proxy.signal("reload");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("did you mean \"mappings\""), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not reloading"), std::string::npos) << r.output;
+  // A valid file then reloads normally.
+  proxy.rewrite(mappingTo("{P2}"), 1);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return psql(proxy.tls("host1", "require"), "show cluster_name").output == "host2\n";
+  }));
+}
+
+TEST(Lifecycle, QuitLetsOpenSessionFinish) {
+  Proxy proxy(mappingTo("{P1}"), 2);
+  PGconn* conn = PQconnectdb(proxy.tls("host1").c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK);
+  ASSERT_EQ(proxy.signal("quit").exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return psql(proxy.tls("host2"), "select 1").exit_code != 0; }))
+      << "new connections are still accepted after quit";
+  EXPECT_EQ(clusterOf(conn), "host1");           // the open session still works
+  ASSERT_EQ(proxy.signal("quit").exit_code, 0);  // a second quit is harmless
+  EXPECT_EQ(clusterOf(conn), "host1");
+  EXPECT_TRUE(alive(proxy.pid()));
+  PQfinish(conn);
+  int status = proxy.waitExit(seconds(20));
+  ASSERT_NE(status, -1) << "master did not exit after its last session closed";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  struct stat st;
+  EXPECT_NE(stat(proxy.pidFile().c_str(), &st), 0);
+}
+
+TEST(Lifecycle, ReopenStartsANewLogFile) {
+  Proxy proxy(mappingTo("{P1}", "debug: true\nlog_file: {DIR}/proxy.log\n"), 1);
+  std::string logPath = proxy.configPath().substr(0, proxy.configPath().rfind('/')) + "/proxy.log";
+  EXPECT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+  ASSERT_EQ(rename(logPath.c_str(), (logPath + ".1").c_str()), 0);
+  ASSERT_EQ(proxy.signal("reopen").exit_code, 0);
+  EXPECT_TRUE(eventually(
+      [&] { return readFile(logPath).find("log files reopened") != std::string::npos; }));
+  EXPECT_EQ(psql(proxy.tls("host2"), "select 1").exit_code, 0);
+  // The worker's lines about the new session land in the new file, not the moved one.
+  EXPECT_TRUE(eventually([&] {
+    return readFile(logPath).find("host2.example.com") != std::string::npos;
+  })) << readFile(logPath);
+  EXPECT_EQ(readFile(logPath + ".1").find("host2.example.com"), std::string::npos);
+}
+
+// A client loop that counts failed connections while something happens to the proxy.
+class ConnectLoop {
+ public:
+  explicit ConnectLoop(std::string conninfo) : conninfo_(std::move(conninfo)) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        PGconn* c = PQconnectdb(conninfo_.c_str());
+        bool ok = PQstatus(c) == CONNECTION_OK && clusterOf(c) != "";
+        if (!ok && std::string(PQerrorMessage(c)).find("refused") != std::string::npos) {
+          ++refused_;
+        }
+        PQfinish(c);
+        (ok ? ok_ : failed_)++;
+      }
+    });
+  }
+  // Returns the connections refused at TCP level; failed() counts every failure.
+  int finish() {
+    stop_ = true;
+    thread_.join();
+    return refused_;
+  }
+  int failed() const { return failed_; }
+  int ok() const { return ok_; }
+
+ private:
+  std::string conninfo_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> ok_{0}, failed_{0}, refused_{0};
+  std::thread thread_;
+};
+
+TEST(Lifecycle, KilledWorkerUnderConnectLoopRefusesNobody) {
+  Proxy proxy(mappingTo("{P1}"), 2);
+  ConnectLoop loop(proxy.tls("host1"));
+  EXPECT_TRUE(eventually([&] { return loop.ok() > 20; }));
+  auto workers = childrenOf(proxy.pid());
+  ASSERT_EQ(workers.size(), 2u);
+  kill(workers[0], SIGKILL);
+  EXPECT_TRUE(eventually([&] {
+    auto now = childrenOf(proxy.pid());
+    return now.size() == 2 && std::find(now.begin(), now.end(), workers[0]) == now.end();
+  }));
+  int before = loop.ok();
+  EXPECT_TRUE(eventually([&] { return loop.ok() > before + 20; }));
+  EXPECT_EQ(loop.finish(), 0) << "connections refused while a worker was replaced";
+  // Only a session the killed worker was holding can fail (the loop has one at a time).
+  EXPECT_LE(loop.failed(), 1);
+}
+
+TEST(Lifecycle, TwoHundredReloadsLeakNothingInTheMaster) {
+  Proxy proxy(mappingTo("{P1}"), 1);
+  auto reloadAndSettle = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+      std::string marker = "generation " + std::to_string(i + 2) + " is serving";
+      ASSERT_TRUE(eventually([&] { return proxy.log().find(marker) != std::string::npos; }))
+          << marker;
+      ASSERT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 1; }));
+    }
+  };
+  reloadAndSettle(10);  // warm up allocator pools
+  int fds = fdCount(proxy.pid());
+  long rss = rssKib(proxy.pid());
+  std::string before = proxy.log();
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+    std::string marker = "generation " + std::to_string(i + 12) + " is serving";
+    ASSERT_TRUE(eventually([&] { return proxy.log().find(marker) != std::string::npos; }))
+        << marker;
+  }
+  ASSERT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 1; }));
+  EXPECT_EQ(fdCount(proxy.pid()), fds);
+  EXPECT_LE(rssKib(proxy.pid()), rss + 256) << "master RSS grew from " << rss << " KiB";
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+}
+
+// Binary upgrade runs a copy of the binary that the test can replace.
+std::string copyBinary(const std::string& dir) {
+  std::string path = dir + "/pgproxy";
+  EXPECT_EQ(run({"cp", proxyBinary(), path}).exit_code, 0);
+  return path;
+}
+
+TEST(Upgrade, NewBinaryTakesOverUnderLoad) {
+  std::string dir = tempDir("pgproxy-upgrade");
+  std::string bin = copyBinary(dir);
+  Proxy proxy(mappingTo("{P1}"), 2, bin);
+  pid_t oldMaster = proxy.pid();
+  makeLedger();
+  writeFile(dir + "/ledger.sql", "INSERT INTO ledger(c) VALUES (:client_id);\n");
+  CommandResult bench;
+  std::thread runner([&] {
+    bench = run({"pgbench", "-n", "-C", "-c", "8", "-j", "2", "-t", "150", "-f",
+                 dir + "/ledger.sql", "-d", proxy.tls("host2")},
+                seconds(600));
+  });
+  std::this_thread::sleep_for(milliseconds(300));
+  ASSERT_EQ(proxy.signal("upgrade").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    pid_t now = proxy.pidFromFile();
+    return now > 0 && now != oldMaster;
+  }));
+  pid_t newMaster = proxy.pidFromFile();
+  EXPECT_NE(proxy.waitExit(seconds(30)), -1) << "the old master did not exit";
+  runner.join();
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("number of failed transactions: 0"), std::string::npos);
+  EXPECT_EQ(bench.output.find("aborted"), std::string::npos) << bench.output;
+  EXPECT_EQ(psql(direct(sandbox().port2), "select count(*) from ledger").output, "1200\n");
+  // Exactly one master, serving.
+  EXPECT_TRUE(alive(newMaster));
+  EXPECT_FALSE(alive(oldMaster));
+  EXPECT_EQ(childrenOf(newMaster).size(), 2u);
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  kill(newMaster, SIGTERM);
+  EXPECT_TRUE(eventually([&] { return !alive(newMaster); }));
+  run({"rm", "-rf", dir});
+}
+
+TEST(Upgrade, FailingNewBinaryLeavesOldMasterServing) {
+  std::string dir = tempDir("pgproxy-upgrade");
+  std::string bin = copyBinary(dir);
+  Proxy proxy(mappingTo("{P1}"), 1, bin);
+  // Replace the binary with one that fails at once.
+  writeFile(dir + "/broken", "#!/bin/sh\necho broken binary >&2\nexit 1\n");
+  chmod((dir + "/broken").c_str(), 0755);
+  ASSERT_EQ(rename((dir + "/broken").c_str(), bin.c_str()), 0);
+  ASSERT_EQ(kill(proxy.pid(), SIGUSR2), 0);
+  EXPECT_TRUE(eventually([&] { return proxy.log().find("upgrade failed") != std::string::npos; }));
+  EXPECT_TRUE(eventually([&] { return proxy.pidFromFile() == proxy.pid(); }))
+      << "pid file not restored";
+  EXPECT_TRUE(alive(proxy.pid()));
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  run({"rm", "-rf", dir});
+}
+
+}  // namespace
+}  // namespace pgproxy::it
