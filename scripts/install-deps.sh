@@ -5,6 +5,7 @@ packages=(
   build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev libyaml-dev libgtest-dev libgmock-dev libpq-dev
   postgresql postgresql-client openssl procps util-linux
+  debhelper dpkg-dev fakeroot lintian mandoc adduser systemd logrotate
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -15,6 +15,16 @@ if [ $check -ne 0 ]; then
     [ -f "$log" ] && grep -q "FAIL\|Failure\|ERROR" "$log" && { echo "==== $log"; tail -n 200 "$log"; }
   done
 fi
+# The Debian package test builds, installs and purges the .deb (needs root or sudo).
+mkdir -p "$build/tests/package"
+if tests/package/deb_test.sh "$build" >"$build/tests/package/deb_test.log" 2>&1; then
+  echo ":test-result: PASS" >"$build/tests/package/deb_test.trs"
+  echo "PASS: tests/package/deb_test.sh"
+else
+  echo ":test-result: FAIL" >"$build/tests/package/deb_test.trs"
+  echo "FAIL: tests/package/deb_test.sh"
+  cat "$build/tests/package/deb_test.log"
+fi
 scripts/test-summary.sh "$build"
 summary=$?
 [ $check -eq 0 ] && [ $summary -eq 0 ]

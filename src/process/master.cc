@@ -32,6 +32,7 @@
 #include "pgproxy/log/log.h"
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/process/pid_file.h"
+#include "pgproxy/process/systemd_notify.h"
 #include "pgproxy/process/worker.h"
 
 namespace pgproxy::process {
@@ -97,7 +98,7 @@ class Master {
   base::Status setUpSharedMemory();
   void spawnGeneration();
   void spawnWorker(unsigned slot);
-  void handleSignal(int sig);
+  void handleSignal(int sig, pid_t sender);
   void reapChildren();
   void reload();
   void reopenLogs();
@@ -130,6 +131,7 @@ class Master {
   pid_t upgrade_parent_ = 0;         // that master, told to drain once we serve
   pid_t upgrade_child_ = 0;          // a new binary we started, until it takes over
   unsigned reload_failures_ = 0;
+  bool handed_over_ = false;  // an upgrade took over; systemd must not see us stopping
 };
 
 base::Status Master::openListeners(const config::Config& cfg, std::vector<Listener>& out) {
@@ -249,6 +251,8 @@ void Master::onWorkerReady(WorkerProc& w) {
     }
   }
   reload_pending_ = false;
+  notifySystemd("READY=1\nSTATUS=serving " + std::to_string(config_->mappings.size()) +
+                " mapping(s), generation " + std::to_string(generation_));
   if (upgrade_parent_ != 0) {
     // We are the new binary and fully serving: the old master can drain and go.
     if (getppid() == upgrade_parent_) {
@@ -335,11 +339,13 @@ void Master::reload() {
     return;
   }
   LOG_INFO("reloading configuration from %s", opts_.config_path.c_str());
+  notifySystemd("RELOADING=1");
   auto loaded = config::loadFile(opts_.config_path);
   if (!loaded) {
     ++reload_failures_;
     LOG_ERROR("reload failed (%u so far), still serving the previous configuration:\n%s",
               reload_failures_, loaded.error().message.c_str());
+    notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
     return;
   }
   auto next = std::make_shared<const config::Config>(std::move(*loaded));
@@ -355,6 +361,7 @@ void Master::reload() {
     ++reload_failures_;
     LOG_ERROR("reload failed (%u so far), still serving the previous configuration: %s",
               reload_failures_, st.error().message.c_str());
+    notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
     return;
   }
   for (const auto& old : listeners_) {
@@ -393,6 +400,9 @@ void Master::beginStop(bool graceful) {
   stopping_ = true;
   graceful_ = graceful;
   respawns_.clear();
+  if (!handed_over_) {
+    notifySystemd("STOPPING=1");
+  }
   listeners_.clear();  // workers hold their own copies until they stop accepting
   LOG_INFO("%s shutdown: %zu worker(s)", graceful ? "graceful" : "fast", workers_.size());
   for (auto& w : workers_) {
@@ -406,7 +416,7 @@ void Master::beginStop(bool graceful) {
   }
 }
 
-void Master::handleSignal(int sig) {
+void Master::handleSignal(int sig, pid_t sender) {
   switch (sig) {
     case SIGCHLD:
       reapChildren();
@@ -416,6 +426,13 @@ void Master::handleSignal(int sig) {
       beginStop(false);
       break;
     case SIGQUIT:
+      if (sender != 0 && sender == upgrade_child_) {
+        // The new binary serves: it becomes the service's main process, we drain and go.
+        LOG_INFO("upgrade: new master %d is serving; draining and exiting", sender);
+        notifySystemd("MAINPID=" + std::to_string(sender) + "\nSTATUS=handed over to pid " +
+                      std::to_string(sender));
+        handed_over_ = true;
+      }
       beginStop(true);
       break;
     case SIGHUP:
@@ -640,7 +657,7 @@ int Master::run() {
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info;
       while (read(signal_fd_.get(), &info, sizeof(info)) == sizeof(info)) {
-        handleSignal(static_cast<int>(info.ssi_signo));
+        handleSignal(static_cast<int>(info.ssi_signo), static_cast<pid_t>(info.ssi_pid));
       }
     }
     runTimers();

@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <regex>
 #include <thread>
 
@@ -363,6 +366,74 @@ TEST(Upgrade, FailingNewBinaryLeavesOldMasterServing) {
       << "pid file not restored";
   EXPECT_TRUE(alive(proxy.pid()));
   EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  run({"rm", "-rf", dir});
+}
+
+}  // namespace
+}  // namespace pgproxy::it
+
+namespace pgproxy::it {
+namespace {
+
+// systemd's side of sd_notify: a datagram socket the test reads, as the service manager would.
+class NotifySocket {
+ public:
+  NotifySocket() {
+    path_ = tempDir("pgproxy-notify") + "/notify.sock";
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    setenv("NOTIFY_SOCKET", path_.c_str(), 1);
+  }
+  ~NotifySocket() {
+    unsetenv("NOTIFY_SOCKET");
+    close(fd_);
+    run({"rm", "-rf", path_.substr(0, path_.rfind('/'))});
+  }
+  // Everything received so far, messages separated by "|".
+  std::string drain() {
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd_, buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+      received_ += std::string(buf, static_cast<std::size_t>(n)) + "|";
+    }
+    return received_;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::string received_;
+};
+
+TEST(Systemd, NotifiesReadyReloadStopAndMainPidOnUpgrade) {
+  NotifySocket notify;
+  std::string dir = tempDir("pgproxy-upgrade");
+  std::string bin = copyBinary(dir);
+  Proxy proxy(mappingTo("{P1}"), 1, bin);
+  EXPECT_TRUE(eventually([&] { return notify.drain().find("READY=1") != std::string::npos; }));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    std::string got = notify.drain();
+    std::size_t reloading = got.find("RELOADING=1");
+    return reloading != std::string::npos && got.find("READY=1", reloading) != std::string::npos;
+  }));
+  pid_t old = proxy.pid();
+  ASSERT_EQ(proxy.signal("upgrade").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    pid_t now = proxy.pidFromFile();
+    return now > 0 && now != old &&
+           notify.drain().find("MAINPID=" + std::to_string(now)) != std::string::npos;
+  })) << notify.drain();
+  pid_t newMaster = proxy.pidFromFile();
+  EXPECT_NE(proxy.waitExit(seconds(30)), -1);
+  // The handover is not a stop: systemd must not see STOPPING from the old master.
+  EXPECT_EQ(notify.drain().find("STOPPING=1"), std::string::npos) << notify.drain();
+  kill(newMaster, SIGTERM);
+  EXPECT_TRUE(eventually([&] { return notify.drain().find("STOPPING=1") != std::string::npos; }));
+  EXPECT_TRUE(eventually([&] { return !alive(newMaster); }));
   run({"rm", "-rf", dir});
 }
 
