@@ -15,6 +15,10 @@ const std::vector<KeySpec>& topLevelKeys() {
       {"connect_timeout", true, "time allowed to connect to a backend"},
       {"shutdown_timeout", true, "how long draining workers keep sessions open"},
       {"max_draining_generations", true, "old worker generations allowed to drain at once"},
+      {"admin", true, "HTTP listener for /metrics, /healthz and /readyz"},
+      {"access_log", true, "where the per-connection access log goes"},
+      {"log_format", true, "access log format: text or json"},
+      {"log_protocol", true, "log each protocol message of plaintext sessions (debugging)"},
   };
   return keys;
 }
@@ -23,6 +27,14 @@ const std::vector<KeySpec>& listenKeys() {
   static const std::vector<KeySpec> keys = {
       {"address", false, "IP address to bind"},
       {"port", false, "TCP port, default 5400"},
+  };
+  return keys;
+}
+
+const std::vector<KeySpec>& adminKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"listen", true, "address:port of the admin HTTP listener"},
+      {"token", true, "bearer token required on every admin request"},
   };
   return keys;
 }

@@ -4,6 +4,7 @@
 #include <yaml.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -285,6 +286,33 @@ void parseMappings(Parser& p, yaml_node_t* n, Config& cfg) {
   }
 }
 
+void parseAdmin(Parser& p, yaml_node_t* n, Config& cfg) {
+  p.forEachKey(
+      n, "admin", keyNames(adminKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+        auto s = p.scalar(v, "admin." + key);
+        if (!s) {
+          return;
+        }
+        if (key == "listen") {
+          if (!parseHostPort(*s, cfg.admin.listen)) {
+            p.fail(v,
+                   "admin.listen must be ADDRESS:PORT such as 127.0.0.1:9540, not \"" + *s + "\"");
+            return;
+          }
+          cfg.admin.listen.mark = Parser::markOf(v);
+          cfg.admin.enabled = true;
+        } else if (key == "token") {
+          if (s->empty()) {
+            p.fail(v, "admin.token must not be empty (leave it out to disable it)");
+          }
+          cfg.admin.token = *s;
+        }
+      });
+  if (n->type == YAML_MAPPING_NODE && !cfg.admin.enabled && !p.failed()) {
+    p.fail(n, "admin needs a \"listen\" address, such as 127.0.0.1:9540");
+  }
+}
+
 void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
   auto s = p.scalar(n, "workers");
   if (!s) {
@@ -330,6 +358,19 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
                    cfg.connect_timeout_ms = p.duration(v, "connect_timeout").value_or(0);
                  } else if (key == "shutdown_timeout") {
                    cfg.shutdown_timeout_ms = p.duration(v, "shutdown_timeout").value_or(0);
+                 } else if (key == "admin") {
+                   parseAdmin(p, v, cfg);
+                 } else if (key == "access_log") {
+                   cfg.access_log = p.scalar(v, "access_log").value_or("");
+                 } else if (key == "log_format") {
+                   std::string f = p.scalar(v, "log_format").value_or("");
+                   if (f == "json") {
+                     cfg.log_format = LogFormat::kJson;
+                   } else if (f != "text") {
+                     p.fail(v, "log_format must be text or json, not \"" + f + "\"");
+                   }
+                 } else if (key == "log_protocol") {
+                   cfg.log_protocol = p.boolean(v, "log_protocol").value_or(false);
                  } else if (key == "max_draining_generations") {
                    auto n = base::parseUnsigned(p.scalar(v, key).value_or(""));
                    if (!n || *n < 1 || *n > 64) {
@@ -388,6 +429,31 @@ unsigned Config::effectiveWorkers() const {
   return n > 0 ? static_cast<unsigned>(n) : 1;
 }
 
+bool parseHostPort(const std::string& text, ListenAddress& out) {
+  std::size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= text.size()) {
+    return false;
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return false;  // IPv6 needs brackets
+  }
+  if (host == "localhost") {
+    host = "127.0.0.1";
+  } else if (host.empty() || host == "*") {
+    host = "0.0.0.0";
+  }
+  auto port = base::parseUnsigned(text.substr(colon + 1));
+  if (!isIpLiteral(host) || !port || *port < 1 || *port > 65535) {
+    return false;
+  }
+  out.address = host;
+  out.port = static_cast<std::uint16_t>(*port);
+  return true;
+}
+
 bool isIpLiteral(const std::string& s) {
   unsigned char buf[sizeof(in6_addr)];
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
@@ -443,6 +509,13 @@ base::Result<Config> loadString(const std::string& text, const std::string& name
   }
   Config cfg;
   cfg.path = name;
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a: a stable fingerprint, not security
+  for (unsigned char c : text) {
+    h = (h ^ c) * 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  cfg.hash = hex;
   Parser p(name, &doc);
   yaml_node_t* root = yaml_document_get_root_node(&doc);
   if (!root) {

@@ -30,6 +30,7 @@
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/metrics/metrics.h"
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/process/pid_file.h"
 #include "pgproxy/process/systemd_notify.h"
@@ -95,6 +96,9 @@ class Master {
 
  private:
   base::Status openListeners(const config::Config& cfg, std::vector<Listener>& out);
+  base::Status openListener(const config::ListenAddress& addr, Listener& out);
+  void registerMappings(const config::Config& cfg);
+  void publishStats();
   base::Status setUpSharedMemory();
   void spawnGeneration();
   void spawnWorker(unsigned slot);
@@ -123,6 +127,8 @@ class Master {
   bool stopping_ = false;
   bool graceful_ = false;
   std::unique_ptr<cancel::Registry> cancels_;
+  std::unique_ptr<metrics::Registry> metrics_;
+  Listener admin_;  // the admin HTTP socket; fd invalid when not configured
   base::UniqueFd signal_fd_;
   std::string pid_file_;
   pid_t pid_ = getpid();
@@ -134,34 +140,77 @@ class Master {
   bool handed_over_ = false;  // an upgrade took over; systemd must not see us stopping
 };
 
+base::Status Master::openListener(const config::ListenAddress& addr, Listener& out) {
+  base::UniqueFd fd;
+  // Reuse a socket we already listen on (its queued connections stay queued), or one handed
+  // over by the binary we replace.
+  std::vector<Listener*> known;
+  for (auto& l : listeners_) {
+    known.push_back(&l);
+  }
+  known.push_back(&admin_);
+  for (Listener* existing : known) {
+    if (!fd.valid() && existing->addr == addr && existing->fd.valid()) {
+      fd.reset(dup(existing->fd.get()));
+      fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+    }
+  }
+  for (auto& inherited : inherited_) {
+    if (!fd.valid() && inherited.addr == addr && inherited.fd.valid()) {
+      fd = std::move(inherited.fd);
+      LOG_INFO("listening on %s (socket inherited from the previous binary)",
+               net::describe(addr).c_str());
+    }
+  }
+  if (!fd.valid()) {
+    auto bound = net::bindListener(addr);
+    if (!bound) {
+      return bound.error();
+    }
+    fd = std::move(*bound);
+    LOG_INFO("listening on %s", net::describe(addr).c_str());
+  }
+  out = Listener{addr, std::move(fd)};
+  return {};
+}
+
 base::Status Master::openListeners(const config::Config& cfg, std::vector<Listener>& out) {
   for (const auto& addr : cfg.listen) {
-    base::UniqueFd fd;
-    // Reuse the socket of an address we already listen on: its queued connections stay queued.
-    for (auto& existing : listeners_) {
-      if (existing.addr == addr && existing.fd.valid()) {
-        fd.reset(dup(existing.fd.get()));
-        fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
-      }
+    Listener l;
+    if (auto st = openListener(addr, l); !st) {
+      return st;
     }
-    for (auto& inherited : inherited_) {
-      if (!fd.valid() && inherited.addr == addr && inherited.fd.valid()) {
-        fd = std::move(inherited.fd);
-        LOG_INFO("listening on %s (socket inherited from the previous binary)",
-                 net::describe(addr).c_str());
-      }
+    out.push_back(std::move(l));
+  }
+  if (cfg.admin.enabled) {
+    // The admin socket travels at the end of the list; run() and reload() take it from there.
+    Listener l;
+    if (auto st = openListener(cfg.admin.listen, l); !st) {
+      return base::Error{"admin: " + st.error().message};
     }
-    if (!fd.valid()) {
-      auto bound = net::bindListener(addr);
-      if (!bound) {
-        return bound.error();
-      }
-      fd = std::move(*bound);
-      LOG_INFO("listening on %s", net::describe(addr).c_str());
-    }
-    out.push_back(Listener{addr, std::move(fd)});
+    out.push_back(std::move(l));
   }
   return {};
+}
+
+void Master::registerMappings(const config::Config& cfg) {
+  for (const auto& m : cfg.mappings) {
+    metrics_->registerMapping(m.external, m.internal + ":" + std::to_string(m.port));
+  }
+  auto& ms = metrics_->master();
+  std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", cfg.hash.c_str());
+  ms.last_reload_unix.store(static_cast<std::int64_t>(time(nullptr)));
+}
+
+void Master::publishStats() {
+  std::int64_t current = 0, draining = 0;
+  for (const auto& w : workers_) {
+    (w.generation == generation_ ? current : draining) += 1;
+  }
+  auto& ms = metrics_->master();
+  ms.workers.store(current);
+  ms.draining_workers.store(draining);
+  ms.generation.store(generation_);
 }
 
 base::Status Master::setUpSharedMemory() {
@@ -171,6 +220,12 @@ base::Status Master::setUpSharedMemory() {
     return base::Error{"mmap of the shared cancel registry failed: " + base::errnoText(errno)};
   }
   cancels_ = std::make_unique<cancel::Registry>(mem);
+  void* stats = mmap(nullptr, metrics::Registry::bytesNeeded(), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (stats == MAP_FAILED) {
+    return base::Error{"mmap of the shared metrics failed: " + base::errnoText(errno)};
+  }
+  metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(stats));
   return {};
 }
 
@@ -222,6 +277,8 @@ void Master::spawnWorker(unsigned slot) {
       spec.listen_fds.push_back(l.fd.get());
     }
     spec.cancels = cancels_.get();
+    spec.metrics = metrics_.get();
+    spec.admin_fd = admin_.fd.get();
     spec.ready_fd = pipefd[1];
     spec.slot = slot;
     spec.generation = generation_;
@@ -236,6 +293,7 @@ void Master::spawnWorker(unsigned slot) {
   w.started_ms = nowMs();
   w.ready_fd = pipefd[0];
   workers_.push_back(w);
+  publishStats();
   LOG_DEBUG("started worker %d (slot %u, generation %u)", pid, slot, generation_);
 }
 
@@ -251,6 +309,7 @@ void Master::onWorkerReady(WorkerProc& w) {
     }
   }
   reload_pending_ = false;
+  metrics_->master().serving.store(1);
   notifySystemd("READY=1\nSTATUS=serving " + std::to_string(config_->mappings.size()) +
                 " mapping(s), generation " + std::to_string(generation_));
   if (upgrade_parent_ != 0) {
@@ -302,6 +361,7 @@ void Master::reapChildren() {
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
     cancels_->releaseOwner(pid);
+    metrics_->foldSlot(pid);
     if (pid == upgrade_child_) {
       onUpgradeChildExit(status);
       continue;
@@ -316,11 +376,13 @@ void Master::reapChildren() {
       close(w.ready_fd);
     }
     workers_.erase(it);
+    publishStats();
     bool expected = stopping_ || w.quitting || w.term_sent_ms != 0 || w.generation != generation_;
     if (expected) {
       LOG_DEBUG("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
       continue;
     }
+    metrics_->master().worker_restarts.fetch_add(1);
     std::uint64_t now = nowMs();
     std::uint64_t& backoff = backoff_ms_[w.slot];
     if (now - w.started_ms < kYoungWorkerMs) {
@@ -343,6 +405,7 @@ void Master::reload() {
   auto loaded = config::loadFile(opts_.config_path);
   if (!loaded) {
     ++reload_failures_;
+    metrics_->master().reloads_failed.fetch_add(1);
     LOG_ERROR("reload failed (%u so far), still serving the previous configuration:\n%s",
               reload_failures_, loaded.error().message.c_str());
     notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
@@ -359,6 +422,7 @@ void Master::reload() {
   std::vector<Listener> listeners;
   if (auto st = openListeners(*next, listeners); !st) {
     ++reload_failures_;
+    metrics_->master().reloads_failed.fetch_add(1);
     LOG_ERROR("reload failed (%u so far), still serving the previous configuration: %s",
               reload_failures_, st.error().message.c_str());
     notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
@@ -374,8 +438,16 @@ void Master::reload() {
                net::describe(old.addr).c_str());
     }
   }
+  if (next->admin.enabled) {
+    admin_ = std::move(listeners.back());
+    listeners.pop_back();
+  } else {
+    admin_ = Listener{};
+  }
   listeners_ = std::move(listeners);
   config_ = std::move(next);
+  registerMappings(*config_);
+  metrics_->master().reloads_ok.fetch_add(1);
   log::setDebug(config_->debug);
   reload_pending_ = true;
   spawnGeneration();
@@ -404,6 +476,8 @@ void Master::beginStop(bool graceful) {
     notifySystemd("STOPPING=1");
   }
   listeners_.clear();  // workers hold their own copies until they stop accepting
+  admin_ = Listener{};
+  metrics_->master().serving.store(0);
   LOG_INFO("%s shutdown: %zu worker(s)", graceful ? "graceful" : "fast", workers_.size());
   for (auto& w : workers_) {
     if (graceful) {
@@ -486,9 +560,16 @@ void Master::upgrade() {
     return;
   }
   std::string list;
+  std::vector<const Listener*> handed;
   for (const auto& l : listeners_) {
-    list += (list.empty() ? "" : ",") + std::to_string(l.fd.get()) + ":" +
-            std::to_string(l.addr.port) + ":" + l.addr.address;
+    handed.push_back(&l);
+  }
+  if (admin_.fd.valid()) {
+    handed.push_back(&admin_);
+  }
+  for (const Listener* l : handed) {
+    list += (list.empty() ? "" : ",") + std::to_string(l->fd.get()) + ":" +
+            std::to_string(l->addr.port) + ":" + l->addr.address;
   }
   std::string oldbin = pid_file_ + ".oldbin";
   if (!pid_file_.empty() && rename(pid_file_.c_str(), oldbin.c_str()) != 0) {
@@ -506,8 +587,8 @@ void Master::upgrade() {
     return;
   }
   if (pid == 0) {
-    for (const auto& l : listeners_) {
-      fcntl(l.fd.get(), F_SETFD, 0);  // these cross exec
+    for (const Listener* l : handed) {
+      fcntl(l->fd.get(), F_SETFD, 0);  // these cross exec
     }
     sigset_t none;
     sigemptyset(&none);
@@ -592,6 +673,10 @@ int Master::run() {
     LOG_ERROR("%s", st.error().message.c_str());
     return 1;
   }
+  if (config_->admin.enabled) {
+    admin_ = std::move(listeners.back());
+    listeners.pop_back();
+  }
   listeners_ = std::move(listeners);
   inherited_.clear();  // sockets the new configuration no longer listens on
   if (opts_.detach && upgrade_parent_ == 0) {
@@ -612,6 +697,7 @@ int Master::run() {
     removePidFile(pid_file_, pid_);
     return 1;
   }
+  registerMappings(*config_);
   sigset_t set;
   sigemptyset(&set);
   for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) {

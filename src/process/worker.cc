@@ -8,8 +8,11 @@
 
 #include <cerrno>
 #include <csignal>
+#include <memory>
 
+#include "pgproxy/admin/admin_server.h"
 #include "pgproxy/base/text.h"
+#include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/route/router.h"
 #include "pgproxy/session/session.h"
@@ -26,6 +29,7 @@ struct Worker {
   std::vector<evconnlistener*> listeners;
   event* accept_resume = nullptr;
   event* drain_deadline = nullptr;
+  std::unique_ptr<admin::AdminServer> admin;
   bool draining = false;
 };
 
@@ -48,6 +52,7 @@ void stopListening(Worker& w) {
     evconnlistener_free(l);  // closes this worker's copy of the socket
   }
   w.listeners.clear();
+  w.admin.reset();  // the new generation answers the admin endpoint
 }
 
 void onSessionClosed(session::Context* ctx) {
@@ -84,8 +89,10 @@ void onAcceptError(evconnlistener*, void* arg) {
 void onSignal(evutil_socket_t sig, short, void* arg) {
   auto* w = static_cast<Worker*>(arg);
   if (sig == SIGUSR1) {
-    if (auto st = log::reopen(); !st) {
-      LOG_ERROR("%s", st.error().message.c_str());
+    for (auto st : {log::reopen(), log::reopenAccessLog()}) {
+      if (!st) {
+        LOG_ERROR("%s", st.error().message.c_str());
+      }
     }
     return;
   }
@@ -131,6 +138,23 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.router = &router;
   w->ctx.cancels = spec.cancels;
   w->ctx.on_session_closed = onSessionClosed;
+  w->ctx.metrics_registry = spec.metrics;
+  w->ctx.metrics = metrics::Recorder(spec.metrics->claimSlot(static_cast<std::int32_t>(getpid())));
+  for (const auto& m : spec.config->mappings) {
+    w->ctx.mapping_metric.push_back(spec.metrics->mappingIndex(m.external));
+  }
+  if (auto st = log::configureAccessLog(spec.config->access_log,
+                                        spec.config->log_format == config::LogFormat::kJson
+                                            ? log::AccessFormat::kJson
+                                            : log::AccessFormat::kText);
+      !st) {
+    LOG_ERROR("%s; access lines go to the main log", st.error().message.c_str());
+    (void)log::configureAccessLog("", log::AccessFormat::kText);
+  }
+  if (spec.admin_fd >= 0) {
+    w->admin = std::make_unique<admin::AdminServer>(base, spec.admin_fd, *spec.config,
+                                                    *spec.metrics, w->ctx.mapping_metric);
+  }
   w->ctx.owner = w;
   w->accept_resume = evtimer_new(base, onAcceptResume, w);
   w->drain_deadline = evtimer_new(base, onDrainDeadline, w);

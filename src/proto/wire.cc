@@ -1,5 +1,7 @@
 #include "pgproxy/proto/wire.h"
 
+#include <algorithm>
+
 namespace pgproxy::proto {
 
 std::string buildFatal(std::string_view sqlstate, std::string_view message, std::string_view hint) {
@@ -35,6 +37,40 @@ std::string buildTlsAlert(std::uint8_t description) {
   // Record: alert(21), TLS 1.2 record version, length 2, level fatal(2), description.
   return std::string{
       '\x15', '\x03', '\x03', '\x00', '\x02', '\x02', static_cast<char>(description)};
+}
+
+void FrameTracker::feed(std::string_view bytes) {
+  std::size_t i = 0;
+  while (i < bytes.size() && !lost_) {
+    if (skip_ > 0) {
+      std::size_t n = std::min(skip_, bytes.size() - i);
+      skip_ -= n;
+      i += n;
+      continue;
+    }
+    if (remaining_ > 0) {
+      std::size_t n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, bytes.size() - i));
+      remaining_ -= n;
+      i += n;
+      continue;
+    }
+    header_[header_have_++] = static_cast<unsigned char>(bytes[i++]);
+    if (header_have_ < 5) {
+      continue;
+    }
+    header_have_ = 0;
+    last_type_ = header_[0];
+    if (kind_ == Kind::kTlsRecords) {
+      remaining_ = (std::uint64_t{header_[3]} << 8) | header_[4];
+    } else {
+      std::uint32_t len = readU32(reinterpret_cast<const char*>(header_ + 1));
+      if (len < 4) {
+        lost_ = true;
+      }
+      remaining_ = len - 4;
+    }
+  }
 }
 
 BackendKeyScanner::State BackendKeyScanner::feed(std::string_view bytes) {

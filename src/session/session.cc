@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pgproxy/base/text.h"
+#include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/proto/startup.h"
@@ -35,11 +36,15 @@ constexpr std::uint64_t kCancelTargetTimeoutMs = 5000;
 constexpr double kCancelFanoutPerSecond = 50;
 constexpr std::size_t kMaxCancelTargets = 4;
 
-std::uint64_t nowMs() {
+std::uint64_t nowUs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
-         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
+}
+
+std::uint64_t nowMs() {
+  return nowUs() / 1000;
 }
 
 std::string formatAddr(const sockaddr* sa) {
@@ -62,40 +67,12 @@ std::string formatAddr(const sockaddr* sa) {
 
 }  // namespace
 
-const char* outcomeName(Outcome o) {
-  switch (o) {
-    case Outcome::kOk:
-      return "ok";
-    case Outcome::kClientClosedEarly:
-      return "client_closed";
-    case Outcome::kProtocolError:
-      return "protocol_error";
-    case Outcome::kUnknownSni:
-      return "unknown_sni";
-    case Outcome::kNoRoute:
-      return "no_route";
-    case Outcome::kBackendUnreachable:
-      return "backend_unreachable";
-    case Outcome::kTlsRefusedByBackend:
-      return "tls_refused_by_backend";
-    case Outcome::kHandshakeTimeout:
-      return "handshake_timeout";
-    case Outcome::kCancel:
-      return "cancel";
-    case Outcome::kShutdown:
-      return "shutdown";
-    case Outcome::kError:
-      return "error";
-  }
-  return "?";
-}
-
 void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen) {
   new Session(ctx, fd, addr, addrlen);  // owned by ctx's list; deletes itself in close()
 }
 
 Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
-    : ctx_(ctx), id_(ctx.next_session_id++), started_ms_(nowMs()) {
+    : ctx_(ctx), id_(ctx.next_session_id++), started_us_(nowUs()) {
   std::memcpy(&client_addr_, addr,
               std::min<std::size_t>(static_cast<std::size_t>(addrlen), sizeof(client_addr_)));
   next_ = ctx_.sessions;
@@ -104,6 +81,8 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
   }
   ctx_.sessions = this;
   ++ctx_.active_sessions;
+  ctx_.metrics.add(metrics::Counter::kAccepted);
+  ctx_.metrics.gauge(metrics::Gauge::kActive, 1);
   net::tuneConnectedSocket(fd);
   client_ = bufferevent_socket_new(ctx_.base, fd, BEV_OPT_CLOSE_ON_FREE);
   if (!client_) {
@@ -122,6 +101,10 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
 
 Session::~Session() {
   ctx_.cancels->release(cancel_slot_);
+  ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
+  if (counted_active_) {
+    ctx_.metrics.active(metricIndex(), -1);
+  }
   if (timer_) {
     event_free(timer_);
   }
@@ -160,6 +143,10 @@ const char* Session::modeName() const {
       break;
   }
   return "none";
+}
+
+std::size_t Session::metricIndex() const {
+  return mapping_ == SIZE_MAX ? metrics::kUnknownMapping : ctx_.mapping_metric[mapping_];
 }
 
 void Session::setState(State s) {
@@ -226,7 +213,12 @@ void Session::onClientEvent(bufferevent*, short what, void* arg) {
     LOG_DEBUG("session %llu: client socket error: %s", static_cast<unsigned long long>(s->id_),
               base::errnoText(EVUTIL_SOCKET_ERROR()).c_str());
   }
-  s->close(s->state_ == State::kSplice ? Outcome::kError : Outcome::kClientClosedEarly);
+  if (s->state_ == State::kSplice) {
+    s->client_reset_ = true;
+    s->close(s->spliceErrorOutcome());
+    return;
+  }
+  s->close(Outcome::kClientClosedEarly);
 }
 
 void Session::handlePreamble() {
@@ -375,6 +367,7 @@ void Session::routeTo(std::size_t mapping) {
 void Session::connectBackend() {
   const auto& m = ctx_.config->mappings[mapping_];
   setState(State::kConnecting);
+  connect_started_us_ = nowUs();
   armTimer(ctx_.config->connect_timeout_ms);
   backend_ = bufferevent_socket_new(ctx_.base, -1, BEV_OPT_CLOSE_ON_FREE);
   bufferevent_setcb(backend_, onBackendRead, onBackendWrite, onBackendEvent, this);
@@ -388,9 +381,15 @@ void Session::connectBackend() {
   }
 }
 
+void Session::backendAnswered() {
+  ctx_.metrics.observe(metrics::Histogram::kBackendConnect, nowUs() - connect_started_us_);
+  ctx_.metrics_registry->setBackendState(metricIndex(), metrics::BackendState::kReachable, 0);
+}
+
 void Session::onBackendConnected() {
   net::tuneConnectedSocket(bufferevent_getfd(backend_));
   if (mode_ == Mode::kPlaintext) {
+    backendAnswered();
     startSplice();
     return;
   }
@@ -408,6 +407,7 @@ void Session::handleUpstreamSsl() {
   char answer = static_cast<char>(*evbuffer_pullup(in, 1));
   if (answer == 'S' && len == 1) {
     evbuffer_drain(in, 1);
+    backendAnswered();
     startSplice();
     return;
   }
@@ -486,7 +486,7 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
     } else {
       LOG_DEBUG("session %llu: backend socket error: %s", static_cast<unsigned long long>(s->id_),
                 base::errnoText(EVUTIL_SOCKET_ERROR()).c_str());
-      s->close(Outcome::kError);
+      s->close(s->spliceErrorOutcome());
     }
     return;
   }
@@ -502,6 +502,8 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   } else {
     why = base::errnoText(EVUTIL_SOCKET_ERROR());
   }
+  s->ctx_.metrics_registry->setBackendState(s->metricIndex(), metrics::BackendState::kUnreachable,
+                                            EVUTIL_SOCKET_ERROR());
   std::string message = "could not connect to backend for \"" + m.external + "\" (" + m.internal +
                         ":" + std::to_string(m.port) + "): " + why;
   if (s->mode_ == Mode::kPlaintext) {
@@ -519,12 +521,18 @@ void Session::startSplice() {
     timer_ = nullptr;
   }
   setState(State::kSplice);
+  ctx_.metrics.observe(metrics::Histogram::kHandshake, nowUs() - started_us_);
+  ctx_.metrics.active(metricIndex(), 1);
+  counted_active_ = true;
   bufferevent_setwatermark(client_, EV_READ, 0, kHighWater);
   bufferevent_setwatermark(client_, EV_WRITE, kLowWater, 0);
   bufferevent_setwatermark(backend_, EV_READ, 0, kHighWater);
   bufferevent_setwatermark(backend_, EV_WRITE, kLowWater, 0);
   if (mode_ == Mode::kPlaintext) {
     scanning_key_ = true;
+    // Client messages are typed after the startup packet, which is still buffered.
+    client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages,
+                                         evbuffer_get_length(bufferevent_get_input(client_)));
   } else {
     cancel::BackendAddr addr{};
     socklen_t len = sizeof(addr);
@@ -543,9 +551,9 @@ void Session::startSplice() {
   pump(client_, backend_, bytes_up_);
 }
 
-void Session::scanBackendKey() {
-  evbuffer* in = bufferevent_get_input(backend_);
-  int n = evbuffer_peek(in, -1, nullptr, nullptr, 0);
+template <typename Fn>
+void Session::forEachChunk(evbuffer* buf, Fn fn) {
+  int n = evbuffer_peek(buf, -1, nullptr, nullptr, 0);
   if (n <= 0) {
     return;
   }
@@ -556,11 +564,18 @@ void Session::scanBackendKey() {
     big.resize(static_cast<std::size_t>(n));
     vec = big.data();
   }
-  n = evbuffer_peek(in, -1, nullptr, vec, n);
-  for (int i = 0; i < n && key_scanner_.state() == proto::BackendKeyScanner::State::kScanning;
-       ++i) {
-    key_scanner_.feed(std::string_view(static_cast<const char*>(vec[i].iov_base), vec[i].iov_len));
+  n = evbuffer_peek(buf, -1, nullptr, vec, n);
+  for (int i = 0; i < n; ++i) {
+    fn(std::string_view(static_cast<const char*>(vec[i].iov_base), vec[i].iov_len));
   }
+}
+
+void Session::scanBackendKey() {
+  forEachChunk(bufferevent_get_input(backend_), [this](std::string_view chunk) {
+    if (key_scanner_.state() == proto::BackendKeyScanner::State::kScanning) {
+      key_scanner_.feed(chunk);
+    }
+  });
   if (key_scanner_.state() == proto::BackendKeyScanner::State::kScanning) {
     return;
   }
@@ -586,13 +601,41 @@ void Session::pump(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
   if (from == backend_ && scanning_key_) {
     scanBackendKey();
   }
+  if (from == client_) {
+    forEachChunk(bufferevent_get_input(client_),
+                 [this](std::string_view chunk) { client_frames_.feed(chunk); });
+  }
   evbuffer* src = bufferevent_get_input(from);
   evbuffer* dst = bufferevent_get_output(to);
-  counter += evbuffer_get_length(src);
+  std::size_t n = evbuffer_get_length(src);
+  if (n == 0) {
+    return;
+  }
+  counter += n;
+  ctx_.metrics.add(
+      metricIndex(),
+      from == client_ ? metrics::MappingCounter::kBytesUp : metrics::MappingCounter::kBytesDown, n);
   evbuffer_add_buffer(dst, src);
   if (evbuffer_get_length(dst) >= kHighWater) {
     bufferevent_disable(from, EV_READ);  // resumed from `to`'s write callback at the low mark
   }
+}
+
+// A reset after either side has already said goodbye is how TLS sessions usually end (close_notify
+// racing the FIN); only a reset mid-conversation is an error.
+Outcome Session::spliceErrorOutcome() const {
+  if (client_eof_ || backend_eof_) {
+    return Outcome::kOk;
+  }
+  if (!client_reset_) {
+    return Outcome::kError;
+  }
+  // A client that sent close_notify (TLS alert record) or Terminate ('X') and then reset is a
+  // client that finished; psql does this when the server's last bytes are still unread.
+  int last = client_frames_.lastType();
+  bool goodbye = !client_frames_.lost() &&
+                 (mode_ == Mode::kPlaintext ? last == 'X' : last == 0x15 /* alert */);
+  return goodbye ? Outcome::kOk : Outcome::kClientClosedEarly;
 }
 
 void Session::onSpliceEof(bool client_side) {
@@ -638,9 +681,15 @@ void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
           cancel::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_,
           kMaxCancelTargets);
     } else {
+      ctx_.metrics.add(metrics::Counter::kCancelDropped);
       LOG_WARN("session %llu: cancel request from %s dropped: cancel rate limit reached",
                static_cast<unsigned long long>(id_), peer().c_str());
     }
+  }
+  if (cancel_count_ > 0) {
+    ctx_.metrics.add(metrics::Counter::kCancelForwarded);
+  } else {
+    ctx_.metrics.add(metrics::Counter::kCancelUnmatched);
   }
   LOG_DEBUG("session %llu: cancel request for pid %u goes to %zu backend(s)",
             static_cast<unsigned long long>(id_), pid, cancel_count_);
@@ -737,13 +786,27 @@ void Session::shutdown() {
 }
 
 void Session::close(Outcome why) {
-  LOG_DEBUG(
-      "session %llu: closed %s mode=%s sni=\"%s\" mapping=\"%s\" up=%llu down=%llu "
-      "duration_ms=%llu outcome=%s",
-      static_cast<unsigned long long>(id_), peer().c_str(), modeName(), sni_.c_str(),
-      mapping_ == SIZE_MAX ? "" : ctx_.config->mappings[mapping_].external.c_str(),
-      static_cast<unsigned long long>(bytes_up_), static_cast<unsigned long long>(bytes_down_),
-      static_cast<unsigned long long>(nowMs() - started_ms_), outcomeName(why));
+  std::string client = peer();
+  std::string backend;
+  const char* mapping = "";
+  if (mapping_ != SIZE_MAX) {
+    const auto& m = ctx_.config->mappings[mapping_];
+    mapping = m.external.c_str();
+    backend = m.internal + ":" + std::to_string(m.port);
+  }
+  log::AccessRecord rec;
+  rec.session = id_;
+  rec.client = client;
+  rec.mode = modeName();
+  rec.sni = sni_;
+  rec.mapping = mapping;
+  rec.backend = backend;
+  rec.duration_ms = (nowUs() - started_us_) / 1000;
+  rec.bytes_up = bytes_up_;
+  rec.bytes_down = bytes_down_;
+  rec.outcome = metrics::outcomeName(why);
+  log::writeAccess(rec);
+  ctx_.metrics.closed(metricIndex(), why);
   Context& ctx = ctx_;
   delete this;
   if (ctx.on_session_closed) {

@@ -405,3 +405,38 @@ int fdCount(pid_t pid) {
 }
 
 }  // namespace pgproxy::it
+
+namespace pgproxy::it {
+
+HttpResponse http(int port, const std::string& request) {
+  HttpResponse r;
+  int fd = connectTcp(port);
+  if (fd < 0) {
+    return r;
+  }
+  std::size_t sent = 0;
+  while (sent < request.size()) {
+    ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) {
+      break;  // the server may refuse a huge request before reading it all
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+  bool closed = false;
+  std::string raw = readUntilClose(fd, std::chrono::seconds(10), &closed);
+  close(fd);
+  std::size_t split = raw.find("\r\n\r\n");
+  if (raw.rfind("HTTP/1.", 0) != 0 || split == std::string::npos) {
+    return r;
+  }
+  r.status = std::stoi(raw.substr(9, 3));
+  r.headers = raw.substr(0, split);
+  r.body = raw.substr(split + 4);
+  return r;
+}
+
+HttpResponse httpGet(int port, const std::string& path, const std::string& extra_headers) {
+  return http(port, "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n" + extra_headers + "\r\n");
+}
+
+}  // namespace pgproxy::it

@@ -100,3 +100,16 @@ long rssKib(pid_t pid);
 int fdCount(pid_t pid);
 
 }  // namespace pgproxy::it
+
+namespace pgproxy::it {
+
+struct HttpResponse {
+  int status = 0;  // 0: no response
+  std::string headers;
+  std::string body;
+};
+// Sends `request` (a whole raw HTTP request) to 127.0.0.1:port and reads the response.
+HttpResponse http(int port, const std::string& request);
+HttpResponse httpGet(int port, const std::string& path, const std::string& extra_headers = "");
+
+}  // namespace pgproxy::it

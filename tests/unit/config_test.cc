@@ -229,7 +229,7 @@ TEST(Config, EveryKeyIsDocumented) {
   std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
   std::string sampleText((std::istreambuf_iterator<char>(sample)),
                          std::istreambuf_iterator<char>());
-  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys()}) {
+  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys()}) {
     for (const auto& k : *table) {
       EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
           << k.name << " is not documented in man/pgproxy.yaml.5";

@@ -75,3 +75,40 @@ TEST(BackendKeyScanner, GarbageStops) {
 
 }  // namespace
 }  // namespace pgproxy::proto
+
+namespace pgproxy::proto {
+namespace {
+
+TEST(FrameTracker, TlsRecordsAcrossChunks) {
+  std::string app(
+      "\x17\x03\x03\x00\x03"
+      "abc",
+      8);
+  std::string alert("\x15\x03\x03\x00\x02\x01\x00", 7);
+  std::string stream = app + app + alert;
+  for (std::size_t chunk = 1; chunk <= stream.size(); ++chunk) {
+    FrameTracker t(FrameTracker::Kind::kTlsRecords);
+    for (std::size_t i = 0; i < stream.size(); i += chunk) {
+      t.feed(std::string_view(stream).substr(i, chunk));
+    }
+    EXPECT_EQ(t.lastType(), 0x15) << chunk;
+  }
+}
+
+TEST(FrameTracker, PgMessagesAfterStartupSkip) {
+  std::string startup(12, '\0');
+  std::string q = std::string("Q\x00\x00\x00\x05", 5) + "x";  // length 5: 1 byte of body
+  std::string terminate("X\x00\x00\x00\x04", 5);
+  FrameTracker t(FrameTracker::Kind::kPgMessages, startup.size());
+  t.feed(startup + q);
+  EXPECT_EQ(t.lastType(), 'Q');
+  t.feed(terminate);
+  EXPECT_EQ(t.lastType(), 'X');
+  EXPECT_FALSE(t.lost());
+  FrameTracker bad(FrameTracker::Kind::kPgMessages);
+  bad.feed(std::string("Q\x00\x00\x00\x01", 5));
+  EXPECT_TRUE(bad.lost());
+}
+
+}  // namespace
+}  // namespace pgproxy::proto

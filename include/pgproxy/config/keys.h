@@ -16,6 +16,7 @@ struct KeySpec {
 const std::vector<KeySpec>& topLevelKeys();
 const std::vector<KeySpec>& listenKeys();
 const std::vector<KeySpec>& mappingKeys();
+const std::vector<KeySpec>& adminKeys();
 std::vector<std::string> keyNames(const std::vector<KeySpec>& specs);
 
 }  // namespace pgproxy::config

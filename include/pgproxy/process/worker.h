@@ -4,6 +4,7 @@
 
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
+#include "pgproxy/metrics/metrics.h"
 
 namespace pgproxy::process {
 
@@ -11,6 +12,8 @@ struct WorkerSpec {
   const config::Config* config = nullptr;
   std::vector<int> listen_fds;  // inherited from the master
   cancel::Registry* cancels = nullptr;
+  metrics::Registry* metrics = nullptr;
+  int admin_fd = -1;  // the admin HTTP socket, when configured
   int ready_fd = -1;  // the worker writes one byte here once its listeners are armed
   unsigned slot = 0;
   unsigned generation = 0;

@@ -44,6 +44,29 @@ inline constexpr std::uint8_t kAlertUnrecognizedName = 112;
 inline constexpr std::uint8_t kAlertNoApplicationProtocol = 120;
 std::string buildTlsAlert(std::uint8_t description);
 
+// Follows the frames of a byte stream without buffering it: TLS records (5-byte header, 16-bit
+// length) or PostgreSQL v3 messages (type byte, 32-bit length including itself). Remembers the type
+// of the last frame that started, so a session can tell a client that said goodbye (TLS
+// close_notify alert, or Terminate) before a reset from one that vanished mid-conversation.
+class FrameTracker {
+ public:
+  enum class Kind { kTlsRecords, kPgMessages };
+  explicit FrameTracker(Kind kind = Kind::kTlsRecords, std::size_t skip = 0)
+      : kind_(kind), skip_(skip) {}
+  void feed(std::string_view bytes);
+  int lastType() const { return last_type_; }  // -1 before the first frame
+  bool lost() const { return lost_; }          // the stream stopped framing; lastType() is stale
+
+ private:
+  Kind kind_;
+  std::size_t skip_;  // bytes before the first frame (a startup packet)
+  std::uint64_t remaining_ = 0;
+  unsigned char header_[5];
+  std::size_t header_have_ = 0;
+  int last_type_ = -1;
+  bool lost_ = false;
+};
+
 // Follows the backend's message stream at the start of a plaintext session, to learn the
 // BackendKeyData (pid, secret) that a later CancelRequest will name. Stops looking at the first
 // ReadyForQuery or on anything that does not frame as protocol 3 messages.

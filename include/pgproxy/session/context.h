@@ -2,9 +2,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
+#include "pgproxy/metrics/metrics.h"
+#include "pgproxy/metrics/recorder.h"
 #include "pgproxy/route/router.h"
 
 struct event_base;
@@ -22,6 +25,9 @@ struct Context {
   const config::Config* config = nullptr;
   const route::Router* router = nullptr;
   cancel::Registry* cancels = nullptr;
+  metrics::Registry* metrics_registry = nullptr;
+  metrics::Recorder metrics;                // this worker's slot
+  std::vector<std::size_t> mapping_metric;  // config mapping index → metrics mapping index
   std::uint64_t next_session_id = 1;
   std::size_t active_sessions = 0;
   Session* sessions = nullptr;  // intrusive list head

@@ -8,29 +8,17 @@
 #include <string>
 
 #include "pgproxy/cancel/registry.h"
+#include "pgproxy/metrics/metrics.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/session/context.h"
 
 struct bufferevent;
+struct evbuffer;
 struct event;
 
 namespace pgproxy::session {
 
-// How a session ended: the access log and (later) metrics use these names.
-enum class Outcome {
-  kOk,
-  kClientClosedEarly,
-  kProtocolError,
-  kUnknownSni,
-  kNoRoute,
-  kBackendUnreachable,
-  kTlsRefusedByBackend,
-  kHandshakeTimeout,
-  kCancel,
-  kShutdown,
-  kError,
-};
-const char* outcomeName(Outcome o);
+using metrics::Outcome;
 
 // One client connection, from accept to close: the connection state machine.
 //
@@ -82,10 +70,13 @@ class Session {
   void startSplice();
   void pump(bufferevent* from, bufferevent* to, std::uint64_t& counter);
   void onSpliceEof(bool client_side);
+  Outcome spliceErrorOutcome() const;
   void maybeFinishSplice();
   void startCancel(std::uint32_t pid, std::uint32_t key);
   void nextCancelTarget();
   void scanBackendKey();
+  template <typename Fn>
+  static void forEachChunk(evbuffer* buf, Fn fn);
 
   // Refusals: an ErrorResponse on a plaintext channel, a TLS alert inside a TLS handshake.
   void refuse(Outcome why, const char* sqlstate, const std::string& message,
@@ -94,6 +85,8 @@ class Session {
   void closeAfterFlush(Outcome why);
   void close(Outcome why);
   void armTimer(std::uint64_t ms);
+  std::size_t metricIndex() const;
+  void backendAnswered();
   const char* modeName() const;
   std::string peer() const;
 
@@ -106,7 +99,9 @@ class Session {
   bufferevent* backend_ = nullptr;
   event* timer_ = nullptr;
   sockaddr_storage client_addr_{};
-  std::uint64_t started_ms_;
+  std::uint64_t started_us_;
+  std::uint64_t connect_started_us_ = 0;
+  bool counted_active_ = false;  // in pgproxy_backend_sessions_active
   std::string sni_;
   std::size_t mapping_ = SIZE_MAX;
   std::uint64_t bytes_up_ = 0;    // client → backend
@@ -115,6 +110,8 @@ class Session {
   bool backend_eof_ = false;
   int cancel_slot_ = -1;
   proto::BackendKeyScanner key_scanner_;
+  proto::FrameTracker client_frames_;  // what the client sent last (goodbye or not)
+  bool client_reset_ = false;
   bool scanning_key_ = false;
   // Cancel forwarding: the request and the backends still to receive it.
   std::uint32_t cancel_pid_ = 0, cancel_key_ = 0;

@@ -1,0 +1,152 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pgproxy::metrics {
+
+// How a connection ended: the `outcome` label of the close counter and the access log's field.
+enum class Outcome : std::uint8_t {
+  kOk,
+  kClientClosedEarly,
+  kProtocolError,
+  kUnknownSni,
+  kNoRoute,
+  kBackendUnreachable,
+  kTlsRefusedByBackend,
+  kHandshakeTimeout,
+  kCancel,
+  kShutdown,
+  kError,
+  kCount,
+};
+const char* outcomeName(Outcome o);
+
+// Process-wide counters (summed over workers).
+enum class Counter : std::uint8_t {
+  kAccepted,
+  kCancelForwarded,
+  kCancelDropped,
+  kCancelUnmatched,
+  kCount,
+};
+enum class Gauge : std::uint8_t { kActive, kCount };
+// Per-mapping counters. Closed-by-outcome counters follow the two byte counters.
+enum class MappingCounter : std::uint8_t { kBytesUp, kBytesDown, kClosedFirst };
+inline constexpr std::size_t kMappingCounters = 2 + static_cast<std::size_t>(Outcome::kCount);
+enum class Histogram : std::uint8_t { kBackendConnect, kHandshake, kCount };
+
+inline constexpr std::size_t kMaxSlots = 128;      // worker processes alive at once
+inline constexpr std::size_t kMaxMappings = 128;   // distinct mapping names over a master's life
+inline constexpr std::size_t kUnknownMapping = 0;  // index of mapping="unknown"
+inline constexpr std::size_t kMaxNameLength = 255;
+inline constexpr double kBucketBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                           0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+inline constexpr std::size_t kBuckets = sizeof(kBucketBounds) / sizeof(kBucketBounds[0]);
+
+// One metric's documentation: the single source for names and HELP text.
+struct MetricSpec {
+  const char* name;
+  const char* type;  // counter, gauge, histogram
+  const char* help;
+};
+const std::vector<MetricSpec>& metricTable();
+
+// What a backend looked like on the last connection attempt (passive health, for /readyz).
+enum class BackendState : std::int32_t { kUnknown = 0, kReachable = 1, kUnreachable = 2 };
+
+struct HistogramData {
+  std::atomic<std::uint64_t> buckets[kBuckets + 1];  // last one is +Inf
+  std::atomic<std::uint64_t> sum_us;
+};
+
+// Counters of one worker process. Padded so workers never share a cache line.
+struct alignas(64) Slot {
+  std::atomic<std::int32_t> owner;  // pid, 0 when free
+  std::atomic<std::uint64_t> counters[static_cast<std::size_t>(Counter::kCount)];
+  std::atomic<std::int64_t> gauges[static_cast<std::size_t>(Gauge::kCount)];
+  std::atomic<std::uint64_t> mapping[kMaxMappings][kMappingCounters];
+  std::atomic<std::int64_t> mapping_active[kMaxMappings];
+  HistogramData histograms[static_cast<std::size_t>(Histogram::kCount)];
+};
+
+// Written by the master only.
+struct MasterStats {
+  std::atomic<std::int64_t> workers;
+  std::atomic<std::int64_t> draining_workers;
+  std::atomic<std::int64_t> generation;
+  std::atomic<std::uint64_t> reloads_ok;
+  std::atomic<std::uint64_t> reloads_failed;
+  std::atomic<std::uint64_t> worker_restarts;
+  std::atomic<std::int64_t> last_reload_unix;
+  std::atomic<std::int32_t> serving;  // listeners accepting (0 before start and while stopping)
+  char config_hash[17];
+};
+
+struct MappingEntry {
+  char name[kMaxNameLength + 1];
+  char backend[kMaxNameLength + 8];  // "host:port" of the last configuration that named it
+  std::atomic<std::int32_t> state;   // BackendState
+  std::atomic<std::int32_t> last_errno;
+};
+
+// The whole shared region: created zeroed by the master before the first fork.
+struct Shared {
+  std::atomic<std::uint32_t> fold_seq;  // odd while the master folds a dead worker's slot
+  std::atomic<std::uint32_t> mapping_count;
+  MasterStats master;
+  MappingEntry mappings[kMaxMappings];
+  Slot retired;  // counters of workers that have exited
+  Slot slots[kMaxSlots];
+};
+
+// Sums of every counter over all workers, consistent with respect to folds.
+struct Snapshot {
+  std::uint64_t counters[static_cast<std::size_t>(Counter::kCount)] = {};
+  std::int64_t gauges[static_cast<std::size_t>(Gauge::kCount)] = {};
+  std::vector<std::string> mapping_names;
+  std::vector<std::string> mapping_backends;
+  std::vector<BackendState> mapping_state;
+  std::vector<int> mapping_errno;
+  std::vector<std::array<std::uint64_t, kMappingCounters>> mapping;
+  std::vector<std::int64_t> mapping_active;
+  std::uint64_t hist_buckets[static_cast<std::size_t>(Histogram::kCount)][kBuckets + 1] = {};
+  std::uint64_t hist_sum_us[static_cast<std::size_t>(Histogram::kCount)] = {};
+  std::int64_t workers = 0, draining_workers = 0, generation = 0, last_reload_unix = 0;
+  std::uint64_t reloads_ok = 0, reloads_failed = 0, worker_restarts = 0;
+  bool serving = false;
+  std::string config_hash;
+};
+
+class Registry {
+ public:
+  explicit Registry(Shared* shared) : shared_(shared) {}
+  static std::size_t bytesNeeded() { return sizeof(Shared); }
+  Shared* shared() { return shared_; }
+
+  // Master: the index for a mapping name, registering it if new (names are never removed, so a
+  // mapping's counters survive reloads that drop and re-add it). kUnknownMapping when full.
+  std::size_t registerMapping(const std::string& name, const std::string& backend);
+  // Master: after a worker exited, move its counts into `retired` so sums never go backwards.
+  void foldSlot(std::int32_t owner);
+  MasterStats& master() { return shared_->master; }
+
+  // Worker: claims a slot for this process (falls back to `retired`, which is also atomic).
+  Slot* claimSlot(std::int32_t owner);
+  std::size_t mappingIndex(const std::string& name) const;
+  void setBackendState(std::size_t mapping, BackendState state, int err);
+
+  Snapshot snapshot() const;
+
+ private:
+  Shared* shared_;
+};
+
+// Prometheus text exposition format (version 0.0.4) for a snapshot. Pure.
+std::string renderPrometheus(const Snapshot& s, const char* version);
+
+}  // namespace pgproxy::metrics

@@ -1,0 +1,169 @@
+#include "pgproxy/log/access_log.h"
+
+#include <fcntl.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+
+#include "pgproxy/base/text.h"
+#include "pgproxy/log/log.h"
+
+namespace pgproxy::log {
+namespace {
+
+struct AccessState {
+  enum class Target { kMainLog, kOff, kFile } target = Target::kMainLog;
+  std::string path;
+  int fd = -1;
+  AccessFormat format = AccessFormat::kText;
+};
+
+AccessState& state() {
+  static AccessState s;
+  return s;
+}
+
+void appendJsonString(std::string& out, std::string_view v) {
+  out += '"';
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+}
+
+// Text values are quoted only where they can be empty or hold spaces.
+void appendQuoted(std::string& out, std::string_view v) {
+  out += '"';
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    out += (c == '"' || u < 0x20 || u >= 0x7f) ? '?' : c;
+  }
+  out += '"';
+}
+
+std::string isoTime(std::int64_t unix_ms) {
+  time_t secs = static_cast<time_t>(unix_ms / 1000);
+  tm utc;
+  gmtime_r(&secs, &utc);
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
+                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+                static_cast<int>(unix_ms % 1000));
+  return buf;
+}
+
+}  // namespace
+
+std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_t unix_ms) {
+  std::string out;
+  out.reserve(256);
+  if (format == AccessFormat::kJson) {
+    out += "{\"time\":";
+    appendJsonString(out, isoTime(unix_ms));
+    out += ",\"session\":" + std::to_string(r.session) + ",\"client\":";
+    appendJsonString(out, r.client);
+    out += ",\"mode\":";
+    appendJsonString(out, r.mode);
+    out += ",\"sni\":";
+    appendJsonString(out, r.sni);
+    out += ",\"mapping\":";
+    appendJsonString(out, r.mapping);
+    out += ",\"backend\":";
+    appendJsonString(out, r.backend);
+    out += ",\"duration_ms\":" + std::to_string(r.duration_ms) +
+           ",\"bytes_up\":" + std::to_string(r.bytes_up) +
+           ",\"bytes_down\":" + std::to_string(r.bytes_down) + ",\"outcome\":";
+    appendJsonString(out, r.outcome);
+    out += "}";
+    return out;
+  }
+  if (unix_ms >= 0) {
+    out += isoTime(unix_ms) + " ";
+  }
+  out += "access session=" + std::to_string(r.session) + " client=";
+  out += r.client;
+  out += " mode=";
+  out += r.mode;
+  out += " sni=";
+  appendQuoted(out, r.sni);
+  out += " mapping=";
+  appendQuoted(out, r.mapping);
+  out += " backend=";
+  appendQuoted(out, r.backend);
+  out += " duration_ms=" + std::to_string(r.duration_ms) +
+         " bytes_up=" + std::to_string(r.bytes_up) + " bytes_down=" + std::to_string(r.bytes_down) +
+         " outcome=";
+  out += r.outcome;
+  return out;
+}
+
+base::Status configureAccessLog(const std::string& target, AccessFormat format) {
+  AccessState& s = state();
+  s.format = format;
+  if (s.fd >= 0) {
+    ::close(s.fd);
+    s.fd = -1;
+  }
+  s.path.clear();
+  if (target.empty()) {
+    s.target = AccessState::Target::kMainLog;
+    return {};
+  }
+  if (target == "off") {
+    s.target = AccessState::Target::kOff;
+    return {};
+  }
+  s.target = AccessState::Target::kFile;
+  s.path = target;
+  return reopenAccessLog();
+}
+
+base::Status reopenAccessLog() {
+  AccessState& s = state();
+  if (s.target != AccessState::Target::kFile) {
+    return {};
+  }
+  int fd = ::open(s.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return base::Error{"cannot open access log \"" + s.path + "\": " + base::errnoText(errno)};
+  }
+  if (s.fd >= 0) {
+    ::close(s.fd);
+  }
+  s.fd = fd;
+  return {};
+}
+
+void writeAccess(const AccessRecord& r) {
+  AccessState& s = state();
+  if (s.target == AccessState::Target::kOff) {
+    return;
+  }
+  timeval tv;
+  gettimeofday(&tv, nullptr);
+  std::int64_t ms = static_cast<std::int64_t>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
+  if (s.target == AccessState::Target::kMainLog) {
+    // The main log stamps its own time on text lines.
+    LOG_INFO("%s", formatAccess(r, s.format, s.format == AccessFormat::kJson ? ms : -1).c_str());
+    return;
+  }
+  std::string line = formatAccess(r, s.format, ms);
+  line += '\n';
+  ssize_t ignored = ::write(s.fd, line.data(), line.size());  // one write: lines never interleave
+  (void)ignored;
+}
+
+}  // namespace pgproxy::log

@@ -1,0 +1,182 @@
+// Prometheus text exposition of a metrics snapshot.
+#include <cinttypes>
+#include <cstdio>
+
+#include "pgproxy/metrics/metrics.h"
+
+namespace pgproxy::metrics {
+namespace {
+
+std::string escapeLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+class Writer {
+ public:
+  explicit Writer(std::string& out) : out_(out) {}
+  void header(const char* name) {
+    for (const auto& m : metricTable()) {
+      if (std::string(m.name) == name) {
+        out_ += std::string("# HELP ") + m.name + " " + m.help + "\n# TYPE " + m.name + " " +
+                m.type + "\n";
+        return;
+      }
+    }
+  }
+  void sample(const std::string& name, const std::string& labels, double value) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%.17g", value);
+    line(name, labels, buf);
+  }
+  void sample(const std::string& name, const std::string& labels, std::uint64_t value) {
+    line(name, labels, std::to_string(value));
+  }
+  void sample(const std::string& name, const std::string& labels, std::int64_t value) {
+    line(name, labels, std::to_string(value));
+  }
+
+ private:
+  void line(const std::string& name, const std::string& labels, const std::string& value) {
+    out_ += name;
+    if (!labels.empty()) {
+      out_ += "{" + labels + "}";
+    }
+    out_ += " " + value + "\n";
+  }
+  std::string& out_;
+};
+
+std::string label(const char* key, const std::string& value) {
+  return std::string(key) + "=\"" + escapeLabel(value) + "\"";
+}
+
+void histogram(Writer& w, const char* name, const Snapshot& s, Histogram h) {
+  auto hi = static_cast<std::size_t>(h);
+  w.header(name);
+  std::uint64_t cumulative = 0;
+  for (std::size_t b = 0; b < kBuckets; ++b) {
+    cumulative += s.hist_buckets[hi][b];
+    char le[32];
+    std::snprintf(le, sizeof(le), "%g", kBucketBounds[b]);
+    w.sample(std::string(name) + "_bucket", label("le", le), cumulative);
+  }
+  cumulative += s.hist_buckets[hi][kBuckets];
+  w.sample(std::string(name) + "_bucket", label("le", "+Inf"), cumulative);
+  w.sample(std::string(name) + "_sum", "", static_cast<double>(s.hist_sum_us[hi]) / 1e6);
+  w.sample(std::string(name) + "_count", "", cumulative);
+}
+
+}  // namespace
+
+const std::vector<MetricSpec>& metricTable() {
+  static const std::vector<MetricSpec> table = {
+      {"pgproxy_build_info", "gauge", "pgproxy version, always 1."},
+      {"pgproxy_config_info", "gauge", "Hash of the configuration being served, always 1."},
+      {"pgproxy_workers", "gauge", "Worker processes of the current generation."},
+      {"pgproxy_draining_workers", "gauge",
+       "Worker processes of older generations still draining."},
+      {"pgproxy_generation", "gauge", "Configuration generation, incremented by each reload."},
+      {"pgproxy_reloads_total", "counter", "Configuration reloads by result."},
+      {"pgproxy_last_reload_timestamp_seconds", "gauge",
+       "Unix time of the last successful reload (or start)."},
+      {"pgproxy_worker_restarts_total", "counter", "Workers that died and were replaced."},
+      {"pgproxy_connections_accepted_total", "counter", "Client connections accepted."},
+      {"pgproxy_connections_active", "gauge", "Client connections open now."},
+      {"pgproxy_connections_closed_total", "counter",
+       "Client connections closed, by mapping and outcome."},
+      {"pgproxy_client_to_backend_bytes_total", "counter", "Bytes forwarded from clients."},
+      {"pgproxy_backend_to_client_bytes_total", "counter", "Bytes forwarded from backends."},
+      {"pgproxy_backend_sessions_active", "gauge", "Spliced sessions open now, by backend."},
+      {"pgproxy_backend_up", "gauge",
+       "1 unless the last connection attempt to the backend failed."},
+      {"pgproxy_backend_connect_duration_seconds", "histogram",
+       "Time to connect to a backend (TLS: until its answer to our SSLRequest)."},
+      {"pgproxy_handshake_duration_seconds", "histogram",
+       "Time from accept until bytes flow both ways."},
+      {"pgproxy_cancel_requests_total", "counter",
+       "Cancel requests by result: forwarded, dropped (rate limit), unmatched."},
+  };
+  return table;
+}
+
+std::string renderPrometheus(const Snapshot& s, const char* version) {
+  std::string out;
+  out.reserve(4096 + s.mapping_names.size() * 2048);
+  Writer w(out);
+  w.header("pgproxy_build_info");
+  w.sample("pgproxy_build_info", label("version", version), std::int64_t{1});
+  w.header("pgproxy_config_info");
+  w.sample("pgproxy_config_info", label("hash", s.config_hash), std::int64_t{1});
+  w.header("pgproxy_workers");
+  w.sample("pgproxy_workers", "", s.workers);
+  w.header("pgproxy_draining_workers");
+  w.sample("pgproxy_draining_workers", "", s.draining_workers);
+  w.header("pgproxy_generation");
+  w.sample("pgproxy_generation", "", s.generation);
+  w.header("pgproxy_reloads_total");
+  w.sample("pgproxy_reloads_total", label("result", "ok"), s.reloads_ok);
+  w.sample("pgproxy_reloads_total", label("result", "failed"), s.reloads_failed);
+  w.header("pgproxy_last_reload_timestamp_seconds");
+  w.sample("pgproxy_last_reload_timestamp_seconds", "", s.last_reload_unix);
+  w.header("pgproxy_worker_restarts_total");
+  w.sample("pgproxy_worker_restarts_total", "", s.worker_restarts);
+  w.header("pgproxy_connections_accepted_total");
+  w.sample("pgproxy_connections_accepted_total", "",
+           s.counters[static_cast<std::size_t>(Counter::kAccepted)]);
+  w.header("pgproxy_connections_active");
+  w.sample("pgproxy_connections_active", "", s.gauges[static_cast<std::size_t>(Gauge::kActive)]);
+  w.header("pgproxy_connections_closed_total");
+  for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
+    for (std::size_t o = 0; o < static_cast<std::size_t>(Outcome::kCount); ++o) {
+      w.sample("pgproxy_connections_closed_total",
+               label("mapping", s.mapping_names[m]) + "," +
+                   label("outcome", outcomeName(static_cast<Outcome>(o))),
+               s.mapping[m][static_cast<std::size_t>(MappingCounter::kClosedFirst) + o]);
+    }
+  }
+  w.header("pgproxy_client_to_backend_bytes_total");
+  for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
+    w.sample("pgproxy_client_to_backend_bytes_total", label("mapping", s.mapping_names[m]),
+             s.mapping[m][static_cast<std::size_t>(MappingCounter::kBytesUp)]);
+  }
+  w.header("pgproxy_backend_to_client_bytes_total");
+  for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
+    w.sample("pgproxy_backend_to_client_bytes_total", label("mapping", s.mapping_names[m]),
+             s.mapping[m][static_cast<std::size_t>(MappingCounter::kBytesDown)]);
+  }
+  w.header("pgproxy_backend_sessions_active");
+  for (std::size_t m = 1; m < s.mapping_names.size(); ++m) {
+    w.sample("pgproxy_backend_sessions_active",
+             label("mapping", s.mapping_names[m]) + "," + label("backend", s.mapping_backends[m]),
+             s.mapping_active[m]);
+  }
+  w.header("pgproxy_backend_up");
+  for (std::size_t m = 1; m < s.mapping_names.size(); ++m) {
+    w.sample("pgproxy_backend_up",
+             label("mapping", s.mapping_names[m]) + "," + label("backend", s.mapping_backends[m]),
+             std::int64_t{s.mapping_state[m] == BackendState::kUnreachable ? 0 : 1});
+  }
+  histogram(w, "pgproxy_backend_connect_duration_seconds", s, Histogram::kBackendConnect);
+  histogram(w, "pgproxy_handshake_duration_seconds", s, Histogram::kHandshake);
+  w.header("pgproxy_cancel_requests_total");
+  w.sample("pgproxy_cancel_requests_total", label("result", "forwarded"),
+           s.counters[static_cast<std::size_t>(Counter::kCancelForwarded)]);
+  w.sample("pgproxy_cancel_requests_total", label("result", "dropped"),
+           s.counters[static_cast<std::size_t>(Counter::kCancelDropped)]);
+  w.sample("pgproxy_cancel_requests_total", label("result", "unmatched"),
+           s.counters[static_cast<std::size_t>(Counter::kCancelUnmatched)]);
+  return out;
+}
+
+}  // namespace pgproxy::metrics

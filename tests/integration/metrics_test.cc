@@ -1,0 +1,283 @@
+// Observability: /metrics counts across workers, reloads and restarts; health endpoints; access
+// log.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <random>
+#include <regex>
+#include <thread>
+
+#include "harness.h"
+
+namespace pgproxy::it {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+template <typename Cond>
+bool eventually(Cond cond, milliseconds limit = seconds(20)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) {
+      return true;
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return cond();
+}
+
+// The value of one sample line, e.g. metric(text, "pgproxy_connections_accepted_total").
+long long metric(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(series + " ", 0) == 0) {
+      return std::stoll(line.substr(series.size() + 1));
+    }
+  }
+  return -1;
+}
+
+std::string closedOk(const std::string& mapping) {
+  return "pgproxy_connections_closed_total{mapping=\"" + mapping + "\",outcome=\"ok\"}";
+}
+
+class Observed {
+ public:
+  explicit Observed(const std::string& extra = "", int workers = 2, const std::string& token = "")
+      : admin_(freePort()),
+        proxy_("admin:\n  listen: \"127.0.0.1:" + std::to_string(admin_) + "\"\n" +
+                   (token.empty() ? "" : "  token: \"" + token + "\"\n") + extra +
+                   "mappings:\n"
+                   "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n"
+                   "  - {external: host2.example.com, internal: 127.0.0.1, port: {P2}}\n"
+                   "  - {external: down.example.com, internal: 127.0.0.1, port: {DEAD}}\n",
+               workers) {}
+  Proxy& proxy() { return proxy_; }
+  int admin() const { return admin_; }
+  std::string metrics() { return httpGet(admin_, "/metrics").body; }
+
+ private:
+  int admin_;
+  Proxy proxy_;
+};
+
+TEST(Metrics, CountsAcrossWorkersReloadsAndRestarts) {
+  Observed o;
+  // The harness's readiness probe was one accepted connection.
+  long long base = metric(o.metrics(), "pgproxy_connections_accepted_total");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(psql(o.proxy().tls("host1"), "select 1").exit_code, 0);
+  }
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(psql(o.proxy().tls("host2"), "select 1").exit_code, 0);
+  }
+  ASSERT_TRUE(eventually([&] {
+    std::string m = o.metrics();
+    return metric(m, closedOk("host1.example.com")) == 5 &&
+           metric(m, closedOk("host2.example.com")) == 3;
+  })) << o.metrics();
+  std::string m = o.metrics();
+  EXPECT_EQ(metric(m, "pgproxy_connections_accepted_total"), base + 8);
+  EXPECT_EQ(metric(m, "pgproxy_connections_active"), 0);
+  EXPECT_GT(metric(m, "pgproxy_client_to_backend_bytes_total{mapping=\"host1.example.com\"}"), 0);
+  EXPECT_GT(metric(m, "pgproxy_backend_to_client_bytes_total{mapping=\"host2.example.com\"}"), 0);
+  EXPECT_EQ(metric(m, "pgproxy_handshake_duration_seconds_count"), 8);
+  EXPECT_EQ(metric(m, "pgproxy_backend_connect_duration_seconds_count"), 8);
+  EXPECT_EQ(metric(m, "pgproxy_workers"), 2);
+  // A reload keeps every counter.
+  ASSERT_EQ(o.proxy().signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    std::string now = o.metrics();
+    return metric(now, "pgproxy_generation") == 2 && metric(now, "pgproxy_draining_workers") == 0;
+  }));
+  m = o.metrics();
+  EXPECT_EQ(metric(m, closedOk("host1.example.com")), 5);
+  EXPECT_EQ(metric(m, "pgproxy_connections_accepted_total"), base + 8);
+  EXPECT_EQ(metric(m, "pgproxy_reloads_total{result=\"ok\"}"), 1);
+  // A worker killed with its counts: they are kept too.
+  auto workers = childrenOf(o.proxy().pid());
+  ASSERT_FALSE(workers.empty());
+  ASSERT_EQ(psql(o.proxy().tls("host1"), "select 1").exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return metric(o.metrics(), closedOk("host1.example.com")) == 6; }));
+  kill(workers[0], SIGKILL);
+  kill(workers.back(), SIGKILL);
+  ASSERT_TRUE(eventually([&] {
+    std::string now = o.metrics();
+    return metric(now, "pgproxy_worker_restarts_total") >= 1 &&
+           metric(now, closedOk("host1.example.com")) == 6;
+  })) << o.metrics();
+  EXPECT_EQ(metric(o.metrics(), "pgproxy_connections_accepted_total"), base + 9);
+}
+
+TEST(Metrics, PromtoolAcceptsTheExposition) {
+  Observed o;
+  ASSERT_EQ(psql(o.proxy().tls("host1"), "select 1").exit_code, 0);
+  psql(o.proxy().tls("nope", "require"), "select 1");
+  std::string dir = tempDir("pgproxy-promtool");
+  writeFile(dir + "/metrics.txt", o.metrics());
+  auto r = run({"bash", "-c", "promtool check metrics < " + dir + "/metrics.txt"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  run({"rm", "-rf", dir});
+}
+
+std::string clientHello(const std::string& sni) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = SSL_new(ctx);
+  BIO* wbio = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, BIO_new(BIO_s_mem()), wbio);
+  SSL_set_tlsext_host_name(ssl, sni.c_str());
+  SSL_connect(ssl);
+  char* data;
+  long n = BIO_get_mem_data(wbio, &data);
+  std::string out(data, static_cast<std::size_t>(n));
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  return out;
+}
+
+TEST(Metrics, UnknownSniFloodDoesNotGrowTheExposition) {
+  Observed o("", 2);
+  std::string ssl("\x00\x00\x00\x08\x04\xd2\x16\x2f", 8);
+  auto probe = [&](const std::string& sni) {
+    int fd = connectTcp(o.proxy().port());
+    std::string bytes = ssl + "";
+    EXPECT_EQ(write(fd, ssl.data(), 8), 8);
+    char s;
+    EXPECT_EQ(read(fd, &s, 1), 1);
+    std::string hello = clientHello(sni);
+    EXPECT_EQ(write(fd, hello.data(), hello.size()), static_cast<ssize_t>(hello.size()));
+    bool closed = false;
+    readUntilClose(fd, seconds(10), &closed);
+    close(fd);
+  };
+  probe("first-unknown.example.org");
+  ASSERT_TRUE(eventually([&] {
+    return metric(
+               o.metrics(),
+               "pgproxy_connections_closed_total{mapping=\"unknown\",outcome=\"unknown_sni\"}") ==
+           1;
+  }));
+  std::string before = o.metrics();
+  std::mt19937 rng(42);
+  for (int i = 1; i < 10000; ++i) {
+    probe("n" + std::to_string(rng()) + ".random.example.org");
+  }
+  ASSERT_TRUE(eventually([&] {
+    return metric(
+               o.metrics(),
+               "pgproxy_connections_closed_total{mapping=\"unknown\",outcome=\"unknown_sni\"}") ==
+           10000;
+  }));
+  std::string after = o.metrics();
+  EXPECT_EQ(std::count(before.begin(), before.end(), '\n'),
+            std::count(after.begin(), after.end(), '\n'));
+  // Only digits may differ (a counter going from 1 to 10000, accepted counts, histograms).
+  EXPECT_LT(after.size() - before.size(), 200u);
+  EXPECT_EQ(after.find("random.example.org"), std::string::npos);
+}
+
+TEST(Admin, HealthReadinessMethodsAndLimits) {
+  Observed o;
+  EXPECT_EQ(httpGet(o.admin(), "/healthz").status, 200);
+  auto ready = httpGet(o.admin(), "/readyz");
+  EXPECT_EQ(ready.status, 200) << ready.body;
+  EXPECT_EQ(ready.body, "{\"status\":\"ready\"}\n");
+  EXPECT_EQ(httpGet(o.admin(), "/nope").status, 404);
+  EXPECT_EQ(http(o.admin(), "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n").status, 405);
+  EXPECT_EQ(http(o.admin(), "DELETE /readyz HTTP/1.0\r\n\r\n").status, 405);
+  // Oversized headers are refused without hurting anything.
+  auto huge =
+      http(o.admin(), "GET /metrics HTTP/1.0\r\nX-Pad: " + std::string(20000, 'a') + "\r\n\r\n");
+  EXPECT_TRUE(huge.status == 400 || huge.status == 413 || huge.status == 0) << huge.status;
+  EXPECT_EQ(httpGet(o.admin(), "/healthz").status, 200);
+  // A failed backend makes /readyz say which mapping and why.
+  psql(o.proxy().tls("down", "require"), "select 1");
+  auto notReady = httpGet(o.admin(), "/readyz");
+  EXPECT_EQ(notReady.status, 503);
+  EXPECT_NE(notReady.body.find("mapping down.example.com: backend 127.0.0.1:"), std::string::npos)
+      << notReady.body;
+  EXPECT_EQ(
+      metric(o.metrics(), "pgproxy_backend_up{mapping=\"down.example.com\",backend=\"127.0.0.1:" +
+                              notReady.body.substr(notReady.body.find("127.0.0.1:") + 10,
+                                                   notReady.body.find(" unreachable") -
+                                                       notReady.body.find("127.0.0.1:") - 10) +
+                              "\"}"),
+      0);
+}
+
+TEST(Admin, TokenGuardsEveryEndpoint) {
+  Observed o("", 1, "s3cret-token");
+  for (const char* path : {"/metrics", "/healthz", "/readyz", "/nope"}) {
+    auto denied = httpGet(o.admin(), path);
+    EXPECT_EQ(denied.status, 401) << path;
+    EXPECT_NE(denied.headers.find("WWW-Authenticate: Bearer"), std::string::npos);
+    EXPECT_EQ(httpGet(o.admin(), path, "Authorization: Bearer wrong-token!\r\n").status, 401);
+  }
+  auto ok = httpGet(o.admin(), "/metrics", "Authorization: Bearer s3cret-token\r\n");
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_NE(ok.body.find("pgproxy_build_info"), std::string::npos);
+}
+
+// Access log: one line per connection, in the configured format.
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) {
+      out.push_back(line);
+    }
+  }
+  return out;
+}
+
+TEST(AccessLog, JsonLineForEachOutcome) {
+  Observed o("access_log: \"{DIR}/access.log\"\nlog_format: json\nhandshake_timeout: 1s\n", 1);
+  std::string path =
+      o.proxy().configPath().substr(0, o.proxy().configPath().rfind('/')) + "/access.log";
+  ASSERT_EQ(psql(o.proxy().tls("host1"), "select 1").exit_code, 0);
+  psql(o.proxy().tls("nope", "require"), "select 1");
+  psql(o.proxy().tls("down", "require"), "select 1");
+  int stalled = connectTcp(o.proxy().port());
+  bool closed = false;
+  readUntilClose(stalled, seconds(20), &closed);  // closed by handshake_timeout
+  close(stalled);
+  ASSERT_TRUE(eventually([&] { return lines(readFile(path)).size() >= 4; })) << readFile(path);
+  std::string text = readFile(path);
+  for (const char* outcome : {"ok", "unknown_sni", "backend_unreachable", "handshake_timeout"}) {
+    EXPECT_NE(text.find(std::string("\"outcome\":\"") + outcome + "\""), std::string::npos)
+        << outcome;
+  }
+  EXPECT_NE(text.find("\"sni\":\"nope.example.com\""), std::string::npos);
+  EXPECT_NE(text.find("\"mode\":\"passthrough\""), std::string::npos);
+  // Every line is one JSON object.
+  auto check = run({"python3", "-c",
+                    "import json,sys\nfor l in open(sys.argv[1]):\n  o=json.loads(l)\n"
+                    "  assert {'time','client','mode','sni','mapping','backend','duration_ms',"
+                    "'bytes_up','bytes_down','outcome'} <= set(o), o\n",
+                    path});
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
+TEST(AccessLog, TextLinesGoToTheMainLogByDefault) {
+  Observed o("", 1);
+  ASSERT_EQ(psql(o.proxy().tls("host2"), "select 1").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return std::regex_search(
+        o.proxy().log(),
+        std::regex("access session=[0-9]+ client=127\\.0\\.0\\.1:[0-9]+ "
+                   "mode=passthrough sni=\"host2\\.example\\.com\" "
+                   "mapping=\"host2\\.example\\.com\" backend=\"127\\.0\\.0\\.1:[0-9]+\" "
+                   "duration_ms=[0-9]+ bytes_up=[1-9][0-9]* "
+                   "bytes_down=[1-9][0-9]* outcome=ok"));
+  })) << o.proxy().log();
+}
+
+}  // namespace
+}  // namespace pgproxy::it

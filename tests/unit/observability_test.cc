@@ -1,0 +1,119 @@
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <memory>
+
+#include "pgproxy/admin/readiness.h"
+#include "pgproxy/log/access_log.h"
+#include "pgproxy/metrics/metrics.h"
+#include "pgproxy/metrics/recorder.h"
+
+namespace pgproxy {
+namespace {
+
+log::AccessRecord sample() {
+  log::AccessRecord r;
+  r.session = 7;
+  r.client = "10.1.2.3:5555";
+  r.mode = "passthrough";
+  r.sni = "db\"1\".example.com";
+  r.mapping = "db1.example.com";
+  r.backend = "10.0.0.5:5432";
+  r.duration_ms = 12;
+  r.bytes_up = 100;
+  r.bytes_down = 2000;
+  r.outcome = "ok";
+  return r;
+}
+
+TEST(AccessLog, TextFormat) {
+  std::string line = log::formatAccess(sample(), log::AccessFormat::kText, 0);
+  EXPECT_EQ(line,
+            "1970-01-01T00:00:00.000Z access session=7 client=10.1.2.3:5555 mode=passthrough "
+            "sni=\"db?1?.example.com\" mapping=\"db1.example.com\" backend=\"10.0.0.5:5432\" "
+            "duration_ms=12 bytes_up=100 bytes_down=2000 outcome=ok");
+  EXPECT_EQ(log::formatAccess(sample(), log::AccessFormat::kText, -1).rfind("access ", 0), 0u);
+}
+
+TEST(AccessLog, JsonFormatEscapes) {
+  log::AccessRecord r = sample();
+  std::string weird = std::string("a\\b\n\x01", 5);
+  r.sni = weird;
+  std::string line = log::formatAccess(r, log::AccessFormat::kJson, 1000);
+  EXPECT_NE(line.find("\"sni\":\"a\\\\b\\u000a\\u0001\""), std::string::npos) << line;
+  EXPECT_NE(line.find("\"time\":\"1970-01-01T00:00:01.000Z\""), std::string::npos);
+  EXPECT_EQ(line.front(), '{');
+  EXPECT_EQ(line.back(), '}');
+}
+
+class MetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mem_ = mmap(nullptr, metrics::Registry::bytesNeeded(), PROT_READ | PROT_WRITE,
+                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    reg_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(mem_));
+  }
+  void TearDown() override { munmap(mem_, metrics::Registry::bytesNeeded()); }
+  void* mem_;
+  std::unique_ptr<metrics::Registry> reg_;
+};
+
+TEST_F(MetricsTest, FoldKeepsCountsAndNamesAreStable) {
+  std::size_t a = reg_->registerMapping("a.example.com", "10.0.0.1:5432");
+  EXPECT_EQ(a, 1u);
+  EXPECT_EQ(reg_->registerMapping("a.example.com", "10.0.0.2:5432"), a);
+  metrics::Recorder w1(reg_->claimSlot(101));
+  metrics::Recorder w2(reg_->claimSlot(102));
+  w1.add(metrics::Counter::kAccepted, 3);
+  w2.add(metrics::Counter::kAccepted, 2);
+  w1.closed(a, metrics::Outcome::kOk);
+  w2.gauge(metrics::Gauge::kActive, 1);
+  w1.observe(metrics::Histogram::kHandshake, 700);  // 0.7 ms
+  auto before = reg_->snapshot();
+  EXPECT_EQ(before.counters[0], 5u);
+  reg_->foldSlot(101);
+  reg_->foldSlot(102);  // died with an active connection: the gauge drops, counters stay
+  auto after = reg_->snapshot();
+  EXPECT_EQ(after.counters[0], 5u);
+  EXPECT_EQ(after.mapping[a][static_cast<std::size_t>(metrics::MappingCounter::kClosedFirst)], 1u);
+  EXPECT_EQ(after.gauges[0], 0);
+  EXPECT_EQ(after.mapping_backends[a], "10.0.0.2:5432");
+  std::string text = metrics::renderPrometheus(after, "9.9");
+  EXPECT_NE(text.find("pgproxy_connections_accepted_total 5\n"), std::string::npos);
+  EXPECT_NE(
+      text.find("pgproxy_connections_closed_total{mapping=\"a.example.com\",outcome=\"ok\"} 1"),
+      std::string::npos);
+  EXPECT_NE(text.find("pgproxy_handshake_duration_seconds_bucket{le=\"0.001\"} 1"),
+            std::string::npos);
+  EXPECT_NE(text.find("pgproxy_handshake_duration_seconds_bucket{le=\"0.0005\"} 0"),
+            std::string::npos);
+  EXPECT_NE(text.find("pgproxy_build_info{version=\"9.9\"} 1"), std::string::npos);
+  for (const auto& m : metrics::metricTable()) {
+    EXPECT_NE(text.find(std::string("# HELP ") + m.name + " "), std::string::npos) << m.name;
+  }
+}
+
+TEST_F(MetricsTest, ReadinessNamesFailedMappings) {
+  auto cfg = config::loadString(
+      "mappings:\n  - {external: a.example.com, internal: 10.0.0.1}\n"
+      "  - {external: b.example.com, internal: 10.0.0.2, port: 6000}\n",
+      "t.yaml");
+  ASSERT_TRUE(cfg.ok());
+  std::vector<std::size_t> idx = {reg_->registerMapping("a.example.com", "10.0.0.1:5432"),
+                                  reg_->registerMapping("b.example.com", "10.0.0.2:6000")};
+  reg_->master().serving.store(1);
+  EXPECT_TRUE(admin::readiness(reg_->snapshot(), *cfg, idx).ready);
+  reg_->setBackendState(idx[1], metrics::BackendState::kUnreachable, 111);
+  auto r = admin::readiness(reg_->snapshot(), *cfg, idx);
+  EXPECT_FALSE(r.ready);
+  ASSERT_EQ(r.reasons.size(), 1u);
+  EXPECT_NE(r.reasons[0].find("mapping b.example.com: backend 10.0.0.2:6000 unreachable"),
+            std::string::npos);
+  EXPECT_NE(r.json().find("\"status\":\"not ready\""), std::string::npos);
+  reg_->setBackendState(idx[1], metrics::BackendState::kReachable, 0);
+  reg_->master().serving.store(0);
+  EXPECT_FALSE(admin::readiness(reg_->snapshot(), *cfg, idx).ready);
+}
+
+}  // namespace
+}  // namespace pgproxy
