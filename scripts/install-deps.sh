@@ -6,6 +6,7 @@ packages=(
   libevent-dev libssl-dev libyaml-dev libgtest-dev libgmock-dev libpq-dev
   postgresql postgresql-client openssl procps util-linux
   debhelper dpkg-dev fakeroot lintian mandoc adduser systemd logrotate
+  python3 prometheus haproxy pgbouncer
 )
 missing=()
 for p in "${packages[@]}"; do

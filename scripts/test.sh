@@ -15,9 +15,13 @@ if [ $check -ne 0 ]; then
     [ -f "$log" ] && grep -q "FAIL\|Failure\|ERROR" "$log" && { echo "==== $log"; tail -n 200 "$log"; }
   done
 fi
-# The Debian package test builds, installs and purges the .deb (needs root or sudo).
+# The Debian package test builds, installs and purges the .deb (needs root or sudo). A second,
+# concurrent run (the sanitizer build) may leave it out with PGPROXY_SKIP_PACKAGE_TEST=1; CI never does.
 mkdir -p "$build/tests/package"
-if tests/package/deb_test.sh "$build" >"$build/tests/package/deb_test.log" 2>&1; then
+if [ "${PGPROXY_SKIP_PACKAGE_TEST:-}" = 1 ]; then
+  rm -f "$build/tests/package/deb_test.trs"
+  echo "package test left out (PGPROXY_SKIP_PACKAGE_TEST=1)"
+elif tests/package/deb_test.sh "$build" >"$build/tests/package/deb_test.log" 2>&1; then
   echo ":test-result: PASS" >"$build/tests/package/deb_test.trs"
   echo "PASS: tests/package/deb_test.sh"
 else

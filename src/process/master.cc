@@ -105,6 +105,7 @@ class Master {
   void handleSignal(int sig, pid_t sender);
   void reapChildren();
   void reload();
+  void reloadFailed(const base::Error& error);
   void reopenLogs();
   void beginStop(bool graceful);
   void signalWorkers(int sig, bool (*which)(const WorkerProc&, unsigned), unsigned gen);
@@ -396,6 +397,14 @@ void Master::reapChildren() {
   }
 }
 
+void Master::reloadFailed(const base::Error& error) {
+  ++reload_failures_;
+  metrics_->master().reloads_failed.fetch_add(1);
+  LOG_ERROR("reload failed (%u so far), still serving the previous configuration:\n%s",
+            reload_failures_, error.message.c_str());
+  notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
+}
+
 void Master::reload() {
   if (stopping_) {
     return;
@@ -404,11 +413,7 @@ void Master::reload() {
   notifySystemd("RELOADING=1");
   auto loaded = config::loadFile(opts_.config_path);
   if (!loaded) {
-    ++reload_failures_;
-    metrics_->master().reloads_failed.fetch_add(1);
-    LOG_ERROR("reload failed (%u so far), still serving the previous configuration:\n%s",
-              reload_failures_, loaded.error().message.c_str());
-    notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
+    reloadFailed(loaded.error());
     return;
   }
   auto next = std::make_shared<const config::Config>(std::move(*loaded));
@@ -421,11 +426,7 @@ void Master::reload() {
   }
   std::vector<Listener> listeners;
   if (auto st = openListeners(*next, listeners); !st) {
-    ++reload_failures_;
-    metrics_->master().reloads_failed.fetch_add(1);
-    LOG_ERROR("reload failed (%u so far), still serving the previous configuration: %s",
-              reload_failures_, st.error().message.c_str());
-    notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
+    reloadFailed(st.error());
     return;
   }
   for (const auto& old : listeners_) {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -531,8 +532,12 @@ void Session::startSplice() {
   if (mode_ == Mode::kPlaintext) {
     scanning_key_ = true;
     // Client messages are typed after the startup packet, which is still buffered.
-    client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages,
-                                         evbuffer_get_length(bufferevent_get_input(client_)));
+    std::size_t startup = evbuffer_get_length(bufferevent_get_input(client_));
+    client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, startup);
+    if (ctx_.config->log_protocol) {
+      log_up_ = std::make_unique<proto::MessageFramer>(true, startup);
+      log_down_ = std::make_unique<proto::MessageFramer>(false, 0);
+    }
   } else {
     cancel::BackendAddr addr{};
     socklen_t len = sizeof(addr);
@@ -597,6 +602,27 @@ void Session::scanBackendKey() {
   ctx_.cancels->publishKey(cancel_slot_, key_scanner_.pid(), key_scanner_.key(), addr);
 }
 
+void Session::logProtocol(bufferevent* from) {
+  bool up = from == client_;
+  proto::MessageFramer& framer = up ? *log_up_ : *log_down_;
+  forEachChunk(bufferevent_get_input(from), [&](std::string_view chunk) {
+    framer.feed(chunk, [&](const proto::MessageFramer::Message& m) {
+      std::string text;
+      for (char c : m.text) {
+        if (c == '\0') {
+          text += "\\0";  // Parse: statement name, NUL, query
+        } else {
+          text += (static_cast<unsigned char>(c) < 0x20 || c == '"') ? ' ' : c;
+        }
+      }
+      LOG_INFO("session %llu: protocol %s type=%c length=%u%s%s%s",
+               static_cast<unsigned long long>(id_), up ? "client->backend" : "backend->client",
+               std::isprint(static_cast<unsigned char>(m.type)) ? m.type : '?', m.length,
+               text.empty() ? "" : " sql=\"", text.c_str(), text.empty() ? "" : "\"");
+    });
+  });
+}
+
 void Session::pump(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
   if (from == backend_ && scanning_key_) {
     scanBackendKey();
@@ -604,6 +630,9 @@ void Session::pump(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
   if (from == client_) {
     forEachChunk(bufferevent_get_input(client_),
                  [this](std::string_view chunk) { client_frames_.feed(chunk); });
+  }
+  if (log_up_) {
+    logProtocol(from);
   }
   evbuffer* src = bufferevent_get_input(from);
   evbuffer* dst = bufferevent_get_output(to);

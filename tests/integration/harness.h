@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace pgproxy::it {
@@ -111,5 +112,23 @@ struct HttpResponse {
 // Sends `request` (a whole raw HTTP request) to 127.0.0.1:port and reads the response.
 HttpResponse http(int port, const std::string& request);
 HttpResponse httpGet(int port, const std::string& path, const std::string& extra_headers = "");
+
+}  // namespace pgproxy::it
+
+namespace pgproxy::it {
+
+// Polls `cond` every 20 ms for up to `limit`; returns whether it became true. Waiting for a state,
+// never timing one: the limit is only how long a failing test takes to say so.
+template <typename Cond>
+bool eventually(Cond cond, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
+}
 
 }  // namespace pgproxy::it

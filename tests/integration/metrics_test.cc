@@ -11,6 +11,7 @@
 #include <regex>
 #include <thread>
 
+#include "../unit/tls_test_util.h"
 #include "harness.h"
 
 namespace pgproxy::it {
@@ -18,18 +19,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-template <typename Cond>
-bool eventually(Cond cond, milliseconds limit = seconds(20)) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) {
-      return true;
-    }
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  return cond();
-}
 
 // The value of one sample line, e.g. metric(text, "pgproxy_connections_accepted_total").
 long long metric(const std::string& text, const std::string& series) {
@@ -127,18 +116,7 @@ TEST(Metrics, PromtoolAcceptsTheExposition) {
 }
 
 std::string clientHello(const std::string& sni) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL* ssl = SSL_new(ctx);
-  BIO* wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, BIO_new(BIO_s_mem()), wbio);
-  SSL_set_tlsext_host_name(ssl, sni.c_str());
-  SSL_connect(ssl);
-  char* data;
-  long n = BIO_get_mem_data(wbio, &data);
-  std::string out(data, static_cast<std::size_t>(n));
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  return out;
+  return testing::makeClientHello(sni, {});
 }
 
 TEST(Metrics, UnknownSniFloodDoesNotGrowTheExposition) {
@@ -277,6 +255,40 @@ TEST(AccessLog, TextLinesGoToTheMainLogByDefault) {
                    "duration_ms=[0-9]+ bytes_up=[1-9][0-9]* "
                    "bytes_down=[1-9][0-9]* outcome=ok"));
   })) << o.proxy().log();
+}
+
+}  // namespace
+}  // namespace pgproxy::it
+
+namespace pgproxy::it {
+namespace {
+
+TEST(ProtocolLog, LogsMessagesAndSqlButNeverThePassword) {
+  ASSERT_EQ(psql(direct(sandbox().port1),
+                 "drop role if exists pgproxy_pw; create role pgproxy_pw login password "
+                 "'Tr0ub4dor-and-3'")
+                .exit_code,
+            0);
+  Proxy proxy(
+      "log_protocol: true\n"
+      "mappings:\n  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n",
+      1);
+  std::string conninfo = "host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                         " sslmode=disable gssencmode=disable user=pgproxy_pw dbname=postgres "
+                         "password=Tr0ub4dor-and-3";
+  auto r = psql(conninfo, "select 42 as protocol_marker");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string log;
+  ASSERT_TRUE(eventually([&] {
+    log = proxy.log();
+    return log.find("outcome=ok") != std::string::npos;
+  })) << proxy.log();
+  EXPECT_NE(log.find("protocol client->backend type=Q length="), std::string::npos) << log;
+  EXPECT_NE(log.find("sql=\"select 42 as protocol_marker\\0\""), std::string::npos) << log;
+  EXPECT_NE(log.find("protocol client->backend type=p length="), std::string::npos) << log;
+  EXPECT_NE(log.find("protocol backend->client type=R"), std::string::npos);
+  EXPECT_NE(log.find("protocol backend->client type=Z"), std::string::npos);
+  EXPECT_EQ(log.find("Tr0ub4dor"), std::string::npos) << "the password reached the log";
 }
 
 }  // namespace

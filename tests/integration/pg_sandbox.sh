@@ -54,10 +54,11 @@ ssl_key_file = 'server.key'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-max_connections = 120
+max_connections = ${PG_MAX_CONNECTIONS:-120}
 shared_buffers = 32MB
 CONF
-  printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+  # pgproxy_pw logs in with a cleartext password (tests check it never reaches pgproxy's logs).
+  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
   if [ "$(id -u)" = 0 ]; then
     chown postgres "$data/server.crt" "$data/server.key" "$data/pg_hba.conf"
   fi

@@ -112,3 +112,49 @@ TEST(FrameTracker, PgMessagesAfterStartupSkip) {
 
 }  // namespace
 }  // namespace pgproxy::proto
+
+namespace pgproxy::proto {
+namespace {
+
+TEST(MessageFramer, CapturesQueryAndParseNeverPasswords) {
+  auto msg = [](char type, const std::string& body) {
+    std::string out(1, type);
+    appendU32(out, static_cast<std::uint32_t>(body.size() + 4));
+    return out + body;
+  };
+  std::string startup(9, '\0');
+  std::string stream = startup + msg('p', std::string("hunter2\0", 8)) +
+                       msg('Q', std::string("select 1\0", 9)) +
+                       msg('P', std::string("s1\0select $1\0\0\0", 16)) + msg('X', "");
+  for (std::size_t chunk = 1; chunk <= stream.size(); ++chunk) {
+    MessageFramer f(true, startup.size());
+    std::vector<std::string> seen;
+    for (std::size_t i = 0; i < stream.size(); i += chunk) {
+      f.feed(std::string_view(stream).substr(i, chunk), [&](const MessageFramer::Message& m) {
+        seen.push_back(std::string(1, m.type) + ":" + std::to_string(m.length) + ":" +
+                       std::string(m.text));
+      });
+    }
+    ASSERT_EQ(seen.size(), 4u) << chunk;
+    EXPECT_EQ(seen[0], "p:12:");  // the password is never captured
+    EXPECT_EQ(seen[1], std::string("Q:13:select 1\0", 14));
+    EXPECT_EQ(seen[2].substr(0, 7), "P:20:s1");
+    EXPECT_EQ(seen[3], "X:4:");
+  }
+}
+
+TEST(MessageFramer, CapsCaptureAndStopsOnBadLength) {
+  std::string big(5000, 'x');
+  std::string q("Q");
+  appendU32(q, static_cast<std::uint32_t>(big.size() + 4));
+  MessageFramer f(true, 0);
+  std::size_t captured = 0;
+  f.feed(q + big, [&](const MessageFramer::Message& m) { captured = m.text.size(); });
+  EXPECT_EQ(captured, MessageFramer::kMaxCapture);
+  MessageFramer bad(false, 0);
+  bad.feed(std::string("Z\x00\x00\x00\x02", 5), [](const MessageFramer::Message&) {});
+  EXPECT_TRUE(bad.lost());
+}
+
+}  // namespace
+}  // namespace pgproxy::proto

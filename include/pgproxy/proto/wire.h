@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -66,6 +67,74 @@ class FrameTracker {
   int last_type_ = -1;
   bool lost_ = false;
 };
+
+// Splits a PostgreSQL v3 message stream into messages for the protocol log, without buffering the
+// stream: for each message it reports the type, the length and, for Query and Parse only, up to
+// kMaxCapture bytes of the body (the SQL). Password and SASL messages ('p') are never captured.
+class MessageFramer {
+ public:
+  static constexpr std::size_t kMaxCapture = 1024;
+  struct Message {
+    char type;
+    std::uint32_t length;   // as on the wire: the body plus the 4 length bytes
+    std::string_view text;  // captured body prefix (Query/Parse from the client), else empty
+  };
+  // `client`: frontend messages (Q and P bodies are captured); `skip`: a startup packet first.
+  MessageFramer(bool client, std::size_t skip) : client_(client), skip_(skip) {}
+  template <typename Fn>
+  void feed(std::string_view bytes, Fn on_message);
+  bool lost() const { return lost_; }
+
+ private:
+  bool client_;
+  std::size_t skip_;
+  char header_[5];
+  std::size_t header_have_ = 0;
+  std::uint32_t remaining_ = 0;
+  bool in_body_ = false;
+  bool capturing_ = false;
+  std::string capture_;
+  bool lost_ = false;
+};
+
+template <typename Fn>
+void MessageFramer::feed(std::string_view bytes, Fn on_message) {
+  std::size_t i = 0;
+  while (i < bytes.size() && !lost_) {
+    if (skip_ > 0) {
+      std::size_t n = std::min(skip_, bytes.size() - i);
+      skip_ -= n;
+      i += n;
+      continue;
+    }
+    if (!in_body_) {
+      header_[header_have_++] = bytes[i++];
+      if (header_have_ < 5) {
+        continue;
+      }
+      header_have_ = 0;
+      std::uint32_t len = readU32(header_ + 1);
+      if (len < 4) {
+        lost_ = true;
+        return;
+      }
+      remaining_ = len - 4;
+      capturing_ = client_ && (header_[0] == 'Q' || header_[0] == 'P');
+      capture_.clear();
+      in_body_ = true;
+    }
+    std::size_t n = std::min<std::size_t>(remaining_, bytes.size() - i);
+    if (capturing_ && capture_.size() < kMaxCapture) {
+      capture_.append(bytes.substr(i, std::min(n, kMaxCapture - capture_.size())));
+    }
+    i += n;
+    remaining_ -= static_cast<std::uint32_t>(n);
+    if (remaining_ == 0) {
+      in_body_ = false;
+      on_message(Message{header_[0], readU32(header_ + 1), capture_});
+    }
+  }
+}
 
 // Follows the backend's message stream at the start of a plaintext session, to learn the
 // BackendKeyData (pid, secret) that a later CancelRequest will name. Stops looking at the first

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "pgproxy/cancel/registry.h"
@@ -75,6 +76,7 @@ class Session {
   void startCancel(std::uint32_t pid, std::uint32_t key);
   void nextCancelTarget();
   void scanBackendKey();
+  void logProtocol(bufferevent* from);
   template <typename Fn>
   static void forEachChunk(evbuffer* buf, Fn fn);
 
@@ -112,6 +114,8 @@ class Session {
   proto::BackendKeyScanner key_scanner_;
   proto::FrameTracker client_frames_;  // what the client sent last (goodbye or not)
   bool client_reset_ = false;
+  // log_protocol: message framers for both directions of a plaintext session.
+  std::unique_ptr<proto::MessageFramer> log_up_, log_down_;
   bool scanning_key_ = false;
   // Cancel forwarding: the request and the backends still to receive it.
   std::uint32_t cancel_pid_ = 0, cancel_key_ = 0;

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Benchmark orchestration (see bench/README.md). Ratios are what count: this machine is shared."""
+import argparse, json, os, platform, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SANDBOX = os.path.join(ROOT, "tests/integration/pg_sandbox.sh")
+IS_ROOT = os.geteuid() == 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, what, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not start listening on {port}")
+
+
+def as_postgres(cmd):
+    return ["runuser", "-u", "postgres", "--"] + cmd if IS_ROOT else cmd
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dir = tempfile.mkdtemp(prefix="pgproxy-bench-")
+        os.chmod(self.dir, 0o755)
+        self.procs = []
+        self.pg = free_port()
+        self.pg2 = free_port()
+
+    # ---- setup ---------------------------------------------------------------------------
+    def start(self):
+        env = dict(os.environ, PG_MAX_CONNECTIONS="300")
+        subprocess.run([SANDBOX, "start", self.dir, str(self.pg), str(self.pg2)], check=True, env=env)
+        subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-d", self.conn(self.pg, "disable")],
+                       check=True, capture_output=True)
+        self.ports = {"direct": self.pg}
+        self.ports["pgproxy"] = self.start_pgproxy("main", self.pg)
+        self.ports["haproxy"] = self.start_haproxy("main", self.pg)
+        self.ports["pgbouncer"] = self.start_pgbouncer()
+
+    def spawn(self, cmd, log):
+        p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def start_pgproxy(self, name, backend):
+        port = free_port()
+        cfg = os.path.join(self.dir, f"pgproxy-{name}.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"listen: {{address: 127.0.0.1, port: {port}}}\nworkers: 2\naccess_log: \"off\"\n"
+                    f"mappings:\n  - {{external: host1.example.com, internal: 127.0.0.1, port: {backend}}}\n")
+        p = self.spawn([self.args.pgproxy, "-c", cfg], os.path.join(self.dir, f"pgproxy-{name}.log"))
+        wait_port(port, "pgproxy")
+        setattr(self, f"pgproxy_{name}_pid", p.pid)
+        return port
+
+    def start_haproxy(self, name, backend):
+        port = free_port()
+        cfg = os.path.join(self.dir, f"haproxy-{name}.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+  maxconn 20000
+  nbthread 2
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend pg
+  bind 127.0.0.1:{port}
+  default_backend pg
+backend pg
+  server s1 127.0.0.1:{backend}
+""")
+        p = self.spawn(["haproxy", "-db", "-f", cfg], os.path.join(self.dir, f"haproxy-{name}.log"))
+        wait_port(port, "haproxy")
+        setattr(self, f"haproxy_{name}_pid", p.pid)
+        return port
+
+    def start_pgbouncer(self):
+        port = free_port()
+        ini = os.path.join(self.dir, "pgbouncer.ini")
+        users = os.path.join(self.dir, "userlist.txt")
+        with open(users, "w") as f:
+            f.write('"postgres" ""\n')
+        with open(ini, "w") as f:
+            f.write(f"""[databases]
+postgres = host=127.0.0.1 port={self.pg} dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {users}
+pool_mode = session
+max_client_conn = 2000
+default_pool_size = 280
+client_tls_sslmode = allow
+client_tls_key_file = {self.dir}/host1.key
+client_tls_cert_file = {self.dir}/host1.crt
+logfile = {self.dir}/pgbouncer.log
+pidfile = {self.dir}/pgbouncer.pid
+""")
+        if IS_ROOT:
+            subprocess.run(["chown", "postgres", ini, users, f"{self.dir}/host1.key"], check=True)
+        self.spawn(as_postgres(["pgbouncer", ini]), os.path.join(self.dir, "pgbouncer.out"))
+        wait_port(port, "pgbouncer")
+        return port
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run([SANDBOX, "stop", self.dir], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- measurements --------------------------------------------------------------------
+    def conn(self, port, sslmode, target="direct"):
+        host = "host=host1.example.com hostaddr=127.0.0.1" if target == "pgproxy" else "host=127.0.0.1"
+        return f"{host} port={port} sslmode={sslmode} user=postgres dbname=postgres gssencmode=disable"
+
+    def pgbench(self, target, sslmode, clients, connect_each):
+        cmd = ["pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-T", str(self.args.duration)]
+        if connect_each:
+            cmd.append("-C")
+        cmd += ["-d", self.conn(self.ports[target], sslmode, target)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        tps = re.search(r"tps = ([0-9.]+)", out.stdout)
+        lat = re.search(r"latency average = ([0-9.]+) ms", out.stdout)
+        failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
+        if out.returncode != 0 or not tps or (failed and failed.group(1) != "0"):
+            raise SystemExit(f"pgbench against {target} failed:\n{out.stdout}\n{out.stderr}")
+        return float(tps.group(1)), float(lat.group(1)) if lat else 0.0
+
+    def run_cells(self):
+        targets = ["direct", "pgproxy", "haproxy", "pgbouncer"]
+        cells = [(m, c, False) for m in ("disable", "require") for c in self.args.clients]
+        cells += [(m, 16, True) for m in ("disable", "require")]
+        results = []
+        for mode, clients, connect_each in cells:
+            samples = {t: [] for t in targets}
+            for _ in range(self.args.repeat):
+                for t in targets:  # interleaved: A B C D, A B C D ...
+                    samples[t].append(self.pgbench(t, mode, clients, connect_each))
+            cell = {"sslmode": mode, "clients": clients, "connect_per_transaction": connect_each}
+            for t in targets:
+                cell[t] = {"tps": statistics.median(s[0] for s in samples[t]),
+                           "latency_ms": statistics.median(s[1] for s in samples[t])}
+            cell["pgproxy_vs_direct"] = cell["pgproxy"]["tps"] / cell["direct"]["tps"]
+            cell["pgproxy_vs_haproxy"] = cell["pgproxy"]["tps"] / cell["haproxy"]["tps"]
+            results.append(cell)
+            print(f"  {mode:8} c={clients:<3} {'-C ' if connect_each else '   '}"
+                  f"pgproxy/direct {cell['pgproxy_vs_direct']:.2f}  "
+                  f"pgproxy/haproxy {cell['pgproxy_vs_haproxy']:.2f}", file=sys.stderr)
+        return results
+
+    def idle_memory(self):
+        backend = free_port()
+        server = self.spawn([sys.executable, os.path.join(ROOT, "bench/idle_sessions.py"), "serve",
+                             str(backend)], os.path.join(self.dir, "standin.log"))
+        wait_port(backend, "stand-in backend")
+        out = {}
+        for name, start in (("pgproxy", self.start_pgproxy), ("haproxy", self.start_haproxy)):
+            port = start("idle", backend)
+            pid = getattr(self, f"{name}_idle_pid")
+            r = subprocess.run([sys.executable, os.path.join(ROOT, "bench/idle_sessions.py"), "measure",
+                                str(port), str(self.args.idle), "host1.example.com", str(pid)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"idle measurement for {name} failed:\n{r.stderr}")
+            out[name] = int(r.stdout.strip())
+        server.terminate()
+        return out
+
+
+def markdown(results, memory, args):
+    lines = [f"pgbench -S, -j 2, {args.duration}s per cell, median of {args.repeat}; "
+             f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}", "",
+             "| sslmode | clients | direct tps | pgproxy tps | HAProxy tps | PgBouncer tps | "
+             "pgproxy/direct | pgproxy/HAProxy | pgproxy lat ms | HAProxy lat ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in results:
+        label = f"{c['clients']}{' (-C)' if c['connect_per_transaction'] else ''}"
+        lines.append(f"| {c['sslmode']} | {label} | {c['direct']['tps']:.0f} | {c['pgproxy']['tps']:.0f} | "
+                     f"{c['haproxy']['tps']:.0f} | {c['pgbouncer']['tps']:.0f} | "
+                     f"{c['pgproxy_vs_direct']:.2f} | {c['pgproxy_vs_haproxy']:.2f} | "
+                     f"{c['pgproxy']['latency_ms']:.3f} | {c['haproxy']['latency_ms']:.3f} |")
+    lines += ["", f"Memory per idle TLS passthrough session ({args.idle} sessions): "
+              f"pgproxy {memory['pgproxy']} bytes, HAProxy {memory['haproxy']} bytes."]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pgproxy", required=True)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench/results/latest.json"))
+    args = ap.parse_args()
+    args.duration, args.repeat = (2, 1) if args.smoke else (10, 3)
+    args.clients = [1, 16, 64, 256]
+    args.idle = 500 if args.smoke else 5000
+    b = Bench(args)
+    try:
+        b.start()
+        results = b.run_cells()
+        memory = b.idle_memory()
+    finally:
+        b.stop()
+    print(markdown(results, memory, args))
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "cpus": os.cpu_count(),
+                   "smoke": args.smoke, "duration_s": args.duration, "repeat": args.repeat,
+                   "cells": results, "idle_bytes_per_session": memory}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
