@@ -41,7 +41,7 @@ class Bench:
 
     # ---- setup ---------------------------------------------------------------------------
     def start(self):
-        env = dict(os.environ, PG_MAX_CONNECTIONS="300")
+        env = dict(os.environ, PG_MAX_CONNECTIONS="700")
         subprocess.run([SANDBOX, "start", self.dir, str(self.pg), str(self.pg2)], check=True, env=env)
         subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-d", self.conn(self.pg, "disable")],
                        check=True, capture_output=True)
@@ -71,7 +71,7 @@ class Bench:
         cfg = os.path.join(self.dir, f"haproxy-{name}.cfg")
         with open(cfg, "w") as f:
             f.write(f"""global
-  maxconn 20000
+  maxconn 9000
   nbthread 2
 defaults
   mode tcp
@@ -107,6 +107,7 @@ auth_file = {users}
 pool_mode = session
 max_client_conn = 2000
 default_pool_size = 280
+server_idle_timeout = 5
 client_tls_sslmode = allow
 client_tls_key_file = {self.dir}/host1.key
 client_tls_cert_file = {self.dir}/host1.crt

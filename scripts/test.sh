@@ -29,6 +29,15 @@ else
   echo "FAIL: tests/package/deb_test.sh"
   cat "$build/tests/package/deb_test.log"
 fi
+# The benchmark's smoke mode keeps the harness working; it judges no speed.
+if timeout 900 bench/run.sh --smoke --json "$build/tests/bench/smoke.json" >"$build/tests/bench_smoke.log" 2>&1; then
+  echo ":test-result: PASS" >"$build/tests/bench_smoke.trs"
+  echo "PASS: bench/run.sh --smoke"
+else
+  echo ":test-result: FAIL" >"$build/tests/bench_smoke.trs"
+  echo "FAIL: bench/run.sh --smoke"
+  tail -n 60 "$build/tests/bench_smoke.log"
+fi
 scripts/test-summary.sh "$build"
 summary=$?
 [ $check -eq 0 ] && [ $summary -eq 0 ]
