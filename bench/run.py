@@ -212,10 +212,16 @@ def main():
     ap.add_argument("--pgproxy", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench/results/latest.json"))
+    ap.add_argument("--clients", help="comma-separated client counts (default 1,16,64,256)")
+    ap.add_argument("--duration", type=int, help="seconds per pgbench run")
+    ap.add_argument("--repeat", type=int, help="interleaved repetitions per cell")
+    ap.add_argument("--idle", type=int, help="idle sessions for the memory figure")
     args = ap.parse_args()
-    args.duration, args.repeat = (2, 1) if args.smoke else (10, 3)
-    args.clients = [1, 16, 64, 256]
-    args.idle = 500 if args.smoke else 5000
+    duration, repeat = (2, 1) if args.smoke else (10, 3)
+    args.duration = args.duration or duration
+    args.repeat = args.repeat or repeat
+    args.clients = [int(c) for c in args.clients.split(",")] if args.clients else [1, 16, 64, 256]
+    args.idle = args.idle or (500 if args.smoke else 5000)
     b = Bench(args)
     try:
         b.start()

@@ -2,8 +2,8 @@
 
 #include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -26,7 +26,11 @@ constexpr int kAcceptPauseMs = 500;
 
 struct Worker {
   session::Context ctx;
-  std::vector<evconnlistener*> listeners;
+  struct Listener {
+    int fd;
+    event* ev;
+  };
+  std::vector<Listener> listeners;
   event* accept_resume = nullptr;
   event* drain_deadline = nullptr;
   std::unique_ptr<admin::AdminServer> admin;
@@ -48,8 +52,9 @@ void onDrainDeadline(evutil_socket_t, short, void* arg) {
 }
 
 void stopListening(Worker& w) {
-  for (auto* l : w.listeners) {
-    evconnlistener_free(l);  // closes this worker's copy of the socket
+  for (auto& l : w.listeners) {
+    event_free(l.ev);
+    ::close(l.fd);  // this worker's copy of the socket
   }
   w.listeners.clear();
   w.admin.reset();  // the new generation answers the admin endpoint
@@ -62,28 +67,39 @@ void onSessionClosed(session::Context* ctx) {
   }
 }
 
-void onAccept(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg) {
+// One accept per wakeup (nginx's multi_accept off): every worker is woken for a new connection and
+// each takes at most one per loop turn, so connections spread over the workers instead of the
+// first one awake draining the whole backlog.
+void onAcceptable(evutil_socket_t fd, short, void* arg) {
   auto* w = static_cast<Worker*>(arg);
-  session::Session::accept(w->ctx, fd, addr, len);
+  sockaddr_storage addr;
+  socklen_t len = sizeof(addr);
+  int conn = accept4(fd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (conn >= 0) {
+    session::Session::accept(w->ctx, conn, reinterpret_cast<sockaddr*>(&addr),
+                             static_cast<int>(len));
+    return;
+  }
+  int err = errno;
+  if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED) {
+    return;  // another worker took it, or the client gave up
+  }
+  // Out of descriptors or memory: pause instead of spinning on the error (nginx does the same);
+  // connections wait in the kernel backlog meanwhile.
+  LOG_ERROR("accept() failed: %s; pausing accepts for %d ms", base::errnoText(err).c_str(),
+            kAcceptPauseMs);
+  for (auto& l : w->listeners) {
+    event_del(l.ev);
+  }
+  timeval tv{0, kAcceptPauseMs * 1000};
+  evtimer_add(w->accept_resume, &tv);
 }
 
 void onAcceptResume(evutil_socket_t, short, void* arg) {
   auto* w = static_cast<Worker*>(arg);
-  for (auto* l : w->listeners) {
-    evconnlistener_enable(l);
+  for (auto& l : w->listeners) {
+    event_add(l.ev, nullptr);
   }
-}
-
-void onAcceptError(evconnlistener*, void* arg) {
-  auto* w = static_cast<Worker*>(arg);
-  int err = EVUTIL_SOCKET_ERROR();
-  LOG_ERROR("accept() failed: %s; pausing accepts for %d ms", base::errnoText(err).c_str(),
-            kAcceptPauseMs);
-  for (auto* l : w->listeners) {
-    evconnlistener_disable(l);
-  }
-  timeval tv{0, kAcceptPauseMs * 1000};
-  evtimer_add(w->accept_resume, &tv);
 }
 
 void onSignal(evutil_socket_t sig, short, void* arg) {
@@ -162,13 +178,12 @@ int runWorker(const WorkerSpec& spec) {
   for (int fd : spec.listen_fds) {
     // fork gave this worker its own descriptor: freeing the listener closes it, and once every
     // process has closed its copy the kernel refuses new connections instead of queueing them.
-    evconnlistener* l = evconnlistener_new(base, onAccept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (!l) {
+    event* ev = event_new(base, fd, EV_READ | EV_PERSIST, onAcceptable, w);
+    if (!ev || event_add(ev, nullptr) != 0) {
       LOG_ERROR("cannot listen on inherited socket %d", fd);
       return 1;
     }
-    evconnlistener_set_error_cb(l, onAcceptError);
-    w->listeners.push_back(l);
+    w->listeners.push_back({fd, ev});
   }
   std::vector<event*> signals;
   for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP}) {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
@@ -38,12 +39,8 @@ constexpr double kCancelFanoutPerSecond = 50;
 constexpr std::size_t kMaxCancelTargets = 4;
 
 std::uint64_t nowUs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 +
-         static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
+  return base::monotonicUs();
 }
-
 std::uint64_t nowMs() {
   return nowUs() / 1000;
 }
@@ -115,6 +112,16 @@ Session::~Session() {
   if (client_) {
     bufferevent_free(client_);
   }
+  for (event* ev : {client_read_, client_write_, backend_read_, backend_write_}) {
+    if (ev) {
+      event_free(ev);
+    }
+  }
+  for (int fd : {client_fd_, backend_fd_}) {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
   if (prev_) {
     prev_->next_ = next_;
   } else {
@@ -175,11 +182,8 @@ void Session::onClientRead(bufferevent*, void* arg) {
     case State::kClientHello:
       s->handleClientHello();
       break;
-    case State::kSplice:
-      s->pump(s->client_, s->backend_, s->bytes_up_);
-      break;
     default:
-      break;  // reading is disabled in the other states
+      break;  // reading is disabled in the other states (the splice reads sockets directly)
   }
 }
 
@@ -192,32 +196,13 @@ void Session::onClientWrite(bufferevent*, void* arg) {
     }
     return;
   }
-  if (s->state_ != State::kSplice) {
-    return;
-  }
-  if (s->backend_eof_) {
-    if (empty) {
-      s->close(Outcome::kOk);
-    }
-    return;
-  }
-  bufferevent_enable(s->backend_, EV_READ);  // backpressure released
 }
 
 void Session::onClientEvent(bufferevent*, short what, void* arg) {
   auto* s = static_cast<Session*>(arg);
-  if (s->state_ == State::kSplice && (what & BEV_EVENT_EOF)) {
-    s->onSpliceEof(true);
-    return;
-  }
   if (what & BEV_EVENT_ERROR) {
     LOG_DEBUG("session %llu: client socket error: %s", static_cast<unsigned long long>(s->id_),
               base::errnoText(EVUTIL_SOCKET_ERROR()).c_str());
-  }
-  if (s->state_ == State::kSplice) {
-    s->client_reset_ = true;
-    s->close(s->spliceErrorOutcome());
-    return;
   }
   s->close(Outcome::kClientClosedEarly);
 }
@@ -371,7 +356,7 @@ void Session::connectBackend() {
   connect_started_us_ = nowUs();
   armTimer(ctx_.config->connect_timeout_ms);
   backend_ = bufferevent_socket_new(ctx_.base, -1, BEV_OPT_CLOSE_ON_FREE);
-  bufferevent_setcb(backend_, onBackendRead, onBackendWrite, onBackendEvent, this);
+  bufferevent_setcb(backend_, onBackendRead, nullptr, onBackendEvent, this);
   bufferevent_enable(backend_, EV_READ);
   // Resolution and connect errors arrive through onBackendEvent, possibly before this returns,
   // so nothing may touch `this` after the call.
@@ -432,9 +417,6 @@ void Session::onBackendRead(bufferevent*, void* arg) {
     case State::kUpstreamSsl:
       s->handleUpstreamSsl();
       break;
-    case State::kSplice:
-      s->pump(s->backend_, s->client_, s->bytes_down_);
-      break;
     case State::kCancelling:
       evbuffer_drain(bufferevent_get_input(s->backend_), SIZE_MAX);
       break;
@@ -445,20 +427,6 @@ void Session::onBackendRead(bufferevent*, void* arg) {
       }
       break;
   }
-}
-
-void Session::onBackendWrite(bufferevent*, void* arg) {
-  auto* s = static_cast<Session*>(arg);
-  if (s->state_ != State::kSplice) {
-    return;
-  }
-  if (s->client_eof_) {
-    if (evbuffer_get_length(bufferevent_get_output(s->backend_)) == 0) {
-      ::shutdown(bufferevent_getfd(s->backend_), SHUT_WR);
-    }
-    return;
-  }
-  bufferevent_enable(s->client_, EV_READ);  // backpressure released
 }
 
 void Session::onBackendEvent(bufferevent*, short what, void* arg) {
@@ -481,16 +449,6 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
     s->onBackendConnected();
     return;
   }
-  if (s->state_ == State::kSplice) {
-    if (what & BEV_EVENT_EOF) {
-      s->onSpliceEof(false);
-    } else {
-      LOG_DEBUG("session %llu: backend socket error: %s", static_cast<unsigned long long>(s->id_),
-                base::errnoText(EVUTIL_SOCKET_ERROR()).c_str());
-      s->close(s->spliceErrorOutcome());
-    }
-    return;
-  }
   if (s->state_ != State::kConnecting && s->state_ != State::kUpstreamSsl) {
     return;
   }
@@ -511,179 +469,6 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
     s->refuse(Outcome::kBackendUnreachable, proto::sqlstate::kConnectionFailure, message);
   } else {
     s->refuseTls(Outcome::kBackendUnreachable, proto::kAlertInternalError, message);
-  }
-}
-
-// ---- splice ---------------------------------------------------------------------------------
-
-void Session::startSplice() {
-  if (timer_) {
-    event_free(timer_);  // idle sessions hold no timer
-    timer_ = nullptr;
-  }
-  setState(State::kSplice);
-  ctx_.metrics.observe(metrics::Histogram::kHandshake, nowUs() - started_us_);
-  ctx_.metrics.active(metricIndex(), 1);
-  counted_active_ = true;
-  bufferevent_setwatermark(client_, EV_READ, 0, kHighWater);
-  bufferevent_setwatermark(client_, EV_WRITE, kLowWater, 0);
-  bufferevent_setwatermark(backend_, EV_READ, 0, kHighWater);
-  bufferevent_setwatermark(backend_, EV_WRITE, kLowWater, 0);
-  if (mode_ == Mode::kPlaintext) {
-    scanning_key_ = true;
-    // Client messages are typed after the startup packet, which is still buffered.
-    std::size_t startup = evbuffer_get_length(bufferevent_get_input(client_));
-    client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, startup);
-    if (ctx_.config->log_protocol) {
-      log_up_ = std::make_unique<proto::MessageFramer>(true, startup);
-      log_down_ = std::make_unique<proto::MessageFramer>(false, 0);
-    }
-  } else {
-    cancel::BackendAddr addr{};
-    socklen_t len = sizeof(addr);
-    if (getpeername(bufferevent_getfd(backend_), &addr.sa, &len) == 0) {
-      cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
-      if (cancel_slot_ >= 0) {
-        ctx_.cancels->publishPassthrough(
-            cancel_slot_, cancel::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)),
-            addr);
-      }
-    }
-  }
-  bufferevent_enable(client_, EV_READ);
-  bufferevent_enable(backend_, EV_READ);
-  // Forward what the client already sent: the ClientHello or the StartupMessage.
-  pump(client_, backend_, bytes_up_);
-}
-
-template <typename Fn>
-void Session::forEachChunk(evbuffer* buf, Fn fn) {
-  int n = evbuffer_peek(buf, -1, nullptr, nullptr, 0);
-  if (n <= 0) {
-    return;
-  }
-  evbuffer_iovec small[8];
-  std::vector<evbuffer_iovec> big;
-  evbuffer_iovec* vec = small;
-  if (n > 8) {
-    big.resize(static_cast<std::size_t>(n));
-    vec = big.data();
-  }
-  n = evbuffer_peek(buf, -1, nullptr, vec, n);
-  for (int i = 0; i < n; ++i) {
-    fn(std::string_view(static_cast<const char*>(vec[i].iov_base), vec[i].iov_len));
-  }
-}
-
-void Session::scanBackendKey() {
-  forEachChunk(bufferevent_get_input(backend_), [this](std::string_view chunk) {
-    if (key_scanner_.state() == proto::BackendKeyScanner::State::kScanning) {
-      key_scanner_.feed(chunk);
-    }
-  });
-  if (key_scanner_.state() == proto::BackendKeyScanner::State::kScanning) {
-    return;
-  }
-  scanning_key_ = false;
-  if (key_scanner_.state() != proto::BackendKeyScanner::State::kFound) {
-    return;
-  }
-  cancel::BackendAddr addr{};
-  socklen_t len = sizeof(addr);
-  if (getpeername(bufferevent_getfd(backend_), &addr.sa, &len) != 0) {
-    return;
-  }
-  cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
-  if (cancel_slot_ < 0) {
-    LOG_WARN("session %llu: cancel registry full; this session cannot be cancelled",
-             static_cast<unsigned long long>(id_));
-    return;
-  }
-  ctx_.cancels->publishKey(cancel_slot_, key_scanner_.pid(), key_scanner_.key(), addr);
-}
-
-void Session::logProtocol(bufferevent* from) {
-  bool up = from == client_;
-  proto::MessageFramer& framer = up ? *log_up_ : *log_down_;
-  forEachChunk(bufferevent_get_input(from), [&](std::string_view chunk) {
-    framer.feed(chunk, [&](const proto::MessageFramer::Message& m) {
-      std::string text;
-      for (char c : m.text) {
-        if (c == '\0') {
-          text += "\\0";  // Parse: statement name, NUL, query
-        } else {
-          text += (static_cast<unsigned char>(c) < 0x20 || c == '"') ? ' ' : c;
-        }
-      }
-      LOG_INFO("session %llu: protocol %s type=%c length=%u%s%s%s",
-               static_cast<unsigned long long>(id_), up ? "client->backend" : "backend->client",
-               std::isprint(static_cast<unsigned char>(m.type)) ? m.type : '?', m.length,
-               text.empty() ? "" : " sql=\"", text.c_str(), text.empty() ? "" : "\"");
-    });
-  });
-}
-
-void Session::pump(bufferevent* from, bufferevent* to, std::uint64_t& counter) {
-  if (from == backend_ && scanning_key_) {
-    scanBackendKey();
-  }
-  if (from == client_) {
-    forEachChunk(bufferevent_get_input(client_),
-                 [this](std::string_view chunk) { client_frames_.feed(chunk); });
-  }
-  if (log_up_) {
-    logProtocol(from);
-  }
-  evbuffer* src = bufferevent_get_input(from);
-  evbuffer* dst = bufferevent_get_output(to);
-  std::size_t n = evbuffer_get_length(src);
-  if (n == 0) {
-    return;
-  }
-  counter += n;
-  ctx_.metrics.add(
-      metricIndex(),
-      from == client_ ? metrics::MappingCounter::kBytesUp : metrics::MappingCounter::kBytesDown, n);
-  evbuffer_add_buffer(dst, src);
-  if (evbuffer_get_length(dst) >= kHighWater) {
-    bufferevent_disable(from, EV_READ);  // resumed from `to`'s write callback at the low mark
-  }
-}
-
-// A reset after either side has already said goodbye is how TLS sessions usually end (close_notify
-// racing the FIN); only a reset mid-conversation is an error.
-Outcome Session::spliceErrorOutcome() const {
-  if (client_eof_ || backend_eof_) {
-    return Outcome::kOk;
-  }
-  if (!client_reset_) {
-    return Outcome::kError;
-  }
-  // A client that sent close_notify (TLS alert record) or Terminate ('X') and then reset is a
-  // client that finished; psql does this when the server's last bytes are still unread.
-  int last = client_frames_.lastType();
-  bool goodbye = !client_frames_.lost() &&
-                 (mode_ == Mode::kPlaintext ? last == 'X' : last == 0x15 /* alert */);
-  return goodbye ? Outcome::kOk : Outcome::kClientClosedEarly;
-}
-
-void Session::onSpliceEof(bool client_side) {
-  if (client_side) {
-    // Half-close: the backend gets our FIN once it has everything the client sent, and its
-    // remaining output still reaches the client.
-    client_eof_ = true;
-    bufferevent_disable(client_, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(backend_)) == 0) {
-      ::shutdown(bufferevent_getfd(backend_), SHUT_WR);
-    }
-    return;
-  }
-  // A PostgreSQL backend never half-closes: once it is gone, flush to the client and finish.
-  backend_eof_ = true;
-  pump(backend_, client_, bytes_down_);
-  bufferevent_disable(backend_, EV_READ);
-  if (evbuffer_get_length(bufferevent_get_output(client_)) == 0) {
-    close(Outcome::kOk);
   }
 }
 

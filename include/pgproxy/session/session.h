@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
@@ -57,7 +58,6 @@ class Session {
   static void onClientWrite(bufferevent* bev, void* arg);
   static void onClientEvent(bufferevent* bev, short what, void* arg);
   static void onBackendRead(bufferevent* bev, void* arg);
-  static void onBackendWrite(bufferevent* bev, void* arg);
   static void onBackendEvent(bufferevent* bev, short what, void* arg);
   static void onTimer(int fd, short what, void* arg);
 
@@ -68,17 +68,21 @@ class Session {
   void connectBackend();
   void onBackendConnected();
   void handleUpstreamSsl();
+  // The splice (splice.cc): after the handshake the sockets leave their bufferevents and bytes
+  // move with plain recv/send through one buffer shared by the worker; memory is held only for
+  // bytes a slow peer has not taken yet.
+  static void onSpliceReadable(int fd, short what, void* arg);
+  static void onSpliceWritable(int fd, short what, void* arg);
   void startSplice();
-  void pump(bufferevent* from, bufferevent* to, std::uint64_t& counter);
+  bool relay(bool from_client);  // false: the session was closed
+  bool flush(bool to_client);    // false: the session was closed
   void onSpliceEof(bool client_side);
   Outcome spliceErrorOutcome() const;
-  void maybeFinishSplice();
+  void inspect(bool from_client, std::string_view bytes);
   void startCancel(std::uint32_t pid, std::uint32_t key);
   void nextCancelTarget();
-  void scanBackendKey();
-  void logProtocol(bufferevent* from);
-  template <typename Fn>
-  static void forEachChunk(evbuffer* buf, Fn fn);
+  void logProtocol(bool from_client, std::string_view bytes);
+  void publishBackendKey();
 
   // Refusals: an ErrorResponse on a plaintext channel, a TLS alert inside a TLS handshake.
   void refuse(Outcome why, const char* sqlstate, const std::string& message,
@@ -110,6 +114,13 @@ class Session {
   std::uint64_t bytes_down_ = 0;  // backend → client
   bool client_eof_ = false;
   bool backend_eof_ = false;
+  // Splice state: the raw sockets, their events, and bytes each peer has not taken yet.
+  int client_fd_ = -1, backend_fd_ = -1;
+  event* client_read_ = nullptr;
+  event* client_write_ = nullptr;
+  event* backend_read_ = nullptr;
+  event* backend_write_ = nullptr;
+  std::string to_backend_, to_client_;
   int cancel_slot_ = -1;
   proto::BackendKeyScanner key_scanner_;
   proto::FrameTracker client_frames_;  // what the client sent last (goodbye or not)

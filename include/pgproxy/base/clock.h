@@ -1,0 +1,17 @@
+#pragma once
+
+#include <time.h>
+
+#include <cstdint>
+
+namespace pgproxy::base {
+
+// Monotonic microseconds, for durations (never wall-clock time).
+inline std::uint64_t monotonicUs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
+}
+
+}  // namespace pgproxy::base
