@@ -39,40 +39,6 @@ std::string buildTlsAlert(std::uint8_t description) {
       '\x15', '\x03', '\x03', '\x00', '\x02', '\x02', static_cast<char>(description)};
 }
 
-void FrameTracker::feed(std::string_view bytes) {
-  std::size_t i = 0;
-  while (i < bytes.size() && !lost_) {
-    if (skip_ > 0) {
-      std::size_t n = std::min(skip_, bytes.size() - i);
-      skip_ -= n;
-      i += n;
-      continue;
-    }
-    if (remaining_ > 0) {
-      std::size_t n =
-          static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, bytes.size() - i));
-      remaining_ -= n;
-      i += n;
-      continue;
-    }
-    header_[header_have_++] = static_cast<unsigned char>(bytes[i++]);
-    if (header_have_ < 5) {
-      continue;
-    }
-    header_have_ = 0;
-    last_type_ = header_[0];
-    if (kind_ == Kind::kTlsRecords) {
-      remaining_ = (std::uint64_t{header_[3]} << 8) | header_[4];
-    } else {
-      std::uint32_t len = readU32(reinterpret_cast<const char*>(header_ + 1));
-      if (len < 4) {
-        lost_ = true;
-      }
-      remaining_ = len - 4;
-    }
-  }
-}
-
 BackendKeyScanner::State BackendKeyScanner::feed(std::string_view bytes) {
   // BackendKeyData comes within the first few messages; anything beyond this is not a backend.
   constexpr std::uint32_t kMaxScannedMessage = 1 << 20;

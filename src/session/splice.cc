@@ -70,8 +70,10 @@ void Session::startSplice() {
     // Client messages are typed after the startup packet, which is the first thing forwarded.
     client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, clientIn.size());
     if (ctx_.config->log_protocol) {
-      log_up_ = std::make_unique<proto::MessageFramer>(true, clientIn.size());
-      log_down_ = std::make_unique<proto::MessageFramer>(false, 0);
+      log_up_ = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
+                                                       true, clientIn.size());
+      log_down_ = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
+                                                         false, 0);
     }
   } else {
     cancel::BackendAddr addr{};

@@ -17,6 +17,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     pgproxy::proto::StartupParams params;
     (void)pgproxy::proto::parseStartup(bytes.substr(0, pre.consumed), params);
   }
+  pgproxy::proto::MessageFramer framer(pgproxy::proto::MessageFramer::Framing::kPgMessages, true,
+                                       pre.consumed);
+  framer.feed(bytes, [](const pgproxy::proto::MessageFramer::Message&) {});
+  pgproxy::proto::FrameTracker records(pgproxy::proto::FrameTracker::Kind::kTlsRecords);
+  records.feed(bytes);
   pgproxy::proto::BackendKeyScanner scanner;
   for (std::size_t i = 0; i < size; i += 7) {
     scanner.feed(bytes.substr(i, 7));

@@ -127,7 +127,7 @@ TEST(MessageFramer, CapturesQueryAndParseNeverPasswords) {
                        msg('Q', std::string("select 1\0", 9)) +
                        msg('P', std::string("s1\0select $1\0\0\0", 16)) + msg('X', "");
   for (std::size_t chunk = 1; chunk <= stream.size(); ++chunk) {
-    MessageFramer f(true, startup.size());
+    MessageFramer f(MessageFramer::Framing::kPgMessages, true, startup.size());
     std::vector<std::string> seen;
     for (std::size_t i = 0; i < stream.size(); i += chunk) {
       f.feed(std::string_view(stream).substr(i, chunk), [&](const MessageFramer::Message& m) {
@@ -147,11 +147,11 @@ TEST(MessageFramer, CapsCaptureAndStopsOnBadLength) {
   std::string big(5000, 'x');
   std::string q("Q");
   appendU32(q, static_cast<std::uint32_t>(big.size() + 4));
-  MessageFramer f(true, 0);
+  MessageFramer f(MessageFramer::Framing::kPgMessages, true, 0);
   std::size_t captured = 0;
   f.feed(q + big, [&](const MessageFramer::Message& m) { captured = m.text.size(); });
   EXPECT_EQ(captured, MessageFramer::kMaxCapture);
-  MessageFramer bad(false, 0);
+  MessageFramer bad(MessageFramer::Framing::kPgMessages, false, 0);
   bad.feed(std::string("Z\x00\x00\x00\x02", 5), [](const MessageFramer::Message&) {});
   EXPECT_TRUE(bad.lost());
 }

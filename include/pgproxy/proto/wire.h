@@ -45,52 +45,35 @@ inline constexpr std::uint8_t kAlertUnrecognizedName = 112;
 inline constexpr std::uint8_t kAlertNoApplicationProtocol = 120;
 std::string buildTlsAlert(std::uint8_t description);
 
-// Follows the frames of a byte stream without buffering it: TLS records (5-byte header, 16-bit
-// length) or PostgreSQL v3 messages (type byte, 32-bit length including itself). Remembers the type
-// of the last frame that started, so a session can tell a client that said goodbye (TLS
-// close_notify alert, or Terminate) before a reset from one that vanished mid-conversation.
-class FrameTracker {
- public:
-  enum class Kind { kTlsRecords, kPgMessages };
-  explicit FrameTracker(Kind kind = Kind::kTlsRecords, std::size_t skip = 0)
-      : kind_(kind), skip_(skip) {}
-  void feed(std::string_view bytes);
-  int lastType() const { return last_type_; }  // -1 before the first frame
-  bool lost() const { return lost_; }          // the stream stopped framing; lastType() is stale
-
- private:
-  Kind kind_;
-  std::size_t skip_;  // bytes before the first frame (a startup packet)
-  std::uint64_t remaining_ = 0;
-  unsigned char header_[5];
-  std::size_t header_have_ = 0;
-  int last_type_ = -1;
-  bool lost_ = false;
-};
-
-// Splits a PostgreSQL v3 message stream into messages for the protocol log, without buffering the
-// stream: for each message it reports the type, the length and, for Query and Parse only, up to
-// kMaxCapture bytes of the body (the SQL). Password and SASL messages ('p') are never captured.
+// Splits a byte stream into frames without buffering it: TLS records (type, version, 16-bit
+// length) or PostgreSQL v3 messages (type, 32-bit length that counts itself). For each frame it
+// reports the type, the length and, when asked to capture SQL, up to kMaxCapture bytes of the body
+// of Query and Parse messages. Password and SASL messages ('p') are never captured.
 class MessageFramer {
  public:
+  enum class Framing { kTlsRecords, kPgMessages };
   static constexpr std::size_t kMaxCapture = 1024;
   struct Message {
     char type;
-    std::uint32_t length;   // as on the wire: the body plus the 4 length bytes
-    std::string_view text;  // captured body prefix (Query/Parse from the client), else empty
+    std::uint32_t length;   // as on the wire (PostgreSQL: body plus the 4 length bytes)
+    std::string_view text;  // captured body prefix (client Query/Parse), else empty
   };
-  // `client`: frontend messages (Q and P bodies are captured); `skip`: a startup packet first.
-  MessageFramer(bool client, std::size_t skip) : client_(client), skip_(skip) {}
+  // `capture_sql`: frontend messages whose Q and P bodies are wanted; `skip`: a startup packet
+  // that comes before the first frame.
+  MessageFramer(Framing framing, bool capture_sql, std::size_t skip)
+      : framing_(framing), capture_sql_(capture_sql), skip_(skip) {}
   template <typename Fn>
   void feed(std::string_view bytes, Fn on_message);
   bool lost() const { return lost_; }
 
  private:
-  bool client_;
+  Framing framing_;
+  bool capture_sql_;
   std::size_t skip_;
-  char header_[5];
+  char header_[5] = {};
   std::size_t header_have_ = 0;
   std::uint32_t remaining_ = 0;
+  std::uint32_t remaining_at_start_ = 0;  // a TLS record's length
   bool in_body_ = false;
   bool capturing_ = false;
   std::string capture_;
@@ -113,13 +96,19 @@ void MessageFramer::feed(std::string_view bytes, Fn on_message) {
         continue;
       }
       header_have_ = 0;
-      std::uint32_t len = readU32(header_ + 1);
-      if (len < 4) {
-        lost_ = true;
-        return;
+      if (framing_ == Framing::kTlsRecords) {
+        remaining_ = (std::uint32_t{static_cast<unsigned char>(header_[3])} << 8) |
+                     static_cast<unsigned char>(header_[4]);
+      } else {
+        std::uint32_t len = readU32(header_ + 1);
+        if (len < 4) {
+          lost_ = true;
+          return;
+        }
+        remaining_ = len - 4;
       }
-      remaining_ = len - 4;
-      capturing_ = client_ && (header_[0] == 'Q' || header_[0] == 'P');
+      remaining_at_start_ = remaining_;
+      capturing_ = capture_sql_ && (header_[0] == 'Q' || header_[0] == 'P');
       capture_.clear();
       in_body_ = true;
     }
@@ -131,10 +120,32 @@ void MessageFramer::feed(std::string_view bytes, Fn on_message) {
     remaining_ -= static_cast<std::uint32_t>(n);
     if (remaining_ == 0) {
       in_body_ = false;
-      on_message(Message{header_[0], readU32(header_ + 1), capture_});
+      std::uint32_t length =
+          framing_ == Framing::kTlsRecords ? remaining_at_start_ : readU32(header_ + 1);
+      on_message(Message{header_[0], length, capture_});
     }
   }
 }
+
+// The type of the last complete frame a stream carried, so a session can tell a client that said
+// goodbye (TLS close_notify alert, or Terminate) before a reset from one that vanished.
+class FrameTracker {
+ public:
+  using Kind = MessageFramer::Framing;
+  explicit FrameTracker(Kind kind = Kind::kTlsRecords, std::size_t skip = 0)
+      : framer_(kind, false, skip) {}
+  void feed(std::string_view bytes) {
+    framer_.feed(bytes, [this](const MessageFramer::Message& m) {
+      last_type_ = static_cast<unsigned char>(m.type);
+    });
+  }
+  int lastType() const { return last_type_; }   // -1 before the first frame
+  bool lost() const { return framer_.lost(); }  // the stream stopped framing
+
+ private:
+  MessageFramer framer_;
+  int last_type_ = -1;
+};
 
 // Follows the backend's message stream at the start of a plaintext session, to learn the
 // BackendKeyData (pid, secret) that a later CancelRequest will name. Stops looking at the first
@@ -150,7 +161,7 @@ class BackendKeyScanner {
 
  private:
   State state_ = State::kScanning;
-  char header_[5];
+  char header_[5] = {};
   std::size_t header_have_ = 0;
   std::uint32_t remaining_ = 0;  // body bytes left in the current message
   char type_ = 0;
