@@ -123,8 +123,7 @@ bool Session::relay(bool from_client) {
   for (int i = 0; i < kReadsPerWakeup; ++i) {
     ssize_t n = ::recv(from, g_buffer, sizeof(g_buffer), 0);
     if (n == 0) {
-      onSpliceEof(from_client);
-      return state_ == State::kSplice;
+      return onSpliceEof(from_client);
     }
     if (n < 0) {
       int err = errno;
@@ -207,7 +206,7 @@ bool Session::flush(bool to_client) {
   return true;
 }
 
-void Session::onSpliceEof(bool client_side) {
+bool Session::onSpliceEof(bool client_side) {
   if (client_side) {
     // Half-close: the backend gets our FIN once it has everything the client sent, and its
     // remaining output still reaches the client.
@@ -216,14 +215,16 @@ void Session::onSpliceEof(bool client_side) {
     if (to_backend_.empty()) {
       ::shutdown(backend_fd_, SHUT_WR);
     }
-    return;
+    return true;
   }
   // A PostgreSQL backend never half-closes: once it is gone, finish delivering and end.
   backend_eof_ = true;
   event_del(backend_read_);
   if (to_client_.empty()) {
     close(Outcome::kOk);
+    return false;
   }
+  return true;
 }
 
 // A reset after either side has already said goodbye is how TLS sessions usually end (close_notify

@@ -53,31 +53,25 @@ as_root install -d -o pgproxy -g pgproxy /run/pgproxy  # RuntimeDirectory=pgprox
 run_as_pgproxy() { as_root runuser -u pgproxy -- "$@"; }
 check "ExecStartPre: pgproxy -t accepts the installed config" \
   run_as_pgproxy /usr/sbin/pgproxy -t -c /etc/pgproxy/pgproxy.yaml
+# Waits up to 10 s for a shell condition.
+eventually() {
+  for _ in $(seq 1 100); do
+    if eval "$1"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
 log=$(mktemp)
 as_root runuser -u pgproxy -- /usr/sbin/pgproxy -c /etc/pgproxy/pgproxy.yaml >"$log" 2>&1 &
-started=0
-for _ in $(seq 1 100); do
-  if grep -q "generation 1 is serving" "$log"; then started=1; break; fi
-  sleep 0.1
-done
-check "ExecStart: pgproxy serves as the pgproxy user" test $started = 1
+check "ExecStart: pgproxy serves as the pgproxy user" \
+  eventually "grep -q 'generation 1 is serving' '$log'"
 check "it listens on the configured port 5400" bash -c "exec 3<>/dev/tcp/127.0.0.1/5400"
 check "the pid file is written" test -s /run/pgproxy/pgproxy.pid
 check "ExecReload: pgproxy -s reload" run_as_pgproxy /usr/sbin/pgproxy -s reload -c /etc/pgproxy/pgproxy.yaml
-reloaded=0
-for _ in $(seq 1 100); do
-  if grep -q "generation 2 is serving" "$log"; then reloaded=1; break; fi
-  sleep 0.1
-done
-check "the reload rolled the workers" test $reloaded = 1
+check "the reload rolled the workers" eventually "grep -q 'generation 2 is serving' '$log'"
 check "logrotate's postrotate: pgproxy -s reopen" run_as_pgproxy /usr/sbin/pgproxy -s reopen -c /etc/pgproxy/pgproxy.yaml
 check "pgproxy -s stop" run_as_pgproxy /usr/sbin/pgproxy -s stop -c /etc/pgproxy/pgproxy.yaml
-stopped=0
-for _ in $(seq 1 100); do
-  if ! pgrep -u pgproxy -f /usr/sbin/pgproxy >/dev/null; then stopped=1; break; fi
-  sleep 0.1
-done
-check "every pgproxy process exited" test $stopped = 1
+check "every pgproxy process exited" eventually "! pgrep -u pgproxy -f /usr/sbin/pgproxy >/dev/null"
 check "the pid file was removed" test ! -e /run/pgproxy/pgproxy.pid
 if [ $fail != 0 ]; then
   echo "       pgproxy's output:"

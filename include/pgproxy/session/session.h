@@ -74,9 +74,9 @@ class Session {
   static void onSpliceReadable(int fd, short what, void* arg);
   static void onSpliceWritable(int fd, short what, void* arg);
   void startSplice();
-  bool relay(bool from_client);  // false: the session was closed
-  bool flush(bool to_client);    // false: the session was closed
-  void onSpliceEof(bool client_side);
+  bool relay(bool from_client);        // false: the session was closed
+  bool flush(bool to_client);          // false: the session was closed
+  bool onSpliceEof(bool client_side);  // false: the session was closed
   Outcome spliceErrorOutcome() const;
   void inspect(bool from_client, std::string_view bytes);
   void startCancel(std::uint32_t pid, std::uint32_t key);
