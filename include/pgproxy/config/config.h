@@ -1,0 +1,81 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pgproxy/base/result.h"
+
+namespace pgproxy::config {
+
+// Where in the file a value came from, so every later complaint can point at it.
+struct Mark {
+  int line = 0;  // 1-based
+  int column = 0;
+};
+
+struct ListenAddress {
+  std::string address;  // IP literal as written ("0.0.0.0", "::1", ...)
+  std::uint16_t port = 5400;
+  Mark mark;
+  bool operator==(const ListenAddress& o) const { return address == o.address && port == o.port; }
+};
+
+struct Mapping {
+  std::string external;  // lower-cased; "*.example.com" for a wildcard
+  std::string internal;  // backend host name or IP literal
+  std::uint16_t port = 5432;
+  Mark mark;
+};
+
+inline constexpr std::uint64_t kDefaultHandshakeTimeoutMs = 10'000;
+inline constexpr std::uint64_t kDefaultConnectTimeoutMs = 5'000;
+inline constexpr std::uint64_t kDefaultShutdownTimeoutMs = 300'000;
+inline constexpr unsigned kDefaultMaxDrainingGenerations = 4;
+
+// The admin HTTP listener (metrics, health). Off unless configured.
+struct AdminConfig {
+  bool enabled = false;
+  ListenAddress listen;
+  std::string token;  // bearer token required on every request when set
+};
+
+enum class LogFormat { kText, kJson };
+
+// An immutable, validated configuration. Built only by load(); a reload builds a new one.
+struct Config {
+  std::string path;
+  std::vector<ListenAddress> listen;
+  bool debug = false;
+  unsigned workers = 0;  // 0 means "auto": one per CPU
+  std::string pid_file;  // empty: no pid file
+  std::string log_file;  // empty: stderr
+  std::vector<Mapping> mappings;
+  std::optional<std::size_t> default_mapping;  // index into mappings
+  std::uint64_t handshake_timeout_ms = kDefaultHandshakeTimeoutMs;
+  std::uint64_t connect_timeout_ms = kDefaultConnectTimeoutMs;
+  std::uint64_t shutdown_timeout_ms = kDefaultShutdownTimeoutMs;
+  unsigned max_draining_generations = kDefaultMaxDrainingGenerations;
+  AdminConfig admin;
+  std::string access_log;  // "" → the main log; "off" → none; else a file
+  LogFormat log_format = LogFormat::kText;
+  bool log_protocol = false;
+  std::string hash;  // of the file's text, for pgproxy_config_info
+
+  unsigned effectiveWorkers() const;
+};
+
+// Parses and validates YAML text. `name` is used in messages ("name:line:col: message").
+base::Result<Config> loadString(const std::string& text, const std::string& name);
+// Reads the file and calls loadString.
+base::Result<Config> loadFile(const std::string& path);
+
+// Parses "127.0.0.1:9540", "[::1]:9540" or "localhost:9540"; false when malformed.
+bool parseHostPort(const std::string& text, ListenAddress& out);
+
+// Validation helpers shared with the router and tests.
+bool isValidHostName(const std::string& name);
+bool isIpLiteral(const std::string& s);
+
+}  // namespace pgproxy::config
