@@ -68,45 +68,55 @@ std::string isoTime(std::int64_t unix_ms) {
 }  // namespace
 
 std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_t unix_ms) {
+  // One list of fields drives both formats, so they cannot drift apart.
+  enum class Kind { kNumber, kWord, kText };  // kText may be empty or hold spaces: quoted
+  struct Field {
+    const char* name;
+    std::string_view value;
+    Kind kind;
+  };
+  std::string session = std::to_string(r.session), duration = std::to_string(r.duration_ms),
+              up = std::to_string(r.bytes_up), down = std::to_string(r.bytes_down);
+  const Field fields[] = {
+      {"session", session, Kind::kNumber},
+      {"client", r.client, Kind::kWord},
+      {"mode", r.mode, Kind::kWord},
+      {"sni", r.sni, Kind::kText},
+      {"mapping", r.mapping, Kind::kText},
+      {"backend", r.backend, Kind::kText},
+      {"duration_ms", duration, Kind::kNumber},
+      {"bytes_up", up, Kind::kNumber},
+      {"bytes_down", down, Kind::kNumber},
+      {"outcome", r.outcome, Kind::kWord},
+  };
   std::string out;
   out.reserve(256);
   if (format == AccessFormat::kJson) {
     out += "{\"time\":";
     appendJsonString(out, isoTime(unix_ms));
-    out += ",\"session\":" + std::to_string(r.session) + ",\"client\":";
-    appendJsonString(out, r.client);
-    out += ",\"mode\":";
-    appendJsonString(out, r.mode);
-    out += ",\"sni\":";
-    appendJsonString(out, r.sni);
-    out += ",\"mapping\":";
-    appendJsonString(out, r.mapping);
-    out += ",\"backend\":";
-    appendJsonString(out, r.backend);
-    out += ",\"duration_ms\":" + std::to_string(r.duration_ms) +
-           ",\"bytes_up\":" + std::to_string(r.bytes_up) +
-           ",\"bytes_down\":" + std::to_string(r.bytes_down) + ",\"outcome\":";
-    appendJsonString(out, r.outcome);
+    for (const Field& f : fields) {
+      out += std::string(",\"") + f.name + "\":";
+      if (f.kind == Kind::kNumber) {
+        out += f.value;
+      } else {
+        appendJsonString(out, f.value);
+      }
+    }
     out += "}";
     return out;
   }
   if (unix_ms >= 0) {
     out += isoTime(unix_ms) + " ";
   }
-  out += "access session=" + std::to_string(r.session) + " client=";
-  out += r.client;
-  out += " mode=";
-  out += r.mode;
-  out += " sni=";
-  appendQuoted(out, r.sni);
-  out += " mapping=";
-  appendQuoted(out, r.mapping);
-  out += " backend=";
-  appendQuoted(out, r.backend);
-  out += " duration_ms=" + std::to_string(r.duration_ms) +
-         " bytes_up=" + std::to_string(r.bytes_up) + " bytes_down=" + std::to_string(r.bytes_down) +
-         " outcome=";
-  out += r.outcome;
+  out += "access";
+  for (const Field& f : fields) {
+    out += std::string(" ") + f.name + "=";
+    if (f.kind == Kind::kText) {
+      appendQuoted(out, f.value);
+    } else {
+      out += f.value;
+    }
+  }
   return out;
 }
 

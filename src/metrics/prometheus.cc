@@ -145,15 +145,14 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
                s.mapping[m][static_cast<std::size_t>(MappingCounter::kClosedFirst) + o]);
     }
   }
-  w.header("pgproxy_client_to_backend_bytes_total");
-  for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
-    w.sample("pgproxy_client_to_backend_bytes_total", label("mapping", s.mapping_names[m]),
-             s.mapping[m][static_cast<std::size_t>(MappingCounter::kBytesUp)]);
-  }
-  w.header("pgproxy_backend_to_client_bytes_total");
-  for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
-    w.sample("pgproxy_backend_to_client_bytes_total", label("mapping", s.mapping_names[m]),
-             s.mapping[m][static_cast<std::size_t>(MappingCounter::kBytesDown)]);
+  for (auto [name, counter] :
+       {std::pair{"pgproxy_client_to_backend_bytes_total", MappingCounter::kBytesUp},
+        std::pair{"pgproxy_backend_to_client_bytes_total", MappingCounter::kBytesDown}}) {
+    w.header(name);
+    for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
+      w.sample(name, label("mapping", s.mapping_names[m]),
+               s.mapping[m][static_cast<std::size_t>(counter)]);
+    }
   }
   w.header("pgproxy_backend_sessions_active");
   for (std::size_t m = 1; m < s.mapping_names.size(); ++m) {

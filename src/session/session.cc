@@ -24,10 +24,6 @@
 namespace pgproxy::session {
 namespace {
 
-// Splice buffers: stop reading a side once this much waits for the other side to take it, and
-// resume when it has drained to the low mark. Bounds memory per session regardless of peer speed.
-constexpr std::size_t kHighWater = 256 * 1024;
-constexpr std::size_t kLowWater = 64 * 1024;
 // Raw bytes a ClientHello may take on the wire, records headers included.
 constexpr std::size_t kMaxHelloWire = 64 * 1024;
 // A refusal or cancel that the peer does not read is dropped after this long.

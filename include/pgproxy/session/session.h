@@ -15,7 +15,6 @@
 #include "pgproxy/session/context.h"
 
 struct bufferevent;
-struct evbuffer;
 struct event;
 
 namespace pgproxy::session {
