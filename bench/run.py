@@ -26,6 +26,25 @@ def wait_port(port, what, timeout=20):
     raise SystemExit(f"{what} did not start listening on {port}")
 
 
+def tree_cpu_seconds(root):
+    """CPU time (user + system) of a process and all its descendants, from /proc."""
+    stats = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                stats[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+            except (OSError, IndexError):
+                pass
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0))[1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == pid]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def as_postgres(cmd):
     return ["runuser", "-u", "postgres", "--"] + cmd if IS_ROOT else cmd
 
@@ -43,10 +62,15 @@ class Bench:
     def start(self):
         env = dict(os.environ, PG_MAX_CONNECTIONS="700")
         subprocess.run([SANDBOX, "start", self.dir, str(self.pg), str(self.pg2)], check=True, env=env)
-        subprocess.run(["pgbench", "-i", "-q", "-s", "10", "-d", self.conn(self.pg, "disable")],
+        subprocess.run(["pgbench", "-i", "-q", "-s", "10", self.conn(self.pg, "disable")],
                        check=True, capture_output=True)
         self.ports = {"direct": self.pg}
         self.ports["pgproxy"] = self.start_pgproxy("main", self.pg)
+        # TLS terminated by pgproxy, plaintext to PostgreSQL: what PgBouncer does with client TLS.
+        self.ports["pgproxy_term"] = self.start_pgproxy(
+            "term", self.pg, f", tls: terminate, certificate: {self.dir}/proxy-host1.crt, "
+            f"key: {self.dir}/proxy-host1.key, backend_tls: disable")
+        self.pgproxy_term_main_pid = self.pgproxy_term_pid
         self.ports["haproxy"] = self.start_haproxy("main", self.pg)
         self.ports["pgbouncer"] = self.start_pgbouncer()
 
@@ -55,12 +79,13 @@ class Bench:
         self.procs.append(p)
         return p
 
-    def start_pgproxy(self, name, backend):
+    def start_pgproxy(self, name, backend, mapping_extra=""):
         port = free_port()
         cfg = os.path.join(self.dir, f"pgproxy-{name}.yaml")
         with open(cfg, "w") as f:
-            f.write(f"listen: {{address: 127.0.0.1, port: {port}}}\nworkers: 2\naccess_log: \"off\"\n"
-                    f"mappings:\n  - {{external: host1.example.com, internal: 127.0.0.1, port: {backend}}}\n")
+            f.write(f"listen: {{address: 127.0.0.1, port: {port}}}\nworkers: {self.args.workers}\naccess_log: \"off\"\n"
+                    f"mappings:\n  - {{external: host1.example.com, internal: 127.0.0.1, port: {backend}"
+                    f"{mapping_extra}}}\n")
         p = self.spawn([self.args.pgproxy, "-c", cfg], os.path.join(self.dir, f"pgproxy-{name}.log"))
         wait_port(port, "pgproxy")
         setattr(self, f"pgproxy_{name}_pid", p.pid)
@@ -72,7 +97,7 @@ class Bench:
         with open(cfg, "w") as f:
             f.write(f"""global
   maxconn 9000
-  nbthread 2
+  nbthread {self.args.workers}
 defaults
   mode tcp
   timeout connect 5s
@@ -116,8 +141,9 @@ pidfile = {self.dir}/pgbouncer.pid
 """)
         if IS_ROOT:
             subprocess.run(["chown", "postgres", ini, users, f"{self.dir}/host1.key"], check=True)
-        self.spawn(as_postgres(["pgbouncer", ini]), os.path.join(self.dir, "pgbouncer.out"))
+        p = self.spawn(as_postgres(["pgbouncer", ini]), os.path.join(self.dir, "pgbouncer.out"))
         wait_port(port, "pgbouncer")
+        self.pgbouncer_main_pid = p.pid
         return port
 
     def stop(self):
@@ -133,28 +159,38 @@ pidfile = {self.dir}/pgbouncer.pid
 
     # ---- measurements --------------------------------------------------------------------
     def conn(self, port, sslmode, target="direct"):
-        host = "host=host1.example.com hostaddr=127.0.0.1" if target == "pgproxy" else "host=127.0.0.1"
+        host = ("host=host1.example.com hostaddr=127.0.0.1" if target.startswith("pgproxy")
+                else "host=127.0.0.1")
         return f"{host} port={port} sslmode={sslmode} user=postgres dbname=postgres gssencmode=disable"
 
     def pgbench(self, target, sslmode, clients, connect_each):
         cmd = ["pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-T", str(self.args.duration)]
         if connect_each:
             cmd.append("-C")
-        cmd += ["-d", self.conn(self.ports[target], sslmode, target)]
+        cmd.append(self.conn(self.ports[target], sslmode, target))  # positional: -d is --debug
+        proxy = getattr(self, f"{target}_main_pid", None)
+        cpu0 = tree_cpu_seconds(proxy) if proxy else 0.0
         out = subprocess.run(cmd, capture_output=True, text=True)
+        cpu = tree_cpu_seconds(proxy) - cpu0 if proxy else 0.0
         tps = re.search(r"tps = ([0-9.]+)", out.stdout)
+        done = re.search(r"number of transactions actually processed: (\d+)", out.stdout)
         lat = re.search(r"latency average = ([0-9.]+) ms", out.stdout)
         failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
         if out.returncode != 0 or not tps or (failed and failed.group(1) != "0"):
             raise SystemExit(f"pgbench against {target} failed:\n{out.stdout}\n{out.stderr}")
-        return float(tps.group(1)), float(lat.group(1)) if lat else 0.0
+        # The proxy's own CPU per transaction: the cost the proxy adds, and far less noisy than TPS
+        # on a machine where the proxy, PostgreSQL and pgbench share two cores.
+        cpu_us = 1e6 * cpu / int(done.group(1)) if done and int(done.group(1)) else 0.0
+        return float(tps.group(1)), float(lat.group(1)) if lat else 0.0, cpu_us
 
     def run_cells(self):
-        targets = ["direct", "pgproxy", "haproxy", "pgbouncer"]
         cells = [(m, c, False) for m in ("disable", "require") for c in self.args.clients]
         cells += [(m, 16, True) for m in ("disable", "require")]
         results = []
         for mode, clients, connect_each in cells:
+            targets = ["direct", "pgproxy", "haproxy", "pgbouncer"]
+            if mode == "require":
+                targets.append("pgproxy_term")
             samples = {t: [] for t in targets}
             for _ in range(self.args.repeat):
                 for t in targets:  # interleaved: A B C D, A B C D ...
@@ -162,13 +198,16 @@ pidfile = {self.dir}/pgbouncer.pid
             cell = {"sslmode": mode, "clients": clients, "connect_per_transaction": connect_each}
             for t in targets:
                 cell[t] = {"tps": statistics.median(s[0] for s in samples[t]),
-                           "latency_ms": statistics.median(s[1] for s in samples[t])}
+                           "latency_ms": statistics.median(s[1] for s in samples[t]),
+                           "proxy_cpu_us_per_tx": statistics.median(s[2] for s in samples[t])}
             cell["pgproxy_vs_direct"] = cell["pgproxy"]["tps"] / cell["direct"]["tps"]
             cell["pgproxy_vs_haproxy"] = cell["pgproxy"]["tps"] / cell["haproxy"]["tps"]
             results.append(cell)
             print(f"  {mode:8} c={clients:<3} {'-C ' if connect_each else '   '}"
                   f"pgproxy/direct {cell['pgproxy_vs_direct']:.2f}  "
-                  f"pgproxy/haproxy {cell['pgproxy_vs_haproxy']:.2f}", file=sys.stderr)
+                  f"pgproxy/haproxy {cell['pgproxy_vs_haproxy']:.2f}  CPU us/tx pgproxy "
+                  f"{cell['pgproxy']['proxy_cpu_us_per_tx']:.1f} haproxy "
+                  f"{cell['haproxy']['proxy_cpu_us_per_tx']:.1f}", file=sys.stderr)
         return results
 
     def idle_memory(self):
@@ -194,14 +233,21 @@ def markdown(results, memory, args):
     lines = [f"pgbench -S, -j 2, {args.duration}s per cell, median of {args.repeat}; "
              f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}", "",
              "| sslmode | clients | direct tps | pgproxy tps | HAProxy tps | PgBouncer tps | "
-             "pgproxy/direct | pgproxy/HAProxy | pgproxy lat ms | HAProxy lat ms |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "pgproxy/direct | pgproxy/HAProxy | pgproxy lat ms | HAProxy lat ms | "
+             "CPU us/tx pgproxy | HAProxy | PgBouncer | pgproxy terminate tps | terminate/PgBouncer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in results:
         label = f"{c['clients']}{' (-C)' if c['connect_per_transaction'] else ''}"
+        term = "– | –"
+        if "pgproxy_term" in c:
+            term = (f"{c['pgproxy_term']['tps']:.0f} | "
+                    f"{c['pgproxy_term']['tps'] / c['pgbouncer']['tps']:.2f}")
         lines.append(f"| {c['sslmode']} | {label} | {c['direct']['tps']:.0f} | {c['pgproxy']['tps']:.0f} | "
                      f"{c['haproxy']['tps']:.0f} | {c['pgbouncer']['tps']:.0f} | "
                      f"{c['pgproxy_vs_direct']:.2f} | {c['pgproxy_vs_haproxy']:.2f} | "
-                     f"{c['pgproxy']['latency_ms']:.3f} | {c['haproxy']['latency_ms']:.3f} |")
+                     f"{c['pgproxy']['latency_ms']:.3f} | {c['haproxy']['latency_ms']:.3f} | "
+                     f"{c['pgproxy']['proxy_cpu_us_per_tx']:.1f} | {c['haproxy']['proxy_cpu_us_per_tx']:.1f} | "
+                     f"{c['pgbouncer']['proxy_cpu_us_per_tx']:.1f} | {term} |")
     lines += ["", f"Memory per idle TLS passthrough session ({args.idle} sessions): "
               f"pgproxy {memory['pgproxy']} bytes, HAProxy {memory['haproxy']} bytes."]
     return "\n".join(lines)
@@ -216,6 +262,7 @@ def main():
     ap.add_argument("--duration", type=int, help="seconds per pgbench run")
     ap.add_argument("--repeat", type=int, help="interleaved repetitions per cell")
     ap.add_argument("--idle", type=int, help="idle sessions for the memory figure")
+    ap.add_argument("--workers", type=int, default=2, help="pgproxy workers and HAProxy threads")
     args = ap.parse_args()
     duration, repeat = (2, 1) if args.smoke else (10, 3)
     args.duration = args.duration or duration

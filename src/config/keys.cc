@@ -18,7 +18,8 @@ const std::vector<KeySpec>& topLevelKeys() {
       {"admin", true, "HTTP listener for /metrics, /healthz and /readyz"},
       {"access_log", true, "where the per-connection access log goes"},
       {"log_format", true, "access log format: text or json"},
-      {"log_protocol", true, "log each protocol message of plaintext sessions (debugging)"},
+      {"log_protocol", true, "log each protocol message of plaintext and terminated sessions"},
+      {"tls", true, "TLS defaults for terminated sessions"},
   };
   return keys;
 }
@@ -39,11 +40,29 @@ const std::vector<KeySpec>& adminKeys() {
   return keys;
 }
 
+const std::vector<KeySpec>& tlsKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"min_version", true, "lowest TLS version offered to clients: 1.2 or 1.3"},
+      {"ciphers", true, "TLS 1.2 cipher list (OpenSSL syntax)"},
+      {"ciphersuites", true, "TLS 1.3 cipher suites (OpenSSL syntax)"},
+      {"certificate", true, "default certificate chain for terminate mappings"},
+      {"key", true, "private key of the default certificate"},
+      {"require", true, "refuse clients that do not use TLS"},
+  };
+  return keys;
+}
+
 const std::vector<KeySpec>& mappingKeys() {
   static const std::vector<KeySpec> keys = {
       {"external", true, "host name clients connect to (SNI); *.domain wildcards allowed"},
       {"internal", true, "backend PostgreSQL host"},
       {"port", true, "backend port, default 5432"},
+      {"tls", true, "passthrough (default) or terminate"},
+      {"certificate", true, "certificate chain served for this mapping (terminate)"},
+      {"key", true, "private key of the mapping's certificate"},
+      {"backend_tls", true, "disable, require (default), verify-ca or verify-full"},
+      {"backend_ca", true, "CA file that verifies the backend's certificate"},
+      {"backend_sni", true, "server name sent to and verified against the backend"},
   };
   return keys;
 }

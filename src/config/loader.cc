@@ -250,10 +250,64 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                    auto port = p.port(v, "port");
                    fine = fine && port.has_value();
                    m.port = port.value_or(0);
+                 } else if (key == "tls") {
+                   auto s = p.scalar(v, "tls");
+                   if (s && *s == "terminate") {
+                     m.tls = TlsMode::kTerminate;
+                   } else if (s && *s != "passthrough") {
+                     p.fail(v, "tls must be passthrough or terminate, not \"" + *s + "\"");
+                     fine = false;
+                   }
+                 } else if (key == "backend_tls") {
+                   auto s = p.scalar(v, "backend_tls").value_or("");
+                   static const std::pair<const char*, BackendTls> kModes[] = {
+                       {"disable", BackendTls::kDisable},
+                       {"require", BackendTls::kRequire},
+                       {"verify-ca", BackendTls::kVerifyCa},
+                       {"verify-full", BackendTls::kVerifyFull}};
+                   bool known = false;
+                   for (const auto& [name, mode] : kModes) {
+                     if (s == name) {
+                       m.backend_tls = mode;
+                       known = true;
+                     }
+                   }
+                   if (!known) {
+                     p.fail(v,
+                            "backend_tls must be disable, require, verify-ca or verify-full, "
+                            "not \"" +
+                                s + "\"");
+                     fine = false;
+                   }
+                 } else {
+                   // certificate, key, backend_ca, backend_sni: plain strings.
+                   auto s = p.scalar(v, key);
+                   if (!s || s->empty()) {
+                     if (s) {
+                       p.fail(v, key + " must not be empty");
+                     }
+                     fine = false;
+                     return;
+                   }
+                   (key == "certificate"  ? m.certificate
+                    : key == "key"        ? m.key
+                    : key == "backend_ca" ? m.backend_ca
+                                          : m.backend_sni) = *s;
                  }
                });
   if (n->type != YAML_MAPPING_NODE) {
     return;
+  }
+  if (m.certificate.empty() != m.key.empty()) {
+    p.fail(n, "mapping \"" + m.external + "\" needs both certificate and key, or neither");
+    fine = false;
+  }
+  if (m.tls == TlsMode::kPassthrough &&
+      (!m.certificate.empty() || !m.backend_ca.empty() || !m.backend_sni.empty())) {
+    p.fail(n, "mapping \"" + m.external +
+                  "\" sets certificate/backend_ca/backend_sni but is not tls: terminate "
+                  "(passthrough sessions are encrypted end to end by the backend)");
+    fine = false;
   }
   if (!haveExternal) {
     p.fail(n, "mapping has no \"external\" host name");
@@ -313,6 +367,37 @@ void parseAdmin(Parser& p, yaml_node_t* n, Config& cfg) {
   }
 }
 
+void parseTls(Parser& p, yaml_node_t* n, Config& cfg) {
+  p.forEachKey(n, "tls", keyNames(tlsKeys()),
+               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                 if (key == "require") {
+                   cfg.tls.require = p.boolean(v, "tls.require").value_or(false);
+                   return;
+                 }
+                 auto s = p.scalar(v, "tls." + key);
+                 if (!s) {
+                   return;
+                 }
+                 if (key == "min_version") {
+                   if (*s != "1.2" && *s != "1.3") {
+                     p.fail(v, "tls.min_version must be \"1.2\" or \"1.3\", not \"" + *s + "\"");
+                   }
+                   cfg.tls.min_version = *s;
+                 } else if (key == "ciphers") {
+                   cfg.tls.ciphers = *s;
+                 } else if (key == "ciphersuites") {
+                   cfg.tls.ciphersuites = *s;
+                 } else if (key == "certificate") {
+                   cfg.tls.certificate = *s;
+                 } else if (key == "key") {
+                   cfg.tls.key = *s;
+                 }
+               });
+  if (cfg.tls.certificate.empty() != cfg.tls.key.empty()) {
+    p.fail(n, "tls needs both certificate and key, or neither");
+  }
+}
+
 void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
   auto s = p.scalar(n, "workers");
   if (!s) {
@@ -360,6 +445,8 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
                    cfg.shutdown_timeout_ms = p.duration(v, "shutdown_timeout").value_or(0);
                  } else if (key == "admin") {
                    parseAdmin(p, v, cfg);
+                 } else if (key == "tls") {
+                   parseTls(p, v, cfg);
                  } else if (key == "access_log") {
                    cfg.access_log = p.scalar(v, "access_log").value_or("");
                  } else if (key == "log_format") {
@@ -389,6 +476,13 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
     p.fail(mappingsNode ? mappingsNode : root,
            "no mappings: add at least one {external, internal} entry under \"mappings\"");
     return;
+  }
+  for (const auto& m : cfg.mappings) {
+    if (m.tls == TlsMode::kTerminate && cfg.certificateOf(m).empty()) {
+      p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +
+                       ") is tls: terminate but has no certificate: set its certificate and key, "
+                       "or tls.certificate and tls.key");
+    }
   }
   if (cfg.handshake_timeout_ms == 0 || cfg.connect_timeout_ms == 0 ||
       cfg.shutdown_timeout_ms == 0) {

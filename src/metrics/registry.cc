@@ -27,7 +27,9 @@ const char* outcomeName(Outcome o) {
                                        "handshake_timeout",
                                        "cancel",
                                        "shutdown",
-                                       "error"};
+                                       "error",
+                                       "tls_required",
+                                       "tls_handshake_failed"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<std::size_t>(Outcome::kCount));
   return kNames[static_cast<std::size_t>(o)];
 }

@@ -91,7 +91,8 @@ std::string describeExit(int status) {
 
 class Master {
  public:
-  Master(const Options& opts, ConfigPtr cfg) : opts_(opts), config_(std::move(cfg)) {}
+  Master(const Options& opts, ConfigPtr cfg, std::shared_ptr<const tls::Contexts> tls)
+      : opts_(opts), config_(std::move(cfg)), tls_(std::move(tls)) {}
   int run();
 
  private:
@@ -119,6 +120,7 @@ class Master {
 
   Options opts_;
   ConfigPtr config_;
+  std::shared_ptr<const tls::Contexts> tls_;  // certificates of config_, loaded with it
   std::vector<Listener> listeners_;
   std::vector<WorkerProc> workers_;
   std::vector<Respawn> respawns_;
@@ -274,6 +276,7 @@ void Master::spawnWorker(unsigned slot) {
     log::setRole("worker");
     WorkerSpec spec;
     spec.config = config_.get();
+    spec.tls = tls_.get();
     for (auto& l : listeners_) {
       spec.listen_fds.push_back(l.fd.get());
     }
@@ -417,6 +420,13 @@ void Master::reload() {
     return;
   }
   auto next = std::make_shared<const config::Config>(std::move(*loaded));
+  // Certificates are read now, in the master: a missing or broken file keeps the old generation
+  // (and its certificates) serving.
+  auto nextTls = tls::Contexts::build(*next);
+  if (!nextTls) {
+    reloadFailed(nextTls.error());
+    return;
+  }
   if (next->pid_file != config_->pid_file) {
     LOG_WARN("pid_file changed to \"%s\": it cannot change on reload; keeping \"%s\" until restart",
              next->pid_file.c_str(), pid_file_.c_str());
@@ -447,6 +457,7 @@ void Master::reload() {
   }
   listeners_ = std::move(listeners);
   config_ = std::move(next);
+  tls_ = std::move(*nextTls);
   registerMappings(*config_);
   metrics_->master().reloads_ok.fetch_add(1);
   log::setDebug(config_->debug);
@@ -773,7 +784,12 @@ int runMaster(const Options& opts) {
       return 1;
     }
   }
-  Master master(opts, std::make_shared<const config::Config>(std::move(*cfg)));
+  auto tls = tls::Contexts::build(*cfg);
+  if (!tls) {
+    std::fprintf(stderr, "pgproxy: %s\n", tls.error().message.c_str());
+    return 1;
+  }
+  Master master(opts, std::make_shared<const config::Config>(std::move(*cfg)), std::move(*tls));
   return master.run();
 }
 
@@ -803,6 +819,9 @@ int testConfig(const Options& opts) {
   auto cfg = config::loadFile(opts.config_path);
   if (cfg) {
     auto problems = checkFiles(*cfg);
+    if (auto tls = tls::Contexts::build(*cfg); !tls) {
+      problems.push_back(tls.error().message);
+    }
     if (!problems.empty()) {
       std::string all;
       for (const auto& p : problems) {

@@ -152,6 +152,7 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.dns = dns;
   w->ctx.config = spec.config;
   w->ctx.router = &router;
+  w->ctx.tls = spec.tls;
   w->ctx.cancels = spec.cancels;
   w->ctx.on_session_closed = onSessionClosed;
   w->ctx.metrics_registry = spec.metrics;

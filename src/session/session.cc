@@ -5,6 +5,7 @@
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -108,6 +109,14 @@ Session::~Session() {
   if (client_) {
     bufferevent_free(client_);
   }
+  for (SSL* ssl : {client_ssl_, backend_ssl_}) {
+    if (ssl) {
+      if (SSL_is_init_finished(ssl)) {
+        SSL_shutdown(ssl);  // close_notify, best effort: the socket is closed right after
+      }
+      SSL_free(ssl);
+    }
+  }
   for (event* ev : {client_read_, client_write_, backend_read_, backend_write_}) {
     if (ev) {
       event_free(ev);
@@ -134,6 +143,9 @@ std::string Session::peer() const {
 }
 
 const char* Session::modeName() const {
+  if (terminated()) {
+    return "terminate";
+  }
   switch (mode_) {
     case Mode::kPassthrough:
       return "passthrough";
@@ -254,23 +266,13 @@ void Session::handlePreamble() {
         return;
       case proto::PreambleKind::kStartup: {
         mode_ = Mode::kPlaintext;
-        std::uint32_t major = pre.code >> 16, minor = pre.code & 0xffff;
-        if (major != 3) {
-          refuse(Outcome::kProtocolError, proto::sqlstate::kFeatureNotSupported,
-                 "unsupported frontend protocol " + std::to_string(major) + "." +
-                     std::to_string(minor) + ": server supports 3.0 to 3.0");
+        if (!acceptStartup(pre, std::string_view(p, pre.consumed))) {
           return;
         }
-        proto::StartupParams params;
-        proto::StartupError err = proto::parseStartup(std::string_view(p, pre.consumed), params);
-        if (err == proto::StartupError::kBadLayout) {
-          refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation,
-                 "invalid startup packet layout: expected terminator as last byte");
-          return;
-        }
-        if (err == proto::StartupError::kNoUser) {
-          refuse(Outcome::kProtocolError, proto::sqlstate::kInvalidAuthorization,
-                 "no PostgreSQL user name specified in startup packet");
+        if (ctx_.config->tls.require) {
+          refuse(Outcome::kTlsRequired, proto::sqlstate::kInvalidAuthorization,
+                 "pgproxy requires TLS: this connection is not encrypted",
+                 "Connect with sslmode=require (or verify-full).");
           return;
         }
         auto route = ctx_.router->routeNoSni();
@@ -282,9 +284,6 @@ void Session::handlePreamble() {
                  "database, or configure a \"default\" mapping.");
           return;
         }
-        LOG_DEBUG("session %llu: plaintext startup user=\"%s\" database=\"%s\"",
-                  static_cast<unsigned long long>(id_), params.get("user").c_str(),
-                  params.get("database").c_str());
         // The startup packet stays buffered; the splice forwards it unchanged.
         bufferevent_disable(client_, EV_READ);
         routeTo(*route);
@@ -292,6 +291,33 @@ void Session::handlePreamble() {
       }
     }
   }
+}
+
+bool Session::acceptStartup(const proto::Preamble& pre, std::string_view packet) {
+  std::uint32_t major = pre.code >> 16, minor = pre.code & 0xffff;
+  if (pre.kind != proto::PreambleKind::kStartup || major != 3) {
+    // Also an SSLRequest or GSSENCRequest inside TLS, as PostgreSQL answers it.
+    refuse(Outcome::kProtocolError, proto::sqlstate::kFeatureNotSupported,
+           "unsupported frontend protocol " + std::to_string(major) + "." + std::to_string(minor) +
+               ": server supports 3.0 to 3.0");
+    return false;
+  }
+  proto::StartupParams params;
+  proto::StartupError err = proto::parseStartup(packet, params);
+  if (err == proto::StartupError::kBadLayout) {
+    refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation,
+           "invalid startup packet layout: expected terminator as last byte");
+    return false;
+  }
+  if (err == proto::StartupError::kNoUser) {
+    refuse(Outcome::kProtocolError, proto::sqlstate::kInvalidAuthorization,
+           "no PostgreSQL user name specified in startup packet");
+    return false;
+  }
+  LOG_DEBUG("session %llu: %s startup user=\"%s\" database=\"%s\"",
+            static_cast<unsigned long long>(id_), modeName(), params.get("user").c_str(),
+            params.get("database").c_str());
+  return true;
 }
 
 void Session::handleClientHello() {
@@ -343,6 +369,10 @@ void Session::routeTo(std::size_t mapping) {
   LOG_DEBUG("session %llu: %s sni=\"%s\" -> mapping \"%s\" (%s:%u)",
             static_cast<unsigned long long>(id_), modeName(), sni_.c_str(), m.external.c_str(),
             m.internal.c_str(), m.port);
+  if (m.tls == config::TlsMode::kTerminate && state_ == State::kClientHello) {
+    startClientTls();  // the backend is connected once the StartupMessage has arrived
+    return;
+  }
   connectBackend();
 }
 
@@ -370,7 +400,7 @@ void Session::backendAnswered() {
 
 void Session::onBackendConnected() {
   net::tuneConnectedSocket(bufferevent_getfd(backend_));
-  if (mode_ == Mode::kPlaintext) {
+  if (mode_ == Mode::kPlaintext || (terminated() && !ctx_.tls->backend(mapping_))) {
     backendAnswered();
     startSplice();
     return;
@@ -389,6 +419,10 @@ void Session::handleUpstreamSsl() {
   char answer = static_cast<char>(*evbuffer_pullup(in, 1));
   if (answer == 'S' && len == 1) {
     evbuffer_drain(in, 1);
+    if (terminated()) {
+      startBackendTls();
+      return;
+    }
     backendAnswered();
     startSplice();
     return;
@@ -396,15 +430,15 @@ void Session::handleUpstreamSsl() {
   const auto& m = ctx_.config->mappings[mapping_];
   if (answer == 'S') {
     // CVE-2021-23222: anything after 'S' arrived before TLS and could be injected.
-    refuseTls(Outcome::kTlsRefusedByBackend, proto::kAlertInternalError,
-              "backend " + m.internal + ":" + std::to_string(m.port) +
-                  " sent unencrypted data after its SSL response");
+    failSession(Outcome::kTlsRefusedByBackend, "backend " + m.internal + ":" +
+                                                   std::to_string(m.port) +
+                                                   " sent unencrypted data after its SSL response");
     return;
   }
-  refuseTls(Outcome::kTlsRefusedByBackend, proto::kAlertInternalError,
-            "backend " + m.internal + ":" + std::to_string(m.port) +
-                (answer == 'N' ? " does not accept TLS (answered N to SSLRequest)"
-                               : " answered the SSLRequest with something other than S or N"));
+  failSession(Outcome::kTlsRefusedByBackend,
+              "backend " + m.internal + ":" + std::to_string(m.port) +
+                  (answer == 'N' ? " does not accept TLS (answered N to SSLRequest)"
+                                 : " answered the SSLRequest with something other than S or N"));
 }
 
 void Session::onBackendRead(bufferevent*, void* arg) {
@@ -448,7 +482,6 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   if (s->state_ != State::kConnecting && s->state_ != State::kUpstreamSsl) {
     return;
   }
-  const auto& m = s->ctx_.config->mappings[s->mapping_];
   std::string why;
   if (int dnsErr = bufferevent_socket_get_dns_error(s->backend_); dnsErr != 0) {
     why = std::string("cannot resolve host name: ") + evutil_gai_strerror(dnsErr);
@@ -457,14 +490,23 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   } else {
     why = base::errnoText(EVUTIL_SOCKET_ERROR());
   }
-  s->ctx_.metrics_registry->setBackendState(s->metricIndex(), metrics::BackendState::kUnreachable,
-                                            EVUTIL_SOCKET_ERROR());
-  std::string message = "could not connect to backend for \"" + m.external + "\" (" + m.internal +
-                        ":" + std::to_string(m.port) + "): " + why;
-  if (s->mode_ == Mode::kPlaintext) {
-    s->refuse(Outcome::kBackendUnreachable, proto::sqlstate::kConnectionFailure, message);
+  s->backendFailed(why);
+}
+
+void Session::backendFailed(const std::string& why) {
+  const auto& m = ctx_.config->mappings[mapping_];
+  ctx_.metrics_registry->setBackendState(metricIndex(), metrics::BackendState::kUnreachable,
+                                         EVUTIL_SOCKET_ERROR());
+  failSession(Outcome::kBackendUnreachable, "could not connect to backend for \"" + m.external +
+                                                "\" (" + m.internal + ":" + std::to_string(m.port) +
+                                                "): " + why);
+}
+
+void Session::failSession(Outcome why, const std::string& message) {
+  if (mode_ == Mode::kPlaintext || terminated()) {
+    refuse(why, proto::sqlstate::kConnectionFailure, message);
   } else {
-    s->refuseTls(Outcome::kBackendUnreachable, proto::kAlertInternalError, message);
+    refuseTls(why, proto::kAlertInternalError, message);
   }
 }
 
@@ -473,7 +515,11 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
 void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
   mode_ = Mode::kCancel;
   setState(State::kCancelling);
-  bufferevent_disable(client_, EV_READ);
+  if (client_) {
+    bufferevent_disable(client_, EV_READ);
+  } else if (client_read_) {
+    event_del(client_read_);  // a CancelRequest sent inside TLS (terminate)
+  }
   cancel_pid_ = pid;
   cancel_key_ = key;
   if (ctx_.cancels->findByKey(pid, key, cancel_targets_[0])) {
@@ -534,6 +580,8 @@ void Session::onTimer(int, short, void* arg) {
   switch (s->state_) {
     case State::kPreamble:
     case State::kClientHello:
+    case State::kTlsAccept:
+    case State::kTlsStartup:
       // Like PostgreSQL's authentication_timeout: close silently.
       LOG_INFO("session %llu: handshake timeout for %s", static_cast<unsigned long long>(s->id_),
                s->peer().c_str());
@@ -546,6 +594,9 @@ void Session::onTimer(int, short, void* arg) {
       onBackendEvent(s->backend_, BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT, s);
       break;
     }
+    case State::kBackendTls:
+      s->backendFailed("TLS handshake with the backend timed out");
+      break;
     case State::kCancelling:
       s->nextCancelTarget();
       break;
@@ -562,6 +613,24 @@ void Session::refuse(Outcome why, const char* sqlstate, const std::string& messa
   LOG_INFO("session %llu: refused %s: %s (SQLSTATE %s)", static_cast<unsigned long long>(id_),
            peer().c_str(), message.c_str(), sqlstate);
   std::string msg = proto::buildFatal(sqlstate, message, hint);
+  if (!client_) {
+    // Inside pgproxy's TLS session with the client: the splice's writer delivers it, then closes.
+    outcome_ = why;
+    setState(State::kClosing);
+    if (backend_) {
+      bufferevent_free(backend_);
+      backend_ = nullptr;
+    }
+    for (event* ev : {client_read_, backend_read_, backend_write_}) {
+      if (ev) {
+        event_del(ev);
+      }
+    }
+    to_client_ = std::move(msg);
+    armTimer(kFlushTimeoutMs);
+    flush(true);
+    return;
+  }
   bufferevent_write(client_, msg.data(), msg.size());
   closeAfterFlush(why);
 }

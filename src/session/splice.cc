@@ -1,15 +1,21 @@
 // The splice: once the backend has accepted the session, bytes move both ways with plain
-// recv/send through one buffer shared by the whole worker (a worker is one thread). Nothing is
-// allocated per read; a session holds memory only for bytes its peer has not taken yet (at most
-// one read's worth per direction), and while it does, it stops reading the other side.
+// recv/send (SSL_read/SSL_write on a side pgproxy terminates) through one buffer shared by the
+// whole worker (a worker is one thread). Nothing is allocated per read; a session holds memory
+// only for bytes its peer has not taken yet (at most one read's worth per direction), and while
+// it does, it stops reading the other side.
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <climits>
 
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
@@ -24,9 +30,15 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadsPerWakeup = 4;
 char g_buffer[kReadChunk];
 
+bool wouldBlock(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+}  // namespace
+
 // Takes a bufferevent's socket and the bytes still in its buffers, then frees it without closing
 // the socket.
-int detach(bufferevent* bev, std::string& unread, std::string& unsent) {
+int Session::detach(bufferevent* bev, std::string& unread, std::string& unsent) {
   int fd = bufferevent_getfd(bev);
   auto drain = [](evbuffer* buf, std::string& out) {
     std::size_t n = evbuffer_get_length(buf);
@@ -43,12 +55,6 @@ int detach(bufferevent* bev, std::string& unread, std::string& unsent) {
   return fd;
 }
 
-bool wouldBlock(int err) {
-  return err == EAGAIN || err == EWOULDBLOCK;
-}
-
-}  // namespace
-
 void Session::startSplice() {
   if (timer_) {
     event_free(timer_);  // idle sessions hold no timer
@@ -60,15 +66,22 @@ void Session::startSplice() {
   counted_active_ = true;
 
   std::string clientIn, clientOut, backendIn, backendOut;
-  client_fd_ = detach(client_, clientIn, clientOut);
-  client_ = nullptr;
-  backend_fd_ = detach(backend_, backendIn, backendOut);
-  backend_ = nullptr;
+  if (client_) {
+    client_fd_ = detach(client_, clientIn, clientOut);
+    client_ = nullptr;
+  } else {
+    clientIn.swap(startup_);  // terminated: the StartupMessage read inside TLS
+  }
+  if (backend_) {
+    backend_fd_ = detach(backend_, backendIn, backendOut);
+    backend_ = nullptr;
+  }
 
-  if (mode_ == Mode::kPlaintext) {
+  if (mode_ == Mode::kPlaintext || terminated()) {
     scanning_key_ = true;
     // Client messages are typed after the startup packet, which is the first thing forwarded.
     client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, clientIn.size());
+    checking_client_sasl_ = terminated();
     if (ctx_.config->log_protocol) {
       log_up_ = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
                                                        true, clientIn.size());
@@ -87,10 +100,7 @@ void Session::startSplice() {
       }
     }
   }
-  client_read_ = event_new(ctx_.base, client_fd_, EV_READ | EV_PERSIST, onSpliceReadable, this);
-  client_write_ = event_new(ctx_.base, client_fd_, EV_WRITE | EV_PERSIST, onSpliceWritable, this);
-  backend_read_ = event_new(ctx_.base, backend_fd_, EV_READ | EV_PERSIST, onSpliceReadable, this);
-  backend_write_ = event_new(ctx_.base, backend_fd_, EV_WRITE | EV_PERSIST, onSpliceWritable, this);
+  watchSockets();
 
   // What the handshake left behind goes first: the ClientHello or StartupMessage to the backend.
   inspect(true, clientIn);
@@ -107,26 +117,111 @@ void Session::startSplice() {
   }
 }
 
-void Session::onSpliceReadable(int fd, short, void* arg) {
-  auto* s = static_cast<Session*>(arg);
-  s->relay(fd == s->client_fd_);
+void Session::watchSockets() {
+  auto make = [&](event*& ev, int fd, short what) {
+    if (!ev && fd >= 0) {
+      ev = event_new(ctx_.base, fd, what | EV_PERSIST, onSocketEvent, this);
+    }
+  };
+  make(client_read_, client_fd_, EV_READ);
+  make(client_write_, client_fd_, EV_WRITE);
+  make(backend_read_, backend_fd_, EV_READ);
+  make(backend_write_, backend_fd_, EV_WRITE);
 }
 
-void Session::onSpliceWritable(int fd, short, void* arg) {
+void Session::onSocketEvent(int fd, short what, void* arg) {
   auto* s = static_cast<Session*>(arg);
-  s->flush(fd == s->client_fd_);
+  bool client = fd == s->client_fd_;
+  switch (s->state_) {
+    case State::kSplice:
+      if (what & EV_READ) {
+        s->relay(client);
+      } else {
+        s->flush(client);
+      }
+      break;
+    case State::kTlsAccept:
+      s->driveHandshake(true);
+      break;
+    case State::kTlsStartup:
+      s->readTlsStartup();
+      break;
+    case State::kBackendTls:
+      s->driveHandshake(false);
+      break;
+    case State::kClosing:
+      if (client && (what & EV_WRITE)) {
+        s->flush(true);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+ssize_t Session::readSide(bool client, char* buf, std::size_t len, int& err) {
+  SSL* ssl = client ? client_ssl_ : backend_ssl_;
+  if (!ssl) {
+    ssize_t n = ::recv(client ? client_fd_ : backend_fd_, buf, len, 0);
+    err = n < 0 ? errno : 0;
+    return n;
+  }
+  ERR_clear_error();
+  int n = SSL_read(ssl, buf, static_cast<int>(std::min<std::size_t>(len, INT_MAX)));
+  if (n > 0) {
+    return n;
+  }
+  switch (SSL_get_error(ssl, n)) {
+    case SSL_ERROR_ZERO_RETURN:
+      return 0;  // close_notify (or EOF: SSL_OP_IGNORE_UNEXPECTED_EOF)
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      err = EAGAIN;
+      return -1;
+    case SSL_ERROR_SYSCALL:
+      err = errno ? errno : ECONNRESET;
+      return -1;
+    default:
+      err = EPROTO;
+      return -1;
+  }
+}
+
+ssize_t Session::writeSide(bool client, const char* buf, std::size_t len, int& err) {
+  SSL* ssl = client ? client_ssl_ : backend_ssl_;
+  if (!ssl) {
+    ssize_t n = ::send(client ? client_fd_ : backend_fd_, buf, len, MSG_NOSIGNAL);
+    err = n < 0 ? errno : 0;
+    return n;
+  }
+  ERR_clear_error();
+  int n = SSL_write(ssl, buf, static_cast<int>(std::min<std::size_t>(len, INT_MAX)));
+  if (n > 0) {
+    return n;
+  }
+  switch (SSL_get_error(ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      err = EAGAIN;
+      return -1;
+    case SSL_ERROR_SYSCALL:
+      err = errno ? errno : EPIPE;
+      return -1;
+    default:
+      err = EPROTO;
+      return -1;
+  }
 }
 
 bool Session::relay(bool from_client) {
-  int from = from_client ? client_fd_ : backend_fd_;
-  int to = from_client ? backend_fd_ : client_fd_;
+  SSL* ssl = from_client ? client_ssl_ : backend_ssl_;
   for (int i = 0; i < kReadsPerWakeup; ++i) {
-    ssize_t n = ::recv(from, g_buffer, sizeof(g_buffer), 0);
+    int err = 0;
+    ssize_t n = readSide(from_client, g_buffer, sizeof(g_buffer), err);
     if (n == 0) {
       return onSpliceEof(from_client);
     }
     if (n < 0) {
-      int err = errno;
       if (wouldBlock(err)) {
         return true;
       }
@@ -141,9 +236,24 @@ bool Session::relay(bool from_client) {
     }
     std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
     inspect(from_client, bytes);
-    ssize_t w = ::send(to, g_buffer, bytes.size(), MSG_NOSIGNAL);
+    if (from_client && checking_client_sasl_ && !checkClientFirst(bytes)) {
+      return false;
+    }
+    std::string rewritten;
+    if (!from_client && terminated() && sasl_filter_.active()) {
+      // Authentication phase of a terminated session: AuthenticationSASL loses its -PLUS offer.
+      sasl_filter_.feed(bytes, rewritten);
+      bytes = rewritten;
+      if (!sasl_filter_.active() && sasl_filter_.removedPlus()) {
+        LOG_DEBUG("session %llu: SCRAM-SHA-256-PLUS withheld from the client (terminated TLS)",
+                  static_cast<unsigned long long>(id_));
+      }
+      if (bytes.empty()) {
+        continue;  // a partial message, held until the rest arrives
+      }
+    }
+    ssize_t w = writeSide(!from_client, bytes.data(), bytes.size(), err);
     if (w < 0) {
-      int err = errno;
       if (!wouldBlock(err)) {
         LOG_DEBUG("session %llu: %s socket error: %s", static_cast<unsigned long long>(id_),
                   from_client ? "backend" : "client", base::errnoText(err).c_str());
@@ -160,7 +270,7 @@ bool Session::relay(bool from_client) {
       event_add(from_client ? backend_write_ : client_write_, nullptr);
       return true;
     }
-    if (bytes.size() < sizeof(g_buffer)) {
+    if (static_cast<std::size_t>(n) < sizeof(g_buffer) && !(ssl && SSL_pending(ssl) > 0)) {
       return true;  // the socket is most likely drained: skip the recv that would say EAGAIN
     }
   }
@@ -169,16 +279,19 @@ bool Session::relay(bool from_client) {
 
 bool Session::flush(bool to_client) {
   std::string& pending = to_client ? to_client_ : to_backend_;
-  int fd = to_client ? client_fd_ : backend_fd_;
   event* writable = to_client ? client_write_ : backend_write_;
   while (!pending.empty()) {
-    ssize_t w = ::send(fd, pending.data(), pending.size(), MSG_NOSIGNAL);
+    int err = 0;
+    ssize_t w = writeSide(to_client, pending.data(), pending.size(), err);
     if (w > 0) {
       pending.erase(0, static_cast<std::size_t>(w));
       continue;
     }
-    int err = errno;
     if (w < 0 && wouldBlock(err)) {
+      if (state_ == State::kClosing) {
+        event_add(writable, nullptr);
+        return true;
+      }
       event_del(to_client ? backend_read_ : client_read_);
       event_add(writable, nullptr);
       return true;
@@ -186,12 +299,20 @@ bool Session::flush(bool to_client) {
     if (w < 0 && err == EINTR) {
       continue;
     }
+    if (state_ == State::kClosing) {
+      close(outcome_);  // the client is gone before reading our refusal
+      return false;
+    }
     client_reset_ = to_client;
     close(spliceErrorOutcome());
     return false;
   }
   std::string().swap(pending);  // an idle session keeps no buffer
   event_del(writable);
+  if (state_ == State::kClosing) {
+    close(outcome_);  // a refusal inside TLS has been delivered
+    return false;
+  }
   if (to_client) {
     if (backend_eof_) {
       close(Outcome::kOk);  // the backend is gone and the client has everything it sent
@@ -199,6 +320,9 @@ bool Session::flush(bool to_client) {
     }
     event_add(backend_read_, nullptr);
   } else if (client_eof_) {
+    if (backend_ssl_) {
+      SSL_shutdown(backend_ssl_);
+    }
     ::shutdown(backend_fd_, SHUT_WR);  // the client's half-close, passed on in order
   } else {
     event_add(client_read_, nullptr);
@@ -213,6 +337,9 @@ bool Session::onSpliceEof(bool client_side) {
     client_eof_ = true;
     event_del(client_read_);
     if (to_backend_.empty()) {
+      if (backend_ssl_) {
+        SSL_shutdown(backend_ssl_);  // close_notify before the FIN
+      }
       ::shutdown(backend_fd_, SHUT_WR);
     }
     return true;
@@ -239,8 +366,9 @@ Outcome Session::spliceErrorOutcome() const {
   // A client that sent close_notify (TLS alert record) or Terminate ('X') and then reset is a
   // client that finished; psql does this when the server's last bytes are still unread.
   int last = client_frames_.lastType();
-  bool goodbye = !client_frames_.lost() &&
-                 (mode_ == Mode::kPlaintext ? last == 'X' : last == 0x15 /* alert */);
+  bool goodbye =
+      !client_frames_.lost() &&
+      (mode_ == Mode::kPlaintext || terminated() ? last == 'X' : last == 0x15 /* alert */);
   return goodbye ? Outcome::kOk : Outcome::kClientClosedEarly;
 }
 
@@ -267,6 +395,35 @@ void Session::inspect(bool from_client, std::string_view bytes) {
   if (log_up_) {
     logProtocol(from_client, bytes);
   }
+}
+
+bool Session::checkClientFirst(std::string_view bytes) {
+  constexpr std::size_t kCap = proto::SaslMechanismFilter::kMaxMessage + 5;
+  std::string_view first = bytes;
+  if (!client_first_.empty()) {
+    client_first_.append(bytes.substr(0, kCap - std::min(kCap, client_first_.size())));
+    first = client_first_;
+  }
+  proto::ScramClientFirst verdict = proto::checkSaslInitialResponse(first);
+  if (verdict == proto::ScramClientFirst::kNeedMore && first.size() < kCap) {
+    if (client_first_.empty()) {
+      client_first_.assign(bytes);  // the rest of the message is still to come
+    }
+    return true;
+  }
+  checking_client_sasl_ = false;
+  OPENSSL_cleanse(client_first_.data(), client_first_.size());  // may hold a password
+  std::string().swap(client_first_);
+  if (verdict != proto::ScramClientFirst::kBindingDowngrade || !sasl_filter_.removedPlus()) {
+    return true;
+  }
+  const auto& m = ctx_.config->mappings[mapping_];
+  refuse(Outcome::kProtocolError, proto::sqlstate::kInvalidAuthorization,
+         "pgproxy terminates TLS for \"" + m.external +
+             "\", so SCRAM channel binding cannot reach the backend",
+         "Connect with channel_binding=disable, or use tls: passthrough for this mapping to keep "
+         "channel binding end to end.");
+  return false;
 }
 
 void Session::publishBackendKey() {

@@ -50,7 +50,7 @@ TEST(Data, FiftyMegabyteCopyIsByteIdenticalBothWays) {
 
 TEST(Data, PgbenchConnectionPerTransactionLosesNothing) {
   Proxy proxy(kMappings, 2);
-  auto init = run({"pgbench", "-i", "-q", "-s", "1", "-d", direct(sandbox().port2)});
+  auto init = run({"pgbench", "-i", "-q", "-s", "1", direct(sandbox().port2)});
   ASSERT_EQ(init.exit_code, 0) << init.output;
   ASSERT_EQ(psql(direct(sandbox().port2),
                  "drop table if exists ledger; create table ledger(id bigserial primary key, "
@@ -62,7 +62,7 @@ TEST(Data, PgbenchConnectionPerTransactionLosesNothing) {
   writeFile(script, "INSERT INTO ledger(c) VALUES (:client_id);\n");
   const int clients = 32, perClient = 15;
   auto r = run({"pgbench", "-n", "-C", "-c", std::to_string(clients), "-j", "2", "-t",
-                std::to_string(perClient), "-f", script, "-d", proxy.tls("host2")},
+                std::to_string(perClient), "-f", script, proxy.tls("host2")},
                std::chrono::seconds(300));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   int n = clients * perClient;
@@ -77,7 +77,7 @@ TEST(Data, PgbenchConnectionPerTransactionLosesNothing) {
             std::to_string(n) + "\n");
   // And the select-only workload, with a new connection per transaction.
   auto s = run({"pgbench", "-n", "-S", "-C", "-c", std::to_string(clients), "-j", "2", "-t", "10",
-                "-d", proxy.tls("host2")},
+                proxy.tls("host2")},
                std::chrono::seconds(300));
   ASSERT_EQ(s.exit_code, 0) << s.output;
   EXPECT_NE(s.output.find("number of failed transactions: 0"), std::string::npos) << s.output;

@@ -86,6 +86,21 @@ std::string readUntilClose(int fd, std::chrono::milliseconds timeout, bool* clos
 // StartupMessage bytes for protocol 3.0 with the given parameters.
 std::string startupPacket(const std::vector<std::pair<std::string, std::string>>& params,
                           unsigned version = 3u << 16);
+// PostgreSQL 17 direct TLS: the first byte is a TLS record, with ALPN "postgresql". libpq 15
+// cannot send it, so the tests speak it with OpenSSL and the wire protocol by hand.
+struct DirectTlsResult {
+  bool handshake_ok = false;
+  std::string cluster;  // from SHOW cluster_name
+  std::string error;
+};
+// Handshake (verifying against `ca`, default the backends' test CA), log in as postgres and
+// SHOW cluster_name.
+DirectTlsResult directTls(int port, const std::string& sni, bool with_alpn,
+                          const std::string& ca = "");
+// Runs select pg_sleep(30) on a session (to host1's cluster) made with `conninfo`, cancels it
+// the way psql's Ctrl-C does (PQcancel: a CancelRequest on a new, unencrypted connection), and
+// expects SQLSTATE 57014.
+void expectCancelWorks(const std::string& conninfo);
 // The SQLSTATE ('C' field) of the first ErrorResponse in `bytes`, or "".
 std::string sqlstateOf(const std::string& bytes);
 

@@ -56,12 +56,17 @@ void ledgerUnderReloads(bool connectPerTransaction) {
   std::string dir = tempDir("pgproxy-ledger");
   writeFile(dir + "/ledger.sql", "INSERT INTO ledger(c) VALUES (:client_id);\n");
   const int clients = 8, perClient = connectPerTransaction ? 150 : 600;
-  std::vector<std::string> args = {"pgbench", "-n",
-                                   "-c",      std::to_string(clients),
-                                   "-j",      "2",
-                                   "-t",      std::to_string(perClient),
-                                   "-f",      dir + "/ledger.sql",
-                                   "-d",      proxy.tls("host2")};
+  std::vector<std::string> args = {"pgbench",
+                                   "-n",
+                                   "-c",
+                                   std::to_string(clients),
+                                   "-j",
+                                   "2",
+                                   "-t",
+                                   std::to_string(perClient),
+                                   "-f",
+                                   dir + "/ledger.sql",
+                                   proxy.tls("host2")};  // positional: pgbench's -d is --debug
   if (connectPerTransaction) {
     args.insert(args.begin() + 1, "-C");
   }
@@ -323,7 +328,7 @@ TEST(Upgrade, NewBinaryTakesOverUnderLoad) {
   CommandResult bench;
   std::thread runner([&] {
     bench = run({"pgbench", "-n", "-C", "-c", "8", "-j", "2", "-t", "150", "-f",
-                 dir + "/ledger.sql", "-d", proxy.tls("host2")},
+                 dir + "/ledger.sql", proxy.tls("host2")},
                 seconds(600));
   });
   std::this_thread::sleep_for(milliseconds(300));

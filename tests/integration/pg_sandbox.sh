@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL clusters with TLS, for the integration tests and the demo.
 #
-#   pg_sandbox.sh start DIR PORT1 PORT2   test CA + two clusters, host1 on PORT1 and host2 on PORT2
+#   pg_sandbox.sh start DIR PORT1 PORT2   test CA + two clusters, host1 on PORT1 and host2 on PORT2,
+#                                         and proxy-ca with pgproxy's own certificates (proxy-*.crt)
 #   pg_sandbox.sh stop DIR                stop both clusters (DIR is left for the caller to remove)
 #
 # The certificates name host1.example.com / host2.example.com, so verify-full through pgproxy proves
@@ -26,13 +27,18 @@ as_pg() {
   fi
 }
 
-make_cert() {  # name
-  local name=$1
+make_cert() {  # name [ca] [dns name]: a certificate for DNS name (default name.example.com)
+  local name=$1 ca=${2:-ca} dns=${3:-$1.example.com}
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "/CN=$name.example.com" 2>/dev/null
-  printf 'subjectAltName=DNS:%s.example.com\nbasicConstraints=CA:FALSE\n' "$name" >"$dir/$name.ext"
-  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "/CN=$dns" 2>/dev/null
+  printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\n' "$dns" >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/$ca.crt" -CAkey "$dir/$ca.key" -CAcreateserial \
     -days 30 -out "$dir/$name.crt" -extfile "$dir/$name.ext" 2>/dev/null
+}
+
+make_ca() {  # name subject
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -keyout "$dir/$1.key" -out "$dir/$1.crt" -subj "/CN=$2" 2>/dev/null
 }
 
 start_cluster() {  # name port
@@ -58,7 +64,8 @@ max_connections = ${PG_MAX_CONNECTIONS:-120}
 shared_buffers = 32MB
 CONF
   # pgproxy_pw logs in with a cleartext password (tests check it never reaches pgproxy's logs).
-  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+  # pgproxy_scram uses SCRAM, whose -PLUS variant the terminate tests need.
+  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all pgproxy_scram 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
   if [ "$(id -u)" = 0 ]; then
     chown postgres "$data/server.crt" "$data/server.key" "$data/pg_hba.conf"
   fi
@@ -75,8 +82,14 @@ case $cmd in
     port2=${4:?port for host2}
     mkdir -p "$dir"
     chmod 755 "$dir"
-    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-      -keyout "$dir/ca.key" -out "$dir/ca.crt" -subj "/CN=pgproxy test CA" 2>/dev/null
+    make_ca ca "pgproxy test CA"
+    # pgproxy's own certificates (tls: terminate) come from a second CA, so a test can tell
+    # which side of pgproxy a client's verification reached.
+    make_ca proxy-ca "pgproxy test proxy CA"
+    make_cert proxy-host1 proxy-ca host1.example.com
+    make_cert proxy-host1b proxy-ca host1.example.com
+    make_cert proxy-host2 proxy-ca host2.example.com
+    make_cert proxy-wild proxy-ca '*.example.com'
     make_cert host1
     make_cert host2
     if [ "$(id -u)" = 0 ]; then

@@ -108,89 +108,6 @@ TEST(Routing, GssEncRequestAnsweredN) {
   EXPECT_EQ(psql(plain, "show cluster_name").output, "host1\n");
 }
 
-// PostgreSQL 17 direct TLS: the first byte is a TLS record, with ALPN "postgresql". libpq 15
-// cannot send it, so the test speaks it with OpenSSL and the wire protocol by hand.
-struct DirectTlsResult {
-  bool handshake_ok = false;
-  std::string cluster;  // from SHOW cluster_name
-  std::string error;
-};
-
-DirectTlsResult directTls(int port, const std::string& sni, bool with_alpn) {
-  DirectTlsResult res;
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL_CTX_load_verify_locations(ctx, sandbox().ca().c_str(), nullptr);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
-  SSL* ssl = SSL_new(ctx);
-  int fd = connectTcp(port);
-  SSL_set_fd(ssl, fd);
-  SSL_set_tlsext_host_name(ssl, sni.c_str());
-  SSL_set1_host(ssl, sni.c_str());
-  if (with_alpn) {
-    static const unsigned char kAlpn[] = "\x0apostgresql";
-    SSL_set_alpn_protos(ssl, kAlpn, 11);
-  }
-  if (SSL_connect(ssl) != 1) {
-    char buf[256];
-    ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
-    res.error = buf;
-  } else {
-    res.handshake_ok = true;
-    std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
-    SSL_write(ssl, startup.data(), static_cast<int>(startup.size()));
-    std::string in;
-    char buf[4096];
-    auto readUntilReady = [&]() {
-      while (true) {
-        // Messages: type, length; stop after ReadyForQuery.
-        std::size_t pos = 0;
-        while (pos + 5 <= in.size()) {
-          std::uint32_t len = (std::uint32_t(std::uint8_t(in[pos + 1])) << 24) |
-                              (std::uint32_t(std::uint8_t(in[pos + 2])) << 16) |
-                              (std::uint32_t(std::uint8_t(in[pos + 3])) << 8) |
-                              std::uint8_t(in[pos + 4]);
-          if (pos + 1 + len > in.size()) {
-            break;
-          }
-          if (in[pos] == 'Z') {
-            return true;
-          }
-          pos += 1 + len;
-        }
-        int n = SSL_read(ssl, buf, sizeof(buf));
-        if (n <= 0) {
-          return false;
-        }
-        in.append(buf, static_cast<std::size_t>(n));
-      }
-    };
-    if (readUntilReady()) {
-      in.clear();
-      std::string q("Q");
-      std::string sql = "show cluster_name";
-      std::uint32_t len = htonl(static_cast<std::uint32_t>(4 + sql.size() + 1));
-      q.append(reinterpret_cast<char*>(&len), 4);
-      q += sql;
-      q.push_back('\0');
-      SSL_write(ssl, q.data(), static_cast<int>(q.size()));
-      if (readUntilReady()) {
-        // DataRow: 'D', len, ncols(2), col len(4), value.
-        std::size_t d = in.find('D');
-        if (d != std::string::npos && d + 11 <= in.size()) {
-          std::uint32_t vlen;
-          std::memcpy(&vlen, in.data() + d + 7, 4);
-          vlen = ntohl(vlen);
-          res.cluster = in.substr(d + 11, vlen);
-        }
-      }
-    }
-  }
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  close(fd);
-  return res;
-}
-
 TEST(Routing, DirectTlsWithAlpnReachesPostgres15) {
   Proxy proxy(kTwoMappings);
   auto r2 = directTls(proxy.port(), "host2.example.com", true);
@@ -206,41 +123,6 @@ TEST(Routing, DirectTlsWithoutAlpnRefused) {
   auto r = directTls(proxy.port(), "host1.example.com", false);
   EXPECT_FALSE(r.handshake_ok);
   EXPECT_NE(r.error.find("no application protocol"), std::string::npos) << r.error;
-}
-
-// Ctrl-C in psql is PQcancel: a CancelRequest on a new, unencrypted connection.
-void expectCancelWorks(const std::string& conninfo) {
-  PGconn* conn = PQconnectdb(conninfo.c_str());
-  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
-  ASSERT_EQ(PQsendQuery(conn, "select pg_sleep(30)"), 1);
-  // Wait until the backend is really running the query before cancelling it.
-  PGconn* watcher = PQconnectdb(direct(sandbox().port1).c_str());
-  for (int i = 0; i < 200; ++i) {
-    PGresult* r = PQexec(watcher,
-                         "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)'"
-                         " and state = 'active'");
-    bool running = PQntuples(r) == 1 && std::string(PQgetvalue(r, 0, 0)) != "0";
-    PQclear(r);
-    if (running) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  PQfinish(watcher);
-  PGcancel* cancel = PQgetCancel(conn);
-  char err[256];
-  EXPECT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
-  PQfreeCancel(cancel);
-  PGresult* res = PQgetResult(conn);
-  ASSERT_NE(res, nullptr);
-  EXPECT_EQ(PQresultStatus(res), PGRES_FATAL_ERROR);
-  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(res);
-  PQclear(res);
-  while ((res = PQgetResult(conn)) != nullptr) {
-    PQclear(res);
-  }
-  PQfinish(conn);
 }
 
 TEST(Cancel, TlsSessionCancelledThroughProxy) {

@@ -229,7 +229,8 @@ TEST(Config, EveryKeyIsDocumented) {
   std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
   std::string sampleText((std::istreambuf_iterator<char>(sample)),
                          std::istreambuf_iterator<char>());
-  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys()}) {
+  for (const auto* table :
+       {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(), &tlsKeys()}) {
     for (const auto& k : *table) {
       EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
           << k.name << " is not documented in man/pgproxy.yaml.5";
@@ -237,6 +238,79 @@ TEST(Config, EveryKeyIsDocumented) {
           << k.name << " is not in etc/pgproxy/pgproxy.yaml";
     }
   }
+}
+
+}  // namespace
+}  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+TEST(ConfigTls, TerminateMappingAndGlobalDefaults) {
+  Config c = mustLoad(R"(tls:
+  min_version: "1.3"
+  ciphers: "HIGH:!aNULL"
+  ciphersuites: "TLS_AES_128_GCM_SHA256"
+  certificate: /etc/pgproxy/tls/default.crt
+  key: /etc/pgproxy/tls/default.key
+  require: true
+mappings:
+  - external: host1.example.com
+    internal: 10.0.0.5
+    tls: terminate
+    certificate: /etc/pgproxy/tls/host1.crt
+    key: /etc/pgproxy/tls/host1.key
+    backend_tls: verify-full
+    backend_ca: /etc/pgproxy/tls/internal-ca.crt
+    backend_sni: host1.internal
+  - {external: host2.example.com, internal: 10.0.0.6, tls: terminate, backend_tls: disable}
+  - {external: host3.example.com, internal: 10.0.0.7}
+)");
+  EXPECT_EQ(c.tls.min_version, "1.3");
+  EXPECT_EQ(c.tls.ciphers, "HIGH:!aNULL");
+  EXPECT_EQ(c.tls.ciphersuites, "TLS_AES_128_GCM_SHA256");
+  EXPECT_TRUE(c.tls.require);
+  ASSERT_EQ(c.mappings.size(), 3u);
+  EXPECT_EQ(c.mappings[0].tls, TlsMode::kTerminate);
+  EXPECT_EQ(c.mappings[0].backend_tls, BackendTls::kVerifyFull);
+  EXPECT_EQ(c.mappings[0].backend_ca, "/etc/pgproxy/tls/internal-ca.crt");
+  EXPECT_EQ(c.mappings[0].backend_sni, "host1.internal");
+  EXPECT_EQ(c.certificateOf(c.mappings[0]), "/etc/pgproxy/tls/host1.crt");
+  EXPECT_EQ(c.keyOf(c.mappings[0]), "/etc/pgproxy/tls/host1.key");
+  // Without its own certificate a terminate mapping serves tls.certificate.
+  EXPECT_EQ(c.mappings[1].backend_tls, BackendTls::kDisable);
+  EXPECT_EQ(c.certificateOf(c.mappings[1]), "/etc/pgproxy/tls/default.crt");
+  EXPECT_EQ(c.keyOf(c.mappings[1]), "/etc/pgproxy/tls/default.key");
+  // Passthrough stays the default, and backend_tls defaults to require.
+  EXPECT_EQ(c.mappings[2].tls, TlsMode::kPassthrough);
+  EXPECT_EQ(c.mappings[2].backend_tls, BackendTls::kRequire);
+  EXPECT_FALSE(mustLoad("mappings: [{external: a.example.com, internal: x}]\n").tls.require);
+}
+
+TEST(ConfigTls, MalformedTlsSettingsAreRefusedWithTheReason) {
+  const std::string m = "mappings:\n  - {external: a.example.com, internal: x";
+  EXPECT_NE(errorOf(m + ", tls: offload}\n").find("tls must be passthrough or terminate"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + ", tls: terminate, certificate: c, key: k, backend_tls: prefer}\n")
+                .find("backend_tls must be disable, require, verify-ca or verify-full"),
+            std::string::npos);
+  EXPECT_NE(
+      errorOf(m + ", tls: terminate, certificate: c}\n").find("needs both certificate and key"),
+      std::string::npos);
+  EXPECT_NE(errorOf(m + ", certificate: c, key: k}\n").find("is not tls: terminate"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + ", tls: terminate}\n").find("has no certificate"), std::string::npos);
+  EXPECT_NE(errorOf(m + ", tls: terminate, certificate: \"\", key: k}\n")
+                .find("certificate must not be empty"),
+            std::string::npos);
+  EXPECT_NE(errorOf("tls: {min_version: \"1.1\"}\n" + m + "}\n")
+                .find("tls.min_version must be \"1.2\" or \"1.3\""),
+            std::string::npos);
+  EXPECT_NE(errorOf("tls: {certificate: c}\n" + m + "}\n").find("tls needs both certificate"),
+            std::string::npos);
+  EXPECT_NE(errorOf("tls: {requires: true}\n" + m + "}\n").find("did you mean \"require\""),
+            std::string::npos);
+  EXPECT_NE(errorOf("tls: {require: maybe}\n" + m + "}\n").find("tls.require"), std::string::npos);
 }
 
 }  // namespace

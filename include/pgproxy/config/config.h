@@ -22,11 +22,33 @@ struct ListenAddress {
   bool operator==(const ListenAddress& o) const { return address == o.address && port == o.port; }
 };
 
+// passthrough: the client's TLS session goes to the backend untouched (the backend holds the
+// certificate). terminate: pgproxy holds the certificate and opens its own session to the backend.
+enum class TlsMode { kPassthrough, kTerminate };
+// How a terminated session talks to its backend, named like libpq's sslmode.
+enum class BackendTls { kDisable, kRequire, kVerifyCa, kVerifyFull };
+
 struct Mapping {
   std::string external;  // lower-cased; "*.example.com" for a wildcard
   std::string internal;  // backend host name or IP literal
   std::uint16_t port = 5432;
+  TlsMode tls = TlsMode::kPassthrough;
+  std::string certificate;  // chain file; empty: tls.certificate
+  std::string key;
+  BackendTls backend_tls = BackendTls::kRequire;
+  std::string backend_ca;   // empty: the system's trust store
+  std::string backend_sni;  // empty: `internal` when it is a host name
   Mark mark;
+};
+
+// The global `tls:` block: defaults for terminated sessions.
+struct TlsConfig {
+  std::string min_version = "1.2";  // "1.2" or "1.3"
+  std::string ciphers;              // TLS 1.2 cipher list; empty: OpenSSL's default
+  std::string ciphersuites;         // TLS 1.3 suites; empty: OpenSSL's default
+  std::string certificate;          // for terminate mappings without their own
+  std::string key;
+  bool require = false;  // refuse plaintext clients
 };
 
 inline constexpr std::uint64_t kDefaultHandshakeTimeoutMs = 10'000;
@@ -58,12 +80,20 @@ struct Config {
   std::uint64_t shutdown_timeout_ms = kDefaultShutdownTimeoutMs;
   unsigned max_draining_generations = kDefaultMaxDrainingGenerations;
   AdminConfig admin;
+  TlsConfig tls;
   std::string access_log;  // "" → the main log; "off" → none; else a file
   LogFormat log_format = LogFormat::kText;
   bool log_protocol = false;
   std::string hash;  // of the file's text, for pgproxy_config_info
 
   unsigned effectiveWorkers() const;
+  // The certificate and key a terminate mapping serves (its own, else tls.certificate).
+  const std::string& certificateOf(const Mapping& m) const {
+    return m.certificate.empty() ? tls.certificate : m.certificate;
+  }
+  const std::string& keyOf(const Mapping& m) const {
+    return m.certificate.empty() ? tls.key : m.key;
+  }
 };
 
 // Parses and validates YAML text. `name` is used in messages ("name:line:col: message").

@@ -17,6 +17,7 @@ const std::vector<KeySpec>& topLevelKeys();
 const std::vector<KeySpec>& listenKeys();
 const std::vector<KeySpec>& mappingKeys();
 const std::vector<KeySpec>& adminKeys();
+const std::vector<KeySpec>& tlsKeys();
 std::vector<std::string> keyNames(const std::vector<KeySpec>& specs);
 
 }  // namespace pgproxy::config

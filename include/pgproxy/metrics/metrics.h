@@ -22,6 +22,8 @@ enum class Outcome : std::uint8_t {
   kCancel,
   kShutdown,
   kError,
+  kTlsRequired,         // tls.require refused a plaintext client
+  kTlsHandshakeFailed,  // pgproxy's own handshake with the client failed (terminate)
   kCount,
 };
 const char* outcomeName(Outcome o);

@@ -5,12 +5,14 @@
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/tls/contexts.h"
 
 namespace pgproxy::process {
 
 struct WorkerSpec {
   const config::Config* config = nullptr;
-  std::vector<int> listen_fds;  // inherited from the master
+  const tls::Contexts* tls = nullptr;  // built by the master with the config
+  std::vector<int> listen_fds;         // inherited from the master
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics = nullptr;
   int admin_fd = -1;  // the admin HTTP socket, when configured

@@ -9,6 +9,7 @@
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/metrics/recorder.h"
 #include "pgproxy/route/router.h"
+#include "pgproxy/tls/contexts.h"
 
 struct event_base;
 struct evdns_base;
@@ -24,6 +25,7 @@ struct Context {
   evdns_base* dns = nullptr;
   const config::Config* config = nullptr;
   const route::Router* router = nullptr;
+  const tls::Contexts* tls = nullptr;
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics_registry = nullptr;
   metrics::Recorder metrics;                // this worker's slot

@@ -11,11 +11,14 @@
 
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/proto/sasl_filter.h"
+#include "pgproxy/proto/startup.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/session/context.h"
 
 struct bufferevent;
 struct event;
+typedef struct ssl_st SSL;
 
 namespace pgproxy::session {
 
@@ -28,6 +31,10 @@ using metrics::Outcome;
 //      ├──StartupMessage (plaintext) ─────────────┘ (straight to Splice after connect)
 //      ├──GSSENCRequest: answer 'N', stay in Preamble
 //      └──CancelRequest ──> Cancelling
+//
+// A mapping with tls: terminate leaves ClientHello for pgproxy's own TLS handshake:
+//   ClientHello ──> TlsAccept ──> TlsStartup (StartupMessage inside TLS) ──> Connecting
+//     ──> [UpstreamSsl ──> BackendTls (backend_tls other than disable)] ──> Splice
 //   any state ──> Closing (flush what we owe the client, then free everything)
 class Session {
  public:
@@ -44,6 +51,9 @@ class Session {
     kClientHello,
     kConnecting,
     kUpstreamSsl,
+    kTlsAccept,
+    kTlsStartup,
+    kBackendTls,
     kSplice,
     kCancelling,
     kClosing,
@@ -70,14 +80,34 @@ class Session {
   // The splice (splice.cc): after the handshake the sockets leave their bufferevents and bytes
   // move with plain recv/send through one buffer shared by the worker; memory is held only for
   // bytes a slow peer has not taken yet.
-  static void onSpliceReadable(int fd, short what, void* arg);
-  static void onSpliceWritable(int fd, short what, void* arg);
+  static void onSocketEvent(int fd, short what, void* arg);
   void startSplice();
+  void watchSockets();                 // raw-socket events, once the bufferevent of a side is gone
   bool relay(bool from_client);        // false: the session was closed
   bool flush(bool to_client);          // false: the session was closed
   bool onSpliceEof(bool client_side);  // false: the session was closed
   Outcome spliceErrorOutcome() const;
   void inspect(bool from_client, std::string_view bytes);
+  // One side's socket, through its TLS session when pgproxy terminates one: >0 bytes, 0 EOF,
+  // -1 with `err` (EAGAIN: try again when the socket is ready).
+  ssize_t readSide(bool client, char* buf, std::size_t len, int& err);
+  ssize_t writeSide(bool client, const char* buf, std::size_t len, int& err);
+  bool terminated() const { return client_ssl_ != nullptr; }
+  // Terminated sessions: refuses a SCRAM login that cannot succeed (see SaslMechanismFilter);
+  // false: the session was closed.
+  bool checkClientFirst(std::string_view bytes);
+  // TLS termination (terminate.cc).
+  void startClientTls();
+  void startBackendTls();
+  void driveHandshake(bool client_side);
+  void readTlsStartup();
+  void backendFailed(const std::string& why);
+  // Ends the session with `message`: FATAL 08006 where the client can read one (plaintext and
+  // terminated sessions), else a TLS alert.
+  void failSession(Outcome why, const std::string& message);
+  // The StartupMessage checks PostgreSQL makes before authentication; false: refused.
+  bool acceptStartup(const proto::Preamble& pre, std::string_view packet);
+  static int detach(bufferevent* bev, std::string& unread, std::string& unsent);
   void startCancel(std::uint32_t pid, std::uint32_t key);
   void nextCancelTarget();
   void logProtocol(bool from_client, std::string_view bytes);
@@ -120,6 +150,15 @@ class Session {
   event* backend_read_ = nullptr;
   event* backend_write_ = nullptr;
   std::string to_backend_, to_client_;
+  // Terminated sessions: pgproxy's TLS sessions with the client and (optionally) the backend,
+  // the StartupMessage read inside TLS, and the AuthenticationSASL rewrite.
+  SSL* client_ssl_ = nullptr;
+  SSL* backend_ssl_ = nullptr;
+  bool client_tls_on_socket_ = false;  // the buffered ClientHello has been consumed
+  std::string startup_;
+  proto::SaslMechanismFilter sasl_filter_;
+  bool checking_client_sasl_ = false;  // terminated: until the client's first message is seen
+  std::string client_first_;           // that message, while it is incomplete
   int cancel_slot_ = -1;
   proto::BackendKeyScanner key_scanner_;
   proto::FrameTracker client_frames_;  // what the client sent last (goodbye or not)

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pgproxy/base/result.h"
+#include "pgproxy/config/config.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace pgproxy::tls {
+
+// The OpenSSL contexts one configuration generation needs for the sessions pgproxy terminates:
+// per terminate mapping, the server context holding its certificate and the client context
+// that talks TLS to its backend. The master builds them before it forks a generation, so a
+// missing or broken file fails the start, `-t` and the reload (keeping the old generation),
+// never a worker. Mappings naming the same files share one context.
+class Contexts {
+ public:
+  static base::Result<std::shared_ptr<const Contexts>> build(const config::Config& cfg);
+  ~Contexts();
+  Contexts(const Contexts&) = delete;
+  Contexts& operator=(const Contexts&) = delete;
+
+  // nullptr for passthrough mappings.
+  SSL_CTX* server(std::size_t mapping) const { return server_[mapping]; }
+  // nullptr for passthrough mappings and for backend_tls: disable.
+  SSL_CTX* backend(std::size_t mapping) const { return backend_[mapping]; }
+
+ private:
+  Contexts() = default;
+  std::vector<SSL_CTX*> server_, backend_;  // indexed by mapping; entries may repeat
+  std::vector<SSL_CTX*> owned_;
+};
+
+// OpenSSL's queued errors as one line (and clears the queue).
+std::string opensslErrors();
+
+}  // namespace pgproxy::tls
