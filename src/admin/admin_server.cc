@@ -45,9 +45,9 @@ bool tokenMatches(const char* header, const std::string& token) {
 }  // namespace
 
 AdminServer::AdminServer(event_base* base, int fd, const config::Config& cfg,
-                         metrics::Registry& registry,
-                         const std::vector<std::size_t>& mapping_metric)
-    : cfg_(cfg), registry_(registry), mapping_metric_(mapping_metric) {
+                         metrics::Registry& registry, const upstream::BackendTable& backends,
+                         const std::vector<std::vector<std::size_t>>& backend_slots)
+    : cfg_(cfg), registry_(registry), backends_(backends), backend_slots_(backend_slots) {
   http_ = evhttp_new(base);
   evhttp_set_max_headers_size(http_, kMaxHeaders);
   evhttp_set_max_body_size(http_, 0);
@@ -101,12 +101,13 @@ void AdminServer::respond(evhttp_request* req) {
     return;
   }
   metrics::Snapshot snap = registry_.snapshot();
+  snap.backends = upstream::sampleBackends(cfg_, backends_, backend_slots_);
   if (p == "/metrics") {
     reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
           metrics::renderPrometheus(snap, PACKAGE_VERSION));
     return;
   }
-  Readiness r = readiness(snap, cfg_, mapping_metric_);
+  Readiness r = readiness(snap, cfg_);
   reply(req, r.ready ? 200 : 503, r.ready ? "OK" : "Service Unavailable", "application/json",
         r.json());
 }

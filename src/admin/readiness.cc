@@ -32,26 +32,32 @@ std::string Readiness::json() const {
   return out + "}\n";
 }
 
-Readiness readiness(const metrics::Snapshot& s, const config::Config& cfg,
-                    const std::vector<std::size_t>& mapping_metric) {
+Readiness readiness(const metrics::Snapshot& s, const config::Config& cfg) {
   Readiness r;
   if (!s.serving) {
     r.ready = false;
     r.reasons.push_back("pgproxy is not accepting connections (starting or shutting down)");
   }
-  for (std::size_t i = 0; i < cfg.mappings.size() && i < mapping_metric.size(); ++i) {
-    std::size_t m = mapping_metric[i];
-    if (m == metrics::kUnknownMapping || m >= s.mapping_state.size()) {
+  for (std::size_t i = 0; i < cfg.mappings.size(); ++i) {
+    std::vector<const metrics::BackendSample*> mine;
+    bool anyUp = false;
+    for (const auto& b : s.backends) {
+      if (b.mapping == i) {
+        mine.push_back(&b);
+        anyUp = anyUp || !b.down;
+      }
+    }
+    if (mine.empty() || anyUp) {
       continue;
     }
-    if (s.mapping_state[m] == metrics::BackendState::kUnreachable) {
-      r.ready = false;
-      const auto& map = cfg.mappings[i];
-      std::string why = s.mapping_errno[m] ? base::errnoText(s.mapping_errno[m]) : "failed";
-      r.reasons.push_back("mapping " + map.external + ": backend " + map.internal + ":" +
-                          std::to_string(map.port) + " unreachable on the last attempt (" + why +
-                          ")");
+    r.ready = false;
+    std::string why;
+    for (const auto* b : mine) {
+      why += (why.empty() ? "" : "; ") + std::string("backend ") + b->backend +
+             " unreachable on the last attempt (" +
+             (b->last_errno ? base::errnoText(b->last_errno) : "failed") + ")";
     }
+    r.reasons.push_back("mapping " + cfg.mappings[i].external + ": " + why);
   }
   return r;
 }

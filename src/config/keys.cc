@@ -52,11 +52,33 @@ const std::vector<KeySpec>& tlsKeys() {
   return keys;
 }
 
+const std::vector<KeySpec>& backendKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"host", true, "backend PostgreSQL host name or IP address"},
+      {"port", true, "backend port, default 5432"},
+      {"weight", true, "share of new sessions for round_robin and random, default 1"},
+  };
+  return keys;
+}
+
+const std::vector<KeySpec>& healthCheckKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"interval", true, "time between checks of each backend, default 2s"},
+      {"timeout", true, "time a check may take, default 1s"},
+      {"fall", true, "consecutive failures before a backend is down, default 3"},
+      {"rise", true, "consecutive successes before it is up again, default 2"},
+  };
+  return keys;
+}
+
 const std::vector<KeySpec>& mappingKeys() {
   static const std::vector<KeySpec> keys = {
       {"external", true, "host name clients connect to (SNI); *.domain wildcards allowed"},
-      {"internal", true, "backend PostgreSQL host"},
+      {"internal", true, "backend PostgreSQL host (shorthand for one backend)"},
       {"port", true, "backend port, default 5432"},
+      {"backends", true, "list of {host, port, weight}: a backend group"},
+      {"balance", true, "round_robin (default), least_conn, random or first"},
+      {"health_check", true, "active checks: interval, timeout, fall, rise"},
       {"tls", true, "passthrough (default) or terminate"},
       {"certificate", true, "certificate chain served for this mapping (terminate)"},
       {"key", true, "private key of the mapping's certificate"},

@@ -209,10 +209,101 @@ void parseListen(Parser& p, yaml_node_t* n, Config& cfg) {
   parseListenEntry(p, n, cfg);
 }
 
+std::optional<unsigned> boundedNumber(Parser& p, yaml_node_t* v, const std::string& what,
+                                      unsigned lo, unsigned hi) {
+  auto s = p.scalar(v, what);
+  if (!s) {
+    return std::nullopt;
+  }
+  auto n = base::parseUnsigned(*s);
+  if (!n || *n < lo || *n > hi) {
+    p.fail(v, what + " must be a number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                  ", not \"" + *s + "\"");
+    return std::nullopt;
+  }
+  return static_cast<unsigned>(*n);
+}
+
+bool parseBackends(Parser& p, yaml_node_t* n, Mapping& m) {
+  if (n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.start == n->data.sequence.items.top) {
+    p.fail(n, "backends must be a non-empty list of {host, port, weight}");
+    return false;
+  }
+  if (n->data.sequence.items.top - n->data.sequence.items.start > 64) {
+    p.fail(n, "a mapping may have at most 64 backends");
+    return false;
+  }
+  bool fine = true;
+  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+    yaml_node_t* b = p.node(*i);
+    Backend be;
+    be.mark = Parser::markOf(b);
+    bool haveHost = false;
+    p.forEachKey(b, "a backend", keyNames(backendKeys()),
+                 [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                   if (key == "host") {
+                     auto s = p.scalar(v, "host");
+                     haveHost = s.has_value();
+                     be.host = s.value_or("");
+                     if (s && !isValidHostName(*s) && !isIpLiteral(*s)) {
+                       p.fail(v,
+                              "backend host \"" + *s + "\" is not a valid host name or IP address");
+                       fine = false;
+                     }
+                   } else if (key == "port") {
+                     auto port = p.port(v, "backend port");
+                     fine = fine && port.has_value();
+                     be.port = port.value_or(0);
+                   } else if (key == "weight") {
+                     auto w = boundedNumber(p, v, "weight", 1, 1000);
+                     fine = fine && w.has_value();
+                     be.weight = w.value_or(1);
+                   }
+                 });
+    if (b->type != YAML_MAPPING_NODE) {
+      fine = false;
+      continue;
+    }
+    if (!haveHost) {
+      p.fail(b, "backend has no \"host\"");
+      fine = false;
+      continue;
+    }
+    for (const auto& other : m.backends) {
+      if (other.key() == be.key()) {
+        p.fail(b, "duplicate backend " + be.key() + " (first at line " +
+                      std::to_string(other.mark.line) + ")");
+        fine = false;
+      }
+    }
+    m.backends.push_back(be);
+  }
+  return fine;
+}
+
+void parseHealthCheck(Parser& p, yaml_node_t* n, Mapping& m) {
+  m.health.enabled = true;
+  p.forEachKey(n, "health_check", keyNames(healthCheckKeys()),
+               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                 if (key == "interval" || key == "timeout") {
+                   auto ms = p.duration(v, "health_check." + key);
+                   if (ms && *ms == 0) {
+                     p.fail(v, "health_check." + key + " must be greater than zero");
+                   }
+                   (key == "interval" ? m.health.interval_ms : m.health.timeout_ms) =
+                       ms.value_or(1);
+                 } else {
+                   auto k = boundedNumber(p, v, "health_check." + key, 1, 100);
+                   (key == "fall" ? m.health.fall : m.health.rise) = k.value_or(1);
+                 }
+               });
+}
+
 void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
   Mapping m;
   m.mark = Parser::markOf(n);
-  bool haveExternal = false, haveInternal = false, fine = true;
+  bool haveExternal = false, haveInternal = false, havePort = false, haveBackends = false,
+       fine = true;
   p.forEachKey(n, "a mapping", keyNames(mappingKeys()),
                [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
                  if (key == "external") {
@@ -249,7 +340,32 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                  } else if (key == "port") {
                    auto port = p.port(v, "port");
                    fine = fine && port.has_value();
+                   havePort = true;
                    m.port = port.value_or(0);
+                 } else if (key == "backends") {
+                   haveBackends = true;
+                   fine = parseBackends(p, v, m) && fine;
+                 } else if (key == "balance") {
+                   auto s = p.scalar(v, "balance").value_or("");
+                   static const std::pair<const char*, Balance> kPolicies[] = {
+                       {"round_robin", Balance::kRoundRobin},
+                       {"least_conn", Balance::kLeastConn},
+                       {"random", Balance::kRandom},
+                       {"first", Balance::kFirst}};
+                   bool known = false;
+                   for (const auto& [name, policy] : kPolicies) {
+                     if (s == name) {
+                       m.balance = policy;
+                       known = true;
+                     }
+                   }
+                   if (!known) {
+                     p.fail(v, "balance must be round_robin, least_conn, random or first, not \"" +
+                                   s + "\"");
+                     fine = false;
+                   }
+                 } else if (key == "health_check") {
+                   parseHealthCheck(p, v, m);
                  } else if (key == "tls") {
                    auto s = p.scalar(v, "tls");
                    if (s && *s == "terminate") {
@@ -313,12 +429,22 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(n, "mapping has no \"external\" host name");
     fine = false;
   }
-  if (!haveInternal) {
-    p.fail(n, "mapping has no \"internal\" host");
+  if (haveBackends && (haveInternal || havePort)) {
+    p.fail(n, "mapping \"" + m.external +
+                  "\" sets both internal/port and backends: use one or the other");
+    fine = false;
+  } else if (!haveInternal && !haveBackends) {
+    p.fail(n, "mapping has no \"internal\" host (or \"backends\" list)");
     fine = false;
   }
   if (!fine) {
     return;
+  }
+  if (haveBackends) {
+    m.internal = m.backends.front().host;
+    m.port = m.backends.front().port;
+  } else {
+    m.backends.push_back(Backend{m.internal, m.port, 1, m.mark});
   }
   for (const auto& other : cfg.mappings) {
     if (other.external == m.external) {

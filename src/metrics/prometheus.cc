@@ -1,6 +1,7 @@
 // Prometheus text exposition of a metrics snapshot.
 #include <cinttypes>
 #include <cstdio>
+#include <string_view>
 
 #include "pgproxy/metrics/metrics.h"
 
@@ -97,9 +98,11 @@ const std::vector<MetricSpec>& metricTable() {
        "Client connections closed, by mapping and outcome."},
       {"pgproxy_client_to_backend_bytes_total", "counter", "Bytes forwarded from clients."},
       {"pgproxy_backend_to_client_bytes_total", "counter", "Bytes forwarded from backends."},
-      {"pgproxy_backend_sessions_active", "gauge", "Spliced sessions open now, by backend."},
+      {"pgproxy_mapping_sessions_active", "gauge", "Spliced sessions open now, by mapping."},
+      {"pgproxy_backend_sessions_active", "gauge",
+       "Spliced sessions open now on the backend (all mappings that use it)."},
       {"pgproxy_backend_up", "gauge",
-       "1 unless the last connection attempt to the backend failed."},
+       "0 while the backend is down (failed checks or connection attempts), else 1."},
       {"pgproxy_backend_connect_duration_seconds", "histogram",
        "Time to connect to a backend (TLS: until its answer to our SSLRequest)."},
       {"pgproxy_handshake_duration_seconds", "histogram",
@@ -154,17 +157,18 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
                s.mapping[m][static_cast<std::size_t>(counter)]);
     }
   }
-  w.header("pgproxy_backend_sessions_active");
+  w.header("pgproxy_mapping_sessions_active");
   for (std::size_t m = 1; m < s.mapping_names.size(); ++m) {
-    w.sample("pgproxy_backend_sessions_active",
-             label("mapping", s.mapping_names[m]) + "," + label("backend", s.mapping_backends[m]),
+    w.sample("pgproxy_mapping_sessions_active", label("mapping", s.mapping_names[m]),
              s.mapping_active[m]);
   }
-  w.header("pgproxy_backend_up");
-  for (std::size_t m = 1; m < s.mapping_names.size(); ++m) {
-    w.sample("pgproxy_backend_up",
-             label("mapping", s.mapping_names[m]) + "," + label("backend", s.mapping_backends[m]),
-             std::int64_t{s.mapping_state[m] == BackendState::kUnreachable ? 0 : 1});
+  for (const char* name : {"pgproxy_backend_sessions_active", "pgproxy_backend_up"}) {
+    w.header(name);
+    bool up = std::string_view(name) == "pgproxy_backend_up";
+    for (const auto& b : s.backends) {
+      w.sample(name, label("mapping", b.mapping_name) + "," + label("backend", b.backend),
+               up ? std::int64_t{b.down ? 0 : 1} : b.active);
+    }
   }
   histogram(w, "pgproxy_backend_connect_duration_seconds", s, Histogram::kBackendConnect);
   histogram(w, "pgproxy_handshake_duration_seconds", s, Histogram::kHandshake);

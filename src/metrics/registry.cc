@@ -34,7 +34,7 @@ const char* outcomeName(Outcome o) {
   return kNames[static_cast<std::size_t>(o)];
 }
 
-std::size_t Registry::registerMapping(const std::string& name, const std::string& backend) {
+std::size_t Registry::registerMapping(const std::string& name) {
   std::uint32_t n = shared_->mapping_count.load();
   if (n == 0) {
     std::strcpy(shared_->mappings[0].name, "unknown");
@@ -42,8 +42,6 @@ std::size_t Registry::registerMapping(const std::string& name, const std::string
   }
   for (std::size_t i = 1; i < n; ++i) {
     if (name == shared_->mappings[i].name) {
-      std::snprintf(shared_->mappings[i].backend, sizeof(shared_->mappings[i].backend), "%s",
-                    backend.c_str());
       return i;
     }
   }
@@ -52,7 +50,6 @@ std::size_t Registry::registerMapping(const std::string& name, const std::string
   }
   MappingEntry& e = shared_->mappings[n];
   std::snprintf(e.name, sizeof(e.name), "%s", name.c_str());
-  std::snprintf(e.backend, sizeof(e.backend), "%s", backend.c_str());
   shared_->mapping_count.store(n + 1, std::memory_order_release);
   return n;
 }
@@ -65,12 +62,6 @@ std::size_t Registry::mappingIndex(const std::string& name) const {
     }
   }
   return kUnknownMapping;
-}
-
-void Registry::setBackendState(std::size_t mapping, BackendState state, int err) {
-  shared_->mappings[mapping].last_errno.store(err, std::memory_order_relaxed);
-  shared_->mappings[mapping].state.store(static_cast<std::int32_t>(state),
-                                         std::memory_order_release);
 }
 
 Slot* Registry::claimSlot(std::int32_t owner) {
@@ -158,9 +149,6 @@ Snapshot Registry::snapshot() const {
   for (std::size_t m = 0; m < n; ++m) {
     const MappingEntry& e = shared_->mappings[m];
     s.mapping_names.emplace_back(m == 0 ? "unknown" : e.name);
-    s.mapping_backends.emplace_back(e.backend);
-    s.mapping_state.push_back(static_cast<BackendState>(e.state.load()));
-    s.mapping_errno.push_back(e.last_errno.load());
   }
   const MasterStats& ms = shared_->master;
   s.workers = ms.workers.load();

@@ -35,6 +35,7 @@
 #include "pgproxy/process/pid_file.h"
 #include "pgproxy/process/systemd_notify.h"
 #include "pgproxy/process/worker.h"
+#include "pgproxy/upstream/health_checker.h"
 
 namespace pgproxy::process {
 namespace {
@@ -117,6 +118,10 @@ class Master {
   void adoptInheritedListeners();
   void upgrade();
   void onUpgradeChildExit(int status);
+  // The health-check process (only while some mapping has health_check).
+  void restartHealthChecker();
+  void spawnHealthChecker();
+  void prepareChild(const char* role);  // in a freshly forked child
 
   Options opts_;
   ConfigPtr config_;
@@ -131,6 +136,11 @@ class Master {
   bool graceful_ = false;
   std::unique_ptr<cancel::Registry> cancels_;
   std::unique_ptr<metrics::Registry> metrics_;
+  std::unique_ptr<upstream::BackendTable> backends_;
+  pid_t checker_pid_ = -1;
+  std::uint64_t checker_started_ms_ = 0;
+  std::uint64_t checker_due_ms_ = 0;  // respawn time after it died, 0 when none is due
+  std::uint64_t checker_backoff_ms_ = 0;
   Listener admin_;  // the admin HTTP socket; fd invalid when not configured
   base::UniqueFd signal_fd_;
   std::string pid_file_;
@@ -198,7 +208,12 @@ base::Status Master::openListeners(const config::Config& cfg, std::vector<Listen
 
 void Master::registerMappings(const config::Config& cfg) {
   for (const auto& m : cfg.mappings) {
-    metrics_->registerMapping(m.external, m.internal + ":" + std::to_string(m.port));
+    metrics_->registerMapping(m.external);
+    for (const auto& b : m.backends) {
+      if (backends_->registerBackend(b.key()) == upstream::kNoBackend) {
+        LOG_WARN("backend table full: %s is balanced without health state", b.key().c_str());
+      }
+    }
   }
   auto& ms = metrics_->master();
   std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", cfg.hash.c_str());
@@ -229,6 +244,13 @@ base::Status Master::setUpSharedMemory() {
     return base::Error{"mmap of the shared metrics failed: " + base::errnoText(errno)};
   }
   metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(stats));
+  void* table = mmap(nullptr, upstream::BackendTable::bytesNeeded(), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (table == MAP_FAILED) {
+    return base::Error{"mmap of the shared backend table failed: " + base::errnoText(errno)};
+  }
+  backends_ =
+      std::make_unique<upstream::BackendTable>(static_cast<upstream::BackendShared*>(table));
   return {};
 }
 
@@ -259,21 +281,7 @@ void Master::spawnWorker(unsigned slot) {
   }
   if (pid == 0) {
     close(pipefd[0]);
-    signal_fd_.reset();
-    for (auto& w : workers_) {
-      if (w.ready_fd >= 0) {
-        close(w.ready_fd);
-      }
-    }
-    // No worker outlives the master, even one killed with SIGKILL.
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != pid_) {
-      _exit(1);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    log::setRole("worker");
+    prepareChild("worker");
     WorkerSpec spec;
     spec.config = config_.get();
     spec.tls = tls_.get();
@@ -282,6 +290,7 @@ void Master::spawnWorker(unsigned slot) {
     }
     spec.cancels = cancels_.get();
     spec.metrics = metrics_.get();
+    spec.backends = backends_.get();
     spec.admin_fd = admin_.fd.get();
     spec.ready_fd = pipefd[1];
     spec.slot = slot;
@@ -329,6 +338,61 @@ void Master::onWorkerReady(WorkerProc& w) {
   retireOldGenerations();
 }
 
+void Master::prepareChild(const char* role) {
+  signal_fd_.reset();
+  for (auto& w : workers_) {
+    if (w.ready_fd >= 0) {
+      close(w.ready_fd);
+    }
+  }
+  // No child outlives the master, even one killed with SIGKILL.
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != pid_) {
+    _exit(1);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  log::setRole(role);
+}
+
+void Master::restartHealthChecker() {
+  if (checker_pid_ > 0) {
+    kill(checker_pid_, SIGTERM);  // reaped as an old checker: its pid is forgotten now
+    checker_pid_ = -1;
+  }
+  checker_due_ms_ = 0;
+  checker_backoff_ms_ = 0;
+  spawnHealthChecker();
+}
+
+void Master::spawnHealthChecker() {
+  bool wanted = false;
+  for (const auto& m : config_->mappings) {
+    wanted = wanted || m.health.enabled;
+  }
+  if (!wanted || stopping_) {
+    return;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    LOG_ERROR("fork of the health checker failed: %s", base::errnoText(errno).c_str());
+    checker_due_ms_ = nowMs() + kRespawnBackoffMaxMs;
+    return;
+  }
+  if (pid == 0) {
+    prepareChild("health");
+    for (auto& l : listeners_) {
+      l.fd.reset();  // the checker serves no clients
+    }
+    admin_.fd.reset();
+    std::exit(upstream::runHealthChecker(*config_, *backends_));
+  }
+  checker_pid_ = pid;
+  checker_started_ms_ = nowMs();
+  LOG_DEBUG("started health checker %d", pid);
+}
+
 void Master::retireOldGenerations() {
   // Old generations get SIGQUIT: they stop accepting and exit when their sessions end.
   for (auto& w : workers_) {
@@ -368,6 +432,20 @@ void Master::reapChildren() {
     metrics_->foldSlot(pid);
     if (pid == upgrade_child_) {
       onUpgradeChildExit(status);
+      continue;
+    }
+    if (pid == checker_pid_) {
+      checker_pid_ = -1;
+      if (!stopping_) {
+        std::uint64_t now = nowMs();
+        checker_backoff_ms_ =
+            now - checker_started_ms_ < kYoungWorkerMs
+                ? std::min(std::max(checker_backoff_ms_ * 2, kRespawnBackoffMinMs),
+                           kRespawnBackoffMaxMs)
+                : 0;
+        LOG_ERROR("health checker %d %s; starting a new one", pid, describeExit(status).c_str());
+        checker_due_ms_ = now + checker_backoff_ms_;
+      }
       continue;
     }
     auto it = std::find_if(workers_.begin(), workers_.end(),
@@ -463,6 +541,7 @@ void Master::reload() {
   log::setDebug(config_->debug);
   reload_pending_ = true;
   spawnGeneration();
+  restartHealthChecker();  // the backend table keeps the health of backends that remain
   LOG_INFO("configuration reloaded; generation %u starting %u worker(s)", generation_,
            config_->effectiveWorkers());
 }
@@ -490,6 +569,10 @@ void Master::beginStop(bool graceful) {
   listeners_.clear();  // workers hold their own copies until they stop accepting
   admin_ = Listener{};
   metrics_->master().serving.store(0);
+  if (checker_pid_ > 0) {
+    kill(checker_pid_, SIGTERM);
+  }
+  checker_due_ms_ = 0;
   LOG_INFO("%s shutdown: %zu worker(s)", graceful ? "graceful" : "fast", workers_.size());
   for (auto& w : workers_) {
     if (graceful) {
@@ -647,6 +730,10 @@ void Master::runTimers() {
     for (const auto& r : due) {
       spawnWorker(r.slot);
     }
+    if (checker_due_ms_ != 0 && checker_due_ms_ <= now && checker_pid_ < 0) {
+      checker_due_ms_ = 0;
+      spawnHealthChecker();
+    }
   }
   for (auto& w : workers_) {
     if (w.term_sent_ms != 0 && now - w.term_sent_ms > kStopGraceMs) {
@@ -663,6 +750,9 @@ std::uint64_t Master::pollTimeoutMs() const {
   std::uint64_t now = nowMs();
   for (const auto& r : respawns_) {
     timeout = std::min(timeout, r.due_ms > now ? r.due_ms - now : 0);
+  }
+  if (checker_due_ms_ != 0) {
+    timeout = std::min(timeout, checker_due_ms_ > now ? checker_due_ms_ - now : 0);
   }
   return timeout;
 }
@@ -727,6 +817,7 @@ int Master::run() {
            config_->mappings.size(), config_->effectiveWorkers());
   reload_pending_ = true;  // the first generation reports ready like any other
   spawnGeneration();
+  spawnHealthChecker();
 
   while (!(stopping_ && workers_.empty())) {
     std::vector<pollfd> fds;

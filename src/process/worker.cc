@@ -159,7 +159,12 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.metrics = metrics::Recorder(spec.metrics->claimSlot(static_cast<std::int32_t>(getpid())));
   for (const auto& m : spec.config->mappings) {
     w->ctx.mapping_metric.push_back(spec.metrics->mappingIndex(m.external));
+    w->ctx.balancers.emplace_back(m.backends.size());
   }
+  w->ctx.backends = spec.backends;
+  w->ctx.rng ^=
+      static_cast<std::uint64_t>(getpid()) << 32 | static_cast<std::uint64_t>(time(nullptr));
+  w->ctx.backend_slots = upstream::backendSlots(*spec.config, *spec.backends);
   if (auto st = log::configureAccessLog(spec.config->access_log,
                                         spec.config->log_format == config::LogFormat::kJson
                                             ? log::AccessFormat::kJson
@@ -169,8 +174,8 @@ int runWorker(const WorkerSpec& spec) {
     (void)log::configureAccessLog("", log::AccessFormat::kText);
   }
   if (spec.admin_fd >= 0) {
-    w->admin = std::make_unique<admin::AdminServer>(base, spec.admin_fd, *spec.config,
-                                                    *spec.metrics, w->ctx.mapping_metric);
+    w->admin = std::make_unique<admin::AdminServer>(
+        base, spec.admin_fd, *spec.config, *spec.metrics, *spec.backends, w->ctx.backend_slots);
   }
   w->ctx.owner = w;
   w->accept_resume = evtimer_new(base, onAcceptResume, w);

@@ -99,6 +99,7 @@ Session::~Session() {
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
   if (counted_active_) {
     ctx_.metrics.active(metricIndex(), -1);
+    ctx_.backends->addActive(backendSlot(), -1);
   }
   if (timer_) {
     event_free(timer_);
@@ -366,9 +367,8 @@ void Session::handleClientHello() {
 void Session::routeTo(std::size_t mapping) {
   mapping_ = mapping;
   const auto& m = ctx_.config->mappings[mapping];
-  LOG_DEBUG("session %llu: %s sni=\"%s\" -> mapping \"%s\" (%s:%u)",
-            static_cast<unsigned long long>(id_), modeName(), sni_.c_str(), m.external.c_str(),
-            m.internal.c_str(), m.port);
+  LOG_DEBUG("session %llu: %s sni=\"%s\" -> mapping \"%s\"", static_cast<unsigned long long>(id_),
+            modeName(), sni_.c_str(), m.external.c_str());
   if (m.tls == config::TlsMode::kTerminate && state_ == State::kClientHello) {
     startClientTls();  // the backend is connected once the StartupMessage has arrived
     return;
@@ -376,8 +376,64 @@ void Session::routeTo(std::size_t mapping) {
   connectBackend();
 }
 
-void Session::connectBackend() {
+const config::Backend& Session::backend() const {
+  return ctx_.config->mappings[mapping_].backends[backend_index_];
+}
+
+std::size_t Session::backendSlot() const {
+  const auto& slots = ctx_.backend_slots[mapping_];
+  return backend_index_ < slots.size() ? slots[backend_index_] : upstream::kNoBackend;
+}
+
+bool Session::pickBackend() {
   const auto& m = ctx_.config->mappings[mapping_];
+  std::vector<upstream::Candidate> c(m.backends.size());
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    std::size_t slot = ctx_.backend_slots[mapping_][i];
+    c[i].weight = m.backends[i].weight;
+    c[i].active = ctx_.backends->active(slot);
+    c[i].eligible =
+        !(tried_ & (1ull << i)) && ctx_.backends->health(slot) != upstream::Health::kDown;
+  }
+  // xorshift64: cheap and good enough to spread sessions (random balance).
+  ctx_.rng ^= ctx_.rng << 13;
+  ctx_.rng ^= ctx_.rng >> 7;
+  ctx_.rng ^= ctx_.rng << 17;
+  auto pick = ctx_.balancers[mapping_].pick(m.balance, c, ctx_.rng);
+  if (!pick && !m.health.enabled) {
+    // Without active checks only a session can show that a down backend is back: try them.
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      c[i].eligible = !(tried_ & (1ull << i));
+    }
+    pick = ctx_.balancers[mapping_].pick(m.balance, c, ctx_.rng);
+  }
+  if (!pick) {
+    return false;
+  }
+  backend_index_ = *pick;
+  tried_ |= 1ull << *pick;
+  return true;
+}
+
+void Session::connectBackend() {
+  if (!pickBackend()) {
+    const auto& m = ctx_.config->mappings[mapping_];
+    failSession(Outcome::kBackendUnreachable,
+                "no backend for \"" + m.external + "\" is available: " +
+                    (m.backends.size() == 1
+                         ? std::string("its backend is")
+                         : "all " + std::to_string(m.backends.size()) + " backends are") +
+                    " down (health checks)",
+                proto::sqlstate::kCannotConnectNow);
+    return;
+  }
+  connectToBackend();
+}
+
+void Session::connectToBackend() {
+  const auto& b = backend();
+  LOG_DEBUG("session %llu: connecting to %s", static_cast<unsigned long long>(id_),
+            b.key().c_str());
   setState(State::kConnecting);
   connect_started_us_ = nowUs();
   armTimer(ctx_.config->connect_timeout_ms);
@@ -386,8 +442,8 @@ void Session::connectBackend() {
   bufferevent_enable(backend_, EV_READ);
   // Resolution and connect errors arrive through onBackendEvent, possibly before this returns,
   // so nothing may touch `this` after the call.
-  if (bufferevent_socket_connect_hostname(backend_, ctx_.dns, AF_UNSPEC, m.internal.c_str(),
-                                          m.port) != 0 &&
+  if (bufferevent_socket_connect_hostname(backend_, ctx_.dns, AF_UNSPEC, b.host.c_str(), b.port) !=
+          0 &&
       state_ == State::kConnecting) {
     onBackendEvent(backend_, BEV_EVENT_ERROR, this);
   }
@@ -395,7 +451,11 @@ void Session::connectBackend() {
 
 void Session::backendAnswered() {
   ctx_.metrics.observe(metrics::Histogram::kBackendConnect, nowUs() - connect_started_us_);
-  ctx_.metrics_registry->setBackendState(metricIndex(), metrics::BackendState::kReachable, 0);
+  const auto& m = ctx_.config->mappings[mapping_];
+  if (ctx_.backends->recordSessionSuccess(backendSlot(), m.health.enabled)) {
+    LOG_INFO("backend %s of \"%s\" is reachable again", backend().key().c_str(),
+             m.external.c_str());
+  }
 }
 
 void Session::onBackendConnected() {
@@ -427,16 +487,15 @@ void Session::handleUpstreamSsl() {
     startSplice();
     return;
   }
-  const auto& m = ctx_.config->mappings[mapping_];
+  const std::string key = backend().key();
   if (answer == 'S') {
     // CVE-2021-23222: anything after 'S' arrived before TLS and could be injected.
-    failSession(Outcome::kTlsRefusedByBackend, "backend " + m.internal + ":" +
-                                                   std::to_string(m.port) +
-                                                   " sent unencrypted data after its SSL response");
+    failSession(Outcome::kTlsRefusedByBackend,
+                "backend " + key + " sent unencrypted data after its SSL response");
     return;
   }
   failSession(Outcome::kTlsRefusedByBackend,
-              "backend " + m.internal + ":" + std::to_string(m.port) +
+              "backend " + key +
                   (answer == 'N' ? " does not accept TLS (answered N to SSLRequest)"
                                  : " answered the SSLRequest with something other than S or N"));
 }
@@ -483,28 +542,64 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
     return;
   }
   std::string why;
+  int err = EVUTIL_SOCKET_ERROR();
   if (int dnsErr = bufferevent_socket_get_dns_error(s->backend_); dnsErr != 0) {
     why = std::string("cannot resolve host name: ") + evutil_gai_strerror(dnsErr);
   } else if (what & BEV_EVENT_EOF) {
     why = "backend closed the connection during the TLS request";
+    err = ECONNRESET;
   } else {
-    why = base::errnoText(EVUTIL_SOCKET_ERROR());
+    why = base::errnoText(err);
   }
-  s->backendFailed(why);
+  s->backendFailed(why, err);
 }
 
-void Session::backendFailed(const std::string& why) {
+void Session::resetBackend() {
+  if (backend_) {
+    bufferevent_free(backend_);
+    backend_ = nullptr;
+  }
+  if (backend_ssl_) {
+    SSL_free(backend_ssl_);
+    backend_ssl_ = nullptr;
+  }
+  for (event** ev : {&backend_read_, &backend_write_}) {
+    if (*ev) {
+      event_free(*ev);
+      *ev = nullptr;
+    }
+  }
+  if (backend_fd_ >= 0) {
+    ::close(backend_fd_);
+    backend_fd_ = -1;
+  }
+}
+
+void Session::backendFailed(const std::string& why, int err) {
   const auto& m = ctx_.config->mappings[mapping_];
-  ctx_.metrics_registry->setBackendState(metricIndex(), metrics::BackendState::kUnreachable,
-                                         EVUTIL_SOCKET_ERROR());
-  failSession(Outcome::kBackendUnreachable, "could not connect to backend for \"" + m.external +
-                                                "\" (" + m.internal + ":" + std::to_string(m.port) +
-                                                "): " + why);
+  const std::string key = backend().key();
+  if (ctx_.backends->recordFailure(backendSlot(), m.health.enabled ? m.health.fall : 1, err)) {
+    LOG_WARN("backend %s of \"%s\" is down: %s", key.c_str(), m.external.c_str(), why.c_str());
+  }
+  // Nothing of the client's has reached a backend yet: another backend can take the session.
+  resetBackend();
+  if (pickBackend()) {
+    LOG_INFO("session %llu: backend %s failed (%s); trying %s",
+             static_cast<unsigned long long>(id_), key.c_str(), why.c_str(),
+             backend().key().c_str());
+    connectToBackend();
+    return;
+  }
+  failSession(Outcome::kBackendUnreachable,
+              m.backends.size() == 1
+                  ? "could not connect to backend for \"" + m.external + "\" (" + key + "): " + why
+                  : "could not connect to any backend for \"" + m.external + "\" (last tried " +
+                        key + "): " + why);
 }
 
-void Session::failSession(Outcome why, const std::string& message) {
+void Session::failSession(Outcome why, const std::string& message, const char* sqlstate) {
   if (mode_ == Mode::kPlaintext || terminated()) {
-    refuse(why, proto::sqlstate::kConnectionFailure, message);
+    refuse(why, sqlstate, message);
   } else {
     refuseTls(why, proto::kAlertInternalError, message);
   }
@@ -595,7 +690,7 @@ void Session::onTimer(int, short, void* arg) {
       break;
     }
     case State::kBackendTls:
-      s->backendFailed("TLS handshake with the backend timed out");
+      s->backendFailed("TLS handshake with the backend timed out", ETIMEDOUT);
       break;
     case State::kCancelling:
       s->nextCancelTarget();
@@ -666,12 +761,11 @@ void Session::shutdown() {
 
 void Session::close(Outcome why) {
   std::string client = peer();
-  std::string backend;
+  std::string backendKey;
   const char* mapping = "";
   if (mapping_ != SIZE_MAX) {
-    const auto& m = ctx_.config->mappings[mapping_];
-    mapping = m.external.c_str();
-    backend = m.internal + ":" + std::to_string(m.port);
+    mapping = ctx_.config->mappings[mapping_].external.c_str();
+    backendKey = tried_ ? backend().key() : "";
   }
   log::AccessRecord rec;
   rec.session = id_;
@@ -679,7 +773,7 @@ void Session::close(Outcome why) {
   rec.mode = modeName();
   rec.sni = sni_;
   rec.mapping = mapping;
-  rec.backend = backend;
+  rec.backend = backendKey;
   rec.duration_ms = (nowUs() - started_us_) / 1000;
   rec.bytes_up = bytes_up_;
   rec.bytes_down = bytes_down_;

@@ -64,6 +64,7 @@ void Session::startSplice() {
   ctx_.metrics.observe(metrics::Histogram::kHandshake, base::monotonicUs() - started_us_);
   ctx_.metrics.active(metricIndex(), 1);
   counted_active_ = true;
+  ctx_.backends->addActive(backendSlot(), 1);
 
   std::string clientIn, clientOut, backendIn, backendOut;
   if (client_) {

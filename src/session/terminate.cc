@@ -63,10 +63,10 @@ void Session::startBackendTls() {
   backend_ = nullptr;
   backend_ssl_ = SSL_new(ctx_.tls->backend(mapping_));
   if (!backend_ssl_ || SSL_set_fd(backend_ssl_, backend_fd_) != 1) {
-    backendFailed("cannot set up TLS: " + tls::opensslErrors());
+    backendFailed("cannot set up TLS: " + tls::opensslErrors(), EPROTO);
     return;
   }
-  const std::string& name = m.backend_sni.empty() ? m.internal : m.backend_sni;
+  const std::string& name = m.backend_sni.empty() ? backend().host : m.backend_sni;
   bool ip = config::isIpLiteral(name);
   if (!ip) {
     SSL_set_tlsext_host_name(backend_ssl_, name.c_str());
@@ -125,7 +125,7 @@ void Session::driveHandshake(bool client_side) {
     if (long v = SSL_get_verify_result(ssl); v != X509_V_OK) {
       why = std::string("certificate verify failed: ") + X509_verify_cert_error_string(v);
     }
-    backendFailed("TLS handshake with the backend failed: " + why);
+    backendFailed("TLS handshake with the backend failed: " + why, EPROTO);
     return;
   }
   event_del(readable);

@@ -199,13 +199,13 @@ pid_t Proxy::pidFromFile() const {
   return text.empty() ? -1 : static_cast<pid_t>(std::stol(text));
 }
 
-Proxy::Proxy(const std::string& body, int workers, const std::string& binary) {
+Proxy::Proxy(const std::string& body, int workers, const std::string& binary, int port) {
   dir_ = tempDir("pgproxy-proxy");
   config_ = dir_ + "/pgproxy.yaml";
   pid_file_ = dir_ + "/pgproxy.pid";
   log_ = dir_ + "/pgproxy.log";
   binary_ = binary.empty() ? proxyBin() : binary;
-  port_ = freePort();
+  port_ = port ? port : freePort();
   writeFile(config_, render(body, workers));
   pid_ = fork();
   if (pid_ == 0) {

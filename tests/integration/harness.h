@@ -40,7 +40,9 @@ class Proxy {
   // `body` is YAML appended after the listen block; "{P1}"/"{P2}" become the clusters' ports and
   // "{DEAD}" a port where nothing listens.
   // `binary` overrides $PGPROXY_BIN (the upgrade tests run a copy they can replace).
-  explicit Proxy(const std::string& body, int workers = 2, const std::string& binary = "");
+  // `port` 0: a free port.
+  explicit Proxy(const std::string& body, int workers = 2, const std::string& binary = "",
+                 int port = 0);
   ~Proxy();
   Proxy(const Proxy&) = delete;
   Proxy& operator=(const Proxy&) = delete;

@@ -229,8 +229,8 @@ TEST(Config, EveryKeyIsDocumented) {
   std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
   std::string sampleText((std::istreambuf_iterator<char>(sample)),
                          std::istreambuf_iterator<char>());
-  for (const auto* table :
-       {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(), &tlsKeys()}) {
+  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(),
+                            &tlsKeys(), &backendKeys(), &healthCheckKeys()}) {
     for (const auto& k : *table) {
       EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
           << k.name << " is not documented in man/pgproxy.yaml.5";
@@ -311,6 +311,79 @@ TEST(ConfigTls, MalformedTlsSettingsAreRefusedWithTheReason) {
   EXPECT_NE(errorOf("tls: {requires: true}\n" + m + "}\n").find("did you mean \"require\""),
             std::string::npos);
   EXPECT_NE(errorOf("tls: {require: maybe}\n" + m + "}\n").find("tls.require"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+TEST(ConfigBackends, GroupsPoliciesAndHealthChecks) {
+  Config c = mustLoad(R"(mappings:
+  - external: db.example.com
+    backends:
+      - { host: "10.0.0.5", port: 5433, weight: 3 }
+      - { host: "10.0.0.6" }
+    balance: least_conn
+    health_check: { interval: 500ms, timeout: 200ms, fall: 2, rise: 4 }
+  - { external: one.example.com, internal: db1, port: 6000 }
+)");
+  const Mapping& m = c.mappings[0];
+  ASSERT_EQ(m.backends.size(), 2u);
+  EXPECT_EQ(m.backends[0].key(), "10.0.0.5:5433");
+  EXPECT_EQ(m.backends[0].weight, 3u);
+  EXPECT_EQ(m.backends[1].key(), "10.0.0.6:5432");
+  EXPECT_EQ(m.backends[1].weight, 1u);
+  EXPECT_EQ(m.internal, "10.0.0.5");  // the first backend, for what still shows one
+  EXPECT_EQ(m.balance, Balance::kLeastConn);
+  EXPECT_TRUE(m.health.enabled);
+  EXPECT_EQ(m.health.interval_ms, 500u);
+  EXPECT_EQ(m.health.timeout_ms, 200u);
+  EXPECT_EQ(m.health.fall, 2u);
+  EXPECT_EQ(m.health.rise, 4u);
+  // The seed's shorthand is one backend, round robin, no active checks.
+  const Mapping& one = c.mappings[1];
+  ASSERT_EQ(one.backends.size(), 1u);
+  EXPECT_EQ(one.backends[0].key(), "db1:6000");
+  EXPECT_EQ(one.balance, Balance::kRoundRobin);
+  EXPECT_FALSE(one.health.enabled);
+  EXPECT_EQ(mustLoad("mappings:\n  - {external: a.example.com, internal: x, health_check: {}}\n")
+                .mappings[0]
+                .health.fall,
+            3u);
+}
+
+TEST(ConfigBackends, MistakesAreRefusedWithTheReason) {
+  const std::string m = "mappings:\n  - {external: a.example.com, ";
+  EXPECT_NE(errorOf(m + "internal: x, backends: [{host: y}]}\n").find("sets both"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "backends: []}\n").find("non-empty list"), std::string::npos);
+  EXPECT_NE(errorOf(m + "backends: [{port: 1}]}\n").find("backend has no \"host\""),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "backends: [{host: \"bad host\"}]}\n").find("not a valid host name"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "backends: [{host: y, weight: 0}]}\n").find("weight must be a number"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "backends: [{host: y}, {host: y, port: 5432}]}\n")
+                .find("duplicate backend y:5432"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "backends: [{host: y, wieght: 2}]}\n").find("did you mean \"weight\""),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "internal: x, balance: fastest}\n").find("balance must be round_robin"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "internal: x, health_check: {fall: 0}}\n")
+                .find("health_check.fall must be a number from 1 to 100"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "internal: x, health_check: {interval: 0s}}\n").find("greater than zero"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "internal: x, health_check: {user: u}}\n").find("unknown key \"user\""),
+            std::string::npos);
+  std::string many = m + "backends: [";
+  for (int i = 0; i < 65; ++i) {
+    many += (i ? ", " : "") + std::string("{host: h") + std::to_string(i) + "}";
+  }
+  EXPECT_NE(errorOf(many + "]}\n").find("at most 64 backends"), std::string::npos);
 }
 
 }  // namespace

@@ -59,9 +59,9 @@ class MetricsTest : public ::testing::Test {
 };
 
 TEST_F(MetricsTest, FoldKeepsCountsAndNamesAreStable) {
-  std::size_t a = reg_->registerMapping("a.example.com", "10.0.0.1:5432");
+  std::size_t a = reg_->registerMapping("a.example.com");
   EXPECT_EQ(a, 1u);
-  EXPECT_EQ(reg_->registerMapping("a.example.com", "10.0.0.2:5432"), a);
+  EXPECT_EQ(reg_->registerMapping("a.example.com"), a);
   metrics::Recorder w1(reg_->claimSlot(101));
   metrics::Recorder w2(reg_->claimSlot(102));
   w1.add(metrics::Counter::kAccepted, 3);
@@ -77,8 +77,13 @@ TEST_F(MetricsTest, FoldKeepsCountsAndNamesAreStable) {
   EXPECT_EQ(after.counters[0], 5u);
   EXPECT_EQ(after.mapping[a][static_cast<std::size_t>(metrics::MappingCounter::kClosedFirst)], 1u);
   EXPECT_EQ(after.gauges[0], 0);
-  EXPECT_EQ(after.mapping_backends[a], "10.0.0.2:5432");
+  after.backends.push_back({0, "a.example.com", "10.0.0.2:5432", true, 111, 4});
   std::string text = metrics::renderPrometheus(after, "9.9");
+  EXPECT_NE(text.find("pgproxy_backend_up{mapping=\"a.example.com\",backend=\"10.0.0.2:5432\"} 0"),
+            std::string::npos);
+  EXPECT_NE(text.find("pgproxy_backend_sessions_active{mapping=\"a.example.com\",backend=\"10.0.0."
+                      "2:5432\"} 4"),
+            std::string::npos);
   EXPECT_NE(text.find("pgproxy_connections_accepted_total 5\n"), std::string::npos);
   EXPECT_NE(
       text.find("pgproxy_connections_closed_total{mapping=\"a.example.com\",outcome=\"ok\"} 1"),
@@ -93,26 +98,32 @@ TEST_F(MetricsTest, FoldKeepsCountsAndNamesAreStable) {
   }
 }
 
-TEST_F(MetricsTest, ReadinessNamesFailedMappings) {
+TEST_F(MetricsTest, ReadinessNamesMappingsWhoseBackendsAreAllDown) {
   auto cfg = config::loadString(
       "mappings:\n  - {external: a.example.com, internal: 10.0.0.1}\n"
-      "  - {external: b.example.com, internal: 10.0.0.2, port: 6000}\n",
+      "  - external: b.example.com\n"
+      "    backends: [{host: 10.0.0.2, port: 6000}, {host: 10.0.0.3}]\n",
       "t.yaml");
-  ASSERT_TRUE(cfg.ok());
-  std::vector<std::size_t> idx = {reg_->registerMapping("a.example.com", "10.0.0.1:5432"),
-                                  reg_->registerMapping("b.example.com", "10.0.0.2:6000")};
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
   reg_->master().serving.store(1);
-  EXPECT_TRUE(admin::readiness(reg_->snapshot(), *cfg, idx).ready);
-  reg_->setBackendState(idx[1], metrics::BackendState::kUnreachable, 111);
-  auto r = admin::readiness(reg_->snapshot(), *cfg, idx);
+  metrics::Snapshot s = reg_->snapshot();
+  s.backends = {{0, "a.example.com", "10.0.0.1:5432", false, 0, 0},
+                {1, "b.example.com", "10.0.0.2:6000", true, 111, 0},
+                {1, "b.example.com", "10.0.0.3:5432", false, 0, 0}};
+  EXPECT_TRUE(admin::readiness(s, *cfg).ready);  // one of b's two backends is enough
+  s.backends[2].down = true;
+  s.backends[2].last_errno = 110;
+  auto r = admin::readiness(s, *cfg);
   EXPECT_FALSE(r.ready);
   ASSERT_EQ(r.reasons.size(), 1u);
   EXPECT_NE(r.reasons[0].find("mapping b.example.com: backend 10.0.0.2:6000 unreachable"),
-            std::string::npos);
+            std::string::npos)
+      << r.reasons[0];
+  EXPECT_NE(r.reasons[0].find("backend 10.0.0.3:5432 unreachable"), std::string::npos);
   EXPECT_NE(r.json().find("\"status\":\"not ready\""), std::string::npos);
-  reg_->setBackendState(idx[1], metrics::BackendState::kReachable, 0);
   reg_->master().serving.store(0);
-  EXPECT_FALSE(admin::readiness(reg_->snapshot(), *cfg, idx).ready);
+  s = reg_->snapshot();
+  EXPECT_FALSE(admin::readiness(s, *cfg).ready);
 }
 
 }  // namespace

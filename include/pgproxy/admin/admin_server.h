@@ -5,6 +5,7 @@
 
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/upstream/backend_table.h"
 
 struct event_base;
 struct evhttp;
@@ -19,7 +20,8 @@ namespace pgproxy::admin {
 class AdminServer {
  public:
   AdminServer(event_base* base, int fd, const config::Config& cfg, metrics::Registry& registry,
-              const std::vector<std::size_t>& mapping_metric);
+              const upstream::BackendTable& backends,
+              const std::vector<std::vector<std::size_t>>& backend_slots);
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
@@ -33,7 +35,8 @@ class AdminServer {
   evhttp_bound_socket* bound_ = nullptr;
   const config::Config& cfg_;
   metrics::Registry& registry_;
-  const std::vector<std::size_t>& mapping_metric_;
+  const upstream::BackendTable& backends_;
+  const std::vector<std::vector<std::size_t>>& backend_slots_;
 };
 
 }  // namespace pgproxy::admin

@@ -14,9 +14,8 @@ struct Readiness {
   std::string json() const;          // the /readyz body
 };
 
-// Ready when the listeners accept and, as far as pgproxy knows (the last connection attempt),
-// at least one backend of every configured mapping is reachable. Pure.
-Readiness readiness(const metrics::Snapshot& snapshot, const config::Config& cfg,
-                    const std::vector<std::size_t>& mapping_metric);
+// Ready when the listeners accept and every configured mapping has at least one backend that is
+// not down (snapshot.backends: health checks, or the last connection attempts). Pure.
+Readiness readiness(const metrics::Snapshot& snapshot, const config::Config& cfg);
 
 }  // namespace pgproxy::admin

@@ -28,10 +28,34 @@ enum class TlsMode { kPassthrough, kTerminate };
 // How a terminated session talks to its backend, named like libpq's sslmode.
 enum class BackendTls { kDisable, kRequire, kVerifyCa, kVerifyFull };
 
+// One server of a mapping's backend group.
+struct Backend {
+  std::string host;  // host name or IP literal
+  std::uint16_t port = 5432;
+  unsigned weight = 1;  // round_robin and random
+  Mark mark;
+  std::string key() const { return host + ":" + std::to_string(port); }
+};
+
+// How a session picks among the backends that are not down.
+enum class Balance { kRoundRobin, kLeastConn, kRandom, kFirst };
+
+// Active health checks, run by the master's health-check process (off unless configured).
+struct HealthCheck {
+  bool enabled = false;
+  std::uint64_t interval_ms = 2000;
+  std::uint64_t timeout_ms = 1000;
+  unsigned fall = 3;  // consecutive failures before a backend is down (passive ones count too)
+  unsigned rise = 2;  // consecutive successes before it is up again
+};
+
 struct Mapping {
   std::string external;  // lower-cased; "*.example.com" for a wildcard
-  std::string internal;  // backend host name or IP literal
+  std::string internal;  // the first backend's host (the seed's shorthand for one backend)
   std::uint16_t port = 5432;
+  std::vector<Backend> backends;  // never empty after load; internal/port make one
+  Balance balance = Balance::kRoundRobin;
+  HealthCheck health;
   TlsMode tls = TlsMode::kPassthrough;
   std::string certificate;  // chain file; empty: tls.certificate
   std::string key;

@@ -18,6 +18,8 @@ const std::vector<KeySpec>& listenKeys();
 const std::vector<KeySpec>& mappingKeys();
 const std::vector<KeySpec>& adminKeys();
 const std::vector<KeySpec>& tlsKeys();
+const std::vector<KeySpec>& backendKeys();
+const std::vector<KeySpec>& healthCheckKeys();
 std::vector<std::string> keyNames(const std::vector<KeySpec>& specs);
 
 }  // namespace pgproxy::config

@@ -58,8 +58,15 @@ struct MetricSpec {
 };
 const std::vector<MetricSpec>& metricTable();
 
-// What a backend looked like on the last connection attempt (passive health, for /readyz).
-enum class BackendState : std::int32_t { kUnknown = 0, kReachable = 1, kUnreachable = 2 };
+// One backend of one configured mapping, as the backend table (upstream/) sees it now.
+struct BackendSample {
+  std::size_t mapping = 0;  // index into the configuration's mappings
+  std::string mapping_name;
+  std::string backend;  // host:port
+  bool down = false;
+  int last_errno = 0;
+  std::int64_t active = 0;  // sessions on this backend, all workers and mappings
+};
 
 struct HistogramData {
   std::atomic<std::uint64_t> buckets[kBuckets + 1];  // last one is +Inf
@@ -91,9 +98,6 @@ struct MasterStats {
 
 struct MappingEntry {
   char name[kMaxNameLength + 1];
-  char backend[kMaxNameLength + 8];  // "host:port" of the last configuration that named it
-  std::atomic<std::int32_t> state;   // BackendState
-  std::atomic<std::int32_t> last_errno;
 };
 
 // The whole shared region: created zeroed by the master before the first fork.
@@ -111,9 +115,7 @@ struct Snapshot {
   std::uint64_t counters[static_cast<std::size_t>(Counter::kCount)] = {};
   std::int64_t gauges[static_cast<std::size_t>(Gauge::kCount)] = {};
   std::vector<std::string> mapping_names;
-  std::vector<std::string> mapping_backends;
-  std::vector<BackendState> mapping_state;
-  std::vector<int> mapping_errno;
+  std::vector<BackendSample> backends;  // filled by the caller that knows the configuration
   std::vector<std::array<std::uint64_t, kMappingCounters>> mapping;
   std::vector<std::int64_t> mapping_active;
   std::uint64_t hist_buckets[static_cast<std::size_t>(Histogram::kCount)][kBuckets + 1] = {};
@@ -132,7 +134,7 @@ class Registry {
 
   // Master: the index for a mapping name, registering it if new (names are never removed, so a
   // mapping's counters survive reloads that drop and re-add it). kUnknownMapping when full.
-  std::size_t registerMapping(const std::string& name, const std::string& backend);
+  std::size_t registerMapping(const std::string& name);
   // Master: after a worker exited, move its counts into `retired` so sums never go backwards.
   void foldSlot(std::int32_t owner);
   MasterStats& master() { return shared_->master; }
@@ -140,7 +142,6 @@ class Registry {
   // Worker: claims a slot for this process (falls back to `retired`, which is also atomic).
   Slot* claimSlot(std::int32_t owner);
   std::size_t mappingIndex(const std::string& name) const;
-  void setBackendState(std::size_t mapping, BackendState state, int err);
 
   Snapshot snapshot() const;
 

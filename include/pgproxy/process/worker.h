@@ -6,6 +6,7 @@
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/tls/contexts.h"
+#include "pgproxy/upstream/backend_table.h"
 
 namespace pgproxy::process {
 
@@ -15,6 +16,7 @@ struct WorkerSpec {
   std::vector<int> listen_fds;         // inherited from the master
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics = nullptr;
+  upstream::BackendTable* backends = nullptr;
   int admin_fd = -1;  // the admin HTTP socket, when configured
   int ready_fd = -1;  // the worker writes one byte here once its listeners are armed
   unsigned slot = 0;

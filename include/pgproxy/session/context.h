@@ -10,6 +10,8 @@
 #include "pgproxy/metrics/recorder.h"
 #include "pgproxy/route/router.h"
 #include "pgproxy/tls/contexts.h"
+#include "pgproxy/upstream/backend_table.h"
+#include "pgproxy/upstream/balancer.h"
 
 struct event_base;
 struct evdns_base;
@@ -28,7 +30,11 @@ struct Context {
   const tls::Contexts* tls = nullptr;
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics_registry = nullptr;
-  metrics::Recorder metrics;                // this worker's slot
+  upstream::BackendTable* backends = nullptr;
+  std::vector<std::vector<std::size_t>> backend_slots;  // [mapping][backend] → table index
+  std::vector<upstream::Balancer> balancers;            // one per mapping, this worker's state
+  std::uint64_t rng = 0x9e3779b97f4a7c15ull;            // random balance (seeded per worker)
+  metrics::Recorder metrics;                            // this worker's slot
   std::vector<std::size_t> mapping_metric;  // config mapping index → metrics mapping index
   std::uint64_t next_session_id = 1;
   std::size_t active_sessions = 0;

@@ -74,7 +74,12 @@ class Session {
   void handlePreamble();
   void handleClientHello();
   void routeTo(std::size_t mapping);
-  void connectBackend();
+  void connectBackend();    // picks a backend, then connectToBackend
+  void connectToBackend();  // the one backend_index_ names
+  bool pickBackend();       // false: no backend left to try
+  void resetBackend();      // forgets a failed backend connection, to try another
+  const config::Backend& backend() const;
+  std::size_t backendSlot() const;
   void onBackendConnected();
   void handleUpstreamSsl();
   // The splice (splice.cc): after the handshake the sockets leave their bufferevents and bytes
@@ -101,10 +106,11 @@ class Session {
   void startBackendTls();
   void driveHandshake(bool client_side);
   void readTlsStartup();
-  void backendFailed(const std::string& why);
+  void backendFailed(const std::string& why, int err);
   // Ends the session with `message`: FATAL 08006 where the client can read one (plaintext and
   // terminated sessions), else a TLS alert.
-  void failSession(Outcome why, const std::string& message);
+  void failSession(Outcome why, const std::string& message,
+                   const char* sqlstate = proto::sqlstate::kConnectionFailure);
   // The StartupMessage checks PostgreSQL makes before authentication; false: refused.
   bool acceptStartup(const proto::Preamble& pre, std::string_view packet);
   static int detach(bufferevent* bev, std::string& unread, std::string& unsent);
@@ -139,8 +145,10 @@ class Session {
   bool counted_active_ = false;  // in pgproxy_backend_sessions_active
   std::string sni_;
   std::size_t mapping_ = SIZE_MAX;
-  std::uint64_t bytes_up_ = 0;    // client → backend
-  std::uint64_t bytes_down_ = 0;  // backend → client
+  std::size_t backend_index_ = 0;  // into the mapping's backends, valid once tried_ != 0
+  std::uint64_t tried_ = 0;        // backends this session has tried (a mapping has at most 64)
+  std::uint64_t bytes_up_ = 0;     // client → backend
+  std::uint64_t bytes_down_ = 0;   // backend → client
   bool client_eof_ = false;
   bool backend_eof_ = false;
   // Splice state: the raw sockets, their events, and bytes each peer has not taken yet.

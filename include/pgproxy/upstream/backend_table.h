@@ -1,0 +1,80 @@
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pgproxy/config/config.h"
+#include "pgproxy/metrics/metrics.h"
+
+namespace pgproxy::upstream {
+
+inline constexpr std::size_t kMaxBackends = 512;  // distinct host:port over a master's life
+inline constexpr std::size_t kNoBackend = SIZE_MAX;
+
+enum class Health : std::int32_t { kUnknown = 0, kUp = 1, kDown = 2 };
+const char* healthName(Health h);
+
+// One backend (host:port) as every process sees it. Registered by the master, never removed, so
+// a reload keeps the health of the backends that remain and a new one starts as unknown
+// (eligible). Padded: workers update `active` concurrently.
+struct alignas(64) BackendSlot {
+  char key[272];                     // "host:port"
+  std::atomic<std::int32_t> health;  // Health
+  std::atomic<std::int32_t> fails;   // consecutive failed attempts and checks
+  std::atomic<std::int32_t> passes;  // consecutive successful checks
+  std::atomic<std::int32_t> last_errno;
+  std::atomic<std::int64_t> active;  // sessions on it, all workers
+};
+
+struct BackendShared {
+  std::atomic<std::uint32_t> count;
+  BackendSlot slots[kMaxBackends];
+};
+
+// Health and load of every backend, in memory shared by the master, the workers and the health
+// checker. Transitions are decided where the evidence is (a worker's failed connect, a check)
+// with compare-and-swap, so each one is logged exactly once.
+class BackendTable {
+ public:
+  explicit BackendTable(BackendShared* shared) : shared_(shared) {}
+  static std::size_t bytesNeeded() { return sizeof(BackendShared); }
+
+  // Master: the slot for "host:port", registering it if new; kNoBackend when full.
+  std::size_t registerBackend(const std::string& key);
+  std::size_t find(const std::string& key) const;
+  std::size_t count() const { return shared_->count.load(std::memory_order_acquire); }
+
+  Health health(std::size_t i) const;
+  std::int64_t active(std::size_t i) const;
+  std::string key(std::size_t i) const;
+  int lastErrno(std::size_t i) const;
+  void addActive(std::size_t i, int delta);
+
+  // A connect or check failed. Returns true when this call took the backend down (after `fall`
+  // consecutive failures).
+  bool recordFailure(std::size_t i, unsigned fall, int err);
+  // A check succeeded. Returns true when this call brought the backend up (after `rise`).
+  bool recordCheckSuccess(std::size_t i, unsigned rise);
+  // A session reached the backend: failures so far do not count, and without active checks
+  // (nothing else would ever bring it back) it is up again. Returns true on a transition.
+  bool recordSessionSuccess(std::size_t i, bool checked);
+
+ private:
+  bool transition(std::size_t i, Health to);
+  BackendShared* shared_;
+};
+
+// The backends of every configured mapping (`slots[mapping][backend]` are their table indices),
+// as metrics samples for /metrics and /readyz.
+std::vector<metrics::BackendSample> sampleBackends(
+    const config::Config& cfg, const BackendTable& table,
+    const std::vector<std::vector<std::size_t>>& slots);
+
+// The table index of each backend of each mapping (kNoBackend where the table was full).
+std::vector<std::vector<std::size_t>> backendSlots(const config::Config& cfg,
+                                                   const BackendTable& table);
+
+}  // namespace pgproxy::upstream

@@ -1,0 +1,143 @@
+#include "pgproxy/upstream/backend_table.h"
+
+#include <cstring>
+
+namespace pgproxy::upstream {
+
+const char* healthName(Health h) {
+  switch (h) {
+    case Health::kUp:
+      return "up";
+    case Health::kDown:
+      return "down";
+    case Health::kUnknown:
+      break;
+  }
+  return "unknown";
+}
+
+std::size_t BackendTable::find(const std::string& key) const {
+  std::size_t n = count();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (key == shared_->slots[i].key) {
+      return i;
+    }
+  }
+  return kNoBackend;
+}
+
+std::size_t BackendTable::registerBackend(const std::string& key) {
+  if (std::size_t i = find(key); i != kNoBackend) {
+    return i;
+  }
+  std::size_t n = count();
+  if (n >= kMaxBackends || key.size() >= sizeof(shared_->slots[0].key)) {
+    return kNoBackend;
+  }
+  BackendSlot& s = shared_->slots[n];
+  std::memcpy(s.key, key.c_str(), key.size() + 1);
+  s.health.store(static_cast<std::int32_t>(Health::kUnknown));
+  shared_->count.store(static_cast<std::uint32_t>(n + 1), std::memory_order_release);
+  return n;
+}
+
+Health BackendTable::health(std::size_t i) const {
+  return i < count() ? static_cast<Health>(shared_->slots[i].health.load()) : Health::kUnknown;
+}
+
+std::int64_t BackendTable::active(std::size_t i) const {
+  return i < count() ? shared_->slots[i].active.load(std::memory_order_relaxed) : 0;
+}
+
+int BackendTable::lastErrno(std::size_t i) const {
+  return i < count() ? shared_->slots[i].last_errno.load(std::memory_order_relaxed) : 0;
+}
+
+std::string BackendTable::key(std::size_t i) const {
+  return i < count() ? shared_->slots[i].key : "";
+}
+
+void BackendTable::addActive(std::size_t i, int delta) {
+  if (i < count()) {
+    shared_->slots[i].active.fetch_add(delta, std::memory_order_relaxed);
+  }
+}
+
+bool BackendTable::transition(std::size_t i, Health to) {
+  auto& h = shared_->slots[i].health;
+  std::int32_t cur = h.load();
+  while (cur != static_cast<std::int32_t>(to)) {
+    if (h.compare_exchange_weak(cur, static_cast<std::int32_t>(to))) {
+      // Only a change between up and down is news; unknown -> up is the first sighting.
+      return static_cast<Health>(cur) != Health::kUnknown || to == Health::kDown;
+    }
+  }
+  return false;
+}
+
+bool BackendTable::recordFailure(std::size_t i, unsigned fall, int err) {
+  if (i >= count()) {
+    return false;
+  }
+  BackendSlot& s = shared_->slots[i];
+  s.last_errno.store(err, std::memory_order_relaxed);
+  s.passes.store(0);
+  std::int32_t fails = s.fails.fetch_add(1) + 1;
+  return fails >= static_cast<std::int32_t>(fall) && transition(i, Health::kDown);
+}
+
+bool BackendTable::recordCheckSuccess(std::size_t i, unsigned rise) {
+  if (i >= count()) {
+    return false;
+  }
+  BackendSlot& s = shared_->slots[i];
+  s.fails.store(0);
+  std::int32_t passes = s.passes.fetch_add(1) + 1;
+  bool up = health(i) == Health::kUnknown || passes >= static_cast<std::int32_t>(rise);
+  return up && transition(i, Health::kUp);
+}
+
+bool BackendTable::recordSessionSuccess(std::size_t i, bool checked) {
+  if (i >= count()) {
+    return false;
+  }
+  shared_->slots[i].fails.store(0);
+  if (checked && health(i) == Health::kDown) {
+    return false;  // the checker's rise rule decides when it is back
+  }
+  return transition(i, Health::kUp);
+}
+
+std::vector<metrics::BackendSample> sampleBackends(
+    const config::Config& cfg, const BackendTable& table,
+    const std::vector<std::vector<std::size_t>>& slots) {
+  std::vector<metrics::BackendSample> out;
+  for (std::size_t m = 0; m < cfg.mappings.size() && m < slots.size(); ++m) {
+    const auto& mapping = cfg.mappings[m];
+    for (std::size_t b = 0; b < mapping.backends.size() && b < slots[m].size(); ++b) {
+      metrics::BackendSample s;
+      s.mapping = m;
+      s.mapping_name = mapping.external;
+      s.backend = mapping.backends[b].key();
+      s.down = table.health(slots[m][b]) == Health::kDown;
+      s.last_errno = table.lastErrno(slots[m][b]);
+      s.active = table.active(slots[m][b]);
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<std::size_t>> backendSlots(const config::Config& cfg,
+                                                   const BackendTable& table) {
+  std::vector<std::vector<std::size_t>> out;
+  for (const auto& m : cfg.mappings) {
+    out.emplace_back();
+    for (const auto& b : m.backends) {
+      out.back().push_back(table.find(b.key()));
+    }
+  }
+  return out;
+}
+
+}  // namespace pgproxy::upstream

@@ -1,0 +1,243 @@
+// Backend groups (issue 8): balancing policies, connect retries, passive and active health, all
+// backends down, and the health-check process. The two sandbox clusters are the backends; a
+// second pgproxy in front of host2 plays a backend that can be taken away and brought back
+// without stopping a cluster the other tests share.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <signal.h>
+
+#include <map>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.h"
+
+namespace pgproxy::it {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string cluster(PGconn* c) {
+  PGresult* r = PQexec(c, "show cluster_name");
+  std::string out = PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "error";
+  PQclear(r);
+  return out;
+}
+
+// Connects `n` times (plaintext, the mapping is the default) and counts the clusters reached.
+std::map<std::string, int> spread(const Proxy& proxy, int n) {
+  std::map<std::string, int> out;
+  for (int i = 0; i < n; ++i) {
+    PGconn* c = PQconnectdb(proxy.plain().c_str());
+    out[PQstatus(c) == CONNECTION_OK ? cluster(c) : PQerrorMessage(c)] += 1;
+    PQfinish(c);
+  }
+  return out;
+}
+
+std::string metricsOf(int port) {
+  return httpGet(port, "/metrics").body;
+}
+
+TEST(Backends, WeightedRoundRobinSharesNewSessions) {
+  Proxy proxy(
+      "mappings:\n  - external: db.example.com\n    backends:\n"
+      "      - {host: 127.0.0.1, port: {P1}, weight: 3}\n      - {host: 127.0.0.1, port: {P2}}\n");
+  auto s = spread(proxy, 400);
+  EXPECT_EQ(s["host1"] + s["host2"], 400) << s.size();
+  EXPECT_NEAR(s["host1"] / 400.0, 0.75, 0.03) << s["host1"] << "/" << s["host2"];
+  EXPECT_NE(proxy.log().find("backend=\"127.0.0.1:" + std::to_string(sandbox().port2) + "\""),
+            std::string::npos);
+}
+
+TEST(Backends, LeastConnCountsSessionsAcrossWorkersAndMappings) {
+  int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+              "\"}\ndefault: db.example.com\nmappings:\n"
+              "  - {external: pinned.example.com, internal: 127.0.0.1, port: {P1}}\n"
+              "  - external: db.example.com\n    balance: least_conn\n    backends:\n"
+              "      - {host: 127.0.0.1, port: {P1}}\n      - {host: 127.0.0.1, port: {P2}}\n");
+  // Five long sessions on host1 through another mapping (passthrough TLS, another worker too).
+  std::vector<PGconn*> held;
+  for (int i = 0; i < 5; ++i) {
+    held.push_back(PQconnectdb(proxy.tls("pinned", "require").c_str()));
+    ASSERT_EQ(PQstatus(held.back()), CONNECTION_OK) << PQerrorMessage(held.back());
+  }
+  std::string key1 = "127.0.0.1:" + std::to_string(sandbox().port1);
+  EXPECT_NE(metricsOf(admin).find("pgproxy_backend_sessions_active{mapping=\"db.example.com\","
+                                  "backend=\"" +
+                                  key1 + "\"} 5"),
+            std::string::npos)
+      << metricsOf(admin);
+  // New sessions on db.example.com go to host2 while host1 has more.
+  std::vector<PGconn*> fresh;
+  for (int i = 0; i < 5; ++i) {
+    fresh.push_back(PQconnectdb(proxy.plain().c_str()));
+    EXPECT_EQ(cluster(fresh.back()), "host2") << i;
+  }
+  for (PGconn* c : held) {
+    PQfinish(c);
+  }
+  for (PGconn* c : fresh) {
+    PQfinish(c);
+  }
+}
+
+TEST(Backends, FirstSendsEverythingToTheFirstAndRetriesPastADeadOne) {
+  int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+              "\"}\nmappings:\n  - external: host1.example.com\n    balance: first\n"
+              "    backends:\n      - {host: 127.0.0.1, port: {DEAD}}\n"
+              "      - {host: 127.0.0.1, port: {P1}}\n      - {host: 127.0.0.1, port: {P2}}\n");
+  // The dead first backend costs a retry, never an error, here for TLS passthrough (the
+  // ClientHello waits for a backend that answers); after that it is down (passive, no checks:
+  // one failure) and skipped, and everything goes to the next one.
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  auto s = spread(proxy, 20);
+  EXPECT_EQ(s["host1"], 20) << s.size();
+  EXPECT_NE(proxy.log().find("trying 127.0.0.1:" + std::to_string(sandbox().port1)),
+            std::string::npos)
+      << proxy.log();
+  std::string m = metricsOf(admin);
+  EXPECT_NE(m.find("pgproxy_backend_up{mapping=\"host1.example.com\",backend=\"127.0.0.1:" +
+                   std::to_string(sandbox().port1) + "\"} 1"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("\"} 0\n"), std::string::npos) << m;  // the dead one
+}
+
+TEST(Backends, AllDownRefusesWithTheMappingNamedAndReadyzTurns503) {
+  int admin = freePort();
+  int dead2 = freePort();
+  Proxy checked("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+                "\"}\nmappings:\n  - external: db.example.com\n"
+                "    health_check: {interval: 100ms, timeout: 100ms, fall: 1, rise: 1}\n"
+                "    backends:\n      - {host: 127.0.0.1, port: {DEAD}}\n"
+                "      - {host: 127.0.0.1, port: " +
+                std::to_string(dead2) + "}\n");
+  ASSERT_TRUE(eventually([&] { return httpGet(admin, "/readyz").status == 503; }))
+      << httpGet(admin, "/readyz").body;
+  EXPECT_NE(httpGet(admin, "/readyz").body.find("mapping db.example.com"), std::string::npos);
+  auto r = psql(checked.plain(), "select 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("no backend for \"db.example.com\" is available: all 2 backends are "
+                          "down"),
+            std::string::npos)
+      << r.output;
+  int fd = connectTcp(checked.port());
+  std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
+  ASSERT_EQ(write(fd, startup.data(), startup.size()), static_cast<ssize_t>(startup.size()));
+  bool closed = false;
+  EXPECT_EQ(sqlstateOf(readUntilClose(fd, seconds(10), &closed)), "57P03");
+  close(fd);
+  // State changes are logged once, not every interval.
+  std::this_thread::sleep_for(milliseconds(500));
+  std::string log = checked.log();
+  std::string down =
+      "backend 127.0.0.1:" + std::to_string(dead2) + " of \"db.example.com\" is down";
+  EXPECT_EQ(log.find(down), log.rfind(down)) << log;
+  EXPECT_NE(log.find(down), std::string::npos) << log;
+
+  // Without checks nothing but a session could bring them back, so they are tried: 08006.
+  Proxy passive(
+      "mappings:\n  - external: db.example.com\n    backends:\n"
+      "      - {host: 127.0.0.1, port: {DEAD}}\n      - {host: 127.0.0.1, port: " +
+      std::to_string(dead2) + "}\n");
+  auto p = psql(passive.plain(), "select 1");
+  EXPECT_NE(p.output.find("could not connect to any backend for \"db.example.com\""),
+            std::string::npos)
+      << p.output;
+}
+
+TEST(Backends, FailoverAndRecoveryUnderConnectionPerTransactionLoseNothing) {
+  // A second pgproxy in front of host2 is the backend that goes away and comes back.
+  int flappingPort = freePort();
+  const std::string flappingBody =
+      "mappings:\n  - {external: x.example.com, internal: 127.0.0.1, "
+      "port: {P2}}\n";
+  Proxy proxy(
+      "mappings:\n  - external: db.example.com\n"
+      "    health_check: {interval: 200ms, timeout: 200ms, fall: 2, rise: 2}\n"
+      "    backends:\n      - {host: 127.0.0.1, port: {P1}}\n"
+      "      - {host: 127.0.0.1, port: " +
+      std::to_string(flappingPort) + "}\n");
+  std::string dir = tempDir("pgproxy-failover");
+  writeFile(dir + "/select.sql", "select 1;\n");
+  CommandResult bench;
+  std::thread runner([&] {
+    bench = run({"pgbench", "-n", "-C", "-c", "4", "-j", "2", "-T", "8", "-f", dir + "/select.sql",
+                 proxy.plain()},
+                seconds(120));
+  });
+  std::string key = "127.0.0.1:" + std::to_string(flappingPort);
+  // Down at first: retries cover the window until the checks take it out.
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("backend " + key + " of \"db.example.com\" is down") !=
+           std::string::npos;
+  })) << proxy.log();
+  std::this_thread::sleep_for(seconds(1));
+  {
+    // It comes back: after rise x interval it gets sessions again.
+    Proxy flapping(flappingBody, 1, "", flappingPort);
+    EXPECT_TRUE(eventually([&] {
+      return proxy.log().find("backend " + key + " of \"db.example.com\" is up again") !=
+             std::string::npos;
+    })) << proxy.log();
+    EXPECT_TRUE(eventually([&] { return flapping.log().find("outcome=ok") != std::string::npos; }))
+        << flapping.log();
+    // And goes away gracefully (sessions in flight finish), to be found down again.
+    flapping.signal("quit");
+    flapping.waitExit(seconds(20));
+  }
+  runner.join();
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("number of failed transactions: 0"), std::string::npos)
+      << bench.output;
+  EXPECT_EQ(bench.output.find("aborted"), std::string::npos) << bench.output;
+  run({"rm", "-rf", dir});
+}
+
+TEST(Backends, HealthCheckerIsRespawnedAndReloadKeepsState) {
+  Proxy proxy(
+      "mappings:\n  - external: db.example.com\n"
+      "    health_check: {interval: 100ms, timeout: 100ms, fall: 1, rise: 1}\n"
+      "    backends:\n      - {host: 127.0.0.1, port: {P1}}\n"
+      "      - {host: 127.0.0.1, port: {DEAD}}\n");
+  std::regex running("\\[health (\\d+)\\] info: health checker running");
+  std::smatch m;
+  std::string log;
+  ASSERT_TRUE(eventually([&] {
+    log = proxy.log();
+    return std::regex_search(log, m, running);
+  })) << log;
+  pid_t checker = std::stoi(m[1]);
+  ASSERT_EQ(kill(checker, SIGKILL), 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("health checker " + std::to_string(checker) + " was killed") !=
+           std::string::npos;
+  })) << proxy.log();
+  EXPECT_TRUE(eventually([&] {
+    std::string l = proxy.log();
+    std::ptrdiff_t n =
+        std::distance(std::sregex_iterator(l.begin(), l.end(), running), std::sregex_iterator());
+    return n >= 2;
+  })) << proxy.log();
+  // A reload keeps the dead backend's state: it is not announced down a second time.
+  std::string down = "is down";
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    std::string l = proxy.log();
+    return std::distance(std::sregex_iterator(l.begin(), l.end(), running),
+                         std::sregex_iterator()) >= 3;
+  }));
+  std::this_thread::sleep_for(milliseconds(500));
+  log = proxy.log();
+  EXPECT_EQ(log.find(down), log.rfind(down)) << log;
+  EXPECT_EQ(spread(proxy, 10)["host1"], 10);
+}
+
+}  // namespace
+}  // namespace pgproxy::it
