@@ -388,12 +388,15 @@ std::size_t Session::backendSlot() const {
 bool Session::pickBackend() {
   const auto& m = ctx_.config->mappings[mapping_];
   std::vector<upstream::Candidate> c(m.backends.size());
+  std::uint64_t now = nowMs();
   for (std::size_t i = 0; i < c.size(); ++i) {
     std::size_t slot = ctx_.backend_slots[mapping_][i];
     c[i].weight = m.backends[i].weight;
     c[i].active = ctx_.backends->active(slot);
-    c[i].eligible =
-        !(tried_ & (1ull << i)) && ctx_.backends->health(slot) != upstream::Health::kDown;
+    bool down =
+        ctx_.backends->health(slot) == upstream::Health::kDown &&
+        (m.health.enabled || !ctx_.backends->retryDue(slot, now, upstream::kPassiveRetryMs));
+    c[i].eligible = !(tried_ & (1ull << i)) && !down;
   }
   // xorshift64: cheap and good enough to spread sessions (random balance).
   ctx_.rng ^= ctx_.rng << 13;

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "pgproxy/base/clock.h"
+
 namespace pgproxy::upstream {
 
 const char* healthName(Health h) {
@@ -67,6 +69,9 @@ bool BackendTable::transition(std::size_t i, Health to) {
   auto& h = shared_->slots[i].health;
   std::int32_t cur = h.load();
   while (cur != static_cast<std::int32_t>(to)) {
+    if (to == Health::kDown) {
+      shared_->slots[i].down_since_ms.store(base::monotonicUs() / 1000);
+    }
     if (h.compare_exchange_weak(cur, static_cast<std::int32_t>(to))) {
       // Only a change between up and down is news; unknown -> up is the first sighting.
       return static_cast<Health>(cur) != Health::kUnknown || to == Health::kDown;
@@ -95,6 +100,10 @@ bool BackendTable::recordCheckSuccess(std::size_t i, unsigned rise) {
   std::int32_t passes = s.passes.fetch_add(1) + 1;
   bool up = health(i) == Health::kUnknown || passes >= static_cast<std::int32_t>(rise);
   return up && transition(i, Health::kUp);
+}
+
+bool BackendTable::retryDue(std::size_t i, std::uint64_t now_ms, std::uint64_t after_ms) const {
+  return i < count() && now_ms - shared_->slots[i].down_since_ms.load() >= after_ms;
 }
 
 bool BackendTable::recordSessionSuccess(std::size_t i, bool checked) {

@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 
+#include "pgproxy/base/clock.h"
 #include "pgproxy/upstream/backend_table.h"
 #include "pgproxy/upstream/balancer.h"
 
@@ -97,6 +98,9 @@ TEST_F(TableTest, FallAndRiseTransitionsHappenOnce) {
   EXPECT_FALSE(table_->recordFailure(a, 3, 111));  // and only once
   EXPECT_EQ(table_->health(a), Health::kDown);
   EXPECT_EQ(table_->lastErrno(a), 111);
+  std::uint64_t now = base::monotonicUs() / 1000;
+  EXPECT_FALSE(table_->retryDue(a, now, 10'000));  // passive: not again for a while
+  EXPECT_TRUE(table_->retryDue(a, now + 10'000, 10'000));
   EXPECT_FALSE(table_->recordCheckSuccess(a, 2));
   EXPECT_TRUE(table_->recordCheckSuccess(a, 2));  // rise = 2
   EXPECT_EQ(table_->health(a), Health::kUp);

@@ -13,6 +13,7 @@ namespace pgproxy::upstream {
 
 inline constexpr std::size_t kMaxBackends = 512;  // distinct host:port over a master's life
 inline constexpr std::size_t kNoBackend = SIZE_MAX;
+inline constexpr std::uint64_t kPassiveRetryMs = 10'000;
 
 enum class Health : std::int32_t { kUnknown = 0, kUp = 1, kDown = 2 };
 const char* healthName(Health h);
@@ -26,7 +27,8 @@ struct alignas(64) BackendSlot {
   std::atomic<std::int32_t> fails;   // consecutive failed attempts and checks
   std::atomic<std::int32_t> passes;  // consecutive successful checks
   std::atomic<std::int32_t> last_errno;
-  std::atomic<std::int64_t> active;  // sessions on it, all workers
+  std::atomic<std::int64_t> active;          // sessions on it, all workers
+  std::atomic<std::uint64_t> down_since_ms;  // monotonic, when it last went down
 };
 
 struct BackendShared {
@@ -61,6 +63,9 @@ class BackendTable {
   // A session reached the backend: failures so far do not count, and without active checks
   // (nothing else would ever bring it back) it is up again. Returns true on a transition.
   bool recordSessionSuccess(std::size_t i, bool checked);
+  // Without active checks a down backend is tried again once it has been down this long (as
+  // nginx's fail_timeout), or it would never get the session that shows it is back.
+  bool retryDue(std::size_t i, std::uint64_t now_ms, std::uint64_t after_ms) const;
 
  private:
   bool transition(std::size_t i, Health to);
