@@ -67,6 +67,9 @@ const std::vector<KeySpec>& healthCheckKeys() {
       {"timeout", true, "time a check may take, default 1s"},
       {"fall", true, "consecutive failures before a backend is down, default 3"},
       {"rise", true, "consecutive successes before it is up again, default 2"},
+      {"user", true, "log in as this user and check pg_is_in_recovery() (needed for role)"},
+      {"password_file", true, "file holding the health-check user's password"},
+      {"database", true, "database the health-check user logs in to, default postgres"},
   };
   return keys;
 }
@@ -78,7 +81,8 @@ const std::vector<KeySpec>& mappingKeys() {
       {"port", true, "backend port, default 5432"},
       {"backends", true, "list of {host, port, weight}: a backend group"},
       {"balance", true, "round_robin (default), least_conn, random or first"},
-      {"health_check", true, "active checks: interval, timeout, fall, rise"},
+      {"health_check", true, "active checks: interval, timeout, fall, rise, user"},
+      {"role", true, "any (default), primary or standby: which servers take sessions"},
       {"tls", true, "passthrough (default) or terminate"},
       {"certificate", true, "certificate chain served for this mapping (terminate)"},
       {"key", true, "private key of the mapping's certificate"},

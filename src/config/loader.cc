@@ -285,7 +285,15 @@ void parseHealthCheck(Parser& p, yaml_node_t* n, Mapping& m) {
   m.health.enabled = true;
   p.forEachKey(n, "health_check", keyNames(healthCheckKeys()),
                [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                 if (key == "interval" || key == "timeout") {
+                 if (key == "user" || key == "password_file" || key == "database") {
+                   auto s = p.scalar(v, "health_check." + key);
+                   if (s && s->empty()) {
+                     p.fail(v, "health_check." + key + " must not be empty");
+                   }
+                   (key == "user"            ? m.health.user
+                    : key == "password_file" ? m.health.password_file
+                                             : m.health.database) = s.value_or("");
+                 } else if (key == "interval" || key == "timeout") {
                    auto ms = p.duration(v, "health_check." + key);
                    if (ms && *ms == 0) {
                      p.fail(v, "health_check." + key + " must be greater than zero");
@@ -366,6 +374,16 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                    }
                  } else if (key == "health_check") {
                    parseHealthCheck(p, v, m);
+                 } else if (key == "role") {
+                   auto s = p.scalar(v, "role").value_or("");
+                   if (s == "primary") {
+                     m.role = BackendRole::kPrimary;
+                   } else if (s == "standby") {
+                     m.role = BackendRole::kStandby;
+                   } else if (s != "any") {
+                     p.fail(v, "role must be any, primary or standby, not \"" + s + "\"");
+                     fine = false;
+                   }
                  } else if (key == "tls") {
                    auto s = p.scalar(v, "tls");
                    if (s && *s == "terminate") {
@@ -413,6 +431,16 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                });
   if (n->type != YAML_MAPPING_NODE) {
     return;
+  }
+  if (m.role != BackendRole::kAny && m.health.user.empty()) {
+    p.fail(n, "mapping \"" + m.external +
+                  "\" sets role, which needs health_check.user (the check logs in to ask "
+                  "pg_is_in_recovery())");
+    fine = false;
+  }
+  if (!m.health.password_file.empty() && m.health.user.empty()) {
+    p.fail(n, "health_check.password_file needs health_check.user");
+    fine = false;
   }
   if (m.certificate.empty() != m.key.empty()) {
     p.fail(n, "mapping \"" + m.external + "\" needs both certificate and key, or neither");

@@ -903,6 +903,13 @@ static std::vector<std::string> checkFiles(const config::Config& cfg) {
   };
   writable("pid_file", cfg.pid_file);
   writable("log_file", cfg.log_file);
+  for (const auto& m : cfg.mappings) {
+    const std::string& f = m.health.password_file;
+    if (!f.empty() && access(f.c_str(), R_OK) != 0) {
+      problems.push_back(cfg.path + ": health_check.password_file \"" + f + "\" of \"" +
+                         m.external + "\" cannot be read: " + base::errnoText(errno));
+    }
+  }
   return problems;
 }
 

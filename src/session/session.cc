@@ -396,7 +396,11 @@ bool Session::pickBackend() {
     bool down =
         ctx_.backends->health(slot) == upstream::Health::kDown &&
         (m.health.enabled || !ctx_.backends->retryDue(slot, now, upstream::kPassiveRetryMs));
-    c[i].eligible = !(tried_ & (1ull << i)) && !down;
+    bool roleOk = m.role == config::BackendRole::kAny ||
+                  ctx_.backends->role(slot) == (m.role == config::BackendRole::kPrimary
+                                                    ? upstream::Role::kPrimary
+                                                    : upstream::Role::kStandby);
+    c[i].eligible = !(tried_ & (1ull << i)) && !down && roleOk;
   }
   // xorshift64: cheap and good enough to spread sessions (random balance).
   ctx_.rng ^= ctx_.rng << 13;
@@ -421,13 +425,18 @@ bool Session::pickBackend() {
 void Session::connectBackend() {
   if (!pickBackend()) {
     const auto& m = ctx_.config->mappings[mapping_];
-    failSession(Outcome::kBackendUnreachable,
-                "no backend for \"" + m.external + "\" is available: " +
-                    (m.backends.size() == 1
-                         ? std::string("its backend is")
-                         : "all " + std::to_string(m.backends.size()) + " backends are") +
-                    " down (health checks)",
-                proto::sqlstate::kCannotConnectNow);
+    std::string what = m.role == config::BackendRole::kAny       ? "backend"
+                       : m.role == config::BackendRole::kPrimary ? "primary backend"
+                                                                 : "standby backend";
+    std::string why = m.role != config::BackendRole::kAny
+                          ? "none of its backends is up in that role"
+                      : m.backends.size() == 1
+                          ? std::string("its backend is down")
+                          : "all " + std::to_string(m.backends.size()) + " backends are down";
+    failSession(
+        Outcome::kBackendUnreachable,
+        "no " + what + " for \"" + m.external + "\" is available: " + why + " (health checks)",
+        proto::sqlstate::kCannotConnectNow);
     return;
   }
   connectToBackend();

@@ -103,6 +103,12 @@ void Session::startSplice() {
   }
   watchSockets();
 
+  // A backend that closes before its first byte (a listener closing with connections in its
+  // backlog, a dying server) has seen nothing but this: another backend can be given the same
+  // bytes. Kept only until the backend's first byte, and only when there is another backend.
+  if (backendIn.empty() && ctx_.config->mappings[mapping_].backends.size() > 1) {
+    replay_ = clientIn;
+  }
   // What the handshake left behind goes first: the ClientHello or StartupMessage to the backend.
   inspect(true, clientIn);
   inspect(false, backendIn);
@@ -231,9 +237,17 @@ bool Session::relay(bool from_client) {
       }
       LOG_DEBUG("session %llu: %s socket error: %s", static_cast<unsigned long long>(id_),
                 from_client ? "client" : "backend", base::errnoText(err).c_str());
+      if (!from_client && retryBeforeFirstByte(base::errnoText(err).c_str())) {
+        return false;
+      }
       client_reset_ = from_client;
       close(spliceErrorOutcome());
       return false;
+    }
+    if (!from_client) {
+      std::string().swap(replay_);  // the backend answered: this session stays with it
+    } else if (!replay_.empty()) {
+      std::string().swap(replay_);  // more than the first packet went upstream: no replay
     }
     std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
     inspect(from_client, bytes);
@@ -331,6 +345,40 @@ bool Session::flush(bool to_client) {
   return true;
 }
 
+bool Session::retryBeforeFirstByte(const char* why) {
+  if (replay_.empty()) {
+    return false;
+  }
+  const auto& m = ctx_.config->mappings[mapping_];
+  std::size_t failedSlot = backendSlot();
+  std::string failed = backend().key();
+  if (ctx_.backends->recordFailure(failedSlot, m.health.enabled ? m.health.fall : 1, ECONNRESET)) {
+    LOG_WARN("backend %s of \"%s\" is down: %s", failed.c_str(), m.external.c_str(), why);
+  }
+  if (!pickBackend()) {
+    return false;
+  }
+  LOG_INFO("session %llu: backend %s %s; trying %s", static_cast<unsigned long long>(id_),
+           failed.c_str(), why, backend().key().c_str());
+  // Back to connecting, as if the splice had not started: undo what startSplice counted.
+  if (counted_active_) {
+    ctx_.metrics.active(metricIndex(), -1);
+    ctx_.backends->addActive(failedSlot, -1);
+    counted_active_ = false;
+  }
+  ctx_.cancels->release(cancel_slot_);
+  cancel_slot_ = -1;
+  bytes_up_ -= std::min<std::uint64_t>(bytes_up_, replay_.size());
+  resetBackend();
+  event_del(client_read_);
+  event_del(client_write_);
+  std::string().swap(to_backend_);
+  startup_ = std::move(replay_);  // startSplice sends it first, as it did the first time
+  replay_.clear();
+  connectToBackend();
+  return true;
+}
+
 bool Session::onSpliceEof(bool client_side) {
   if (client_side) {
     // Half-close: the backend gets our FIN once it has everything the client sent, and its
@@ -344,6 +392,9 @@ bool Session::onSpliceEof(bool client_side) {
       ::shutdown(backend_fd_, SHUT_WR);
     }
     return true;
+  }
+  if (retryBeforeFirstByte("closed the connection before answering")) {
+    return false;
   }
   // A PostgreSQL backend never half-closes: once it is gone, finish delivering and end.
   backend_eof_ = true;

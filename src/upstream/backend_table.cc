@@ -106,6 +106,16 @@ bool BackendTable::retryDue(std::size_t i, std::uint64_t now_ms, std::uint64_t a
   return i < count() && now_ms - shared_->slots[i].down_since_ms.load() >= after_ms;
 }
 
+Role BackendTable::role(std::size_t i) const {
+  return i < count() ? static_cast<Role>(shared_->slots[i].role.load()) : Role::kUnknown;
+}
+
+Role BackendTable::setRole(std::size_t i, Role r) {
+  return i < count()
+             ? static_cast<Role>(shared_->slots[i].role.exchange(static_cast<std::int32_t>(r)))
+             : Role::kUnknown;
+}
+
 bool BackendTable::recordSessionSuccess(std::size_t i, bool checked) {
   if (i >= count()) {
     return false;

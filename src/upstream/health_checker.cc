@@ -8,7 +8,11 @@
 #include <openssl/ssl.h>
 #include <unistd.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +20,7 @@
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/proto/wire.h"
+#include "pgproxy/upstream/login_probe.h"
 
 namespace pgproxy::upstream {
 namespace {
@@ -38,6 +43,9 @@ struct Probe {
   SSL* ssl = nullptr;
   int fd = -1;
   event* io = nullptr;
+  // Logged-in checks (health_check.user): the password, read once from password_file.
+  std::unique_ptr<LoginProbe> login;
+  std::string password;
 };
 
 timeval toTimeval(std::uint64_t ms) {
@@ -61,6 +69,7 @@ void release(Probe& p) {
     ::close(p.fd);
     p.fd = -1;
   }
+  p.login.reset();
   timeval tv = toTimeval(p.hc.interval_ms);
   evtimer_add(p.timer, &tv);
 }
@@ -105,6 +114,32 @@ void onTlsIo(evutil_socket_t, short, void* arg) {
   release(p);
 }
 
+// Logged-in check: feed the server's bytes to the LoginProbe and send what it answers.
+void onLoginRead(bufferevent* bev, void* arg) {
+  auto& p = *static_cast<Probe*>(arg);
+  evbuffer* in = bufferevent_get_input(bev);
+  std::size_t n = evbuffer_get_length(in);
+  std::string bytes(n, '\0');
+  evbuffer_remove(in, bytes.data(), n);
+  LoginProbe::Step s = p.login->feed(bytes);
+  if (s.kind == LoginProbe::Step::kContinue) {
+    bufferevent_write(bev, s.send.data(), s.send.size());
+    return;
+  }
+  if (s.kind == LoginProbe::Step::kFailed) {
+    finish(p, false, s.error, s.sqlstate == "57P03" ? EAGAIN : EPROTO);
+    return;
+  }
+  // Terminate goes out directly: freeing the bufferevent would drop a queued write.
+  (void)::send(bufferevent_getfd(bev), s.send.data(), s.send.size(), MSG_NOSIGNAL);
+  Role before = p.table->setRole(p.slot, s.role);
+  if (before != s.role && before != Role::kUnknown) {
+    LOG_WARN("backend %s of \"%s\" is now %s (was %s)", p.backend.key().c_str(), p.mapping.c_str(),
+             roleName(s.role), roleName(before));
+  }
+  finish(p, true, "", 0);
+}
+
 void onRead(bufferevent* bev, void* arg) {
   auto& p = *static_cast<Probe*>(arg);
   char answer = 0;
@@ -132,7 +167,7 @@ void onRead(bufferevent* bev, void* arg) {
 void onEvent(bufferevent* bev, short what, void* arg) {
   auto& p = *static_cast<Probe*>(arg);
   if (what & BEV_EVENT_CONNECTED) {
-    std::string req = proto::buildSslRequest();
+    std::string req = p.login ? p.login->start() : proto::buildSslRequest();
     bufferevent_write(bev, req.data(), req.size());
     return;
   }
@@ -160,7 +195,10 @@ void onTimer(evutil_socket_t, short, void* arg) {
     return;
   }
   p.bev = bufferevent_socket_new(p.base, -1, BEV_OPT_CLOSE_ON_FREE);
-  bufferevent_setcb(p.bev, onRead, nullptr, onEvent, &p);
+  if (!p.hc.user.empty()) {
+    p.login = std::make_unique<LoginProbe>(p.hc.user, p.password, p.hc.database);
+  }
+  bufferevent_setcb(p.bev, p.login ? onLoginRead : onRead, nullptr, onEvent, &p);
   bufferevent_enable(p.bev, EV_READ);
   timeval tv = toTimeval(p.hc.timeout_ms);
   evtimer_add(p.timer, &tv);
@@ -171,6 +209,27 @@ void onTimer(evutil_socket_t, short, void* arg) {
 
 void onStop(evutil_socket_t, short, void* arg) {
   event_base_loopbreak(static_cast<event_base*>(arg));
+}
+
+// The health user's password: the first line of password_file.
+std::string readPassword(const config::HealthCheck& hc, const std::string& mapping) {
+  if (hc.password_file.empty()) {
+    return "";
+  }
+  FILE* f = std::fopen(hc.password_file.c_str(), "r");
+  if (!f) {
+    LOG_ERROR("health checks of \"%s\": cannot read password_file \"%s\": %s", mapping.c_str(),
+              hc.password_file.c_str(), base::errnoText(errno).c_str());
+    return "";
+  }
+  char buf[1024];
+  std::string line = std::fgets(buf, sizeof(buf), f) ? buf : "";
+  std::fclose(f);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
+    line.pop_back();
+  }
+  OPENSSL_cleanse(buf, sizeof(buf));
+  return line;
 }
 
 }  // namespace
@@ -205,6 +264,7 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
       p->backend = b;
       p->hc = m.health;
       p->tls = tls;
+      p->password = readPassword(m.health, m.external);
       p->timer = evtimer_new(base, onTimer, p.get());
       timeval now{0, 0};
       evtimer_add(p->timer, &now);

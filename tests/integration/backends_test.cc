@@ -2,10 +2,15 @@
 // backends down, and the health-check process. The two sandbox clusters are the backends; a
 // second pgproxy in front of host2 plays a backend that can be taken away and brought back
 // without stopping a cluster the other tests share.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <regex>
 #include <string>
@@ -109,6 +114,46 @@ TEST(Backends, FirstSendsEverythingToTheFirstAndRetriesPastADeadOne) {
   EXPECT_NE(m.find("\"} 0\n"), std::string::npos) << m;  // the dead one
 }
 
+// A backend that accepts, reads what comes, and closes without a byte (a server dying, a listener
+// closing with connections in its backlog): the session starts over on the next backend with
+// the same StartupMessage, and the client never knows.
+TEST(Backends, BackendClosingBeforeItsFirstByteIsReplayedElsewhere) {
+  int closerFd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(closerFd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+  socklen_t len = sizeof(sa);
+  getsockname(closerFd, reinterpret_cast<sockaddr*>(&sa), &len);
+  listen(closerFd, 16);
+  std::atomic<int> closed{0};
+  std::thread closer([&] {
+    for (;;) {
+      int c = accept(closerFd, nullptr, nullptr);
+      if (c < 0) {
+        return;
+      }
+      char buf[256];
+      (void)read(c, buf, sizeof(buf));
+      close(c);
+      ++closed;
+    }
+  });
+  Proxy proxy(
+      "mappings:\n  - external: db.example.com\n    balance: first\n    backends:\n"
+      "      - {host: 127.0.0.1, port: " +
+      std::to_string(ntohs(sa.sin_port)) + "}\n      - {host: 127.0.0.1, port: {P2}}\n");
+  EXPECT_EQ(psql(proxy.plain(), "show cluster_name").output, "host2\n");
+  EXPECT_GE(closed.load(), 1);
+  EXPECT_NE(proxy.log().find("closed the connection before answering; trying 127.0.0.1:" +
+                             std::to_string(sandbox().port2)),
+            std::string::npos)
+      << proxy.log();
+  shutdown(closerFd, SHUT_RDWR);
+  close(closerFd);
+  closer.join();
+}
+
 TEST(Backends, AllDownRefusesWithTheMappingNamedAndReadyzTurns503) {
   int admin = freePort();
   int dead2 = freePort();
@@ -186,8 +231,12 @@ TEST(Backends, FailoverAndRecoveryUnderConnectionPerTransactionLoseNothing) {
       return proxy.log().find("backend " + key + " of \"db.example.com\" is up again") !=
              std::string::npos;
     })) << proxy.log();
-    EXPECT_TRUE(eventually([&] { return flapping.log().find("outcome=ok") != std::string::npos; }))
-        << flapping.log();
+    // A pgbench session (plaintext), not just a health probe (passthrough), went through it.
+    std::regex served("mode=plaintext .* outcome=ok");
+    EXPECT_TRUE(eventually([&] {
+      std::string l = flapping.log();
+      return std::regex_search(l, served);
+    })) << flapping.log();
     // And goes away gracefully (sessions in flight finish), to be found down again.
     flapping.signal("quit");
     flapping.waitExit(seconds(20));
@@ -237,6 +286,63 @@ TEST(Backends, HealthCheckerIsRespawnedAndReloadKeepsState) {
   log = proxy.log();
   EXPECT_EQ(log.find(down), log.rfind(down)) << log;
   EXPECT_EQ(spread(proxy, 10)["host1"], 10);
+}
+
+}  // namespace
+}  // namespace pgproxy::it
+
+namespace pgproxy::it {
+namespace {
+
+// role: primary / standby, with logged-in SCRAM checks, across a promotion. Its own primary and
+// streaming standby (pg_basebackup), since the test stops the primary.
+TEST(Backends, RolesFollowAPromotionWithoutAReload) {
+  int primaryPort = freePort(), standbyPort = freePort();
+  ASSERT_EQ(sandboxCommand("primary", {"rp", std::to_string(primaryPort)}).exit_code, 0);
+  auto standby =
+      sandboxCommand("standby", {"rs", std::to_string(standbyPort), std::to_string(primaryPort)});
+  ASSERT_EQ(standby.exit_code, 0) << standby.output;
+  ASSERT_EQ(psql(direct(primaryPort),
+                 "set password_encryption = 'scram-sha-256'; "
+                 "create role pgproxy_scram login password 'health-secret'")
+                .exit_code,
+            0);
+  std::string dir = tempDir("pgproxy-roles");
+  writeFile(dir + "/health.pass", "health-secret\n");
+  std::string group =
+      "    backends:\n      - {host: 127.0.0.1, port: " + std::to_string(primaryPort) +
+      "}\n      - {host: 127.0.0.1, port: " + std::to_string(standbyPort) +
+      "}\n    health_check: {interval: 200ms, timeout: 2s, fall: 1, rise: 1, "
+      "user: pgproxy_scram, password_file: " +
+      dir + "/health.pass}\n";
+  Proxy proxy(
+      "default: rw.example.com\nmappings:\n  - external: rw.example.com\n    role: primary\n" +
+      group + "  - external: ro.example.com\n    role: standby\n" + group);
+  auto ro = [&] {
+    return "host=ro.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
+           " sslmode=require user=postgres dbname=postgres connect_timeout=20";
+  };
+  const std::string sql = "select current_setting('cluster_name') || ' ' || pg_is_in_recovery()";
+  EXPECT_TRUE(eventually([&] { return psql(proxy.plain(), sql).output == "rp false\n"; }))
+      << psql(proxy.plain(), sql).output << proxy.log();
+  EXPECT_TRUE(eventually([&] { return psql(ro(), sql).output == "rs true\n"; }))
+      << psql(ro(), sql).output;
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(psql(proxy.plain(), sql).output, "rp false\n");
+    EXPECT_EQ(psql(ro(), sql).output, "rs true\n");
+  }
+  // Promote the standby and stop the old primary: rw follows, with no reload.
+  ASSERT_EQ(sandboxCommand("promote", {"rs"}).exit_code, 0);
+  ASSERT_EQ(sandboxCommand("stop-one", {"rp"}).exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return psql(proxy.plain(), sql).output == "rs false\n"; }))
+      << psql(proxy.plain(), sql).output << proxy.log();
+  EXPECT_NE(proxy.log().find("is now primary (was standby)"), std::string::npos) << proxy.log();
+  // No standby is left: ro clients are told so (TLS passthrough: an alert).
+  auto none = psql(ro(), "select 1");
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_EQ(proxy.log().find("health-secret"), std::string::npos);
+  sandboxCommand("stop-one", {"rs"});
+  run({"rm", "-rf", dir, sandbox().dir + "/rp", sandbox().dir + "/rs"});
 }
 
 }  // namespace

@@ -552,4 +552,11 @@ void expectCancelWorks(const std::string& conninfo) {
   PQfinish(conn);
 }
 
+CommandResult sandboxCommand(const std::string& command, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {srcdir() + "/tests/integration/pg_sandbox.sh", command,
+                                   sandbox().dir};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, std::chrono::seconds(180));
+}
+
 }  // namespace pgproxy::it

@@ -21,6 +21,10 @@ struct Sandbox {
 };
 // The clusters shared by every test in the binary (started once by the gtest environment).
 const Sandbox& sandbox();
+// Runs tests/integration/pg_sandbox.sh COMMAND on the shared sandbox's directory (extra clusters
+// for a test: primary, standby, promote, stop-one).
+struct CommandResult;
+CommandResult sandboxCommand(const std::string& command, const std::vector<std::string>& args);
 
 int freePort();
 std::string tempDir(const std::string& prefix);

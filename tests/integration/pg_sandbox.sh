@@ -3,7 +3,11 @@
 #
 #   pg_sandbox.sh start DIR PORT1 PORT2   test CA + two clusters, host1 on PORT1 and host2 on PORT2,
 #                                         and proxy-ca with pgproxy's own certificates (proxy-*.crt)
-#   pg_sandbox.sh stop DIR                stop both clusters (DIR is left for the caller to remove)
+#   pg_sandbox.sh stop DIR                stop every cluster in DIR (DIR is left for the caller)
+#   pg_sandbox.sh primary DIR NAME PORT   one more cluster NAME in a started DIR
+#   pg_sandbox.sh standby DIR NAME PORT PRIMARY_PORT
+#                                         a streaming standby of the cluster on PRIMARY_PORT
+#   pg_sandbox.sh promote DIR NAME | stop-one DIR NAME
 #
 # The certificates name host1.example.com / host2.example.com, so verify-full through pgproxy proves
 # which backend answered; each cluster's cluster_name is its host label. Everything listens on
@@ -65,7 +69,7 @@ shared_buffers = 32MB
 CONF
   # pgproxy_pw logs in with a cleartext password (tests check it never reaches pgproxy's logs).
   # pgproxy_scram uses SCRAM, whose -PLUS variant the terminate tests need.
-  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all pgproxy_scram 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all pgproxy_scram 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
   if [ "$(id -u)" = 0 ]; then
     chown postgres "$data/server.crt" "$data/server.key" "$data/pg_hba.conf"
   fi
@@ -99,14 +103,38 @@ case $cmd in
     start_cluster host2 "$port2"
     ;;
   stop)
-    for name in host1 host2; do
-      if [ -f "$dir/$name/postmaster.pid" ]; then
-        as_pg "$pgbin/pg_ctl" -D "$dir/$name" -m immediate -w stop >/dev/null 2>&1 || true
+    for pid in "$dir"/*/postmaster.pid; do
+      if [ -f "$pid" ]; then
+        as_pg "$pgbin/pg_ctl" -D "$(dirname "$pid")" -m immediate -w stop >/dev/null 2>&1 || true
       fi
     done
     ;;
+  primary)
+    name=${3:?name}
+    make_cert "$name"
+    start_cluster "$name" "${4:?port}"
+    ;;
+  standby)
+    name=${3:?name} port=${4:?port} primary=${5:?primary port}
+    as_pg "$pgbin/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$dir/$name" -R \
+      -X stream >"$dir/$name-basebackup.log" 2>&1 || {
+      cat "$dir/$name-basebackup.log" >&2
+      exit 1
+    }
+    printf "port = %s\ncluster_name = '%s'\n" "$port" "$name" >>"$dir/$name/postgresql.conf"
+    as_pg "$pgbin/pg_ctl" -D "$dir/$name" -l "$dir/$name.log" -w -t 60 start >/dev/null || {
+      cat "$dir/$name.log" >&2
+      exit 1
+    }
+    ;;
+  promote)
+    as_pg "$pgbin/pg_ctl" -D "$dir/${3:?name}" -w promote >/dev/null
+    ;;
+  stop-one)
+    as_pg "$pgbin/pg_ctl" -D "$dir/${3:?name}" -m fast -w stop >/dev/null
+    ;;
   *)
-    echo "usage: pg_sandbox.sh start DIR PORT1 PORT2 | stop DIR" >&2
+    echo "usage: pg_sandbox.sh start DIR PORT1 PORT2 | stop DIR | primary | standby | promote | stop-one" >&2
     exit 2
     ;;
 esac

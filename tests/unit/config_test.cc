@@ -377,8 +377,23 @@ TEST(ConfigBackends, MistakesAreRefusedWithTheReason) {
             std::string::npos);
   EXPECT_NE(errorOf(m + "internal: x, health_check: {interval: 0s}}\n").find("greater than zero"),
             std::string::npos);
-  EXPECT_NE(errorOf(m + "internal: x, health_check: {user: u}}\n").find("unknown key \"user\""),
+  EXPECT_NE(errorOf(m + "internal: x, health_check: {usr: u}}\n").find("did you mean \"user\""),
             std::string::npos);
+  EXPECT_NE(errorOf(m + "internal: x, role: primary}\n").find("needs health_check.user"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "internal: x, role: leader, health_check: {user: u}}\n")
+                .find("role must be any, primary or standby"),
+            std::string::npos);
+  EXPECT_NE(errorOf(m + "internal: x, health_check: {password_file: /p}}\n")
+                .find("password_file needs health_check.user"),
+            std::string::npos);
+  Config roles = mustLoad(m +
+                          "internal: x, role: standby, health_check: {user: h, "
+                          "password_file: /etc/p, database: d}}\n");
+  EXPECT_EQ(roles.mappings[0].role, BackendRole::kStandby);
+  EXPECT_EQ(roles.mappings[0].health.user, "h");
+  EXPECT_EQ(roles.mappings[0].health.password_file, "/etc/p");
+  EXPECT_EQ(roles.mappings[0].health.database, "d");
   std::string many = m + "backends: [";
   for (int i = 0; i < 65; ++i) {
     many += (i ? ", " : "") + std::string("{host: h") + std::to_string(i) + "}";

@@ -47,7 +47,14 @@ struct HealthCheck {
   std::uint64_t timeout_ms = 1000;
   unsigned fall = 3;  // consecutive failures before a backend is down (passive ones count too)
   unsigned rise = 2;  // consecutive successes before it is up again
+  // With a user the check logs in and asks pg_is_in_recovery() (needed for `role`).
+  std::string user;
+  std::string password_file;  // read by the health checker; empty: no password
+  std::string database = "postgres";
 };
+
+// Which servers of a group may take sessions, as the logged-in health checks see them.
+enum class BackendRole { kAny, kPrimary, kStandby };
 
 struct Mapping {
   std::string external;  // lower-cased; "*.example.com" for a wildcard
@@ -55,6 +62,7 @@ struct Mapping {
   std::uint16_t port = 5432;
   std::vector<Backend> backends;  // never empty after load; internal/port make one
   Balance balance = Balance::kRoundRobin;
+  BackendRole role = BackendRole::kAny;
   HealthCheck health;
   TlsMode tls = TlsMode::kPassthrough;
   std::string certificate;  // chain file; empty: tls.certificate

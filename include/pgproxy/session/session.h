@@ -91,6 +91,9 @@ class Session {
   bool relay(bool from_client);        // false: the session was closed
   bool flush(bool to_client);          // false: the session was closed
   bool onSpliceEof(bool client_side);  // false: the session was closed
+  // The backend went away before its first byte: start over with another one, replaying what
+  // the client had sent (nothing has happened on the server yet). False: no retry possible.
+  bool retryBeforeFirstByte(const char* why);
   Outcome spliceErrorOutcome() const;
   void inspect(bool from_client, std::string_view bytes);
   // One side's socket, through its TLS session when pgproxy terminates one: >0 bytes, 0 EOF,
@@ -158,6 +161,7 @@ class Session {
   event* backend_read_ = nullptr;
   event* backend_write_ = nullptr;
   std::string to_backend_, to_client_;
+  std::string replay_;  // the client's first bytes, until the backend answers (see above)
   // Terminated sessions: pgproxy's TLS sessions with the client and (optionally) the backend,
   // the StartupMessage read inside TLS, and the AuthenticationSASL rewrite.
   SSL* client_ssl_ = nullptr;

@@ -8,6 +8,7 @@
 
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/upstream/login_probe.h"
 
 namespace pgproxy::upstream {
 
@@ -29,6 +30,7 @@ struct alignas(64) BackendSlot {
   std::atomic<std::int32_t> last_errno;
   std::atomic<std::int64_t> active;          // sessions on it, all workers
   std::atomic<std::uint64_t> down_since_ms;  // monotonic, when it last went down
+  std::atomic<std::int32_t> role;            // Role, from logged-in checks
 };
 
 struct BackendShared {
@@ -66,6 +68,9 @@ class BackendTable {
   // Without active checks a down backend is tried again once it has been down this long (as
   // nginx's fail_timeout), or it would never get the session that shows it is back.
   bool retryDue(std::size_t i, std::uint64_t now_ms, std::uint64_t after_ms) const;
+  Role role(std::size_t i) const;
+  // Returns the previous role.
+  Role setRole(std::size_t i, Role r);
 
  private:
   bool transition(std::size_t i, Health to);

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "pgproxy/base/result.h"
+
+namespace pgproxy::auth {
+
+// The client side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it, without channel
+// binding (GS2 header "n,,"; the user name travels in the StartupMessage, so n= is empty). Pure:
+// the caller moves the messages. The password is used as given: SASLprep changes only non-ASCII
+// passwords, for which PostgreSQL itself falls back to the raw bytes when normalization fails.
+class ScramClient {
+ public:
+  // `nonce`: printable, no comma (randomNonce() makes one). `user` stays empty for PostgreSQL;
+  // RFC 7677's test vector names one.
+  ScramClient(std::string password, std::string nonce, std::string user = "");
+  std::string clientFirst() const;
+  // The answer to the server-first-message, or why the server's message is unacceptable.
+  base::Result<std::string> clientFinal(std::string_view server_first);
+  // Checks the server's proof that it knows the password too.
+  base::Status verifyServerFinal(std::string_view server_final) const;
+
+  static constexpr unsigned kMaxIterations = 1'000'000;  // a hostile server cannot pin the CPU
+
+ private:
+  std::string password_, nonce_, user_;
+  std::string auth_message_;
+  std::string salted_password_;  // binary, 32 bytes, once clientFinal succeeded
+};
+
+// 18 random bytes, base64: a client nonce.
+std::string randomNonce();
+// PostgreSQL's md5 password answer: "md5" + md5hex(md5hex(password + user) + salt).
+std::string md5Password(std::string_view user, std::string_view password, std::string_view salt);
+
+std::string base64Encode(std::string_view bytes);
+// Empty optional-like: false when `text` is not valid base64.
+bool base64Decode(std::string_view text, std::string& out);
+
+}  // namespace pgproxy::auth

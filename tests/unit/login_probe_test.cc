@@ -1,0 +1,97 @@
+#include "pgproxy/upstream/login_probe.h"
+
+#include <gtest/gtest.h>
+
+#include "pgproxy/proto/wire.h"
+
+namespace pgproxy::upstream {
+namespace {
+
+std::string msg(char type, const std::string& body) {
+  std::string out(1, type);
+  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
+  return out + body;
+}
+std::string authReq(std::uint32_t code, const std::string& rest = {}) {
+  std::string b;
+  proto::appendU32(b, code);
+  return msg('R', b + rest);
+}
+std::string ready() {
+  return msg('Z', "I");
+}
+std::string row(const std::string& v) {
+  std::string b;
+  b += std::string("\0\x01", 2);
+  proto::appendU32(b, static_cast<std::uint32_t>(v.size()));
+  return msg('D', b + v);
+}
+
+TEST(LoginProbe, TrustLoginThenRoleByteByByte) {
+  LoginProbe p("health", "", "postgres");
+  std::string startup = p.start();
+  EXPECT_NE(startup.find(std::string("user\0health\0", 12)), std::string::npos);
+  std::string server = authReq(0) + msg('S', std::string("a\0b\0", 4)) + ready();
+  std::string sent;
+  LoginProbe::Step s;
+  for (char c : server) {
+    s = p.feed(std::string(1, c));
+    sent += s.send;
+    ASSERT_EQ(s.kind, LoginProbe::Step::kContinue);
+  }
+  EXPECT_EQ(sent, msg('Q', std::string("SELECT pg_is_in_recovery()\0", 27)));
+  s = p.feed(msg('T', "...") + row("t") + msg('C', std::string("SELECT 1\0", 9)) + ready());
+  EXPECT_EQ(s.kind, LoginProbe::Step::kDone);
+  EXPECT_EQ(s.role, Role::kStandby);
+  EXPECT_EQ(s.send, msg('X', ""));
+}
+
+TEST(LoginProbe, PasswordAndMd5Answers) {
+  LoginProbe clear("health", "s3cret", "postgres");
+  EXPECT_EQ(clear.feed(authReq(3)).send, msg('p', std::string("s3cret\0", 7)));
+  LoginProbe md5("health", "s3cret", "postgres");
+  EXPECT_EQ(md5.feed(authReq(5, std::string("\x01\x02\x03\x04", 4))).send,
+            msg('p', std::string("md579e196f242e45bcd4de9fe9172046309\0", 36)));
+  LoginProbe scram("health", "s3cret", "postgres");
+  std::string first =
+      scram.feed(authReq(10, std::string("SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0", 34))).send;
+  EXPECT_EQ(first.substr(5, 14), std::string("SCRAM-SHA-256\0", 14));
+  EXPECT_NE(first.find("n,,n=,r="), std::string::npos);
+  // A primary answers f.
+  LoginProbe p("health", "", "postgres");
+  p.feed(authReq(0) + ready());
+  auto done = p.feed(row("f") + ready());
+  EXPECT_EQ(done.kind, LoginProbe::Step::kDone);
+  EXPECT_EQ(done.role, Role::kPrimary);
+}
+
+TEST(LoginProbe, FailuresSayWhyWithoutThePassword) {
+  LoginProbe p("health", "s3cret", "postgres");
+  std::string err =
+      msg('E', std::string("SFATAL\0C57P03\0Mthe database system is starting up\0\0", 51));
+  auto s = p.feed(err);
+  EXPECT_EQ(s.kind, LoginProbe::Step::kFailed);
+  EXPECT_EQ(s.sqlstate, "57P03");
+  EXPECT_NE(s.error.find("starting up"), std::string::npos);
+  const std::string hostile[] = {
+      std::string("R\0\0\0\x02", 5),                           // length below 4
+      std::string("R\x7f\0\0\0", 5),                           // beyond the bound
+      authReq(7),                                              // GSSAPI
+      authReq(10, std::string("SCRAM-SHA-256-PLUS\0\0", 20)),  // only -PLUS
+      authReq(11, "r=nope,s=QUJD,i=1"),                        // nonce not ours
+      ready(),                                                 // ready before authentication
+      authReq(5, "ab"),                                        // short md5 salt
+  };
+  for (const auto& h : hostile) {
+    LoginProbe q("health", "s3cret", "postgres");
+    auto r = q.feed(h);
+    EXPECT_EQ(r.kind, LoginProbe::Step::kFailed) << h.size();
+    EXPECT_EQ(r.error.find("s3cret"), std::string::npos);
+  }
+  LoginProbe norow("health", "", "postgres");
+  norow.feed(authReq(0) + ready());
+  EXPECT_EQ(norow.feed(ready()).kind, LoginProbe::Step::kFailed);
+}
+
+}  // namespace
+}  // namespace pgproxy::upstream
