@@ -20,6 +20,9 @@ const std::vector<KeySpec>& topLevelKeys() {
       {"log_format", true, "access log format: text or json"},
       {"log_protocol", true, "log each protocol message of plaintext and terminated sessions"},
       {"tls", true, "TLS defaults for terminated sessions"},
+      {"allow", true, "client addresses (CIDR) admitted at accept; empty: all"},
+      {"deny", true, "client addresses (CIDR) closed at accept"},
+      {"max_connections", true, "client sessions at once over all mappings (53300 beyond)"},
   };
   return keys;
 }
@@ -83,6 +86,9 @@ const std::vector<KeySpec>& mappingKeys() {
       {"balance", true, "round_robin (default), least_conn, random or first"},
       {"health_check", true, "active checks: interval, timeout, fall, rise, user"},
       {"role", true, "any (default), primary or standby: which servers take sessions"},
+      {"allow", true, "client addresses (CIDR) admitted to this mapping"},
+      {"deny", true, "client addresses (CIDR) refused for this mapping"},
+      {"max_connections", true, "client sessions at once for this mapping (53300 beyond)"},
       {"tls", true, "passthrough (default) or terminate"},
       {"certificate", true, "certificate chain served for this mapping (terminate)"},
       {"key", true, "private key of the mapping's certificate"},

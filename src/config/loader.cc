@@ -209,6 +209,31 @@ void parseListen(Parser& p, yaml_node_t* n, Config& cfg) {
   parseListenEntry(p, n, cfg);
 }
 
+// A CIDR block or a list of them.
+void parseCidrs(Parser& p, yaml_node_t* n, const std::string& what, std::vector<net::Cidr>& out) {
+  auto one = [&](yaml_node_t* v) {
+    auto s = p.scalar(v, what);
+    if (!s) {
+      return;
+    }
+    auto c = net::Cidr::parse(*s);
+    if (!c) {
+      p.fail(v, what + " entry \"" + *s +
+                    "\" is not an IP address or CIDR block such as 10.0.0.0/8 (host bits must "
+                    "be zero)");
+      return;
+    }
+    out.push_back(*c);
+  };
+  if (n->type == YAML_SEQUENCE_NODE) {
+    for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+      one(p.node(*i));
+    }
+  } else {
+    one(n);
+  }
+}
+
 std::optional<unsigned> boundedNumber(Parser& p, yaml_node_t* v, const std::string& what,
                                       unsigned lo, unsigned hi) {
   auto s = p.scalar(v, what);
@@ -374,6 +399,12 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                    }
                  } else if (key == "health_check") {
                    parseHealthCheck(p, v, m);
+                 } else if (key == "allow" || key == "deny") {
+                   parseCidrs(p, v, key, key == "allow" ? m.access.allow : m.access.deny);
+                 } else if (key == "max_connections") {
+                   auto n = boundedNumber(p, v, "max_connections", 1, 1'000'000);
+                   fine = fine && n.has_value();
+                   m.max_connections = n.value_or(0);
                  } else if (key == "role") {
                    auto s = p.scalar(v, "role").value_or("");
                    if (s == "primary") {
@@ -601,6 +632,11 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
                    parseAdmin(p, v, cfg);
                  } else if (key == "tls") {
                    parseTls(p, v, cfg);
+                 } else if (key == "allow" || key == "deny") {
+                   parseCidrs(p, v, key, key == "allow" ? cfg.access.allow : cfg.access.deny);
+                 } else if (key == "max_connections") {
+                   cfg.max_connections =
+                       boundedNumber(p, v, "max_connections", 1, 1'000'000).value_or(0);
                  } else if (key == "access_log") {
                    cfg.access_log = p.scalar(v, "access_log").value_or("");
                  } else if (key == "log_format") {

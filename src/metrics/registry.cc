@@ -29,7 +29,9 @@ const char* outcomeName(Outcome o) {
                                        "shutdown",
                                        "error",
                                        "tls_required",
-                                       "tls_handshake_failed"};
+                                       "tls_handshake_failed",
+                                       "too_many_clients",
+                                       "denied"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<std::size_t>(Outcome::kCount));
   return kNames[static_cast<std::size_t>(o)];
 }
@@ -64,6 +66,22 @@ std::size_t Registry::mappingIndex(const std::string& name) const {
   return kUnknownMapping;
 }
 
+std::int64_t Registry::admitted() const {
+  std::int64_t n = 0;
+  for (const auto& slot : shared_->slots) {
+    n += slot.gauges[static_cast<std::size_t>(Gauge::kAdmitted)].load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
+std::int64_t Registry::admitted(std::size_t mapping) const {
+  std::int64_t n = 0;
+  for (const auto& slot : shared_->slots) {
+    n += slot.mapping_admitted[mapping].load(std::memory_order_relaxed);
+  }
+  return n;
+}
+
 Slot* Registry::claimSlot(std::int32_t owner) {
   for (auto& slot : shared_->slots) {
     std::int32_t expected = 0;
@@ -92,6 +110,7 @@ void Registry::foldSlot(std::int32_t owner) {
         moveAtomic(slot.mapping[m][c], r.mapping[m][c]);
       }
       slot.mapping_active[m].store(0);
+      slot.mapping_admitted[m].store(0);
     }
     for (std::size_t h = 0; h < static_cast<std::size_t>(Histogram::kCount); ++h) {
       for (std::size_t b = 0; b <= kBuckets; ++b) {

@@ -63,6 +63,14 @@ std::string formatAddr(const sockaddr* sa) {
 }  // namespace
 
 void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen) {
+  if (!ctx.config->access.admits(addr)) {
+    // Global deny/allow: closed before a byte is read (a flood of these must not fill the log).
+    ::close(fd);
+    ctx.metrics.add(metrics::Counter::kAccepted);
+    ctx.metrics.closed(metrics::kUnknownMapping, Outcome::kDenied);
+    LOG_DEBUG("connection from %s denied at accept", formatAddr(addr).c_str());
+    return;
+  }
   new Session(ctx, fd, addr, addrlen);  // owned by ctx's list; deletes itself in close()
 }
 
@@ -97,6 +105,9 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
 Session::~Session() {
   ctx_.cancels->release(cancel_slot_);
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
+  if (admitted_) {
+    ctx_.metrics.admitted(metricIndex(), -1);
+  }
   if (counted_active_) {
     ctx_.metrics.active(metricIndex(), -1);
     ctx_.backends->addActive(backendSlot(), -1);
@@ -369,6 +380,15 @@ void Session::routeTo(std::size_t mapping) {
   const auto& m = ctx_.config->mappings[mapping];
   LOG_DEBUG("session %llu: %s sni=\"%s\" -> mapping \"%s\"", static_cast<unsigned long long>(id_),
             modeName(), sni_.c_str(), m.external.c_str());
+  if (!m.access.admits(reinterpret_cast<const sockaddr*>(&client_addr_))) {
+    std::string why = "connections from " + peer() + " are not allowed for \"" + m.external + "\"";
+    if (mode_ == Mode::kPlaintext) {
+      refuse(Outcome::kDenied, proto::sqlstate::kInvalidAuthorization, "pgproxy: " + why);
+    } else {
+      refuseTls(Outcome::kDenied, proto::kAlertAccessDenied, why);
+    }
+    return;
+  }
   if (m.tls == config::TlsMode::kTerminate && state_ == State::kClientHello) {
     startClientTls();  // the backend is connected once the StartupMessage has arrived
     return;
@@ -422,7 +442,27 @@ bool Session::pickBackend() {
   return true;
 }
 
+bool Session::admit() {
+  const auto& m = ctx_.config->mappings[mapping_];
+  std::uint64_t global = ctx_.config->max_connections, mine = m.max_connections;
+  bool over =
+      (global && ctx_.metrics_registry->admitted() >= static_cast<std::int64_t>(global)) ||
+      (mine && ctx_.metrics_registry->admitted(metricIndex()) >= static_cast<std::int64_t>(mine));
+  if (over) {
+    // PostgreSQL's own words and code, so clients and poolers treat it as they know to.
+    failSession(Outcome::kTooManyClients, "sorry, too many clients already",
+                proto::sqlstate::kTooManyConnections);
+    return false;
+  }
+  ctx_.metrics.admitted(metricIndex(), 1);
+  admitted_ = true;
+  return true;
+}
+
 void Session::connectBackend() {
+  if (!admitted_ && !admit()) {
+    return;
+  }
   if (!pickBackend()) {
     const auto& m = ctx_.config->mappings[mapping_];
     std::string what = m.role == config::BackendRole::kAny       ? "backend"

@@ -403,3 +403,32 @@ TEST(ConfigBackends, MistakesAreRefusedWithTheReason) {
 
 }  // namespace
 }  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+TEST(ConfigLimits, AllowDenyAndMaxConnections) {
+  Config c = mustLoad(R"(allow: ["10.0.0.0/8", "::1"]
+deny: 10.66.0.0/16
+max_connections: 500
+mappings:
+  - {external: a.example.com, internal: x, max_connections: 5, deny: [192.0.2.0/24]}
+)");
+  ASSERT_EQ(c.access.allow.size(), 2u);
+  EXPECT_EQ(c.access.allow[0].text(), "10.0.0.0/8");
+  EXPECT_EQ(c.access.allow[1].text(), "::1/128");
+  ASSERT_EQ(c.access.deny.size(), 1u);
+  EXPECT_EQ(c.max_connections, 500u);
+  EXPECT_EQ(c.mappings[0].max_connections, 5u);
+  EXPECT_EQ(c.mappings[0].access.deny[0].text(), "192.0.2.0/24");
+  EXPECT_TRUE(mustLoad("mappings: [{external: a.example.com, internal: x}]\n").access.empty());
+  const std::string m = "mappings: [{external: a.example.com, internal: x}]\n";
+  EXPECT_NE(errorOf("allow: [10.1.2.3/8]\n" + m).find("host bits must be zero"), std::string::npos);
+  EXPECT_NE(errorOf("deny: [db.example.com]\n" + m).find("is not an IP address or CIDR block"),
+            std::string::npos);
+  EXPECT_NE(errorOf("max_connections: 0\n" + m).find("max_connections must be a number"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgproxy::config

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "pgproxy/base/result.h"
+#include "pgproxy/net/cidr.h"
 
 namespace pgproxy::config {
 
@@ -64,6 +65,8 @@ struct Mapping {
   Balance balance = Balance::kRoundRobin;
   BackendRole role = BackendRole::kAny;
   HealthCheck health;
+  net::AccessList access;        // allow/deny for this mapping, after routing
+  unsigned max_connections = 0;  // 0: no limit
   TlsMode tls = TlsMode::kPassthrough;
   std::string certificate;  // chain file; empty: tls.certificate
   std::string key;
@@ -113,7 +116,9 @@ struct Config {
   unsigned max_draining_generations = kDefaultMaxDrainingGenerations;
   AdminConfig admin;
   TlsConfig tls;
-  std::string access_log;  // "" → the main log; "off" → none; else a file
+  net::AccessList access;        // allow/deny at accept
+  unsigned max_connections = 0;  // all mappings together; 0: no limit
+  std::string access_log;        // "" → the main log; "off" → none; else a file
   LogFormat log_format = LogFormat::kText;
   bool log_protocol = false;
   std::string hash;  // of the file's text, for pgproxy_config_info

@@ -24,6 +24,8 @@ enum class Outcome : std::uint8_t {
   kError,
   kTlsRequired,         // tls.require refused a plaintext client
   kTlsHandshakeFailed,  // pgproxy's own handshake with the client failed (terminate)
+  kTooManyClients,      // max_connections
+  kDenied,              // allow/deny
   kCount,
 };
 const char* outcomeName(Outcome o);
@@ -36,7 +38,8 @@ enum class Counter : std::uint8_t {
   kCancelUnmatched,
   kCount,
 };
-enum class Gauge : std::uint8_t { kActive, kCount };
+// kActive: client connections open; kAdmitted: those counted against max_connections.
+enum class Gauge : std::uint8_t { kActive, kAdmitted, kCount };
 // Per-mapping counters. Closed-by-outcome counters follow the two byte counters.
 enum class MappingCounter : std::uint8_t { kBytesUp, kBytesDown, kClosedFirst };
 inline constexpr std::size_t kMappingCounters = 2 + static_cast<std::size_t>(Outcome::kCount);
@@ -80,6 +83,7 @@ struct alignas(64) Slot {
   std::atomic<std::int64_t> gauges[static_cast<std::size_t>(Gauge::kCount)];
   std::atomic<std::uint64_t> mapping[kMaxMappings][kMappingCounters];
   std::atomic<std::int64_t> mapping_active[kMaxMappings];
+  std::atomic<std::int64_t> mapping_admitted[kMaxMappings];
   HistogramData histograms[static_cast<std::size_t>(Histogram::kCount)];
 };
 
@@ -142,6 +146,11 @@ class Registry {
   // Worker: claims a slot for this process (falls back to `retired`, which is also atomic).
   Slot* claimSlot(std::int32_t owner);
   std::size_t mappingIndex(const std::string& name) const;
+  // Connections counted against max_connections, summed over live workers (a dead worker's
+  // count goes with its slot). Checked then incremented, so concurrent workers may overshoot a
+  // limit by at most one connection each.
+  std::int64_t admitted() const;
+  std::int64_t admitted(std::size_t mapping) const;
 
   Snapshot snapshot() const;
 

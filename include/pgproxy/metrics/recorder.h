@@ -26,6 +26,10 @@ class Recorder {
                            static_cast<std::size_t>(o)]
         .fetch_add(1, std::memory_order_relaxed);
   }
+  void admitted(std::size_t mapping, std::int64_t delta) {
+    gauge(Gauge::kAdmitted, delta);
+    slot_->mapping_admitted[mapping].fetch_add(delta, std::memory_order_relaxed);
+  }
   void active(std::size_t mapping, std::int64_t delta) {
     slot_->mapping_active[mapping].fetch_add(delta, std::memory_order_relaxed);
   }

@@ -40,6 +40,7 @@ std::string buildFatal(std::string_view sqlstate, std::string_view message,
 std::string buildSslRequest();
 
 // A TLS alert record (fatal), the only refusal possible once the client is in a TLS handshake.
+inline constexpr std::uint8_t kAlertAccessDenied = 49;
 inline constexpr std::uint8_t kAlertInternalError = 80;
 inline constexpr std::uint8_t kAlertUnrecognizedName = 112;
 inline constexpr std::uint8_t kAlertNoApplicationProtocol = 120;

@@ -74,6 +74,7 @@ class Session {
   void handlePreamble();
   void handleClientHello();
   void routeTo(std::size_t mapping);
+  bool admit();             // max_connections; false: refused
   void connectBackend();    // picks a backend, then connectToBackend
   void connectToBackend();  // the one backend_index_ names
   bool pickBackend();       // false: no backend left to try
@@ -146,6 +147,7 @@ class Session {
   std::uint64_t started_us_;
   std::uint64_t connect_started_us_ = 0;
   bool counted_active_ = false;  // in pgproxy_backend_sessions_active
+  bool admitted_ = false;        // counted against max_connections
   std::string sni_;
   std::size_t mapping_ = SIZE_MAX;
   std::size_t backend_index_ = 0;  // into the mapping's backends, valid once tried_ != 0

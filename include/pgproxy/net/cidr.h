@@ -1,0 +1,33 @@
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgproxy::net {
+
+// One address block, "10.0.0.0/8", "2001:db8::/32", or a single address ("192.0.2.7", "::1").
+// IPv4-mapped IPv6 clients (::ffff:a.b.c.d, on a dual-stack listener) match IPv4 blocks.
+struct Cidr {
+  int family = AF_INET;  // AF_INET or AF_INET6
+  std::uint8_t bytes[16] = {};
+  unsigned prefix = 32;
+
+  static std::optional<Cidr> parse(std::string_view text);
+  bool contains(const sockaddr* addr) const;
+  std::string text() const;
+};
+
+// An allow/deny pair as the configuration has it: deny wins; a non-empty allow list admits only
+// what it names. Pure.
+struct AccessList {
+  std::vector<Cidr> allow, deny;
+  bool empty() const { return allow.empty() && deny.empty(); }
+  bool admits(const sockaddr* addr) const;
+};
+
+}  // namespace pgproxy::net
