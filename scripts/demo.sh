@@ -33,6 +33,16 @@ mappings:
   - external: "host2.example.com"
     internal: "127.0.0.1"
     port: $pg2
+  # pgproxy terminates TLS with its own certificate and balances over both clusters.
+  - external: "db.example.com"
+    tls: terminate
+    certificate: $dir/proxy-wild.crt
+    key: $dir/proxy-wild.key
+    backend_tls: require
+    backends:
+      - { host: "127.0.0.1", port: $pg1 }
+      - { host: "127.0.0.1", port: $pg2 }
+    health_check: { interval: 2s }
 YAML
 cat <<TXT
 
@@ -42,6 +52,7 @@ In another terminal (hostaddr= stands in for DNS):
   psql "host=host1.example.com hostaddr=127.0.0.1 port=$port sslmode=verify-full sslrootcert=$dir/ca.crt user=postgres" -c 'show cluster_name'
   psql "host=host2.example.com hostaddr=127.0.0.1 port=$port sslmode=verify-full sslrootcert=$dir/ca.crt user=postgres" -c 'show cluster_name'
   psql "host=127.0.0.1 port=$port sslmode=disable user=postgres" -c 'show cluster_name'     # plaintext: the default mapping
+  psql "host=db.example.com hostaddr=127.0.0.1 port=$port sslmode=verify-full sslrootcert=$dir/proxy-ca.crt user=postgres" -c 'show cluster_name'   # TLS terminated by pgproxy, round robin over both
 
   $build/pgproxy -s reload -c $dir/pgproxy.yaml     # re-read the config
   $build/pgproxy -s stop -c $dir/pgproxy.yaml       # or Ctrl-C here

@@ -318,6 +318,9 @@ bool Session::flush(bool to_client) {
       close(outcome_);  // the client is gone before reading our refusal
       return false;
     }
+    if (!to_client && retryBeforeFirstByte(base::errnoText(err).c_str())) {
+      return false;  // a listener that closed with us in its backlog resets on the first send
+    }
     client_reset_ = to_client;
     close(spliceErrorOutcome());
     return false;
