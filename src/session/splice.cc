@@ -166,6 +166,25 @@ void Session::onSocketEvent(int fd, short what, void* arg) {
   }
 }
 
+namespace {
+
+// A failed SSL_read/SSL_write as the errno a plain socket would have given; 0 for a clean close.
+int sslErrno(SSL* ssl, int ret, int syscall_default) {
+  switch (SSL_get_error(ssl, ret)) {
+    case SSL_ERROR_ZERO_RETURN:
+      return 0;  // close_notify (or EOF: SSL_OP_IGNORE_UNEXPECTED_EOF)
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      return EAGAIN;
+    case SSL_ERROR_SYSCALL:
+      return errno ? errno : syscall_default;
+    default:
+      return EPROTO;
+  }
+}
+
+}  // namespace
+
 ssize_t Session::readSide(bool client, char* buf, std::size_t len, int& err) {
   SSL* ssl = client ? client_ssl_ : backend_ssl_;
   if (!ssl) {
@@ -178,20 +197,8 @@ ssize_t Session::readSide(bool client, char* buf, std::size_t len, int& err) {
   if (n > 0) {
     return n;
   }
-  switch (SSL_get_error(ssl, n)) {
-    case SSL_ERROR_ZERO_RETURN:
-      return 0;  // close_notify (or EOF: SSL_OP_IGNORE_UNEXPECTED_EOF)
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      err = EAGAIN;
-      return -1;
-    case SSL_ERROR_SYSCALL:
-      err = errno ? errno : ECONNRESET;
-      return -1;
-    default:
-      err = EPROTO;
-      return -1;
-  }
+  err = sslErrno(ssl, n, ECONNRESET);
+  return err == 0 ? 0 : -1;
 }
 
 ssize_t Session::writeSide(bool client, const char* buf, std::size_t len, int& err) {
@@ -206,18 +213,11 @@ ssize_t Session::writeSide(bool client, const char* buf, std::size_t len, int& e
   if (n > 0) {
     return n;
   }
-  switch (SSL_get_error(ssl, n)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      err = EAGAIN;
-      return -1;
-    case SSL_ERROR_SYSCALL:
-      err = errno ? errno : EPIPE;
-      return -1;
-    default:
-      err = EPROTO;
-      return -1;
+  err = sslErrno(ssl, n, EPIPE);
+  if (err == 0) {
+    err = EPROTO;  // close_notify while writing: the peer is gone
   }
+  return -1;
 }
 
 bool Session::relay(bool from_client) {
