@@ -209,6 +209,29 @@ void parseListen(Parser& p, yaml_node_t* n, Config& cfg) {
   parseListenEntry(p, n, cfg);
 }
 
+// A keyword from a fixed set ("balance: least_conn"); the error lists the choices. False (and
+// `out` untouched) when the value is not one of them.
+template <typename T>
+bool parseChoice(Parser& p, yaml_node_t* v, const std::string& what,
+                 std::initializer_list<std::pair<const char*, T>> choices, T& out) {
+  auto s = p.scalar(v, what);
+  if (!s) {
+    return false;
+  }
+  std::string names;
+  std::size_t i = 0;
+  for (const auto& [name, value] : choices) {
+    if (*s == name) {
+      out = value;
+      return true;
+    }
+    names += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + std::string(name);
+    ++i;
+  }
+  p.fail(v, what + " must be " + names + ", not \"" + *s + "\"");
+  return false;
+}
+
 // A CIDR block or a list of them.
 void parseCidrs(Parser& p, yaml_node_t* n, const std::string& what, std::vector<net::Cidr>& out) {
   auto one = [&](yaml_node_t* v) {
@@ -337,129 +360,100 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
   m.mark = Parser::markOf(n);
   bool haveExternal = false, haveInternal = false, havePort = false, haveBackends = false,
        fine = true;
-  p.forEachKey(n, "a mapping", keyNames(mappingKeys()),
-               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                 if (key == "external") {
-                   auto s = p.scalar(v, "external");
-                   if (!s) {
-                     fine = false;
-                     return;
-                   }
-                   haveExternal = true;
-                   m.external = base::toLowerAscii(*s);
-                   std::string host =
-                       m.external.rfind("*.", 0) == 0 ? m.external.substr(2) : m.external;
-                   if (m.external.empty()) {
-                     p.fail(v, "external must not be empty");
-                     fine = false;
-                   } else if (!isValidHostName(host) || isIpLiteral(host)) {
-                     p.fail(v, "external \"" + *s +
-                                   "\" is not a valid host name (a wildcard is allowed only as a "
-                                   "whole leading label: *.example.com)");
-                     fine = false;
-                   }
-                 } else if (key == "internal") {
-                   auto s = p.scalar(v, "internal");
-                   if (!s) {
-                     fine = false;
-                     return;
-                   }
-                   haveInternal = true;
-                   m.internal = *s;
-                   if (!isValidHostName(*s) && !isIpLiteral(*s)) {
-                     p.fail(v, "internal \"" + *s + "\" is not a valid host name or IP address");
-                     fine = false;
-                   }
-                 } else if (key == "port") {
-                   auto port = p.port(v, "port");
-                   fine = fine && port.has_value();
-                   havePort = true;
-                   m.port = port.value_or(0);
-                 } else if (key == "backends") {
-                   haveBackends = true;
-                   fine = parseBackends(p, v, m) && fine;
-                 } else if (key == "balance") {
-                   auto s = p.scalar(v, "balance").value_or("");
-                   static const std::pair<const char*, Balance> kPolicies[] = {
-                       {"round_robin", Balance::kRoundRobin},
-                       {"least_conn", Balance::kLeastConn},
-                       {"random", Balance::kRandom},
-                       {"first", Balance::kFirst}};
-                   bool known = false;
-                   for (const auto& [name, policy] : kPolicies) {
-                     if (s == name) {
-                       m.balance = policy;
-                       known = true;
-                     }
-                   }
-                   if (!known) {
-                     p.fail(v, "balance must be round_robin, least_conn, random or first, not \"" +
-                                   s + "\"");
-                     fine = false;
-                   }
-                 } else if (key == "health_check") {
-                   parseHealthCheck(p, v, m);
-                 } else if (key == "allow" || key == "deny") {
-                   parseCidrs(p, v, key, key == "allow" ? m.access.allow : m.access.deny);
-                 } else if (key == "max_connections") {
-                   auto n = boundedNumber(p, v, "max_connections", 1, 1'000'000);
-                   fine = fine && n.has_value();
-                   m.max_connections = n.value_or(0);
-                 } else if (key == "role") {
-                   auto s = p.scalar(v, "role").value_or("");
-                   if (s == "primary") {
-                     m.role = BackendRole::kPrimary;
-                   } else if (s == "standby") {
-                     m.role = BackendRole::kStandby;
-                   } else if (s != "any") {
-                     p.fail(v, "role must be any, primary or standby, not \"" + s + "\"");
-                     fine = false;
-                   }
-                 } else if (key == "tls") {
-                   auto s = p.scalar(v, "tls");
-                   if (s && *s == "terminate") {
-                     m.tls = TlsMode::kTerminate;
-                   } else if (s && *s != "passthrough") {
-                     p.fail(v, "tls must be passthrough or terminate, not \"" + *s + "\"");
-                     fine = false;
-                   }
-                 } else if (key == "backend_tls") {
-                   auto s = p.scalar(v, "backend_tls").value_or("");
-                   static const std::pair<const char*, BackendTls> kModes[] = {
-                       {"disable", BackendTls::kDisable},
-                       {"require", BackendTls::kRequire},
-                       {"verify-ca", BackendTls::kVerifyCa},
-                       {"verify-full", BackendTls::kVerifyFull}};
-                   bool known = false;
-                   for (const auto& [name, mode] : kModes) {
-                     if (s == name) {
-                       m.backend_tls = mode;
-                       known = true;
-                     }
-                   }
-                   if (!known) {
-                     p.fail(v,
-                            "backend_tls must be disable, require, verify-ca or verify-full, "
-                            "not \"" +
-                                s + "\"");
-                     fine = false;
-                   }
-                 } else {
-                   // certificate, key, backend_ca, backend_sni: plain strings.
-                   auto s = p.scalar(v, key);
-                   if (!s || s->empty()) {
-                     if (s) {
-                       p.fail(v, key + " must not be empty");
-                     }
-                     fine = false;
-                     return;
-                   }
-                   (key == "certificate"  ? m.certificate
-                    : key == "key"        ? m.key
-                    : key == "backend_ca" ? m.backend_ca
-                                          : m.backend_sni) = *s;
-                 }
-               });
+  p.forEachKey(
+      n, "a mapping", keyNames(mappingKeys()),
+      [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+        if (key == "external") {
+          auto s = p.scalar(v, "external");
+          if (!s) {
+            fine = false;
+            return;
+          }
+          haveExternal = true;
+          m.external = base::toLowerAscii(*s);
+          std::string host = m.external.rfind("*.", 0) == 0 ? m.external.substr(2) : m.external;
+          if (m.external.empty()) {
+            p.fail(v, "external must not be empty");
+            fine = false;
+          } else if (!isValidHostName(host) || isIpLiteral(host)) {
+            p.fail(v, "external \"" + *s +
+                          "\" is not a valid host name (a wildcard is allowed only as a "
+                          "whole leading label: *.example.com)");
+            fine = false;
+          }
+        } else if (key == "internal") {
+          auto s = p.scalar(v, "internal");
+          if (!s) {
+            fine = false;
+            return;
+          }
+          haveInternal = true;
+          m.internal = *s;
+          if (!isValidHostName(*s) && !isIpLiteral(*s)) {
+            p.fail(v, "internal \"" + *s + "\" is not a valid host name or IP address");
+            fine = false;
+          }
+        } else if (key == "port") {
+          auto port = p.port(v, "port");
+          fine = fine && port.has_value();
+          havePort = true;
+          m.port = port.value_or(0);
+        } else if (key == "backends") {
+          haveBackends = true;
+          fine = parseBackends(p, v, m) && fine;
+        } else if (key == "balance") {
+          fine = parseChoice<Balance>(p, v, "balance",
+                                      {{"round_robin", Balance::kRoundRobin},
+                                       {"least_conn", Balance::kLeastConn},
+                                       {"random", Balance::kRandom},
+                                       {"first", Balance::kFirst}},
+                                      m.balance) &&
+                 fine;
+        } else if (key == "health_check") {
+          parseHealthCheck(p, v, m);
+        } else if (key == "allow" || key == "deny") {
+          parseCidrs(p, v, key, key == "allow" ? m.access.allow : m.access.deny);
+        } else if (key == "max_connections") {
+          auto n = boundedNumber(p, v, "max_connections", 1, 1'000'000);
+          fine = fine && n.has_value();
+          m.max_connections = n.value_or(0);
+        } else if (key == "role") {
+          fine = parseChoice<BackendRole>(p, v, "role",
+                                          {{"any", BackendRole::kAny},
+                                           {"primary", BackendRole::kPrimary},
+                                           {"standby", BackendRole::kStandby}},
+                                          m.role) &&
+                 fine;
+        } else if (key == "tls") {
+          fine = parseChoice<TlsMode>(
+                     p, v, "tls",
+                     {{"passthrough", TlsMode::kPassthrough}, {"terminate", TlsMode::kTerminate}},
+                     m.tls) &&
+                 fine;
+        } else if (key == "backend_tls") {
+          fine = parseChoice<BackendTls>(p, v, "backend_tls",
+                                         {{"disable", BackendTls::kDisable},
+                                          {"require", BackendTls::kRequire},
+                                          {"verify-ca", BackendTls::kVerifyCa},
+                                          {"verify-full", BackendTls::kVerifyFull}},
+                                         m.backend_tls) &&
+                 fine;
+        } else {
+          // certificate, key, backend_ca, backend_sni: plain strings.
+          auto s = p.scalar(v, key);
+          if (!s || s->empty()) {
+            if (s) {
+              p.fail(v, key + " must not be empty");
+            }
+            fine = false;
+            return;
+          }
+          (key == "certificate"  ? m.certificate
+           : key == "key"        ? m.key
+           : key == "backend_ca" ? m.backend_ca
+                                 : m.backend_sni) = *s;
+        }
+      });
   if (n->type != YAML_MAPPING_NODE) {
     return;
   }
@@ -640,12 +634,9 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
                  } else if (key == "access_log") {
                    cfg.access_log = p.scalar(v, "access_log").value_or("");
                  } else if (key == "log_format") {
-                   std::string f = p.scalar(v, "log_format").value_or("");
-                   if (f == "json") {
-                     cfg.log_format = LogFormat::kJson;
-                   } else if (f != "text") {
-                     p.fail(v, "log_format must be text or json, not \"" + f + "\"");
-                   }
+                   parseChoice<LogFormat>(p, v, "log_format",
+                                          {{"text", LogFormat::kText}, {"json", LogFormat::kJson}},
+                                          cfg.log_format);
                  } else if (key == "log_protocol") {
                    cfg.log_protocol = p.boolean(v, "log_protocol").value_or(false);
                  } else if (key == "max_draining_generations") {

@@ -244,10 +244,10 @@ bool Session::relay(bool from_client) {
       close(spliceErrorOutcome());
       return false;
     }
-    if (!from_client) {
-      std::string().swap(replay_);  // the backend answered: this session stays with it
-    } else if (!replay_.empty()) {
-      std::string().swap(replay_);  // more than the first packet went upstream: no replay
+    if (!replay_.empty()) {
+      // The backend answered (the session stays with it), or more than the first packet went
+      // upstream: either way there is nothing to replay any more.
+      std::string().swap(replay_);
     }
     std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
     inspect(from_client, bytes);
