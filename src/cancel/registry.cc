@@ -135,16 +135,4 @@ std::size_t Registry::findByClient(const in6_addr& client, BackendAddr* out,
   return n;
 }
 
-in6_addr clientKey(const sockaddr* addr) {
-  in6_addr out{};
-  if (addr->sa_family == AF_INET6) {
-    out = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr;
-  } else if (addr->sa_family == AF_INET) {
-    out.s6_addr[10] = 0xff;
-    out.s6_addr[11] = 0xff;
-    std::memcpy(&out.s6_addr[12], &reinterpret_cast<const sockaddr_in*>(addr)->sin_addr, 4);
-  }
-  return out;
-}
-
 }  // namespace pgproxy::cancel

@@ -23,6 +23,12 @@ const std::vector<KeySpec>& topLevelKeys() {
       {"allow", true, "client addresses (CIDR) admitted at accept; empty: all"},
       {"deny", true, "client addresses (CIDR) closed at accept"},
       {"max_connections", true, "client sessions at once over all mappings (53300 beyond)"},
+      {"max_connections_per_client", true, "sessions at once from one client address (53300)"},
+      {"connection_rate", true, "new sessions per client address: {per_client, burst} (53300)"},
+      {"max_handshakes", true, "connections still in their handshake; beyond it accepts wait"},
+      {"idle_timeout", true, "close a session with no byte either way for this long; off"},
+      {"tcp_keepalive", true, "TCP keepalive on both sides: off or {idle, interval, count}"},
+      {"tcp_user_timeout", true, "drop a peer that leaves sent data unacknowledged this long"},
   };
   return keys;
 }
@@ -89,12 +95,30 @@ const std::vector<KeySpec>& mappingKeys() {
       {"allow", true, "client addresses (CIDR) admitted to this mapping"},
       {"deny", true, "client addresses (CIDR) refused for this mapping"},
       {"max_connections", true, "client sessions at once for this mapping (53300 beyond)"},
+      {"connection_rate", true, "new sessions per client address for this mapping"},
       {"tls", true, "passthrough (default) or terminate"},
       {"certificate", true, "certificate chain served for this mapping (terminate)"},
       {"key", true, "private key of the mapping's certificate"},
       {"backend_tls", true, "disable, require (default), verify-ca or verify-full"},
       {"backend_ca", true, "CA file that verifies the backend's certificate"},
       {"backend_sni", true, "server name sent to and verified against the backend"},
+  };
+  return keys;
+}
+
+const std::vector<KeySpec>& rateKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"per_client", true, "sessions per second (20/s) or minute (100/m) from one address"},
+      {"burst", true, "sessions allowed at once above the rate; default the rate's number"},
+  };
+  return keys;
+}
+
+const std::vector<KeySpec>& keepAliveKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"idle", true, "idle time before the first probe (TCP_KEEPIDLE)"},
+      {"interval", true, "time between probes (TCP_KEEPINTVL)"},
+      {"count", true, "unanswered probes before the peer is dead (TCP_KEEPCNT)"},
   };
   return keys;
 }

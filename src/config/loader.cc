@@ -272,6 +272,81 @@ std::optional<unsigned> boundedNumber(Parser& p, yaml_node_t* v, const std::stri
   return static_cast<unsigned>(*n);
 }
 
+// "20/s", "100/m", "1000/h" or a bare number (per second); false (with an error) otherwise.
+bool parseRateText(Parser& p, yaml_node_t* v, const std::string& what, Rate& out) {
+  auto s = p.scalar(v, what);
+  if (!s) {
+    return false;
+  }
+  std::string text = *s;
+  std::uint32_t period = 1000;
+  if (auto slash = text.find('/'); slash != std::string::npos) {
+    std::string unit = text.substr(slash + 1);
+    period = unit == "s"                    ? 1000
+             : unit == "m" || unit == "min" ? 60'000
+             : unit == "h"                  ? 3'600'000
+                                            : 0;
+    text.resize(slash);
+  }
+  auto count = base::parseUnsigned(text);
+  if (period == 0 || !count || *count < 1 || *count > 1'000'000) {
+    p.fail(v, what +
+                  " must be a rate such as 20/s, 100/m or 1000/h (1 to 1000000 per unit), "
+                  "not \"" +
+                  *s + "\"");
+    return false;
+  }
+  out.count = static_cast<std::uint32_t>(*count);
+  out.period_ms = period;
+  return true;
+}
+
+// {per_client: 20/s, burst: 40}, or just the rate.
+void parseRate(Parser& p, yaml_node_t* n, const std::string& where, Rate& out) {
+  if (n->type == YAML_SCALAR_NODE) {
+    parseRateText(p, n, where, out);
+  } else {
+    bool haveRate = false;
+    p.forEachKey(n, where, keyNames(rateKeys()),
+                 [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                   if (key == "burst") {
+                     out.burst = boundedNumber(p, v, where + ".burst", 1, 1'000'000).value_or(0);
+                   } else {
+                     haveRate = parseRateText(p, v, where + ".per_client", out);
+                   }
+                 });
+    if (n->type == YAML_MAPPING_NODE && !haveRate && !p.failed()) {
+      p.fail(n, where + " needs per_client, for example {per_client: 20/s, burst: 40}");
+    }
+  }
+  if (out.burst == 0) {
+    out.burst = out.count;
+  }
+}
+
+void parseKeepAlive(Parser& p, yaml_node_t* n, KeepAlive& out) {
+  if (n->type == YAML_SCALAR_NODE) {
+    // "off" (or "on": the kernel's settings).
+    out.enabled = p.boolean(n, "tcp_keepalive").value_or(true);
+    return;
+  }
+  p.forEachKey(n, "tcp_keepalive", keyNames(keepAliveKeys()),
+               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+                 const std::string what = "tcp_keepalive." + key;
+                 if (key == "count") {
+                   out.count = boundedNumber(p, v, what, 1, 127).value_or(0);
+                   return;
+                 }
+                 auto ms = p.duration(v, what);
+                 if (ms && (*ms < 1000 || *ms > 32767 * 1000ull)) {
+                   p.fail(v, what + " must be from 1s to 32767s (whole seconds)");
+                   return;
+                 }
+                 (key == "idle" ? out.idle_s : out.interval_s) =
+                     static_cast<std::uint32_t>(ms.value_or(0) / 1000);
+               });
+}
+
 bool parseBackends(Parser& p, yaml_node_t* n, Mapping& m) {
   if (n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.start == n->data.sequence.items.top) {
     p.fail(n, "backends must be a non-empty list of {host, port, weight}");
@@ -417,6 +492,8 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
           auto n = boundedNumber(p, v, "max_connections", 1, 1'000'000);
           fine = fine && n.has_value();
           m.max_connections = n.value_or(0);
+        } else if (key == "connection_rate") {
+          parseRate(p, v, "connection_rate", m.connection_rate);
         } else if (key == "role") {
           fine = parseChoice<BackendRole>(p, v, "role",
                                           {{"any", BackendRole::kAny},
@@ -598,55 +675,71 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
   yaml_node_t* defaultNode = nullptr;
   std::string defaultName;
   yaml_node_t* mappingsNode = nullptr;
-  p.forEachKey(root, "", keyNames(topLevelKeys()),
-               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                 if (key == "listen") {
-                   parseListen(p, v, cfg);
-                 } else if (key == "debug") {
-                   cfg.debug = p.boolean(v, "debug").value_or(false);
-                 } else if (key == "mappings") {
-                   mappingsNode = v;
-                   parseMappings(p, v, cfg);
-                 } else if (key == "workers") {
-                   parseWorkers(p, v, cfg);
-                 } else if (key == "pid_file") {
-                   cfg.pid_file = p.scalar(v, "pid_file").value_or("");
-                 } else if (key == "log_file") {
-                   cfg.log_file = p.scalar(v, "log_file").value_or("");
-                 } else if (key == "default") {
-                   defaultNode = v;
-                   defaultName = base::toLowerAscii(p.scalar(v, "default").value_or(""));
-                 } else if (key == "handshake_timeout") {
-                   cfg.handshake_timeout_ms = p.duration(v, "handshake_timeout").value_or(0);
-                 } else if (key == "connect_timeout") {
-                   cfg.connect_timeout_ms = p.duration(v, "connect_timeout").value_or(0);
-                 } else if (key == "shutdown_timeout") {
-                   cfg.shutdown_timeout_ms = p.duration(v, "shutdown_timeout").value_or(0);
-                 } else if (key == "admin") {
-                   parseAdmin(p, v, cfg);
-                 } else if (key == "tls") {
-                   parseTls(p, v, cfg);
-                 } else if (key == "allow" || key == "deny") {
-                   parseCidrs(p, v, key, key == "allow" ? cfg.access.allow : cfg.access.deny);
-                 } else if (key == "max_connections") {
-                   cfg.max_connections =
-                       boundedNumber(p, v, "max_connections", 1, 1'000'000).value_or(0);
-                 } else if (key == "access_log") {
-                   cfg.access_log = p.scalar(v, "access_log").value_or("");
-                 } else if (key == "log_format") {
-                   parseChoice<LogFormat>(p, v, "log_format",
-                                          {{"text", LogFormat::kText}, {"json", LogFormat::kJson}},
-                                          cfg.log_format);
-                 } else if (key == "log_protocol") {
-                   cfg.log_protocol = p.boolean(v, "log_protocol").value_or(false);
-                 } else if (key == "max_draining_generations") {
-                   auto n = base::parseUnsigned(p.scalar(v, key).value_or(""));
-                   if (!n || *n < 1 || *n > 64) {
-                     p.fail(v, "max_draining_generations must be a number from 1 to 64");
-                   }
-                   cfg.max_draining_generations = static_cast<unsigned>(n.value_or(1));
-                 }
-               });
+  p.forEachKey(
+      root, "", keyNames(topLevelKeys()),
+      [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+        if (key == "listen") {
+          parseListen(p, v, cfg);
+        } else if (key == "debug") {
+          cfg.debug = p.boolean(v, "debug").value_or(false);
+        } else if (key == "mappings") {
+          mappingsNode = v;
+          parseMappings(p, v, cfg);
+        } else if (key == "workers") {
+          parseWorkers(p, v, cfg);
+        } else if (key == "pid_file") {
+          cfg.pid_file = p.scalar(v, "pid_file").value_or("");
+        } else if (key == "log_file") {
+          cfg.log_file = p.scalar(v, "log_file").value_or("");
+        } else if (key == "default") {
+          defaultNode = v;
+          defaultName = base::toLowerAscii(p.scalar(v, "default").value_or(""));
+        } else if (key == "handshake_timeout") {
+          cfg.handshake_timeout_ms = p.duration(v, "handshake_timeout").value_or(0);
+        } else if (key == "connect_timeout") {
+          cfg.connect_timeout_ms = p.duration(v, "connect_timeout").value_or(0);
+        } else if (key == "shutdown_timeout") {
+          cfg.shutdown_timeout_ms = p.duration(v, "shutdown_timeout").value_or(0);
+        } else if (key == "admin") {
+          parseAdmin(p, v, cfg);
+        } else if (key == "tls") {
+          parseTls(p, v, cfg);
+        } else if (key == "allow" || key == "deny") {
+          parseCidrs(p, v, key, key == "allow" ? cfg.access.allow : cfg.access.deny);
+        } else if (key == "max_connections") {
+          cfg.max_connections = boundedNumber(p, v, "max_connections", 1, 1'000'000).value_or(0);
+        } else if (key == "max_connections_per_client") {
+          cfg.max_connections_per_client = boundedNumber(p, v, key, 1, 1'000'000).value_or(0);
+        } else if (key == "connection_rate") {
+          parseRate(p, v, "connection_rate", cfg.connection_rate);
+        } else if (key == "max_handshakes") {
+          cfg.max_handshakes = boundedNumber(p, v, key, 1, 1'000'000).value_or(0);
+        } else if (key == "idle_timeout") {
+          if (p.scalar(v, key).value_or("") != "off") {
+            cfg.idle_timeout_ms = p.duration(v, key).value_or(0);
+          }
+        } else if (key == "tcp_keepalive") {
+          parseKeepAlive(p, v, cfg.tcp_keepalive);
+        } else if (key == "tcp_user_timeout") {
+          if (p.scalar(v, key).value_or("") != "off") {
+            cfg.tcp_user_timeout_ms = p.duration(v, key).value_or(0);
+          }
+        } else if (key == "access_log") {
+          cfg.access_log = p.scalar(v, "access_log").value_or("");
+        } else if (key == "log_format") {
+          parseChoice<LogFormat>(p, v, "log_format",
+                                 {{"text", LogFormat::kText}, {"json", LogFormat::kJson}},
+                                 cfg.log_format);
+        } else if (key == "log_protocol") {
+          cfg.log_protocol = p.boolean(v, "log_protocol").value_or(false);
+        } else if (key == "max_draining_generations") {
+          auto n = base::parseUnsigned(p.scalar(v, key).value_or(""));
+          if (!n || *n < 1 || *n > 64) {
+            p.fail(v, "max_draining_generations must be a number from 1 to 64");
+          }
+          cfg.max_draining_generations = static_cast<unsigned>(n.value_or(1));
+        }
+      });
   if (p.failed()) {
     return;
   }

@@ -94,6 +94,8 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_worker_restarts_total", "counter", "Workers that died and were replaced."},
       {"pgproxy_connections_accepted_total", "counter", "Client connections accepted."},
       {"pgproxy_connections_active", "gauge", "Client connections open now."},
+      {"pgproxy_connections_handshaking", "gauge",
+       "Client connections not yet spliced to a backend (limited by max_handshakes)."},
       {"pgproxy_connections_closed_total", "counter",
        "Client connections closed, by mapping and outcome."},
       {"pgproxy_client_to_backend_bytes_total", "counter", "Bytes forwarded from clients."},
@@ -139,6 +141,9 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
            s.counters[static_cast<std::size_t>(Counter::kAccepted)]);
   w.header("pgproxy_connections_active");
   w.sample("pgproxy_connections_active", "", s.gauges[static_cast<std::size_t>(Gauge::kActive)]);
+  w.header("pgproxy_connections_handshaking");
+  w.sample("pgproxy_connections_handshaking", "",
+           s.gauges[static_cast<std::size_t>(Gauge::kHandshaking)]);
   w.header("pgproxy_connections_closed_total");
   for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
     for (std::size_t o = 0; o < static_cast<std::size_t>(Outcome::kCount); ++o) {

@@ -31,7 +31,11 @@ const char* outcomeName(Outcome o) {
                                        "tls_required",
                                        "tls_handshake_failed",
                                        "too_many_clients",
-                                       "denied"};
+                                       "denied",
+                                       "client_limit",
+                                       "rate_limited",
+                                       "idle_timeout",
+                                       "peer_timeout"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<std::size_t>(Outcome::kCount));
   return kNames[static_cast<std::size_t>(o)];
 }
@@ -66,10 +70,10 @@ std::size_t Registry::mappingIndex(const std::string& name) const {
   return kUnknownMapping;
 }
 
-std::int64_t Registry::admitted() const {
+std::int64_t Registry::gaugeSum(Gauge g) const {
   std::int64_t n = 0;
   for (const auto& slot : shared_->slots) {
-    n += slot.gauges[static_cast<std::size_t>(Gauge::kAdmitted)].load(std::memory_order_relaxed);
+    n += slot.gauges[static_cast<std::size_t>(g)].load(std::memory_order_relaxed);
   }
   return n;
 }

@@ -87,4 +87,16 @@ bool AccessList::admits(const sockaddr* addr) const {
   return false;
 }
 
+in6_addr clientKey(const sockaddr* addr) {
+  in6_addr out{};
+  if (addr->sa_family == AF_INET6) {
+    out = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr;
+  } else if (addr->sa_family == AF_INET) {
+    out.s6_addr[10] = 0xff;
+    out.s6_addr[11] = 0xff;
+    std::memcpy(&out.s6_addr[12], &reinterpret_cast<const sockaddr_in*>(addr)->sin_addr, 4);
+  }
+  return out;
+}
+
 }  // namespace pgproxy::net

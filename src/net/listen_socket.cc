@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "pgproxy/base/text.h"
 
@@ -54,10 +55,26 @@ base::Result<base::UniqueFd> bindListener(const config::ListenAddress& addr) {
   return fd;
 }
 
-void tuneConnectedSocket(int fd) {
+void tuneConnectedSocket(int fd, const config::Config& cfg) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  const config::KeepAlive& ka = cfg.tcp_keepalive;
+  int on = ka.enabled ? 1 : 0;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+  if (ka.enabled) {
+    for (auto [opt, value] :
+         {std::pair{TCP_KEEPIDLE, ka.idle_s}, std::pair{TCP_KEEPINTVL, ka.interval_s},
+          std::pair{TCP_KEEPCNT, ka.count}}) {
+      int v = static_cast<int>(value);
+      if (v > 0) {
+        ::setsockopt(fd, IPPROTO_TCP, opt, &v, sizeof(v));
+      }
+    }
+  }
+  if (cfg.tcp_user_timeout_ms > 0) {
+    unsigned ms = static_cast<unsigned>(cfg.tcp_user_timeout_ms);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+  }
 }
 
 }  // namespace pgproxy::net

@@ -11,6 +11,8 @@
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -29,6 +31,7 @@
 #include "pgproxy/base/unique_fd.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
+#include "pgproxy/limits/client_limits.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/net/listen_socket.h"
@@ -137,6 +140,7 @@ class Master {
   std::unique_ptr<cancel::Registry> cancels_;
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<upstream::BackendTable> backends_;
+  std::unique_ptr<limits::ClientLimits> client_limits_;
   pid_t checker_pid_ = -1;
   std::uint64_t checker_started_ms_ = 0;
   std::uint64_t checker_due_ms_ = 0;  // respawn time after it died, 0 when none is due
@@ -231,6 +235,22 @@ void Master::publishStats() {
   ms.generation.store(generation_);
 }
 
+// Every session holds two descriptors; the usual soft limit of 1024 would cap a worker at ~500
+// sessions while the hard limit allows far more (nginx's worker_rlimit_nofile, PgBouncer does
+// the same at start).
+static void raiseFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) {
+    return;
+  }
+  rlim_t before = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    LOG_DEBUG("open file limit raised from %llu to %llu", static_cast<unsigned long long>(before),
+              static_cast<unsigned long long>(rl.rlim_max));
+  }
+}
+
 base::Status Master::setUpSharedMemory() {
   void* mem = mmap(nullptr, cancel::Registry::bytesNeeded(), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -251,6 +271,18 @@ base::Status Master::setUpSharedMemory() {
   }
   backends_ =
       std::make_unique<upstream::BackendTable>(static_cast<upstream::BackendShared*>(table));
+  void* limits = mmap(nullptr, limits::ClientLimits::bytesNeeded(), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (limits == MAP_FAILED) {
+    return base::Error{"mmap of the shared client limits failed: " + base::errnoText(errno)};
+  }
+  client_limits_ =
+      std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(limits));
+  std::uint64_t seed = 0;
+  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+    seed = static_cast<std::uint64_t>(nowMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
+  }
+  client_limits_->seed(seed);
   return {};
 }
 
@@ -291,6 +323,7 @@ void Master::spawnWorker(unsigned slot) {
     spec.cancels = cancels_.get();
     spec.metrics = metrics_.get();
     spec.backends = backends_.get();
+    spec.client_limits = client_limits_.get();
     spec.admin_fd = admin_.fd.get();
     spec.ready_fd = pipefd[1];
     spec.slot = slot;
@@ -430,6 +463,7 @@ void Master::reapChildren() {
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
     cancels_->releaseOwner(pid);
     metrics_->foldSlot(pid);
+    client_limits_->release(pid);
     if (pid == upgrade_child_) {
       onUpgradeChildExit(status);
       continue;
@@ -794,6 +828,7 @@ int Master::run() {
       return 1;
     }
   }
+  raiseFileLimit();
   if (auto st = setUpSharedMemory(); !st) {
     LOG_ERROR("%s", st.error().message.c_str());
     removePidFile(pid_file_, pid_);

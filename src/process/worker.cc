@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "pgproxy/admin/admin_server.h"
+#include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
@@ -23,6 +24,10 @@ namespace {
 // When accept() fails for lack of descriptors, pause accepting instead of spinning on the error
 // (nginx does the same); the connection waits in the kernel backlog meanwhile.
 constexpr int kAcceptPauseMs = 500;
+// max_handshakes reached: look again this often (handshakes ending in other workers do not wake
+// this one; its own wake it at once).
+constexpr int kHandshakePauseMs = 50;
+constexpr std::uint64_t kHandshakeLogIntervalMs = 10'000;
 
 struct Worker {
   session::Context ctx;
@@ -32,6 +37,9 @@ struct Worker {
   };
   std::vector<Listener> listeners;
   event* accept_resume = nullptr;
+  bool accept_paused = false;
+  std::uint64_t handshake_logged_ms = 0;
+  std::uint64_t accept_error_logged_ms = 0;
   event* drain_deadline = nullptr;
   std::unique_ptr<admin::AdminServer> admin;
   bool draining = false;
@@ -60,6 +68,36 @@ void stopListening(Worker& w) {
   w.admin.reset();  // the new generation answers the admin endpoint
 }
 
+void pauseAccepting(Worker& w, int ms) {
+  if (!w.accept_paused) {
+    for (auto& l : w.listeners) {
+      event_del(l.ev);
+    }
+    w.accept_paused = true;
+  }
+  timeval tv{0, ms * 1000};
+  evtimer_add(w.accept_resume, &tv);
+}
+
+void resumeAccepting(Worker& w) {
+  if (!w.accept_paused) {
+    return;
+  }
+  w.accept_paused = false;
+  evtimer_del(w.accept_resume);
+  for (auto& l : w.listeners) {
+    event_add(l.ev, nullptr);
+  }
+}
+
+void onHandshakeDone(session::Context* ctx) {
+  auto* w = static_cast<Worker*>(ctx->owner);
+  if (w->accept_paused && ctx->config->max_handshakes &&
+      ctx->metrics_registry->handshaking() < ctx->config->max_handshakes) {
+    resumeAccepting(*w);
+  }
+}
+
 void onSessionClosed(session::Context* ctx) {
   auto* w = static_cast<Worker*>(ctx->owner);
   if (w->draining && ctx->active_sessions == 0) {
@@ -72,6 +110,18 @@ void onSessionClosed(session::Context* ctx) {
 // first one awake draining the whole backlog.
 void onAcceptable(evutil_socket_t fd, short, void* arg) {
   auto* w = static_cast<Worker*>(arg);
+  if (unsigned max = w->ctx.config->max_handshakes;
+      max && w->ctx.metrics_registry->handshaking() >= max) {
+    // Odyssey's client_max_routing: a connection that waits in the kernel's backlog costs us
+    // nothing, one in its handshake costs a session and buffers.
+    std::uint64_t now = base::monotonicUs() / 1000;
+    if (w->handshake_logged_ms == 0 || now - w->handshake_logged_ms >= kHandshakeLogIntervalMs) {
+      w->handshake_logged_ms = now;
+      LOG_WARN("max_handshakes (%u) reached: new connections wait in the listen backlog", max);
+    }
+    pauseAccepting(*w, kHandshakePauseMs);
+    return;
+  }
   sockaddr_storage addr;
   socklen_t len = sizeof(addr);
   int conn = accept4(fd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -86,20 +136,19 @@ void onAcceptable(evutil_socket_t fd, short, void* arg) {
   }
   // Out of descriptors or memory: pause instead of spinning on the error (nginx does the same);
   // connections wait in the kernel backlog meanwhile.
-  LOG_ERROR("accept() failed: %s; pausing accepts for %d ms", base::errnoText(err).c_str(),
-            kAcceptPauseMs);
-  for (auto& l : w->listeners) {
-    event_del(l.ev);
+  std::uint64_t now = base::monotonicUs() / 1000;
+  if (w->accept_error_logged_ms == 0 ||
+      now - w->accept_error_logged_ms >= kHandshakeLogIntervalMs) {
+    w->accept_error_logged_ms = now;
+    LOG_ERROR("accept() failed: %s; pausing accepts for %d ms (logged once per %llu s)",
+              base::errnoText(err).c_str(), kAcceptPauseMs,
+              static_cast<unsigned long long>(kHandshakeLogIntervalMs / 1000));
   }
-  timeval tv{0, kAcceptPauseMs * 1000};
-  evtimer_add(w->accept_resume, &tv);
+  pauseAccepting(*w, kAcceptPauseMs);
 }
 
 void onAcceptResume(evutil_socket_t, short, void* arg) {
-  auto* w = static_cast<Worker*>(arg);
-  for (auto& l : w->listeners) {
-    event_add(l.ev, nullptr);
-  }
+  resumeAccepting(*static_cast<Worker*>(arg));
 }
 
 void onSignal(evutil_socket_t sig, short, void* arg) {
@@ -155,6 +204,14 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.tls = spec.tls;
   w->ctx.cancels = spec.cancels;
   w->ctx.on_session_closed = onSessionClosed;
+  w->ctx.on_handshake_done = onHandshakeDone;
+  w->ctx.client_limits = spec.client_limits;
+  if (!spec.client_limits->claim(static_cast<std::int32_t>(getpid()))) {
+    LOG_WARN(
+        "no free per-client count table: max_connections_per_client is not enforced by "
+        "worker %d",
+        static_cast<int>(getpid()));
+  }
   w->ctx.metrics_registry = spec.metrics;
   w->ctx.metrics = metrics::Recorder(spec.metrics->claimSlot(static_cast<std::int32_t>(getpid())));
   for (const auto& m : spec.config->mappings) {

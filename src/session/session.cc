@@ -86,7 +86,9 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
   ++ctx_.active_sessions;
   ctx_.metrics.add(metrics::Counter::kAccepted);
   ctx_.metrics.gauge(metrics::Gauge::kActive, 1);
-  net::tuneConnectedSocket(fd);
+  ctx_.metrics.gauge(metrics::Gauge::kHandshaking, 1);
+  handshaking_ = true;
+  net::tuneConnectedSocket(fd, *ctx_.config);
   client_ = bufferevent_socket_new(ctx_.base, fd, BEV_OPT_CLOSE_ON_FREE);
   if (!client_) {
     ::close(fd);
@@ -105,8 +107,15 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
 Session::~Session() {
   ctx_.cancels->release(cancel_slot_);
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
+  if (handshaking_) {
+    ctx_.metrics.gauge(metrics::Gauge::kHandshaking, -1);
+  }
   if (admitted_) {
     ctx_.metrics.admitted(metricIndex(), -1);
+  }
+  if (client_counted_) {
+    ctx_.client_limits->removeSession(
+        net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)));
   }
   if (counted_active_) {
     ctx_.metrics.active(metricIndex(), -1);
@@ -442,9 +451,24 @@ bool Session::pickBackend() {
   return true;
 }
 
+void Session::endHandshake() {
+  if (!handshaking_) {
+    return;
+  }
+  handshaking_ = false;
+  ctx_.metrics.gauge(metrics::Gauge::kHandshaking, -1);
+  if (ctx_.on_handshake_done) {
+    ctx_.on_handshake_done(&ctx_);
+  }
+}
+
+// Limits that need the mapping, checked once per session just before its first backend connect:
+// the checks without side effects first, then the token buckets, so that a refused session does
+// not also spend a token.
 bool Session::admit() {
-  const auto& m = ctx_.config->mappings[mapping_];
-  std::uint64_t global = ctx_.config->max_connections, mine = m.max_connections;
+  const config::Config& cfg = *ctx_.config;
+  const auto& m = cfg.mappings[mapping_];
+  std::uint64_t global = cfg.max_connections, mine = m.max_connections;
   bool over =
       (global && ctx_.metrics_registry->admitted() >= static_cast<std::int64_t>(global)) ||
       (mine && ctx_.metrics_registry->admitted(metricIndex()) >= static_cast<std::int64_t>(mine));
@@ -454,8 +478,35 @@ bool Session::admit() {
                 proto::sqlstate::kTooManyConnections);
     return false;
   }
+  const in6_addr key = net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_));
+  std::string host = peer();
+  host.resize(host.rfind(':'));  // the address without the port
+  if (cfg.max_connections_per_client &&
+      ctx_.client_limits->sessions(key) >= cfg.max_connections_per_client) {
+    failSession(Outcome::kClientLimit,
+                "too many connections from " + host + " (max_connections_per_client " +
+                    std::to_string(cfg.max_connections_per_client) + ")",
+                proto::sqlstate::kTooManyConnections);
+    return false;
+  }
+  auto now = static_cast<std::uint32_t>(nowMs());
+  for (std::uint32_t scope : {0u, static_cast<std::uint32_t>(mapping_) + 1}) {
+    const config::Rate& rate = scope == 0 ? cfg.connection_rate : m.connection_rate;
+    std::uint32_t wait = 0;
+    if (rate.enabled() && !ctx_.client_limits->takeToken(key, scope, rate, now, &wait)) {
+      std::string unit = rate.period_ms == 1000 ? "s" : rate.period_ms == 60'000 ? "m" : "h";
+      failSession(Outcome::kRateLimited,
+                  "too many new connections from " + host +
+                      (scope ? " to \"" + m.external + "\"" : "") + " (connection_rate " +
+                      std::to_string(rate.count) + "/" + unit + ", burst " +
+                      std::to_string(rate.burst) + "); retry in " + std::to_string(wait) + " ms",
+                  proto::sqlstate::kTooManyConnections);
+      return false;
+    }
+  }
   ctx_.metrics.admitted(metricIndex(), 1);
   admitted_ = true;
+  client_counted_ = ctx_.client_limits->addSession(key);
   return true;
 }
 
@@ -511,7 +562,7 @@ void Session::backendAnswered() {
 }
 
 void Session::onBackendConnected() {
-  net::tuneConnectedSocket(bufferevent_getfd(backend_));
+  net::tuneConnectedSocket(bufferevent_getfd(backend_), *ctx_.config);
   if (mode_ == Mode::kPlaintext || (terminated() && !ctx_.tls->backend(mapping_))) {
     backendAnswered();
     startSplice();
@@ -660,6 +711,7 @@ void Session::failSession(Outcome why, const std::string& message, const char* s
 // ---- cancel ---------------------------------------------------------------------------------
 
 void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
+  endHandshake();
   mode_ = Mode::kCancel;
   setState(State::kCancelling);
   if (client_) {
@@ -681,7 +733,7 @@ void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
     if (ctx_.cancel_tokens >= 1) {
       ctx_.cancel_tokens -= 1;
       cancel_count_ = ctx_.cancels->findByClient(
-          cancel::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_,
+          net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_,
           kMaxCancelTargets);
     } else {
       ctx_.metrics.add(metrics::Counter::kCancelDropped);
@@ -750,8 +802,21 @@ void Session::onTimer(int, short, void* arg) {
     case State::kClosing:
       s->close(s->outcome_);
       break;
-    case State::kSplice:
+    case State::kSplice: {
+      // idle_timeout: the timer is re-armed lazily, not on every byte.
+      std::uint64_t idle = nowMs() - s->last_activity_ms_;
+      std::uint64_t limit = s->ctx_.config->idle_timeout_ms;
+      if (idle + 1 < limit) {
+        s->armTimer(limit - idle);
+        break;
+      }
+      LOG_INFO(
+          "session %llu: no traffic from %s or its backend for %llu ms (idle_timeout); closing",
+          static_cast<unsigned long long>(s->id_), s->peer().c_str(),
+          static_cast<unsigned long long>(idle));
+      s->close(Outcome::kIdleTimeout);
       break;
+    }
   }
 }
 

@@ -56,11 +56,15 @@ int Session::detach(bufferevent* bev, std::string& unread, std::string& unsent) 
 }
 
 void Session::startSplice() {
-  if (timer_) {
-    event_free(timer_);  // idle sessions hold no timer
+  if (ctx_.config->idle_timeout_ms) {
+    last_activity_ms_ = base::monotonicUs() / 1000;
+    armTimer(ctx_.config->idle_timeout_ms);
+  } else if (timer_) {
+    event_free(timer_);  // without idle_timeout, idle sessions hold no timer
     timer_ = nullptr;
   }
   setState(State::kSplice);
+  endHandshake();
   ctx_.metrics.observe(metrics::Histogram::kHandshake, base::monotonicUs() - started_us_);
   ctx_.metrics.active(metricIndex(), 1);
   counted_active_ = true;
@@ -96,8 +100,7 @@ void Session::startSplice() {
       cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
       if (cancel_slot_ >= 0) {
         ctx_.cancels->publishPassthrough(
-            cancel_slot_, cancel::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)),
-            addr);
+            cancel_slot_, net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), addr);
       }
     }
   }
@@ -235,14 +238,14 @@ bool Session::relay(bool from_client) {
       if (err == EINTR) {
         continue;
       }
-      LOG_DEBUG("session %llu: %s socket error: %s", static_cast<unsigned long long>(id_),
-                from_client ? "client" : "backend", base::errnoText(err).c_str());
       if (!from_client && retryBeforeFirstByte(base::errnoText(err).c_str())) {
         return false;
       }
-      client_reset_ = from_client;
-      close(spliceErrorOutcome());
+      spliceSocketError(from_client, err);
       return false;
+    }
+    if (ctx_.config->idle_timeout_ms) {
+      last_activity_ms_ = base::monotonicUs() / 1000;
     }
     if (!replay_.empty()) {
       // The backend answered (the session stays with it), or more than the first packet went
@@ -270,10 +273,7 @@ bool Session::relay(bool from_client) {
     ssize_t w = writeSide(!from_client, bytes.data(), bytes.size(), err);
     if (w < 0) {
       if (!wouldBlock(err)) {
-        LOG_DEBUG("session %llu: %s socket error: %s", static_cast<unsigned long long>(id_),
-                  from_client ? "backend" : "client", base::errnoText(err).c_str());
-        client_reset_ = !from_client;
-        close(spliceErrorOutcome());
+        spliceSocketError(!from_client, err);
         return false;
       }
       w = 0;
@@ -321,8 +321,7 @@ bool Session::flush(bool to_client) {
     if (!to_client && retryBeforeFirstByte(base::errnoText(err).c_str())) {
       return false;  // a listener that closed with us in its backlog resets on the first send
     }
-    client_reset_ = to_client;
-    close(spliceErrorOutcome());
+    spliceSocketError(to_client, err);
     return false;
   }
   std::string().swap(pending);  // an idle session keeps no buffer
@@ -425,6 +424,22 @@ Outcome Session::spliceErrorOutcome() const {
       !client_frames_.lost() &&
       (mode_ == Mode::kPlaintext || terminated() ? last == 'X' : last == 0x15 /* alert */);
   return goodbye ? Outcome::kOk : Outcome::kClientClosedEarly;
+}
+
+void Session::spliceSocketError(bool client_side, int err) {
+  if (err == ETIMEDOUT) {
+    // Only tcp_keepalive or tcp_user_timeout time out an established connection: the peer
+    // vanished without a FIN or RST (a dead host, a dropped route, a firewall that forgot us).
+    LOG_INFO("session %llu: %s %s stopped answering (tcp_keepalive / tcp_user_timeout); closing",
+             static_cast<unsigned long long>(id_), client_side ? "client" : "backend",
+             client_side ? peer().c_str() : backend().key().c_str());
+    close(Outcome::kPeerTimeout);
+    return;
+  }
+  LOG_DEBUG("session %llu: %s socket error: %s", static_cast<unsigned long long>(id_),
+            client_side ? "client" : "backend", base::errnoText(err).c_str());
+  client_reset_ = client_side;
+  close(spliceErrorOutcome());
 }
 
 // Everything that looks at the bytes in flight: counters, the goodbye tracker, the cancel key of

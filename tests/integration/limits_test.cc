@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "harness.h"
@@ -18,8 +21,7 @@ using std::chrono::seconds;
 
 // A plaintext StartupMessage from `source` (a 127.0.0.0/8 address); returns what came back
 // before the close, and whether it was closed.
-std::string startupFrom(const char* source, int port, bool* closed,
-                        std::chrono::seconds wait = seconds(10)) {
+int connectFrom(const char* source, int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in src{};
   src.sin_family = AF_INET;
@@ -30,6 +32,12 @@ std::string startupFrom(const char* source, int port, bool* closed,
   dst.sin_port = htons(static_cast<std::uint16_t>(port));
   dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)), 0);
+  return fd;
+}
+
+std::string startupFrom(const char* source, int port, bool* closed,
+                        std::chrono::seconds wait = seconds(10)) {
+  int fd = connectFrom(source, port);
   std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
   (void)write(fd, startup.data(), startup.size());
   std::string answer = readUntilClose(fd, wait, closed);
@@ -98,6 +106,151 @@ TEST(Limits, AllowAndDenyAtAcceptAndPerMapping) {
   EXPECT_NE(denied.find("are not allowed for \"host2.example.com\""), std::string::npos);
   EXPECT_TRUE(eventually([&] { return proxy.log().find("outcome=denied") != std::string::npos; }))
       << proxy.log();
+}
+
+// A logged-in session from `source` (trust), held open: reads until ReadyForQuery. -1 when the
+// proxy refused it; `answer` gets what came back.
+int sessionFrom(const char* source, int port, std::string* answer) {
+  int fd = connectFrom(source, port);
+  std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
+  EXPECT_EQ(write(fd, startup.data(), startup.size()), static_cast<ssize_t>(startup.size()));
+  answer->clear();
+  auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) {
+      continue;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) {
+      break;
+    }
+    answer->append(buf, static_cast<std::size_t>(n));
+    // ReadyForQuery 'Z', length 5, status 'I' ends the login.
+    if (answer->find(std::string("Z\x00\x00\x00\x05I", 6)) != std::string::npos) {
+      return fd;
+    }
+  }
+  close(fd);
+  return -1;
+}
+
+TEST(Limits, MaxConnectionsPerClientCountsEachAddressOverAllMappings) {
+  Proxy proxy(
+      "max_connections_per_client: 2\nmappings:\n"
+      "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n"
+      "  - {external: host2.example.com, internal: 127.0.0.1, port: {P2}}\n"
+      "default: host1.example.com\n");
+  std::string answer;
+  int a = sessionFrom("127.0.0.2", proxy.port(), &answer);
+  ASSERT_GE(a, 0) << answer;
+  // The second one through the other mapping (TLS), from the same address: 127.0.0.1 is where
+  // libpq connects from, so use it for both of these.
+  PGconn* tls = PQconnectdb(proxy.tls("host2").c_str());
+  ASSERT_EQ(PQstatus(tls), CONNECTION_OK) << PQerrorMessage(tls);
+  int b = sessionFrom("127.0.0.1", proxy.port(), &answer);
+  ASSERT_GE(b, 0) << answer;
+  // 127.0.0.1 has two sessions now: the third is refused, with PostgreSQL's code.
+  EXPECT_EQ(sessionFrom("127.0.0.1", proxy.port(), &answer), -1);
+  EXPECT_EQ(sqlstateOf(answer), "53300");
+  EXPECT_NE(answer.find("too many connections from 127.0.0.1 (max_connections_per_client 2)"),
+            std::string::npos)
+      << answer;
+  auto r = psql(proxy.tls("host2"), "select 1");  // TLS passthrough: an alert
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("alert internal error"), std::string::npos) << r.output;
+  // Another address still has room.
+  int c = sessionFrom("127.0.0.2", proxy.port(), &answer);
+  EXPECT_GE(c, 0) << answer;
+  // A session that ends gives its place back.
+  PQfinish(tls);
+  EXPECT_TRUE(eventually([&] { return psql(proxy.plain(), "select 5").output == "5\n"; }));
+  EXPECT_NE(proxy.log().find("outcome=client_limit"), std::string::npos);
+  for (int fd : {a, b, c}) {
+    if (fd >= 0) {
+      close(fd);
+    }
+  }
+}
+
+// The wait the refusal names ("retry in N ms").
+int retryMs(const std::string& answer) {
+  auto at = answer.find("retry in ");
+  return at == std::string::npos ? -1 : std::atoi(answer.c_str() + at + 9);
+}
+
+TEST(Limits, ConnectionRateRefusesTheBurstExcessAndRecovers) {
+  // Three at once, then one every 3 s per address; host2 allows one a minute on top.
+  Proxy proxy(
+      "connection_rate: {per_client: 20/m, burst: 3}\nmappings:\n"
+      "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n"
+      "  - {external: host2.example.com, internal: 127.0.0.1, port: {P2}, "
+      "connection_rate: 1/m}\n"
+      "default: host1.example.com\n");
+  std::string answer;
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) {
+    fds.push_back(sessionFrom("127.0.0.5", proxy.port(), &answer));
+    ASSERT_GE(fds.back(), 0) << i << ": " << answer;
+  }
+  EXPECT_EQ(sessionFrom("127.0.0.5", proxy.port(), &answer), -1);
+  EXPECT_EQ(sqlstateOf(answer), "53300");
+  EXPECT_NE(answer.find("too many new connections from 127.0.0.5 (connection_rate 20/m, burst 3)"),
+            std::string::npos)
+      << answer;
+  int wait = retryMs(answer);
+  ASSERT_GT(wait, 0) << answer;
+  ASSERT_LE(wait, 3001) << answer;
+  // Other addresses have their own buckets.
+  fds.push_back(sessionFrom("127.0.0.6", proxy.port(), &answer));
+  EXPECT_GE(fds.back(), 0) << answer;
+  // Refused attempts spent nothing: after the wait it was told, the client gets in.
+  std::this_thread::sleep_for(std::chrono::milliseconds(wait + 50));
+  fds.push_back(sessionFrom("127.0.0.5", proxy.port(), &answer));
+  EXPECT_GE(fds.back(), 0) << answer;
+  // host2's own rate (1/m, burst 1) through psql: the second connection is refused naming it.
+  auto first = psql(proxy.tls("host2"), "select 1");
+  EXPECT_EQ(first.exit_code, 0) << first.output;
+  auto second = psql(proxy.tls("host2"), "select 1");
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(proxy.log().find("too many new connections from 127.0.0.1 to \"host2.example.com\""),
+            std::string::npos);
+  EXPECT_NE(proxy.log().find("outcome=rate_limited"), std::string::npos);
+  for (int fd : fds) {
+    if (fd >= 0) {
+      close(fd);
+    }
+  }
+}
+
+TEST(Limits, MaxHandshakesKeepsTheExcessInTheBacklog) {
+  Proxy proxy(
+      "max_handshakes: 4\nhandshake_timeout: 2s\nmappings:\n"
+      "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n",
+      1);
+  // Twelve clients that stall in their preamble: four hold the handshake places, the others
+  // wait in the listen backlog (their connect succeeds: the kernel accepted them).
+  std::vector<int> stalled;
+  for (int i = 0; i < 12; ++i) {
+    int fd = connectTcp(proxy.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "\x00\x00", 2), 2);
+    stalled.push_back(fd);
+  }
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("max_handshakes (4) reached") != std::string::npos;
+  })) << proxy.log();
+  // Every stalled one is eventually accepted and closed by handshake_timeout, four at a time,
+  // and a real client behind them gets served.
+  auto r = psql(proxy.plain(), "select 3");
+  EXPECT_EQ(r.output, "3\n") << r.output;
+  for (int fd : stalled) {
+    bool closed = false;
+    readUntilClose(fd, seconds(30), &closed);
+    EXPECT_TRUE(closed);
+    close(fd);
+  }
 }
 
 }  // namespace

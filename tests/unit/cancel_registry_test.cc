@@ -1,4 +1,5 @@
 #include "pgproxy/cancel/registry.h"
+#include "pgproxy/net/cidr.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -32,7 +33,7 @@ class RegistryTest : public ::testing::Test {
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     inet_pton(AF_INET, ip, &sa.sin_addr);
-    return clientKey(reinterpret_cast<sockaddr*>(&sa));
+    return net::clientKey(reinterpret_cast<sockaddr*>(&sa));
   }
 
   void* mem_ = nullptr;

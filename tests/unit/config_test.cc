@@ -229,8 +229,9 @@ TEST(Config, EveryKeyIsDocumented) {
   std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
   std::string sampleText((std::istreambuf_iterator<char>(sample)),
                          std::istreambuf_iterator<char>());
-  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(),
-                            &tlsKeys(), &backendKeys(), &healthCheckKeys()}) {
+  for (const auto* table :
+       {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(), &tlsKeys(), &backendKeys(),
+        &healthCheckKeys(), &rateKeys(), &keepAliveKeys()}) {
     for (const auto& k : *table) {
       EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
           << k.name << " is not documented in man/pgproxy.yaml.5";
@@ -427,6 +428,59 @@ mappings:
   EXPECT_NE(errorOf("deny: [db.example.com]\n" + m).find("is not an IP address or CIDR block"),
             std::string::npos);
   EXPECT_NE(errorOf("max_connections: 0\n" + m).find("max_connections must be a number"),
+            std::string::npos);
+}
+
+TEST(ConfigLimits, RatesTimeoutsAndKeepalive) {
+  Config c = mustLoad(R"(max_connections_per_client: 10
+connection_rate: {per_client: 20/s, burst: 40}
+max_handshakes: 300
+idle_timeout: 15m
+tcp_keepalive: {idle: 30s, interval: 5s, count: 4}
+tcp_user_timeout: 20s
+mappings:
+  - {external: a.example.com, internal: x, connection_rate: 100/m}
+  - {external: b.example.com, internal: y, connection_rate: {per_client: 2/h, burst: 5}}
+)");
+  EXPECT_EQ(c.max_connections_per_client, 10u);
+  EXPECT_EQ(c.connection_rate.count, 20u);
+  EXPECT_EQ(c.connection_rate.period_ms, 1000u);
+  EXPECT_EQ(c.connection_rate.burst, 40u);
+  EXPECT_EQ(c.mappings[0].connection_rate.count, 100u);
+  EXPECT_EQ(c.mappings[0].connection_rate.period_ms, 60'000u);
+  EXPECT_EQ(c.mappings[0].connection_rate.burst, 100u);  // default: the rate's number
+  EXPECT_EQ(c.mappings[1].connection_rate.period_ms, 3'600'000u);
+  EXPECT_EQ(c.mappings[1].connection_rate.burst, 5u);
+  EXPECT_EQ(c.max_handshakes, 300u);
+  EXPECT_EQ(c.idle_timeout_ms, 15u * 60 * 1000);
+  EXPECT_TRUE(c.tcp_keepalive.enabled);
+  EXPECT_EQ(c.tcp_keepalive.idle_s, 30u);
+  EXPECT_EQ(c.tcp_keepalive.interval_s, 5u);
+  EXPECT_EQ(c.tcp_keepalive.count, 4u);
+  EXPECT_EQ(c.tcp_user_timeout_ms, 20'000u);
+
+  const std::string m = "mappings: [{external: a.example.com, internal: x}]\n";
+  Config d = mustLoad(m);
+  EXPECT_FALSE(d.connection_rate.enabled());
+  EXPECT_EQ(d.idle_timeout_ms, 0u);  // off unless set
+  EXPECT_TRUE(d.tcp_keepalive.enabled);
+  EXPECT_EQ(d.tcp_keepalive.idle_s, 0u);  // the kernel's
+  EXPECT_FALSE(mustLoad("tcp_keepalive: off\n" + m).tcp_keepalive.enabled);
+  EXPECT_EQ(mustLoad("idle_timeout: off\n" + m).idle_timeout_ms, 0u);
+
+  EXPECT_NE(errorOf("connection_rate: {per_client: 20/d}\n" + m).find("must be a rate such as"),
+            std::string::npos);
+  EXPECT_NE(errorOf("connection_rate: {burst: 4}\n" + m).find("needs per_client"),
+            std::string::npos);
+  EXPECT_NE(errorOf("connection_rate: {per_clinet: 4}\n" + m).find("did you mean \"per_client\""),
+            std::string::npos);
+  EXPECT_NE(errorOf("tcp_keepalive: {idle: 500ms}\n" + m).find("from 1s to 32767s"),
+            std::string::npos);
+  EXPECT_NE(errorOf("tcp_keepalive: {count: 0}\n" + m).find("tcp_keepalive.count must be"),
+            std::string::npos);
+  EXPECT_NE(errorOf("idle_timeout: soon\n" + m).find("idle_timeout must be a duration"),
+            std::string::npos);
+  EXPECT_NE(errorOf("max_handshakes: -1\n" + m).find("max_handshakes must be a number"),
             std::string::npos);
 }
 

@@ -63,7 +63,4 @@ class Registry {
   Slot* slots_;
 };
 
-// Client addresses are compared as IPv6; IPv4 is mapped (::ffff:a.b.c.d).
-in6_addr clientKey(const sockaddr* addr);
-
 }  // namespace pgproxy::cancel

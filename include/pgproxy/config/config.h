@@ -29,6 +29,24 @@ enum class TlsMode { kPassthrough, kTerminate };
 // How a terminated session talks to its backend, named like libpq's sslmode.
 enum class BackendTls { kDisable, kRequire, kVerifyCa, kVerifyFull };
 
+// A connection rate: `count` connections per `period_ms`, with bursts of up to `burst`.
+// Disabled when count is 0.
+struct Rate {
+  std::uint32_t count = 0;
+  std::uint32_t period_ms = 1000;
+  std::uint32_t burst = 0;
+  bool enabled() const { return count > 0; }
+  bool operator==(const Rate&) const = default;
+};
+
+// TCP keepalive on client and backend sockets; a zero field keeps the kernel's setting.
+struct KeepAlive {
+  bool enabled = true;
+  std::uint32_t idle_s = 0;
+  std::uint32_t interval_s = 0;
+  std::uint32_t count = 0;
+};
+
 // One server of a mapping's backend group.
 struct Backend {
   std::string host;  // host name or IP literal
@@ -67,6 +85,7 @@ struct Mapping {
   HealthCheck health;
   net::AccessList access;        // allow/deny for this mapping, after routing
   unsigned max_connections = 0;  // 0: no limit
+  Rate connection_rate;          // per client address, for this mapping
   TlsMode tls = TlsMode::kPassthrough;
   std::string certificate;  // chain file; empty: tls.certificate
   std::string key;
@@ -116,9 +135,15 @@ struct Config {
   unsigned max_draining_generations = kDefaultMaxDrainingGenerations;
   AdminConfig admin;
   TlsConfig tls;
-  net::AccessList access;        // allow/deny at accept
-  unsigned max_connections = 0;  // all mappings together; 0: no limit
-  std::string access_log;        // "" → the main log; "off" → none; else a file
+  net::AccessList access;                   // allow/deny at accept
+  unsigned max_connections = 0;             // all mappings together; 0: no limit
+  unsigned max_connections_per_client = 0;  // sessions from one address; 0: no limit
+  Rate connection_rate;                     // per client address, all mappings together
+  unsigned max_handshakes = 0;              // connections not yet spliced, all workers; 0: no limit
+  std::uint64_t idle_timeout_ms = 0;        // no byte either way for this long: close; 0: off
+  KeepAlive tcp_keepalive;                  // both sides
+  std::uint64_t tcp_user_timeout_ms = 0;    // both sides; 0: the kernel's default
+  std::string access_log;                   // "" → the main log; "off" → none; else a file
   LogFormat log_format = LogFormat::kText;
   bool log_protocol = false;
   std::string hash;  // of the file's text, for pgproxy_config_info

@@ -26,6 +26,10 @@ enum class Outcome : std::uint8_t {
   kTlsHandshakeFailed,  // pgproxy's own handshake with the client failed (terminate)
   kTooManyClients,      // max_connections
   kDenied,              // allow/deny
+  kClientLimit,         // max_connections_per_client
+  kRateLimited,         // connection_rate
+  kIdleTimeout,         // idle_timeout
+  kPeerTimeout,         // tcp_keepalive or tcp_user_timeout found a peer gone
   kCount,
 };
 const char* outcomeName(Outcome o);
@@ -38,8 +42,9 @@ enum class Counter : std::uint8_t {
   kCancelUnmatched,
   kCount,
 };
-// kActive: client connections open; kAdmitted: those counted against max_connections.
-enum class Gauge : std::uint8_t { kActive, kAdmitted, kCount };
+// kActive: client connections open; kAdmitted: those counted against max_connections;
+// kHandshaking: those not yet spliced (max_handshakes).
+enum class Gauge : std::uint8_t { kActive, kAdmitted, kHandshaking, kCount };
 // Per-mapping counters. Closed-by-outcome counters follow the two byte counters.
 enum class MappingCounter : std::uint8_t { kBytesUp, kBytesDown, kClosedFirst };
 inline constexpr std::size_t kMappingCounters = 2 + static_cast<std::size_t>(Outcome::kCount);
@@ -149,12 +154,14 @@ class Registry {
   // Connections counted against max_connections, summed over live workers (a dead worker's
   // count goes with its slot). Checked then incremented, so concurrent workers may overshoot a
   // limit by at most one connection each.
-  std::int64_t admitted() const;
+  std::int64_t admitted() const { return gaugeSum(Gauge::kAdmitted); }
   std::int64_t admitted(std::size_t mapping) const;
+  std::int64_t handshaking() const { return gaugeSum(Gauge::kHandshaking); }
 
   Snapshot snapshot() const;
 
  private:
+  std::int64_t gaugeSum(Gauge g) const;  // over live workers
   Shared* shared_;
 };
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cstdint>
@@ -29,5 +30,9 @@ struct AccessList {
   bool empty() const { return allow.empty() && deny.empty(); }
   bool admits(const sockaddr* addr) const;
 };
+
+// A client's address as one 16-byte key: IPv6 as is, IPv4 mapped (::ffff:a.b.c.d), so the same
+// client counts once whichever listener it came through.
+in6_addr clientKey(const sockaddr* addr);
 
 }  // namespace pgproxy::net

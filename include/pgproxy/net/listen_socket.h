@@ -14,8 +14,9 @@ base::Result<base::UniqueFd> bindListener(const config::ListenAddress& addr);
 // "address:port" with brackets for IPv6, for log lines.
 std::string describe(const config::ListenAddress& addr);
 
-// Options every proxied TCP connection gets (TCP_NODELAY: PostgreSQL traffic is small messages
-// where Nagle only adds latency).
-void tuneConnectedSocket(int fd);
+// Options every proxied TCP connection gets: TCP_NODELAY (PostgreSQL traffic is small messages
+// where Nagle only adds latency), and tcp_keepalive / tcp_user_timeout so that a peer that
+// vanished without a FIN or RST is noticed.
+void tuneConnectedSocket(int fd, const config::Config& cfg);
 
 }  // namespace pgproxy::net

@@ -4,6 +4,7 @@
 
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
+#include "pgproxy/limits/client_limits.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/tls/contexts.h"
 #include "pgproxy/upstream/backend_table.h"
@@ -17,6 +18,7 @@ struct WorkerSpec {
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics = nullptr;
   upstream::BackendTable* backends = nullptr;
+  limits::ClientLimits* client_limits = nullptr;
   int admin_fd = -1;  // the admin HTTP socket, when configured
   int ready_fd = -1;  // the worker writes one byte here once its listeners are armed
   unsigned slot = 0;

@@ -6,6 +6,7 @@
 
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
+#include "pgproxy/limits/client_limits.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/metrics/recorder.h"
 #include "pgproxy/route/router.h"
@@ -31,6 +32,7 @@ struct Context {
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics_registry = nullptr;
   upstream::BackendTable* backends = nullptr;
+  limits::ClientLimits* client_limits = nullptr;
   std::vector<std::vector<std::size_t>> backend_slots;  // [mapping][backend] → table index
   std::vector<upstream::Balancer> balancers;            // one per mapping, this worker's state
   std::uint64_t rng = 0x9e3779b97f4a7c15ull;            // random balance (seeded per worker)
@@ -41,7 +43,9 @@ struct Context {
   Session* sessions = nullptr;  // intrusive list head
   // Called after a session is destroyed (the worker exits when draining and this reaches zero).
   void (*on_session_closed)(Context*) = nullptr;
-  void* owner = nullptr;  // the worker, for on_session_closed
+  // Called when a session leaves its handshake (the worker may resume accepting: max_handshakes).
+  void (*on_handshake_done)(Context*) = nullptr;
+  void* owner = nullptr;  // the worker, for the callbacks
   // Per-worker budget for cancels fanned out to passthrough sessions (token bucket).
   double cancel_tokens = 0;
   std::uint64_t cancel_tokens_at_ms = 0;

@@ -74,7 +74,8 @@ class Session {
   void handlePreamble();
   void handleClientHello();
   void routeTo(std::size_t mapping);
-  bool admit();             // max_connections; false: refused
+  bool admit();             // max_connections, per-client limits, connection rates; false: refused
+  void endHandshake();      // no longer counted against max_handshakes
   void connectBackend();    // picks a backend, then connectToBackend
   void connectToBackend();  // the one backend_index_ names
   bool pickBackend();       // false: no backend left to try
@@ -96,6 +97,8 @@ class Session {
   // the client had sent (nothing has happened on the server yet). False: no retry possible.
   bool retryBeforeFirstByte(const char* why);
   Outcome spliceErrorOutcome() const;
+  // A socket of the splice failed with `err` (the side whose socket it was): log and close.
+  void spliceSocketError(bool client_side, int err);
   void inspect(bool from_client, std::string_view bytes);
   // One side's socket, through its TLS session when pgproxy terminates one: >0 bytes, 0 EOF,
   // -1 with `err` (EAGAIN: try again when the socket is ready).
@@ -146,8 +149,11 @@ class Session {
   sockaddr_storage client_addr_{};
   std::uint64_t started_us_;
   std::uint64_t connect_started_us_ = 0;
-  bool counted_active_ = false;  // in pgproxy_backend_sessions_active
-  bool admitted_ = false;        // counted against max_connections
+  bool counted_active_ = false;         // in pgproxy_backend_sessions_active
+  bool admitted_ = false;               // counted against max_connections
+  bool client_counted_ = false;         // counted against max_connections_per_client
+  bool handshaking_ = false;            // counted against max_handshakes
+  std::uint64_t last_activity_ms_ = 0;  // idle_timeout: the last byte either way
   std::string sni_;
   std::size_t mapping_ = SIZE_MAX;
   std::size_t backend_index_ = 0;  // into the mapping's backends, valid once tried_ != 0
