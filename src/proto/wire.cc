@@ -49,16 +49,15 @@ BackendKeyScanner::State BackendKeyScanner::feed(std::string_view bytes) {
       if (header_have_ == 5) {
         type_ = header_[0];
         std::uint32_t len = readU32(header_ + 1);
-        if (len < 4 || len > kMaxScannedMessage) {
-          state_ = State::kDone;
-          break;
-        }
+        // What a backend may send before ReadyForQuery: authentication, error, notice,
+        // ParameterStatus, BackendKeyData, ReadyForQuery, NegotiateProtocolVersion.
+        bool loginType = std::string_view("RENSKZv").find(type_) != std::string_view::npos;
         remaining_ = len - 4;
-        body_have_ = 0;
-        if (type_ == 'K' && remaining_ != 8) {
-          state_ = State::kDone;
+        if (!loginType || len < 4 || len > kMaxScannedMessage || (type_ == 'K' && len != 12)) {
+          state_ = State::kInvalid;
           break;
         }
+        body_have_ = 0;
       } else {
         continue;
       }

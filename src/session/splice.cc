@@ -16,6 +16,7 @@
 #include <cctype>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
@@ -113,8 +114,9 @@ void Session::startSplice() {
     replay_ = clientIn;
   }
   // What the handshake left behind goes first: the ClientHello or StartupMessage to the backend.
-  inspect(true, clientIn);
-  inspect(false, backendIn);
+  if (!inspect(true, clientIn) || !inspect(false, backendIn)) {
+    return;
+  }
   to_backend_ = backendOut + clientIn;
   to_client_ = clientOut + backendIn;
   event_add(client_read_, nullptr);
@@ -253,7 +255,9 @@ bool Session::relay(bool from_client) {
       std::string().swap(replay_);
     }
     std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
-    inspect(from_client, bytes);
+    if (!inspect(from_client, bytes)) {
+      return false;
+    }
     if (from_client && checking_client_sasl_ && !checkClientFirst(bytes)) {
       return false;
     }
@@ -444,9 +448,9 @@ void Session::spliceSocketError(bool client_side, int err) {
 
 // Everything that looks at the bytes in flight: counters, the goodbye tracker, the cancel key of
 // plaintext sessions, and the protocol log.
-void Session::inspect(bool from_client, std::string_view bytes) {
+bool Session::inspect(bool from_client, std::string_view bytes) {
   if (bytes.empty()) {
-    return;
+    return true;
   }
   if (from_client) {
     bytes_up_ += bytes.size();
@@ -459,12 +463,30 @@ void Session::inspect(bool from_client, std::string_view bytes) {
       scanning_key_ = false;
       if (key_scanner_.state() == proto::BackendKeyScanner::State::kFound) {
         publishBackendKey();
+      } else if (key_scanner_.state() == proto::BackendKeyScanner::State::kInvalid) {
+        // Not a PostgreSQL server (or a broken one): the client would only choke on it. The
+        // bytes are dropped rather than relayed, and nothing is replayed elsewhere: the backend
+        // answered, so it may have acted on the startup packet.
+        char what[96];
+        std::snprintf(what, sizeof(what), "message type 0x%02x during login",
+                      static_cast<unsigned char>(key_scanner_.badType()));
+        std::string why = "backend " + backend().key() +
+                          " sent data that is not the PostgreSQL protocol (" + what + ")";
+        LOG_WARN("session %llu: %s; closing", static_cast<unsigned long long>(id_), why.c_str());
+        if (bytes_down_ == bytes.size()) {
+          // Nothing of it reached the client yet: it can still read a proper error.
+          refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation, "pgproxy: " + why);
+        } else {
+          close(Outcome::kProtocolError);
+        }
+        return false;
       }
     }
   }
   if (log_up_) {
     logProtocol(from_client, bytes);
   }
+  return true;
 }
 
 bool Session::checkClientFirst(std::string_view bytes) {

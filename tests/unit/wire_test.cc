@@ -61,16 +61,24 @@ TEST(BackendKeyScanner, StopsAtReadyOrError) {
   EXPECT_EQ(b.state(), BackendKeyScanner::State::kDone);
 }
 
-TEST(BackendKeyScanner, GarbageStops) {
-  BackendKeyScanner a;
-  a.feed(std::string("R\xff\xff\xff\xff", 5));
-  EXPECT_EQ(a.state(), BackendKeyScanner::State::kDone);
+TEST(BackendKeyScanner, GarbageIsInvalid) {
+  for (std::string bad :
+       {std::string("R\xff\xff\xff\xff", 5), msg('K', "short"), std::string("R\x00\x00\x00\x02", 5),
+        msg('D', "row before login"), std::string("HTTP/1.1 400 Bad Request\r\n")}) {
+    BackendKeyScanner a;
+    a.feed(bad);
+    EXPECT_EQ(a.state(), BackendKeyScanner::State::kInvalid) << bad;
+  }
+  // After a valid message, too; an ErrorResponse without any field is still a message.
   BackendKeyScanner b;
-  b.feed(msg('K', "short"));
-  EXPECT_EQ(b.state(), BackendKeyScanner::State::kDone);
+  b.feed(msg('R', std::string("\0\0\0\0", 4)) + std::string("\x01\x02\x03\x04\x05", 5));
+  EXPECT_EQ(b.state(), BackendKeyScanner::State::kInvalid);
   BackendKeyScanner c;
-  c.feed(std::string("R\x00\x00\x00\x02", 5));
+  c.feed(msg('E', std::string("\0", 1)));
   EXPECT_EQ(c.state(), BackendKeyScanner::State::kDone);
+  BackendKeyScanner d;
+  d.feed(msg('v', std::string("\0\0\0\0\0\0\0\0", 8)) + msg('N', std::string("\0", 1)));
+  EXPECT_EQ(d.state(), BackendKeyScanner::State::kScanning);
 }
 
 }  // namespace

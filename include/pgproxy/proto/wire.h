@@ -153,12 +153,14 @@ class FrameTracker {
 // ReadyForQuery or on anything that does not frame as protocol 3 messages.
 class BackendKeyScanner {
  public:
-  enum class State { kScanning, kFound, kDone };
+  // kInvalid: what came is not PostgreSQL's login sequence (a wrong type byte or length).
+  enum class State { kScanning, kFound, kDone, kInvalid };
   // Feed the next bytes the backend sent, in order. Returns the state after them.
   State feed(std::string_view bytes);
   State state() const { return state_; }
   std::uint32_t pid() const { return pid_; }
   std::uint32_t key() const { return key_; }
+  char badType() const { return type_; }  // kInvalid: the offending message's type byte
 
  private:
   State state_ = State::kScanning;

@@ -99,7 +99,8 @@ class Session {
   Outcome spliceErrorOutcome() const;
   // A socket of the splice failed with `err` (the side whose socket it was): log and close.
   void spliceSocketError(bool client_side, int err);
-  void inspect(bool from_client, std::string_view bytes);
+  // False when the bytes ended the session (a backend that does not speak PostgreSQL).
+  bool inspect(bool from_client, std::string_view bytes);
   // One side's socket, through its TLS session when pgproxy terminates one: >0 bytes, 0 EOF,
   // -1 with `err` (EAGAIN: try again when the socket is ready).
   ssize_t readSide(bool client, char* buf, std::size_t len, int& err);
