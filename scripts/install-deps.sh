@@ -7,6 +7,7 @@ packages=(
   postgresql postgresql-client openssl procps util-linux
   debhelper dpkg-dev fakeroot lintian mandoc adduser systemd logrotate
   python3 prometheus haproxy pgbouncer
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do

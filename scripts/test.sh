@@ -29,6 +29,14 @@ else
   echo "FAIL: tests/package/deb_test.sh"
   cat "$build/tests/package/deb_test.log"
 fi
+# Every libFuzzer target for a bounded time under ASan+UBSan (scripts/fuzz.sh; about 4 minutes).
+# A second, concurrent run may leave it out with PGPROXY_SKIP_FUZZ=1; CI never does.
+if [ "${PGPROXY_SKIP_FUZZ:-}" = 1 ]; then
+  rm -rf "$build/tests/fuzz-run"
+  echo "fuzzing left out (PGPROXY_SKIP_FUZZ=1)"
+else
+  scripts/fuzz.sh "$build/tests/fuzz-run"
+fi
 # The benchmark's smoke mode keeps the harness working; it judges no speed.
 if timeout 900 bench/run.sh --smoke --json "$build/tests/bench/smoke.json" >"$build/tests/bench_smoke.log" 2>&1; then
   echo ":test-result: PASS" >"$build/tests/bench_smoke.trs"
