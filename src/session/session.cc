@@ -107,9 +107,7 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
 Session::~Session() {
   ctx_.cancels->release(cancel_slot_);
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
-  if (handshaking_) {
-    ctx_.metrics.gauge(metrics::Gauge::kHandshaking, -1);
-  }
+  endHandshake();
   if (admitted_) {
     ctx_.metrics.admitted(metricIndex(), -1);
   }
@@ -480,7 +478,7 @@ bool Session::admit() {
   }
   const in6_addr key = net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_));
   std::string host = peer();
-  host.resize(host.rfind(':'));  // the address without the port
+  host.resize(std::min(host.size(), host.rfind(':')));  // the address without the port
   if (cfg.max_connections_per_client &&
       ctx_.client_limits->sessions(key) >= cfg.max_connections_per_client) {
     failSession(Outcome::kClientLimit,
@@ -490,7 +488,8 @@ bool Session::admit() {
     return false;
   }
   auto now = static_cast<std::uint32_t>(nowMs());
-  for (std::uint32_t scope : {0u, static_cast<std::uint32_t>(mapping_) + 1}) {
+  // A mapping's buckets are keyed by its metrics index, which follows its name across reloads.
+  for (std::uint32_t scope : {0u, static_cast<std::uint32_t>(metricIndex()) + 1}) {
     const config::Rate& rate = scope == 0 ? cfg.connection_rate : m.connection_rate;
     std::uint32_t wait = 0;
     if (rate.enabled() && !ctx_.client_limits->takeToken(key, scope, rate, now, &wait)) {

@@ -71,7 +71,8 @@ class ClientLimits {
   bool addSession(const in6_addr& client);
   void removeSession(const in6_addr& client);
 
-  // Takes a token from the bucket of (client, scope) (scope 0: global; mapping index + 1).
+  // Takes a token from the bucket of (client, scope) (scope 0: global; a mapping's metrics index
+  // + 1, which follows its name across reloads).
   bool takeToken(const in6_addr& client, std::uint32_t scope, const Rate& rate,
                  std::uint32_t now_ms, std::uint32_t* wait_ms);
 
