@@ -66,10 +66,17 @@ void ClientLimits::release(std::int32_t owner) {
       continue;
     }
     for (auto& e : w.entries) {
+      if (w.used.load(std::memory_order_relaxed) == 0) {
+        break;  // the usual case: a worker that exited has closed every session
+      }
+      if (e.hi.load(std::memory_order_relaxed) != 0 || e.lo.load(std::memory_order_relaxed) != 0) {
+        w.used.fetch_sub(1, std::memory_order_relaxed);  // a crashed worker's session
+      }
       e.hi.store(0, std::memory_order_relaxed);
       e.lo.store(0, std::memory_order_relaxed);
       e.sessions.store(0, std::memory_order_relaxed);
     }
+    w.used.store(0, std::memory_order_relaxed);
     w.owner.store(0, std::memory_order_release);
   }
 }
@@ -133,6 +140,7 @@ bool ClientLimits::addSession(const in6_addr& client) {
     }
     if (eh == 0 && el == 0) {
       // The count first: a reader that sees the key sees a count that belongs to it.
+      mine_->used.fetch_add(1, std::memory_order_relaxed);
       e.sessions.store(1, std::memory_order_relaxed);
       e.lo.store(lo, std::memory_order_release);
       e.hi.store(hi, std::memory_order_release);
@@ -178,6 +186,7 @@ void ClientLimits::removeSession(const in6_addr& client) {
       hole = j;
     }
   }
+  mine_->used.fetch_sub(1, std::memory_order_relaxed);
   CountEntry& h = mine_->entries[hole];
   h.hi.store(0, std::memory_order_release);
   h.lo.store(0, std::memory_order_release);

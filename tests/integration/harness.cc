@@ -560,3 +560,22 @@ CommandResult sandboxCommand(const std::string& command, const std::vector<std::
 }
 
 }  // namespace pgproxy::it
+
+namespace pgproxy::it {
+
+ScopedAsanOption::ScopedAsanOption(const std::string& option) {
+  const char* v = std::getenv("ASAN_OPTIONS");
+  had_ = v != nullptr;
+  saved_ = v ? v : "";
+  setenv("ASAN_OPTIONS", (saved_ + (had_ ? ":" : "") + option).c_str(), 1);
+}
+
+ScopedAsanOption::~ScopedAsanOption() {
+  if (had_) {
+    setenv("ASAN_OPTIONS", saved_.c_str(), 1);
+  } else {
+    unsetenv("ASAN_OPTIONS");
+  }
+}
+
+}  // namespace pgproxy::it

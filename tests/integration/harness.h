@@ -114,6 +114,19 @@ std::string sqlstateOf(const std::string& bytes);
 
 namespace pgproxy::it {
 
+// While it lives, processes started by the test (pgproxy) run with `option` added to
+// ASAN_OPTIONS; in normal builds the variable is ignored. For memory measurements: ASan's
+// quarantine keeps freed memory resident on purpose, which is not what a test measures.
+class ScopedAsanOption {
+ public:
+  explicit ScopedAsanOption(const std::string& option);
+  ~ScopedAsanOption();
+
+ private:
+  bool had_ = false;
+  std::string saved_;
+};
+
 // Pids of the processes whose parent is `parent` (the master's workers).
 std::vector<pid_t> childrenOf(pid_t parent);
 // Resident set size in KiB of `pid` (from /proc), 0 if it is gone.

@@ -358,6 +358,7 @@ int randomFlood(int port, int count, std::mt19937& rng) {
 }
 
 TEST(Hostile, TenThousandRandomConnectionsLeaveNothingBehind) {
+  ScopedAsanOption noQuarantine("quarantine_size_mb=0");
   Proxy proxy(kMappings);
   std::mt19937 rng(20261127);
   // Warm up (allocator arenas, libevent's tables), then take the baseline.

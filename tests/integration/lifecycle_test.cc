@@ -277,15 +277,8 @@ TEST(Lifecycle, KilledWorkerUnderConnectLoopRefusesNobody) {
 TEST(Lifecycle, TwoHundredReloadsLeakNothingInTheMaster) {
   // In sanitizer builds ASan's quarantine keeps freed memory resident on purpose; without it RSS
   // measures what the master really keeps (a no-op in normal builds).
-  const char* saved = std::getenv("ASAN_OPTIONS");
-  std::string savedValue = saved ? saved : "";
-  setenv("ASAN_OPTIONS", (savedValue + (saved ? ":" : "") + "quarantine_size_mb=0").c_str(), 1);
+  ScopedAsanOption noQuarantine("quarantine_size_mb=0");
   Proxy proxy(mappingTo("{P1}"), 1);
-  if (saved) {
-    setenv("ASAN_OPTIONS", savedValue.c_str(), 1);
-  } else {
-    unsetenv("ASAN_OPTIONS");
-  }
   auto reloadAndSettle = [&](int n) {
     for (int i = 0; i < n; ++i) {
       ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);

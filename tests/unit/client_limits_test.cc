@@ -97,7 +97,10 @@ TEST_F(SharedLimits, SessionsAreSummedOverWorkersAndDroppedWithADeadOne) {
   EXPECT_EQ(a.sessions(y), 1u);
   a.removeSession(x);
   EXPECT_EQ(b.sessions(x), 2u);
+  EXPECT_EQ(shared_->workers[1].used.load(), 2u);
   master.release(200);  // worker b died: its sessions went with it
+  EXPECT_EQ(shared_->workers[1].used.load(), 0u);
+  EXPECT_EQ(shared_->workers[1].owner.load(), 0);
   EXPECT_EQ(a.sessions(x), 1u);
   EXPECT_EQ(a.sessions(y), 0u);
   a.removeSession(x);
@@ -129,6 +132,7 @@ TEST_F(SharedLimits, CountTableStaysExactThroughManyInsertsAndRemoves) {
   for (std::uint32_t i = 1; i < n; i += 2) {
     w.removeSession(nth(i));
   }
+  EXPECT_EQ(shared_->workers[0].used.load(), 0u);  // a clean exit leaves nothing to clear
   for (std::uint32_t i = 0; i < n; ++i) {
     ASSERT_EQ(w.sessions(nth(i)), 0u) << i;
   }

@@ -34,6 +34,9 @@ struct CountEntry {
 };
 struct WorkerCounts {
   std::atomic<std::int32_t> owner;  // pid, 0 when free
+  // Entries in use: a worker that exits normally leaves none, and then the master need not touch
+  // (and so fault in) the table's pages to clear it.
+  std::atomic<std::uint32_t> used;
   CountEntry entries[kCountEntries];
 };
 
