@@ -460,6 +460,21 @@ void Session::endHandshake() {
   }
 }
 
+void Session::idleTimeout() {
+  // Where the client reads PostgreSQL messages and the backend's last one is complete, it gets
+  // what PostgreSQL's idle_session_timeout sends; a passthrough client's stream is the backend's
+  // TLS session, so it only sees the close.
+  if (tracking_backend_frames_ && backend_frames_.atBoundary() && to_client_.empty() &&
+      !backend_eof_) {
+    refuse(Outcome::kIdleTimeout, proto::sqlstate::kIdleSessionTimeout,
+           "terminating connection due to idle-session timeout",
+           "pgproxy closed the session after " + std::to_string(ctx_.config->idle_timeout_ms) +
+               " ms without traffic (idle_timeout).");
+    return;
+  }
+  close(Outcome::kIdleTimeout);
+}
+
 // Limits that need the mapping, checked once per session just before its first backend connect:
 // the checks without side effects first, then the token buckets, so that a refused session does
 // not also spend a token.
@@ -477,12 +492,14 @@ bool Session::admit() {
     return false;
   }
   const in6_addr key = net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_));
-  std::string host = peer();
-  host.resize(std::min(host.size(), host.rfind(':')));  // the address without the port
+  auto host = [this] {  // the address without the port, for refusals only
+    std::string p = peer();
+    return p.substr(0, std::min(p.size(), p.rfind(':')));
+  };
   if (cfg.max_connections_per_client &&
       ctx_.client_limits->sessions(key) >= cfg.max_connections_per_client) {
     failSession(Outcome::kClientLimit,
-                "too many connections from " + host + " (max_connections_per_client " +
+                "too many connections from " + host() + " (max_connections_per_client " +
                     std::to_string(cfg.max_connections_per_client) + ")",
                 proto::sqlstate::kTooManyConnections);
     return false;
@@ -495,7 +512,7 @@ bool Session::admit() {
     if (rate.enabled() && !ctx_.client_limits->takeToken(key, scope, rate, now, &wait)) {
       std::string unit = rate.period_ms == 1000 ? "s" : rate.period_ms == 60'000 ? "m" : "h";
       failSession(Outcome::kRateLimited,
-                  "too many new connections from " + host +
+                  "too many new connections from " + host() +
                       (scope ? " to \"" + m.external + "\"" : "") + " (connection_rate " +
                       std::to_string(rate.count) + "/" + unit + ", burst " +
                       std::to_string(rate.burst) + "); retry in " + std::to_string(wait) + " ms",
@@ -813,7 +830,7 @@ void Session::onTimer(int, short, void* arg) {
           "session %llu: no traffic from %s or its backend for %llu ms (idle_timeout); closing",
           static_cast<unsigned long long>(s->id_), s->peer().c_str(),
           static_cast<unsigned long long>(idle));
-      s->close(Outcome::kIdleTimeout);
+      s->idleTimeout();
       break;
     }
   }

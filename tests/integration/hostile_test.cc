@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -374,6 +375,45 @@ TEST(Hostile, TenThousandRandomConnectionsLeaveNothingBehind) {
   long rssAfter = proxyRss(proxy);
   EXPECT_LE(rssAfter, rssBefore + rssBefore / 10) << rssBefore << " KiB before";
   EXPECT_EQ(psql(proxy.tls("host2"), "show cluster_name").output, "host2\n");
+}
+
+TEST(Hostile, OutOfDescriptorsPausesAcceptingAndRecovers) {
+  // pgproxy raises its soft limit to the hard one, so lower the hard one: prlimit execs pgproxy
+  // in place (same pid) with at most 40 descriptors.
+  std::string dir = tempDir("pgproxy-emfile");
+  std::string wrapper = dir + "/pgproxy";
+  writeFile(wrapper, "#!/bin/sh\nexec prlimit --nofile=40:40 " + proxyBinary() + " \"$@\"\n");
+  ASSERT_EQ(chmod(wrapper.c_str(), 0755), 0);
+  Proxy proxy(std::string("handshake_timeout: 3s\n") + kMappings, 1, wrapper);
+  auto workers = childrenOf(proxy.pid());
+  std::vector<int> stalled;
+  for (int i = 0; i < 60; ++i) {
+    int fd = connectTcp(proxy.port());  // the kernel completes the connection; accept may not
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "\x00\x00", 2), 2);
+    stalled.push_back(fd);
+  }
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("accept() failed: Too many open files") != std::string::npos;
+  })) << proxy.log();
+  // Once handshake_timeout has closed the stalled ones, the backlog drains and clients are
+  // served again by the same worker.
+  for (int fd : stalled) {
+    bool closed = false;
+    readUntilClose(fd, seconds(60), &closed);
+    EXPECT_TRUE(closed);
+    close(fd);
+  }
+  EXPECT_TRUE(eventually([&] { return psql(proxy.plain(), "select 9").output == "9\n"; }));
+  EXPECT_EQ(childrenOf(proxy.pid()), workers);
+  // Logged once per interval, not once per failed accept.
+  std::string log = proxy.log();
+  std::size_t lines = 0;
+  for (std::size_t at = log.find("pausing accepts"); at != std::string::npos;
+       at = log.find("pausing accepts", at + 1)) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 3u) << log;
 }
 
 // A server that is not PostgreSQL, or a broken one: after the startup packet it answers with

@@ -73,8 +73,11 @@ TEST(Timeouts, IdleTimeoutClosesOnlyTheSilentSession) {
     PQclear(r);
     std::this_thread::sleep_for(milliseconds(100));
   }
+  // A plaintext client reads what PostgreSQL's idle_session_timeout sends.
   PGresult* r = PQexec(idle, "select 1");
   EXPECT_NE(PQresultStatus(r), PGRES_TUPLES_OK);
+  EXPECT_NE(std::string(PQerrorMessage(idle)).find("idle-session timeout"), std::string::npos)
+      << PQerrorMessage(idle);
   PQclear(r);
   EXPECT_NE(proxy.log().find("(idle_timeout); closing"), std::string::npos) << proxy.log();
   EXPECT_NE(proxy.log().find("outcome=idle_timeout"), std::string::npos);

@@ -29,6 +29,7 @@ inline constexpr const char* kRejectedConnection = "08004";
 inline constexpr const char* kFeatureNotSupported = "0A000";
 inline constexpr const char* kInvalidAuthorization = "28000";
 inline constexpr const char* kTooManyConnections = "53300";
+inline constexpr const char* kIdleSessionTimeout = "57P05";
 inline constexpr const char* kCannotConnectNow = "57P03";
 }  // namespace sqlstate
 
@@ -66,6 +67,8 @@ class MessageFramer {
   template <typename Fn>
   void feed(std::string_view bytes, Fn on_message);
   bool lost() const { return lost_; }
+  // Between frames: the next byte would start a new one.
+  bool atBoundary() const { return !lost_ && !in_body_ && header_have_ == 0 && skip_ == 0; }
 
  private:
   Framing framing_;
@@ -142,6 +145,7 @@ class FrameTracker {
   }
   int lastType() const { return last_type_; }   // -1 before the first frame
   bool lost() const { return framer_.lost(); }  // the stream stopped framing
+  bool atBoundary() const { return framer_.atBoundary(); }
 
  private:
   MessageFramer framer_;

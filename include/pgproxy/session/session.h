@@ -76,6 +76,7 @@ class Session {
   void routeTo(std::size_t mapping);
   bool admit();             // max_connections, per-client limits, connection rates; false: refused
   void endHandshake();      // no longer counted against max_handshakes
+  void idleTimeout();       // idle_timeout fired: 57P05 where the client can read it, then close
   void connectBackend();    // picks a backend, then connectToBackend
   void connectToBackend();  // the one backend_index_ names
   bool pickBackend();       // false: no backend left to try
@@ -183,6 +184,10 @@ class Session {
   int cancel_slot_ = -1;
   proto::BackendKeyScanner key_scanner_;
   proto::FrameTracker client_frames_;  // what the client sent last (goodbye or not)
+  // idle_timeout on a plaintext or terminated session: whether the backend's stream is between
+  // messages, so that a FATAL can be slipped in before closing.
+  proto::FrameTracker backend_frames_{proto::FrameTracker::Kind::kPgMessages};
+  bool tracking_backend_frames_ = false;
   bool client_reset_ = false;
   // log_protocol: message framers for both directions of a plaintext session.
   std::unique_ptr<proto::MessageFramer> log_up_, log_down_;
