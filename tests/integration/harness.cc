@@ -579,3 +579,45 @@ ScopedAsanOption::~ScopedAsanOption() {
 }
 
 }  // namespace pgproxy::it
+
+namespace pgproxy::it {
+
+int listenLoopback(int* port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(sa);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
+      listen(fd, 64) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
+    if (fd >= 0) {
+      close(fd);
+    }
+    return -1;
+  }
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+bool readUntilReady(int fd, std::string* got, std::chrono::milliseconds timeout) {
+  const std::string ready("Z\x00\x00\x00\x05I", 6);
+  char buf[4096];
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) {
+      continue;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) {
+      return false;
+    }
+    got->append(buf, static_cast<std::size_t>(n));
+    if (got->find(ready) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace pgproxy::it

@@ -87,6 +87,13 @@ CommandResult psql(const std::string& conninfo, const std::string& sql);
 
 // Raw TCP to 127.0.0.1:port. Returns the fd (or -1).
 int connectTcp(int port);
+// A listening socket on 127.0.0.1 and a port the kernel picked (for test servers that stand in
+// for a hostile peer); -1 on failure.
+int listenLoopback(int* port);
+// Reads until ReadyForQuery 'I' (a login went through; true) or until the connection ends or
+// `timeout` passes (false); `got` has what came.
+bool readUntilReady(int fd, std::string* got,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(15));
 // Reads until EOF or `timeout`; `closed` tells which ended it.
 std::string readUntilClose(int fd, std::chrono::milliseconds timeout, bool* closed);
 // StartupMessage bytes for protocol 3.0 with the given parameters.

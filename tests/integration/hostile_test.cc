@@ -47,27 +47,6 @@ bool readByte(int fd, char* c) {
   return poll(&p, 1, 10'000) == 1 && read(fd, c, 1) == 1;
 }
 
-// Reads until ReadyForQuery (a login went through) or the connection ends.
-bool loggedIn(int fd, std::string* got) {
-  char buf[4096];
-  auto deadline = std::chrono::steady_clock::now() + seconds(15);
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) {
-      continue;
-    }
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) {
-      return false;
-    }
-    got->append(buf, static_cast<std::size_t>(n));
-    if (got->find(std::string("Z\x00\x00\x00\x05I", 6)) != std::string::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // A TLS client driven by hand through memory BIOs, so a test can reshape its first flight
 // (split it across records, trickle it) and then finish the handshake over a socket.
 class HandDrivenTls {
@@ -159,7 +138,7 @@ TEST(Hostile, OneByteAtATimeStillLogsIn) {
     std::this_thread::sleep_for(milliseconds(80));
   }
   std::string got;
-  EXPECT_TRUE(loggedIn(fd, &got)) << got;
+  EXPECT_TRUE(readUntilReady(fd, &got)) << got;
   close(fd);
   // TLS passthrough: the SSLRequest and the whole ClientHello a byte at a time; the SNI is still
   // found and the session reaches host2's server (its certificate proves it).
@@ -421,15 +400,7 @@ TEST(Hostile, OutOfDescriptorsPausesAcceptingAndRecovers) {
 class MisbehavingBackend {
  public:
   explicit MisbehavingBackend(std::string reply) : reply_(std::move(reply)) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-    listen(fd_, 16);
-    socklen_t len = sizeof(sa);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
+    fd_ = listenLoopback(&port_);
     thread_ = std::thread([this] {
       while (!stop_) {
         pollfd p{fd_, POLLIN, 0};

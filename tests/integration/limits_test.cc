@@ -115,22 +115,8 @@ int sessionFrom(const char* source, int port, std::string* answer) {
   std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
   EXPECT_EQ(write(fd, startup.data(), startup.size()), static_cast<ssize_t>(startup.size()));
   answer->clear();
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  char buf[4096];
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) {
-      continue;
-    }
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) {
-      break;
-    }
-    answer->append(buf, static_cast<std::size_t>(n));
-    // ReadyForQuery 'Z', length 5, status 'I' ends the login.
-    if (answer->find(std::string("Z\x00\x00\x00\x05I", 6)) != std::string::npos) {
-      return fd;
-    }
+  if (readUntilReady(fd, answer, seconds(10))) {
+    return fd;
   }
   close(fd);
   return -1;

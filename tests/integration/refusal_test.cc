@@ -147,15 +147,7 @@ TEST(Refusal, HandshakeTimeoutClosesStalledClients) {
 class EvilBackend {
  public:
   explicit EvilBackend(std::string answer) : answer_(std::move(answer)) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-    listen(fd_, 16);
-    socklen_t len = sizeof(sa);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
+    fd_ = listenLoopback(&port_);
     thread_ = std::thread([this] {
       while (true) {
         int c = accept(fd_, nullptr, nullptr);

@@ -37,21 +37,8 @@ int rawSession(int port) {
     return -1;
   }
   std::string got;
-  char buf[4096];
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) {
-      continue;
-    }
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) {
-      break;
-    }
-    got.append(buf, static_cast<std::size_t>(n));
-    if (got.find(std::string("Z\x00\x00\x00\x05I", 6)) != std::string::npos) {
-      return fd;
-    }
+  if (readUntilReady(fd, &got)) {
+    return fd;
   }
   close(fd);
   return -1;
@@ -105,15 +92,7 @@ TEST(Timeouts, KeepaliveFindsAClientThatVanished) {
 class VanishingRelay {
  public:
   explicit VanishingRelay(int backend_port) : backend_port_(backend_port) {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-    listen(listen_fd_, 16);
-    socklen_t len = sizeof(sa);
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-    port_ = ntohs(sa.sin_port);
+    listen_fd_ = listenLoopback(&port_);
     thread_ = std::thread([this] { serve(); });
   }
   ~VanishingRelay() {
