@@ -251,33 +251,32 @@ static void raiseFileLimit() {
   }
 }
 
-base::Status Master::setUpSharedMemory() {
-  void* mem = mmap(nullptr, cancel::Registry::bytesNeeded(), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+// Zeroed memory shared with every child forked later; never resized or unmapped.
+static base::Result<void*> mapShared(std::size_t bytes, const char* what) {
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
-    return base::Error{"mmap of the shared cancel registry failed: " + base::errnoText(errno)};
+    return base::Error{std::string("mmap of the shared ") + what +
+                       " failed: " + base::errnoText(errno)};
   }
-  cancels_ = std::make_unique<cancel::Registry>(mem);
-  void* stats = mmap(nullptr, metrics::Registry::bytesNeeded(), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (stats == MAP_FAILED) {
-    return base::Error{"mmap of the shared metrics failed: " + base::errnoText(errno)};
+  return mem;
+}
+
+base::Status Master::setUpSharedMemory() {
+  auto cancels = mapShared(cancel::Registry::bytesNeeded(), "cancel registry");
+  auto stats = mapShared(metrics::Registry::bytesNeeded(), "metrics");
+  auto table = mapShared(upstream::BackendTable::bytesNeeded(), "backend table");
+  auto limits = mapShared(limits::ClientLimits::bytesNeeded(), "client limits");
+  for (const auto* r : {&cancels, &stats, &table, &limits}) {
+    if (!r->ok()) {
+      return r->error();
+    }
   }
-  metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(stats));
-  void* table = mmap(nullptr, upstream::BackendTable::bytesNeeded(), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (table == MAP_FAILED) {
-    return base::Error{"mmap of the shared backend table failed: " + base::errnoText(errno)};
-  }
+  cancels_ = std::make_unique<cancel::Registry>(*cancels);
+  metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(*stats));
   backends_ =
-      std::make_unique<upstream::BackendTable>(static_cast<upstream::BackendShared*>(table));
-  void* limits = mmap(nullptr, limits::ClientLimits::bytesNeeded(), PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (limits == MAP_FAILED) {
-    return base::Error{"mmap of the shared client limits failed: " + base::errnoText(errno)};
-  }
+      std::make_unique<upstream::BackendTable>(static_cast<upstream::BackendShared*>(*table));
   client_limits_ =
-      std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(limits));
+      std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(*limits));
   std::uint64_t seed = 0;
   if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
     seed = static_cast<std::uint64_t>(nowMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
