@@ -14,22 +14,20 @@ Preamble classifyPreamble(std::string_view bytes) {
     p.kind = PreambleKind::kDirectTls;
     return p;
   }
+  // PostgreSQL judges the length as soon as its 4 bytes are in, and so do we: garbage is closed
+  // at once instead of at handshake_timeout. (A non-zero first byte is already too long.)
+  if (bytes[0] != 0 || (bytes.size() >= 4 &&
+                        (readU32(bytes.data()) < 8 || readU32(bytes.data()) > kMaxStartupPacket))) {
+    p.kind = PreambleKind::kInvalid;
+    p.reason = "invalid length of startup packet";
+    return p;
+  }
   if (bytes.size() < 8) {
-    // Lengths above 10000 have a non-zero top byte; decide early so garbage is closed at once.
-    if (bytes[0] != 0) {
-      p.kind = PreambleKind::kInvalid;
-      p.reason = "invalid length of startup packet";
-    }
     return p;
   }
   std::uint32_t len = readU32(bytes.data());
   std::uint32_t code = readU32(bytes.data() + 4);
   p.code = code;
-  if (len < 8 || len > kMaxStartupPacket) {
-    p.kind = PreambleKind::kInvalid;
-    p.reason = "invalid length of startup packet";
-    return p;
-  }
   if (code == kSslRequestCode || code == kGssEncRequestCode) {
     if (len != 8) {
       p.kind = PreambleKind::kInvalid;

@@ -448,11 +448,15 @@ TEST(Hostile, MisbehavingBackendEndsOnlyItsSession) {
   };
   for (const auto& c : cases) {
     MisbehavingBackend evil(c.reply);
+    // pgproxy terminates TLS for host1 and talks plaintext to the misbehaving backend, so both a
+    // plaintext client and a TLS one read what pgproxy makes of it.
+    const std::string sb = sandbox().dir + "/";
     Proxy proxy(
         "log_protocol: true\nmappings:\n"
         "  - {external: host1.example.com, internal: 127.0.0.1, port: " +
-        std::to_string(evil.port()) +
-        "}\n"
+        std::to_string(evil.port()) + ", tls: terminate, certificate: " + sb +
+        "proxy-host1.crt, key: " + sb +
+        "proxy-host1.key, backend_tls: disable}\n"
         "  - {external: host2.example.com, internal: 127.0.0.1, port: {P2}}\n"
         "default: host1.example.com\n");
     auto workers = childrenOf(proxy.pid());
@@ -470,6 +474,16 @@ TEST(Hostile, MisbehavingBackendEndsOnlyItsSession) {
       EXPECT_NE(got.find("is not the PostgreSQL protocol"), std::string::npos) << got;
       EXPECT_TRUE(eventually(
           [&] { return proxy.log().find("outcome=protocol_error") != std::string::npos; }));
+    }
+    auto viaTls =
+        psql("host=host1.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                 " sslmode=verify-full sslrootcert=" + sb +
+                 "proxy-ca.crt user=postgres connect_timeout=10",
+             "select 1");
+    EXPECT_NE(viaTls.exit_code, 0);
+    if (!c.sqlstate.empty()) {
+      EXPECT_NE(viaTls.output.find("is not the PostgreSQL protocol"), std::string::npos)
+          << viaTls.output;
     }
     EXPECT_EQ(childrenOf(proxy.pid()), workers);
     EXPECT_EQ(psql(proxy.tls("host2"), "show cluster_name").output, "host2\n");

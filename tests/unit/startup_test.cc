@@ -52,10 +52,15 @@ TEST(Preamble, DirectTls) {
 }
 
 TEST(Preamble, BadLengthsCloseWithoutReading) {
-  for (std::uint32_t len : {0u, 4u, 7u, 10001u, 0x7fffffffu, 0xffffffffu}) {
+  for (std::uint32_t len : {0u, 4u, 7u, 10005u, 0x7fffffffu, 0xffffffffu}) {
     auto p = classifyPreamble(packet(len, kProtocol3));
     EXPECT_EQ(p.kind, PreambleKind::kInvalid) << len;
+    // PostgreSQL decides on the length word alone; so do we.
+    EXPECT_EQ(classifyPreamble(packet(len, kProtocol3).substr(0, 4)).kind, PreambleKind::kInvalid)
+        << len;
   }
+  // 10001 is within PostgreSQL's bound (10000 after the length word): it waits for the rest.
+  EXPECT_EQ(classifyPreamble(packet(10001, kProtocol3)).kind, PreambleKind::kNeedMore);
   // Decided from the first byte, before 8 bytes arrive: no waiting for garbage.
   EXPECT_EQ(classifyPreamble("GET / HTTP/1.1").kind, PreambleKind::kInvalid);
   EXPECT_EQ(classifyPreamble(std::string("\x7f", 1)).kind, PreambleKind::kInvalid);
@@ -71,8 +76,8 @@ TEST(Preamble, StartupWaitsForWholePacket) {
 }
 
 TEST(Preamble, MaxSizeStartupAccepted) {
-  std::string body(10000 - 8, 'a');
-  auto p = classifyPreamble(packet(10000, kProtocol3, body));
+  std::string body(10004 - 8, 'a');
+  auto p = classifyPreamble(packet(10004, kProtocol3, body));
   EXPECT_EQ(p.kind, PreambleKind::kStartup);
 }
 

@@ -13,8 +13,9 @@ inline constexpr std::uint32_t kSslRequestCode = 80877103;
 inline constexpr std::uint32_t kGssEncRequestCode = 80877104;
 inline constexpr std::uint32_t kCancelRequestCode = 80877102;
 inline constexpr std::uint32_t kProtocol3 = 3u << 16;
-// PostgreSQL's MAX_STARTUP_PACKET_LENGTH: a longer startup packet is refused before reading it.
-inline constexpr std::size_t kMaxStartupPacket = 10000;
+// PostgreSQL's MAX_STARTUP_PACKET_LENGTH (10000) bounds the packet after its length word, so the
+// longest startup packet PostgreSQL reads is 10004 bytes; a longer one is refused at once.
+inline constexpr std::size_t kMaxStartupPacket = 10004;
 inline constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
 
 enum class PreambleKind {
