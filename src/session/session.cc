@@ -464,8 +464,7 @@ void Session::idleTimeout() {
   // Where the client reads PostgreSQL messages and the backend's last one is complete, it gets
   // what PostgreSQL's idle_session_timeout sends; a passthrough client's stream is the backend's
   // TLS session, so it only sees the close.
-  if (tracking_backend_frames_ && backend_frames_.atBoundary() && to_client_.empty() &&
-      !backend_eof_) {
+  if (backend_frames_ && backend_frames_->atBoundary() && to_client_.empty() && !backend_eof_) {
     refuse(Outcome::kIdleTimeout, proto::sqlstate::kIdleSessionTimeout,
            "terminating connection due to idle-session timeout",
            "pgproxy closed the session after " + std::to_string(ctx_.config->idle_timeout_ms) +

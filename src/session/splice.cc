@@ -88,7 +88,10 @@ void Session::startSplice() {
     // Client messages are typed after the startup packet, which is the first thing forwarded.
     client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, clientIn.size());
     checking_client_sasl_ = terminated();
-    tracking_backend_frames_ = ctx_.config->idle_timeout_ms > 0;
+    if (ctx_.config->idle_timeout_ms > 0) {
+      backend_frames_ =
+          std::make_unique<proto::FrameTracker>(proto::FrameTracker::Kind::kPgMessages);
+    }
     if (ctx_.config->log_protocol) {
       log_up_ = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
                                                        true, clientIn.size());
@@ -460,8 +463,8 @@ bool Session::inspect(bool from_client, std::string_view bytes) {
   } else {
     bytes_down_ += bytes.size();
     ctx_.metrics.add(metricIndex(), metrics::MappingCounter::kBytesDown, bytes.size());
-    if (tracking_backend_frames_) {
-      backend_frames_.feed(bytes);
+    if (backend_frames_) {
+      backend_frames_->feed(bytes);
     }
     if (scanning_key_ && key_scanner_.feed(bytes) != proto::BackendKeyScanner::State::kScanning) {
       scanning_key_ = false;

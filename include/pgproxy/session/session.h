@@ -186,8 +186,8 @@ class Session {
   proto::FrameTracker client_frames_;  // what the client sent last (goodbye or not)
   // idle_timeout on a plaintext or terminated session: whether the backend's stream is between
   // messages, so that a FATAL can be slipped in before closing.
-  proto::FrameTracker backend_frames_{proto::FrameTracker::Kind::kPgMessages};
-  bool tracking_backend_frames_ = false;
+  // Allocated only with idle_timeout: an idle session's size is pgproxy's memory per session.
+  std::unique_ptr<proto::FrameTracker> backend_frames_;
   bool client_reset_ = false;
   // log_protocol: message framers for both directions of a plaintext session.
   std::unique_ptr<proto::MessageFramer> log_up_, log_down_;
