@@ -210,11 +210,18 @@ TEST(Limits, ConnectionRateRefusesTheBurstExcessAndRecovers) {
   }
 }
 
+// The value of a gauge without labels in a Prometheus text page, or -1.
+long long gauge(const std::string& page, const std::string& name) {
+  auto at = page.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::atoll(page.c_str() + at + name.size() + 2);
+}
+
 TEST(Limits, MaxHandshakesKeepsTheExcessInTheBacklog) {
-  Proxy proxy(
-      "max_handshakes: 4\nhandshake_timeout: 2s\nmappings:\n"
-      "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n",
-      1);
+  int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+                  "\"}\nmax_handshakes: 4\nhandshake_timeout: 2s\nmappings:\n"
+                  "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n",
+              1);
   // Twelve clients that stall in their preamble: four hold the handshake places, the others
   // wait in the listen backlog (their connect succeeds: the kernel accepted them).
   std::vector<int> stalled;
@@ -227,6 +234,10 @@ TEST(Limits, MaxHandshakesKeepsTheExcessInTheBacklog) {
   EXPECT_TRUE(eventually([&] {
     return proxy.log().find("max_handshakes (4) reached") != std::string::npos;
   })) << proxy.log();
+  // Exactly four are in their handshake (one worker: no overshoot); the metric says so.
+  EXPECT_TRUE(eventually([&] {
+    return gauge(httpGet(admin, "/metrics").body, "pgproxy_connections_handshaking") == 4;
+  }));
   // Every stalled one is eventually accepted and closed by handshake_timeout, four at a time,
   // and a real client behind them gets served.
   auto r = psql(proxy.plain(), "select 3");
@@ -236,6 +247,32 @@ TEST(Limits, MaxHandshakesKeepsTheExcessInTheBacklog) {
     readUntilClose(fd, seconds(30), &closed);
     EXPECT_TRUE(closed);
     close(fd);
+  }
+}
+
+TEST(Limits, LimitsChangeOnReload) {
+  const std::string mappings =
+      "mappings:\n  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n";
+  Proxy proxy("connection_rate: {per_client: 1/h, burst: 1}\n" + mappings);
+  std::string answer;
+  int first = sessionFrom("127.0.0.7", proxy.port(), &answer);
+  EXPECT_GE(first, 0) << answer;
+  EXPECT_EQ(sessionFrom("127.0.0.7", proxy.port(), &answer), -1);
+  EXPECT_EQ(sqlstateOf(answer), "53300");
+  // Lifting the rate and capping sessions per client instead takes effect for new sessions.
+  proxy.rewrite("max_connections_per_client: 2\n" + mappings);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(
+      eventually([&] { return proxy.log().find("generation 2 is serving") != std::string::npos; }));
+  int second = sessionFrom("127.0.0.7", proxy.port(), &answer);
+  EXPECT_GE(second, 0) << answer;
+  // The session from before the reload still counts: this is the third.
+  EXPECT_EQ(sessionFrom("127.0.0.7", proxy.port(), &answer), -1);
+  EXPECT_NE(answer.find("max_connections_per_client 2"), std::string::npos) << answer;
+  for (int fd : {first, second}) {
+    if (fd >= 0) {
+      close(fd);
+    }
   }
 }
 
