@@ -163,9 +163,11 @@ TEST(Backends, AllDownRefusesWithTheMappingNamedAndReadyzTurns503) {
                 "    backends:\n      - {host: 127.0.0.1, port: {DEAD}}\n"
                 "      - {host: 127.0.0.1, port: " +
                 std::to_string(dead2) + "}\n");
-  ASSERT_TRUE(eventually([&] { return httpGet(admin, "/readyz").status == 503; }))
-      << httpGet(admin, "/readyz").body;
-  EXPECT_NE(httpGet(admin, "/readyz").body.find("mapping db.example.com"), std::string::npos);
+  // 503 comes first for "not serving yet" while the workers start; wait for the mapping's reason.
+  ASSERT_TRUE(eventually([&] {
+    auto r = httpGet(admin, "/readyz");
+    return r.status == 503 && r.body.find("mapping db.example.com") != std::string::npos;
+  })) << httpGet(admin, "/readyz").body;
   auto r = psql(checked.plain(), "select 1");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("no backend for \"db.example.com\" is available: all 2 backends are "
