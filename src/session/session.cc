@@ -475,8 +475,8 @@ void Session::idleTimeout() {
 }
 
 // Limits that need the mapping, checked once per session just before its first backend connect:
-// the checks without side effects first, then the token buckets, so that a refused session does
-// not also spend a token.
+// the checks without side effects first, then the token buckets, so that a session refused by a
+// count spends no token (one refused by its mapping's rate has spent its global token).
 bool Session::admit() {
   const config::Config& cfg = *ctx_.config;
   const auto& m = cfg.mappings[mapping_];
@@ -821,6 +821,9 @@ void Session::onTimer(int, short, void* arg) {
       // idle_timeout: the timer is re-armed lazily, not on every byte.
       std::uint64_t idle = nowMs() - s->last_activity_ms_;
       std::uint64_t limit = s->ctx_.config->idle_timeout_ms;
+      if (limit == 0) {
+        break;  // not armed without idle_timeout; nothing to enforce
+      }
       if (idle + 1 < limit) {
         s->armTimer(limit - idle);
         break;
