@@ -92,6 +92,16 @@ class Parser {
     return v;
   }
 
+  // A duration, or "off" (0: the feature is off). One error at most.
+  std::optional<std::uint64_t> durationOrOff(yaml_node_t* n, const std::string& what) {
+    if (n->type == YAML_SCALAR_NODE &&
+        std::string_view(reinterpret_cast<const char*>(n->data.scalar.value),
+                         n->data.scalar.length) == "off") {
+      return 0;
+    }
+    return duration(n, what);
+  }
+
   // Calls fn(keyNode, valueNode) for every pair, rejecting keys not in `known` with a suggestion.
   template <typename Fn>
   void forEachKey(yaml_node_t* map, const std::string& where, const std::vector<std::string>& known,
@@ -715,15 +725,11 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
         } else if (key == "max_handshakes") {
           cfg.max_handshakes = boundedNumber(p, v, key, 1, 1'000'000).value_or(0);
         } else if (key == "idle_timeout") {
-          if (p.scalar(v, key).value_or("") != "off") {
-            cfg.idle_timeout_ms = p.duration(v, key).value_or(0);
-          }
+          cfg.idle_timeout_ms = p.durationOrOff(v, key).value_or(0);
         } else if (key == "tcp_keepalive") {
           parseKeepAlive(p, v, cfg.tcp_keepalive);
         } else if (key == "tcp_user_timeout") {
-          if (p.scalar(v, key).value_or("") != "off") {
-            cfg.tcp_user_timeout_ms = p.duration(v, key).value_or(0);
-          }
+          cfg.tcp_user_timeout_ms = p.durationOrOff(v, key).value_or(0);
         } else if (key == "access_log") {
           cfg.access_log = p.scalar(v, "access_log").value_or("");
         } else if (key == "log_format") {

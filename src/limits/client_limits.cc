@@ -92,10 +92,14 @@ bool ClientLimits::claim(std::int32_t owner) {
   return false;
 }
 
+std::size_t ClientLimits::home(std::uint64_t hi, std::uint64_t lo) const {
+  return mix(shared_->seed ^ mix(hi ^ mix(lo))) & kCountMask;
+}
+
 CountEntry* ClientLimits::find(WorkerCounts& w, std::uint64_t hi, std::uint64_t lo) const {
-  std::size_t home = mix(shared_->seed ^ mix(hi ^ mix(lo))) & kCountMask;
+  std::size_t first = home(hi, lo);
   for (std::size_t i = 0; i < kMaxProbe; ++i) {
-    CountEntry& e = w.entries[(home + i) & kCountMask];
+    CountEntry& e = w.entries[(first + i) & kCountMask];
     std::uint64_t eh = e.hi.load(std::memory_order_acquire);
     std::uint64_t el = e.lo.load(std::memory_order_acquire);
     if (eh == hi && el == lo) {
@@ -129,9 +133,9 @@ bool ClientLimits::addSession(const in6_addr& client) {
   }
   std::uint64_t hi, lo;
   split(client, hi, lo);
-  std::size_t home = mix(shared_->seed ^ mix(hi ^ mix(lo))) & kCountMask;
+  std::size_t first = home(hi, lo);
   for (std::size_t i = 0; i < kMaxProbe; ++i) {
-    CountEntry& e = mine_->entries[(home + i) & kCountMask];
+    CountEntry& e = mine_->entries[(first + i) & kCountMask];
     std::uint64_t eh = e.hi.load(std::memory_order_relaxed);
     std::uint64_t el = e.lo.load(std::memory_order_relaxed);
     if (eh == hi && el == lo) {
@@ -175,9 +179,8 @@ void ClientLimits::removeSession(const in6_addr& client) {
     if (nh == 0 && nl == 0) {
       break;
     }
-    std::size_t home = mix(shared_->seed ^ mix(nh ^ mix(nl))) & kCountMask;
     // `next` may fill the hole when its home is not cyclically within (hole, j].
-    bool movable = ((j - home) & kCountMask) >= ((j - hole) & kCountMask);
+    bool movable = ((j - home(nh, nl)) & kCountMask) >= ((j - hole) & kCountMask);
     if (movable) {
       CountEntry& h = mine_->entries[hole];
       h.sessions.store(next.sessions.load(std::memory_order_relaxed), std::memory_order_relaxed);

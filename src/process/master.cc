@@ -27,6 +27,7 @@
 #include <memory>
 #include <vector>
 
+#include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/base/unique_fd.h"
 #include "pgproxy/cancel/registry.h"
@@ -54,13 +55,6 @@ constexpr std::uint64_t kYoungWorkerMs = 5000;
 // environment ("fd:port:address,..."), and its own pid so the new master can tell it to drain.
 constexpr const char* kListenFdsEnv = "PGPROXY_LISTEN_FDS";
 constexpr const char* kUpgradeParentEnv = "PGPROXY_UPGRADE_PARENT";
-
-std::uint64_t nowMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
-         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
 
 struct Listener {
   config::ListenAddress addr;
@@ -279,7 +273,7 @@ base::Status Master::setUpSharedMemory() {
       std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(*limits));
   std::uint64_t seed = 0;
   if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
-    seed = static_cast<std::uint64_t>(nowMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
+    seed = static_cast<std::uint64_t>(base::monotonicMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
   }
   client_limits_->seed(seed);
   return {};
@@ -299,7 +293,7 @@ void Master::spawnWorker(unsigned slot) {
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) {
     LOG_ERROR("pipe2 failed: %s", base::errnoText(errno).c_str());
-    respawns_.push_back({slot, nowMs() + kRespawnBackoffMaxMs});
+    respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
     return;
   }
   pid_t pid = fork();
@@ -307,7 +301,7 @@ void Master::spawnWorker(unsigned slot) {
     LOG_ERROR("fork failed: %s", base::errnoText(errno).c_str());
     close(pipefd[0]);
     close(pipefd[1]);
-    respawns_.push_back({slot, nowMs() + kRespawnBackoffMaxMs});
+    respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
     return;
   }
   if (pid == 0) {
@@ -335,7 +329,7 @@ void Master::spawnWorker(unsigned slot) {
   w.pid = pid;
   w.slot = slot;
   w.generation = generation_;
-  w.started_ms = nowMs();
+  w.started_ms = base::monotonicMs();
   w.ready_fd = pipefd[0];
   workers_.push_back(w);
   publishStats();
@@ -409,7 +403,7 @@ void Master::spawnHealthChecker() {
   pid_t pid = fork();
   if (pid < 0) {
     LOG_ERROR("fork of the health checker failed: %s", base::errnoText(errno).c_str());
-    checker_due_ms_ = nowMs() + kRespawnBackoffMaxMs;
+    checker_due_ms_ = base::monotonicMs() + kRespawnBackoffMaxMs;
     return;
   }
   if (pid == 0) {
@@ -421,7 +415,7 @@ void Master::spawnHealthChecker() {
     std::exit(upstream::runHealthChecker(*config_, *backends_));
   }
   checker_pid_ = pid;
-  checker_started_ms_ = nowMs();
+  checker_started_ms_ = base::monotonicMs();
   LOG_DEBUG("started health checker %d", pid);
 }
 
@@ -450,7 +444,7 @@ void Master::retireOldGenerations() {
     for (auto& w : workers_) {
       if (w.generation == oldest && w.term_sent_ms == 0) {
         kill(w.pid, SIGTERM);
-        w.term_sent_ms = nowMs();
+        w.term_sent_ms = base::monotonicMs();
       }
     }
   }
@@ -470,7 +464,7 @@ void Master::reapChildren() {
     if (pid == checker_pid_) {
       checker_pid_ = -1;
       if (!stopping_) {
-        std::uint64_t now = nowMs();
+        std::uint64_t now = base::monotonicMs();
         checker_backoff_ms_ =
             now - checker_started_ms_ < kYoungWorkerMs
                 ? std::min(std::max(checker_backoff_ms_ * 2, kRespawnBackoffMinMs),
@@ -498,7 +492,7 @@ void Master::reapChildren() {
       continue;
     }
     metrics_->master().worker_restarts.fetch_add(1);
-    std::uint64_t now = nowMs();
+    std::uint64_t now = base::monotonicMs();
     std::uint64_t& backoff = backoff_ms_[w.slot];
     if (now - w.started_ms < kYoungWorkerMs) {
       backoff = backoff == 0 ? kRespawnBackoffMinMs : std::min(backoff * 2, kRespawnBackoffMaxMs);
@@ -613,7 +607,7 @@ void Master::beginStop(bool graceful) {
       w.quitting = true;
     } else {
       kill(w.pid, SIGTERM);
-      w.term_sent_ms = nowMs();
+      w.term_sent_ms = base::monotonicMs();
     }
   }
 }
@@ -749,7 +743,7 @@ void Master::onUpgradeChildExit(int status) {
 }
 
 void Master::runTimers() {
-  std::uint64_t now = nowMs();
+  std::uint64_t now = base::monotonicMs();
   if (!stopping_) {
     std::vector<Respawn> due;
     for (auto it = respawns_.begin(); it != respawns_.end();) {
@@ -780,7 +774,7 @@ void Master::runTimers() {
 
 std::uint64_t Master::pollTimeoutMs() const {
   std::uint64_t timeout = 1000;
-  std::uint64_t now = nowMs();
+  std::uint64_t now = base::monotonicMs();
   for (const auto& r : respawns_) {
     timeout = std::min(timeout, r.due_ms > now ? r.due_ms - now : 0);
   }

@@ -27,7 +27,18 @@ constexpr int kAcceptPauseMs = 500;
 // max_handshakes reached: look again this often (handshakes ending in other workers do not wake
 // this one; its own wake it at once).
 constexpr int kHandshakePauseMs = 50;
-constexpr std::uint64_t kHandshakeLogIntervalMs = 10'000;
+// Conditions that repeat on every wakeup (a full handshake budget, EMFILE) are logged this seldom.
+constexpr std::uint64_t kRepeatLogIntervalMs = 10'000;
+
+// True (and `last_ms` moved to now) when a repeating condition may be logged again.
+bool logDue(std::uint64_t& last_ms) {
+  std::uint64_t now = base::monotonicMs();
+  if (last_ms != 0 && now - last_ms < kRepeatLogIntervalMs) {
+    return false;
+  }
+  last_ms = now;
+  return true;
+}
 
 struct Worker {
   session::Context ctx;
@@ -114,9 +125,7 @@ void onAcceptable(evutil_socket_t fd, short, void* arg) {
       max && w->ctx.metrics_registry->handshaking() >= max) {
     // Odyssey's client_max_routing: a connection that waits in the kernel's backlog costs us
     // nothing, one in its handshake costs a session and buffers.
-    std::uint64_t now = base::monotonicUs() / 1000;
-    if (w->handshake_logged_ms == 0 || now - w->handshake_logged_ms >= kHandshakeLogIntervalMs) {
-      w->handshake_logged_ms = now;
+    if (logDue(w->handshake_logged_ms)) {
       LOG_WARN("max_handshakes (%u) reached: new connections wait in the listen backlog", max);
     }
     pauseAccepting(*w, kHandshakePauseMs);
@@ -136,13 +145,10 @@ void onAcceptable(evutil_socket_t fd, short, void* arg) {
   }
   // Out of descriptors or memory: pause instead of spinning on the error (nginx does the same);
   // connections wait in the kernel backlog meanwhile.
-  std::uint64_t now = base::monotonicUs() / 1000;
-  if (w->accept_error_logged_ms == 0 ||
-      now - w->accept_error_logged_ms >= kHandshakeLogIntervalMs) {
-    w->accept_error_logged_ms = now;
+  if (logDue(w->accept_error_logged_ms)) {
     LOG_ERROR("accept() failed: %s; pausing accepts for %d ms (logged once per %llu s)",
               base::errnoText(err).c_str(), kAcceptPauseMs,
-              static_cast<unsigned long long>(kHandshakeLogIntervalMs / 1000));
+              static_cast<unsigned long long>(kRepeatLogIntervalMs / 1000));
   }
   pauseAccepting(*w, kAcceptPauseMs);
 }

@@ -38,9 +38,6 @@ constexpr std::size_t kMaxCancelTargets = 4;
 std::uint64_t nowUs() {
   return base::monotonicUs();
 }
-std::uint64_t nowMs() {
-  return nowUs() / 1000;
-}
 
 std::string formatAddr(const sockaddr* sa) {
   char host[INET6_ADDRSTRLEN] = "?";
@@ -415,7 +412,7 @@ std::size_t Session::backendSlot() const {
 bool Session::pickBackend() {
   const auto& m = ctx_.config->mappings[mapping_];
   std::vector<upstream::Candidate> c(m.backends.size());
-  std::uint64_t now = nowMs();
+  std::uint64_t now = base::monotonicMs();
   for (std::size_t i = 0; i < c.size(); ++i) {
     std::size_t slot = ctx_.backend_slots[mapping_][i];
     c[i].weight = m.backends[i].weight;
@@ -503,7 +500,7 @@ bool Session::admit() {
                 proto::sqlstate::kTooManyConnections);
     return false;
   }
-  auto now = static_cast<std::uint32_t>(nowMs());
+  auto now = static_cast<std::uint32_t>(base::monotonicMs());
   // A mapping's buckets are keyed by its metrics index, which follows its name across reloads.
   for (std::uint32_t scope : {0u, static_cast<std::uint32_t>(metricIndex()) + 1}) {
     const config::Rate& rate = scope == 0 ? cfg.connection_rate : m.connection_rate;
@@ -739,7 +736,7 @@ void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
   if (ctx_.cancels->findByKey(pid, key, cancel_targets_[0])) {
     cancel_count_ = 1;
   } else {
-    std::uint64_t now = nowMs();
+    std::uint64_t now = base::monotonicMs();
     ctx_.cancel_tokens =
         std::min(kCancelFanoutPerSecond,
                  ctx_.cancel_tokens + static_cast<double>(now - ctx_.cancel_tokens_at_ms) *
@@ -819,7 +816,7 @@ void Session::onTimer(int, short, void* arg) {
       break;
     case State::kSplice: {
       // idle_timeout: the timer is re-armed lazily, not on every byte.
-      std::uint64_t idle = nowMs() - s->last_activity_ms_;
+      std::uint64_t idle = base::monotonicMs() - s->last_activity_ms_;
       std::uint64_t limit = s->ctx_.config->idle_timeout_ms;
       if (limit == 0) {
         break;  // not armed without idle_timeout; nothing to enforce

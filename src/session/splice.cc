@@ -58,7 +58,7 @@ int Session::detach(bufferevent* bev, std::string& unread, std::string& unsent) 
 
 void Session::startSplice() {
   if (ctx_.config->idle_timeout_ms) {
-    last_activity_ms_ = base::monotonicUs() / 1000;
+    last_activity_ms_ = base::monotonicMs();
     armTimer(ctx_.config->idle_timeout_ms);
   } else if (timer_) {
     event_free(timer_);  // without idle_timeout, idle sessions hold no timer
@@ -251,7 +251,7 @@ bool Session::relay(bool from_client) {
       return false;
     }
     if (ctx_.config->idle_timeout_ms) {
-      last_activity_ms_ = base::monotonicUs() / 1000;
+      last_activity_ms_ = base::monotonicMs();
     }
     if (!replay_.empty()) {
       // The backend answered (the session stays with it), or more than the first packet went

@@ -70,7 +70,7 @@ bool BackendTable::transition(std::size_t i, Health to) {
   std::int32_t cur = h.load();
   while (cur != static_cast<std::int32_t>(to)) {
     if (to == Health::kDown) {
-      shared_->slots[i].down_since_ms.store(base::monotonicUs() / 1000);
+      shared_->slots[i].down_since_ms.store(base::monotonicMs());
     }
     if (h.compare_exchange_weak(cur, static_cast<std::int32_t>(to))) {
       // Only a change between up and down is news; unknown -> up is the first sighting.

@@ -480,6 +480,9 @@ mappings:
             std::string::npos);
   EXPECT_NE(errorOf("idle_timeout: soon\n" + m).find("idle_timeout must be a duration"),
             std::string::npos);
+  std::string list = errorOf("tcp_user_timeout: [1s]\n" + m);  // one error, not two
+  EXPECT_NE(list.find("tcp_user_timeout must be a single value"), std::string::npos) << list;
+  EXPECT_EQ(list.find('\n'), std::string::npos) << list;
   EXPECT_NE(errorOf("max_handshakes: -1\n" + m).find("max_handshakes must be a number"),
             std::string::npos);
 }

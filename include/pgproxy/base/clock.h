@@ -14,4 +14,9 @@ inline std::uint64_t monotonicUs() {
          static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
 }
 
+// Monotonic milliseconds: timeouts, rate limits and log intervals.
+inline std::uint64_t monotonicMs() {
+  return monotonicUs() / 1000;
+}
+
 }  // namespace pgproxy::base

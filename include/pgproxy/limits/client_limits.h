@@ -81,6 +81,7 @@ class ClientLimits {
 
  private:
   std::uint64_t bucketKey(const in6_addr& client, std::uint32_t scope) const;
+  std::size_t home(std::uint64_t hi, std::uint64_t lo) const;  // an address's first count entry
   CountEntry* find(WorkerCounts& w, std::uint64_t hi, std::uint64_t lo) const;
   LimitsShared* shared_;
   WorkerCounts* mine_ = nullptr;
