@@ -282,6 +282,8 @@ std::optional<unsigned> boundedNumber(Parser& p, yaml_node_t* v, const std::stri
   return static_cast<unsigned>(*n);
 }
 
+constexpr std::uint64_t kMaxTcpUserTimeoutMs = 2'147'483'647;  // INT_MAX ms, about 596 hours
+
 // "20/s", "100/m", "1000/h" or a bare number (per second); false (with an error) otherwise.
 bool parseRateText(Parser& p, yaml_node_t* v, const std::string& what, Rate& out) {
   auto s = p.scalar(v, what);
@@ -730,6 +732,10 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
           parseKeepAlive(p, v, cfg.tcp_keepalive);
         } else if (key == "tcp_user_timeout") {
           cfg.tcp_user_timeout_ms = p.durationOrOff(v, key).value_or(0);
+          if (cfg.tcp_user_timeout_ms > kMaxTcpUserTimeoutMs) {
+            // The kernel takes an int of milliseconds; a longer value would wrap.
+            p.fail(v, "tcp_user_timeout must be at most 596h (the kernel's limit)");
+          }
         } else if (key == "access_log") {
           cfg.access_log = p.scalar(v, "access_log").value_or("");
         } else if (key == "log_format") {

@@ -480,6 +480,8 @@ mappings:
             std::string::npos);
   EXPECT_NE(errorOf("idle_timeout: soon\n" + m).find("idle_timeout must be a duration"),
             std::string::npos);
+  EXPECT_NE(errorOf("tcp_user_timeout: 720h\n" + m).find("at most 596h"), std::string::npos);
+  EXPECT_EQ(mustLoad("tcp_user_timeout: 596h\n" + m).tcp_user_timeout_ms, 596ull * 3600 * 1000);
   std::string list = errorOf("tcp_user_timeout: [1s]\n" + m);  // one error, not two
   EXPECT_NE(list.find("tcp_user_timeout must be a single value"), std::string::npos) << list;
   EXPECT_EQ(list.find('\n'), std::string::npos) << list;

@@ -185,8 +185,8 @@ class Session {
   proto::BackendKeyScanner key_scanner_;
   proto::FrameTracker client_frames_;  // what the client sent last (goodbye or not)
   // idle_timeout on a plaintext or terminated session: whether the backend's stream is between
-  // messages, so that a FATAL can be slipped in before closing.
-  // Allocated only with idle_timeout: an idle session's size is pgproxy's memory per session.
+  // messages, so that a FATAL can be slipped in before closing. Allocated only with idle_timeout,
+  // because an idle session's size is pgproxy's memory per session.
   std::unique_ptr<proto::FrameTracker> backend_frames_;
   bool client_reset_ = false;
   // log_protocol: message framers for both directions of a plaintext session.
