@@ -839,36 +839,39 @@ void Session::refuse(Outcome why, const char* sqlstate, const std::string& messa
                      const std::string& hint) {
   LOG_INFO("session %llu: refused %s: %s (SQLSTATE %s)", static_cast<unsigned long long>(id_),
            peer().c_str(), message.c_str(), sqlstate);
-  std::string msg = proto::buildFatal(sqlstate, message, hint);
-  if (!client_) {
-    // Inside pgproxy's TLS session with the client: the splice's writer delivers it, then closes.
-    outcome_ = why;
-    setState(State::kClosing);
-    if (backend_) {
-      bufferevent_free(backend_);
-      backend_ = nullptr;
-    }
-    for (event* ev : {client_read_, backend_read_, backend_write_}) {
-      if (ev) {
-        event_del(ev);
-      }
-    }
-    to_client_ = std::move(msg);
-    armTimer(kFlushTimeoutMs);
-    flush(true);
-    return;
-  }
-  bufferevent_write(client_, msg.data(), msg.size());
-  closeAfterFlush(why);
+  sendLastWords(why, proto::buildFatal(sqlstate, message, hint));
 }
 
 void Session::refuseTls(Outcome why, std::uint8_t alert, const std::string& log_message) {
   LOG_INFO("session %llu: refused %s (%s, sni \"%s\"): %s; sending TLS alert %u",
            static_cast<unsigned long long>(id_), peer().c_str(), modeName(), sni_.c_str(),
            log_message.c_str(), alert);
-  std::string rec = proto::buildTlsAlert(alert);
-  bufferevent_write(client_, rec.data(), rec.size());
-  closeAfterFlush(why);
+  sendLastWords(why, proto::buildTlsAlert(alert));
+}
+
+void Session::sendLastWords(Outcome why, std::string bytes) {
+  if (client_) {
+    bufferevent_write(client_, bytes.data(), bytes.size());
+    closeAfterFlush(why);
+    return;
+  }
+  // The client's socket has left its bufferevent: the splice started (a retry after the first
+  // backend closed, or a terminated session). The splice's writer delivers the bytes, then
+  // closes.
+  outcome_ = why;
+  setState(State::kClosing);
+  if (backend_) {
+    bufferevent_free(backend_);
+    backend_ = nullptr;
+  }
+  for (event* ev : {client_read_, backend_read_, backend_write_}) {
+    if (ev) {
+      event_del(ev);
+    }
+  }
+  to_client_ = std::move(bytes);
+  armTimer(kFlushTimeoutMs);
+  flush(true);
 }
 
 void Session::closeAfterFlush(Outcome why) {

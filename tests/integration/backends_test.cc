@@ -349,3 +349,123 @@ TEST(Backends, RolesFollowAPromotionWithoutAReload) {
 
 }  // namespace
 }  // namespace pgproxy::it
+
+namespace pgproxy::it {
+namespace {
+
+// A stand-in backend that accepts connections and closes each one after reading what the client
+// sent first; with `ssl_answer` it first answers an SSLRequest with that byte ('S': and closes
+// once the ClientHello arrives, as a PostgreSQL that dies mid-handshake does).
+class ClosingBackend {
+ public:
+  explicit ClosingBackend(char ssl_answer) {
+    fd_ = listenLoopback(&port_);
+    thread_ = std::thread([this, ssl_answer] {
+      for (;;) {
+        int c = accept(fd_, nullptr, nullptr);
+        if (c < 0) {
+          return;
+        }
+        char buf[512];
+        ssize_t n = read(c, buf, sizeof(buf));
+        if (ssl_answer && n == 8) {
+          (void)write(c, &ssl_answer, 1);
+          if (ssl_answer == 'S') {
+            (void)read(c, buf, sizeof(buf));
+          }
+        }
+        close(c);
+        ++closed_;
+      }
+    });
+  }
+  ~ClosingBackend() {
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+  }
+  int port() const { return port_; }
+  int closed() const { return closed_.load(); }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<int> closed_{0};
+  std::thread thread_;
+};
+
+std::string sandboxFile(const std::string& name) {
+  return sandbox().dir + "/" + name;
+}
+
+// The first backend takes the session and closes before its first byte; the retry's connect to
+// the second backend fails (nothing listens, or with `second_says_no` it answers N to the
+// SSLRequest). The refusal then goes out after the splice has started (the client's socket has
+// left its bufferevent): it used to dereference the freed bufferevent and kill the worker with
+// every session on it.
+void expectRefusedAfterFailedRetry(const std::string& mode, bool second_says_no = false) {
+  bool passthrough = mode == "passthrough";
+  ClosingBackend first(passthrough ? 'S' : 0);
+  ClosingBackend second('N');
+  std::string backends = "    balance: first\n    backends:\n      - {host: 127.0.0.1, port: " +
+                         std::to_string(first.port()) + "}\n      - {host: 127.0.0.1, port: " +
+                         (second_says_no ? std::to_string(second.port()) : "{DEAD}") + "}\n";
+  std::string body;
+  if (mode == "terminate") {
+    body = "mappings:\n  - external: host1.example.com\n    tls: terminate\n    certificate: " +
+           sandboxFile("proxy-host1.crt") + "\n    key: " + sandboxFile("proxy-host1.key") +
+           "\n    backend_tls: disable\n" + backends;
+  } else {
+    body = "mappings:\n  - external: host1.example.com\n" + backends;
+  }
+  Proxy proxy(body);
+  ASSERT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 2; }));
+  std::vector<pid_t> workers = childrenOf(proxy.pid());
+  std::string conninfo;
+  if (mode == "terminate") {
+    conninfo = "host=host1.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
+               " sslmode=verify-full sslrootcert=" + sandboxFile("proxy-ca.crt") +
+               " user=postgres dbname=postgres connect_timeout=20 gssencmode=disable";
+  } else if (passthrough) {
+    conninfo = proxy.tls("host1");
+  } else {
+    conninfo = proxy.plain();
+  }
+  // The first backend is marked down by the first session (passive health), so the later ones
+  // may skip it; the first is the one on the path that crashed.
+  for (int i = 0; i < 4; ++i) {
+    auto r = psql(conninfo, "select 1");
+    EXPECT_NE(r.exit_code, 0) << mode;
+    if (passthrough) {
+      EXPECT_NE(r.output.find("alert internal error"), std::string::npos) << r.output;
+    } else {
+      EXPECT_NE(r.output.find("could not connect to any backend for \"host1.example.com\""),
+                std::string::npos)
+          << mode << ": " << r.output;
+    }
+  }
+  EXPECT_GE(first.closed(), 1) << mode;
+  EXPECT_NE(proxy.log().find("closed the connection before answering; trying 127.0.0.1:"),
+            std::string::npos)
+      << proxy.log();
+  EXPECT_EQ(childrenOf(proxy.pid()), workers) << mode << "\n" << proxy.log();
+}
+
+TEST(Backends, FailedRetryAfterTheSpliceStartedRefusesPassthrough) {
+  expectRefusedAfterFailedRetry("passthrough");
+}
+
+TEST(Backends, FailedRetryToABackendAnsweringNRefusesPassthrough) {
+  expectRefusedAfterFailedRetry("passthrough", /*second_says_no=*/true);
+}
+
+TEST(Backends, FailedRetryAfterTheSpliceStartedRefusesPlaintext) {
+  expectRefusedAfterFailedRetry("plaintext");
+}
+
+TEST(Backends, FailedRetryAfterTheSpliceStartedRefusesTerminated) {
+  expectRefusedAfterFailedRetry("terminate");
+}
+
+}  // namespace
+}  // namespace pgproxy::it

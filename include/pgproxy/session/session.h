@@ -132,6 +132,8 @@ class Session {
   void refuse(Outcome why, const char* sqlstate, const std::string& message,
               const std::string& hint = {});
   void refuseTls(Outcome why, std::uint8_t alert, const std::string& log_message);
+  // Sends `bytes` (an ErrorResponse or an alert) as the session's last words, then closes.
+  void sendLastWords(Outcome why, std::string bytes);
   void closeAfterFlush(Outcome why);
   void close(Outcome why);
   void armTimer(std::uint64_t ms);
