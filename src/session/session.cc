@@ -102,6 +102,9 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
 }
 
 Session::~Session() {
+  if (lookup_) {
+    lookup_->cancel();
+  }
   ctx_.cancels->release(cancel_slot_);
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
   endHandshake();
@@ -552,13 +555,42 @@ void Session::connectToBackend() {
   setState(State::kConnecting);
   connect_started_us_ = nowUs();
   armTimer(ctx_.config->connect_timeout_ms);
+  if (!addresses_) {
+    addresses_ = std::make_unique<upstream::AddressList>();
+  }
+  // The answer may come before start() returns, and end the session: nothing may touch `this`
+  // after the call.
+  upstream::Lookup::start(&lookup_, ctx_.dns, b.host, b.port, onResolved, this);
+}
+
+void Session::onResolved(void* arg, int gai_error, const evutil_addrinfo* ai) {
+  auto* s = static_cast<Session*>(arg);
+  if (gai_error == 0) {
+    s->addresses_->assign(ai);
+  }
+  if (gai_error != 0 || s->addresses_->size() == 0) {
+    s->backendFailed(std::string("cannot resolve host name: ") +
+                         (gai_error ? evutil_gai_strerror(gai_error) : "no address"),
+                     EHOSTUNREACH);
+    return;
+  }
+  s->connectNextAddress();
+}
+
+void Session::connectNextAddress() {
+  socklen_t len = 0;
+  const sockaddr* sa = addresses_->next(&len);
+  if (backend_) {
+    bufferevent_free(backend_);
+  }
+  // Each address gets the whole connect_timeout, as each host address does in libpq.
+  armTimer(ctx_.config->connect_timeout_ms);
   backend_ = bufferevent_socket_new(ctx_.base, -1, BEV_OPT_CLOSE_ON_FREE);
   bufferevent_setcb(backend_, onBackendRead, nullptr, onBackendEvent, this);
   bufferevent_enable(backend_, EV_READ);
-  // Resolution and connect errors arrive through onBackendEvent, possibly before this returns,
-  // so nothing may touch `this` after the call.
-  if (bufferevent_socket_connect_hostname(backend_, ctx_.dns, AF_UNSPEC, b.host.c_str(), b.port) !=
-          0 &&
+  // Errors arrive through onBackendEvent, possibly before this returns: nothing may touch `this`
+  // after the call.
+  if (bufferevent_socket_connect(backend_, sa, static_cast<int>(len)) != 0 &&
       state_ == State::kConnecting) {
     onBackendEvent(backend_, BEV_EVENT_ERROR, this);
   }
@@ -658,18 +690,31 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   }
   std::string why;
   int err = EVUTIL_SOCKET_ERROR();
-  if (int dnsErr = bufferevent_socket_get_dns_error(s->backend_); dnsErr != 0) {
-    why = std::string("cannot resolve host name: ") + evutil_gai_strerror(dnsErr);
-  } else if (what & BEV_EVENT_EOF) {
+  if (what & BEV_EVENT_EOF) {
     why = "backend closed the connection during the TLS request";
     err = ECONNRESET;
   } else {
     why = base::errnoText(err);
   }
+  if (s->state_ == State::kConnecting && s->addresses_ && !s->addresses_->exhausted()) {
+    // A name with several addresses: the next one, as libpq does.
+    LOG_INFO("session %llu: backend %s: address %s failed (%s); trying the next address",
+             static_cast<unsigned long long>(s->id_), s->backend().key().c_str(),
+             s->addresses_->current().c_str(), why.c_str());
+    s->connectNextAddress();
+    return;
+  }
+  if (s->addresses_ && s->addresses_->size() > 1) {
+    why += " (tried its " + std::to_string(s->addresses_->size()) + " addresses)";
+  }
   s->backendFailed(why, err);
 }
 
 void Session::resetBackend() {
+  if (lookup_) {
+    lookup_->cancel();
+  }
+  addresses_.reset();
   if (backend_) {
     bufferevent_free(backend_);
     backend_ = nullptr;
@@ -799,6 +844,11 @@ void Session::onTimer(int, short, void* arg) {
       s->close(Outcome::kHandshakeTimeout);
       break;
     case State::kConnecting:
+      if (s->lookup_) {
+        s->backendFailed("cannot resolve host name: no answer within connect_timeout", ETIMEDOUT);
+        break;
+      }
+      [[fallthrough]];
     case State::kUpstreamSsl: {
       errno = ETIMEDOUT;
       EVUTIL_SET_SOCKET_ERROR(ETIMEDOUT);

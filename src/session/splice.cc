@@ -65,6 +65,7 @@ void Session::startSplice() {
     timer_ = nullptr;
   }
   setState(State::kSplice);
+  addresses_.reset();  // an idle session keeps nothing of its connect
   endHandshake();
   ctx_.metrics.observe(metrics::Histogram::kHandshake, base::monotonicUs() - started_us_);
   ctx_.metrics.active(metricIndex(), 1);

@@ -15,6 +15,7 @@
 #include "pgproxy/proto/startup.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/session/context.h"
+#include "pgproxy/upstream/dialer.h"
 
 struct bufferevent;
 struct event;
@@ -78,9 +79,11 @@ class Session {
   void endHandshake();      // no longer counted against max_handshakes
   void idleTimeout();       // idle_timeout fired: 57P05 where the client can read it, then close
   void connectBackend();    // picks a backend, then connectToBackend
-  void connectToBackend();  // the one backend_index_ names
-  bool pickBackend();       // false: no backend left to try
-  void resetBackend();      // forgets a failed backend connection, to try another
+  void connectToBackend();  // the one backend_index_ names: resolve, then each address in turn
+  static void onResolved(void* arg, int gai_error, const evutil_addrinfo* ai);
+  void connectNextAddress();
+  bool pickBackend();   // false: no backend left to try
+  void resetBackend();  // forgets a failed backend connection, to try another
   const config::Backend& backend() const;
   std::size_t backendSlot() const;
   void onBackendConnected();
@@ -162,8 +165,11 @@ class Session {
   std::size_t mapping_ = SIZE_MAX;
   std::size_t backend_index_ = 0;  // into the mapping's backends, valid once tried_ != 0
   std::uint64_t tried_ = 0;        // backends this session has tried (a mapping has at most 64)
-  std::uint64_t bytes_up_ = 0;     // client → backend
-  std::uint64_t bytes_down_ = 0;   // backend → client
+  // While connecting: the name lookup under way and the backend's addresses, tried in turn.
+  upstream::Lookup* lookup_ = nullptr;
+  std::unique_ptr<upstream::AddressList> addresses_;
+  std::uint64_t bytes_up_ = 0;    // client → backend
+  std::uint64_t bytes_down_ = 0;  // backend → client
   bool client_eof_ = false;
   bool backend_eof_ = false;
   // Splice state: the raw sockets, their events, and bytes each peer has not taken yet.
