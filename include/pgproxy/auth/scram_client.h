@@ -3,6 +3,7 @@
 #include <string>
 #include <string_view>
 
+#include "pgproxy/auth/scram_common.h"
 #include "pgproxy/base/result.h"
 
 namespace pgproxy::auth {
@@ -34,9 +35,5 @@ class ScramClient {
 std::string randomNonce();
 // PostgreSQL's md5 password answer: "md5" + md5hex(md5hex(password + user) + salt).
 std::string md5Password(std::string_view user, std::string_view password, std::string_view salt);
-
-std::string base64Encode(std::string_view bytes);
-// Empty optional-like: false when `text` is not valid base64.
-bool base64Decode(std::string_view text, std::string& out);
 
 }  // namespace pgproxy::auth
