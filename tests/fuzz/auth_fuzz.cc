@@ -1,13 +1,14 @@
-// Fuzzes the SCRAM server's parsing of what a client sends (client-first and client-final
-// messages) and of stored verifiers: no input may crash it, and no input may log in without the
-// password.
+// Fuzzes client authentication's parsers: the SCRAM server's parsing of what a client sends
+// (client-first and client-final messages), stored verifiers and the auth file. No input may
+// crash them, and no input may log in without the password.
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "pgproxy/auth/scram_server.h"
+#include "pgproxy/auth/user_list.h"
 
-extern const char* const kFuzzTargetName = "scram_server";
+extern const char* const kFuzzTargetName = "auth";
 
 namespace {
 
@@ -22,6 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using pgproxy::auth::ScramServer;
   std::string_view in(reinterpret_cast<const char*>(data), size);
   (void)pgproxy::auth::ScramVerifier::parse(in);
+  (void)pgproxy::auth::UserList::parse(in, "fuzz");
   // Input: a flags byte (bit 0: PLUS, bit 1: channel binding available), then the
   // client-first-message, a NUL, the client-final-message.
   if (in.empty()) {
