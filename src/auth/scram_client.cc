@@ -16,6 +16,17 @@ namespace pgproxy::auth {
 ScramClient::ScramClient(std::string password, std::string nonce, std::string user)
     : password_(std::move(password)), nonce_(std::move(nonce)), user_(std::move(user)) {}
 
+ScramClient ScramClient::withKeys(std::string client_key, std::string server_key, std::string salt,
+                                  unsigned iterations, std::string nonce) {
+  ScramClient c("", std::move(nonce));
+  c.from_keys_ = true;
+  c.client_key_ = std::move(client_key);
+  c.server_key_ = std::move(server_key);
+  c.key_salt_ = std::move(salt);
+  c.key_iterations_ = iterations;
+  return c;
+}
+
 std::string ScramClient::clientFirst() const {
   return "n,,n=" + user_ + ",r=" + nonce_;
 }
@@ -40,13 +51,22 @@ base::Result<std::string> ScramClient::clientFinal(std::string_view server_first
   if (!base64Decode(s, salt) || salt.empty()) {
     return base::Error{"malformed SCRAM salt"};
   }
-  salted_password_ = saltedPassword(password_, salt, static_cast<unsigned>(*iterations));
+  if (from_keys_) {
+    if (salt != key_salt_ || *iterations != key_iterations_) {
+      return base::Error{
+          "the server's SCRAM salt or iteration count differs from the verifier pgproxy holds for "
+          "this user (the server's password was changed, or the verifier is not the server's)"};
+    }
+  } else {
+    std::string salted = saltedPassword(password_, salt, static_cast<unsigned>(*iterations));
+    client_key_ = hmacSha256(salted, "Client Key");
+    server_key_ = hmacSha256(salted, "Server Key");
+    OPENSSL_cleanse(salted.data(), salted.size());
+  }
   std::string without_proof = "c=biws,r=" + std::string(r);  // biws = base64("n,,")
   auth_message_ = clientFirst().substr(3) + "," + std::string(server_first) + "," + without_proof;
-  std::string client_key = hmacSha256(salted_password_, "Client Key");
-  std::string signature = hmacSha256(sha256(client_key), auth_message_);
-  std::string proof = xorBytes(client_key, signature);
-  OPENSSL_cleanse(client_key.data(), client_key.size());
+  std::string signature = hmacSha256(sha256(client_key_), auth_message_);
+  std::string proof = xorBytes(client_key_, signature);
   return without_proof + ",p=" + base64Encode(proof);
 }
 
@@ -56,10 +76,10 @@ base::Status ScramClient::verifyServerFinal(std::string_view server_final) const
     return base::Error{"the server rejected the SCRAM exchange: " + std::string(e)};
   }
   std::string got;
-  if (salted_password_.empty() || !scramAttribute(server_final, 'v', v) || !base64Decode(v, got)) {
+  if (auth_message_.empty() || !scramAttribute(server_final, 'v', v) || !base64Decode(v, got)) {
     return base::Error{"malformed SCRAM server-final-message"};
   }
-  std::string expected = hmacSha256(hmacSha256(salted_password_, "Server Key"), auth_message_);
+  std::string expected = hmacSha256(server_key_, auth_message_);
   if (!sameBytes(got, expected)) {
     return base::Error{"the server's SCRAM signature is wrong (it does not know the password)"};
   }
@@ -72,20 +92,29 @@ std::string randomNonce() {
   return base64Encode(std::string_view(reinterpret_cast<char*>(bytes), sizeof(bytes)));
 }
 
+namespace {
+
+std::string md5hex(std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), out, &len, EVP_md5(), nullptr);
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int k = 0; k < len; ++k) {
+    hex += kHex[out[k] >> 4];
+    hex += kHex[out[k] & 15];
+  }
+  return hex;
+}
+
+}  // namespace
+
 std::string md5Password(std::string_view user, std::string_view password, std::string_view salt) {
-  auto md5hex = [](std::string_view data) {
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_Digest(data.data(), data.size(), out, &len, EVP_md5(), nullptr);
-    static const char* kHex = "0123456789abcdef";
-    std::string hex;
-    for (unsigned int k = 0; k < len; ++k) {
-      hex += kHex[out[k] >> 4];
-      hex += kHex[out[k] & 15];
-    }
-    return hex;
-  };
-  return "md5" + md5hex(md5hex(std::string(password) + std::string(user)) + std::string(salt));
+  return md5FromHash("md5" + md5hex(std::string(password) + std::string(user)), salt);
+}
+
+std::string md5FromHash(std::string_view stored, std::string_view salt) {
+  return "md5" + md5hex(std::string(stored.substr(3)) + std::string(salt));
 }
 
 }  // namespace pgproxy::auth

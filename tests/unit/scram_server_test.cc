@@ -77,6 +77,44 @@ TEST(ScramServer, OurClientLogsInWithTheRightPasswordOnly) {
   }
 }
 
+// What pooled logins do: the client proves itself to pgproxy, and pgproxy answers the backend
+// (which holds the same verifier) with the recovered ClientKey, never knowing the password.
+TEST(ScramServer, RecoveredClientKeyLogsInToTheBackendWithoutThePassword) {
+  ScramVerifier v = ScramVerifier::fromPassword("secret", "0123456789abcdef");
+  ScramServer proxy(v, randomNonce(), "");
+  ScramClient client("secret", randomNonce());
+  auto first = proxy.clientFirst("SCRAM-SHA-256", client.clientFirst());
+  auto answer = client.clientFinal(first.message);
+  ASSERT_TRUE(answer.ok());
+  ASSERT_EQ(proxy.clientFinal(*answer).result, Result::kOk);
+
+  ScramServer backend(v, randomNonce(), "");
+  auto asProxy =
+      ScramClient::withKeys(proxy.clientKey(), v.server_key, v.salt, v.iterations, randomNonce());
+  auto bfirst = backend.clientFirst("SCRAM-SHA-256", asProxy.clientFirst());
+  ASSERT_EQ(bfirst.result, Result::kContinue);
+  auto banswer = asProxy.clientFinal(bfirst.message);
+  ASSERT_TRUE(banswer.ok()) << banswer.error().message;
+  auto bfinal = backend.clientFinal(*banswer);
+  ASSERT_EQ(bfinal.result, Result::kOk) << bfinal.message;
+  EXPECT_TRUE(asProxy.verifyServerFinal(bfinal.message).ok());
+
+  // A backend whose verifier differs (its password changed): a clear error before any proof.
+  ScramServer changed(ScramVerifier::fromPassword("secret", "fedcba9876543210"), "x", "");
+  auto stale = ScramClient::withKeys(proxy.clientKey(), v.server_key, v.salt, v.iterations, "n");
+  auto cfirst = changed.clientFirst("SCRAM-SHA-256", stale.clientFirst());
+  auto refused = stale.clientFinal(cfirst.message);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("differs from the verifier"), std::string::npos);
+}
+
+TEST(ScramServer, Md5FromTheStoredHashMatchesTheAnswerFromThePassword) {
+  const std::string stored =
+      "md54a0a68b43b6cd5cf266fa02f196e2371";  // "md5" + md5hex("secret" + "alice")
+  EXPECT_EQ(md5FromHash(stored, "salt"), "md5986e2194384c07f4fd1df4b1351b3e68");
+  EXPECT_EQ(md5Password("alice", "secret", "salt"), md5FromHash(stored, "salt"));
+}
+
 // An unknown user gets a whole exchange with a stable salt, and always fails.
 TEST(ScramServer, MockExchangeForUnknownUsers) {
   auto one = ScramServer::mock("nobody", "secret-of-this-process", "srv", "");
