@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "pgproxy/auth/client_auth.h"
 #include "pgproxy/auth/scram_server.h"
 #include "pgproxy/auth/user_list.h"
 
@@ -24,6 +25,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view in(reinterpret_cast<const char*>(data), size);
   (void)pgproxy::auth::ScramVerifier::parse(in);
   (void)pgproxy::auth::UserList::parse(in, "fuzz");
+  // The client's password messages, whole or in two pieces, against each method.
+  for (auto type :
+       {pgproxy::auth::ClientAuthType::kScramSha256, pgproxy::auth::ClientAuthType::kMd5}) {
+    static const auto plain = *pgproxy::auth::classifySecret("pw");
+    pgproxy::auth::ClientAuth a("alice", &plain, {type, "", "mock"});
+    (void)a.start();
+    std::size_t half = in.size() / 2;
+    if (a.feed(in.substr(0, half)).kind == pgproxy::auth::ClientAuth::Step::kContinue) {
+      (void)a.feed(in.substr(half));
+    }
+  }
   // Input: a flags byte (bit 0: PLUS, bit 1: channel binding available), then the
   // client-first-message, a NUL, the client-final-message.
   if (in.empty()) {

@@ -28,6 +28,7 @@ inline constexpr const char* kConnectionFailure = "08006";
 inline constexpr const char* kRejectedConnection = "08004";
 inline constexpr const char* kFeatureNotSupported = "0A000";
 inline constexpr const char* kInvalidAuthorization = "28000";
+inline constexpr const char* kInvalidPassword = "28P01";
 inline constexpr const char* kTooManyConnections = "53300";
 inline constexpr const char* kIdleSessionTimeout = "57P05";
 inline constexpr const char* kCannotConnectNow = "57P03";
