@@ -526,6 +526,10 @@ bool Session::admit() {
 }
 
 void Session::connectBackend() {
+  if (ctx_.config->mappings[mapping_].authenticate && !authenticated_) {
+    startClientAuth();  // connectBackend runs again once the client is authenticated
+    return;
+  }
   if (!admitted_ && !admit()) {
     return;
   }
@@ -609,7 +613,7 @@ void Session::onBackendConnected() {
   net::tuneConnectedSocket(bufferevent_getfd(backend_), *ctx_.config);
   if (mode_ == Mode::kPlaintext || (terminated() && !ctx_.tls->backend(mapping_))) {
     backendAnswered();
-    startSplice();
+    backendReady();
     return;
   }
   setState(State::kUpstreamSsl);
@@ -838,6 +842,7 @@ void Session::onTimer(int, short, void* arg) {
     case State::kClientHello:
     case State::kTlsAccept:
     case State::kTlsStartup:
+    case State::kClientAuth:
       // Like PostgreSQL's authentication_timeout: close silently.
       LOG_INFO("session %llu: handshake timeout for %s", static_cast<unsigned long long>(s->id_),
                s->peer().c_str());
@@ -857,6 +862,9 @@ void Session::onTimer(int, short, void* arg) {
     }
     case State::kBackendTls:
       s->backendFailed("TLS handshake with the backend timed out", ETIMEDOUT);
+      break;
+    case State::kServerLogin:
+      s->serverLoginFailed("no answer within connect_timeout", "");
       break;
     case State::kCancelling:
       s->nextCancelTarget();
@@ -919,7 +927,7 @@ void Session::sendLastWords(Outcome why, std::string bytes) {
       event_del(ev);
     }
   }
-  to_client_ = std::move(bytes);
+  to_client_ += bytes;
   armTimer(kFlushTimeoutMs);
   flush(true);
 }

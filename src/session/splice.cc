@@ -56,7 +56,7 @@ int Session::detach(bufferevent* bev, std::string& unread, std::string& unsent) 
   return fd;
 }
 
-void Session::startSplice() {
+void Session::startSplice(std::string backend_first) {
   if (ctx_.config->idle_timeout_ms) {
     last_activity_ms_ = base::monotonicMs();
     armTimer(ctx_.config->idle_timeout_ms);
@@ -83,12 +83,13 @@ void Session::startSplice() {
     backend_fd_ = detach(backend_, backendIn, backendOut);
     backend_ = nullptr;
   }
+  backendIn.insert(0, backend_first);
 
   if (mode_ == Mode::kPlaintext || terminated()) {
     scanning_key_ = true;
     // Client messages are typed after the startup packet, which is the first thing forwarded.
     client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, clientIn.size());
-    checking_client_sasl_ = terminated();
+    checking_client_sasl_ = terminated() && !authenticated_;
     if (ctx_.config->idle_timeout_ms > 0) {
       backend_frames_ =
           std::make_unique<proto::FrameTracker>(proto::FrameTracker::Kind::kPgMessages);
@@ -122,8 +123,8 @@ void Session::startSplice() {
   if (!inspect(true, clientIn) || !inspect(false, backendIn)) {
     return;
   }
-  to_backend_ = backendOut + clientIn;
-  to_client_ = clientOut + backendIn;
+  to_backend_ += backendOut + clientIn;
+  to_client_ += clientOut + backendIn;
   event_add(client_read_, nullptr);
   event_add(backend_read_, nullptr);
   if (!to_backend_.empty() && !flush(false)) {
@@ -164,7 +165,33 @@ void Session::onSocketEvent(int fd, short what, void* arg) {
       s->readTlsStartup();
       break;
     case State::kBackendTls:
-      s->driveHandshake(false);
+      if (client) {
+        s->flushLogin(true);  // what authenticate: true still owes the client
+      } else {
+        s->driveHandshake(false);
+      }
+      break;
+    case State::kConnecting:
+    case State::kUpstreamSsl:
+      if (client && (what & EV_WRITE)) {
+        s->flushLogin(true);
+      }
+      break;
+    case State::kClientAuth:
+      if (what & EV_READ) {
+        s->readClientAuth();
+      } else {
+        s->flushLogin(true);
+      }
+      break;
+    case State::kServerLogin:
+      if (client) {
+        s->flushLogin(true);
+      } else if (what & EV_READ) {
+        s->readServerLogin();
+      } else {
+        s->flushLogin(false);
+      }
       break;
     case State::kClosing:
       if (client && (what & EV_WRITE)) {

@@ -132,7 +132,7 @@ void Session::driveHandshake(bool client_side) {
   event_del(writable);
   if (!client_side) {
     backendAnswered();
-    startSplice();
+    backendReady();
     return;
   }
   LOG_DEBUG("session %llu: TLS with client established (%s, %s)",

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "pgproxy/auth/client_auth.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/proto/sasl_filter.h"
@@ -36,6 +37,9 @@ using metrics::Outcome;
 // A mapping with tls: terminate leaves ClientHello for pgproxy's own TLS handshake:
 //   ClientHello ──> TlsAccept ──> TlsStartup (StartupMessage inside TLS) ──> Connecting
 //     ──> [UpstreamSsl ──> BackendTls (backend_tls other than disable)] ──> Splice
+// A mapping with authenticate: true puts pgproxy's own login in between (authenticate.cc):
+//   ... StartupMessage ──> ClientAuth (pgproxy authenticates the client) ──> Connecting ──> ...
+//     ──> ServerLogin (pgproxy logs in to the backend for the client) ──> Splice
 //   any state ──> Closing (flush what we owe the client, then free everything)
 class Session {
  public:
@@ -55,6 +59,8 @@ class Session {
     kTlsAccept,
     kTlsStartup,
     kBackendTls,
+    kClientAuth,
+    kServerLogin,
     kSplice,
     kCancelling,
     kClosing,
@@ -92,7 +98,10 @@ class Session {
   // move with plain recv/send through one buffer shared by the worker; memory is held only for
   // bytes a slow peer has not taken yet.
   static void onSocketEvent(int fd, short what, void* arg);
-  void startSplice();
+  // `backend_first`: backend bytes the client is owed before anything else (a login pgproxy ran).
+  void startSplice(std::string backend_first = {});
+  // The backend is connected (and its TLS, if any, is up): the splice, or pgproxy's login first.
+  void backendReady();
   void watchSockets();                 // raw-socket events, once the bufferevent of a side is gone
   bool relay(bool from_client);        // false: the session was closed
   bool flush(bool to_client);          // false: the session was closed
@@ -118,6 +127,15 @@ class Session {
   void startBackendTls();
   void driveHandshake(bool client_side);
   void readTlsStartup();
+  // authenticate: true (authenticate.cc).
+  void startClientAuth();
+  void readClientAuth();
+  bool onClientAuthStep(auth::ClientAuth::Step step);  // false: the session was closed
+  void startServerLogin();
+  void readServerLogin();
+  void serverLoginFailed(const std::string& why, std::string response);
+  // Writes what is queued for a side during the login phases; false: the session was closed.
+  bool flushLogin(bool to_client);
   void backendFailed(const std::string& why, int err);
   // Ends the session with `message`: FATAL 08006 where the client can read one (plaintext and
   // terminated sessions), else a TLS alert.
@@ -165,6 +183,11 @@ class Session {
   std::size_t mapping_ = SIZE_MAX;
   std::size_t backend_index_ = 0;  // into the mapping's backends, valid once tried_ != 0
   std::uint64_t tried_ = 0;        // backends this session has tried (a mapping has at most 64)
+  // authenticate: true: pgproxy's exchanges with the client and then the backend (freed once the
+  // splice starts, so that idle sessions do not carry them).
+  bool authenticated_ = false;
+  std::unique_ptr<auth::ClientAuth> client_auth_;
+  std::unique_ptr<auth::ServerLogin> server_login_;
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
   upstream::Lookup* lookup_ = nullptr;
   std::unique_ptr<upstream::AddressList> addresses_;
