@@ -471,6 +471,7 @@ bool Session::inspect(bool from_client, std::string_view bytes) {
       scanning_key_ = false;
       if (key_scanner_.state() == proto::BackendKeyScanner::State::kFound) {
         publishBackendKey();
+        key_scanner_ = proto::BackendKeyScanner();  // a 3.2 key's buffer is not kept all session
       } else if (key_scanner_.state() == proto::BackendKeyScanner::State::kInvalid) {
         // Not a PostgreSQL server (or a broken one): the client would only choke on it. The
         // bytes are dropped rather than relayed, and nothing is replayed elsewhere: the backend
