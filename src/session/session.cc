@@ -280,8 +280,9 @@ void Session::handlePreamble() {
         handleClientHello();
         return;
       case proto::PreambleKind::kCancelRequest:
-        evbuffer_drain(in, 16);
-        startCancel(pre.cancel_pid, pre.cancel_key);
+        cancel_request_.assign(p, pre.consumed);  // `p` is gone once drained
+        evbuffer_drain(in, pre.consumed);
+        startCancel();
         return;
       case proto::PreambleKind::kStartup: {
         mode_ = Mode::kPlaintext;
@@ -673,12 +674,8 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   auto* s = static_cast<Session*>(arg);
   if (s->state_ == State::kCancelling) {
     if (what & BEV_EVENT_CONNECTED) {
-      std::string req;
-      proto::appendU32(req, 16);
-      proto::appendU32(req, proto::kCancelRequestCode);
-      proto::appendU32(req, s->cancel_pid_);
-      proto::appendU32(req, s->cancel_key_);
-      bufferevent_write(s->backend_, req.data(), req.size());
+      // The client's own bytes: a 3.2 key reaches the backend whole, whatever its length.
+      bufferevent_write(s->backend_, s->cancel_request_.data(), s->cancel_request_.size());
       return;
     }
     // The backend closes the cancel connection once it has acted on it (or on error): next one.
@@ -771,7 +768,7 @@ void Session::failSession(Outcome why, const std::string& message, const char* s
 
 // ---- cancel ---------------------------------------------------------------------------------
 
-void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
+void Session::startCancel() {
   endHandshake();
   mode_ = Mode::kCancel;
   setState(State::kCancelling);
@@ -780,8 +777,8 @@ void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
   } else if (client_read_) {
     event_del(client_read_);  // a CancelRequest sent inside TLS (terminate)
   }
-  cancel_pid_ = pid;
-  cancel_key_ = key;
+  const std::uint32_t pid = proto::readU32(cancel_request_.data() + 8);
+  const std::string_view key = std::string_view(cancel_request_).substr(12);
   if (ctx_.cancels->findByKey(pid, key, cancel_targets_[0])) {
     cancel_count_ = 1;
   } else {
@@ -807,8 +804,8 @@ void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
   } else {
     ctx_.metrics.add(metrics::Counter::kCancelUnmatched);
   }
-  LOG_DEBUG("session %llu: cancel request for pid %u goes to %zu backend(s)",
-            static_cast<unsigned long long>(id_), pid, cancel_count_);
+  LOG_DEBUG("session %llu: cancel request for pid %u (%zu-byte key) goes to %zu backend(s)",
+            static_cast<unsigned long long>(id_), pid, key.size(), cancel_count_);
   nextCancelTarget();
 }
 

@@ -21,6 +21,7 @@
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/proto/redact.h"
 #include "pgproxy/session/session.h"
 
 namespace pgproxy::session {
@@ -498,6 +499,7 @@ bool Session::inspect(bool from_client, std::string_view bytes) {
       scanning_key_ = false;
       if (key_scanner_.state() == proto::BackendKeyScanner::State::kFound) {
         publishBackendKey();
+        key_scanner_ = proto::BackendKeyScanner();  // a 3.2 key's buffer is not kept all session
       } else if (key_scanner_.state() == proto::BackendKeyScanner::State::kInvalid) {
         // Not a PostgreSQL server (or a broken one): the client would only choke on it. The
         // bytes are dropped rather than relayed, and nothing is replayed elsewhere: the backend
@@ -571,8 +573,10 @@ void Session::publishBackendKey() {
 void Session::logProtocol(bool from_client, std::string_view bytes) {
   proto::MessageFramer& framer = from_client ? *log_up_ : *log_down_;
   framer.feed(bytes, [&](const proto::MessageFramer::Message& m) {
+    // SQL can carry passwords (ALTER ROLE ... PASSWORD '...'): never logged as sent.
+    const std::string sql = proto::redactPasswords(m.text);
     std::string text;
-    for (char c : m.text) {
+    for (char c : sql) {
       if (c == '\0') {
         text += "\\0";  // Parse: statement name, NUL, query
       } else {

@@ -152,7 +152,8 @@ void Session::readTlsStartup() {
       return;
     }
     if (pre.kind == proto::PreambleKind::kCancelRequest) {
-      startCancel(pre.cancel_pid, pre.cancel_key);
+      cancel_request_.assign(startup_, 0, pre.consumed);
+      startCancel();
       return;
     }
     if (pre.kind != proto::PreambleKind::kNeedMore) {

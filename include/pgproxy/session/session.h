@@ -144,7 +144,9 @@ class Session {
   // The StartupMessage checks PostgreSQL makes before authentication; false: refused.
   bool acceptStartup(const proto::Preamble& pre, std::string_view packet);
   static int detach(bufferevent* bev, std::string& unread, std::string& unsent);
-  void startCancel(std::uint32_t pid, std::uint32_t key);
+  // Forwards cancel_request_ (the client's CancelRequest, any protocol version) to the backend
+  // its key names, or fans it out for passthrough sessions.
+  void startCancel();
   void nextCancelTarget();
   void logProtocol(bool from_client, std::string_view bytes);
   void publishBackendKey();
@@ -223,8 +225,9 @@ class Session {
   // log_protocol: message framers for both directions of a plaintext session.
   std::unique_ptr<proto::MessageFramer> log_up_, log_down_;
   bool scanning_key_ = false;
-  // Cancel forwarding: the request and the backends still to receive it.
-  std::uint32_t cancel_pid_ = 0, cancel_key_ = 0;
+  // Cancel forwarding: the request, byte for byte as the client sent it (16 bytes with a protocol
+  // 3.0 key, up to 12 + 256 with a 3.2 one), and the backends still to receive it.
+  std::string cancel_request_;
   cancel::BackendAddr cancel_targets_[4];
   std::size_t cancel_count_ = 0, cancel_next_ = 0;
 };
