@@ -376,9 +376,9 @@ void Master::prepareChild(const char* role) {
   if (getppid() != pid_) {
     _exit(1);
   }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // The master's signals stay blocked: their dispositions are still the defaults, which would
+  // kill the child on a reopen or quit sent now. The child unblocks them once its handlers are
+  // installed, and what arrived meanwhile is delivered then.
   log::setRole(role);
 }
 
@@ -488,7 +488,14 @@ void Master::reapChildren() {
     publishStats();
     bool expected = stopping_ || w.quitting || w.term_sent_ms != 0 || w.generation != generation_;
     if (expected) {
-      LOG_DEBUG("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
+      // A draining or stopping worker ends by itself; a signal (other than the KILL that follows
+      // an unheeded TERM) took its sessions with it, and that must not pass unseen.
+      bool killed = WIFSIGNALED(status) && !(WTERMSIG(status) == SIGKILL && w.term_sent_ms != 0);
+      if (killed) {
+        LOG_ERROR("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
+      } else {
+        LOG_DEBUG("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
+      }
       continue;
     }
     metrics_->master().worker_restarts.fetch_add(1);
@@ -666,6 +673,9 @@ void Master::adoptInheritedListeners() {
       Listener l;
       l.addr.address = item.substr(c2 + 1);
       l.addr.port = static_cast<std::uint16_t>(*port);
+  if (checker_pid_ > 0) {
+    kill(checker_pid_, SIGUSR1);
+  }
       l.fd.reset(static_cast<int>(*fd));
       fcntl(l.fd.get(), F_SETFD, FD_CLOEXEC);
       inherited_.push_back(std::move(l));
@@ -712,9 +722,8 @@ void Master::upgrade() {
     for (const Listener* l : handed) {
       fcntl(l->fd.get(), F_SETFD, 0);  // these cross exec
     }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
+    // The signal mask crosses exec too: the new master's signals stay blocked (not killing it by
+    // their default action) until its signalfd reads them.
     setenv(kListenFdsEnv, list.c_str(), 1);
     setenv(kUpgradeParentEnv, std::to_string(pid_).c_str(), 1);
     std::vector<char*> argv;

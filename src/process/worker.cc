@@ -166,6 +166,7 @@ void onSignal(evutil_socket_t sig, short, void* arg) {
       }
     }
     return;
+    LOG_DEBUG("log files reopened");
   }
   if (sig == SIGQUIT) {
     if (!w->draining) {
@@ -273,6 +274,11 @@ int runWorker(const WorkerSpec& spec) {
   }
   LOG_DEBUG("worker %u of generation %u serving", spec.slot, spec.generation);
   event_base_dispatch(base);
+  std::signal(SIGUSR2, SIG_IGN);  // upgrades are the master's business
+  // The master forked us with its signals blocked; with the handlers in place they may come.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
 
   closeAllSessions(*w);
   stopListening(*w);
@@ -284,6 +290,14 @@ int runWorker(const WorkerSpec& spec) {
   delete w;
   evdns_base_free(dns, 0);
   event_base_free(base);
+  // Freeing a signal event restores the default action, which for a reopen or a second quit
+  // would kill this process on its way out; blocked, they are simply never delivered.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
+    sigaddset(&handled, sig);
+  }
+  sigprocmask(SIG_BLOCK, &handled, nullptr);
   return 0;
 }
 

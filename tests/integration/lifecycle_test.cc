@@ -225,6 +225,63 @@ TEST(Lifecycle, ReopenStartsANewLogFile) {
 }
 
 // A client loop that counts failed connections while something happens to the proxy.
+TEST(Lifecycle, ReopenReachesTheHealthChecker) {
+  // With debug on, the health checker logs every failed check of a backend that is down.
+  Proxy proxy(
+      "debug: true\nlog_file: {DIR}/proxy.log\nmappings:\n  - external: db.example.com\n"
+      "    health_check: {interval: 100ms, timeout: 100ms, fall: 1, rise: 1}\n"
+      "    backends:\n      - {host: 127.0.0.1, port: {DEAD}}\n",
+      1);
+  std::string logPath = proxy.configPath().substr(0, proxy.configPath().rfind('/')) + "/proxy.log";
+  const std::string checked = "] debug: health check of 127.0.0.1:";
+  ASSERT_TRUE(eventually([&] { return readFile(logPath).find(checked) != std::string::npos; }))
+      << readFile(logPath);
+  ASSERT_EQ(rename(logPath.c_str(), (logPath + ".1").c_str()), 0);
+  ASSERT_EQ(proxy.signal("reopen").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    std::string now = readFile(logPath);
+    return now.find("[health ") != std::string::npos && now.find(checked) != std::string::npos;
+  })) << "the health checker still writes to the rotated file:\n"
+      << readFile(logPath);
+}
+
+// A signal that reaches a child before its handlers are installed kills it by the default action
+// (SIGUSR1: terminate). Reloads fork children while the master forwards a storm of reopens.
+TEST(Lifecycle, ReopenStormDuringReloadsKillsNoChild) {
+  Proxy proxy(
+      "mappings:\n  - external: db.example.com\n"
+      "    health_check: {interval: 1s, timeout: 1s}\n"
+      "    backends:\n      - {host: 127.0.0.1, port: {P1}}\n",
+      2);
+  ASSERT_TRUE(
+      eventually([&] { return proxy.log().find("generation 1 is serving") != std::string::npos; }));
+  std::atomic<bool> stop{false};
+  std::thread storm([&] {
+    while (!stop) {
+      kill(proxy.pid(), SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+    std::string marker = "generation " + std::to_string(i + 2) + " is serving";
+    ASSERT_TRUE(eventually([&] { return proxy.log().find(marker) != std::string::npos; }))
+        << marker;
+  }
+  stop = true;
+  storm.join();
+  // A quit right after a reload reaches workers that are still starting.
+  ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+  ASSERT_EQ(kill(proxy.pid(), SIGQUIT), 0);
+  int status = proxy.waitExit(seconds(30));
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::string log = proxy.log();
+  EXPECT_NE(log.find("log files reopened"), std::string::npos);
+  EXPECT_EQ(log.find("killed by signal"), std::string::npos) << log;
+  EXPECT_EQ(log.find("starting a new one"), std::string::npos) << log;
+}
+
 class ConnectLoop {
  public:
   explicit ConnectLoop(std::string conninfo) : conninfo_(std::move(conninfo)) {
