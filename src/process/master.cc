@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "pgproxy/base/clock.h"
@@ -66,7 +67,8 @@ struct WorkerProc {
   unsigned slot = 0;
   unsigned generation = 0;
   std::uint64_t started_ms = 0;
-  int ready_fd = -1;  // read end of the readiness pipe, -1 once ready
+  int ready_fd = -1;   // read end of the readiness pipe, -1 once it said ready or ended
+  bool ready = false;  // wrote its ready byte: its listeners are armed
   bool quitting = false;
   std::uint64_t term_sent_ms = 0;
 };
@@ -105,6 +107,7 @@ class Master {
   void reapChildren();
   void reload();
   void reloadFailed(const base::Error& error);
+  void abortReload(const std::string& why);
   void reopenLogs();
   void beginStop(bool graceful);
   void signalWorkers(int sig, bool (*which)(const WorkerProc&, unsigned), unsigned gen);
@@ -127,8 +130,21 @@ class Master {
   std::vector<WorkerProc> workers_;
   std::vector<Respawn> respawns_;
   std::vector<std::uint64_t> backoff_ms_;  // per slot of the current generation
-  unsigned generation_ = 0;
-  bool reload_pending_ = false;  // new generation spawned, waiting for all to be ready
+  unsigned generation_ = 0;       // the newest generation (serving, or starting when pending)
+  unsigned last_generation_ = 0;  // numbers are not reused, even after a failed start
+  bool reload_pending_ = false;   // new generation spawned, waiting for all to be ready
+  // While a reload's generation starts: what the serving one runs with, to go back to when a new
+  // worker dies before it is ready.
+  struct Previous {
+    ConfigPtr config;
+    std::shared_ptr<const tls::Contexts> tls;
+    std::vector<Listener> listeners;
+    Listener admin;
+    unsigned generation = 0;
+    std::vector<std::uint64_t> backoff_ms;
+  };
+  std::optional<Previous> previous_;
+  int exit_code_ = 0;
   bool stopping_ = false;
   bool graceful_ = false;
   std::unique_ptr<cancel::Registry> cancels_;
@@ -160,6 +176,12 @@ base::Status Master::openListener(const config::ListenAddress& addr, Listener& o
     known.push_back(&l);
   }
   known.push_back(&admin_);
+  if (previous_) {
+    for (auto& l : previous_->listeners) {
+      known.push_back(&l);
+    }
+    known.push_back(&previous_->admin);
+  }
   for (Listener* existing : known) {
     if (!fd.valid() && existing->addr == addr && existing->fd.valid()) {
       fd.reset(dup(existing->fd.get()));
@@ -280,7 +302,7 @@ base::Status Master::setUpSharedMemory() {
 }
 
 void Master::spawnGeneration() {
-  ++generation_;
+  generation_ = ++last_generation_;
   unsigned n = config_->effectiveWorkers();
   backoff_ms_.assign(n, 0);
   respawns_.clear();
@@ -339,15 +361,20 @@ void Master::spawnWorker(unsigned slot) {
 void Master::onWorkerReady(WorkerProc& w) {
   close(w.ready_fd);
   w.ready_fd = -1;
+  w.ready = true;
   if (!reload_pending_ || w.generation != generation_) {
     return;
   }
   for (const auto& other : workers_) {
-    if (other.generation == generation_ && other.ready_fd >= 0) {
+    if (other.generation == generation_ && !other.ready) {
       return;  // not all of the new generation is ready yet
     }
   }
   reload_pending_ = false;
+  if (previous_) {
+    previous_.reset();  // the master's copies of sockets no longer listened on close here
+    metrics_->master().reloads_ok.fetch_add(1);
+  }
   metrics_->master().serving.store(1);
   notifySystemd("READY=1\nSTATUS=serving " + std::to_string(config_->mappings.size()) +
                 " mapping(s), generation " + std::to_string(generation_));
@@ -366,6 +393,7 @@ void Master::onWorkerReady(WorkerProc& w) {
 
 void Master::prepareChild(const char* role) {
   signal_fd_.reset();
+  previous_.reset();  // sockets the child must not keep open (see stopListening in worker.cc)
   for (auto& w : workers_) {
     if (w.ready_fd >= 0) {
       close(w.ready_fd);
@@ -486,6 +514,22 @@ void Master::reapChildren() {
     }
     workers_.erase(it);
     publishStats();
+    if (!w.ready && w.generation == generation_ && reload_pending_ && !stopping_) {
+      // It cannot serve, and neither can the generation it belongs to: the one serving stays.
+      std::string why = "worker " + std::to_string(pid) + " of generation " +
+                        std::to_string(w.generation) + " " + describeExit(status) +
+                        " before it was ready";
+      if (previous_) {
+        abortReload(why);
+        continue;
+      }
+      if (upgrade_parent_ != 0) {
+        LOG_ERROR("upgrade: %s; exiting so that the previous master keeps serving", why.c_str());
+        exit_code_ = 1;
+        beginStop(false);
+        continue;
+      }
+    }
     bool expected = stopping_ || w.quitting || w.term_sent_ms != 0 || w.generation != generation_;
     if (expected) {
       // A draining or stopping worker ends by itself; a signal (other than the KILL that follows
@@ -518,6 +562,43 @@ void Master::reloadFailed(const base::Error& error) {
   LOG_ERROR("reload failed (%u so far), still serving the previous configuration:\n%s",
             reload_failures_, error.message.c_str());
   notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
+}
+
+void Master::abortReload(const std::string& why) {
+  Previous prev = std::move(*previous_);
+  previous_.reset();
+  // Every generation newer than the serving one stops (a ready worker keeps what it accepted
+  // until those sessions end).
+  for (auto& w : workers_) {
+    if (w.generation > prev.generation && !w.quitting) {
+      kill(w.pid, SIGQUIT);
+      w.quitting = true;
+    }
+  }
+  config_ = std::move(prev.config);
+  tls_ = std::move(prev.tls);
+  listeners_ = std::move(prev.listeners);
+  admin_ = std::move(prev.admin);
+  generation_ = prev.generation;
+  backoff_ms_ = std::move(prev.backoff_ms);
+  reload_pending_ = false;
+  // A worker of the serving generation that died meanwhile was not replaced (it looked old then).
+  respawns_.clear();
+  std::uint64_t now = base::monotonicMs();
+  for (unsigned slot = 0; slot < config_->effectiveWorkers(); ++slot) {
+    bool alive = std::any_of(workers_.begin(), workers_.end(), [&](const WorkerProc& w) {
+      return w.generation == generation_ && w.slot == slot;
+    });
+    if (!alive) {
+      respawns_.push_back({slot, now});
+    }
+  }
+  auto& ms = metrics_->master();
+  std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", config_->hash.c_str());
+  log::setDebug(config_->debug);
+  publishStats();
+  restartHealthChecker();
+  reloadFailed(base::Error{why});
 }
 
 void Master::reload() {
@@ -561,6 +642,12 @@ void Master::reload() {
                net::describe(old.addr).c_str());
     }
   }
+  if (!previous_) {
+    // Kept until the new generation serves: a worker of it that dies before it is ready brings
+    // this one back.
+    previous_ =
+        Previous{config_, tls_, std::move(listeners_), std::move(admin_), generation_, backoff_ms_};
+  }
   if (next->admin.enabled) {
     admin_ = std::move(listeners.back());
     listeners.pop_back();
@@ -571,7 +658,6 @@ void Master::reload() {
   config_ = std::move(next);
   tls_ = std::move(*nextTls);
   registerMappings(*config_);
-  metrics_->master().reloads_ok.fetch_add(1);
   log::setDebug(config_->debug);
   reload_pending_ = true;
   spawnGeneration();
@@ -587,6 +673,9 @@ void Master::reopenLogs() {
   for (const auto& w : workers_) {
     kill(w.pid, SIGUSR1);
   }
+  if (checker_pid_ > 0) {
+    kill(checker_pid_, SIGUSR1);
+  }
   LOG_INFO("log files reopened");
 }
 
@@ -597,8 +686,8 @@ void Master::beginStop(bool graceful) {
   stopping_ = true;
   graceful_ = graceful;
   respawns_.clear();
-  if (!handed_over_) {
-    notifySystemd("STOPPING=1");
+  if (!handed_over_ && upgrade_parent_ == 0) {
+    notifySystemd("STOPPING=1");  // not an upgrade's new master giving up: the old one serves on
   }
   listeners_.clear();  // workers hold their own copies until they stop accepting
   admin_ = Listener{};
@@ -673,9 +762,6 @@ void Master::adoptInheritedListeners() {
       Listener l;
       l.addr.address = item.substr(c2 + 1);
       l.addr.port = static_cast<std::uint16_t>(*port);
-  if (checker_pid_ > 0) {
-    kill(checker_pid_, SIGUSR1);
-  }
       l.fd.reset(static_cast<int>(*fd));
       fcntl(l.fd.get(), F_SETFD, FD_CLOEXEC);
       inherited_.push_back(std::move(l));
@@ -875,8 +961,17 @@ int Master::run() {
         continue;
       }
       for (auto& w : workers_) {
-        if (w.pid == owners[i - 1] && w.ready_fd >= 0) {
-          onWorkerReady(w);  // a byte means ready; EOF means it died, which SIGCHLD reports
+        if (w.pid != owners[i - 1] || w.ready_fd < 0) {
+          continue;
+        }
+        char byte = 0;
+        ssize_t got = read(w.ready_fd, &byte, 1);
+        if (got == 1) {
+          onWorkerReady(w);
+        } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+          // EOF: it ended without saying ready; SIGCHLD tells how, and reapChildren decides.
+          close(w.ready_fd);
+          w.ready_fd = -1;
         }
       }
     }
@@ -893,7 +988,7 @@ int Master::run() {
     removePidFile(pid_file_ + ".oldbin", pid_);
   }
   LOG_INFO("pgproxy stopped");
-  return 0;
+  return exit_code_;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <memory>
 
 #include "pgproxy/admin/admin_server.h"
@@ -165,8 +166,8 @@ void onSignal(evutil_socket_t sig, short, void* arg) {
         LOG_ERROR("%s", st.error().message.c_str());
       }
     }
-    return;
     LOG_DEBUG("log files reopened");
+    return;
   }
   if (sig == SIGQUIT) {
     if (!w->draining) {
@@ -190,6 +191,13 @@ void onSignal(evutil_socket_t sig, short, void* arg) {
 }  // namespace
 
 int runWorker(const WorkerSpec& spec) {
+  // Test-only (pgproxy(8), ENVIRONMENT): while the named file exists, a new worker exits before
+  // it is ready, as one that cannot start would; the tests make a reload's generation fail so.
+  if (const char* flag = std::getenv("PGPROXY_TEST_WORKER_START_FAIL");
+      flag && access(flag, F_OK) == 0) {
+    LOG_ERROR("not starting: %s exists (PGPROXY_TEST_WORKER_START_FAIL, for tests only)", flag);
+    return 1;
+  }
   std::signal(SIGPIPE, SIG_IGN);
   event_base* base = event_base_new();
   if (!base) {
@@ -266,6 +274,11 @@ int runWorker(const WorkerSpec& spec) {
     evsignal_add(ev, nullptr);
     signals.push_back(ev);
   }
+  std::signal(SIGUSR2, SIG_IGN);  // upgrades are the master's business
+  // The master forked us with its signals blocked; with the handlers in place they may come.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   if (spec.ready_fd >= 0) {
     char ready = 'R';
     ssize_t ignored = write(spec.ready_fd, &ready, 1);
@@ -274,22 +287,9 @@ int runWorker(const WorkerSpec& spec) {
   }
   LOG_DEBUG("worker %u of generation %u serving", spec.slot, spec.generation);
   event_base_dispatch(base);
-  std::signal(SIGUSR2, SIG_IGN);  // upgrades are the master's business
-  // The master forked us with its signals blocked; with the handlers in place they may come.
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
 
   closeAllSessions(*w);
   stopListening(*w);
-  for (auto* ev : signals) {
-    event_free(ev);
-  }
-  event_free(w->accept_resume);
-  event_free(w->drain_deadline);
-  delete w;
-  evdns_base_free(dns, 0);
-  event_base_free(base);
   // Freeing a signal event restores the default action, which for a reopen or a second quit
   // would kill this process on its way out; blocked, they are simply never delivered.
   sigset_t handled;
@@ -298,6 +298,14 @@ int runWorker(const WorkerSpec& spec) {
     sigaddset(&handled, sig);
   }
   sigprocmask(SIG_BLOCK, &handled, nullptr);
+  for (auto* ev : signals) {
+    event_free(ev);
+  }
+  event_free(w->accept_resume);
+  event_free(w->drain_deadline);
+  delete w;
+  evdns_base_free(dns, 0);
+  event_base_free(base);
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <regex>
@@ -224,7 +225,6 @@ TEST(Lifecycle, ReopenStartsANewLogFile) {
   EXPECT_EQ(readFile(logPath + ".1").find("host2.example.com"), std::string::npos);
 }
 
-// A client loop that counts failed connections while something happens to the proxy.
 TEST(Lifecycle, ReopenReachesTheHealthChecker) {
   // With debug on, the health checker logs every failed check of a backend that is down.
   Proxy proxy(
@@ -282,6 +282,7 @@ TEST(Lifecycle, ReopenStormDuringReloadsKillsNoChild) {
   EXPECT_EQ(log.find("starting a new one"), std::string::npos) << log;
 }
 
+// A client loop that counts failed connections while something happens to the proxy.
 class ConnectLoop {
  public:
   explicit ConnectLoop(std::string conninfo) : conninfo_(std::move(conninfo)) {
@@ -459,6 +460,90 @@ class NotifySocket {
   int fd_ = -1;
   std::string received_;
 };
+
+std::vector<pid_t> sorted(std::vector<pid_t> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// A new worker that exits before its ready byte (EOF on the pipe) is not ready: the reload fails
+// and the generation that serves goes on serving. PGPROXY_TEST_WORKER_START_FAIL makes new workers
+// exit before they are ready while its file exists.
+TEST(Reload, NewWorkersThatCannotStartLeaveTheOldGenerationServing) {
+  NotifySocket notify;
+  std::string dir = tempDir("pgproxy-failstart");
+  std::string flag = dir + "/fail";
+  setenv("PGPROXY_TEST_WORKER_START_FAIL", flag.c_str(), 1);
+  Proxy proxy(mappingTo("{P1}"), 2);
+  unsetenv("PGPROXY_TEST_WORKER_START_FAIL");
+  ASSERT_TRUE(eventually([&] { return notify.drain().find("READY=1") != std::string::npos; }));
+  auto workers = sorted(childrenOf(proxy.pid()));
+  ASSERT_EQ(workers.size(), 2u);
+  PGconn* held = PQconnectdb(proxy.tls("host1").c_str());
+  ASSERT_EQ(PQstatus(held), CONNECTION_OK) << PQerrorMessage(held);
+
+  writeFile(flag, "");
+  proxy.rewrite(mappingTo("{P2}"), 2);  // would send host1's clients to host2 once it serves
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("reload failed (1 so far)") != std::string::npos;
+  })) << proxy.log();
+  std::string log = proxy.log();
+  EXPECT_NE(log.find("of generation 2 exited with code 1 before it was ready"), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("generation 2 is serving"), std::string::npos) << log;
+  EXPECT_TRUE(eventually([&] {
+    std::string got = notify.drain();
+    std::size_t reloading = got.find("RELOADING=1");
+    return reloading != std::string::npos &&
+           got.find("STATUS=reload failed", reloading) != std::string::npos;
+  })) << notify.drain();
+  // The same workers serve, with the old configuration; the open session goes on.
+  EXPECT_TRUE(eventually([&] { return sorted(childrenOf(proxy.pid())) == workers; }));
+  EXPECT_EQ(clusterOf(held), "host1");
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  EXPECT_EQ(sorted(childrenOf(proxy.pid())), workers);
+
+  // Once workers can start again, the same configuration reloads.
+  ASSERT_EQ(unlink(flag.c_str()), 0);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("generation 3 is serving") != std::string::npos;
+  })) << proxy.log();
+  EXPECT_TRUE(eventually([&] {
+    return psql(proxy.tls("host1", "require"), "show cluster_name").output == "host2\n";
+  }));
+  EXPECT_EQ(clusterOf(held), "host1");
+  PQfinish(held);
+  run({"rm", "-rf", dir});
+}
+
+// The same for an upgrade: a new binary whose workers cannot start gives up, and the old master
+// (same workers) serves on.
+TEST(Upgrade, NewWorkersThatCannotStartLeaveTheOldMasterServing) {
+  std::string dir = tempDir("pgproxy-upgrade");
+  std::string bin = copyBinary(dir);
+  std::string flag = dir + "/fail";
+  setenv("PGPROXY_TEST_WORKER_START_FAIL", flag.c_str(), 1);
+  Proxy proxy(mappingTo("{P1}"), 2, bin);
+  unsetenv("PGPROXY_TEST_WORKER_START_FAIL");
+  ASSERT_TRUE(
+      eventually([&] { return proxy.log().find("generation 1 is serving") != std::string::npos; }));
+  auto workers = sorted(childrenOf(proxy.pid()));
+  writeFile(flag, "");
+  ASSERT_EQ(proxy.signal("upgrade").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("upgrade failed: the new binary exited with code 1") !=
+           std::string::npos;
+  })) << proxy.log();
+  EXPECT_NE(proxy.log().find("before it was ready; exiting so that the previous master keeps "
+                             "serving"),
+            std::string::npos);
+  EXPECT_TRUE(eventually([&] { return proxy.pidFromFile() == proxy.pid(); }));
+  EXPECT_TRUE(eventually([&] { return sorted(childrenOf(proxy.pid())) == workers; }));
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  run({"rm", "-rf", dir});
+}
 
 TEST(Systemd, NotifiesReadyReloadStopAndMainPidOnUpgrade) {
   NotifySocket notify;
