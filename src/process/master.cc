@@ -52,6 +52,11 @@ constexpr std::uint64_t kRespawnBackoffMinMs = 100;  // after a worker dies youn
 constexpr std::uint64_t kRespawnBackoffMaxMs = 5000;
 constexpr std::uint64_t kYoungWorkerMs = 5000;
 
+// Every worker holds one metrics slot and one per-client count table; a reload runs two
+// generations side by side, so the loader's bound on `workers` is half of what the tables hold.
+static_assert(metrics::kMaxSlots == limits::kMaxWorkers);
+static_assert(2 * config::kMaxWorkers <= metrics::kMaxSlots);
+
 // Binary upgrade: the old master passes its listening sockets to the new binary through the
 // environment ("fd:port:address,..."), and its own pid so the new master can tell it to drain.
 constexpr const char* kListenFdsEnv = "PGPROXY_LISTEN_FDS";
@@ -103,6 +108,8 @@ class Master {
   base::Status setUpSharedMemory();
   void spawnGeneration();
   void spawnWorker(unsigned slot);
+  std::size_t freeWorkerSlots() const;
+  std::string slotShortage(unsigned needed) const;
   void handleSignal(int sig, pid_t sender);
   void reapChildren();
   void reload();
@@ -311,10 +318,50 @@ void Master::spawnGeneration() {
   }
 }
 
+std::size_t Master::freeWorkerSlots() const {
+  return std::min(metrics_->freeSlots(), client_limits_->freeTables());
+}
+
+std::string Master::slotShortage(unsigned needed) const {
+  std::size_t older = 0;
+  for (const auto& w : workers_) {
+    older += w.generation != generation_ ? 1 : 0;
+  }
+  return "not enough worker slots: " + std::to_string(needed) + " needed, " +
+         std::to_string(freeWorkerSlots()) + " of " + std::to_string(metrics::kMaxSlots) +
+         " free (this master has " + std::to_string(workers_.size()) + " worker(s), " +
+         std::to_string(older) +
+         " of them draining older generations; a previous binary's draining workers count too)."
+         " Retry once draining workers have exited; shutdown_timeout and "
+         "max_draining_generations bound how long that takes";
+}
+
 void Master::spawnWorker(unsigned slot) {
+  // The worker's slots are taken before the fork: a worker never runs without them, and a
+  // shortage is logged here, not discovered in silence by the worker.
+  std::size_t mslot = metrics_->reserveSlot(pid_);
+  std::size_t ltable = mslot == metrics::Registry::kNoSlot ? limits::ClientLimits::kNoTable
+                                                           : client_limits_->reserve(pid_);
+  auto unreserve = [&] {
+    if (mslot != metrics::Registry::kNoSlot) {
+      metrics_->releaseSlot(mslot);
+    }
+    if (ltable != limits::ClientLimits::kNoTable) {
+      client_limits_->unreserve(ltable);
+    }
+  };
+  if (ltable == limits::ClientLimits::kNoTable) {
+    unreserve();
+    LOG_ERROR("cannot start worker %u of generation %u: %s; trying again in %llu ms", slot,
+              generation_, slotShortage(1).c_str(),
+              static_cast<unsigned long long>(kRespawnBackoffMaxMs));
+    respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
+    return;
+  }
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) {
     LOG_ERROR("pipe2 failed: %s", base::errnoText(errno).c_str());
+    unreserve();
     respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
     return;
   }
@@ -323,6 +370,7 @@ void Master::spawnWorker(unsigned slot) {
     LOG_ERROR("fork failed: %s", base::errnoText(errno).c_str());
     close(pipefd[0]);
     close(pipefd[1]);
+    unreserve();
     respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
     return;
   }
@@ -343,10 +391,15 @@ void Master::spawnWorker(unsigned slot) {
     spec.ready_fd = pipefd[1];
     spec.slot = slot;
     spec.generation = generation_;
+    spec.metrics_slot = mslot;
+    spec.limits_table = ltable;
     // exit, not _exit: LeakSanitizer checks a worker's memory at exit in sanitizer builds.
     std::exit(runWorker(spec));
   }
   close(pipefd[1]);
+  // Reaping folds and frees by owner pid; the child cannot be reaped before this runs.
+  metrics_->assignSlot(mslot, pid);
+  client_limits_->assign(ltable, pid);
   WorkerProc w;
   w.pid = pid;
   w.slot = slot;
@@ -613,6 +666,11 @@ void Master::reload() {
     return;
   }
   auto next = std::make_shared<const config::Config>(std::move(*loaded));
+  // The new generation starts beside every worker still alive: refuse now what cannot fit.
+  if (unsigned needed = next->effectiveWorkers(); needed > freeWorkerSlots()) {
+    reloadFailed(base::Error{"the new generation cannot start: " + slotShortage(needed)});
+    return;
+  }
   // Certificates are read now, in the master: a missing or broken file keeps the old generation
   // (and its certificates) serving.
   auto nextTls = tls::Contexts::build(*next);
@@ -938,6 +996,11 @@ int Master::run() {
   }
   LOG_INFO("pgproxy %s started: %zu mapping(s), %u worker(s)", PACKAGE_VERSION,
            config_->mappings.size(), config_->effectiveWorkers());
+  if (unsigned needed = config_->effectiveWorkers(); needed > freeWorkerSlots()) {
+    LOG_ERROR("cannot start: %s", slotShortage(needed).c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  }
   reload_pending_ = true;  // the first generation reports ready like any other
   spawnGeneration();
   spawnHealthChecker();

@@ -221,14 +221,9 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.on_session_closed = onSessionClosed;
   w->ctx.on_handshake_done = onHandshakeDone;
   w->ctx.client_limits = spec.client_limits;
-  if (!spec.client_limits->claim(static_cast<std::int32_t>(getpid()))) {
-    LOG_WARN(
-        "no free per-client count table: max_connections_per_client is not enforced by "
-        "worker %d",
-        static_cast<int>(getpid()));
-  }
+  spec.client_limits->attach(spec.limits_table);
   w->ctx.metrics_registry = spec.metrics;
-  w->ctx.metrics = metrics::Recorder(spec.metrics->claimSlot(static_cast<std::int32_t>(getpid())));
+  w->ctx.metrics = metrics::Recorder(spec.metrics->slot(spec.metrics_slot));
   for (const auto& m : spec.config->mappings) {
     w->ctx.mapping_metric.push_back(spec.metrics->mappingIndex(m.external));
     w->ctx.balancers.emplace_back(m.backends.size());

@@ -190,6 +190,80 @@ TEST(Reload, InvalidConfigKeepsServing) {
   }));
 }
 
+// Every worker holds one of 128 worker slots; draining generations keep theirs until they exit.
+// A reload that cannot fit is refused and logged (before, its workers shared one fallback slot in
+// silence and pgproxy_connections_active drifted). Stopped workers stand in for workers whose
+// long sessions keep them draining.
+TEST(Reload, RefusedWhileDrainingGenerationsHoldTheWorkerSlots) {
+  int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n" + mappingTo("{P1}"),
+              40);
+  std::vector<pid_t> held;
+  struct Resume {
+    std::vector<pid_t>& pids;
+    ~Resume() {
+      for (pid_t p : pids) {
+        kill(p, SIGCONT);
+      }
+    }
+  } resume{held};
+  auto holdAll = [&] {
+    for (pid_t p : childrenOf(proxy.pid())) {
+      if (std::find(held.begin(), held.end(), p) == held.end()) {
+        ASSERT_EQ(kill(p, SIGSTOP), 0);
+        held.push_back(p);
+      }
+    }
+  };
+  for (int gen = 1; gen <= 3; ++gen) {
+    std::string marker = "generation " + std::to_string(gen) + " is serving";
+    ASSERT_TRUE(eventually([&] { return proxy.log().find(marker) != std::string::npos; }))
+        << marker;
+    if (gen < 3) {
+      holdAll();  // generation 3 serves; the two before it "drain"
+      ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+    }
+  }
+  ASSERT_EQ(held.size(), 80u);
+  ASSERT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 120u; }));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return proxy.log().find("reload failed (1 so far)") != std::string::npos;
+  })) << proxy.log();
+  std::string log = proxy.log();
+  EXPECT_NE(log.find("the new generation cannot start: not enough worker slots: 40 needed, 8 of "
+                     "128 free"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("generation 4"), std::string::npos);
+  EXPECT_EQ(childrenOf(proxy.pid()).size(), 120u);
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  std::string m = httpGet(admin, "/metrics").body;
+  EXPECT_NE(m.find("\npgproxy_workers 40\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("\npgproxy_draining_workers 80\n"), std::string::npos) << m;
+
+  // Once the old generations have drained, the same reload goes through.
+  for (pid_t p : held) {
+    kill(p, SIGCONT);
+  }
+  held.clear();
+  EXPECT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 40u; }));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(
+      eventually([&] { return proxy.log().find("generation 4 is serving") != std::string::npos; }));
+  EXPECT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 40u; }));
+  EXPECT_NE(httpGet(admin, "/metrics").body.find("\npgproxy_connections_active 0\n"),
+            std::string::npos);
+
+  // More workers than a reload can fit beside the serving generation: -t and reload refuse it.
+  proxy.rewrite(mappingTo("{P1}"), 65);
+  auto t = run({proxyBinary(), "-t", "-c", proxy.configPath()});
+  EXPECT_EQ(t.exit_code, 1);
+  EXPECT_NE(t.output.find("workers must be \"auto\" or a number from 1 to 64"), std::string::npos)
+      << t.output;
+  EXPECT_EQ(proxy.signal("reload").exit_code, 1);
+}
+
 TEST(Lifecycle, QuitLetsOpenSessionFinish) {
   Proxy proxy(mappingTo("{P1}"), 2);
   PGconn* conn = PQconnectdb(proxy.tls("host1").c_str());
