@@ -9,7 +9,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -38,6 +37,7 @@
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/process/pid_file.h"
+#include "pgproxy/process/shared_regions.h"
 #include "pgproxy/process/systemd_notify.h"
 #include "pgproxy/process/worker.h"
 #include "pgproxy/upstream/health_checker.h"
@@ -61,6 +61,10 @@ static_assert(2 * config::kMaxWorkers <= metrics::kMaxSlots);
 // environment ("fd:port:address,..."), and its own pid so the new master can tell it to drain.
 constexpr const char* kListenFdsEnv = "PGPROXY_LISTEN_FDS";
 constexpr const char* kUpgradeParentEnv = "PGPROXY_UPGRADE_PARENT";
+// And the descriptor of its shared memory, which the new master adopts when the layout matches.
+constexpr const char* kSharedFdEnv = "PGPROXY_SHARED_FD";
+// Adopted tables hold a previous binary's workers too; how often to look for ones that are gone.
+constexpr std::uint64_t kSweepIntervalMs = 1000;
 
 struct Listener {
   config::ListenAddress addr;
@@ -105,6 +109,8 @@ class Master {
   base::Status openListener(const config::ListenAddress& addr, Listener& out);
   void registerMappings(const config::Config& cfg);
   void publishStats();
+  void publishConfig();
+  void sweepForeignOwners();
   base::Status setUpSharedMemory();
   void spawnGeneration();
   void spawnWorker(unsigned slot);
@@ -154,6 +160,15 @@ class Master {
   int exit_code_ = 0;
   bool stopping_ = false;
   bool graceful_ = false;
+  std::unique_ptr<SharedRegions> shared_;
+  int inherited_shared_fd_ = -1;  // from an upgrading master, until adopted
+  bool adopted_ = false;          // shared_ came from the previous binary
+  // MasterStats in shared memory are written by the master that serves: during an upgrade the
+  // new master writes them only once it has taken over, the old one no longer once it has.
+  bool owns_stats_ = true;
+  std::int64_t foreign_workers_ = 0;  // slots of another master's live workers (adopted)
+  std::vector<std::int32_t> gone_;    // such owners found gone on the last sweep
+  std::uint64_t next_sweep_ms_ = 0;
   std::unique_ptr<cancel::Registry> cancels_;
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<upstream::BackendTable> backends_;
@@ -242,13 +257,23 @@ void Master::registerMappings(const config::Config& cfg) {
       }
     }
   }
+  publishConfig();
+}
+
+void Master::publishConfig() {
+  if (!owns_stats_) {
+    return;
+  }
   auto& ms = metrics_->master();
-  std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", cfg.hash.c_str());
+  std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", config_->hash.c_str());
   ms.last_reload_unix.store(static_cast<std::int64_t>(time(nullptr)));
 }
 
 void Master::publishStats() {
-  std::int64_t current = 0, draining = 0;
+  if (!owns_stats_) {
+    return;
+  }
+  std::int64_t current = 0, draining = foreign_workers_;
   for (const auto& w : workers_) {
     (w.generation == generation_ ? current : draining) += 1;
   }
@@ -274,32 +299,42 @@ static void raiseFileLimit() {
   }
 }
 
-// Zeroed memory shared with every child forked later; never resized or unmapped.
-static base::Result<void*> mapShared(std::size_t bytes, const char* what) {
-  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    return base::Error{std::string("mmap of the shared ") + what +
-                       " failed: " + base::errnoText(errno)};
-  }
-  return mem;
-}
-
 base::Status Master::setUpSharedMemory() {
-  auto cancels = mapShared(cancel::Registry::bytesNeeded(), "cancel registry");
-  auto stats = mapShared(metrics::Registry::bytesNeeded(), "metrics");
-  auto table = mapShared(upstream::BackendTable::bytesNeeded(), "backend table");
-  auto limits = mapShared(limits::ClientLimits::bytesNeeded(), "client limits");
-  for (const auto* r : {&cancels, &stats, &table, &limits}) {
-    if (!r->ok()) {
-      return r->error();
+  if (inherited_shared_fd_ >= 0) {
+    auto adopted = SharedRegions::adopt(inherited_shared_fd_);
+    inherited_shared_fd_ = -1;
+    if (adopted) {
+      shared_ = std::make_unique<SharedRegions>(std::move(*adopted));
+      adopted_ = true;
+      LOG_INFO("upgrade: sharing the previous master's counters, limits and cancel registry");
+    } else {
+      LOG_WARN(
+          "upgrade: not adopting the previous binary's shared memory (%s); starting fresh: "
+          "until the previous master has drained, its sessions do not count against "
+          "max_connections, per-client limits, rate limits or least_conn, cannot be cancelled "
+          "through this master, and counters start from zero",
+          adopted.error().message.c_str());
     }
   }
-  cancels_ = std::make_unique<cancel::Registry>(*cancels);
-  metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(*stats));
-  backends_ =
-      std::make_unique<upstream::BackendTable>(static_cast<upstream::BackendShared*>(*table));
+  if (!shared_) {
+    auto created = SharedRegions::create();
+    if (!created) {
+      return base::Error{"cannot create the shared memory: " + created.error().message};
+    }
+    shared_ = std::make_unique<SharedRegions>(std::move(*created));
+  }
+  cancels_ = std::make_unique<cancel::Registry>(shared_->cancels());
+  metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(shared_->metrics()));
+  backends_ = std::make_unique<upstream::BackendTable>(
+      static_cast<upstream::BackendShared*>(shared_->backends()));
   client_limits_ =
-      std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(*limits));
+      std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(shared_->limits()));
+  if (adopted_) {
+    // The previous master's workers hash client addresses with its seed; generations go on.
+    last_generation_ = static_cast<unsigned>(metrics_->master().generation.load());
+    owns_stats_ = false;  // until this master serves
+    return {};
+  }
   std::uint64_t seed = 0;
   if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
     seed = static_cast<std::uint64_t>(base::monotonicMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
@@ -428,7 +463,14 @@ void Master::onWorkerReady(WorkerProc& w) {
     previous_.reset();  // the master's copies of sockets no longer listened on close here
     metrics_->master().reloads_ok.fetch_add(1);
   }
-  metrics_->master().serving.store(1);
+  if (upgrade_parent_ != 0) {
+    owns_stats_ = true;  // taking over from the previous master
+    publishStats();
+    publishConfig();
+  }
+  if (owns_stats_) {
+    metrics_->master().serving.store(1);
+  }
   notifySystemd("READY=1\nSTATUS=serving " + std::to_string(config_->mappings.size()) +
                 " mapping(s), generation " + std::to_string(generation_));
   if (upgrade_parent_ != 0) {
@@ -646,8 +688,10 @@ void Master::abortReload(const std::string& why) {
       respawns_.push_back({slot, now});
     }
   }
-  auto& ms = metrics_->master();
-  std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", config_->hash.c_str());
+  if (owns_stats_) {
+    auto& ms = metrics_->master();
+    std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", config_->hash.c_str());
+  }
   log::setDebug(config_->debug);
   publishStats();
   restartHealthChecker();
@@ -656,6 +700,12 @@ void Master::abortReload(const std::string& why) {
 
 void Master::reload() {
   if (stopping_) {
+    return;
+  }
+  if (upgrade_child_ != 0) {
+    // Both masters register in the shared tables, which have one writer each: the new master
+    // takes reloads once it serves.
+    LOG_WARN("reload ignored: a binary upgrade is in progress (pid %d)", upgrade_child_);
     return;
   }
   LOG_INFO("reloading configuration from %s", opts_.config_path.c_str());
@@ -749,7 +799,9 @@ void Master::beginStop(bool graceful) {
   }
   listeners_.clear();  // workers hold their own copies until they stop accepting
   admin_ = Listener{};
-  metrics_->master().serving.store(0);
+  if (owns_stats_) {
+    metrics_->master().serving.store(0);
+  }
   if (checker_pid_ > 0) {
     kill(checker_pid_, SIGTERM);
   }
@@ -782,6 +834,7 @@ void Master::handleSignal(int sig, pid_t sender) {
         notifySystemd("MAINPID=" + std::to_string(sender) + "\nSTATUS=handed over to pid " +
                       std::to_string(sender));
         handed_over_ = true;
+        owns_stats_ = false;  // the new master's to write now
       }
       beginStop(true);
       break;
@@ -803,6 +856,11 @@ void Master::adoptInheritedListeners() {
   const char* fds = std::getenv(kListenFdsEnv);
   if (const char* parent = std::getenv(kUpgradeParentEnv)) {
     upgrade_parent_ = static_cast<pid_t>(base::parseUnsigned(parent).value_or(0));
+  }
+  if (const char* shared = std::getenv(kSharedFdEnv); shared && upgrade_parent_ != 0) {
+    if (auto fd = base::parseUnsigned(shared); fd && *fd <= 0x7fffffff) {
+      inherited_shared_fd_ = static_cast<int>(*fd);
+    }
   }
   if (fds) {
     std::string list = fds;
@@ -828,6 +886,7 @@ void Master::adoptInheritedListeners() {
   // Not for our own children, nor for a later upgrade of ours.
   unsetenv(kListenFdsEnv);
   unsetenv(kUpgradeParentEnv);
+  unsetenv(kSharedFdEnv);
 }
 
 void Master::upgrade() {
@@ -866,6 +925,8 @@ void Master::upgrade() {
     for (const Listener* l : handed) {
       fcntl(l->fd.get(), F_SETFD, 0);  // these cross exec
     }
+    fcntl(shared_->fd(), F_SETFD, 0);
+    setenv(kSharedFdEnv, std::to_string(shared_->fd()).c_str(), 1);
     // The signal mask crosses exec too: the new master's signals stay blocked (not killing it by
     // their default action) until its signalfd reads them.
     setenv(kListenFdsEnv, list.c_str(), 1);
@@ -895,8 +956,52 @@ void Master::onUpgradeChildExit(int status) {
   }
 }
 
+void Master::sweepForeignOwners() {
+  std::vector<std::int32_t> owners;
+  for (std::size_t i = 0; i < metrics::kMaxSlots; ++i) {
+    owners.push_back(metrics_->slotOwner(i));
+    owners.push_back(client_limits_->tableOwner(i));
+  }
+  std::sort(owners.begin(), owners.end());
+  owners.erase(std::unique(owners.begin(), owners.end()), owners.end());
+  std::int64_t foreign = 0;
+  std::vector<std::int32_t> gone;
+  for (std::int32_t owner : owners) {
+    bool mine = owner <= 0 || owner == pid_ ||
+                std::any_of(workers_.begin(), workers_.end(),
+                            [owner](const WorkerProc& w) { return w.pid == owner; });
+    if (mine) {
+      continue;
+    }
+    if (kill(owner, 0) == 0 || errno != ESRCH) {
+      ++foreign;
+      continue;
+    }
+    // Its master frees its slots when it reaps it. Gone on two sweeps a second apart means that
+    // master is gone too (killed), and nobody else would: its gauges and counts would stay.
+    if (std::find(gone_.begin(), gone_.end(), owner) != gone_.end()) {
+      LOG_WARN("freeing the shared slots of process %d, a previous binary's worker that is gone",
+               owner);
+      cancels_->releaseOwner(owner);
+      metrics_->foldSlot(owner);
+      client_limits_->release(owner);
+    } else {
+      gone.push_back(owner);
+    }
+  }
+  gone_ = std::move(gone);
+  if (foreign != foreign_workers_) {
+    foreign_workers_ = foreign;
+    publishStats();
+  }
+}
+
 void Master::runTimers() {
   std::uint64_t now = base::monotonicMs();
+  if (adopted_ && now >= next_sweep_ms_) {
+    next_sweep_ms_ = now + kSweepIntervalMs;
+    sweepForeignOwners();
+  }
   if (!stopping_) {
     std::vector<Respawn> due;
     for (auto it = respawns_.begin(); it != respawns_.end();) {

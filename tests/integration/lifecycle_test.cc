@@ -479,6 +479,105 @@ TEST(Upgrade, NewBinaryTakesOverUnderLoad) {
   run({"rm", "-rf", dir});
 }
 
+long long metricValue(const std::string& text, const std::string& series) {
+  std::size_t at = text.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + series.size() + 2));
+}
+
+// The new master adopts the old one's shared memory: a session the old master still drains
+// counts against max_connections, can be cancelled through the new workers, and counters go on.
+TEST(Upgrade, DrainingSessionsStillCountAndCancelAndCountersGoOn) {
+  std::string dir = tempDir("pgproxy-upgrade");
+  std::string bin = copyBinary(dir);
+  int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+                  "\"}\nmax_connections: 1\nmappings:\n"
+                  "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n",
+              2, bin);
+  PGconn* held = PQconnectdb(proxy.plain().c_str());  // plaintext: cancelled by its key
+  ASSERT_EQ(PQstatus(held), CONNECTION_OK) << PQerrorMessage(held);
+  auto refusedWith = [&] {
+    int fd = connectTcp(proxy.port());
+    std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
+    EXPECT_EQ(write(fd, startup.data(), startup.size()), static_cast<ssize_t>(startup.size()));
+    bool closed = false;
+    std::string state = sqlstateOf(readUntilClose(fd, seconds(10), &closed));
+    close(fd);
+    return state;
+  };
+  ASSERT_EQ(refusedWith(), "53300");
+  long long accepted =
+      metricValue(httpGet(admin, "/metrics").body, "pgproxy_connections_accepted_total");
+  ASSERT_GE(accepted, 2);
+
+  pid_t oldMaster = proxy.pid();
+  ASSERT_EQ(proxy.signal("upgrade").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return proxy.log().find("telling the previous master (pid " + std::to_string(oldMaster) +
+                            ") to drain") != std::string::npos;
+  })) << proxy.log();
+  pid_t newMaster = proxy.pidFromFile();
+  ASSERT_NE(newMaster, oldMaster);
+  EXPECT_NE(proxy.log().find("upgrade: sharing the previous master's counters"), std::string::npos);
+  // The old master's workers stopped listening: what answers now is the new generation.
+  ASSERT_TRUE(eventually([&] {
+    auto kids = childrenOf(oldMaster);  // the new master is one of them
+    return kids.size() == 2 && std::find(kids.begin(), kids.end(), newMaster) != kids.end();
+  }));
+  EXPECT_TRUE(alive(oldMaster));
+
+  // The held session still fills max_connections.
+  EXPECT_EQ(refusedWith(), "53300");
+  std::string m = httpGet(admin, "/metrics").body;
+  EXPECT_GE(metricValue(m, "pgproxy_connections_accepted_total"), accepted + 1) << m;
+  EXPECT_EQ(metricValue(m, "pgproxy_connections_active"), 1) << m;
+  EXPECT_EQ(metricValue(m, "pgproxy_workers"), 2) << m;
+  // The previous master's workers are found in the shared tables (looked at every second).
+  EXPECT_TRUE(eventually([&] {
+    return metricValue(httpGet(admin, "/metrics").body, "pgproxy_draining_workers") == 1;
+  })) << httpGet(admin, "/metrics").body;
+
+  // Ctrl-C on the old session: the CancelRequest reaches a new worker, which finds the key.
+  ASSERT_EQ(PQsendQuery(held, "select pg_sleep(30)"), 1);
+  PGconn* watcher = PQconnectdb(direct(sandbox().port1).c_str());
+  EXPECT_TRUE(eventually([&] {
+    PGresult* r = PQexec(watcher,
+                         "select count(*) from pg_stat_activity where query = 'select "
+                         "pg_sleep(30)' and state = 'active'");
+    bool running = PQntuples(r) == 1 && std::string(PQgetvalue(r, 0, 0)) != "0";
+    PQclear(r);
+    return running;
+  }));
+  PQfinish(watcher);
+  PGcancel* cancel = PQgetCancel(held);
+  char err[256];
+  EXPECT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
+  PQfreeCancel(cancel);
+  PGresult* res = PQgetResult(held);
+  ASSERT_NE(res, nullptr);
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(res);
+  PQclear(res);
+  while ((res = PQgetResult(held)) != nullptr) {
+    PQclear(res);
+  }
+  EXPECT_EQ(clusterOf(held), "host1");
+
+  // Once it ends, the old master exits and its place is free.
+  PQfinish(held);
+  EXPECT_NE(proxy.waitExit(seconds(30)), -1) << "the old master did not exit";
+  EXPECT_TRUE(eventually([&] { return psql(proxy.plain(), "select 7").output == "7\n"; }));
+  EXPECT_TRUE(eventually([&] {
+    return metricValue(httpGet(admin, "/metrics").body, "pgproxy_draining_workers") == 0;
+  }));
+  m = httpGet(admin, "/metrics").body;
+  EXPECT_EQ(metricValue(m, "pgproxy_connections_active"), 0) << m;
+  EXPECT_GE(metricValue(m, "pgproxy_connections_accepted_total"), accepted + 3) << m;
+  kill(newMaster, SIGTERM);
+  EXPECT_TRUE(eventually([&] { return !alive(newMaster); }));
+  run({"rm", "-rf", dir});
+}
+
 TEST(Upgrade, FailingNewBinaryLeavesOldMasterServing) {
   std::string dir = tempDir("pgproxy-upgrade");
   std::string bin = copyBinary(dir);
