@@ -728,8 +728,10 @@ void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
     return;
   }
   auto v = base::parseUnsigned(*s);
-  if (!v || *v < 1 || *v > 1024) {
-    p.fail(n, "workers must be \"auto\" or a number from 1 to 1024, not \"" + *s + "\"");
+  if (!v || *v < 1 || *v > kMaxWorkers) {
+    p.fail(n, "workers must be \"auto\" or a number from 1 to " + std::to_string(kMaxWorkers) +
+                  " (a reload runs two generations side by side in the 128 worker slots), not \"" +
+                  *s + "\"");
     return;
   }
   cfg.workers = static_cast<unsigned>(*v);
@@ -869,7 +871,7 @@ unsigned Config::effectiveWorkers() const {
     return workers;
   }
   long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<unsigned>(n) : 1;
+  return n <= 0 ? 1 : n > kMaxWorkers ? kMaxWorkers : static_cast<unsigned>(n);
 }
 
 bool parseHostPort(const std::string& text, ListenAddress& out) {

@@ -81,15 +81,44 @@ void ClientLimits::release(std::int32_t owner) {
   }
 }
 
-bool ClientLimits::claim(std::int32_t owner) {
-  for (auto& w : shared_->workers) {
+std::size_t ClientLimits::reserve(std::int32_t holder) {
+  for (std::size_t i = 0; i < kMaxWorkers; ++i) {
     std::int32_t expected = 0;
-    if (w.owner.compare_exchange_strong(expected, owner, std::memory_order_acq_rel)) {
-      mine_ = &w;
-      return true;
+    if (shared_->workers[i].owner.compare_exchange_strong(expected, holder,
+                                                          std::memory_order_acq_rel)) {
+      return i;
     }
   }
-  return false;
+  return kNoTable;
+}
+
+void ClientLimits::assign(std::size_t i, std::int32_t owner) {
+  shared_->workers[i].owner.store(owner, std::memory_order_release);
+}
+
+void ClientLimits::unreserve(std::size_t i) {
+  shared_->workers[i].owner.store(0, std::memory_order_release);
+}
+
+std::size_t ClientLimits::freeTables() const {
+  std::size_t n = 0;
+  for (const auto& w : shared_->workers) {
+    n += w.owner.load(std::memory_order_acquire) == 0 ? 1 : 0;
+  }
+  return n;
+}
+
+std::int32_t ClientLimits::tableOwner(std::size_t i) const {
+  return shared_->workers[i].owner.load(std::memory_order_acquire);
+}
+
+bool ClientLimits::claim(std::int32_t owner) {
+  std::size_t i = reserve(owner);
+  if (i == kNoTable) {
+    return false;
+  }
+  attach(i);
+  return true;
 }
 
 std::size_t ClientLimits::home(std::uint64_t hi, std::uint64_t lo) const {

@@ -87,14 +87,40 @@ std::int64_t Registry::admitted(std::size_t mapping) const {
   return n;
 }
 
-Slot* Registry::claimSlot(std::int32_t owner) {
-  for (auto& slot : shared_->slots) {
+std::size_t Registry::reserveSlot(std::int32_t holder) {
+  for (std::size_t i = 0; i < kMaxSlots; ++i) {
     std::int32_t expected = 0;
-    if (slot.owner.compare_exchange_strong(expected, owner)) {
-      return &slot;
+    // Compare-and-swap: during a binary upgrade two masters share the table.
+    if (shared_->slots[i].owner.compare_exchange_strong(expected, holder)) {
+      return i;
     }
   }
-  return &shared_->retired;
+  return kNoSlot;
+}
+
+void Registry::assignSlot(std::size_t i, std::int32_t owner) {
+  shared_->slots[i].owner.store(owner, std::memory_order_release);
+}
+
+void Registry::releaseSlot(std::size_t i) {
+  shared_->slots[i].owner.store(0, std::memory_order_release);
+}
+
+std::size_t Registry::freeSlots() const {
+  std::size_t n = 0;
+  for (const auto& slot : shared_->slots) {
+    n += slot.owner.load(std::memory_order_acquire) == 0 ? 1 : 0;
+  }
+  return n;
+}
+
+std::int32_t Registry::slotOwner(std::size_t i) const {
+  return shared_->slots[i].owner.load(std::memory_order_acquire);
+}
+
+Slot* Registry::claimSlot(std::int32_t owner) {
+  std::size_t i = reserveSlot(owner);
+  return i == kNoSlot ? nullptr : slot(i);
 }
 
 void Registry::foldSlot(std::int32_t owner) {

@@ -9,7 +9,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -25,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "pgproxy/base/clock.h"
@@ -37,6 +37,7 @@
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/process/pid_file.h"
+#include "pgproxy/process/shared_regions.h"
 #include "pgproxy/process/systemd_notify.h"
 #include "pgproxy/process/worker.h"
 #include "pgproxy/upstream/health_checker.h"
@@ -51,10 +52,19 @@ constexpr std::uint64_t kRespawnBackoffMinMs = 100;  // after a worker dies youn
 constexpr std::uint64_t kRespawnBackoffMaxMs = 5000;
 constexpr std::uint64_t kYoungWorkerMs = 5000;
 
+// Every worker holds one metrics slot and one per-client count table; a reload runs two
+// generations side by side, so the loader's bound on `workers` is half of what the tables hold.
+static_assert(metrics::kMaxSlots == limits::kMaxWorkers);
+static_assert(2 * config::kMaxWorkers <= metrics::kMaxSlots);
+
 // Binary upgrade: the old master passes its listening sockets to the new binary through the
 // environment ("fd:port:address,..."), and its own pid so the new master can tell it to drain.
 constexpr const char* kListenFdsEnv = "PGPROXY_LISTEN_FDS";
 constexpr const char* kUpgradeParentEnv = "PGPROXY_UPGRADE_PARENT";
+// And the descriptor of its shared memory, which the new master adopts when the layout matches.
+constexpr const char* kSharedFdEnv = "PGPROXY_SHARED_FD";
+// Adopted tables hold a previous binary's workers too; how often to look for ones that are gone.
+constexpr std::uint64_t kSweepIntervalMs = 1000;
 
 struct Listener {
   config::ListenAddress addr;
@@ -66,7 +76,8 @@ struct WorkerProc {
   unsigned slot = 0;
   unsigned generation = 0;
   std::uint64_t started_ms = 0;
-  int ready_fd = -1;  // read end of the readiness pipe, -1 once ready
+  int ready_fd = -1;   // read end of the readiness pipe, -1 once it said ready or ended
+  bool ready = false;  // wrote its ready byte: its listeners are armed
   bool quitting = false;
   std::uint64_t term_sent_ms = 0;
 };
@@ -98,13 +109,18 @@ class Master {
   base::Status openListener(const config::ListenAddress& addr, Listener& out);
   void registerMappings(const config::Config& cfg);
   void publishStats();
+  void publishConfig();
+  void sweepForeignOwners();
   base::Status setUpSharedMemory();
   void spawnGeneration();
   void spawnWorker(unsigned slot);
+  std::size_t freeWorkerSlots() const;
+  std::string slotShortage(unsigned needed) const;
   void handleSignal(int sig, pid_t sender);
   void reapChildren();
   void reload();
   void reloadFailed(const base::Error& error);
+  void abortReload(const std::string& why);
   void reopenLogs();
   void beginStop(bool graceful);
   void signalWorkers(int sig, bool (*which)(const WorkerProc&, unsigned), unsigned gen);
@@ -127,10 +143,32 @@ class Master {
   std::vector<WorkerProc> workers_;
   std::vector<Respawn> respawns_;
   std::vector<std::uint64_t> backoff_ms_;  // per slot of the current generation
-  unsigned generation_ = 0;
-  bool reload_pending_ = false;  // new generation spawned, waiting for all to be ready
+  unsigned generation_ = 0;       // the newest generation (serving, or starting when pending)
+  unsigned last_generation_ = 0;  // numbers are not reused, even after a failed start
+  bool reload_pending_ = false;   // new generation spawned, waiting for all to be ready
+  // While a reload's generation starts: what the serving one runs with, to go back to when a new
+  // worker dies before it is ready.
+  struct Previous {
+    ConfigPtr config;
+    std::shared_ptr<const tls::Contexts> tls;
+    std::vector<Listener> listeners;
+    Listener admin;
+    unsigned generation = 0;
+    std::vector<std::uint64_t> backoff_ms;
+  };
+  std::optional<Previous> previous_;
+  int exit_code_ = 0;
   bool stopping_ = false;
   bool graceful_ = false;
+  std::unique_ptr<SharedRegions> shared_;
+  int inherited_shared_fd_ = -1;  // from an upgrading master, until adopted
+  bool adopted_ = false;          // shared_ came from the previous binary
+  // MasterStats in shared memory are written by the master that serves: during an upgrade the
+  // new master writes them only once it has taken over, the old one no longer once it has.
+  bool owns_stats_ = true;
+  std::int64_t foreign_workers_ = 0;  // slots of another master's live workers (adopted)
+  std::vector<std::int32_t> gone_;    // such owners found gone on the last sweep
+  std::uint64_t next_sweep_ms_ = 0;
   std::unique_ptr<cancel::Registry> cancels_;
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<upstream::BackendTable> backends_;
@@ -160,6 +198,12 @@ base::Status Master::openListener(const config::ListenAddress& addr, Listener& o
     known.push_back(&l);
   }
   known.push_back(&admin_);
+  if (previous_) {
+    for (auto& l : previous_->listeners) {
+      known.push_back(&l);
+    }
+    known.push_back(&previous_->admin);
+  }
   for (Listener* existing : known) {
     if (!fd.valid() && existing->addr == addr && existing->fd.valid()) {
       fd.reset(dup(existing->fd.get()));
@@ -213,13 +257,23 @@ void Master::registerMappings(const config::Config& cfg) {
       }
     }
   }
+  publishConfig();
+}
+
+void Master::publishConfig() {
+  if (!owns_stats_) {
+    return;
+  }
   auto& ms = metrics_->master();
-  std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", cfg.hash.c_str());
+  std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", config_->hash.c_str());
   ms.last_reload_unix.store(static_cast<std::int64_t>(time(nullptr)));
 }
 
 void Master::publishStats() {
-  std::int64_t current = 0, draining = 0;
+  if (!owns_stats_) {
+    return;
+  }
+  std::int64_t current = 0, draining = foreign_workers_;
   for (const auto& w : workers_) {
     (w.generation == generation_ ? current : draining) += 1;
   }
@@ -245,32 +299,42 @@ static void raiseFileLimit() {
   }
 }
 
-// Zeroed memory shared with every child forked later; never resized or unmapped.
-static base::Result<void*> mapShared(std::size_t bytes, const char* what) {
-  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) {
-    return base::Error{std::string("mmap of the shared ") + what +
-                       " failed: " + base::errnoText(errno)};
-  }
-  return mem;
-}
-
 base::Status Master::setUpSharedMemory() {
-  auto cancels = mapShared(cancel::Registry::bytesNeeded(), "cancel registry");
-  auto stats = mapShared(metrics::Registry::bytesNeeded(), "metrics");
-  auto table = mapShared(upstream::BackendTable::bytesNeeded(), "backend table");
-  auto limits = mapShared(limits::ClientLimits::bytesNeeded(), "client limits");
-  for (const auto* r : {&cancels, &stats, &table, &limits}) {
-    if (!r->ok()) {
-      return r->error();
+  if (inherited_shared_fd_ >= 0) {
+    auto adopted = SharedRegions::adopt(inherited_shared_fd_);
+    inherited_shared_fd_ = -1;
+    if (adopted) {
+      shared_ = std::make_unique<SharedRegions>(std::move(*adopted));
+      adopted_ = true;
+      LOG_INFO("upgrade: sharing the previous master's counters, limits and cancel registry");
+    } else {
+      LOG_WARN(
+          "upgrade: not adopting the previous binary's shared memory (%s); starting fresh: "
+          "until the previous master has drained, its sessions do not count against "
+          "max_connections, per-client limits, rate limits or least_conn, cannot be cancelled "
+          "through this master, and counters start from zero",
+          adopted.error().message.c_str());
     }
   }
-  cancels_ = std::make_unique<cancel::Registry>(*cancels);
-  metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(*stats));
-  backends_ =
-      std::make_unique<upstream::BackendTable>(static_cast<upstream::BackendShared*>(*table));
+  if (!shared_) {
+    auto created = SharedRegions::create();
+    if (!created) {
+      return base::Error{"cannot create the shared memory: " + created.error().message};
+    }
+    shared_ = std::make_unique<SharedRegions>(std::move(*created));
+  }
+  cancels_ = std::make_unique<cancel::Registry>(shared_->cancels());
+  metrics_ = std::make_unique<metrics::Registry>(static_cast<metrics::Shared*>(shared_->metrics()));
+  backends_ = std::make_unique<upstream::BackendTable>(
+      static_cast<upstream::BackendShared*>(shared_->backends()));
   client_limits_ =
-      std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(*limits));
+      std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(shared_->limits()));
+  if (adopted_) {
+    // The previous master's workers hash client addresses with its seed; generations go on.
+    last_generation_ = static_cast<unsigned>(metrics_->master().generation.load());
+    owns_stats_ = false;  // until this master serves
+    return {};
+  }
   std::uint64_t seed = 0;
   if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
     seed = static_cast<std::uint64_t>(base::monotonicMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
@@ -280,7 +344,7 @@ base::Status Master::setUpSharedMemory() {
 }
 
 void Master::spawnGeneration() {
-  ++generation_;
+  generation_ = ++last_generation_;
   unsigned n = config_->effectiveWorkers();
   backoff_ms_.assign(n, 0);
   respawns_.clear();
@@ -289,10 +353,50 @@ void Master::spawnGeneration() {
   }
 }
 
+std::size_t Master::freeWorkerSlots() const {
+  return std::min(metrics_->freeSlots(), client_limits_->freeTables());
+}
+
+std::string Master::slotShortage(unsigned needed) const {
+  std::size_t older = 0;
+  for (const auto& w : workers_) {
+    older += w.generation != generation_ ? 1 : 0;
+  }
+  return "not enough worker slots: " + std::to_string(needed) + " needed, " +
+         std::to_string(freeWorkerSlots()) + " of " + std::to_string(metrics::kMaxSlots) +
+         " free (this master has " + std::to_string(workers_.size()) + " worker(s), " +
+         std::to_string(older) +
+         " of them draining older generations; a previous binary's draining workers count too)."
+         " Retry once draining workers have exited; shutdown_timeout and "
+         "max_draining_generations bound how long that takes";
+}
+
 void Master::spawnWorker(unsigned slot) {
+  // The worker's slots are taken before the fork: a worker never runs without them, and a
+  // shortage is logged here, not discovered in silence by the worker.
+  std::size_t mslot = metrics_->reserveSlot(pid_);
+  std::size_t ltable = mslot == metrics::Registry::kNoSlot ? limits::ClientLimits::kNoTable
+                                                           : client_limits_->reserve(pid_);
+  auto unreserve = [&] {
+    if (mslot != metrics::Registry::kNoSlot) {
+      metrics_->releaseSlot(mslot);
+    }
+    if (ltable != limits::ClientLimits::kNoTable) {
+      client_limits_->unreserve(ltable);
+    }
+  };
+  if (ltable == limits::ClientLimits::kNoTable) {
+    unreserve();
+    LOG_ERROR("cannot start worker %u of generation %u: %s; trying again in %llu ms", slot,
+              generation_, slotShortage(1).c_str(),
+              static_cast<unsigned long long>(kRespawnBackoffMaxMs));
+    respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
+    return;
+  }
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) {
     LOG_ERROR("pipe2 failed: %s", base::errnoText(errno).c_str());
+    unreserve();
     respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
     return;
   }
@@ -301,6 +405,7 @@ void Master::spawnWorker(unsigned slot) {
     LOG_ERROR("fork failed: %s", base::errnoText(errno).c_str());
     close(pipefd[0]);
     close(pipefd[1]);
+    unreserve();
     respawns_.push_back({slot, base::monotonicMs() + kRespawnBackoffMaxMs});
     return;
   }
@@ -321,10 +426,15 @@ void Master::spawnWorker(unsigned slot) {
     spec.ready_fd = pipefd[1];
     spec.slot = slot;
     spec.generation = generation_;
+    spec.metrics_slot = mslot;
+    spec.limits_table = ltable;
     // exit, not _exit: LeakSanitizer checks a worker's memory at exit in sanitizer builds.
     std::exit(runWorker(spec));
   }
   close(pipefd[1]);
+  // Reaping folds and frees by owner pid; the child cannot be reaped before this runs.
+  metrics_->assignSlot(mslot, pid);
+  client_limits_->assign(ltable, pid);
   WorkerProc w;
   w.pid = pid;
   w.slot = slot;
@@ -339,16 +449,28 @@ void Master::spawnWorker(unsigned slot) {
 void Master::onWorkerReady(WorkerProc& w) {
   close(w.ready_fd);
   w.ready_fd = -1;
+  w.ready = true;
   if (!reload_pending_ || w.generation != generation_) {
     return;
   }
   for (const auto& other : workers_) {
-    if (other.generation == generation_ && other.ready_fd >= 0) {
+    if (other.generation == generation_ && !other.ready) {
       return;  // not all of the new generation is ready yet
     }
   }
   reload_pending_ = false;
-  metrics_->master().serving.store(1);
+  if (previous_) {
+    previous_.reset();  // the master's copies of sockets no longer listened on close here
+    metrics_->master().reloads_ok.fetch_add(1);
+  }
+  if (upgrade_parent_ != 0) {
+    owns_stats_ = true;  // taking over from the previous master
+    publishStats();
+    publishConfig();
+  }
+  if (owns_stats_) {
+    metrics_->master().serving.store(1);
+  }
   notifySystemd("READY=1\nSTATUS=serving " + std::to_string(config_->mappings.size()) +
                 " mapping(s), generation " + std::to_string(generation_));
   if (upgrade_parent_ != 0) {
@@ -366,6 +488,7 @@ void Master::onWorkerReady(WorkerProc& w) {
 
 void Master::prepareChild(const char* role) {
   signal_fd_.reset();
+  previous_.reset();  // sockets the child must not keep open (see stopListening in worker.cc)
   for (auto& w : workers_) {
     if (w.ready_fd >= 0) {
       close(w.ready_fd);
@@ -376,9 +499,9 @@ void Master::prepareChild(const char* role) {
   if (getppid() != pid_) {
     _exit(1);
   }
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // The master's signals stay blocked: their dispositions are still the defaults, which would
+  // kill the child on a reopen or quit sent now. The child unblocks them once its handlers are
+  // installed, and what arrived meanwhile is delivered then.
   log::setRole(role);
 }
 
@@ -486,9 +609,32 @@ void Master::reapChildren() {
     }
     workers_.erase(it);
     publishStats();
+    if (!w.ready && w.generation == generation_ && reload_pending_ && !stopping_) {
+      // It cannot serve, and neither can the generation it belongs to: the one serving stays.
+      std::string why = "worker " + std::to_string(pid) + " of generation " +
+                        std::to_string(w.generation) + " " + describeExit(status) +
+                        " before it was ready";
+      if (previous_) {
+        abortReload(why);
+        continue;
+      }
+      if (upgrade_parent_ != 0) {
+        LOG_ERROR("upgrade: %s; exiting so that the previous master keeps serving", why.c_str());
+        exit_code_ = 1;
+        beginStop(false);
+        continue;
+      }
+    }
     bool expected = stopping_ || w.quitting || w.term_sent_ms != 0 || w.generation != generation_;
     if (expected) {
-      LOG_DEBUG("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
+      // A draining or stopping worker ends by itself; a signal (other than the KILL that follows
+      // an unheeded TERM) took its sessions with it, and that must not pass unseen.
+      bool killed = WIFSIGNALED(status) && !(WTERMSIG(status) == SIGKILL && w.term_sent_ms != 0);
+      if (killed) {
+        LOG_ERROR("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
+      } else {
+        LOG_DEBUG("worker %d (generation %u) %s", pid, w.generation, describeExit(status).c_str());
+      }
       continue;
     }
     metrics_->master().worker_restarts.fetch_add(1);
@@ -513,8 +659,53 @@ void Master::reloadFailed(const base::Error& error) {
   notifySystemd("READY=1\nSTATUS=reload failed; serving the previous configuration");
 }
 
+void Master::abortReload(const std::string& why) {
+  Previous prev = std::move(*previous_);
+  previous_.reset();
+  // Every generation newer than the serving one stops (a ready worker keeps what it accepted
+  // until those sessions end).
+  for (auto& w : workers_) {
+    if (w.generation > prev.generation && !w.quitting) {
+      kill(w.pid, SIGQUIT);
+      w.quitting = true;
+    }
+  }
+  config_ = std::move(prev.config);
+  tls_ = std::move(prev.tls);
+  listeners_ = std::move(prev.listeners);
+  admin_ = std::move(prev.admin);
+  generation_ = prev.generation;
+  backoff_ms_ = std::move(prev.backoff_ms);
+  reload_pending_ = false;
+  // A worker of the serving generation that died meanwhile was not replaced (it looked old then).
+  respawns_.clear();
+  std::uint64_t now = base::monotonicMs();
+  for (unsigned slot = 0; slot < config_->effectiveWorkers(); ++slot) {
+    bool alive = std::any_of(workers_.begin(), workers_.end(), [&](const WorkerProc& w) {
+      return w.generation == generation_ && w.slot == slot;
+    });
+    if (!alive) {
+      respawns_.push_back({slot, now});
+    }
+  }
+  if (owns_stats_) {
+    auto& ms = metrics_->master();
+    std::snprintf(ms.config_hash, sizeof(ms.config_hash), "%s", config_->hash.c_str());
+  }
+  log::setDebug(config_->debug);
+  publishStats();
+  restartHealthChecker();
+  reloadFailed(base::Error{why});
+}
+
 void Master::reload() {
   if (stopping_) {
+    return;
+  }
+  if (upgrade_child_ != 0) {
+    // Both masters register in the shared tables, which have one writer each: the new master
+    // takes reloads once it serves.
+    LOG_WARN("reload ignored: a binary upgrade is in progress (pid %d)", upgrade_child_);
     return;
   }
   LOG_INFO("reloading configuration from %s", opts_.config_path.c_str());
@@ -525,6 +716,11 @@ void Master::reload() {
     return;
   }
   auto next = std::make_shared<const config::Config>(std::move(*loaded));
+  // The new generation starts beside every worker still alive: refuse now what cannot fit.
+  if (unsigned needed = next->effectiveWorkers(); needed > freeWorkerSlots()) {
+    reloadFailed(base::Error{"the new generation cannot start: " + slotShortage(needed)});
+    return;
+  }
   // Certificates are read now, in the master: a missing or broken file keeps the old generation
   // (and its certificates) serving.
   auto nextTls = tls::Contexts::build(*next);
@@ -554,6 +750,12 @@ void Master::reload() {
                net::describe(old.addr).c_str());
     }
   }
+  if (!previous_) {
+    // Kept until the new generation serves: a worker of it that dies before it is ready brings
+    // this one back.
+    previous_ =
+        Previous{config_, tls_, std::move(listeners_), std::move(admin_), generation_, backoff_ms_};
+  }
   if (next->admin.enabled) {
     admin_ = std::move(listeners.back());
     listeners.pop_back();
@@ -564,7 +766,6 @@ void Master::reload() {
   config_ = std::move(next);
   tls_ = std::move(*nextTls);
   registerMappings(*config_);
-  metrics_->master().reloads_ok.fetch_add(1);
   log::setDebug(config_->debug);
   reload_pending_ = true;
   spawnGeneration();
@@ -580,6 +781,9 @@ void Master::reopenLogs() {
   for (const auto& w : workers_) {
     kill(w.pid, SIGUSR1);
   }
+  if (checker_pid_ > 0) {
+    kill(checker_pid_, SIGUSR1);
+  }
   LOG_INFO("log files reopened");
 }
 
@@ -590,12 +794,14 @@ void Master::beginStop(bool graceful) {
   stopping_ = true;
   graceful_ = graceful;
   respawns_.clear();
-  if (!handed_over_) {
-    notifySystemd("STOPPING=1");
+  if (!handed_over_ && upgrade_parent_ == 0) {
+    notifySystemd("STOPPING=1");  // not an upgrade's new master giving up: the old one serves on
   }
   listeners_.clear();  // workers hold their own copies until they stop accepting
   admin_ = Listener{};
-  metrics_->master().serving.store(0);
+  if (owns_stats_) {
+    metrics_->master().serving.store(0);
+  }
   if (checker_pid_ > 0) {
     kill(checker_pid_, SIGTERM);
   }
@@ -628,6 +834,7 @@ void Master::handleSignal(int sig, pid_t sender) {
         notifySystemd("MAINPID=" + std::to_string(sender) + "\nSTATUS=handed over to pid " +
                       std::to_string(sender));
         handed_over_ = true;
+        owns_stats_ = false;  // the new master's to write now
       }
       beginStop(true);
       break;
@@ -649,6 +856,11 @@ void Master::adoptInheritedListeners() {
   const char* fds = std::getenv(kListenFdsEnv);
   if (const char* parent = std::getenv(kUpgradeParentEnv)) {
     upgrade_parent_ = static_cast<pid_t>(base::parseUnsigned(parent).value_or(0));
+  }
+  if (const char* shared = std::getenv(kSharedFdEnv); shared && upgrade_parent_ != 0) {
+    if (auto fd = base::parseUnsigned(shared); fd && *fd <= 0x7fffffff) {
+      inherited_shared_fd_ = static_cast<int>(*fd);
+    }
   }
   if (fds) {
     std::string list = fds;
@@ -674,6 +886,7 @@ void Master::adoptInheritedListeners() {
   // Not for our own children, nor for a later upgrade of ours.
   unsetenv(kListenFdsEnv);
   unsetenv(kUpgradeParentEnv);
+  unsetenv(kSharedFdEnv);
 }
 
 void Master::upgrade() {
@@ -712,9 +925,10 @@ void Master::upgrade() {
     for (const Listener* l : handed) {
       fcntl(l->fd.get(), F_SETFD, 0);  // these cross exec
     }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
+    fcntl(shared_->fd(), F_SETFD, 0);
+    setenv(kSharedFdEnv, std::to_string(shared_->fd()).c_str(), 1);
+    // The signal mask crosses exec too: the new master's signals stay blocked (not killing it by
+    // their default action) until its signalfd reads them.
     setenv(kListenFdsEnv, list.c_str(), 1);
     setenv(kUpgradeParentEnv, std::to_string(pid_).c_str(), 1);
     std::vector<char*> argv;
@@ -742,8 +956,52 @@ void Master::onUpgradeChildExit(int status) {
   }
 }
 
+void Master::sweepForeignOwners() {
+  std::vector<std::int32_t> owners;
+  for (std::size_t i = 0; i < metrics::kMaxSlots; ++i) {
+    owners.push_back(metrics_->slotOwner(i));
+    owners.push_back(client_limits_->tableOwner(i));
+  }
+  std::sort(owners.begin(), owners.end());
+  owners.erase(std::unique(owners.begin(), owners.end()), owners.end());
+  std::int64_t foreign = 0;
+  std::vector<std::int32_t> gone;
+  for (std::int32_t owner : owners) {
+    bool mine = owner <= 0 || owner == pid_ ||
+                std::any_of(workers_.begin(), workers_.end(),
+                            [owner](const WorkerProc& w) { return w.pid == owner; });
+    if (mine) {
+      continue;
+    }
+    if (kill(owner, 0) == 0 || errno != ESRCH) {
+      ++foreign;
+      continue;
+    }
+    // Its master frees its slots when it reaps it. Gone on two sweeps a second apart means that
+    // master is gone too (killed), and nobody else would: its gauges and counts would stay.
+    if (std::find(gone_.begin(), gone_.end(), owner) != gone_.end()) {
+      LOG_WARN("freeing the shared slots of process %d, a previous binary's worker that is gone",
+               owner);
+      cancels_->releaseOwner(owner);
+      metrics_->foldSlot(owner);
+      client_limits_->release(owner);
+    } else {
+      gone.push_back(owner);
+    }
+  }
+  gone_ = std::move(gone);
+  if (foreign != foreign_workers_) {
+    foreign_workers_ = foreign;
+    publishStats();
+  }
+}
+
 void Master::runTimers() {
   std::uint64_t now = base::monotonicMs();
+  if (adopted_ && now >= next_sweep_ms_) {
+    next_sweep_ms_ = now + kSweepIntervalMs;
+    sweepForeignOwners();
+  }
   if (!stopping_) {
     std::vector<Respawn> due;
     for (auto it = respawns_.begin(); it != respawns_.end();) {
@@ -843,6 +1101,11 @@ int Master::run() {
   }
   LOG_INFO("pgproxy %s started: %zu mapping(s), %u worker(s)", PACKAGE_VERSION,
            config_->mappings.size(), config_->effectiveWorkers());
+  if (unsigned needed = config_->effectiveWorkers(); needed > freeWorkerSlots()) {
+    LOG_ERROR("cannot start: %s", slotShortage(needed).c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  }
   reload_pending_ = true;  // the first generation reports ready like any other
   spawnGeneration();
   spawnHealthChecker();
@@ -866,8 +1129,17 @@ int Master::run() {
         continue;
       }
       for (auto& w : workers_) {
-        if (w.pid == owners[i - 1] && w.ready_fd >= 0) {
-          onWorkerReady(w);  // a byte means ready; EOF means it died, which SIGCHLD reports
+        if (w.pid != owners[i - 1] || w.ready_fd < 0) {
+          continue;
+        }
+        char byte = 0;
+        ssize_t got = read(w.ready_fd, &byte, 1);
+        if (got == 1) {
+          onWorkerReady(w);
+        } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+          // EOF: it ended without saying ready; SIGCHLD tells how, and reapChildren decides.
+          close(w.ready_fd);
+          w.ready_fd = -1;
         }
       }
     }
@@ -884,7 +1156,7 @@ int Master::run() {
     removePidFile(pid_file_ + ".oldbin", pid_);
   }
   LOG_INFO("pgproxy stopped");
-  return 0;
+  return exit_code_;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <memory>
 
 #include "pgproxy/admin/admin_server.h"
@@ -165,6 +166,7 @@ void onSignal(evutil_socket_t sig, short, void* arg) {
         LOG_ERROR("%s", st.error().message.c_str());
       }
     }
+    LOG_DEBUG("log files reopened");
     return;
   }
   if (sig == SIGQUIT) {
@@ -189,6 +191,13 @@ void onSignal(evutil_socket_t sig, short, void* arg) {
 }  // namespace
 
 int runWorker(const WorkerSpec& spec) {
+  // Test-only (pgproxy(8), ENVIRONMENT): while the named file exists, a new worker exits before
+  // it is ready, as one that cannot start would; the tests make a reload's generation fail so.
+  if (const char* flag = std::getenv("PGPROXY_TEST_WORKER_START_FAIL");
+      flag && access(flag, F_OK) == 0) {
+    LOG_ERROR("not starting: %s exists (PGPROXY_TEST_WORKER_START_FAIL, for tests only)", flag);
+    return 1;
+  }
   std::signal(SIGPIPE, SIG_IGN);
   event_base* base = event_base_new();
   if (!base) {
@@ -212,14 +221,9 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.on_session_closed = onSessionClosed;
   w->ctx.on_handshake_done = onHandshakeDone;
   w->ctx.client_limits = spec.client_limits;
-  if (!spec.client_limits->claim(static_cast<std::int32_t>(getpid()))) {
-    LOG_WARN(
-        "no free per-client count table: max_connections_per_client is not enforced by "
-        "worker %d",
-        static_cast<int>(getpid()));
-  }
+  spec.client_limits->attach(spec.limits_table);
   w->ctx.metrics_registry = spec.metrics;
-  w->ctx.metrics = metrics::Recorder(spec.metrics->claimSlot(static_cast<std::int32_t>(getpid())));
+  w->ctx.metrics = metrics::Recorder(spec.metrics->slot(spec.metrics_slot));
   for (const auto& m : spec.config->mappings) {
     w->ctx.mapping_metric.push_back(spec.metrics->mappingIndex(m.external));
     w->ctx.balancers.emplace_back(m.backends.size());
@@ -265,6 +269,11 @@ int runWorker(const WorkerSpec& spec) {
     evsignal_add(ev, nullptr);
     signals.push_back(ev);
   }
+  std::signal(SIGUSR2, SIG_IGN);  // upgrades are the master's business
+  // The master forked us with its signals blocked; with the handlers in place they may come.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   if (spec.ready_fd >= 0) {
     char ready = 'R';
     ssize_t ignored = write(spec.ready_fd, &ready, 1);
@@ -276,6 +285,14 @@ int runWorker(const WorkerSpec& spec) {
 
   closeAllSessions(*w);
   stopListening(*w);
+  // Freeing a signal event restores the default action, which for a reopen or a second quit
+  // would kill this process on its way out; blocked, they are simply never delivered.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
+    sigaddset(&handled, sig);
+  }
+  sigprocmask(SIG_BLOCK, &handled, nullptr);
   for (auto* ev : signals) {
     event_free(ev);
   }

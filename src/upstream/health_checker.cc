@@ -250,6 +250,15 @@ void onStop(evutil_socket_t, short, void* arg) {
   event_base_loopbreak(static_cast<event_base*>(arg));
 }
 
+// `pgproxy -s reopen`: the master forwards SIGUSR1 so that, after logrotate, this process's lines
+// go to the new file like everyone else's.
+void onReopen(evutil_socket_t, short, void*) {
+  if (auto st = log::reopen(); !st) {
+    LOG_ERROR("%s", st.error().message.c_str());
+  }
+  LOG_DEBUG("log file reopened");
+}
+
 // The health user's password: the first line of password_file.
 std::string readPassword(const config::HealthCheck& hc, const std::string& mapping) {
   if (hc.password_file.empty()) {
@@ -312,19 +321,31 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
   }
   LOG_INFO("health checker running: %zu backend check(s)", probes.size());
   std::vector<event*> signals;
-  for (int sig : {SIGTERM, SIGINT, SIGQUIT}) {
-    event* ev = evsignal_new(base, sig, onStop, base);
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
+    event* ev = evsignal_new(base, sig, sig == SIGUSR1 ? onReopen : onStop, base);
     evsignal_add(ev, nullptr);
     signals.push_back(ev);
   }
   std::signal(SIGHUP, SIG_IGN);
-  std::signal(SIGUSR1, SIG_IGN);
+  std::signal(SIGUSR2, SIG_IGN);
+  // Forked with the master's signals blocked (their default actions would kill us); the handlers
+  // are in place now.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   event_base_dispatch(base);
   for (auto& p : probes) {
     release(*p);
     event_free(p->timer);
   }
   SSL_CTX_free(tls);
+  // Freeing a signal event restores the default action (fatal for SIGUSR1): block them first.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
+    sigaddset(&handled, sig);
+  }
+  sigprocmask(SIG_BLOCK, &handled, nullptr);
   for (event* ev : signals) {
     event_free(ev);
   }

@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <regex>
@@ -189,6 +190,80 @@ TEST(Reload, InvalidConfigKeepsServing) {
   }));
 }
 
+// Every worker holds one of 128 worker slots; draining generations keep theirs until they exit.
+// A reload that cannot fit is refused and logged (before, its workers shared one fallback slot in
+// silence and pgproxy_connections_active drifted). Stopped workers stand in for workers whose
+// long sessions keep them draining.
+TEST(Reload, RefusedWhileDrainingGenerationsHoldTheWorkerSlots) {
+  int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n" + mappingTo("{P1}"),
+              40);
+  std::vector<pid_t> held;
+  struct Resume {
+    std::vector<pid_t>& pids;
+    ~Resume() {
+      for (pid_t p : pids) {
+        kill(p, SIGCONT);
+      }
+    }
+  } resume{held};
+  auto holdAll = [&] {
+    for (pid_t p : childrenOf(proxy.pid())) {
+      if (std::find(held.begin(), held.end(), p) == held.end()) {
+        ASSERT_EQ(kill(p, SIGSTOP), 0);
+        held.push_back(p);
+      }
+    }
+  };
+  for (int gen = 1; gen <= 3; ++gen) {
+    std::string marker = "generation " + std::to_string(gen) + " is serving";
+    ASSERT_TRUE(eventually([&] { return proxy.log().find(marker) != std::string::npos; }))
+        << marker;
+    if (gen < 3) {
+      holdAll();  // generation 3 serves; the two before it "drain"
+      ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+    }
+  }
+  ASSERT_EQ(held.size(), 80u);
+  ASSERT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 120u; }));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return proxy.log().find("reload failed (1 so far)") != std::string::npos;
+  })) << proxy.log();
+  std::string log = proxy.log();
+  EXPECT_NE(log.find("the new generation cannot start: not enough worker slots: 40 needed, 8 of "
+                     "128 free"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("generation 4"), std::string::npos);
+  EXPECT_EQ(childrenOf(proxy.pid()).size(), 120u);
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  std::string m = httpGet(admin, "/metrics").body;
+  EXPECT_NE(m.find("\npgproxy_workers 40\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("\npgproxy_draining_workers 80\n"), std::string::npos) << m;
+
+  // Once the old generations have drained, the same reload goes through.
+  for (pid_t p : held) {
+    kill(p, SIGCONT);
+  }
+  held.clear();
+  EXPECT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 40u; }));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(
+      eventually([&] { return proxy.log().find("generation 4 is serving") != std::string::npos; }));
+  EXPECT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 40u; }));
+  EXPECT_NE(httpGet(admin, "/metrics").body.find("\npgproxy_connections_active 0\n"),
+            std::string::npos);
+
+  // More workers than a reload can fit beside the serving generation: -t and reload refuse it.
+  proxy.rewrite(mappingTo("{P1}"), 65);
+  auto t = run({proxyBinary(), "-t", "-c", proxy.configPath()});
+  EXPECT_EQ(t.exit_code, 1);
+  EXPECT_NE(t.output.find("workers must be \"auto\" or a number from 1 to 64"), std::string::npos)
+      << t.output;
+  EXPECT_EQ(proxy.signal("reload").exit_code, 1);
+}
+
 TEST(Lifecycle, QuitLetsOpenSessionFinish) {
   Proxy proxy(mappingTo("{P1}"), 2);
   PGconn* conn = PQconnectdb(proxy.tls("host1").c_str());
@@ -222,6 +297,63 @@ TEST(Lifecycle, ReopenStartsANewLogFile) {
     return readFile(logPath).find("host2.example.com") != std::string::npos;
   })) << readFile(logPath);
   EXPECT_EQ(readFile(logPath + ".1").find("host2.example.com"), std::string::npos);
+}
+
+TEST(Lifecycle, ReopenReachesTheHealthChecker) {
+  // With debug on, the health checker logs every failed check of a backend that is down.
+  Proxy proxy(
+      "debug: true\nlog_file: {DIR}/proxy.log\nmappings:\n  - external: db.example.com\n"
+      "    health_check: {interval: 100ms, timeout: 100ms, fall: 1, rise: 1}\n"
+      "    backends:\n      - {host: 127.0.0.1, port: {DEAD}}\n",
+      1);
+  std::string logPath = proxy.configPath().substr(0, proxy.configPath().rfind('/')) + "/proxy.log";
+  const std::string checked = "] debug: health check of 127.0.0.1:";
+  ASSERT_TRUE(eventually([&] { return readFile(logPath).find(checked) != std::string::npos; }))
+      << readFile(logPath);
+  ASSERT_EQ(rename(logPath.c_str(), (logPath + ".1").c_str()), 0);
+  ASSERT_EQ(proxy.signal("reopen").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    std::string now = readFile(logPath);
+    return now.find("[health ") != std::string::npos && now.find(checked) != std::string::npos;
+  })) << "the health checker still writes to the rotated file:\n"
+      << readFile(logPath);
+}
+
+// A signal that reaches a child before its handlers are installed kills it by the default action
+// (SIGUSR1: terminate). Reloads fork children while the master forwards a storm of reopens.
+TEST(Lifecycle, ReopenStormDuringReloadsKillsNoChild) {
+  Proxy proxy(
+      "mappings:\n  - external: db.example.com\n"
+      "    health_check: {interval: 1s, timeout: 1s}\n"
+      "    backends:\n      - {host: 127.0.0.1, port: {P1}}\n",
+      2);
+  ASSERT_TRUE(
+      eventually([&] { return proxy.log().find("generation 1 is serving") != std::string::npos; }));
+  std::atomic<bool> stop{false};
+  std::thread storm([&] {
+    while (!stop) {
+      kill(proxy.pid(), SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+    std::string marker = "generation " + std::to_string(i + 2) + " is serving";
+    ASSERT_TRUE(eventually([&] { return proxy.log().find(marker) != std::string::npos; }))
+        << marker;
+  }
+  stop = true;
+  storm.join();
+  // A quit right after a reload reaches workers that are still starting.
+  ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+  ASSERT_EQ(kill(proxy.pid(), SIGQUIT), 0);
+  int status = proxy.waitExit(seconds(30));
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::string log = proxy.log();
+  EXPECT_NE(log.find("log files reopened"), std::string::npos);
+  EXPECT_EQ(log.find("killed by signal"), std::string::npos) << log;
+  EXPECT_EQ(log.find("starting a new one"), std::string::npos) << log;
 }
 
 // A client loop that counts failed connections while something happens to the proxy.
@@ -347,6 +479,105 @@ TEST(Upgrade, NewBinaryTakesOverUnderLoad) {
   run({"rm", "-rf", dir});
 }
 
+long long metricValue(const std::string& text, const std::string& series) {
+  std::size_t at = text.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + series.size() + 2));
+}
+
+// The new master adopts the old one's shared memory: a session the old master still drains
+// counts against max_connections, can be cancelled through the new workers, and counters go on.
+TEST(Upgrade, DrainingSessionsStillCountAndCancelAndCountersGoOn) {
+  std::string dir = tempDir("pgproxy-upgrade");
+  std::string bin = copyBinary(dir);
+  int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+                  "\"}\nmax_connections: 1\nmappings:\n"
+                  "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n",
+              2, bin);
+  PGconn* held = PQconnectdb(proxy.plain().c_str());  // plaintext: cancelled by its key
+  ASSERT_EQ(PQstatus(held), CONNECTION_OK) << PQerrorMessage(held);
+  auto refusedWith = [&] {
+    int fd = connectTcp(proxy.port());
+    std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
+    EXPECT_EQ(write(fd, startup.data(), startup.size()), static_cast<ssize_t>(startup.size()));
+    bool closed = false;
+    std::string state = sqlstateOf(readUntilClose(fd, seconds(10), &closed));
+    close(fd);
+    return state;
+  };
+  ASSERT_EQ(refusedWith(), "53300");
+  long long accepted =
+      metricValue(httpGet(admin, "/metrics").body, "pgproxy_connections_accepted_total");
+  ASSERT_GE(accepted, 2);
+
+  pid_t oldMaster = proxy.pid();
+  ASSERT_EQ(proxy.signal("upgrade").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return proxy.log().find("telling the previous master (pid " + std::to_string(oldMaster) +
+                            ") to drain") != std::string::npos;
+  })) << proxy.log();
+  pid_t newMaster = proxy.pidFromFile();
+  ASSERT_NE(newMaster, oldMaster);
+  EXPECT_NE(proxy.log().find("upgrade: sharing the previous master's counters"), std::string::npos);
+  // The old master's workers stopped listening: what answers now is the new generation.
+  ASSERT_TRUE(eventually([&] {
+    auto kids = childrenOf(oldMaster);  // the new master is one of them
+    return kids.size() == 2 && std::find(kids.begin(), kids.end(), newMaster) != kids.end();
+  }));
+  EXPECT_TRUE(alive(oldMaster));
+
+  // The held session still fills max_connections.
+  EXPECT_EQ(refusedWith(), "53300");
+  std::string m = httpGet(admin, "/metrics").body;
+  EXPECT_GE(metricValue(m, "pgproxy_connections_accepted_total"), accepted + 1) << m;
+  EXPECT_EQ(metricValue(m, "pgproxy_connections_active"), 1) << m;
+  EXPECT_EQ(metricValue(m, "pgproxy_workers"), 2) << m;
+  // The previous master's workers are found in the shared tables (looked at every second).
+  EXPECT_TRUE(eventually([&] {
+    return metricValue(httpGet(admin, "/metrics").body, "pgproxy_draining_workers") == 1;
+  })) << httpGet(admin, "/metrics").body;
+
+  // Ctrl-C on the old session: the CancelRequest reaches a new worker, which finds the key.
+  ASSERT_EQ(PQsendQuery(held, "select pg_sleep(30)"), 1);
+  PGconn* watcher = PQconnectdb(direct(sandbox().port1).c_str());
+  EXPECT_TRUE(eventually([&] {
+    PGresult* r = PQexec(watcher,
+                         "select count(*) from pg_stat_activity where query = 'select "
+                         "pg_sleep(30)' and state = 'active'");
+    bool running = PQntuples(r) == 1 && std::string(PQgetvalue(r, 0, 0)) != "0";
+    PQclear(r);
+    return running;
+  }));
+  PQfinish(watcher);
+  PGcancel* cancel = PQgetCancel(held);
+  char err[256];
+  EXPECT_EQ(PQcancel(cancel, err, sizeof(err)), 1) << err;
+  PQfreeCancel(cancel);
+  PGresult* res = PQgetResult(held);
+  ASSERT_NE(res, nullptr);
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(res);
+  PQclear(res);
+  while ((res = PQgetResult(held)) != nullptr) {
+    PQclear(res);
+  }
+  EXPECT_EQ(clusterOf(held), "host1");
+
+  // Once it ends, the old master exits and its place is free.
+  PQfinish(held);
+  EXPECT_NE(proxy.waitExit(seconds(30)), -1) << "the old master did not exit";
+  EXPECT_TRUE(eventually([&] { return psql(proxy.plain(), "select 7").output == "7\n"; }));
+  EXPECT_TRUE(eventually([&] {
+    return metricValue(httpGet(admin, "/metrics").body, "pgproxy_draining_workers") == 0;
+  }));
+  m = httpGet(admin, "/metrics").body;
+  EXPECT_EQ(metricValue(m, "pgproxy_connections_active"), 0) << m;
+  EXPECT_GE(metricValue(m, "pgproxy_connections_accepted_total"), accepted + 3) << m;
+  kill(newMaster, SIGTERM);
+  EXPECT_TRUE(eventually([&] { return !alive(newMaster); }));
+  run({"rm", "-rf", dir});
+}
+
 TEST(Upgrade, FailingNewBinaryLeavesOldMasterServing) {
   std::string dir = tempDir("pgproxy-upgrade");
   std::string bin = copyBinary(dir);
@@ -402,6 +633,90 @@ class NotifySocket {
   int fd_ = -1;
   std::string received_;
 };
+
+std::vector<pid_t> sorted(std::vector<pid_t> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// A new worker that exits before its ready byte (EOF on the pipe) is not ready: the reload fails
+// and the generation that serves goes on serving. PGPROXY_TEST_WORKER_START_FAIL makes new workers
+// exit before they are ready while its file exists.
+TEST(Reload, NewWorkersThatCannotStartLeaveTheOldGenerationServing) {
+  NotifySocket notify;
+  std::string dir = tempDir("pgproxy-failstart");
+  std::string flag = dir + "/fail";
+  setenv("PGPROXY_TEST_WORKER_START_FAIL", flag.c_str(), 1);
+  Proxy proxy(mappingTo("{P1}"), 2);
+  unsetenv("PGPROXY_TEST_WORKER_START_FAIL");
+  ASSERT_TRUE(eventually([&] { return notify.drain().find("READY=1") != std::string::npos; }));
+  auto workers = sorted(childrenOf(proxy.pid()));
+  ASSERT_EQ(workers.size(), 2u);
+  PGconn* held = PQconnectdb(proxy.tls("host1").c_str());
+  ASSERT_EQ(PQstatus(held), CONNECTION_OK) << PQerrorMessage(held);
+
+  writeFile(flag, "");
+  proxy.rewrite(mappingTo("{P2}"), 2);  // would send host1's clients to host2 once it serves
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("reload failed (1 so far)") != std::string::npos;
+  })) << proxy.log();
+  std::string log = proxy.log();
+  EXPECT_NE(log.find("of generation 2 exited with code 1 before it was ready"), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("generation 2 is serving"), std::string::npos) << log;
+  EXPECT_TRUE(eventually([&] {
+    std::string got = notify.drain();
+    std::size_t reloading = got.find("RELOADING=1");
+    return reloading != std::string::npos &&
+           got.find("STATUS=reload failed", reloading) != std::string::npos;
+  })) << notify.drain();
+  // The same workers serve, with the old configuration; the open session goes on.
+  EXPECT_TRUE(eventually([&] { return sorted(childrenOf(proxy.pid())) == workers; }));
+  EXPECT_EQ(clusterOf(held), "host1");
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  EXPECT_EQ(sorted(childrenOf(proxy.pid())), workers);
+
+  // Once workers can start again, the same configuration reloads.
+  ASSERT_EQ(unlink(flag.c_str()), 0);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("generation 3 is serving") != std::string::npos;
+  })) << proxy.log();
+  EXPECT_TRUE(eventually([&] {
+    return psql(proxy.tls("host1", "require"), "show cluster_name").output == "host2\n";
+  }));
+  EXPECT_EQ(clusterOf(held), "host1");
+  PQfinish(held);
+  run({"rm", "-rf", dir});
+}
+
+// The same for an upgrade: a new binary whose workers cannot start gives up, and the old master
+// (same workers) serves on.
+TEST(Upgrade, NewWorkersThatCannotStartLeaveTheOldMasterServing) {
+  std::string dir = tempDir("pgproxy-upgrade");
+  std::string bin = copyBinary(dir);
+  std::string flag = dir + "/fail";
+  setenv("PGPROXY_TEST_WORKER_START_FAIL", flag.c_str(), 1);
+  Proxy proxy(mappingTo("{P1}"), 2, bin);
+  unsetenv("PGPROXY_TEST_WORKER_START_FAIL");
+  ASSERT_TRUE(
+      eventually([&] { return proxy.log().find("generation 1 is serving") != std::string::npos; }));
+  auto workers = sorted(childrenOf(proxy.pid()));
+  writeFile(flag, "");
+  ASSERT_EQ(proxy.signal("upgrade").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("upgrade failed: the new binary exited with code 1") !=
+           std::string::npos;
+  })) << proxy.log();
+  EXPECT_NE(proxy.log().find("before it was ready; exiting so that the previous master keeps "
+                             "serving"),
+            std::string::npos);
+  EXPECT_TRUE(eventually([&] { return proxy.pidFromFile() == proxy.pid(); }));
+  EXPECT_TRUE(eventually([&] { return sorted(childrenOf(proxy.pid())) == workers; }));
+  EXPECT_EQ(psql(proxy.tls("host1"), "show cluster_name").output, "host1\n");
+  run({"rm", "-rf", dir});
+}
 
 TEST(Systemd, NotifiesReadyReloadStopAndMainPidOnUpgrade) {
   NotifySocket notify;

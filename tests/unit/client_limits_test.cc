@@ -82,6 +82,26 @@ class SharedLimits : public ::testing::Test {
   LimitsShared* shared_ = nullptr;
 };
 
+TEST_F(SharedLimits, CountTablesRunOutVisibly) {
+  ClientLimits master(shared_);
+  EXPECT_EQ(master.freeTables(), kMaxWorkers);
+  for (std::size_t i = 0; i < kMaxWorkers; ++i) {
+    std::size_t t = master.reserve(1);
+    ASSERT_NE(t, ClientLimits::kNoTable);
+    master.assign(t, static_cast<std::int32_t>(1000 + i));
+  }
+  EXPECT_EQ(master.freeTables(), 0u);
+  EXPECT_EQ(master.reserve(1), ClientLimits::kNoTable);
+  ClientLimits late(shared_);
+  EXPECT_FALSE(late.claim(5000));
+  master.release(1003);
+  EXPECT_EQ(master.freeTables(), 1u);
+  std::size_t t = master.reserve(1);
+  EXPECT_EQ(master.tableOwner(t), 1);
+  master.unreserve(t);
+  EXPECT_EQ(master.freeTables(), 1u);
+}
+
 TEST_F(SharedLimits, SessionsAreSummedOverWorkersAndDroppedWithADeadOne) {
   ClientLimits master(shared_);
   master.seed(12345);

@@ -215,6 +215,18 @@ TEST(Config, ReportsSeveralErrors) {
   EXPECT_NE(e.find("\nt.yaml:2:"), std::string::npos);
 }
 
+// A reload runs two generations side by side in the 128 worker slots: `workers` stops at 64.
+TEST(Config, WorkersFitTheWorkerSlots) {
+  const std::string maps = "mappings: [{external: a.b, internal: c}]\n";
+  EXPECT_EQ(mustLoad("workers: 64\n" + maps).workers, 64u);
+  std::string e = errorOf("workers: 65\n" + maps);
+  EXPECT_NE(e.find("t.yaml:1:"), std::string::npos) << e;
+  EXPECT_NE(e.find("from 1 to 64"), std::string::npos) << e;
+  EXPECT_NE(e.find("128 worker slots"), std::string::npos) << e;
+  EXPECT_NE(errorOf("workers: 1024\n" + maps), "");
+  EXPECT_LE(mustLoad(maps).effectiveWorkers(), kMaxWorkers);  // auto is clamped too
+}
+
 TEST(Config, MissingFile) {
   auto r = loadFile("/nonexistent/pgproxy.yaml");
   ASSERT_FALSE(r.ok());

@@ -60,6 +60,32 @@ class MetricsTest : public ::testing::Test {
   std::unique_ptr<metrics::Registry> reg_;
 };
 
+// The master hands out worker slots; when none is left it is told so (no shared fallback slot
+// whose gauges would drift).
+TEST_F(MetricsTest, WorkerSlotsRunOutVisiblyAndFreeOnFold) {
+  EXPECT_EQ(reg_->freeSlots(), metrics::kMaxSlots);
+  std::vector<std::size_t> taken;
+  for (std::size_t i = 0; i < metrics::kMaxSlots; ++i) {
+    std::size_t s = reg_->reserveSlot(1);
+    ASSERT_NE(s, metrics::Registry::kNoSlot);
+    reg_->assignSlot(s, static_cast<std::int32_t>(1000 + i));
+    taken.push_back(s);
+  }
+  EXPECT_EQ(reg_->freeSlots(), 0u);
+  EXPECT_EQ(reg_->reserveSlot(1), metrics::Registry::kNoSlot);
+  EXPECT_EQ(reg_->claimSlot(5000), nullptr);
+  metrics::Recorder(reg_->slot(taken[7])).gauge(metrics::Gauge::kActive, 1);
+  EXPECT_EQ(reg_->snapshot().gauges[0], 1);
+  reg_->foldSlot(1007);  // that worker died: its slot is free again, its gauge gone
+  EXPECT_EQ(reg_->freeSlots(), 1u);
+  EXPECT_EQ(reg_->slotOwner(taken[7]), 0);
+  EXPECT_EQ(reg_->snapshot().gauges[0], 0);
+  std::size_t again = reg_->reserveSlot(1);
+  EXPECT_EQ(again, taken[7]);
+  reg_->releaseSlot(again);  // a fork that failed gives it back
+  EXPECT_EQ(reg_->freeSlots(), 1u);
+}
+
 TEST_F(MetricsTest, FoldKeepsCountsAndNamesAreStable) {
   std::size_t a = reg_->registerMapping("a.example.com");
   EXPECT_EQ(a, 1u);

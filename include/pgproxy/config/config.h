@@ -114,6 +114,10 @@ inline constexpr std::uint64_t kDefaultHandshakeTimeoutMs = 10'000;
 inline constexpr std::uint64_t kDefaultConnectTimeoutMs = 5'000;
 inline constexpr std::uint64_t kDefaultShutdownTimeoutMs = 300'000;
 inline constexpr unsigned kDefaultMaxDrainingGenerations = 4;
+// The most workers a generation may have: a reload starts the new generation while the previous
+// one still serves, and both must fit in the 128 worker slots of shared memory
+// (metrics::kMaxSlots, limits::kMaxWorkers; the master checks the two agree).
+inline constexpr unsigned kMaxWorkers = 64;
 
 // The admin HTTP listener (metrics, health). Off unless configured.
 struct AdminConfig {
@@ -140,7 +144,7 @@ struct Config {
   std::string path;
   std::vector<ListenAddress> listen;
   bool debug = false;
-  unsigned workers = 0;  // 0 means "auto": one per CPU
+  unsigned workers = 0;  // 0 means "auto": one per CPU, at most kMaxWorkers
   std::string pid_file;  // empty: no pid file
   std::string log_file;  // empty: stderr
   std::vector<Mapping> mappings;

@@ -66,7 +66,18 @@ class ClientLimits {
   void seed(std::uint64_t seed) { shared_->seed = seed; }
   void release(std::int32_t owner);  // a worker exited: its sessions are gone
 
-  // Worker: claims a count table for this process; false when none is free (nothing counted).
+  // Master: count tables are handed out before the fork, like metrics slots (see
+  // metrics::Registry::reserveSlot): reserve marks a free one with `holder`, kNoTable when none
+  // is free; assign gives it to the forked worker; unreserve returns it when the fork failed.
+  static constexpr std::size_t kNoTable = SIZE_MAX;
+  std::size_t reserve(std::int32_t holder);
+  void assign(std::size_t i, std::int32_t owner);
+  void unreserve(std::size_t i);
+  std::size_t freeTables() const;
+  std::int32_t tableOwner(std::size_t i) const;
+  // Worker: counts its sessions in table `i`, which the master assigned to it.
+  void attach(std::size_t i) { mine_ = &shared_->workers[i]; }
+  // reserve, assign and attach in one step (tests); false when none is free.
   bool claim(std::int32_t owner);
   // Sessions from `client` over all workers (approximate while other workers update theirs).
   std::uint32_t sessions(const in6_addr& client) const;

@@ -149,7 +149,19 @@ class Registry {
   void foldSlot(std::int32_t owner);
   MasterStats& master() { return shared_->master; }
 
-  // Worker: claims a slot for this process (falls back to `retired`, which is also atomic).
+  // Worker slots are handed out by the master before it forks, so that a worker never goes
+  // without one (there is no shared fallback: its gauges would drift) and a reload that would not
+  // fit is refused before it starts anything. reserveSlot marks a free slot with `holder` (the
+  // master's pid) and returns its index, kNoSlot when all are taken; assignSlot gives it to the
+  // forked worker, releaseSlot returns it when the fork failed.
+  static constexpr std::size_t kNoSlot = SIZE_MAX;
+  std::size_t reserveSlot(std::int32_t holder);
+  void assignSlot(std::size_t i, std::int32_t owner);
+  void releaseSlot(std::size_t i);
+  std::size_t freeSlots() const;
+  std::int32_t slotOwner(std::size_t i) const;
+  Slot* slot(std::size_t i) { return &shared_->slots[i]; }
+  // reserveSlot and assignSlot in one step (tests); nullptr when all are taken.
   Slot* claimSlot(std::int32_t owner);
   std::size_t mappingIndex(const std::string& name) const;
   // Connections counted against max_connections, summed over live workers (a dead worker's

@@ -23,6 +23,8 @@ struct WorkerSpec {
   int ready_fd = -1;  // the worker writes one byte here once its listeners are armed
   unsigned slot = 0;
   unsigned generation = 0;
+  std::size_t metrics_slot = 0;  // reserved by the master for this worker
+  std::size_t limits_table = 0;  // likewise
 };
 
 // Runs one worker's event loop until it is told to stop; returns the process exit code.
