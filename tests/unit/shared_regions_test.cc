@@ -3,12 +3,11 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-
 #include <sys/mman.h>
 #include <unistd.h>
-#include <string>
 
 #include <cstring>
+#include <string>
 
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
