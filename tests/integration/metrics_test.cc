@@ -7,6 +7,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <functional>
+#include <iostream>
+#include <mutex>
 #include <random>
 #include <regex>
 #include <thread>
@@ -121,6 +125,127 @@ TEST(Metrics, PromtoolAcceptsTheExposition) {
   writeFile(dir + "/metrics.txt", o.metrics());
   auto r = run({"bash", "-c", "promtool check metrics < " + dir + "/metrics.txt"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
+  run({"rm", "-rf", dir});
+}
+
+// Each line of an exposition without its value: comments whole, samples up to the last space.
+// Two whole pages of the same configuration have the same keys, whatever the counts.
+std::vector<std::string> seriesKeys(const std::string& body) {
+  std::vector<std::string> keys;
+  std::istringstream in(body);
+  std::string line;
+  while (std::getline(in, line)) {
+    keys.push_back(line.rfind('#', 0) == 0 ? line : line.substr(0, line.rfind(' ')));
+  }
+  return keys;
+}
+
+// Scrapes that land while the master folds the counts of exited workers (the drained generation
+// of each reload, a killed worker) get the whole page or a 503: never a dead worker, a dropped
+// connection or a torn page.
+TEST(Metrics, ScrapesDuringFoldsGetTheWholePageOr503) {
+  constexpr int kWorkers = 4;
+  constexpr int kFolds = 200;
+  Observed o("", kWorkers);
+  const std::vector<std::string> reference = seriesKeys(o.metrics());
+  ASSERT_GT(reference.size(), 100u);
+  std::atomic<bool> stop{false};
+  std::atomic<long> whole{0}, unavailable{0}, cut{0};
+  // A worker the test SIGKILLs cannot answer the requests it had accepted: those (and only those)
+  // may end without an answer. Bumped just before each kill.
+  std::atomic<int> kill_epoch{0};
+  // A worker that retires on a reload closes the admin connections it accepted and has not yet
+  // answered (a fault of its own, not of the folds): counted apart, bumped around each reload.
+  std::atomic<int> reload_epoch{0};
+  std::atomic<long> dropped_by_retiring{0};
+  std::mutex mu;
+  std::vector<std::string> bad;      // anything else, with what it was
+  std::vector<std::string> samples;  // some whole pages for promtool
+  auto scrape = [&] {
+    for (long i = 0; !stop.load(); ++i) {
+      int epoch = kill_epoch.load();
+      int reloads = reload_epoch.load();
+      HttpResponse r = httpGet(o.admin(), "/metrics");
+      if (r.status == 0 && kill_epoch.load() != epoch) {
+        ++cut;
+      } else if (r.status == 0 && (reload_epoch.load() != reloads || (reloads & 1))) {
+        ++dropped_by_retiring;
+      } else if (r.status == 503) {
+        ++unavailable;
+      } else if (r.status == 200 && seriesKeys(r.body) == reference) {
+        if (++whole % 97 == 0) {
+          std::lock_guard<std::mutex> lock(mu);
+          samples.push_back(r.body);
+        }
+      } else {
+        std::lock_guard<std::mutex> lock(mu);
+        bad.push_back("status " + std::to_string(r.status) + ", " + std::to_string(r.body.size()) +
+                      " bytes:\n" + r.body.substr(0, 300));
+      }
+    }
+  };
+  std::thread scrapers[] = {std::thread(scrape), std::thread(scrape)};
+  auto joinScrapers = [&] {
+    stop = true;
+    for (auto& t : scrapers) {
+      if (t.joinable()) {
+        t.join();
+      }
+    }
+  };
+  struct Joiner {
+    std::function<void()> f;
+    ~Joiner() { f(); }
+  } joiner{joinScrapers};  // also when an ASSERT returns early
+  // The control loop reads its own counters through the same endpoint, retrying a 503.
+  auto now = [&](const std::string& series) {
+    HttpResponse r = httpGet(o.admin(), "/metrics");
+    return r.status == 200 ? metric(r.body, series) : -1;
+  };
+  int folds = 0, kills = 0;
+  long long generation = now("pgproxy_generation");
+  while (folds < kFolds && !::testing::Test::HasFailure()) {
+    // A reload: the old generation's workers exit and are folded.
+    ++reload_epoch;
+    ASSERT_EQ(o.proxy().signal("reload").exit_code, 0);
+    ++generation;
+    ASSERT_TRUE(eventually([&] {
+      return now("pgproxy_generation") == generation && now("pgproxy_draining_workers") == 0 &&
+             childrenOf(o.proxy().pid()).size() == kWorkers;
+    })) << "generation "
+        << generation;
+    ++reload_epoch;
+    folds += kWorkers;
+    // A killed worker: folded, then replaced.
+    auto workers = childrenOf(o.proxy().pid());
+    ASSERT_FALSE(workers.empty());
+    ++kill_epoch;
+    ASSERT_EQ(kill(workers.front(), SIGKILL), 0);
+    ++kills;
+    ASSERT_TRUE(eventually([&] {
+      return now("pgproxy_worker_restarts_total") >= kills && now("pgproxy_workers") == kWorkers &&
+             childrenOf(o.proxy().pid()).size() == kWorkers;
+    })) << "kill "
+        << kills;
+    folds += 1;
+  }
+  joinScrapers();
+  EXPECT_TRUE(bad.empty()) << bad.size() << " bad answers; the first: " << bad.front();
+  EXPECT_GT(whole.load(), kFolds);  // the scrapers ran all along
+  // Every worker that died was one the test killed, and the master is the one that started.
+  EXPECT_EQ(now("pgproxy_worker_restarts_total"), kills);
+  EXPECT_EQ(kill(o.proxy().pid(), 0), 0);
+  EXPECT_EQ(o.proxy().log().find("signal 11"), std::string::npos);
+  std::string dir = tempDir("pgproxy-promtool");
+  for (std::size_t i = 0; i < samples.size(); i += std::max<std::size_t>(1, samples.size() / 10)) {
+    writeFile(dir + "/metrics.txt", samples[i]);
+    auto r = run({"bash", "-c", "promtool check metrics < " + dir + "/metrics.txt"});
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  std::cout << "scrapes: " << whole.load() << " whole, " << unavailable.load() << " 503, "
+            << cut.load() << " cut by a kill, " << dropped_by_retiring.load()
+            << " dropped by a retiring worker, " << bad.size() << " bad, over " << folds
+            << " folds\n";
   run({"rm", "-rf", dir});
 }
 

@@ -119,8 +119,13 @@ struct Shared {
   Slot slots[kMaxSlots];
 };
 
-// Sums of every counter over all workers, consistent with respect to folds.
+// Sums of every counter over all workers. `mapping` and `mapping_active` always have one entry
+// per name of `mapping_names`.
 struct Snapshot {
+  // The sums were read while no fold ran. False when folds kept the snapshot from being consistent
+  // for as long as a scrape may wait: the per-slot sums are then zero, not a mix that could count
+  // a dead worker's counts twice or not at all.
+  bool consistent = false;
   std::uint64_t counters[static_cast<std::size_t>(Counter::kCount)] = {};
   std::int64_t gauges[static_cast<std::size_t>(Gauge::kCount)] = {};
   std::vector<std::string> mapping_names;
@@ -158,6 +163,7 @@ class Registry {
   std::int64_t admitted(std::size_t mapping) const;
   std::int64_t handshaking() const { return gaugeSum(Gauge::kHandshaking); }
 
+  // Waits (briefly, bounded) for a fold in progress to end; see Snapshot::consistent.
   Snapshot snapshot() const;
 
  private:
