@@ -652,7 +652,18 @@ void parseMappings(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(n, "mappings must be a list, not a " + Parser::typeName(n));
     return;
   }
-  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+  std::size_t count = 0;
+  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i, ++count) {
+    if (count == kMaxMappings) {
+      auto total =
+          static_cast<std::size_t>(n->data.sequence.items.top - n->data.sequence.items.start);
+      p.fail(p.node(*i), "too many mappings: " + std::to_string(total) + ", at most " +
+                             std::to_string(kMaxMappings) +
+                             " (each has one of pgproxy's fixed slots for its metrics, "
+                             "max_connections and connection_rate); this is mapping " +
+                             std::to_string(count + 1));
+      return;
+    }
     parseMapping(p, p.node(*i), cfg);
   }
 }

@@ -68,6 +68,32 @@ std::size_t Registry::registerMapping(const std::string& name) {
   return n;
 }
 
+base::Status Registry::fits(const std::vector<std::string>& names) const {
+  std::uint32_t n = shared_->mapping_count.load(std::memory_order_acquire);
+  std::size_t used = n == 0 ? 0 : n - 1;  // names registered, without "unknown"
+  std::size_t fresh = 0;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (names[i].size() > kMaxNameLength) {
+      return base::Error{"mapping name \"" + names[i].substr(0, 64) + "...\" is longer than " +
+                         std::to_string(kMaxNameLength) + " bytes"};
+    }
+    bool seen = mappingIndex(names[i]) != kUnknownMapping;
+    for (std::size_t j = 0; j < i && !seen; ++j) {
+      seen = names[j] == names[i];
+    }
+    fresh += seen ? 0 : 1;
+  }
+  if (used + fresh > kMaxMappings - 1) {
+    return base::Error{
+        "the configuration needs " + std::to_string(fresh) + " new mapping name(s), and " +
+        std::to_string(used) + " of the " + std::to_string(kMaxMappings - 1) +
+        " per-mapping slots (metrics, max_connections, connection_rate) are taken by the names "
+        "this master has served since it started, including removed ones; a restart frees the "
+        "slots of removed mappings"};
+  }
+  return {};
+}
+
 std::size_t Registry::mappingIndex(const std::string& name) const {
   std::uint32_t n = shared_->mapping_count.load(std::memory_order_acquire);
   for (std::size_t i = 1; i < n; ++i) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <mutex>
@@ -247,6 +248,102 @@ TEST(Metrics, ScrapesDuringFoldsGetTheWholePageOr503) {
             << " dropped by a retiring worker, " << bad.size() << " bad, over " << folds
             << " folds\n";
   run({"rm", "-rf", dir});
+}
+
+// Mappings host1 (to the first cluster) and `prefix`1 .. `prefix`(n-1) (to a dead port).
+std::string mappingsList(int n, const std::string& prefix) {
+  std::string yaml =
+      "mappings:\n  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n";
+  for (int i = 1; i < n; ++i) {
+    yaml += "  - {external: " + prefix + std::to_string(i) +
+            ".example.com, internal: 127.0.0.1, port: {DEAD}}\n";
+  }
+  return yaml;
+}
+
+// 300 mappings cannot each have their own slot (metrics, max_connections, connection_rate): -t,
+// a start and a reload refuse them, naming the limit, and the running configuration keeps serving.
+TEST(MappingSlots, ThreeHundredMappingsAreRefusedNamingTheLimit) {
+  const std::string limit = "too many mappings: 300, at most 127";
+  std::string dir = tempDir("pgproxy-slots");
+  std::string yaml = "listen: {address: 127.0.0.1, port: " + std::to_string(freePort()) + "}\n" +
+                     mappingsList(300, "m");
+  for (const char* placeholder : {"{P1}", "{DEAD}"}) {
+    for (auto at = yaml.find(placeholder); at != std::string::npos; at = yaml.find(placeholder)) {
+      yaml.replace(at, std::strlen(placeholder), "5432");
+    }
+  }
+  writeFile(dir + "/300.yaml", yaml);
+  auto t = run({proxyBinary(), "-t", "-c", dir + "/300.yaml"});
+  EXPECT_EQ(t.exit_code, 1) << t.output;
+  EXPECT_NE(t.output.find(dir + "/300.yaml:130:5: " + limit), std::string::npos) << t.output;
+  auto start = run({proxyBinary(), "-c", dir + "/300.yaml"}, seconds(20));
+  EXPECT_EQ(start.exit_code, 1) << start.output;
+  EXPECT_NE(start.output.find(limit), std::string::npos) << start.output;
+  run({"rm", "-rf", dir});
+
+  int admin = freePort();
+  const std::string adminBlock = "admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n";
+  Proxy proxy(adminBlock + mappingsList(3, "m"));
+  auto metrics = [&] { return httpGet(admin, "/metrics").body; };
+  ASSERT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+  proxy.rewrite(adminBlock + mappingsList(300, "m"));
+  // `-s reload` reads the file first, and refuses to signal a master with it.
+  auto viaCli = proxy.signal("reload");
+  EXPECT_EQ(viaCli.exit_code, 1);
+  EXPECT_NE(viaCli.output.find(limit), std::string::npos) << viaCli.output;
+  // A SIGHUP from elsewhere (kill -HUP, a service manager) reaches the master, which refuses.
+  ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually([&] {
+    return metric(metrics(), "pgproxy_reloads_total{result=\"failed\"}") == 1;
+  })) << metrics();
+  EXPECT_NE(proxy.log().find(limit), std::string::npos);
+  std::string m = metrics();
+  EXPECT_EQ(metric(m, "pgproxy_generation"), 1);
+  EXPECT_EQ(metric(m, "pgproxy_reloads_total{result=\"ok\"}"), 0);
+  EXPECT_EQ(m.find("m100.example.com"), std::string::npos);
+  EXPECT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+}
+
+// Names keep their slots for the master's life (counters survive a mapping's removal and return),
+// so reloads that rename mappings use up slots: the one that would need more than there are is
+// refused, naming the limit, and the ones that fit still work, with series of their own.
+TEST(MappingSlots, ReloadsThatWouldOutgrowTheSlotsAreRefused) {
+  int admin = freePort();
+  const std::string adminBlock = "admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n";
+  auto metrics = [&] { return httpGet(admin, "/metrics").body; };
+  Proxy proxy(adminBlock + mappingsList(100, "a"));  // host1 and a1..a99: 100 slots
+  ASSERT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+  // host1 and b1..b99: 99 new names, 27 slots left.
+  proxy.rewrite(adminBlock + mappingsList(100, "b"));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return metric(metrics(), "pgproxy_reloads_total{result=\"failed\"}") == 1;
+  })) << metrics();
+  EXPECT_NE(proxy.log().find("needs 99 new mapping name(s), and 100 of the 127 per-mapping slots"),
+            std::string::npos)
+      << proxy.log();
+  EXPECT_EQ(metric(metrics(), "pgproxy_generation"), 1);
+  EXPECT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+  // host1, a1..a99 and c1..c27 (to the second cluster): exactly the 127 slots.
+  std::string body = mappingsList(100, "a");
+  for (int i = 1; i <= 27; ++i) {
+    body +=
+        "  - {external: c" + std::to_string(i) + ".example.com, internal: 127.0.0.1, port: {P2}}\n";
+  }
+  proxy.rewrite(adminBlock + body);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    std::string m = metrics();
+    return metric(m, "pgproxy_generation") == 2 && metric(m, "pgproxy_draining_workers") == 0;
+  })) << proxy.log();
+  // The last slot's mapping counts as itself, not as "unknown".
+  long long unknown = finished(metrics(), "unknown");
+  ASSERT_EQ(psql(proxy.tls("c27", "require"), "select 1").exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return finished(metrics(), "c27.example.com") == 1; })) << metrics();
+  EXPECT_EQ(metric(metrics(), "pgproxy_mapping_sessions_active{mapping=\"c27.example.com\"}"), 0);
+  EXPECT_EQ(finished(metrics(), "unknown"), unknown);
+  EXPECT_EQ(proxy.log().find("no metrics slot"), std::string::npos);
 }
 
 std::string clientHello(const std::string& sni) {

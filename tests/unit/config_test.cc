@@ -227,6 +227,25 @@ TEST(Config, AdminListenMustNotBeADataListenAddress) {
   mustLoad("listen: {address: \"::\", port: 6432}\nadmin: {listen: \"127.0.0.1:6432\"}\n" + maps);
 }
 
+// One mapping per line after "mappings:", m1.example.com .. mN.example.com.
+std::string manyMappings(int n) {
+  std::string yaml = "mappings:\n";
+  for (int i = 1; i <= n; ++i) {
+    yaml += "  - {external: m" + std::to_string(i) + ".example.com, internal: 10.0.0.1}\n";
+  }
+  return yaml;
+}
+
+TEST(Config, MappingsBeyondTheRegistrySlotsAreRefused) {
+  EXPECT_EQ(mustLoad(manyMappings(static_cast<int>(kMaxMappings))).mappings.size(), kMaxMappings);
+  // Line 1 is "mappings:", so mapping 128 is on line 129.
+  EXPECT_EQ(errorOf(manyMappings(128)),
+            "t.yaml:129:5: too many mappings: 128, at most 127 (each has one of pgproxy's fixed "
+            "slots for its metrics, max_connections and connection_rate); this is mapping 128");
+  EXPECT_NE(errorOf(manyMappings(300)).find("t.yaml:129:5: too many mappings: 300, at most 127"),
+            std::string::npos);
+}
+
 TEST(Config, DuplicateKey) {
   EXPECT_NE(errorOf("debug: true\ndebug: false\nmappings: [{external: a.b, internal: c}]\n")
                 .find("duplicate key \"debug\""),

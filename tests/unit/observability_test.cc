@@ -4,6 +4,7 @@
 #include <atomic>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "pgproxy/admin/readiness.h"
 #include "pgproxy/log/access_log.h"
@@ -157,6 +158,45 @@ TEST_F(MetricsTest, ConsistentSnapshotsNeverSeeAHalfMovedSlot) {
   metrics::Snapshot end = reg_->snapshot();
   ASSERT_TRUE(end.consistent);
   EXPECT_EQ(end.mapping[a][up], kWorkers * 10);
+}
+
+// Names keep their slots for the master's life; a configuration whose new names would not all
+// get a slot of their own is refused (naming the limit) before any is registered.
+TEST_F(MetricsTest, FitsCountsOnlyNewNamesAndNamesTheLimit) {
+  auto names = [](const char* prefix, int from, int to) {
+    std::vector<std::string> out;
+    for (int i = from; i <= to; ++i) {
+      out.push_back(prefix + std::to_string(i) + ".example.com");
+    }
+    return out;
+  };
+  auto first = names("a", 1, 100);
+  ASSERT_TRUE(reg_->fits(first).ok());
+  for (const auto& n : first) {
+    ASSERT_NE(reg_->registerMapping(n), metrics::kUnknownMapping);
+  }
+  EXPECT_TRUE(reg_->fits(first).ok());  // the same names again: nothing new
+  auto more = names("a", 1, 100);
+  for (const auto& n : names("b", 1, 27)) {
+    more.push_back(n);
+  }
+  EXPECT_TRUE(reg_->fits(more).ok());  // 127 names in all: the last slot
+  more.push_back("c1.example.com");
+  auto st = reg_->fits(more);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("needs 28 new mapping name(s), and 100 of the 127 per-mapping "
+                                    "slots"),
+            std::string::npos)
+      << st.error().message;
+  // Removed names still hold their slots: 28 new names do not fit even without the old ones.
+  EXPECT_FALSE(reg_->fits(names("d", 1, 28)).ok());
+  EXPECT_TRUE(reg_->fits(names("d", 1, 27)).ok());
+  for (const auto& n : names("d", 1, 27)) {
+    EXPECT_NE(reg_->registerMapping(n), metrics::kUnknownMapping) << n;
+  }
+  EXPECT_EQ(reg_->registerMapping("e.example.com"), metrics::kUnknownMapping);  // full
+  EXPECT_FALSE(reg_->fits({"e.example.com"}).ok());
+  EXPECT_TRUE(reg_->fits({"d27.example.com", "a1.example.com"}).ok());
 }
 
 TEST_F(MetricsTest, ReadinessNamesMappingsWhoseBackendsAreAllDown) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "pgproxy/base/result.h"
+
 namespace pgproxy::metrics {
 
 // How a connection ended: the `outcome` label of the close counter and the access log's field.
@@ -147,8 +149,12 @@ class Registry {
   Shared* shared() { return shared_; }
 
   // Master: the index for a mapping name, registering it if new (names are never removed, so a
-  // mapping's counters survive reloads that drop and re-add it). kUnknownMapping when full.
+  // mapping's counters survive reloads that drop and re-add it). kUnknownMapping when full or the
+  // name is too long: call fits() first.
   std::size_t registerMapping(const std::string& name);
+  // Master: whether every one of `names` has or can get a slot of its own; else an error naming
+  // the limit. Names of mappings that reloads removed keep their slots until the master exits.
+  base::Status fits(const std::vector<std::string>& names) const;
   // Master: after a worker exited, move its counts into `retired` so sums never go backwards.
   void foldSlot(std::int32_t owner);
   MasterStats& master() { return shared_->master; }
