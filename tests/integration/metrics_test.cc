@@ -155,15 +155,16 @@ TEST(Metrics, ScrapesDuringFoldsGetTheWholePageOr503) {
   // A worker the test SIGKILLs cannot answer the requests it had accepted: those (and only those)
   // may end without an answer. Bumped just before each kill.
   std::atomic<int> kill_epoch{0};
-  // A worker that retires on a reload closes the admin connections it accepted and has not yet
-  // answered (a fault of its own, not of the folds): counted apart, bumped around each reload.
+  // A worker that retires on a reload frees its evhttp at once, closing the admin connections it
+  // accepted and has not yet answered: a fault of the drain, not of the folds, so such answers
+  // (no answer at all, never a torn page) are counted apart. Odd while a reload is under way.
   std::atomic<int> reload_epoch{0};
   std::atomic<long> dropped_by_retiring{0};
   std::mutex mu;
   std::vector<std::string> bad;      // anything else, with what it was
   std::vector<std::string> samples;  // some whole pages for promtool
   auto scrape = [&] {
-    for (long i = 0; !stop.load(); ++i) {
+    while (!stop.load()) {
       int epoch = kill_epoch.load();
       int reloads = reload_epoch.load();
       HttpResponse r = httpGet(o.admin(), "/metrics");
