@@ -3,16 +3,41 @@
 #include <cstring>
 
 namespace pgproxy::cancel {
+namespace {
+
+// FNV-1a: spreads keys over the 64 bits cheaply. Only a filter: matches are compared byte by byte.
+std::uint64_t keyHash(std::string_view key) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (char c : key) {
+    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  }
+  return h;
+}
+
+// Looks at every byte whatever the earlier ones held, like PostgreSQL's check of a cancel key, so
+// the time a lookup takes says nothing about how much of a guessed key was right.
+bool sameKey(const unsigned char* a, std::string_view b) {
+  unsigned diff = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    diff |= a[i] ^ static_cast<unsigned char>(b[i]);
+  }
+  return diff == 0;
+}
+
+}  // namespace
 
 socklen_t addrLen(const BackendAddr& a) {
   return a.sa.sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
 }
 
 std::size_t Registry::bytesNeeded() {
-  return sizeof(Slot) * kSlots;
+  return sizeof(Slot) * kSlots + kMaxKey * kSlots;
 }
 
-Registry::Registry(void* memory) : slots_(static_cast<Slot*>(memory)) {
+Registry::Registry(void* memory)
+    : slots_(static_cast<Slot*>(memory)),
+      keys_(reinterpret_cast<unsigned char (*)[kMaxKey]>(static_cast<char*>(memory) +
+                                                         sizeof(Slot) * kSlots)) {
   static_assert(std::atomic<std::int32_t>::is_always_lock_free,
                 "cross-process atomics must be lock free");
 }
@@ -50,8 +75,6 @@ bool Registry::read(std::size_t slot, Fn fn) const {
   }
   Slot copy;
   copy.kind = s.kind;
-  copy.pid = s.pid;
-  copy.key = s.key;
   std::memcpy(&copy.client, &s.client, sizeof(copy.client));
   std::memcpy(&copy.backend, &s.backend, sizeof(copy.backend));
   std::atomic_thread_fence(std::memory_order_acquire);
@@ -61,12 +84,17 @@ bool Registry::read(std::size_t slot, Fn fn) const {
   return fn(copy);
 }
 
-void Registry::publishKey(int slot, std::uint32_t pid, std::uint32_t key,
+void Registry::publishKey(int slot, std::uint32_t pid, std::string_view key,
                           const BackendAddr& backend) {
+  if (key.empty() || key.size() > kMaxKey) {
+    return;
+  }
   write(slot, [&](Slot& s) {
     s.kind = kKeyed;
     s.pid = pid;
-    s.key = key;
+    s.key_len = static_cast<std::uint32_t>(key.size());
+    s.key_hash = keyHash(key);
+    std::memcpy(keys_[slot], key.data(), key.size());
     s.backend = backend;
   });
 }
@@ -98,16 +126,34 @@ void Registry::releaseOwner(std::int32_t owner) {
   }
 }
 
-bool Registry::findByKey(std::uint32_t pid, std::uint32_t key, BackendAddr& out) const {
+bool Registry::findByKey(std::uint32_t pid, std::string_view key, BackendAddr& out) const {
+  if (key.empty() || key.size() > kMaxKey) {
+    return false;
+  }
+  const std::uint64_t hash = keyHash(key);
   for (std::size_t i = 0; i < kSlots; ++i) {
-    bool hit = read(i, [&](const Slot& s) {
-      if (s.kind == kKeyed && s.pid == pid && s.key == key) {
-        out = s.backend;
-        return true;
-      }
-      return false;
-    });
-    if (hit) {
+    const Slot& s = slots_[i];
+    if (s.owner.load(std::memory_order_acquire) == 0) {
+      continue;
+    }
+    std::uint32_t before = s.seq.load(std::memory_order_acquire);
+    if (before & 1) {
+      continue;
+    }
+    // Torn values are possible here; they are only trusted once the sequence is seen unchanged.
+    if (s.kind != kKeyed || s.pid != pid || s.key_len != key.size() || s.key_hash != hash) {
+      continue;
+    }
+    unsigned char stored[kMaxKey];
+    std::memcpy(stored, keys_[i], key.size());
+    BackendAddr backend;
+    std::memcpy(&backend, &s.backend, sizeof(backend));
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (s.seq.load(std::memory_order_acquire) != before) {
+      continue;
+    }
+    if (sameKey(stored, key)) {
+      out = backend;
       return true;
     }
   }

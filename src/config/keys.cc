@@ -20,6 +20,7 @@ const std::vector<KeySpec>& topLevelKeys() {
       {"log_format", true, "access log format: text or json"},
       {"log_protocol", true, "log each protocol message of plaintext and terminated sessions"},
       {"tls", true, "TLS defaults for terminated sessions"},
+      {"auth", true, "client authentication by pgproxy, for mappings with authenticate: true"},
       {"allow", true, "client addresses (CIDR) admitted at accept; empty: all"},
       {"deny", true, "client addresses (CIDR) closed at accept"},
       {"max_connections", true, "client sessions at once over all mappings (53300 beyond)"},
@@ -57,6 +58,14 @@ const std::vector<KeySpec>& tlsKeys() {
       {"certificate", true, "default certificate chain for terminate mappings"},
       {"key", true, "private key of the default certificate"},
       {"require", true, "refuse clients that do not use TLS"},
+  };
+  return keys;
+}
+
+const std::vector<KeySpec>& authKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"type", true, "scram-sha-256 (default), md5 or trust"},
+      {"file", true, "auth file: one \"user\" \"secret\" line per user (PgBouncer's format)"},
   };
   return keys;
 }
@@ -102,6 +111,7 @@ const std::vector<KeySpec>& mappingKeys() {
       {"backend_tls", true, "disable, require (default), verify-ca or verify-full"},
       {"backend_ca", true, "CA file that verifies the backend's certificate"},
       {"backend_sni", true, "server name sent to and verified against the backend"},
+      {"authenticate", true, "pgproxy authenticates clients (auth) and logs in for them"},
   };
   return keys;
 }

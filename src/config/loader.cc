@@ -1,5 +1,6 @@
 // YAML → Config. The only file that includes <yaml.h>.
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -568,6 +569,8 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                      {{"passthrough", TlsMode::kPassthrough}, {"terminate", TlsMode::kTerminate}},
                      m.tls) &&
                  fine;
+        } else if (key == "authenticate") {
+          m.authenticate = p.boolean(v, "authenticate").value_or(false);
         } else if (key == "backend_tls") {
           fine = parseChoice<BackendTls>(p, v, "backend_tls",
                                          {{"disable", BackendTls::kDisable},
@@ -726,6 +729,55 @@ void parseTls(Parser& p, yaml_node_t* n, Config& cfg) {
   }
 }
 
+void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
+  cfg.auth.configured = true;
+  cfg.auth.mark = Parser::markOf(n);
+  yaml_node_t* fileNode = n;
+  p.forEachKey(
+      n, "auth", keyNames(authKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+        if (key == "type") {
+          parseChoice<auth::ClientAuthType>(p, v, "auth.type",
+                                            {{"scram-sha-256", auth::ClientAuthType::kScramSha256},
+                                             {"md5", auth::ClientAuthType::kMd5},
+                                             {"trust", auth::ClientAuthType::kTrust}},
+                                            cfg.auth.type);
+        } else if (key == "file") {
+          cfg.auth.file = p.scalar(v, "auth.file").value_or("");
+          fileNode = v;
+        }
+      });
+  if (p.failed()) {
+    return;
+  }
+  if (cfg.auth.file.empty()) {
+    if (cfg.auth.type != auth::ClientAuthType::kTrust) {
+      p.fail(n, "auth needs a \"file\" of users and secrets (only type: trust works without one)");
+    }
+    return;
+  }
+  std::ifstream in(cfg.auth.file, std::ios::binary);
+  if (!in) {
+    p.fail(fileNode, "cannot read auth.file \"" + cfg.auth.file + "\": " + std::strerror(errno));
+    return;
+  }
+  std::string text;
+  char buf[65536];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    text.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > auth::UserList::kMaxBytes) {
+      break;  // parse() names the limit
+    }
+  }
+  auto users = auth::UserList::parse(text, cfg.auth.file);
+  OPENSSL_cleanse(text.data(), text.size());
+  OPENSSL_cleanse(buf, sizeof(buf));
+  if (!users.ok()) {
+    p.fail(fileNode, users.error().message);
+    return;
+  }
+  cfg.auth.users = std::make_shared<const auth::UserList>(std::move(*users));
+}
+
 void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
   auto s = p.scalar(n, "workers");
   if (!s) {
@@ -776,6 +828,8 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
           parseAdmin(p, v, cfg);
         } else if (key == "tls") {
           parseTls(p, v, cfg);
+        } else if (key == "auth") {
+          parseAuth(p, v, cfg);
         } else if (key == "allow" || key == "deny") {
           parseCidrs(p, v, key, key == "allow" ? cfg.access.allow : cfg.access.deny);
         } else if (key == "max_connections") {
@@ -826,6 +880,15 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
     return;
   }
   for (const auto& m : cfg.mappings) {
+    if (m.authenticate && m.tls != TlsMode::kTerminate) {
+      p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +
+                       ") has authenticate: true but is not tls: terminate: pgproxy cannot "
+                       "authenticate clients whose TLS session is the backend's");
+    }
+    if (m.authenticate && !cfg.auth.configured) {
+      p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +
+                       ") has authenticate: true but there is no \"auth\" block saying how");
+    }
     if (m.tls == TlsMode::kTerminate && cfg.certificateOf(m).empty()) {
       p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +
                        ") is tls: terminate but has no certificate: set its certificate and key, "

@@ -43,7 +43,8 @@ const char* outcomeName(Outcome o) {
                                        "client_limit",
                                        "rate_limited",
                                        "idle_timeout",
-                                       "peer_timeout"};
+                                       "peer_timeout",
+                                       "auth_failed"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<std::size_t>(Outcome::kCount));
   return kNames[static_cast<std::size_t>(o)];
 }

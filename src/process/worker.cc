@@ -287,7 +287,7 @@ int runWorker(const WorkerSpec& spec) {
   event_free(w->accept_resume);
   event_free(w->drain_deadline);
   delete w;
-  evdns_base_free(dns, 0);
+  evdns_base_free(dns, 1);  // 1: pending lookups get their callback and free themselves
   event_base_free(base);
   return 0;
 }

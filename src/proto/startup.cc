@@ -39,18 +39,20 @@ Preamble classifyPreamble(std::string_view bytes) {
     return p;
   }
   if (code == kCancelRequestCode) {
-    if (len != 16) {
+    // The key runs to the end of the packet. PostgreSQL 18 takes 1 to 256 key bytes, but no
+    // backend hands out a key shorter than 4, so such a request cannot be for a live session.
+    if (len < kMinCancelRequest || len > kMaxCancelRequest) {
       p.kind = PreambleKind::kInvalid;
       p.reason = "invalid length of cancel request packet";
       return p;
     }
-    if (bytes.size() < 16) {
+    if (bytes.size() < len) {
       return p;
     }
     p.kind = PreambleKind::kCancelRequest;
-    p.consumed = 16;
+    p.consumed = len;
     p.cancel_pid = readU32(bytes.data() + 8);
-    p.cancel_key = readU32(bytes.data() + 12);
+    p.cancel_key = bytes.substr(12, len - 12);
     return p;
   }
   if (bytes.size() < len) {

@@ -42,6 +42,9 @@ std::string buildTlsAlert(std::uint8_t description) {
 BackendKeyScanner::State BackendKeyScanner::feed(std::string_view bytes) {
   // BackendKeyData comes within the first few messages; anything beyond this is not a backend.
   constexpr std::uint32_t kMaxScannedMessage = 1 << 20;
+  // BackendKeyData: length word, pid, then the key up to the end of the message.
+  constexpr std::uint32_t kMinKeyMessage = 8 + kMinCancelKey;
+  constexpr std::uint32_t kMaxKeyMessage = 8 + kMaxCancelKey;
   std::size_t i = 0;
   while (i < bytes.size() && state_ == State::kScanning) {
     if (header_have_ < 5) {
@@ -53,28 +56,34 @@ BackendKeyScanner::State BackendKeyScanner::feed(std::string_view bytes) {
         // ParameterStatus, BackendKeyData, ReadyForQuery, NegotiateProtocolVersion.
         bool loginType = std::string_view("RENSKZv").find(type_) != std::string_view::npos;
         remaining_ = len - 4;
-        if (!loginType || len < 4 || len > kMaxScannedMessage || (type_ == 'K' && len != 12)) {
+        if (!loginType || len < 4 || len > kMaxScannedMessage ||
+            (type_ == 'K' && (len < kMinKeyMessage || len > kMaxKeyMessage))) {
           state_ = State::kInvalid;
           break;
         }
         body_have_ = 0;
+        if (type_ == 'K') {
+          key_.clear();
+          key_.reserve(len - 8);
+        }
       } else {
         continue;
       }
     }
     std::size_t take = std::min<std::size_t>(remaining_, bytes.size() - i);
     if (type_ == 'K') {
-      for (std::size_t j = 0; j < take; ++j) {
-        body_[body_have_++] = bytes[i + j];
+      std::size_t j = 0;
+      for (; j < take && body_have_ < sizeof(pid_bytes_); ++j) {
+        pid_bytes_[body_have_++] = bytes[i + j];
       }
+      key_.append(bytes.substr(i + j, take - j));  // bounded by the length checked above
     }
     i += take;
     remaining_ -= static_cast<std::uint32_t>(take);
     if (remaining_ == 0) {
       header_have_ = 0;
       if (type_ == 'K') {
-        pid_ = readU32(body_);
-        key_ = readU32(body_ + 4);
+        pid_ = readU32(pid_bytes_);
         state_ = State::kFound;
       } else if (type_ == 'Z' || type_ == 'E') {
         state_ = State::kDone;  // ready for query without a key, or login failed

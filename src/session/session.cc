@@ -102,6 +102,9 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
 }
 
 Session::~Session() {
+  if (lookup_) {
+    lookup_->cancel();
+  }
   ctx_.cancels->release(cancel_slot_);
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
   endHandshake();
@@ -277,8 +280,9 @@ void Session::handlePreamble() {
         handleClientHello();
         return;
       case proto::PreambleKind::kCancelRequest:
-        evbuffer_drain(in, 16);
-        startCancel(pre.cancel_pid, pre.cancel_key);
+        cancel_request_.assign(p, pre.consumed);  // `p` is gone once drained
+        evbuffer_drain(in, pre.consumed);
+        startCancel();
         return;
       case proto::PreambleKind::kStartup: {
         mode_ = Mode::kPlaintext;
@@ -523,6 +527,10 @@ bool Session::admit() {
 }
 
 void Session::connectBackend() {
+  if (ctx_.config->mappings[mapping_].authenticate && !authenticated_) {
+    startClientAuth();  // connectBackend runs again once the client is authenticated
+    return;
+  }
   if (!admitted_ && !admit()) {
     return;
   }
@@ -552,13 +560,42 @@ void Session::connectToBackend() {
   setState(State::kConnecting);
   connect_started_us_ = nowUs();
   armTimer(ctx_.config->connect_timeout_ms);
+  if (!addresses_) {
+    addresses_ = std::make_unique<upstream::AddressList>();
+  }
+  // The answer may come before start() returns, and end the session: nothing may touch `this`
+  // after the call.
+  upstream::Lookup::start(&lookup_, ctx_.dns, b.host, b.port, onResolved, this);
+}
+
+void Session::onResolved(void* arg, int gai_error, const evutil_addrinfo* ai) {
+  auto* s = static_cast<Session*>(arg);
+  if (gai_error == 0) {
+    s->addresses_->assign(ai);
+  }
+  if (gai_error != 0 || s->addresses_->size() == 0) {
+    s->backendFailed(std::string("cannot resolve host name: ") +
+                         (gai_error ? evutil_gai_strerror(gai_error) : "no address"),
+                     EHOSTUNREACH);
+    return;
+  }
+  s->connectNextAddress();
+}
+
+void Session::connectNextAddress() {
+  socklen_t len = 0;
+  const sockaddr* sa = addresses_->next(&len);
+  if (backend_) {
+    bufferevent_free(backend_);
+  }
+  // Each address gets the whole connect_timeout, as each host address does in libpq.
+  armTimer(ctx_.config->connect_timeout_ms);
   backend_ = bufferevent_socket_new(ctx_.base, -1, BEV_OPT_CLOSE_ON_FREE);
   bufferevent_setcb(backend_, onBackendRead, nullptr, onBackendEvent, this);
   bufferevent_enable(backend_, EV_READ);
-  // Resolution and connect errors arrive through onBackendEvent, possibly before this returns,
-  // so nothing may touch `this` after the call.
-  if (bufferevent_socket_connect_hostname(backend_, ctx_.dns, AF_UNSPEC, b.host.c_str(), b.port) !=
-          0 &&
+  // Errors arrive through onBackendEvent, possibly before this returns: nothing may touch `this`
+  // after the call.
+  if (bufferevent_socket_connect(backend_, sa, static_cast<int>(len)) != 0 &&
       state_ == State::kConnecting) {
     onBackendEvent(backend_, BEV_EVENT_ERROR, this);
   }
@@ -577,7 +614,7 @@ void Session::onBackendConnected() {
   net::tuneConnectedSocket(bufferevent_getfd(backend_), *ctx_.config);
   if (mode_ == Mode::kPlaintext || (terminated() && !ctx_.tls->backend(mapping_))) {
     backendAnswered();
-    startSplice();
+    backendReady();
     return;
   }
   setState(State::kUpstreamSsl);
@@ -637,12 +674,8 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   auto* s = static_cast<Session*>(arg);
   if (s->state_ == State::kCancelling) {
     if (what & BEV_EVENT_CONNECTED) {
-      std::string req;
-      proto::appendU32(req, 16);
-      proto::appendU32(req, proto::kCancelRequestCode);
-      proto::appendU32(req, s->cancel_pid_);
-      proto::appendU32(req, s->cancel_key_);
-      bufferevent_write(s->backend_, req.data(), req.size());
+      // The client's own bytes: a 3.2 key reaches the backend whole, whatever its length.
+      bufferevent_write(s->backend_, s->cancel_request_.data(), s->cancel_request_.size());
       return;
     }
     // The backend closes the cancel connection once it has acted on it (or on error): next one.
@@ -658,18 +691,31 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   }
   std::string why;
   int err = EVUTIL_SOCKET_ERROR();
-  if (int dnsErr = bufferevent_socket_get_dns_error(s->backend_); dnsErr != 0) {
-    why = std::string("cannot resolve host name: ") + evutil_gai_strerror(dnsErr);
-  } else if (what & BEV_EVENT_EOF) {
+  if (what & BEV_EVENT_EOF) {
     why = "backend closed the connection during the TLS request";
     err = ECONNRESET;
   } else {
     why = base::errnoText(err);
   }
+  if (s->state_ == State::kConnecting && s->addresses_ && !s->addresses_->exhausted()) {
+    // A name with several addresses: the next one, as libpq does.
+    LOG_INFO("session %llu: backend %s: address %s failed (%s); trying the next address",
+             static_cast<unsigned long long>(s->id_), s->backend().key().c_str(),
+             s->addresses_->current().c_str(), why.c_str());
+    s->connectNextAddress();
+    return;
+  }
+  if (s->addresses_ && s->addresses_->size() > 1) {
+    why += " (tried its " + std::to_string(s->addresses_->size()) + " addresses)";
+  }
   s->backendFailed(why, err);
 }
 
 void Session::resetBackend() {
+  if (lookup_) {
+    lookup_->cancel();
+  }
+  addresses_.reset();
   if (backend_) {
     bufferevent_free(backend_);
     backend_ = nullptr;
@@ -722,7 +768,7 @@ void Session::failSession(Outcome why, const std::string& message, const char* s
 
 // ---- cancel ---------------------------------------------------------------------------------
 
-void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
+void Session::startCancel() {
   endHandshake();
   mode_ = Mode::kCancel;
   setState(State::kCancelling);
@@ -731,8 +777,8 @@ void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
   } else if (client_read_) {
     event_del(client_read_);  // a CancelRequest sent inside TLS (terminate)
   }
-  cancel_pid_ = pid;
-  cancel_key_ = key;
+  const std::uint32_t pid = proto::readU32(cancel_request_.data() + 8);
+  const std::string_view key = std::string_view(cancel_request_).substr(12);
   if (ctx_.cancels->findByKey(pid, key, cancel_targets_[0])) {
     cancel_count_ = 1;
   } else {
@@ -758,8 +804,8 @@ void Session::startCancel(std::uint32_t pid, std::uint32_t key) {
   } else {
     ctx_.metrics.add(metrics::Counter::kCancelUnmatched);
   }
-  LOG_DEBUG("session %llu: cancel request for pid %u goes to %zu backend(s)",
-            static_cast<unsigned long long>(id_), pid, cancel_count_);
+  LOG_DEBUG("session %llu: cancel request for pid %u (%zu-byte key) goes to %zu backend(s)",
+            static_cast<unsigned long long>(id_), pid, key.size(), cancel_count_);
   nextCancelTarget();
 }
 
@@ -793,12 +839,18 @@ void Session::onTimer(int, short, void* arg) {
     case State::kClientHello:
     case State::kTlsAccept:
     case State::kTlsStartup:
+    case State::kClientAuth:
       // Like PostgreSQL's authentication_timeout: close silently.
       LOG_INFO("session %llu: handshake timeout for %s", static_cast<unsigned long long>(s->id_),
                s->peer().c_str());
       s->close(Outcome::kHandshakeTimeout);
       break;
     case State::kConnecting:
+      if (s->lookup_) {
+        s->backendFailed("cannot resolve host name: no answer within connect_timeout", ETIMEDOUT);
+        break;
+      }
+      [[fallthrough]];
     case State::kUpstreamSsl: {
       errno = ETIMEDOUT;
       EVUTIL_SET_SOCKET_ERROR(ETIMEDOUT);
@@ -807,6 +859,9 @@ void Session::onTimer(int, short, void* arg) {
     }
     case State::kBackendTls:
       s->backendFailed("TLS handshake with the backend timed out", ETIMEDOUT);
+      break;
+    case State::kServerLogin:
+      s->serverLoginFailed("no answer within connect_timeout", "");
       break;
     case State::kCancelling:
       s->nextCancelTarget();
@@ -869,7 +924,7 @@ void Session::sendLastWords(Outcome why, std::string bytes) {
       event_del(ev);
     }
   }
-  to_client_ = std::move(bytes);
+  to_client_ += bytes;
   armTimer(kFlushTimeoutMs);
   flush(true);
 }

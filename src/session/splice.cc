@@ -21,6 +21,7 @@
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/proto/redact.h"
 #include "pgproxy/session/session.h"
 
 namespace pgproxy::session {
@@ -56,7 +57,7 @@ int Session::detach(bufferevent* bev, std::string& unread, std::string& unsent) 
   return fd;
 }
 
-void Session::startSplice() {
+void Session::startSplice(std::string backend_first) {
   if (ctx_.config->idle_timeout_ms) {
     last_activity_ms_ = base::monotonicMs();
     armTimer(ctx_.config->idle_timeout_ms);
@@ -65,6 +66,7 @@ void Session::startSplice() {
     timer_ = nullptr;
   }
   setState(State::kSplice);
+  addresses_.reset();  // an idle session keeps nothing of its connect
   endHandshake();
   ctx_.metrics.observe(metrics::Histogram::kHandshake, base::monotonicUs() - started_us_);
   ctx_.metrics.active(metricIndex(), 1);
@@ -82,12 +84,13 @@ void Session::startSplice() {
     backend_fd_ = detach(backend_, backendIn, backendOut);
     backend_ = nullptr;
   }
+  backendIn.insert(0, backend_first);
 
   if (mode_ == Mode::kPlaintext || terminated()) {
     scanning_key_ = true;
     // Client messages are typed after the startup packet, which is the first thing forwarded.
     client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, clientIn.size());
-    checking_client_sasl_ = terminated();
+    checking_client_sasl_ = terminated() && !authenticated_;
     if (ctx_.config->idle_timeout_ms > 0) {
       backend_frames_ =
           std::make_unique<proto::FrameTracker>(proto::FrameTracker::Kind::kPgMessages);
@@ -121,8 +124,8 @@ void Session::startSplice() {
   if (!inspect(true, clientIn) || !inspect(false, backendIn)) {
     return;
   }
-  to_backend_ = backendOut + clientIn;
-  to_client_ = clientOut + backendIn;
+  to_backend_ += backendOut + clientIn;
+  to_client_ += clientOut + backendIn;
   event_add(client_read_, nullptr);
   event_add(backend_read_, nullptr);
   if (!to_backend_.empty() && !flush(false)) {
@@ -163,7 +166,33 @@ void Session::onSocketEvent(int fd, short what, void* arg) {
       s->readTlsStartup();
       break;
     case State::kBackendTls:
-      s->driveHandshake(false);
+      if (client) {
+        s->flushLogin(true);  // what authenticate: true still owes the client
+      } else {
+        s->driveHandshake(false);
+      }
+      break;
+    case State::kConnecting:
+    case State::kUpstreamSsl:
+      if (client && (what & EV_WRITE)) {
+        s->flushLogin(true);
+      }
+      break;
+    case State::kClientAuth:
+      if (what & EV_READ) {
+        s->readClientAuth();
+      } else {
+        s->flushLogin(true);
+      }
+      break;
+    case State::kServerLogin:
+      if (client) {
+        s->flushLogin(true);
+      } else if (what & EV_READ) {
+        s->readServerLogin();
+      } else {
+        s->flushLogin(false);
+      }
       break;
     case State::kClosing:
       if (client && (what & EV_WRITE)) {
@@ -470,6 +499,7 @@ bool Session::inspect(bool from_client, std::string_view bytes) {
       scanning_key_ = false;
       if (key_scanner_.state() == proto::BackendKeyScanner::State::kFound) {
         publishBackendKey();
+        key_scanner_ = proto::BackendKeyScanner();  // a 3.2 key's buffer is not kept all session
       } else if (key_scanner_.state() == proto::BackendKeyScanner::State::kInvalid) {
         // Not a PostgreSQL server (or a broken one): the client would only choke on it. The
         // bytes are dropped rather than relayed, and nothing is replayed elsewhere: the backend
@@ -543,8 +573,10 @@ void Session::publishBackendKey() {
 void Session::logProtocol(bool from_client, std::string_view bytes) {
   proto::MessageFramer& framer = from_client ? *log_up_ : *log_down_;
   framer.feed(bytes, [&](const proto::MessageFramer::Message& m) {
+    // SQL can carry passwords (ALTER ROLE ... PASSWORD '...'): never logged as sent.
+    const std::string sql = proto::redactPasswords(m.text);
     std::string text;
-    for (char c : m.text) {
+    for (char c : sql) {
       if (c == '\0') {
         text += "\\0";  // Parse: statement name, NUL, query
       } else {

@@ -132,7 +132,7 @@ void Session::driveHandshake(bool client_side) {
   event_del(writable);
   if (!client_side) {
     backendAnswered();
-    startSplice();
+    backendReady();
     return;
   }
   LOG_DEBUG("session %llu: TLS with client established (%s, %s)",
@@ -152,7 +152,8 @@ void Session::readTlsStartup() {
       return;
     }
     if (pre.kind == proto::PreambleKind::kCancelRequest) {
-      startCancel(pre.cancel_pid, pre.cancel_key);
+      cancel_request_.assign(startup_, 0, pre.consumed);
+      startCancel();
       return;
     }
     if (pre.kind != proto::PreambleKind::kNeedMore) {

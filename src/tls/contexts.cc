@@ -1,6 +1,7 @@
 #include "pgproxy/tls/contexts.h"
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <unistd.h>
 
@@ -175,6 +176,25 @@ base::Result<std::shared_ptr<const Contexts>> Contexts::build(const config::Conf
     out->backend_.push_back(backend);
   }
   return std::shared_ptr<const Contexts>(std::move(out));
+}
+
+std::string serverEndPointHash(SSL* ssl) {
+  X509* cert = SSL_get_certificate(ssl);  // ours, not a reference to free
+  if (!cert) {
+    return "";
+  }
+  int mdnid = NID_undef;
+  if (!X509_get_signature_info(cert, &mdnid, nullptr, nullptr, nullptr)) {
+    return "";
+  }
+  const EVP_MD* md =
+      mdnid == NID_md5 || mdnid == NID_sha1 ? EVP_sha256() : EVP_get_digestbynid(mdnid);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!md || X509_digest(cert, md, out, &len) != 1) {
+    return "";
+  }
+  return std::string(reinterpret_cast<char*>(out), len);
 }
 
 }  // namespace pgproxy::tls

@@ -20,6 +20,7 @@
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/proto/wire.h"
+#include "pgproxy/upstream/dialer.h"
 #include "pgproxy/upstream/login_probe.h"
 
 namespace pgproxy::upstream {
@@ -34,6 +35,9 @@ struct Probe {
   config::Backend backend;
   config::HealthCheck hc;
   event* timer = nullptr;  // the next check, or the deadline of the one running
+  Lookup* lookup = nullptr;
+  AddressList addresses;  // tried in turn until one accepts the connection
+  bool connected = false;
   bufferevent* bev = nullptr;
   // After an 'S' the check has its answer, but a postmaster logs "could not accept SSL
   // connection" for a client that then just closes. So the probe completes a TLS handshake
@@ -53,6 +57,10 @@ timeval toTimeval(std::uint64_t ms) {
 }
 
 void release(Probe& p) {
+  if (p.lookup) {
+    p.lookup->cancel();
+  }
+  p.connected = false;
   if (p.bev) {
     bufferevent_free(p.bev);
     p.bev = nullptr;
@@ -164,18 +172,23 @@ void onRead(bufferevent* bev, void* arg) {
   onTlsIo(p.fd, EV_WRITE, &p);  // the deadline timer still runs: a stuck handshake is released
 }
 
+void connectNext(Probe& p);
+
 void onEvent(bufferevent* bev, short what, void* arg) {
   auto& p = *static_cast<Probe*>(arg);
   if (what & BEV_EVENT_CONNECTED) {
+    p.connected = true;
     std::string req = p.login ? p.login->start() : proto::buildSslRequest();
     bufferevent_write(bev, req.data(), req.size());
     return;
   }
+  if (!p.connected && !p.addresses.exhausted()) {
+    connectNext(p);  // a name with several addresses: the next one, as libpq does
+    return;
+  }
   int err = EVUTIL_SOCKET_ERROR();
   std::string why;
-  if (int dnsErr = bufferevent_socket_get_dns_error(bev); dnsErr != 0) {
-    why = std::string("cannot resolve host name: ") + evutil_gai_strerror(dnsErr);
-  } else if (what & BEV_EVENT_EOF) {
+  if (what & BEV_EVENT_EOF) {
     why = "closed the connection without answering";
     err = ECONNRESET;
   } else {
@@ -184,9 +197,39 @@ void onEvent(bufferevent* bev, short what, void* arg) {
   finish(p, false, why, err);
 }
 
+void connectNext(Probe& p) {
+  socklen_t len = 0;
+  const sockaddr* sa = p.addresses.next(&len);
+  if (p.bev) {
+    bufferevent_free(p.bev);
+  }
+  p.bev = bufferevent_socket_new(p.base, -1, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent_setcb(p.bev, p.login ? onLoginRead : onRead, nullptr, onEvent, &p);
+  bufferevent_enable(p.bev, EV_READ);
+  // Errors may be reported through onEvent before this returns.
+  if (bufferevent_socket_connect(p.bev, sa, static_cast<int>(len)) != 0) {
+    onEvent(p.bev, BEV_EVENT_ERROR, &p);
+  }
+}
+
+void onResolved(void* arg, int gai_error, const evutil_addrinfo* ai) {
+  auto& p = *static_cast<Probe*>(arg);
+  if (gai_error == 0) {
+    p.addresses.assign(ai);
+  }
+  if (gai_error != 0 || p.addresses.size() == 0) {
+    finish(p, false,
+           std::string("cannot resolve host name: ") +
+               (gai_error ? evutil_gai_strerror(gai_error) : "no address"),
+           EHOSTUNREACH);
+    return;
+  }
+  connectNext(p);
+}
+
 void onTimer(evutil_socket_t, short, void* arg) {
   auto& p = *static_cast<Probe*>(arg);
-  if (p.bev) {
+  if (p.bev || p.lookup) {
     finish(p, false, "no answer within " + std::to_string(p.hc.timeout_ms) + " ms", ETIMEDOUT);
     return;
   }
@@ -194,17 +237,13 @@ void onTimer(evutil_socket_t, short, void* arg) {
     release(p);  // the courtesy handshake took too long; the answer was already counted
     return;
   }
-  p.bev = bufferevent_socket_new(p.base, -1, BEV_OPT_CLOSE_ON_FREE);
   if (!p.hc.user.empty()) {
     p.login = std::make_unique<LoginProbe>(p.hc.user, p.password, p.hc.database);
   }
-  bufferevent_setcb(p.bev, p.login ? onLoginRead : onRead, nullptr, onEvent, &p);
-  bufferevent_enable(p.bev, EV_READ);
   timeval tv = toTimeval(p.hc.timeout_ms);
   evtimer_add(p.timer, &tv);
-  // Errors may be reported through onEvent before this returns.
-  bufferevent_socket_connect_hostname(p.bev, p.dns, AF_UNSPEC, p.backend.host.c_str(),
-                                      p.backend.port);
+  // The answer may come before start() returns.
+  Lookup::start(&p.lookup, p.dns, p.backend.host, p.backend.port, onResolved, &p);
 }
 
 void onStop(evutil_socket_t, short, void* arg) {
@@ -289,7 +328,7 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
   for (event* ev : signals) {
     event_free(ev);
   }
-  evdns_base_free(dns, 0);
+  evdns_base_free(dns, 1);  // 1: pending lookups get their callback and free themselves
   event_base_free(base);
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -465,6 +466,68 @@ TEST(Backends, FailedRetryAfterTheSpliceStartedRefusesPlaintext) {
 
 TEST(Backends, FailedRetryAfterTheSpliceStartedRefusesTerminated) {
   expectRefusedAfterFailedRetry("terminate");
+}
+
+}  // namespace
+}  // namespace pgproxy::it
+
+namespace pgproxy::it {
+namespace {
+
+// Starts pgproxy in a mount namespace whose /etc/hosts is `hosts`: names with several addresses
+// without touching the machine's resolver configuration. Returns the wrapper to run as pgproxy.
+std::string withHostsFile(const std::string& dir, const std::string& hosts) {
+  writeFile(dir + "/hosts", hosts);
+  std::string wrapper = dir + "/pgproxy-with-hosts";
+  writeFile(wrapper, "#!/bin/sh\nexec unshare " + std::string(geteuid() == 0 ? "-m" : "-rm") +
+                         " -- sh -c 'mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"' sh " +
+                         dir + "/hosts " + proxyBinary() + " \"$@\"\n");
+  chmod(wrapper.c_str(), 0755);
+  return wrapper;
+}
+
+// internal: a name with two addresses, the first of which refuses connections. Like libpq,
+// pgproxy tries the next address, for sessions and for health checks alike.
+TEST(Backends, AHostNameWithSeveralAddressesIsTriedAddressByAddress) {
+  std::string dir = tempDir("pgproxy-hosts");
+  std::string wrapper = withHostsFile(
+      dir,
+      "127.0.0.1 localhost\n127.0.0.3 multi.pgproxy.test\n127.0.0.1 multi.pgproxy.test\n"
+      "127.0.0.3 none.pgproxy.test\n127.0.0.4 none.pgproxy.test\n");
+  std::string port = std::to_string(sandbox().port1);
+  Proxy proxy(
+      "default: a.example.com\nmappings:\n  - external: a.example.com\n"
+      "    backends: [{host: multi.pgproxy.test, port: " +
+          port +
+          "}]\n  - external: b.example.com\n    backends: [{host: none.pgproxy.test, port: " +
+          port +
+          "}]\n"
+          // role: primary needs a logged-in health check to have succeeded: through the second
+          // address only.
+          "  - external: c.example.com\n    role: primary\n"
+          "    health_check: {interval: 100ms, timeout: 2s, fall: 1, rise: 1, user: postgres}\n"
+          "    backends: [{host: multi.pgproxy.test, port: " +
+          port + "}]\n",
+      2, wrapper);
+  EXPECT_EQ(psql(proxy.plain(), "show cluster_name").output, "host1\n") << proxy.log();
+  EXPECT_NE(proxy.log().find("backend multi.pgproxy.test:" + port + ": address 127.0.0.3:" + port +
+                             " failed (Connection refused"),
+            std::string::npos)
+      << proxy.log();
+  auto none = psql("host=b.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                       " sslmode=require user=postgres dbname=postgres connect_timeout=20",
+                   "select 1");
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.output.find("alert internal error"), std::string::npos) << none.output;
+  EXPECT_NE(proxy.log().find("Connection refused (errno 111) (tried its 2 addresses)"),
+            std::string::npos)
+      << proxy.log();
+  std::string c = "host=c.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                  " sslmode=require sslrootcert=" + sandbox().ca() +
+                  " user=postgres dbname=postgres connect_timeout=20";
+  EXPECT_TRUE(eventually([&] { return psql(c, "show cluster_name").output == "host1\n"; }))
+      << psql(c, "show cluster_name").output << proxy.log();
+  run({"rm", "-rf", dir});
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // log.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -524,6 +525,53 @@ TEST(ProtocolLog, LogsMessagesAndSqlButNeverThePassword) {
   EXPECT_NE(log.find("protocol backend->client type=R"), std::string::npos);
   EXPECT_NE(log.find("protocol backend->client type=Z"), std::string::npos);
   EXPECT_EQ(log.find("Tr0ub4dor"), std::string::npos) << "the password reached the log";
+}
+
+// SQL that sets a password: the literal is redacted in the log (simple and extended protocol),
+// while the backend gets the statement as sent.
+TEST(ProtocolLog, RedactsPasswordLiteralsInSql) {
+  ASSERT_EQ(psql(direct(sandbox().port1), "drop role if exists pgproxy_pw").exit_code, 0);
+  Proxy proxy(
+      "log_protocol: true\n"
+      "mappings:\n  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n",
+      1);
+  auto r = psql(proxy.plain(),
+                "CREATE ROLE pgproxy_pw LOGIN PASSWORD 'First-S3cret'; "
+                "ALTER ROLE pgproxy_pw PASSWORD /* rotate */ E'Second-S3cret'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Extended protocol: the statement travels in a Parse message.
+  PGconn* conn = PQconnectdb(proxy.plain().c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
+  PGresult* res = PQexecParams(conn, "alter user pgproxy_pw encrypted password 'Third-S3cret'", 0,
+                               nullptr, nullptr, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(res), PGRES_COMMAND_OK) << PQerrorMessage(conn);
+  PQclear(res);
+  PQfinish(conn);
+  std::string log;
+  ASSERT_TRUE(eventually([&] {
+    log = proxy.log();
+    std::size_t first = log.find("outcome=ok");
+    return first != std::string::npos && log.find("outcome=ok", first + 1) != std::string::npos;
+  })) << proxy.log();
+  EXPECT_EQ(log.find("S3cret"), std::string::npos) << "a password reached the log:\n" << log;
+  EXPECT_NE(log.find("sql=\"CREATE ROLE pgproxy_pw LOGIN PASSWORD '***'; ALTER ROLE "
+                     "pgproxy_pw PASSWORD /* rotate */ '***'\\0\""),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("type=P length="), std::string::npos) << log;
+  EXPECT_NE(log.find("alter user pgproxy_pw encrypted password '***'\\0"), std::string::npos)
+      << log;
+  // The backend got the real statements: the last password is the one that logs in (pgproxy_pw
+  // has password authentication in the sandbox's pg_hba.conf).
+  auto as = [&](const std::string& password) {
+    return psql("host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                    " sslmode=disable gssencmode=disable user=pgproxy_pw dbname=postgres "
+                    "password=" +
+                    password,
+                "select current_user");
+  };
+  EXPECT_EQ(as("Third-S3cret").output, "pgproxy_pw\n");
+  EXPECT_NE(as("Second-S3cret").exit_code, 0);
 }
 
 }  // namespace

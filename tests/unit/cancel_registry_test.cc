@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string>
 
 namespace pgproxy::cancel {
 namespace {
@@ -29,6 +30,11 @@ class RegistryTest : public ::testing::Test {
     inet_pton(AF_INET, ip, &a.v4.sin_addr);
     return a;
   }
+  // A protocol 3.0 key: 4 bytes, as on the wire.
+  static std::string key4(std::uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                       static_cast<char>(v >> 8), static_cast<char>(v)};
+  }
   static in6_addr client(const char* ip) {
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
@@ -43,13 +49,58 @@ class RegistryTest : public ::testing::Test {
 TEST_F(RegistryTest, KeyedLookup) {
   int s = reg_->claim(100);
   ASSERT_GE(s, 0);
-  reg_->publishKey(s, 77, 0xabc, backend("10.0.0.1", 5432));
+  reg_->publishKey(s, 77, key4(0xabc), backend("10.0.0.1", 5432));
   BackendAddr out{};
-  ASSERT_TRUE(reg_->findByKey(77, 0xabc, out));
+  ASSERT_TRUE(reg_->findByKey(77, key4(0xabc), out));
   EXPECT_EQ(ntohs(out.v4.sin_port), 5432);
-  EXPECT_FALSE(reg_->findByKey(77, 0xabd, out));
+  EXPECT_FALSE(reg_->findByKey(77, key4(0xabd), out));
+  EXPECT_FALSE(reg_->findByKey(78, key4(0xabc), out));
   reg_->release(s);
-  EXPECT_FALSE(reg_->findByKey(77, 0xabc, out));
+  EXPECT_FALSE(reg_->findByKey(77, key4(0xabc), out));
+}
+
+// Protocol 3.2 keys (PostgreSQL 18 sends 32 bytes; up to 256): matched exactly, length included.
+TEST_F(RegistryTest, LongKeysMatchExactly) {
+  std::string k32, k256;
+  for (int i = 0; i < 32; ++i) {
+    k32.push_back(static_cast<char>(i + 100));
+  }
+  for (int i = 0; i < 256; ++i) {
+    k256.push_back(static_cast<char>(255 - i));
+  }
+  int a = reg_->claim(100), b = reg_->claim(100), c = reg_->claim(100);
+  reg_->publishKey(a, 1, k32, backend("10.0.0.1", 1001));
+  reg_->publishKey(b, 1, k256, backend("10.0.0.1", 1002));
+  reg_->publishKey(c, 1, key4(0x64656667), backend("10.0.0.1", 1003));  // k32's first 4 bytes
+  BackendAddr out{};
+  ASSERT_TRUE(reg_->findByKey(1, k32, out));
+  EXPECT_EQ(ntohs(out.v4.sin_port), 1001);
+  ASSERT_TRUE(reg_->findByKey(1, k256, out));
+  EXPECT_EQ(ntohs(out.v4.sin_port), 1002);
+  ASSERT_TRUE(reg_->findByKey(1, k32.substr(0, 4), out));
+  EXPECT_EQ(ntohs(out.v4.sin_port), 1003);
+  // A prefix, an extension, one flipped bit in the last byte: no match.
+  EXPECT_FALSE(reg_->findByKey(1, k32.substr(0, 31), out));
+  EXPECT_FALSE(reg_->findByKey(1, k32 + "x", out));
+  std::string flipped = k256;
+  flipped.back() ^= 1;
+  EXPECT_FALSE(reg_->findByKey(1, flipped, out));
+  EXPECT_FALSE(reg_->findByKey(2, k32, out));
+  EXPECT_FALSE(reg_->findByKey(1, "", out));
+  EXPECT_FALSE(reg_->findByKey(1, std::string(257, 'x'), out));
+  // A key beyond 256 bytes is not stored (no backend sends one).
+  int d = reg_->claim(100);
+  reg_->publishKey(d, 3, std::string(257, 'y'), backend("10.0.0.1", 1004));
+  EXPECT_FALSE(reg_->findByKey(3, std::string(257, 'y'), out));
+  EXPECT_FALSE(reg_->findByKey(3, std::string(256, 'y'), out));
+  // A slot reused by a shorter key forgets the longer one.
+  reg_->release(b);
+  int e = reg_->claim(100);
+  ASSERT_EQ(e, b);
+  reg_->publishKey(e, 1, k256.substr(0, 8), backend("10.0.0.1", 1005));
+  EXPECT_FALSE(reg_->findByKey(1, k256, out));
+  ASSERT_TRUE(reg_->findByKey(1, k256.substr(0, 8), out));
+  EXPECT_EQ(ntohs(out.v4.sin_port), 1005);
 }
 
 TEST_F(RegistryTest, ClientLookupDedupsBackendsAndCaps) {
@@ -71,15 +122,15 @@ TEST_F(RegistryTest, SeenAcrossProcessesAndSweptAfterOwnerDies) {
   pid_t child = fork();
   if (child == 0) {
     int s = reg_->claim(getpid());
-    reg_->publishKey(s, 5, 6, backend("10.0.0.2", 1));
+    reg_->publishKey(s, 5, std::string(32, '\x06'), backend("10.0.0.2", 1));
     _exit(0);
   }
   int status;
   waitpid(child, &status, 0);
   BackendAddr out{};
-  EXPECT_TRUE(reg_->findByKey(5, 6, out));
+  EXPECT_TRUE(reg_->findByKey(5, std::string(32, '\x06'), out));
   reg_->releaseOwner(child);
-  EXPECT_FALSE(reg_->findByKey(5, 6, out));
+  EXPECT_FALSE(reg_->findByKey(5, std::string(32, '\x06'), out));
   EXPECT_GE(reg_->claim(1), 0);
 }
 

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <fstream>
 
 #include "pgproxy/config/keys.h"
@@ -290,8 +293,8 @@ TEST(Config, EveryKeyIsDocumented) {
   std::string sampleText((std::istreambuf_iterator<char>(sample)),
                          std::istreambuf_iterator<char>());
   for (const auto* table :
-       {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(), &tlsKeys(), &backendKeys(),
-        &healthCheckKeys(), &rateKeys(), &keepAliveKeys()}) {
+       {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(), &tlsKeys(), &authKeys(),
+        &backendKeys(), &healthCheckKeys(), &rateKeys(), &keepAliveKeys()}) {
     for (const auto& k : *table) {
       EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
           << k.name << " is not documented in man/pgproxy.yaml.5";
@@ -547,6 +550,69 @@ mappings:
   EXPECT_EQ(list.find('\n'), std::string::npos) << list;
   EXPECT_NE(errorOf("max_handshakes: -1\n" + m).find("max_handshakes must be a number"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+std::string writeUsers(const std::string& text) {
+  char path[] = "/tmp/pgproxy-users-XXXXXX";
+  int fd = mkstemp(path);
+  EXPECT_GE(fd, 0);
+  std::ofstream(path) << text;
+  ::close(fd);
+  return path;
+}
+
+TEST(ConfigAuth, AuthBlockAndAuthenticatingMappings) {
+  std::string users = writeUsers("\"alice\" \"secret\"\n");
+  Config c = mustLoad("auth: {type: md5, file: " + users +
+                      "}\nmappings:\n"
+                      "  - {external: a.example.com, internal: x, tls: terminate, certificate: c, "
+                      "key: k, authenticate: true}\n");
+  EXPECT_TRUE(c.auth.configured);
+  EXPECT_EQ(c.auth.type, auth::ClientAuthType::kMd5);
+  ASSERT_NE(c.auth.users, nullptr);
+  ASSERT_NE(c.auth.users->find("alice"), nullptr);
+  EXPECT_TRUE(c.mappings[0].authenticate);
+  EXPECT_EQ(mustLoad("auth: {type: trust}\nmappings:\n  - {external: a.example.com, internal: x}\n")
+                .auth.type,
+            auth::ClientAuthType::kTrust);
+  EXPECT_EQ(mustLoad("mappings:\n  - {external: a.example.com, internal: x}\n").auth.users,
+            nullptr);
+  std::remove(users.c_str());
+}
+
+TEST(ConfigAuth, MistakesAreRefusedWithTheReason) {
+  std::string users = writeUsers("\"alice\" \"secret\"\n\"bob\" unquoted\n");
+  const std::string terminate =
+      "mappings:\n  - {external: a.example.com, internal: x, tls: terminate, certificate: c, "
+      "key: k, authenticate: true}\n";
+  EXPECT_NE(errorOf(terminate).find("has authenticate: true but there is no \"auth\" block"),
+            std::string::npos);
+  EXPECT_NE(errorOf("auth: {type: trust}\nmappings:\n  - {external: a.example.com, internal: x, "
+                    "authenticate: true}\n")
+                .find("is not tls: terminate"),
+            std::string::npos);
+  EXPECT_NE(errorOf("auth: {type: scram-sha-256}\n" + terminate).find("auth needs a \"file\""),
+            std::string::npos);
+  EXPECT_NE(errorOf("auth: {type: password, file: x}\n" + terminate).find("auth.type must be"),
+            std::string::npos);
+  EXPECT_NE(errorOf("auth: {file: /nonexistent/users.txt}\n" + terminate)
+                .find("cannot read auth.file \"/nonexistent/users.txt\""),
+            std::string::npos);
+  // A broken line of the auth file is named, and the loader's position points at auth.file.
+  std::string e = errorOf("auth: {file: " + users + "}\n" + terminate);
+  EXPECT_NE(e.find("t.yaml:1:"), std::string::npos) << e;
+  EXPECT_NE(e.find(users + ":2: secret of \"bob\": expected a double-quoted field"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(errorOf("auth: {query: x}\n" + terminate).find("unknown key \"query\" in auth"),
+            std::string::npos);
+  std::remove(users.c_str());
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -225,6 +227,34 @@ TEST_F(MetricsTest, ReadinessNamesMappingsWhoseBackendsAreAllDown) {
   reg_->master().serving.store(0);
   s = reg_->snapshot();
   EXPECT_FALSE(admin::readiness(s, *cfg).ready);
+}
+
+// The man page quotes /readyz's reasons as the code words them (they drifted apart once).
+TEST_F(MetricsTest, ManPageQuotesTheReadinessReasons) {
+  auto cfg = config::loadString("mappings:\n  - {external: a.example.com, internal: 10.0.0.1}\n",
+                                "t.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+  reg_->master().serving.store(0);
+  metrics::Snapshot s = reg_->snapshot();
+  s.backends = {{0, "a.example.com", "10.0.0.1:5432", true, 111, 0}};
+  auto r = admin::readiness(s, *cfg);
+  ASSERT_EQ(r.reasons.size(), 2u);
+  std::ifstream in(std::string(PGPROXY_SRCDIR) + "/man/pgproxy.yaml.5");
+  std::string man((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text;  // troff without font changes and line breaks
+  for (std::size_t i = 0; i < man.size(); ++i) {
+    if (man.compare(i, 3, "\\fB") == 0 || man.compare(i, 3, "\\fR") == 0) {
+      i += 2;
+    } else {
+      text += man[i] == '\n' ? ' ' : man[i];
+    }
+  }
+  EXPECT_NE(text.find(r.reasons[0]), std::string::npos) << r.reasons[0];
+  std::string generic = r.reasons[1];  // "mapping a.example.com: backend 10.0.0.1:5432 ..."
+  generic.replace(generic.find("a.example.com"), 13, "NAME");
+  generic.replace(generic.find("10.0.0.1:5432"), 13, "HOST:PORT");
+  generic.replace(generic.find("(Connection refused"), std::string::npos, "(ERROR)");
+  EXPECT_NE(text.find(generic), std::string::npos) << generic;
 }
 
 }  // namespace

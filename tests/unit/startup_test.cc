@@ -37,13 +37,46 @@ TEST(Preamble, GssAndCancel) {
   EXPECT_EQ(classifyPreamble(cancel.substr(0, 12)).kind, PreambleKind::kNeedMore);
   auto p = classifyPreamble(cancel);
   ASSERT_EQ(p.kind, PreambleKind::kCancelRequest);
+  EXPECT_EQ(p.consumed, 16u);
   EXPECT_EQ(p.cancel_pid, 1234u);
-  EXPECT_EQ(p.cancel_key, 0xdeadbeefu);
+  EXPECT_EQ(p.cancel_key, std::string("\xde\xad\xbe\xef", 4));
+}
+
+// Protocol 3.2 (PostgreSQL 18): the key runs to the end of the packet, 4 to 256 bytes.
+std::string cancelRequest(std::uint32_t pid, const std::string& key) {
+  std::string out = packet(static_cast<std::uint32_t>(12 + key.size()), kCancelRequestCode);
+  appendU32(out, pid);
+  return out + key;
+}
+
+TEST(Preamble, CancelWithLongKeys) {
+  for (std::size_t keyLen : {4u, 5u, 32u, 255u, 256u}) {
+    std::string key;
+    for (std::size_t i = 0; i < keyLen; ++i) {
+      key.push_back(static_cast<char>(i * 7 + 1));
+    }
+    std::string cancel = cancelRequest(99, key);
+    // Nothing is decided before the whole packet is in.
+    for (std::size_t i = 0; i < cancel.size(); ++i) {
+      EXPECT_EQ(classifyPreamble(cancel.substr(0, i)).kind, PreambleKind::kNeedMore) << keyLen;
+    }
+    // Bytes after it (none are expected, but a client may pipeline) are not part of it.
+    std::string pipelined = cancel + "trailing";  // p.cancel_key views into it
+    auto p = classifyPreamble(pipelined);
+    ASSERT_EQ(p.kind, PreambleKind::kCancelRequest) << keyLen;
+    EXPECT_EQ(p.consumed, 12 + keyLen);
+    EXPECT_EQ(p.cancel_pid, 99u);
+    EXPECT_EQ(p.cancel_key, key);
+  }
 }
 
 TEST(Preamble, CancelWithWrongLengthIsInvalid) {
-  EXPECT_EQ(classifyPreamble(packet(20, kCancelRequestCode, std::string(12, 'x'))).kind,
-            PreambleKind::kInvalid);
+  // A key of 0 to 3 bytes, or longer than 256: refused as soon as the length word is in.
+  for (std::uint32_t len : {8u, 12u, 13u, 15u, 12u + 257u, 1000u, 10004u}) {
+    auto p = classifyPreamble(packet(len, kCancelRequestCode));
+    EXPECT_EQ(p.kind, PreambleKind::kInvalid) << len;
+    EXPECT_STREQ(p.reason, "invalid length of cancel request packet") << len;
+  }
   EXPECT_EQ(classifyPreamble(packet(12, kSslRequestCode, "xxxx")).kind, PreambleKind::kInvalid);
 }
 

@@ -48,8 +48,47 @@ TEST(BackendKeyScanner, FindsKeyAcrossChunks) {
     }
     ASSERT_EQ(s.state(), BackendKeyScanner::State::kFound) << chunk;
     EXPECT_EQ(s.pid(), 4242u);
-    EXPECT_EQ(s.key(), 0x01020304u);
+    EXPECT_EQ(s.key(), std::string("\x01\x02\x03\x04", 4));
   }
+}
+
+// Protocol 3.2 (PostgreSQL 18): BackendKeyData carries a key of 4 to 256 bytes.
+TEST(BackendKeyScanner, LongKeysOfProtocol32) {
+  for (std::size_t keyLen : {4u, 32u, 256u}) {
+    std::string key;
+    for (std::size_t i = 0; i < keyLen; ++i) {
+      key.push_back(static_cast<char>(255 - i));
+    }
+    std::string body;
+    appendU32(body, 777);
+    std::string stream = msg('R', std::string(4, '\0')) +
+                         msg('v', std::string("\0\x03\0\x02\0\0\0\0", 8)) + msg('K', body + key) +
+                         msg('Z', "I");
+    for (std::size_t chunk : {std::size_t{1}, std::size_t{3}, std::size_t{13}, stream.size()}) {
+      BackendKeyScanner s;
+      for (std::size_t i = 0; i < stream.size(); i += chunk) {
+        s.feed(std::string_view(stream).substr(i, chunk));
+      }
+      ASSERT_EQ(s.state(), BackendKeyScanner::State::kFound) << keyLen << "/" << chunk;
+      EXPECT_EQ(s.pid(), 777u);
+      EXPECT_EQ(s.key(), key) << keyLen << "/" << chunk;
+    }
+  }
+}
+
+TEST(BackendKeyScanner, KeyLengthsOutsideTheProtocolAreInvalid) {
+  for (std::size_t keyLen : {0u, 1u, 3u, 257u, 1000u}) {
+    std::string body;
+    appendU32(body, 777);
+    BackendKeyScanner s;
+    s.feed(msg('R', std::string(4, '\0')) + msg('K', body + std::string(keyLen, 'k')));
+    EXPECT_EQ(s.state(), BackendKeyScanner::State::kInvalid) << keyLen;
+    EXPECT_EQ(s.badType(), 'K');
+  }
+  // Decided from the header alone: a huge length is refused before its body arrives.
+  BackendKeyScanner big;
+  big.feed(std::string("K\x00\x00\x01\x0d", 5));  // 269: 4-byte pid, 257-byte key
+  EXPECT_EQ(big.state(), BackendKeyScanner::State::kInvalid);
 }
 
 TEST(BackendKeyScanner, StopsAtReadyOrError) {

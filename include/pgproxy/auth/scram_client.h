@@ -3,6 +3,7 @@
 #include <string>
 #include <string_view>
 
+#include "pgproxy/auth/scram_common.h"
 #include "pgproxy/base/result.h"
 
 namespace pgproxy::auth {
@@ -16,6 +17,11 @@ class ScramClient {
   // `nonce`: printable, no comma (randomNonce() makes one). `user` stays empty for PostgreSQL;
   // RFC 7677's test vector names one.
   ScramClient(std::string password, std::string nonce, std::string user = "");
+  // Logs in without the password: with the ClientKey a client proved (ScramServer::clientKey())
+  // and the ServerKey of the verifier it was checked against. The backend must hold the same
+  // verifier: its salt and iteration count must be `salt` and `iterations`.
+  static ScramClient withKeys(std::string client_key, std::string server_key, std::string salt,
+                              unsigned iterations, std::string nonce);
   std::string clientFirst() const;
   // The answer to the server-first-message, or why the server's message is unacceptable.
   base::Result<std::string> clientFinal(std::string_view server_first);
@@ -27,16 +33,18 @@ class ScramClient {
  private:
   std::string password_, nonce_, user_;
   std::string auth_message_;
-  std::string salted_password_;  // binary, 32 bytes, once clientFinal succeeded
+  // Binary, 32 bytes each: from the password once clientFinal succeeded, or given (withKeys).
+  std::string client_key_, server_key_;
+  bool from_keys_ = false;
+  std::string key_salt_;  // withKeys: the salt and iterations the keys belong to
+  unsigned key_iterations_ = 0;
 };
 
 // 18 random bytes, base64: a client nonce.
 std::string randomNonce();
 // PostgreSQL's md5 password answer: "md5" + md5hex(md5hex(password + user) + salt).
 std::string md5Password(std::string_view user, std::string_view password, std::string_view salt);
-
-std::string base64Encode(std::string_view bytes);
-// Empty optional-like: false when `text` is not valid base64.
-bool base64Decode(std::string_view text, std::string& out);
+// The same answer from the stored hash "md5" + md5hex(password + user) (pg_authid, auth file).
+std::string md5FromHash(std::string_view stored, std::string_view salt);
 
 }  // namespace pgproxy::auth

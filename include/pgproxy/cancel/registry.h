@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
 namespace pgproxy::cancel {
 
@@ -21,9 +22,14 @@ socklen_t addrLen(const BackendAddr& a);
 //
 // Each slot is written only by the session that claimed it; readers use the sequence number
 // (seqlock) to skip slots that change under them. A crashed worker's slots are swept by the master.
+//
+// Secret keys are 4 bytes up to protocol 3.0 and up to 256 from 3.2. Each slot keeps the whole key,
+// exactly, in a separate array, so that the scan of a lookup reads only the small slot headers
+// (pid, key length, key hash) and touches a key's bytes only where all three already match.
 class Registry {
  public:
   static constexpr std::size_t kSlots = 16384;
+  static constexpr std::size_t kMaxKey = 256;
   static std::size_t bytesNeeded();
 
   // `memory` must be bytesNeeded() zeroed bytes, shared between the processes that use it.
@@ -32,15 +38,17 @@ class Registry {
   // Returns a slot index, or -1 when the table is full (the session then just can't be cancelled
   // by key).
   int claim(std::int32_t owner);
-  // A plaintext session whose BackendKeyData we saw: cancels are forwarded exactly.
-  void publishKey(int slot, std::uint32_t pid, std::uint32_t key, const BackendAddr& backend);
+  // A plaintext session whose BackendKeyData we saw: cancels are forwarded exactly. `key` is
+  // 1 to kMaxKey bytes (longer is not stored: that session can't be cancelled by key).
+  void publishKey(int slot, std::uint32_t pid, std::string_view key, const BackendAddr& backend);
   // A TLS passthrough session: the key is inside TLS, so only the client's address is known.
   void publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend);
   void release(int slot);
   // Frees every slot a dead worker held.
   void releaseOwner(std::int32_t owner);
 
-  bool findByKey(std::uint32_t pid, std::uint32_t key, BackendAddr& out) const;
+  // The backend of the session with exactly this pid and key (same length, same bytes).
+  bool findByKey(std::uint32_t pid, std::string_view key, BackendAddr& out) const;
   // Fills up to `max` distinct backends of passthrough sessions from `client`; returns the count.
   std::size_t findByClient(const in6_addr& client, BackendAddr* out, std::size_t max) const;
 
@@ -51,7 +59,8 @@ class Registry {
     std::atomic<std::uint32_t> seq;   // odd while being written
     std::uint32_t kind;
     std::uint32_t pid;
-    std::uint32_t key;
+    std::uint32_t key_len;
+    std::uint64_t key_hash;  // filters the scan; a match is then checked on the bytes
     in6_addr client;
     BackendAddr backend;
   };
@@ -61,6 +70,7 @@ class Registry {
   bool read(std::size_t slot, Fn fn) const;
 
   Slot* slots_;
+  unsigned char (*keys_)[kMaxKey];  // keys_[i]: slot i's key, after the slot array
 };
 
 }  // namespace pgproxy::cancel

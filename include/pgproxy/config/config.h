@@ -2,10 +2,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "pgproxy/auth/client_auth.h"
+#include "pgproxy/auth/user_list.h"
 #include "pgproxy/base/result.h"
 #include "pgproxy/net/cidr.h"
 
@@ -93,6 +96,8 @@ struct Mapping {
   BackendTls backend_tls = BackendTls::kRequire;
   std::string backend_ca;   // empty: the system's trust store
   std::string backend_sni;  // empty: `internal` when it is a host name
+  // pgproxy authenticates the clients (the `auth` block) and logs in to the backend for them.
+  bool authenticate = false;
   Mark mark;
 };
 
@@ -116,6 +121,17 @@ struct AdminConfig {
   bool enabled = false;
   ListenAddress listen;
   std::string token;  // bearer token required on every request when set
+};
+
+// Client authentication by pgproxy, for mappings with authenticate: true.
+struct AuthConfig {
+  bool configured = false;
+  auth::ClientAuthType type = auth::ClientAuthType::kScramSha256;
+  std::string file;  // the auth file; required unless type is trust
+  // Read and checked at load (so -t and a failed reload name a broken line); shared by the
+  // workers of the generation.
+  std::shared_ptr<const auth::UserList> users;
+  Mark mark;
 };
 
 enum class LogFormat { kText, kJson };
@@ -142,6 +158,7 @@ struct Config {
   unsigned max_draining_generations = kDefaultMaxDrainingGenerations;
   AdminConfig admin;
   TlsConfig tls;
+  AuthConfig auth;
   net::AccessList access;                   // allow/deny at accept
   unsigned max_connections = 0;             // all mappings together; 0: no limit
   unsigned max_connections_per_client = 0;  // sessions from one address; 0: no limit

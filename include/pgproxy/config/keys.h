@@ -18,6 +18,7 @@ const std::vector<KeySpec>& listenKeys();
 const std::vector<KeySpec>& mappingKeys();
 const std::vector<KeySpec>& adminKeys();
 const std::vector<KeySpec>& tlsKeys();
+const std::vector<KeySpec>& authKeys();
 const std::vector<KeySpec>& backendKeys();
 const std::vector<KeySpec>& healthCheckKeys();
 const std::vector<KeySpec>& rateKeys();       // connection_rate

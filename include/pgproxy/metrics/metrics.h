@@ -32,6 +32,7 @@ enum class Outcome : std::uint8_t {
   kRateLimited,         // connection_rate
   kIdleTimeout,         // idle_timeout
   kPeerTimeout,         // tcp_keepalive or tcp_user_timeout found a peer gone
+  kAuthFailed,          // authenticate: true: the client's or pgproxy's login was refused
   kCount,
 };
 const char* outcomeName(Outcome o);

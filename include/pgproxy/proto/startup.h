@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "pgproxy/proto/wire.h"
+
 namespace pgproxy::proto {
 
 // Request codes PostgreSQL puts where a StartupMessage has its protocol version.
@@ -13,6 +15,10 @@ inline constexpr std::uint32_t kSslRequestCode = 80877103;
 inline constexpr std::uint32_t kGssEncRequestCode = 80877104;
 inline constexpr std::uint32_t kCancelRequestCode = 80877102;
 inline constexpr std::uint32_t kProtocol3 = 3u << 16;
+// A CancelRequest is length, code, pid and the backend's secret: 16 bytes with a protocol 3.0 key,
+// up to 12 + 256 with a protocol 3.2 one (PostgreSQL 18).
+inline constexpr std::size_t kMinCancelRequest = 12 + kMinCancelKey;
+inline constexpr std::size_t kMaxCancelRequest = 12 + kMaxCancelKey;
 // PostgreSQL's MAX_STARTUP_PACKET_LENGTH (10000) bounds the packet after its length word, so the
 // longest startup packet PostgreSQL reads is 10004 bytes; a longer one is refused at once.
 inline constexpr std::size_t kMaxStartupPacket = 10004;
@@ -22,7 +28,7 @@ enum class PreambleKind {
   kNeedMore,    // not enough bytes yet to decide
   kSslRequest,  // consumed = 8
   kGssEncRequest,
-  kCancelRequest,  // consumed = 16; pid/key filled
+  kCancelRequest,  // consumed = 12 + key length; pid/key filled
   kStartup,        // a whole StartupMessage of `consumed` bytes (any protocol version)
   kDirectTls,      // first byte 0x16: a TLS record (PostgreSQL 17 direct TLS); consumed = 0
   kInvalid,        // bad length or unknown code: close without replying
@@ -33,7 +39,9 @@ struct Preamble {
   std::size_t consumed = 0;
   std::uint32_t code = 0;  // protocol version or request code
   std::uint32_t cancel_pid = 0;
-  std::uint32_t cancel_key = 0;
+  // The secret as the client sent it (kMinCancelKey to kMaxCancelKey bytes), a view into the
+  // classified bytes.
+  std::string_view cancel_key;
   const char* reason = "";  // for kInvalid: what the log says
 };
 

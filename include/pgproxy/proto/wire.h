@@ -28,6 +28,7 @@ inline constexpr const char* kConnectionFailure = "08006";
 inline constexpr const char* kRejectedConnection = "08004";
 inline constexpr const char* kFeatureNotSupported = "0A000";
 inline constexpr const char* kInvalidAuthorization = "28000";
+inline constexpr const char* kInvalidPassword = "28P01";
 inline constexpr const char* kTooManyConnections = "53300";
 inline constexpr const char* kIdleSessionTimeout = "57P05";
 inline constexpr const char* kCannotConnectNow = "57P03";
@@ -152,6 +153,11 @@ class FrameTracker {
   int last_type_ = -1;
 };
 
+// A backend's cancel secret (BackendKeyData, CancelRequest): exactly 4 bytes up to protocol 3.0,
+// 4 to 256 bytes from protocol 3.2 (PostgreSQL 18 sends 32; the rest is room for poolers).
+inline constexpr std::size_t kMinCancelKey = 4;
+inline constexpr std::size_t kMaxCancelKey = 256;
+
 // Follows the backend's message stream at the start of a plaintext session, to learn the
 // BackendKeyData (pid, secret) that a later CancelRequest will name. Stops looking at the first
 // ReadyForQuery or on anything that does not frame as protocol 3 messages.
@@ -163,7 +169,8 @@ class BackendKeyScanner {
   State feed(std::string_view bytes);
   State state() const { return state_; }
   std::uint32_t pid() const { return pid_; }
-  std::uint32_t key() const { return key_; }
+  // kFound: the secret as the backend sent it, kMinCancelKey to kMaxCancelKey bytes.
+  std::string_view key() const { return key_; }
   char badType() const { return type_; }  // kInvalid: the offending message's type byte
 
  private:
@@ -172,10 +179,12 @@ class BackendKeyScanner {
   std::size_t header_have_ = 0;
   std::uint32_t remaining_ = 0;  // body bytes left in the current message
   char type_ = 0;
-  char body_[8];
+  char pid_bytes_[4] = {};
   std::size_t body_have_ = 0;
   std::uint32_t pid_ = 0;
-  std::uint32_t key_ = 0;
+  // Not an inline 256-byte array: the scanner lives in every session, and a 3.0 key fits the
+  // string's own buffer; only a 3.2 key allocates, once per login.
+  std::string key_;
 };
 
 }  // namespace pgproxy::proto

@@ -9,12 +9,14 @@
 #include <string>
 #include <string_view>
 
+#include "pgproxy/auth/client_auth.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/proto/sasl_filter.h"
 #include "pgproxy/proto/startup.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/session/context.h"
+#include "pgproxy/upstream/dialer.h"
 
 struct bufferevent;
 struct event;
@@ -35,6 +37,9 @@ using metrics::Outcome;
 // A mapping with tls: terminate leaves ClientHello for pgproxy's own TLS handshake:
 //   ClientHello ──> TlsAccept ──> TlsStartup (StartupMessage inside TLS) ──> Connecting
 //     ──> [UpstreamSsl ──> BackendTls (backend_tls other than disable)] ──> Splice
+// A mapping with authenticate: true puts pgproxy's own login in between (authenticate.cc):
+//   ... StartupMessage ──> ClientAuth (pgproxy authenticates the client) ──> Connecting ──> ...
+//     ──> ServerLogin (pgproxy logs in to the backend for the client) ──> Splice
 //   any state ──> Closing (flush what we owe the client, then free everything)
 class Session {
  public:
@@ -54,6 +59,8 @@ class Session {
     kTlsAccept,
     kTlsStartup,
     kBackendTls,
+    kClientAuth,
+    kServerLogin,
     kSplice,
     kCancelling,
     kClosing,
@@ -78,9 +85,11 @@ class Session {
   void endHandshake();      // no longer counted against max_handshakes
   void idleTimeout();       // idle_timeout fired: 57P05 where the client can read it, then close
   void connectBackend();    // picks a backend, then connectToBackend
-  void connectToBackend();  // the one backend_index_ names
-  bool pickBackend();       // false: no backend left to try
-  void resetBackend();      // forgets a failed backend connection, to try another
+  void connectToBackend();  // the one backend_index_ names: resolve, then each address in turn
+  static void onResolved(void* arg, int gai_error, const evutil_addrinfo* ai);
+  void connectNextAddress();
+  bool pickBackend();   // false: no backend left to try
+  void resetBackend();  // forgets a failed backend connection, to try another
   const config::Backend& backend() const;
   std::size_t backendSlot() const;
   void onBackendConnected();
@@ -89,7 +98,10 @@ class Session {
   // move with plain recv/send through one buffer shared by the worker; memory is held only for
   // bytes a slow peer has not taken yet.
   static void onSocketEvent(int fd, short what, void* arg);
-  void startSplice();
+  // `backend_first`: backend bytes the client is owed before anything else (a login pgproxy ran).
+  void startSplice(std::string backend_first = {});
+  // The backend is connected (and its TLS, if any, is up): the splice, or pgproxy's login first.
+  void backendReady();
   void watchSockets();                 // raw-socket events, once the bufferevent of a side is gone
   bool relay(bool from_client);        // false: the session was closed
   bool flush(bool to_client);          // false: the session was closed
@@ -115,6 +127,15 @@ class Session {
   void startBackendTls();
   void driveHandshake(bool client_side);
   void readTlsStartup();
+  // authenticate: true (authenticate.cc).
+  void startClientAuth();
+  void readClientAuth();
+  bool onClientAuthStep(auth::ClientAuth::Step step);  // false: the session was closed
+  void startServerLogin();
+  void readServerLogin();
+  void serverLoginFailed(const std::string& why, std::string response);
+  // Writes what is queued for a side during the login phases; false: the session was closed.
+  bool flushLogin(bool to_client);
   void backendFailed(const std::string& why, int err);
   // Ends the session with `message`: FATAL 08006 where the client can read one (plaintext and
   // terminated sessions), else a TLS alert.
@@ -123,7 +144,9 @@ class Session {
   // The StartupMessage checks PostgreSQL makes before authentication; false: refused.
   bool acceptStartup(const proto::Preamble& pre, std::string_view packet);
   static int detach(bufferevent* bev, std::string& unread, std::string& unsent);
-  void startCancel(std::uint32_t pid, std::uint32_t key);
+  // Forwards cancel_request_ (the client's CancelRequest, any protocol version) to the backend
+  // its key names, or fans it out for passthrough sessions.
+  void startCancel();
   void nextCancelTarget();
   void logProtocol(bool from_client, std::string_view bytes);
   void publishBackendKey();
@@ -162,8 +185,16 @@ class Session {
   std::size_t mapping_ = SIZE_MAX;
   std::size_t backend_index_ = 0;  // into the mapping's backends, valid once tried_ != 0
   std::uint64_t tried_ = 0;        // backends this session has tried (a mapping has at most 64)
-  std::uint64_t bytes_up_ = 0;     // client → backend
-  std::uint64_t bytes_down_ = 0;   // backend → client
+  // authenticate: true: pgproxy's exchanges with the client and then the backend (freed once the
+  // splice starts, so that idle sessions do not carry them).
+  bool authenticated_ = false;
+  std::unique_ptr<auth::ClientAuth> client_auth_;
+  std::unique_ptr<auth::ServerLogin> server_login_;
+  // While connecting: the name lookup under way and the backend's addresses, tried in turn.
+  upstream::Lookup* lookup_ = nullptr;
+  std::unique_ptr<upstream::AddressList> addresses_;
+  std::uint64_t bytes_up_ = 0;    // client → backend
+  std::uint64_t bytes_down_ = 0;  // backend → client
   bool client_eof_ = false;
   bool backend_eof_ = false;
   // Splice state: the raw sockets, their events, and bytes each peer has not taken yet.
@@ -194,8 +225,9 @@ class Session {
   // log_protocol: message framers for both directions of a plaintext session.
   std::unique_ptr<proto::MessageFramer> log_up_, log_down_;
   bool scanning_key_ = false;
-  // Cancel forwarding: the request and the backends still to receive it.
-  std::uint32_t cancel_pid_ = 0, cancel_key_ = 0;
+  // Cancel forwarding: the request, byte for byte as the client sent it (16 bytes with a protocol
+  // 3.0 key, up to 12 + 256 with a 3.2 one), and the backends still to receive it.
+  std::string cancel_request_;
   cancel::BackendAddr cancel_targets_[4];
   std::size_t cancel_count_ = 0, cancel_next_ = 0;
 };

@@ -10,6 +10,8 @@
 
 typedef struct ssl_ctx_st SSL_CTX;
 
+typedef struct ssl_st SSL;
+
 namespace pgproxy::tls {
 
 // The OpenSSL contexts one configuration generation needs for the sessions pgproxy terminates:
@@ -37,5 +39,9 @@ class Contexts {
 
 // OpenSSL's queued errors as one line (and clears the queue).
 std::string opensslErrors();
+// RFC 5929 tls-server-end-point channel-binding data for the certificate this side of `ssl`
+// presents: its hash with the certificate's signature digest (SHA-256 for MD5 and SHA-1), as
+// PostgreSQL computes it. Empty when there is no certificate or the digest is unknown.
+std::string serverEndPointHash(SSL* ssl);
 
 }  // namespace pgproxy::tls

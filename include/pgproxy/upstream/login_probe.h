@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "pgproxy/auth/scram_client.h"
+#include "pgproxy/auth/server_login.h"
 
 namespace pgproxy::upstream {
 
@@ -32,13 +32,11 @@ class LoginProbe {
   Step feed(std::string_view bytes);
 
  private:
-  Step onMessage(char type, std::string_view body);
-  std::string user_, password_, database_;
-  std::string pending_;
-  bool authenticated_ = false;
+  std::string user_, database_;
+  auth::ServerLogin login_;
+  std::string pending_;  // after the login: the answer to the query
   bool queried_ = false;
   Role role_ = Role::kUnknown;
-  auth::ScramClient scram_;
 };
 
 }  // namespace pgproxy::upstream

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "pgproxy/auth/server_login.h"
+#include "pgproxy/auth/user_list.h"
+
+namespace pgproxy::auth {
+
+// How pgproxy authenticates its clients (auth.type).
+enum class ClientAuthType { kScramSha256, kMd5, kTrust, kCert };
+
+// pgproxy's side of a client's authentication, as PostgreSQL runs it for the same pg_hba method
+// and stored secret. Pure: the session moves the bytes. After success it says how to log in to
+// the server for that client (ServerCredentials), without ever having needed the password when
+// the secret is a SCRAM verifier.
+//
+// As PostgreSQL does: an md5 method with a SCRAM verifier runs SCRAM; a SCRAM method with an md5
+// hash cannot succeed; an unknown user runs the whole exchange (a mock SCRAM salt, or a random
+// md5 salt) and fails with the same message as a wrong password, so users cannot be enumerated.
+class ClientAuth {
+ public:
+  struct Settings {
+    ClientAuthType type = ClientAuthType::kScramSha256;
+    // tls-server-end-point hash of pgproxy's certificate on this connection; empty without TLS.
+    std::string channel_binding;
+    std::string mock_secret;  // per process, random: the salt of mock exchanges
+  };
+  // `secret`: the user's entry, or nullptr for an unknown user.
+  ClientAuth(std::string user, const UserSecret* secret, Settings settings);
+
+  struct Step {
+    enum Kind { kContinue, kOk, kFailed } kind = kContinue;
+    // To the client: an authentication request; on kOk with SCRAM, AuthenticationSASLFinal (the
+    // caller sends AuthenticationOk once the server login succeeded); the FATAL on kFailed.
+    std::string send;
+    std::string log;  // kFailed: why, for the log only (the client is not told)
+  };
+  // The first authentication request (kOk at once for trust and cert).
+  Step start();
+  // Bytes from the client: PasswordMessage / SASLInitialResponse / SASLResponse ('p').
+  Step feed(std::string_view bytes);
+  // After kOk: how to log in to the server as this user.
+  ServerCredentials serverCredentials() const;
+
+  static constexpr std::size_t kMaxMessage = 8 * 1024;
+
+ private:
+  enum class Phase { kStart, kMd5, kScramFirst, kScramFinal, kDone };
+  Step onMessage(std::string_view body);
+  Step fail();  // the wrong-password answer
+  Step protocolError(const std::string& why);
+
+  std::string user_;
+  const UserSecret* secret_;
+  Settings settings_;
+  Phase phase_ = Phase::kStart;
+  std::string md5_salt_;
+  ScramServer scram_;
+  bool use_scram_ = false;
+  std::string pending_;
+};
+
+}  // namespace pgproxy::auth

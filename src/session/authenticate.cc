@@ -1,0 +1,227 @@
+// authenticate: true: pgproxy authenticates the client itself (the `auth` block: SCRAM-SHA-256
+// with channel binding on terminated TLS, md5, trust), then logs in to the backend for it with
+// what the exchange yielded (a password, an md5 hash, or the client's recovered SCRAM ClientKey),
+// and hands the client the backend's greeting before the splice starts. The client's password
+// messages never reach the backend and the backend's authentication requests never reach the
+// client. Both exchanges run on the raw sockets, through TLS where pgproxy terminates it.
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <openssl/rand.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include "pgproxy/auth/scram_common.h"
+#include "pgproxy/base/text.h"
+#include "pgproxy/log/log.h"
+#include "pgproxy/session/session.h"
+
+namespace pgproxy::session {
+namespace {
+
+// The salt of mock SCRAM exchanges for unknown users: random per process, stable within it, so
+// that an unknown user sees the same salt on every attempt, as a real one does.
+const std::string& mockSecret() {
+  static const std::string secret = [] {
+    unsigned char bytes[16];
+    RAND_bytes(bytes, sizeof(bytes));
+    return std::string(reinterpret_cast<char*>(bytes), sizeof(bytes));
+  }();
+  return secret;
+}
+
+bool wouldBlock(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+}  // namespace
+
+void Session::startClientAuth() {
+  std::string unsent;
+  if (client_) {  // plaintext: the StartupMessage is still in the bufferevent
+    client_fd_ = detach(client_, startup_, unsent);
+    client_ = nullptr;
+  }
+  proto::Preamble pre = proto::classifyPreamble(startup_);
+  std::string early = startup_.substr(pre.consumed);  // a client that did not wait for us
+  startup_.resize(pre.consumed);
+  proto::StartupParams params;
+  (void)proto::parseStartup(startup_, params);  // acceptStartup checked it
+  const std::string user = params.get("user");
+  const auto& cfg = ctx_.config->auth;
+  const auth::UserSecret* secret = cfg.users ? cfg.users->find(user) : nullptr;
+  auth::ClientAuth::Settings settings;
+  settings.type = cfg.type;
+  settings.channel_binding = terminated() ? tls::serverEndPointHash(client_ssl_) : "";
+  settings.mock_secret = mockSecret();
+  client_auth_ = std::make_unique<auth::ClientAuth>(user, secret, std::move(settings));
+  setState(State::kClientAuth);
+  watchSockets();
+  to_client_ += unsent;
+  if (!onClientAuthStep(client_auth_->start())) {
+    return;
+  }
+  if (!early.empty() && !onClientAuthStep(client_auth_->feed(early))) {
+    return;
+  }
+  if (state_ == State::kClientAuth) {
+    event_add(client_read_, nullptr);
+  }
+}
+
+bool Session::onClientAuthStep(auth::ClientAuth::Step step) {
+  switch (step.kind) {
+    case auth::ClientAuth::Step::kContinue:
+      to_client_ += step.send;
+      return flushLogin(true);
+    case auth::ClientAuth::Step::kFailed:
+      LOG_INFO("session %llu: authentication of %s failed: %s",
+               static_cast<unsigned long long>(id_), peer().c_str(), step.log.c_str());
+      sendLastWords(Outcome::kAuthFailed, std::move(step.send));
+      return false;
+    case auth::ClientAuth::Step::kOk:
+      break;
+  }
+  // The client is who it says: the backend login runs with what the exchange yielded, and the
+  // client hears nothing more until the backend has accepted it.
+  to_client_ += step.send;  // AuthenticationSASLFinal after SCRAM
+  proto::StartupParams params;
+  (void)proto::parseStartup(startup_, params);
+  server_login_ =
+      std::make_unique<auth::ServerLogin>(params.get("user"), client_auth_->serverCredentials());
+  client_auth_.reset();
+  authenticated_ = true;
+  event_del(client_read_);
+  if (!flushLogin(true)) {
+    return false;
+  }
+  connectBackend();
+  return false;  // the session moved on (or was closed): the caller stops
+}
+
+void Session::readClientAuth() {
+  char buf[4096];
+  for (;;) {
+    int err = 0;
+    ssize_t n = readSide(true, buf, sizeof(buf), err);
+    if (n == 0 || (n < 0 && !wouldBlock(err) && err != EINTR)) {
+      close(Outcome::kClientClosedEarly);
+      return;
+    }
+    if (n < 0) {
+      return;  // the read event is armed
+    }
+    if (!onClientAuthStep(client_auth_->feed(std::string_view(buf, static_cast<std::size_t>(n))))) {
+      return;
+    }
+  }
+}
+
+bool Session::flushLogin(bool to_client) {
+  std::string& pending = to_client ? to_client_ : to_backend_;
+  event* writable = to_client ? client_write_ : backend_write_;
+  while (!pending.empty()) {
+    int err = 0;
+    ssize_t w = writeSide(to_client, pending.data(), pending.size(), err);
+    if (w > 0) {
+      pending.erase(0, static_cast<std::size_t>(w));
+      continue;
+    }
+    if (w < 0 && err == EINTR) {
+      continue;
+    }
+    if (w < 0 && wouldBlock(err)) {
+      event_add(writable, nullptr);
+      return true;
+    }
+    if (to_client) {
+      close(Outcome::kClientClosedEarly);
+    } else {
+      serverLoginFailed("the backend closed the connection during the login", "");
+    }
+    return false;
+  }
+  if (writable) {
+    event_del(writable);
+  }
+  return true;
+}
+
+void Session::backendReady() {
+  if (authenticated_) {
+    startServerLogin();
+  } else {
+    startSplice();
+  }
+}
+
+void Session::startServerLogin() {
+  if (backend_) {
+    std::string unread, unsent;  // both empty: nothing was exchanged on a plaintext backend yet
+    backend_fd_ = detach(backend_, unread, unsent);
+    backend_ = nullptr;
+  }
+  setState(State::kServerLogin);
+  armTimer(ctx_.config->connect_timeout_ms);
+  watchSockets();
+  // The client's own StartupMessage (user, database, options, application_name ...), unchanged.
+  to_backend_ = std::move(startup_);
+  startup_.clear();
+  if (!flushLogin(false)) {
+    return;
+  }
+  event_add(backend_read_, nullptr);
+}
+
+void Session::readServerLogin() {
+  char buf[4096];
+  for (;;) {
+    int err = 0;
+    ssize_t n = readSide(false, buf, sizeof(buf), err);
+    if (n == 0 || (n < 0 && !wouldBlock(err) && err != EINTR)) {
+      serverLoginFailed(
+          n == 0 ? "the backend closed the connection during the login"
+                 : "the backend connection failed during the login: " + base::errnoText(err),
+          "");
+      return;
+    }
+    if (n < 0) {
+      return;
+    }
+    auth::ServerLogin::Step step =
+        server_login_->feed(std::string_view(buf, static_cast<std::size_t>(n)));
+    to_backend_ += step.send;
+    if (step.kind == auth::ServerLogin::Step::kFailed) {
+      serverLoginFailed(step.error, std::move(step.response));
+      return;
+    }
+    if (!flushLogin(false)) {
+      return;
+    }
+    if (step.kind == auth::ServerLogin::Step::kReady) {
+      // The client gets AuthenticationOk and the backend's greeting (ParameterStatus,
+      // BackendKeyData, ReadyForQuery), which the splice's key scanner also reads.
+      std::string first("R\0\0\0\x08\0\0\0\0", 9);
+      first += server_login_->greeting();
+      first += server_login_->takeLeftover();
+      server_login_.reset();
+      startSplice(std::move(first));
+      return;
+    }
+  }
+}
+
+void Session::serverLoginFailed(const std::string& why, std::string response) {
+  const std::string key = backend().key();
+  LOG_WARN("session %llu: pgproxy could not log in to backend %s for %s: %s",
+           static_cast<unsigned long long>(id_), key.c_str(), peer().c_str(), why.c_str());
+  server_login_.reset();
+  if (response.empty()) {
+    // Not the backend's own refusal (it would be relayed as it is): say what pgproxy lacks.
+    response = proto::buildFatal(proto::sqlstate::kInvalidAuthorization,
+                                 "pgproxy could not log in to the backend for this user: " + why);
+  }
+  sendLastWords(Outcome::kAuthFailed, std::move(response));
+}
+
+}  // namespace pgproxy::session
