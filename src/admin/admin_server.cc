@@ -102,6 +102,13 @@ void AdminServer::respond(evhttp_request* req) {
   }
   metrics::Snapshot snap = registry_.snapshot();
   snap.backends = upstream::sampleBackends(cfg_, backends_, backend_slots_);
+  if (p == "/metrics" && !snap.consistent) {
+    // Folds of exited workers' counts kept running: better no page than counts that go back.
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    reply(req, 503, "Service Unavailable", "text/plain; charset=utf-8",
+          "metrics are being folded after a worker exit; retry\n");
+    return;
+  }
   if (p == "/metrics") {
     reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
           metrics::renderPrometheus(snap, PACKAGE_VERSION));

@@ -22,8 +22,8 @@ class Parser {
  public:
   Parser(const std::string& name, yaml_document_t* doc) : name_(name), doc_(doc) {}
 
-  void fail(const yaml_node_t* node, const std::string& message) {
-    Mark m = markOf(node);
+  void fail(const yaml_node_t* node, const std::string& message) { fail(markOf(node), message); }
+  void fail(const Mark& m, const std::string& message) {
     errors_.push_back(name_ + ":" + std::to_string(m.line) + ":" + std::to_string(m.column) + ": " +
                       message);
   }
@@ -204,6 +204,55 @@ void parseListenEntry(Parser& p, yaml_node_t* n, Config& cfg) {
       }
     }
     cfg.listen.push_back(addr);
+  }
+}
+
+// Whether two listening sockets would want the same port of the same address: equal ports, the
+// same family (IPv6 sockets are IPV6_V6ONLY, so "::" and "0.0.0.0" coexist), and equal addresses
+// or either one the family's wildcard. Addresses compare as bytes, so "::1" equals "0::1".
+bool listenAddressesOverlap(const ListenAddress& a, const ListenAddress& b) {
+  if (a.port != b.port) {
+    return false;
+  }
+  for (int family : {AF_INET, AF_INET6}) {
+    unsigned char x[sizeof(in6_addr)] = {}, y[sizeof(in6_addr)] = {};
+    bool ax = inet_pton(family, a.address.c_str(), x) == 1;
+    bool by = inet_pton(family, b.address.c_str(), y) == 1;
+    if (ax != by) {
+      return false;  // different families
+    }
+    if (ax) {
+      const unsigned char any[sizeof(in6_addr)] = {};
+      std::size_t len = family == AF_INET ? sizeof(in_addr) : sizeof(in6_addr);
+      return std::memcmp(x, y, len) == 0 || std::memcmp(x, any, len) == 0 ||
+             std::memcmp(y, any, len) == 0;
+    }
+  }
+  return false;
+}
+
+// admin.listen on a data listen address would bind the same port twice: refused here, with the
+// line of each, rather than as a bind error at start (or, on reload, as a failed reload).
+void checkAdminListen(Parser& p, const Config& cfg, bool listen_defaulted) {
+  if (!cfg.admin.enabled) {
+    return;
+  }
+  auto text = [](const ListenAddress& l) {
+    bool v6 = l.address.find(':') != std::string::npos;
+    return (v6 ? "[" + l.address + "]" : l.address) + ":" + std::to_string(l.port);
+  };
+  const ListenAddress& admin = cfg.admin.listen;
+  for (const auto& l : cfg.listen) {
+    if (!listenAddressesOverlap(admin, l)) {
+      continue;
+    }
+    std::string where = listen_defaulted ? " (the default, as \"listen\" is not set)"
+                                         : " (line " + std::to_string(l.mark.line) + ")";
+    std::string a = text(admin), d = text(l);
+    p.fail(admin.mark, "admin.listen " + a + (a == d ? " is also" : " overlaps") +
+                           " the data listen address " + d + where +
+                           ": the admin endpoint needs a port of its own");
+    return;
   }
 }
 
@@ -606,7 +655,18 @@ void parseMappings(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(n, "mappings must be a list, not a " + Parser::typeName(n));
     return;
   }
-  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+  std::size_t count = 0;
+  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i, ++count) {
+    if (count == kMaxMappings) {
+      auto total =
+          static_cast<std::size_t>(n->data.sequence.items.top - n->data.sequence.items.start);
+      p.fail(p.node(*i), "too many mappings: " + std::to_string(total) + ", at most " +
+                             std::to_string(kMaxMappings) +
+                             " (each has one of pgproxy's fixed slots for its metrics, "
+                             "max_connections and connection_rate); this is mapping " +
+                             std::to_string(count + 1));
+      return;
+    }
     parseMapping(p, p.node(*i), cfg);
   }
 }
@@ -811,9 +871,11 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
   if (p.failed()) {
     return;
   }
-  if (cfg.listen.empty()) {
+  bool listenDefaulted = cfg.listen.empty();
+  if (listenDefaulted) {
     cfg.listen.push_back(ListenAddress{"0.0.0.0", 5400, Parser::markOf(root)});
   }
+  checkAdminListen(p, cfg, listenDefaulted);
   if (cfg.mappings.empty()) {
     p.fail(mappingsNode ? mappingsNode : root,
            "no mappings: add at least one {external, internal} entry under \"mappings\"");

@@ -1,4 +1,5 @@
 // Prometheus text exposition of a metrics snapshot.
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <string_view>
@@ -116,8 +117,12 @@ const std::vector<MetricSpec>& metricTable() {
 }
 
 std::string renderPrometheus(const Snapshot& s, const char* version) {
+  // Per-mapping series for the names whose counts the snapshot holds (all of them, as snapshot()
+  // builds it; a hand-made one may be shorter, and must not be read past its end).
+  const std::size_t mappings =
+      std::min({s.mapping_names.size(), s.mapping.size(), s.mapping_active.size()});
   std::string out;
-  out.reserve(4096 + s.mapping_names.size() * 2048);
+  out.reserve(4096 + mappings * 2048);
   Writer w(out);
   w.header("pgproxy_build_info");
   w.sample("pgproxy_build_info", label("version", version), std::int64_t{1});
@@ -145,7 +150,7 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
   w.sample("pgproxy_connections_handshaking", "",
            s.gauges[static_cast<std::size_t>(Gauge::kHandshaking)]);
   w.header("pgproxy_connections_closed_total");
-  for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
+  for (std::size_t m = 0; m < mappings; ++m) {
     for (std::size_t o = 0; o < static_cast<std::size_t>(Outcome::kCount); ++o) {
       w.sample("pgproxy_connections_closed_total",
                label("mapping", s.mapping_names[m]) + "," +
@@ -157,13 +162,13 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
        {std::pair{"pgproxy_client_to_backend_bytes_total", MappingCounter::kBytesUp},
         std::pair{"pgproxy_backend_to_client_bytes_total", MappingCounter::kBytesDown}}) {
     w.header(name);
-    for (std::size_t m = 0; m < s.mapping_names.size(); ++m) {
+    for (std::size_t m = 0; m < mappings; ++m) {
       w.sample(name, label("mapping", s.mapping_names[m]),
                s.mapping[m][static_cast<std::size_t>(counter)]);
     }
   }
   w.header("pgproxy_mapping_sessions_active");
-  for (std::size_t m = 1; m < s.mapping_names.size(); ++m) {
+  for (std::size_t m = 1; m < mappings; ++m) {
     w.sample("pgproxy_mapping_sessions_active", label("mapping", s.mapping_names[m]),
              s.mapping_active[m]);
   }

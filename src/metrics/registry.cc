@@ -1,5 +1,8 @@
+#include <sched.h>
+
 #include <cstring>
 
+#include "pgproxy/base/clock.h"
 #include "pgproxy/metrics/metrics.h"
 
 namespace pgproxy::metrics {
@@ -8,6 +11,11 @@ namespace {
 constexpr std::size_t idx(Counter c) {
   return static_cast<std::size_t>(c);
 }
+
+// How long a scrape waits for a fold to end. A fold moves one slot (tens of microseconds); this
+// bounds the stall of the worker's event loop when the master is descheduled in the middle of
+// one, after which the scrape gets a 503 instead.
+constexpr std::uint64_t kSnapshotBudgetUs = 20000;
 
 template <typename T>
 void moveAtomic(std::atomic<T>& from, std::atomic<T>& to) {
@@ -59,6 +67,32 @@ std::size_t Registry::registerMapping(const std::string& name) {
   std::snprintf(e.name, sizeof(e.name), "%s", name.c_str());
   shared_->mapping_count.store(n + 1, std::memory_order_release);
   return n;
+}
+
+base::Status Registry::fits(const std::vector<std::string>& names) const {
+  std::uint32_t n = shared_->mapping_count.load(std::memory_order_acquire);
+  std::size_t used = n == 0 ? 0 : n - 1;  // names registered, without "unknown"
+  std::size_t fresh = 0;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (names[i].size() > kMaxNameLength) {
+      return base::Error{"mapping name \"" + names[i].substr(0, 64) + "...\" is longer than " +
+                         std::to_string(kMaxNameLength) + " bytes"};
+    }
+    bool seen = mappingIndex(names[i]) != kUnknownMapping;
+    for (std::size_t j = 0; j < i && !seen; ++j) {
+      seen = names[j] == names[i];
+    }
+    fresh += seen ? 0 : 1;
+  }
+  if (used + fresh > kMaxMappings - 1) {
+    return base::Error{
+        "the configuration needs " + std::to_string(fresh) + " new mapping name(s), and " +
+        std::to_string(used) + " of the " + std::to_string(kMaxMappings - 1) +
+        " per-mapping slots (metrics, max_connections, connection_rate) are taken by the names "
+        "this master has served since it started, including removed ones; a restart frees the "
+        "slots of removed mappings"};
+  }
+  return {};
 }
 
 std::size_t Registry::mappingIndex(const std::string& name) const {
@@ -128,7 +162,10 @@ void Registry::foldSlot(std::int32_t owner) {
     if (slot.owner.load() != owner) {
       continue;
     }
-    shared_->fold_seq.fetch_add(1, std::memory_order_acq_rel);  // odd: readers retry
+    shared_->fold_seq.fetch_add(1, std::memory_order_relaxed);  // odd: readers retry
+    // Pairs with the reader's acquire fence: a reader that sees any of the moves below then
+    // sees the odd sequence (or a later one) on its second read.
+    std::atomic_thread_fence(std::memory_order_release);
     Slot& r = shared_->retired;
     for (std::size_t c = 0; c < idx(Counter::kCount); ++c) {
       moveAtomic(slot.counters[c], r.counters[c]);
@@ -150,7 +187,7 @@ void Registry::foldSlot(std::int32_t owner) {
       moveAtomic(slot.histograms[h].sum_us, r.histograms[h].sum_us);
     }
     slot.owner.store(0, std::memory_order_release);
-    shared_->fold_seq.fetch_add(1, std::memory_order_acq_rel);
+    shared_->fold_seq.fetch_add(1, std::memory_order_release);
   }
 }
 
@@ -160,39 +197,51 @@ Snapshot Registry::snapshot() const {
   if (n == 0) {
     n = 1;  // "unknown" always exists
   }
-  for (int attempt = 0; attempt < 1000; ++attempt) {
+  // Sized before any attempt, so that every vector matches mapping_names even when no attempt
+  // is consistent.
+  s.mapping.assign(n, {});
+  s.mapping_active.assign(n, 0);
+  const std::uint64_t deadline = base::monotonicUs() + kSnapshotBudgetUs;
+  for (bool first = true; first || base::monotonicUs() < deadline; first = false) {
+    if (!first) {
+      sched_yield();  // let the master finish its fold
+    }
     std::uint32_t before = shared_->fold_seq.load(std::memory_order_acquire);
     if (before & 1) {
       continue;
     }
-    s = Snapshot{};
-    s.mapping.assign(n, {});
-    s.mapping_active.assign(n, 0);
+    Snapshot t;
+    t.mapping.assign(n, {});
+    t.mapping_active.assign(n, 0);
     auto add = [&](const Slot& slot) {
       for (std::size_t c = 0; c < idx(Counter::kCount); ++c) {
-        s.counters[c] += slot.counters[c].load(std::memory_order_relaxed);
+        t.counters[c] += slot.counters[c].load(std::memory_order_relaxed);
       }
       for (std::size_t g = 0; g < static_cast<std::size_t>(Gauge::kCount); ++g) {
-        s.gauges[g] += slot.gauges[g].load(std::memory_order_relaxed);
+        t.gauges[g] += slot.gauges[g].load(std::memory_order_relaxed);
       }
       for (std::size_t m = 0; m < n; ++m) {
         for (std::size_t c = 0; c < kMappingCounters; ++c) {
-          s.mapping[m][c] += slot.mapping[m][c].load(std::memory_order_relaxed);
+          t.mapping[m][c] += slot.mapping[m][c].load(std::memory_order_relaxed);
         }
-        s.mapping_active[m] += slot.mapping_active[m].load(std::memory_order_relaxed);
+        t.mapping_active[m] += slot.mapping_active[m].load(std::memory_order_relaxed);
       }
       for (std::size_t h = 0; h < static_cast<std::size_t>(Histogram::kCount); ++h) {
         for (std::size_t b = 0; b <= kBuckets; ++b) {
-          s.hist_buckets[h][b] += slot.histograms[h].buckets[b].load(std::memory_order_relaxed);
+          t.hist_buckets[h][b] += slot.histograms[h].buckets[b].load(std::memory_order_relaxed);
         }
-        s.hist_sum_us[h] += slot.histograms[h].sum_us.load(std::memory_order_relaxed);
+        t.hist_sum_us[h] += slot.histograms[h].sum_us.load(std::memory_order_relaxed);
       }
     };
     add(shared_->retired);
     for (const auto& slot : shared_->slots) {
       add(slot);
     }
-    if (shared_->fold_seq.load(std::memory_order_acquire) == before) {
+    // Seqlock: the loads above may not move below the second read of the sequence.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (shared_->fold_seq.load(std::memory_order_relaxed) == before) {
+      s = std::move(t);
+      s.consistent = true;
       break;
     }
   }

@@ -248,9 +248,18 @@ base::Status Master::openListeners(const config::Config& cfg, std::vector<Listen
   return {};
 }
 
+// The loader refuses a configuration with more mappings than the registry has slots for names.
+static_assert(config::kMaxMappings + 1 == metrics::kMaxMappings, "one slot is \"unknown\"");
+
 void Master::registerMappings(const config::Config& cfg) {
   for (const auto& m : cfg.mappings) {
-    metrics_->registerMapping(m.external);
+    if (metrics_->registerMapping(m.external) == metrics::kUnknownMapping) {
+      // fits() was checked first; if this ever happens, say so rather than share a slot quietly.
+      LOG_ERROR(
+          "no metrics slot for mapping %s: its metrics and per-mapping limits are shared "
+          "with mapping=\"unknown\"",
+          m.external.c_str());
+    }
     for (const auto& b : m.backends) {
       if (backends_->registerBackend(b.key()) == upstream::kNoBackend) {
         LOG_WARN("backend table full: %s is balanced without health state", b.key().c_str());
@@ -719,6 +728,14 @@ void Master::reload() {
   // The new generation starts beside every worker still alive: refuse now what cannot fit.
   if (unsigned needed = next->effectiveWorkers(); needed > freeWorkerSlots()) {
     reloadFailed(base::Error{"the new generation cannot start: " + slotShortage(needed)});
+    return;
+  }
+  std::vector<std::string> names;
+  for (const auto& m : next->mappings) {
+    names.push_back(m.external);
+  }
+  if (auto st = metrics_->fits(names); !st) {
+    reloadFailed(base::Error{opts_.config_path + ": " + st.error().message});
     return;
   }
   // Certificates are read now, in the master: a missing or broken file keeps the old generation

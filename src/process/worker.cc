@@ -226,6 +226,11 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.metrics = metrics::Recorder(spec.metrics->slot(spec.metrics_slot));
   for (const auto& m : spec.config->mappings) {
     w->ctx.mapping_metric.push_back(spec.metrics->mappingIndex(m.external));
+    if (w->ctx.mapping_metric.back() == metrics::kUnknownMapping) {
+      // The master registers every name before forking; never share a slot without a word.
+      LOG_ERROR("mapping %s has no metrics slot: its metrics and limits count as \"unknown\"",
+                m.external.c_str());
+    }
     w->ctx.balancers.emplace_back(m.backends.size());
   }
   w->ctx.backends = spec.backends;

@@ -8,6 +8,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <mutex>
 #include <random>
 #include <regex>
 #include <thread>
@@ -123,6 +128,224 @@ TEST(Metrics, PromtoolAcceptsTheExposition) {
   auto r = run({"bash", "-c", "promtool check metrics < " + dir + "/metrics.txt"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   run({"rm", "-rf", dir});
+}
+
+// Each line of an exposition without its value: comments whole, samples up to the last space.
+// Two whole pages of the same configuration have the same keys, whatever the counts.
+std::vector<std::string> seriesKeys(const std::string& body) {
+  std::vector<std::string> keys;
+  std::istringstream in(body);
+  std::string line;
+  while (std::getline(in, line)) {
+    keys.push_back(line.rfind('#', 0) == 0 ? line : line.substr(0, line.rfind(' ')));
+  }
+  return keys;
+}
+
+// Scrapes that land while the master folds the counts of exited workers (the drained generation
+// of each reload, a killed worker) get the whole page or a 503: never a dead worker, a dropped
+// connection or a torn page.
+TEST(Metrics, ScrapesDuringFoldsGetTheWholePageOr503) {
+  constexpr int kWorkers = 4;
+  constexpr int kFolds = 200;
+  Observed o("", kWorkers);
+  const std::vector<std::string> reference = seriesKeys(o.metrics());
+  ASSERT_GT(reference.size(), 100u);
+  std::atomic<bool> stop{false};
+  std::atomic<long> whole{0}, unavailable{0}, cut{0};
+  // A worker the test SIGKILLs cannot answer the requests it had accepted: those (and only those)
+  // may end without an answer. Bumped just before each kill.
+  std::atomic<int> kill_epoch{0};
+  // A worker that retires on a reload frees its evhttp at once, closing the admin connections it
+  // accepted and has not yet answered: a fault of the drain, not of the folds, so such answers
+  // (no answer at all, never a torn page) are counted apart. Odd while a reload is under way.
+  std::atomic<int> reload_epoch{0};
+  std::atomic<long> dropped_by_retiring{0};
+  std::mutex mu;
+  std::vector<std::string> bad;      // anything else, with what it was
+  std::vector<std::string> samples;  // some whole pages for promtool
+  auto scrape = [&] {
+    while (!stop.load()) {
+      int epoch = kill_epoch.load();
+      int reloads = reload_epoch.load();
+      HttpResponse r = httpGet(o.admin(), "/metrics");
+      if (r.status == 0 && kill_epoch.load() != epoch) {
+        ++cut;
+      } else if (r.status == 0 && (reload_epoch.load() != reloads || (reloads & 1))) {
+        ++dropped_by_retiring;
+      } else if (r.status == 503) {
+        ++unavailable;
+      } else if (r.status == 200 && seriesKeys(r.body) == reference) {
+        if (++whole % 97 == 0) {
+          std::lock_guard<std::mutex> lock(mu);
+          samples.push_back(r.body);
+        }
+      } else {
+        std::lock_guard<std::mutex> lock(mu);
+        bad.push_back("status " + std::to_string(r.status) + ", " + std::to_string(r.body.size()) +
+                      " bytes:\n" + r.body.substr(0, 300));
+      }
+    }
+  };
+  std::thread scrapers[] = {std::thread(scrape), std::thread(scrape)};
+  auto joinScrapers = [&] {
+    stop = true;
+    for (auto& t : scrapers) {
+      if (t.joinable()) {
+        t.join();
+      }
+    }
+  };
+  struct Joiner {
+    std::function<void()> f;
+    ~Joiner() { f(); }
+  } joiner{joinScrapers};  // also when an ASSERT returns early
+  // The control loop reads its own counters through the same endpoint, retrying a 503.
+  auto now = [&](const std::string& series) {
+    HttpResponse r = httpGet(o.admin(), "/metrics");
+    return r.status == 200 ? metric(r.body, series) : -1;
+  };
+  int folds = 0, kills = 0;
+  long long generation = now("pgproxy_generation");
+  while (folds < kFolds && !::testing::Test::HasFailure()) {
+    // A reload: the old generation's workers exit and are folded.
+    ++reload_epoch;
+    ASSERT_EQ(o.proxy().signal("reload").exit_code, 0);
+    ++generation;
+    ASSERT_TRUE(eventually([&] {
+      return now("pgproxy_generation") == generation && now("pgproxy_draining_workers") == 0 &&
+             childrenOf(o.proxy().pid()).size() == kWorkers;
+    })) << "generation "
+        << generation;
+    ++reload_epoch;
+    folds += kWorkers;
+    // A killed worker: folded, then replaced.
+    auto workers = childrenOf(o.proxy().pid());
+    ASSERT_FALSE(workers.empty());
+    ++kill_epoch;
+    ASSERT_EQ(kill(workers.front(), SIGKILL), 0);
+    ++kills;
+    ASSERT_TRUE(eventually([&] {
+      return now("pgproxy_worker_restarts_total") >= kills && now("pgproxy_workers") == kWorkers &&
+             childrenOf(o.proxy().pid()).size() == kWorkers;
+    })) << "kill "
+        << kills;
+    folds += 1;
+  }
+  joinScrapers();
+  EXPECT_TRUE(bad.empty()) << bad.size() << " bad answers; the first: " << bad.front();
+  EXPECT_GT(whole.load(), kFolds);  // the scrapers ran all along
+  // Every worker that died was one the test killed, and the master is the one that started.
+  EXPECT_EQ(now("pgproxy_worker_restarts_total"), kills);
+  EXPECT_EQ(kill(o.proxy().pid(), 0), 0);
+  EXPECT_EQ(o.proxy().log().find("signal 11"), std::string::npos);
+  std::string dir = tempDir("pgproxy-promtool");
+  for (std::size_t i = 0; i < samples.size(); i += std::max<std::size_t>(1, samples.size() / 10)) {
+    writeFile(dir + "/metrics.txt", samples[i]);
+    auto r = run({"bash", "-c", "promtool check metrics < " + dir + "/metrics.txt"});
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  std::cout << "scrapes: " << whole.load() << " whole, " << unavailable.load() << " 503, "
+            << cut.load() << " cut by a kill, " << dropped_by_retiring.load()
+            << " dropped by a retiring worker, " << bad.size() << " bad, over " << folds
+            << " folds\n";
+  run({"rm", "-rf", dir});
+}
+
+// Mappings host1 (to the first cluster) and `prefix`1 .. `prefix`(n-1) (to a dead port).
+std::string mappingsList(int n, const std::string& prefix) {
+  std::string yaml =
+      "mappings:\n  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n";
+  for (int i = 1; i < n; ++i) {
+    yaml += "  - {external: " + prefix + std::to_string(i) +
+            ".example.com, internal: 127.0.0.1, port: {DEAD}}\n";
+  }
+  return yaml;
+}
+
+// 300 mappings cannot each have their own slot (metrics, max_connections, connection_rate): -t,
+// a start and a reload refuse them, naming the limit, and the running configuration keeps serving.
+TEST(MappingSlots, ThreeHundredMappingsAreRefusedNamingTheLimit) {
+  const std::string limit = "too many mappings: 300, at most 127";
+  std::string dir = tempDir("pgproxy-slots");
+  std::string yaml = "listen: {address: 127.0.0.1, port: " + std::to_string(freePort()) + "}\n" +
+                     mappingsList(300, "m");
+  for (const char* placeholder : {"{P1}", "{DEAD}"}) {
+    for (auto at = yaml.find(placeholder); at != std::string::npos; at = yaml.find(placeholder)) {
+      yaml.replace(at, std::strlen(placeholder), "5432");
+    }
+  }
+  writeFile(dir + "/300.yaml", yaml);
+  auto t = run({proxyBinary(), "-t", "-c", dir + "/300.yaml"});
+  EXPECT_EQ(t.exit_code, 1) << t.output;
+  EXPECT_NE(t.output.find(dir + "/300.yaml:130:5: " + limit), std::string::npos) << t.output;
+  auto start = run({proxyBinary(), "-c", dir + "/300.yaml"}, seconds(20));
+  EXPECT_EQ(start.exit_code, 1) << start.output;
+  EXPECT_NE(start.output.find(limit), std::string::npos) << start.output;
+  run({"rm", "-rf", dir});
+
+  int admin = freePort();
+  const std::string adminBlock = "admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n";
+  Proxy proxy(adminBlock + mappingsList(3, "m"));
+  auto metrics = [&] { return httpGet(admin, "/metrics").body; };
+  ASSERT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+  proxy.rewrite(adminBlock + mappingsList(300, "m"));
+  // `-s reload` reads the file first, and refuses to signal a master with it.
+  auto viaCli = proxy.signal("reload");
+  EXPECT_EQ(viaCli.exit_code, 1);
+  EXPECT_NE(viaCli.output.find(limit), std::string::npos) << viaCli.output;
+  // A SIGHUP from elsewhere (kill -HUP, a service manager) reaches the master, which refuses.
+  ASSERT_EQ(kill(proxy.pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually([&] {
+    return metric(metrics(), "pgproxy_reloads_total{result=\"failed\"}") == 1;
+  })) << metrics();
+  EXPECT_NE(proxy.log().find(limit), std::string::npos);
+  std::string m = metrics();
+  EXPECT_EQ(metric(m, "pgproxy_generation"), 1);
+  EXPECT_EQ(metric(m, "pgproxy_reloads_total{result=\"ok\"}"), 0);
+  EXPECT_EQ(m.find("m100.example.com"), std::string::npos);
+  EXPECT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+}
+
+// Names keep their slots for the master's life (counters survive a mapping's removal and return),
+// so reloads that rename mappings use up slots: the one that would need more than there are is
+// refused, naming the limit, and the ones that fit still work, with series of their own.
+TEST(MappingSlots, ReloadsThatWouldOutgrowTheSlotsAreRefused) {
+  int admin = freePort();
+  const std::string adminBlock = "admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n";
+  auto metrics = [&] { return httpGet(admin, "/metrics").body; };
+  Proxy proxy(adminBlock + mappingsList(100, "a"));  // host1 and a1..a99: 100 slots
+  ASSERT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+  // host1 and b1..b99: 99 new names, 27 slots left.
+  proxy.rewrite(adminBlock + mappingsList(100, "b"));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return metric(metrics(), "pgproxy_reloads_total{result=\"failed\"}") == 1;
+  })) << metrics();
+  EXPECT_NE(proxy.log().find("needs 99 new mapping name(s), and 100 of the 127 per-mapping slots"),
+            std::string::npos)
+      << proxy.log();
+  EXPECT_EQ(metric(metrics(), "pgproxy_generation"), 1);
+  EXPECT_EQ(psql(proxy.tls("host1"), "select 1").exit_code, 0);
+  // host1, a1..a99 and c1..c27 (to the second cluster): exactly the 127 slots.
+  std::string body = mappingsList(100, "a");
+  for (int i = 1; i <= 27; ++i) {
+    body +=
+        "  - {external: c" + std::to_string(i) + ".example.com, internal: 127.0.0.1, port: {P2}}\n";
+  }
+  proxy.rewrite(adminBlock + body);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    std::string m = metrics();
+    return metric(m, "pgproxy_generation") == 2 && metric(m, "pgproxy_draining_workers") == 0;
+  })) << proxy.log();
+  // The last slot's mapping counts as itself, not as "unknown".
+  long long unknown = finished(metrics(), "unknown");
+  ASSERT_EQ(psql(proxy.tls("c27", "require"), "select 1").exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return finished(metrics(), "c27.example.com") == 1; })) << metrics();
+  EXPECT_EQ(metric(metrics(), "pgproxy_mapping_sessions_active{mapping=\"c27.example.com\"}"), 0);
+  EXPECT_EQ(finished(metrics(), "unknown"), unknown);
+  EXPECT_EQ(proxy.log().find("no metrics slot"), std::string::npos);
 }
 
 std::string clientHello(const std::string& sni) {

@@ -189,6 +189,66 @@ TEST(Config, DuplicateListen) {
             std::string::npos);
 }
 
+TEST(Config, AdminListenMustNotBeADataListenAddress) {
+  const std::string maps = "mappings: [{external: a.b, internal: c}]\n";
+  // The same address and port: refused at admin.listen's value, naming the listen entry's line.
+  EXPECT_EQ(errorOf("listen: {address: 127.0.0.1, port: 6432}\n"
+                    "admin: {listen: \"127.0.0.1:6432\"}\n" +
+                    maps),
+            "t.yaml:2:17: admin.listen 127.0.0.1:6432 is also the data listen address "
+            "127.0.0.1:6432 (line 1): the admin endpoint needs a port of its own");
+  // A wildcard on either side takes the port of every address of its family.
+  EXPECT_NE(errorOf("listen: [{address: 10.0.0.1, port: 7000}, {address: 0.0.0.0, port: 6432}]\n"
+                    "admin: {listen: \"127.0.0.1:6432\"}\n" +
+                    maps)
+                .find("t.yaml:2:17: admin.listen 127.0.0.1:6432 overlaps the data listen address "
+                      "0.0.0.0:6432 (line 1)"),
+            std::string::npos);
+  EXPECT_NE(
+      errorOf("listen: {address: 127.0.0.1, port: 6432}\nadmin:\n  listen: \"*:6432\"\n" + maps)
+          .find("t.yaml:3:11: admin.listen 0.0.0.0:6432 overlaps"),
+      std::string::npos);
+  EXPECT_NE(
+      errorOf("listen: {address: \"::\", port: 6432}\nadmin: {listen: \"[0::1]:6432\"}\n" + maps)
+          .find("admin.listen [0::1]:6432 overlaps the data listen address [::]:6432"),
+      std::string::npos);
+  EXPECT_NE(
+      errorOf("listen: {address: \"::1\", port: 6432}\nadmin: {listen: \"[0::1]:6432\"}\n" + maps)
+          .find("admin.listen [0::1]:6432 overlaps the data listen address [::1]:6432"),
+      std::string::npos);
+  // Without a listen key the data address is 0.0.0.0:5400.
+  EXPECT_NE(errorOf("admin: {listen: \"localhost:5400\"}\n" + maps)
+                .find("t.yaml:1:17: admin.listen 127.0.0.1:5400 overlaps the data listen address "
+                      "0.0.0.0:5400 (the default, as \"listen\" is not set)"),
+            std::string::npos);
+  // Other ports, other addresses, other families: fine (IPv6 sockets are IPv6-only).
+  mustLoad("listen: {address: 127.0.0.1, port: 6432}\nadmin: {listen: \"127.0.0.1:9540\"}\n" +
+           maps);
+  mustLoad("listen: {address: 127.0.0.1, port: 6432}\nadmin: {listen: \"127.0.0.2:6432\"}\n" +
+           maps);
+  mustLoad("listen: {address: 0.0.0.0, port: 6432}\nadmin: {listen: \"[::1]:6432\"}\n" + maps);
+  mustLoad("listen: {address: \"::\", port: 6432}\nadmin: {listen: \"127.0.0.1:6432\"}\n" + maps);
+}
+
+// One mapping per line after "mappings:", m1.example.com .. mN.example.com.
+std::string manyMappings(int n) {
+  std::string yaml = "mappings:\n";
+  for (int i = 1; i <= n; ++i) {
+    yaml += "  - {external: m" + std::to_string(i) + ".example.com, internal: 10.0.0.1}\n";
+  }
+  return yaml;
+}
+
+TEST(Config, MappingsBeyondTheRegistrySlotsAreRefused) {
+  EXPECT_EQ(mustLoad(manyMappings(static_cast<int>(kMaxMappings))).mappings.size(), kMaxMappings);
+  // Line 1 is "mappings:", so mapping 128 is on line 129.
+  EXPECT_EQ(errorOf(manyMappings(128)),
+            "t.yaml:129:5: too many mappings: 128, at most 127 (each has one of pgproxy's fixed "
+            "slots for its metrics, max_connections and connection_rate); this is mapping 128");
+  EXPECT_NE(errorOf(manyMappings(300)).find("t.yaml:129:5: too many mappings: 300, at most 127"),
+            std::string::npos);
+}
+
 TEST(Config, DuplicateKey) {
   EXPECT_NE(errorOf("debug: true\ndebug: false\nmappings: [{external: a.b, internal: c}]\n")
                 .find("duplicate key \"debug\""),

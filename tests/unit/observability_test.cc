@@ -1,9 +1,12 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "pgproxy/admin/readiness.h"
 #include "pgproxy/log/access_log.h"
@@ -124,6 +127,104 @@ TEST_F(MetricsTest, FoldKeepsCountsAndNamesAreStable) {
   for (const auto& m : metrics::metricTable()) {
     EXPECT_NE(text.find(std::string("# HELP ") + m.name + " "), std::string::npos) << m.name;
   }
+}
+
+// A scrape while the master is in the middle of a fold (here: one that never ends, as when the
+// master is descheduled between its two sequence increments) must not be rendered from a
+// half-moved slot, and must not crash the worker that renders it.
+TEST_F(MetricsTest, SnapshotDuringAFoldIsMarkedInconsistentAndRendersSafely) {
+  std::size_t a = reg_->registerMapping("a.example.com");
+  metrics::Recorder w(reg_->claimSlot(101));
+  w.add(metrics::Counter::kAccepted, 3);
+  w.closed(a, metrics::Outcome::kOk);
+  reg_->shared()->fold_seq.store(1);  // a fold has begun
+  metrics::Snapshot torn = reg_->snapshot();
+  std::string text = metrics::renderPrometheus(torn, "9.9");
+  EXPECT_FALSE(torn.consistent);
+  ASSERT_EQ(torn.mapping_names.size(), 2u);
+  EXPECT_EQ(torn.mapping.size(), torn.mapping_names.size());
+  EXPECT_EQ(torn.mapping_active.size(), torn.mapping_names.size());
+  EXPECT_NE(text.find("pgproxy_connections_closed_total{mapping=\"a.example.com\",outcome=\"ok\"}"),
+            std::string::npos);
+  // A snapshot whose vectors are shorter than its names renders what it has, no further.
+  torn.mapping.clear();
+  torn.mapping_active.resize(1);
+  text = metrics::renderPrometheus(torn, "9.9");
+  EXPECT_EQ(text.find("a.example.com"), std::string::npos);
+  reg_->shared()->fold_seq.store(2);  // the fold ended
+  metrics::Snapshot whole = reg_->snapshot();
+  EXPECT_TRUE(whole.consistent);
+  EXPECT_EQ(whole.counters[0], 3u);
+  EXPECT_EQ(whole.mapping[a][static_cast<std::size_t>(metrics::MappingCounter::kClosedFirst)], 1u);
+}
+
+// Folds racing with snapshots: every consistent snapshot has all the counts moved so far, in the
+// dead worker's slot or in `retired`, never in neither (a sum that would go back).
+TEST_F(MetricsTest, ConsistentSnapshotsNeverSeeAHalfMovedSlot) {
+  constexpr std::uint64_t kWorkers = 3000;
+  std::size_t a = reg_->registerMapping("a.example.com");
+  std::atomic<bool> done{false};
+  std::thread master([&] {
+    for (std::uint64_t i = 1; i <= kWorkers; ++i) {
+      auto pid = static_cast<std::int32_t>(1000 + i);
+      metrics::Recorder w(reg_->claimSlot(pid));
+      w.add(a, metrics::MappingCounter::kBytesUp, 10);
+      reg_->foldSlot(pid);  // the worker exited: its 10 bytes move to `retired`
+    }
+    done = true;
+  });
+  std::uint64_t last = 0;
+  const auto up = static_cast<std::size_t>(metrics::MappingCounter::kBytesUp);
+  while (!done) {
+    metrics::Snapshot s = reg_->snapshot();
+    if (s.consistent) {
+      ASSERT_GE(s.mapping[a][up], last);
+      last = s.mapping[a][up];
+    }
+  }
+  master.join();
+  metrics::Snapshot end = reg_->snapshot();
+  ASSERT_TRUE(end.consistent);
+  EXPECT_EQ(end.mapping[a][up], kWorkers * 10);
+}
+
+// Names keep their slots for the master's life; a configuration whose new names would not all
+// get a slot of their own is refused (naming the limit) before any is registered.
+TEST_F(MetricsTest, FitsCountsOnlyNewNamesAndNamesTheLimit) {
+  auto names = [](const char* prefix, int from, int to) {
+    std::vector<std::string> out;
+    for (int i = from; i <= to; ++i) {
+      out.push_back(prefix + std::to_string(i) + ".example.com");
+    }
+    return out;
+  };
+  auto first = names("a", 1, 100);
+  ASSERT_TRUE(reg_->fits(first).ok());
+  for (const auto& n : first) {
+    ASSERT_NE(reg_->registerMapping(n), metrics::kUnknownMapping);
+  }
+  EXPECT_TRUE(reg_->fits(first).ok());  // the same names again: nothing new
+  auto more = names("a", 1, 100);
+  for (const auto& n : names("b", 1, 27)) {
+    more.push_back(n);
+  }
+  EXPECT_TRUE(reg_->fits(more).ok());  // 127 names in all: the last slot
+  more.push_back("c1.example.com");
+  auto st = reg_->fits(more);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("needs 28 new mapping name(s), and 100 of the 127 per-mapping "
+                                    "slots"),
+            std::string::npos)
+      << st.error().message;
+  // Removed names still hold their slots: 28 new names do not fit even without the old ones.
+  EXPECT_FALSE(reg_->fits(names("d", 1, 28)).ok());
+  EXPECT_TRUE(reg_->fits(names("d", 1, 27)).ok());
+  for (const auto& n : names("d", 1, 27)) {
+    EXPECT_NE(reg_->registerMapping(n), metrics::kUnknownMapping) << n;
+  }
+  EXPECT_EQ(reg_->registerMapping("e.example.com"), metrics::kUnknownMapping);  // full
+  EXPECT_FALSE(reg_->fits({"e.example.com"}).ok());
+  EXPECT_TRUE(reg_->fits({"d27.example.com", "a1.example.com"}).ok());
 }
 
 TEST_F(MetricsTest, ReadinessNamesMappingsWhoseBackendsAreAllDown) {

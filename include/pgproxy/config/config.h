@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -140,6 +141,12 @@ struct AuthConfig {
 enum class LogFormat { kText, kJson };
 
 // An immutable, validated configuration. Built only by load(); a reload builds a new one.
+// Mappings one configuration may have. Each mapping name takes one of the metrics registry's
+// fixed slots for the life of the master (metrics::kMaxMappings, one of which is "unknown"), and
+// per-mapping max_connections and connection_rate count in that slot: a name without a slot of
+// its own would share one with others, so a configuration that cannot fit is refused instead.
+inline constexpr std::size_t kMaxMappings = 127;
+
 struct Config {
   std::string path;
   std::vector<ListenAddress> listen;

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "pgproxy/base/result.h"
+
 namespace pgproxy::metrics {
 
 // How a connection ended: the `outcome` label of the close counter and the access log's field.
@@ -120,8 +122,13 @@ struct Shared {
   Slot slots[kMaxSlots];
 };
 
-// Sums of every counter over all workers, consistent with respect to folds.
+// Sums of every counter over all workers. `mapping` and `mapping_active` always have one entry
+// per name of `mapping_names`.
 struct Snapshot {
+  // The sums were read while no fold ran. False when folds kept the snapshot from being consistent
+  // for as long as a scrape may wait: the per-slot sums are then zero, not a mix that could count
+  // a dead worker's counts twice or not at all.
+  bool consistent = false;
   std::uint64_t counters[static_cast<std::size_t>(Counter::kCount)] = {};
   std::int64_t gauges[static_cast<std::size_t>(Gauge::kCount)] = {};
   std::vector<std::string> mapping_names;
@@ -143,8 +150,12 @@ class Registry {
   Shared* shared() { return shared_; }
 
   // Master: the index for a mapping name, registering it if new (names are never removed, so a
-  // mapping's counters survive reloads that drop and re-add it). kUnknownMapping when full.
+  // mapping's counters survive reloads that drop and re-add it). kUnknownMapping when full or the
+  // name is too long: call fits() first.
   std::size_t registerMapping(const std::string& name);
+  // Master: whether every one of `names` has or can get a slot of its own; else an error naming
+  // the limit. Names of mappings that reloads removed keep their slots until the master exits.
+  base::Status fits(const std::vector<std::string>& names) const;
   // Master: after a worker exited, move its counts into `retired` so sums never go backwards.
   void foldSlot(std::int32_t owner);
   MasterStats& master() { return shared_->master; }
@@ -171,6 +182,7 @@ class Registry {
   std::int64_t admitted(std::size_t mapping) const;
   std::int64_t handshaking() const { return gaugeSum(Gauge::kHandshaking); }
 
+  // Waits (briefly, bounded) for a fold in progress to end; see Snapshot::consistent.
   Snapshot snapshot() const;
 
  private:
