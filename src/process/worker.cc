@@ -15,6 +15,7 @@
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/log/loop_flusher.h"
 #include "pgproxy/route/router.h"
 #include "pgproxy/session/session.h"
 
@@ -201,6 +202,7 @@ int runWorker(const WorkerSpec& spec) {
     dns = evdns_base_new(base, 0);
     evdns_base_load_hosts(dns, nullptr);
   }
+  auto log_flusher = std::make_unique<log::LoopFlusher>(base);
   route::Router router(*spec.config);
   auto* w = new Worker();
   w->ctx.base = base;
@@ -219,7 +221,11 @@ int runWorker(const WorkerSpec& spec) {
         static_cast<int>(getpid()));
   }
   w->ctx.metrics_registry = spec.metrics;
-  w->ctx.metrics = metrics::Recorder(spec.metrics->claimSlot(static_cast<std::int32_t>(getpid())));
+  metrics::Slot* slot = spec.metrics->claimSlot(static_cast<std::int32_t>(getpid()));
+  w->ctx.metrics = metrics::Recorder(slot);
+  log::setDropCounters(
+      &slot->counters[static_cast<std::size_t>(metrics::Counter::kLogLinesDropped)],
+      &slot->counters[static_cast<std::size_t>(metrics::Counter::kAccessLogLinesDropped)]);
   for (const auto& m : spec.config->mappings) {
     w->ctx.mapping_metric.push_back(spec.metrics->mappingIndex(m.external));
     w->ctx.balancers.emplace_back(m.backends.size());
@@ -282,6 +288,7 @@ int runWorker(const WorkerSpec& spec) {
   event_free(w->accept_resume);
   event_free(w->drain_deadline);
   delete w;
+  log_flusher.reset();  // what is still waiting is drained at exit, without the loop
   evdns_base_free(dns, 0);
   event_base_free(base);
   return 0;
