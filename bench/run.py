@@ -60,8 +60,17 @@ class Bench:
 
     # ---- setup ---------------------------------------------------------------------------
     def start(self):
-        env = dict(os.environ, PG_MAX_CONNECTIONS="700")
+        # Room for the largest cell through every proxy at once plus PgBouncer's pool, so a cell
+        # never fails on "sorry, too many clients already".
+        need = 2 * max(self.args.clients) + 300
+        env = dict(os.environ, PG_MAX_CONNECTIONS=str(max(700, need)))
         subprocess.run([SANDBOX, "start", self.dir, str(self.pg), str(self.pg2)], check=True, env=env)
+        shown = subprocess.run(["psql", "-X", "-A", "-t", "-c", "show max_connections",
+                                self.conn(self.pg, "disable")], capture_output=True, text=True)
+        if shown.returncode != 0 or int(shown.stdout.strip() or 0) < max(self.args.clients) + 10:
+            raise SystemExit(f"the bench cluster's max_connections is too low for "
+                             f"{max(self.args.clients)} clients: {shown.stdout.strip()} "
+                             f"{shown.stderr.strip()}")
         subprocess.run(["pgbench", "-i", "-q", "-s", "10", self.conn(self.pg, "disable")],
                        check=True, capture_output=True)
         self.ports = {"direct": self.pg}
@@ -164,7 +173,23 @@ pidfile = {self.dir}/pgbouncer.pid
         return f"{host} port={port} sslmode={sslmode} user=postgres dbname=postgres gssencmode=disable"
 
     def pgbench(self, target, sslmode, clients, connect_each):
-        cmd = ["pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-T", str(self.args.duration)]
+        """One run; on failure, up to two more with twice the time each, saying why (a loaded
+        machine may need more than a smoke cell's seconds just to open every session)."""
+        duration = self.args.duration
+        for attempt in range(1, 4):
+            result, why = self.pgbench_once(target, sslmode, clients, connect_each, duration)
+            if result:
+                return result
+            what = (f"pgbench against {target} (sslmode={sslmode}, {clients} clients"
+                    f"{', -C' if connect_each else ''}, {duration} s) failed: {why}")
+            if attempt == 3:
+                raise SystemExit(what)
+            duration *= 2
+            print(f"{what}\n  retrying with {duration} s ({attempt}/2)", file=sys.stderr)
+
+    def pgbench_once(self, target, sslmode, clients, connect_each, duration):
+        """(tps, latency ms, proxy CPU us per transaction), None; or None and pgbench's reason."""
+        cmd = ["pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-T", str(duration)]
         if connect_each:
             cmd.append("-C")
         cmd.append(self.conn(self.ports[target], sslmode, target))  # positional: -d is --debug
@@ -176,12 +201,13 @@ pidfile = {self.dir}/pgbouncer.pid
         done = re.search(r"number of transactions actually processed: (\d+)", out.stdout)
         lat = re.search(r"latency average = ([0-9.]+) ms", out.stdout)
         failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
-        if out.returncode != 0 or not tps or (failed and failed.group(1) != "0"):
-            raise SystemExit(f"pgbench against {target} failed:\n{out.stdout}\n{out.stderr}")
+        processed = int(done.group(1)) if done else 0
+        if out.returncode != 0 or not tps or processed == 0 or (failed and failed.group(1) != "0"):
+            return None, pgbench_error(out, processed, duration)
         # The proxy's own CPU per transaction: the cost the proxy adds, and far less noisy than TPS
         # on a machine where the proxy, PostgreSQL and pgbench share two cores.
-        cpu_us = 1e6 * cpu / int(done.group(1)) if done and int(done.group(1)) else 0.0
-        return float(tps.group(1)), float(lat.group(1)) if lat else 0.0, cpu_us
+        cpu_us = 1e6 * cpu / processed
+        return (float(tps.group(1)), float(lat.group(1)) if lat else 0.0, cpu_us), None
 
     def run_cells(self):
         cells = [(m, c, False) for m in ("disable", "require") for c in self.args.clients]
@@ -229,6 +255,25 @@ pidfile = {self.dir}/pgbouncer.pid
         return out
 
 
+def pgbench_error(out, processed, duration):
+    """pgbench's own words for a failed run: its error lines (a refused or failed connection, an
+    aborted client), else what its summary shows."""
+    text = out.stderr + out.stdout
+    errors = [l.strip() for l in text.splitlines()
+              if re.search(r"error|FATAL|could not|aborted|failed|sorry|timeout", l, re.I)
+              and not l.startswith("number of failed transactions: 0")]
+    summary = [l.strip() for l in out.stdout.splitlines()
+               if re.match(r"(number of|tps|latency|initial connection time)", l)]
+    why = [f"exit code {out.returncode}"]
+    if processed == 0:
+        why.append(f"no transaction completed in {duration} s" + (
+            "" if errors else " (opening the sessions may have taken longer than that)"))
+    lines = ["; ".join(why)]
+    lines += [f"  | {l}" for l in (errors[:20] or out.stderr.strip().splitlines()[-20:])]
+    lines += [f"  | {l}" for l in summary]
+    return "\n".join(lines)
+
+
 def markdown(results, memory, args):
     lines = [f"pgbench -S, -j 2, {args.duration}s per cell, median of {args.repeat}; "
              f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}", "",
@@ -258,16 +303,19 @@ def main():
     ap.add_argument("--pgproxy", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench/results/latest.json"))
-    ap.add_argument("--clients", help="comma-separated client counts (default 1,16,64,256)")
+    ap.add_argument("--clients",
+                    help="comma-separated client counts (default 1,16,64,256; smoke: 1,16)")
     ap.add_argument("--duration", type=int, help="seconds per pgbench run")
     ap.add_argument("--repeat", type=int, help="interleaved repetitions per cell")
     ap.add_argument("--idle", type=int, help="idle sessions for the memory figure")
     ap.add_argument("--workers", type=int, default=2, help="pgproxy workers and HAProxy threads")
     args = ap.parse_args()
-    duration, repeat = (2, 1) if args.smoke else (10, 3)
+    duration, repeat = (3, 1) if args.smoke else (10, 3)
     args.duration = args.duration or duration
     args.repeat = args.repeat or repeat
-    args.clients = [int(c) for c in args.clients.split(",")] if args.clients else [1, 16, 64, 256]
+    # The smoke run checks that the harness works, not that the machine is fast: few clients.
+    default_clients = [1, 16] if args.smoke else [1, 16, 64, 256]
+    args.clients = [int(c) for c in args.clients.split(",")] if args.clients else default_clients
     args.idle = args.idle or (500 if args.smoke else 5000)
     b = Bench(args)
     try:

@@ -3,8 +3,8 @@
 # mode), all started here on loopback and removed afterwards. Prints a Markdown table and writes
 # JSON (default bench/results/latest.json).
 #   bench/run.sh [--smoke] [--json FILE]
-# --smoke: a few seconds per cell, one repetition (CI runs this to keep the harness working; it
-# does not judge speed).
+# --smoke: 3 s per cell, 1 and 16 clients, one repetition (CI runs this to keep the harness
+# working; it does not judge speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

@@ -9,6 +9,7 @@
 #include <ctime>
 
 #include "pgproxy/base/text.h"
+#include "pgproxy/log/line_sink.h"
 #include "pgproxy/log/log.h"
 
 namespace pgproxy::log {
@@ -19,11 +20,25 @@ struct AccessState {
   std::string path;
   int fd = -1;
   AccessFormat format = AccessFormat::kText;
+  LineSink sink{64 * 1024};  // as the main log's: a stalled reader never stalls a session
 };
 
 AccessState& state() {
-  static AccessState s;
-  return s;
+  // Never destroyed, like the main log's state: exit handlers flush it.
+  static AccessState* s = new AccessState;
+  return *s;
+}
+
+// Moves the sink to `fd` (-1: idle) and closes the previous file.
+void switchTo(AccessState& s, int fd) {
+  s.sink.flush();  // a last chance for the old descriptor
+  s.sink.attach(fd);
+  if (s.fd >= 0 && s.fd != fd) {
+    ::close(s.fd);
+  }
+  s.fd = fd;
+  s.sink.setWhat("access log \"" + s.path + "\"");
+  detail::sinkReopened();
 }
 
 void appendJsonString(std::string& out, std::string_view v) {
@@ -124,21 +139,21 @@ base::Status configureAccessLog(const std::string& target, AccessFormat format) 
   AccessState& s = state();
   s.format = format;
   if (s.fd >= 0) {
-    ::close(s.fd);
-    s.fd = -1;
+    switchTo(s, -1);
   }
   s.path.clear();
+  if (target != "" && target != "off") {
+    s.target = AccessState::Target::kFile;
+    s.path = target;
+    return reopenAccessLog();
+  }
+  s.sink.abandon();  // lines that waited for the old file have nowhere to go now
   if (target.empty()) {
     s.target = AccessState::Target::kMainLog;
     return {};
   }
-  if (target == "off") {
-    s.target = AccessState::Target::kOff;
-    return {};
-  }
-  s.target = AccessState::Target::kFile;
-  s.path = target;
-  return reopenAccessLog();
+  s.target = AccessState::Target::kOff;
+  return {};
 }
 
 base::Status reopenAccessLog() {
@@ -150,10 +165,9 @@ base::Status reopenAccessLog() {
   if (fd < 0) {
     return base::Error{"cannot open access log \"" + s.path + "\": " + base::errnoText(errno)};
   }
-  if (s.fd >= 0) {
-    ::close(s.fd);
-  }
-  s.fd = fd;
+  // Our own description: a FIFO's reader may stall.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  switchTo(s, fd);
   return {};
 }
 
@@ -172,8 +186,13 @@ void writeAccess(const AccessRecord& r) {
   }
   std::string line = formatAccess(r, s.format, ms);
   line += '\n';
-  ssize_t ignored = ::write(s.fd, line.data(), line.size());  // one write: lines never interleave
-  (void)ignored;
+  detail::appendTo(s.sink, line);  // one write while the file takes it: lines never interleave
 }
+
+namespace detail {
+LineSink& accessSink() {
+  return state().sink;
+}
+}  // namespace detail
 
 }  // namespace pgproxy::log

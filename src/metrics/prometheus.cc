@@ -112,6 +112,9 @@ const std::vector<MetricSpec>& metricTable() {
        "Time from accept until bytes flow both ways."},
       {"pgproxy_cancel_requests_total", "counter",
        "Cancel requests by result: forwarded, dropped (rate limit), unmatched."},
+      {"pgproxy_log_lines_dropped_total", "counter",
+       "Log lines dropped because the log (main or access) could not take them: a stalled "
+       "reader such as journald or a full pipe."},
   };
   return table;
 }
@@ -189,6 +192,11 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
            s.counters[static_cast<std::size_t>(Counter::kCancelDropped)]);
   w.sample("pgproxy_cancel_requests_total", label("result", "unmatched"),
            s.counters[static_cast<std::size_t>(Counter::kCancelUnmatched)]);
+  w.header("pgproxy_log_lines_dropped_total");
+  w.sample("pgproxy_log_lines_dropped_total", label("log", "main"),
+           s.counters[static_cast<std::size_t>(Counter::kLogLinesDropped)]);
+  w.sample("pgproxy_log_lines_dropped_total", label("log", "access"),
+           s.counters[static_cast<std::size_t>(Counter::kAccessLogLinesDropped)]);
   return out;
 }
 

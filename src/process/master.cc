@@ -1103,6 +1103,11 @@ int Master::run() {
     return 1;
   }
   registerMappings(*config_);
+  // The master and the health checker have no slot: their drops count as retired ones.
+  metrics::Slot& retired = metrics_->shared()->retired;
+  log::setDropCounters(
+      &retired.counters[static_cast<std::size_t>(metrics::Counter::kLogLinesDropped)],
+      &retired.counters[static_cast<std::size_t>(metrics::Counter::kAccessLogLinesDropped)]);
   sigset_t set;
   sigemptyset(&set);
   for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) {
@@ -1137,11 +1142,16 @@ int Master::run() {
         owners.push_back(w.pid);
       }
     }
+    int log_fds[2];
+    for (int i = 0, k = log::pendingFds(log_fds); i < k; ++i) {
+      fds.push_back({log_fds[i], POLLOUT, 0});  // lines wait for a stalled log (log.h)
+    }
     int n = poll(fds.data(), fds.size(), static_cast<int>(pollTimeoutMs()));
     if (n < 0 && errno != EINTR) {
       LOG_ERROR("poll failed: %s", base::errnoText(errno).c_str());
     }
-    for (std::size_t i = 1; i < fds.size(); ++i) {
+    log::flushPending();
+    for (std::size_t i = 1; i <= owners.size(); ++i) {
       if (fds[i].revents == 0) {
         continue;
       }

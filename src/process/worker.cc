@@ -16,6 +16,7 @@
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/log/loop_flusher.h"
 #include "pgproxy/route/router.h"
 #include "pgproxy/session/session.h"
 
@@ -210,6 +211,7 @@ int runWorker(const WorkerSpec& spec) {
     dns = evdns_base_new(base, 0);
     evdns_base_load_hosts(dns, nullptr);
   }
+  auto log_flusher = std::make_unique<log::LoopFlusher>(base);
   route::Router router(*spec.config);
   auto* w = new Worker();
   w->ctx.base = base;
@@ -223,7 +225,11 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.client_limits = spec.client_limits;
   spec.client_limits->attach(spec.limits_table);
   w->ctx.metrics_registry = spec.metrics;
-  w->ctx.metrics = metrics::Recorder(spec.metrics->slot(spec.metrics_slot));
+  metrics::Slot* slot = spec.metrics->slot(spec.metrics_slot);
+  w->ctx.metrics = metrics::Recorder(slot);
+  log::setDropCounters(
+      &slot->counters[static_cast<std::size_t>(metrics::Counter::kLogLinesDropped)],
+      &slot->counters[static_cast<std::size_t>(metrics::Counter::kAccessLogLinesDropped)]);
   for (const auto& m : spec.config->mappings) {
     w->ctx.mapping_metric.push_back(spec.metrics->mappingIndex(m.external));
     if (w->ctx.mapping_metric.back() == metrics::kUnknownMapping) {
@@ -304,6 +310,7 @@ int runWorker(const WorkerSpec& spec) {
   event_free(w->accept_resume);
   event_free(w->drain_deadline);
   delete w;
+  log_flusher.reset();  // what is still waiting is drained at exit, without the loop
   evdns_base_free(dns, 1);  // 1: pending lookups get their callback and free themselves
   event_base_free(base);
   return 0;

@@ -19,6 +19,7 @@
 
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/log/loop_flusher.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/upstream/dialer.h"
 #include "pgproxy/upstream/login_probe.h"
@@ -288,6 +289,7 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
   if (!base) {
     return 1;
   }
+  auto log_flusher = std::make_unique<log::LoopFlusher>(base);
   evdns_base* dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
   if (!dns) {
     dns = evdns_base_new(base, 0);
@@ -349,6 +351,7 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
   for (event* ev : signals) {
     event_free(ev);
   }
+  log_flusher.reset();  // what is still waiting is drained at exit, without the loop
   evdns_base_free(dns, 1);  // 1: pending lookups get their callback and free themselves
   event_base_free(base);
   return 0;

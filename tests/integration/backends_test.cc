@@ -33,6 +33,21 @@ std::string cluster(PGconn* c) {
   return out;
 }
 
+// Health checks of a failing backend logged after byte `from` of `log`, with `debug: true`: each
+// failed check logs either the debug line "health check of KEY failed" or, when it takes the
+// backend down, "backend KEY ... is down". The positive signal that checks kept running, so a
+// test can then count how often a state change was logged.
+long checksLoggedAfter(const std::string& log, std::size_t from, const std::string& key_pattern) {
+  std::regex check("health check of " + key_pattern + " failed|backend " + key_pattern +
+                   " of \"[^\"]*\" is down");
+  if (from > log.size()) {
+    return 0;
+  }
+  return std::distance(
+      std::sregex_iterator(log.begin() + static_cast<std::ptrdiff_t>(from), log.end(), check),
+      std::sregex_iterator());
+}
+
 // Connects `n` times (plaintext, the mapping is the default) and counts the clusters reached.
 std::map<std::string, int> spread(const Proxy& proxy, int n) {
   std::map<std::string, int> out;
@@ -158,7 +173,7 @@ TEST(Backends, BackendClosingBeforeItsFirstByteIsReplayedElsewhere) {
 TEST(Backends, AllDownRefusesWithTheMappingNamedAndReadyzTurns503) {
   int admin = freePort();
   int dead2 = freePort();
-  Proxy checked("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+  Proxy checked("debug: true\nadmin: {listen: \"127.0.0.1:" + std::to_string(admin) +
                 "\"}\nmappings:\n  - external: db.example.com\n"
                 "    health_check: {interval: 100ms, timeout: 100ms, fall: 1, rise: 1}\n"
                 "    backends:\n      - {host: 127.0.0.1, port: {DEAD}}\n"
@@ -181,13 +196,19 @@ TEST(Backends, AllDownRefusesWithTheMappingNamedAndReadyzTurns503) {
   bool closed = false;
   EXPECT_EQ(sqlstateOf(readUntilClose(fd, seconds(10), &closed)), "57P03");
   close(fd);
-  // State changes are logged once, not every interval.
-  std::this_thread::sleep_for(milliseconds(500));
-  std::string log = checked.log();
-  std::string down =
-      "backend 127.0.0.1:" + std::to_string(dead2) + " of \"db.example.com\" is down";
+  // State changes are logged once, not every interval: after the first "is down", wait until
+  // three more checks of that backend were logged (whatever they logged), then count.
+  std::string key = "127.0.0.1:" + std::to_string(dead2);
+  std::string down = "backend " + key + " of \"db.example.com\" is down";
+  std::string log;
+  ASSERT_TRUE(eventually([&] {
+    log = checked.log();
+    std::size_t first = log.find(down);
+    return first != std::string::npos &&
+           checksLoggedAfter(log, first + down.size(),
+                             "127\\.0\\.0\\.1:" + std::to_string(dead2)) >= 3;
+  })) << log;
   EXPECT_EQ(log.find(down), log.rfind(down)) << log;
-  EXPECT_NE(log.find(down), std::string::npos) << log;
 
   // Without checks nothing but a session could bring them back, so they are tried: 08006.
   Proxy passive(
@@ -254,7 +275,7 @@ TEST(Backends, FailoverAndRecoveryUnderConnectionPerTransactionLoseNothing) {
 
 TEST(Backends, HealthCheckerIsRespawnedAndReloadKeepsState) {
   Proxy proxy(
-      "mappings:\n  - external: db.example.com\n"
+      "debug: true\nmappings:\n  - external: db.example.com\n"
       "    health_check: {interval: 100ms, timeout: 100ms, fall: 1, rise: 1}\n"
       "    backends:\n      - {host: 127.0.0.1, port: {P1}}\n"
       "      - {host: 127.0.0.1, port: {DEAD}}\n");
@@ -277,16 +298,22 @@ TEST(Backends, HealthCheckerIsRespawnedAndReloadKeepsState) {
         std::distance(std::sregex_iterator(l.begin(), l.end(), running), std::sregex_iterator());
     return n >= 2;
   })) << proxy.log();
-  // A reload keeps the dead backend's state: it is not announced down a second time.
+  // A reload keeps the dead backend's state: it is not announced down a second time. The third
+  // checker has run three checks of it (each logs a line) before the count.
   std::string down = "is down";
   ASSERT_EQ(proxy.signal("reload").exit_code, 0);
   EXPECT_TRUE(eventually([&] {
-    std::string l = proxy.log();
-    return std::distance(std::sregex_iterator(l.begin(), l.end(), running),
-                         std::sregex_iterator()) >= 3;
-  }));
-  std::this_thread::sleep_for(milliseconds(500));
-  log = proxy.log();
+    log = proxy.log();
+    std::sregex_iterator it(log.begin(), log.end(), running), end;
+    if (std::distance(it, end) < 3) {
+      return false;
+    }
+    std::size_t third = 0;
+    for (int i = 0; i < 3; ++i, ++it) {
+      third = static_cast<std::size_t>(it->position());
+    }
+    return checksLoggedAfter(log, third, "127\\.0\\.0\\.1:[0-9]+") >= 3;
+  })) << log;
   EXPECT_EQ(log.find(down), log.rfind(down)) << log;
   EXPECT_EQ(spread(proxy, 10)["host1"], 10);
 }

@@ -85,16 +85,25 @@ const Sandbox& sandbox() {
   return *g_sandbox;
 }
 
+// The port stays reserved for the life of the test binary: its socket is kept bound (never
+// listening) with SO_REUSEADDR. Closing it, as a probe for a free port would, lets another test
+// binary running in parallel, or any outgoing connection's ephemeral port, take the port before
+// the process under test binds it. Bound, the kernel hands it to neither; pgproxy and PostgreSQL
+// set SO_REUSEADDR themselves, which Linux lets listen beside a bound socket that does not.
 int freePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
   socklen_t len = sizeof(sa);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  close(fd);
-  return ntohs(sa.sin_port);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
+    ADD_FAILURE() << "freePort: " << std::strerror(errno);
+    return 0;
+  }
+  return ntohs(sa.sin_port);  // fd deliberately left open
 }
 
 std::string tempDir(const std::string& prefix) {
@@ -218,6 +227,13 @@ Proxy::Proxy(const std::string& body, int workers, const std::string& binary, in
   // Ready when the port accepts (the master binds before forking workers; the backlog holds
   // connections until a worker accepts them).
   for (int i = 0; i < 200; ++i) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      ADD_FAILURE() << "pgproxy exited while starting (wait status " << status << "):\n" << log();
+      return;
+    }
+    // The port is reserved for this binary (freePort), so what accepts here is this pgproxy.
     int fd = connectTcp(port_);
     if (fd >= 0) {
       close(fd);

@@ -26,6 +26,8 @@ const Sandbox& sandbox();
 struct CommandResult;
 CommandResult sandboxCommand(const std::string& command, const std::vector<std::string>& args);
 
+// A loopback port no one else gets while this binary runs (kept bound, not listening; the
+// process under test listens on it with SO_REUSEADDR).
 int freePort();
 std::string tempDir(const std::string& prefix);
 std::string readFile(const std::string& path);

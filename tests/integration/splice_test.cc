@@ -42,8 +42,21 @@ TEST(Splice, SlowReaderDoesNotGrowProxyMemory) {
   std::string req = startupPacket({{"user", "postgres"}, {"database", "postgres"}}) +
                     queryMessage("select repeat('x', 1000) from generate_series(1, 2000000)");
   ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
-  // The backend produces ~2 GB; the client reads nothing for a while.
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // The backend produces ~2 GB; the client reads nothing. Measure once pgproxy has stopped
+  // reading too: PostgreSQL's backend then waits to write (wait_event ClientWrite), in several
+  // samples in a row, not in a passing moment. A proxy that kept buffering would keep reading, and
+  // its memory would grow meanwhile.
+  int blocked = 0;
+  EXPECT_TRUE(eventually(
+      [&] {
+        auto r = psql(direct(sandbox().port1),
+                      "select count(*) from pg_stat_activity where wait_event = 'ClientWrite' "
+                      "and query like 'select repeat(%'");
+        blocked = r.output == "1\n" ? blocked + 1 : 0;
+        return blocked >= 5;
+      },
+      std::chrono::seconds(60)))
+      << "PostgreSQL never waited for pgproxy to read";
   long during = workersRss(proxy.pid());
   EXPECT_LT(during - before, 16 * 1024) << "worker RSS grew from " << before << " KiB to " << during
                                         << " KiB while the client did not read";

@@ -43,6 +43,8 @@ enum class Counter : std::uint8_t {
   kCancelForwarded,
   kCancelDropped,
   kCancelUnmatched,
+  kLogLinesDropped,        // the main log could not take them (log.h)
+  kAccessLogLinesDropped,  // the access log file could not take them
   kCount,
 };
 // kActive: client connections open; kAdmitted: those counted against max_connections;
