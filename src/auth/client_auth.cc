@@ -12,9 +12,7 @@ std::string authRequest(std::uint32_t code, std::string_view data) {
   std::string body;
   proto::appendU32(body, code);
   body.append(data);
-  std::string out(1, 'R');
-  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
-  return out + body;
+  return proto::buildMessage('R', body);
 }
 
 bool runsScram(ClientAuthType type, const UserSecret* secret) {

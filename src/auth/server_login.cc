@@ -7,13 +7,6 @@
 namespace pgproxy::auth {
 namespace {
 
-std::string message(char type, std::string_view body) {
-  std::string out(1, type);
-  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
-  out.append(body);
-  return out;
-}
-
 std::string cstring(std::string_view s) {
   return std::string(s) + std::string(1, '\0');
 }
@@ -137,16 +130,16 @@ ServerLogin::Step ServerLogin::onMessage(char type, std::string_view whole) {
             "the server asks for a cleartext password, which pgproxy does not hold for "
             "this user");
       }
-      s.send = message('p', cstring(credentials_.password));
+      s.send = proto::buildMessage('p', cstring(credentials_.password));
       return s;
     case 5:
       if (data.size() != 4) {
         return failed("malformed md5 authentication request");
       }
       if (kind == Kind::kPassword) {
-        s.send = message('p', cstring(md5Password(user_, credentials_.password, data)));
+        s.send = proto::buildMessage('p', cstring(md5Password(user_, credentials_.password, data)));
       } else if (kind == Kind::kMd5Hash) {
-        s.send = message('p', cstring(md5FromHash(credentials_.md5_hash, data)));
+        s.send = proto::buildMessage('p', cstring(md5FromHash(credentials_.md5_hash, data)));
       } else {
         return failed(
             "the server asks for md5 authentication, which pgproxy cannot answer "
@@ -165,7 +158,7 @@ ServerLogin::Step ServerLogin::onMessage(char type, std::string_view whole) {
       std::string first = scram_.clientFirst();
       std::string initial = cstring("SCRAM-SHA-256");
       proto::appendU32(initial, static_cast<std::uint32_t>(first.size()));
-      s.send = message('p', initial + first);
+      s.send = proto::buildMessage('p', initial + first);
       return s;
     }
     case 11: {
@@ -173,7 +166,7 @@ ServerLogin::Step ServerLogin::onMessage(char type, std::string_view whole) {
       if (!final) {
         return failed(final.error().message);
       }
-      s.send = message('p', *final);
+      s.send = proto::buildMessage('p', *final);
       return s;
     }
     case 12:

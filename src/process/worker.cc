@@ -310,7 +310,7 @@ int runWorker(const WorkerSpec& spec) {
   event_free(w->accept_resume);
   event_free(w->drain_deadline);
   delete w;
-  log_flusher.reset();  // what is still waiting is drained at exit, without the loop
+  log_flusher.reset();      // what is still waiting is drained at exit, without the loop
   evdns_base_free(dns, 1);  // 1: pending lookups get their callback and free themselves
   event_base_free(base);
   return 0;

@@ -4,6 +4,13 @@
 
 namespace pgproxy::proto {
 
+std::string buildMessage(char type, std::string_view body) {
+  std::string out(1, type);
+  appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
+  out.append(body);
+  return out;
+}
+
 std::string buildFatal(std::string_view sqlstate, std::string_view message, std::string_view hint) {
   std::string body;
   auto field = [&body](char code, std::string_view value) {
@@ -19,11 +26,7 @@ std::string buildFatal(std::string_view sqlstate, std::string_view message, std:
     field('H', hint);
   }
   body.push_back('\0');
-  std::string out;
-  out.push_back('E');
-  appendU32(out, static_cast<std::uint32_t>(body.size() + 4));
-  out += body;
-  return out;
+  return buildMessage('E', body);
 }
 
 std::string buildSslRequest() {

@@ -11,7 +11,6 @@
 
 #include <cerrno>
 
-#include "pgproxy/auth/scram_common.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/session/session.h"
@@ -118,33 +117,16 @@ void Session::readClientAuth() {
 }
 
 bool Session::flushLogin(bool to_client) {
-  std::string& pending = to_client ? to_client_ : to_backend_;
-  event* writable = to_client ? client_write_ : backend_write_;
-  while (!pending.empty()) {
-    int err = 0;
-    ssize_t w = writeSide(to_client, pending.data(), pending.size(), err);
-    if (w > 0) {
-      pending.erase(0, static_cast<std::size_t>(w));
-      continue;
-    }
-    if (w < 0 && err == EINTR) {
-      continue;
-    }
-    if (w < 0 && wouldBlock(err)) {
-      event_add(writable, nullptr);
-      return true;
-    }
-    if (to_client) {
-      close(Outcome::kClientClosedEarly);
-    } else {
-      serverLoginFailed("the backend closed the connection during the login", "");
-    }
-    return false;
+  int err = 0;
+  if (writePending(to_client, err) != WriteResult::kFailed) {
+    return true;
   }
-  if (writable) {
-    event_del(writable);
+  if (to_client) {
+    close(Outcome::kClientClosedEarly);
+  } else {
+    serverLoginFailed("the backend closed the connection during the login", "");
   }
-  return true;
+  return false;
 }
 
 void Session::backendReady() {

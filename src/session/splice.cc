@@ -329,40 +329,52 @@ bool Session::relay(bool from_client) {
   return true;
 }
 
-bool Session::flush(bool to_client) {
+Session::WriteResult Session::writePending(bool to_client, int& err) {
   std::string& pending = to_client ? to_client_ : to_backend_;
   event* writable = to_client ? client_write_ : backend_write_;
   while (!pending.empty()) {
-    int err = 0;
     ssize_t w = writeSide(to_client, pending.data(), pending.size(), err);
     if (w > 0) {
       pending.erase(0, static_cast<std::size_t>(w));
       continue;
     }
-    if (w < 0 && wouldBlock(err)) {
-      if (state_ == State::kClosing) {
-        event_add(writable, nullptr);
-        return true;
-      }
-      event_del(to_client ? backend_read_ : client_read_);
-      event_add(writable, nullptr);
-      return true;
-    }
     if (w < 0 && err == EINTR) {
       continue;
     }
-    if (state_ == State::kClosing) {
-      close(outcome_);  // the client is gone before reading our refusal
-      return false;
+    if (w < 0 && wouldBlock(err)) {
+      event_add(writable, nullptr);
+      return WriteResult::kBlocked;
     }
-    if (!to_client && retryBeforeFirstByte(base::errnoText(err).c_str())) {
-      return false;  // a listener that closed with us in its backlog resets on the first send
-    }
-    spliceSocketError(to_client, err);
-    return false;
+    return WriteResult::kFailed;
   }
   std::string().swap(pending);  // an idle session keeps no buffer
-  event_del(writable);
+  if (writable) {
+    event_del(writable);
+  }
+  return WriteResult::kDone;
+}
+
+bool Session::flush(bool to_client) {
+  int err = 0;
+  switch (writePending(to_client, err)) {
+    case WriteResult::kBlocked:
+      if (state_ != State::kClosing) {
+        event_del(to_client ? backend_read_ : client_read_);  // backpressure
+      }
+      return true;
+    case WriteResult::kFailed:
+      if (state_ == State::kClosing) {
+        close(outcome_);  // the client is gone before reading our refusal
+        return false;
+      }
+      if (!to_client && retryBeforeFirstByte(base::errnoText(err).c_str())) {
+        return false;  // a listener that closed with us in its backlog resets on the first send
+      }
+      spliceSocketError(to_client, err);
+      return false;
+    case WriteResult::kDone:
+      break;
+  }
   if (state_ == State::kClosing) {
     close(outcome_);  // a refusal inside TLS has been delivered
     return false;

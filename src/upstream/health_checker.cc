@@ -351,7 +351,7 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
   for (event* ev : signals) {
     event_free(ev);
   }
-  log_flusher.reset();  // what is still waiting is drained at exit, without the loop
+  log_flusher.reset();      // what is still waiting is drained at exit, without the loop
   evdns_base_free(dns, 1);  // 1: pending lookups get their callback and free themselves
   event_base_free(base);
   return 0;

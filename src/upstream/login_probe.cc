@@ -5,13 +5,6 @@
 namespace pgproxy::upstream {
 namespace {
 
-std::string message(char type, std::string_view body) {
-  std::string out(1, type);
-  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
-  out.append(body);
-  return out;
-}
-
 LoginProbe::Step failed(std::string why, std::string sqlstate = "") {
   LoginProbe::Step s;
   s.kind = LoginProbe::Step::kFailed;
@@ -63,7 +56,7 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       return out;
     }
     queried_ = true;
-    out.send += message('Q', std::string("SELECT pg_is_in_recovery()") + '\0');
+    out.send += proto::buildMessage('Q', std::string("SELECT pg_is_in_recovery()") + '\0');
     bytes = {};
     pending_ = login_.takeLeftover();
     Step rest = feed(bytes);
@@ -97,7 +90,7 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       Step s;
       s.kind = Step::kDone;
       s.role = role_;
-      s.send = message('X', "");
+      s.send = proto::buildMessage('X', "");
       return s;
     }
   }

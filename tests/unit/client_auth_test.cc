@@ -4,15 +4,14 @@
 
 #include "pgproxy/auth/scram_client.h"
 #include "pgproxy/proto/wire.h"
+#include "wire_test_util.h"
 
 namespace pgproxy::auth {
 namespace {
 
-std::string msg(char type, const std::string& body) {
-  std::string out(1, type);
-  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
-  return out + body;
-}
+using test::authReq;
+using test::msg;
+
 std::uint32_t authCode(const std::string& m) {
   return m.size() >= 9 && m[0] == 'R' ? proto::readU32(m.data() + 5) : 0xFFFFFFFFu;
 }

@@ -3,20 +3,14 @@
 #include <gtest/gtest.h>
 
 #include "pgproxy/proto/wire.h"
+#include "wire_test_util.h"
 
 namespace pgproxy::upstream {
 namespace {
 
-std::string msg(char type, const std::string& body) {
-  std::string out(1, type);
-  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
-  return out + body;
-}
-std::string authReq(std::uint32_t code, const std::string& rest = {}) {
-  std::string b;
-  proto::appendU32(b, code);
-  return msg('R', b + rest);
-}
+using test::authReq;
+using test::msg;
+
 std::string ready() {
   return msg('Z', "I");
 }

@@ -4,20 +4,14 @@
 
 #include "pgproxy/auth/scram_server.h"
 #include "pgproxy/proto/wire.h"
+#include "wire_test_util.h"
 
 namespace pgproxy::auth {
 namespace {
 
-std::string msg(char type, const std::string& body) {
-  std::string out(1, type);
-  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
-  return out + body;
-}
-std::string authReq(std::uint32_t code, const std::string& rest = {}) {
-  std::string b;
-  proto::appendU32(b, code);
-  return msg('R', b + rest);
-}
+using test::authReq;
+using test::msg;
+
 // The body of a SASL message from pgproxy: after the type, length, mechanism and its length.
 std::string saslPayload(const std::string& m, bool initial) {
   std::size_t at = 5;

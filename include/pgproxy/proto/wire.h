@@ -34,6 +34,9 @@ inline constexpr const char* kIdleSessionTimeout = "57P05";
 inline constexpr const char* kCannotConnectNow = "57P03";
 }  // namespace sqlstate
 
+// A typed protocol message: the type byte, the length, the body.
+std::string buildMessage(char type, std::string_view body);
+
 // A FATAL ErrorResponse ('E') as PostgreSQL sends it: S, V, C, M and optional H fields.
 std::string buildFatal(std::string_view sqlstate, std::string_view message,
                        std::string_view hint = {});

@@ -102,9 +102,13 @@ class Session {
   void startSplice(std::string backend_first = {});
   // The backend is connected (and its TLS, if any, is up): the splice, or pgproxy's login first.
   void backendReady();
-  void watchSockets();                 // raw-socket events, once the bufferevent of a side is gone
-  bool relay(bool from_client);        // false: the session was closed
-  bool flush(bool to_client);          // false: the session was closed
+  void watchSockets();           // raw-socket events, once the bufferevent of a side is gone
+  bool relay(bool from_client);  // false: the session was closed
+  bool flush(bool to_client);    // false: the session was closed
+  // Writes what is queued for one side. kBlocked: the socket is full and its write event is
+  // armed; kFailed: `err` says why.
+  enum class WriteResult { kDone, kBlocked, kFailed };
+  WriteResult writePending(bool to_client, int& err);
   bool onSpliceEof(bool client_side);  // false: the session was closed
   // The backend went away before its first byte: start over with another one, replaying what
   // the client had sent (nothing has happened on the server yet). False: no retry possible.
