@@ -881,6 +881,20 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
            "no mappings: add at least one {external, internal} entry under \"mappings\"");
     return;
   }
+  std::set<std::string> distinct;
+  for (const auto& m : cfg.mappings) {
+    for (const auto& b : m.backends) {
+      distinct.insert(b.key());
+    }
+  }
+  if (distinct.size() > kMaxBackends) {
+    p.fail(mappingsNode ? mappingsNode : root,
+           "too many backends: the mappings name " + std::to_string(distinct.size()) +
+               " distinct host:port pairs, at most " + std::to_string(kMaxBackends) +
+               " (each has one of pgproxy's fixed slots for its health, role and least_conn "
+               "count)");
+    return;
+  }
   for (const auto& m : cfg.mappings) {
     if (m.authenticate && m.tls != TlsMode::kTerminate) {
       p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +

@@ -108,6 +108,8 @@ class Master {
   base::Status openListeners(const config::Config& cfg, std::vector<Listener>& out);
   base::Status openListener(const config::ListenAddress& addr, Listener& out);
   void registerMappings(const config::Config& cfg);
+  // Whether the config's mapping names and backends fit the shared tables beside what they hold.
+  base::Status sharedTablesFit(const config::Config& cfg) const;
   void publishStats();
   void publishConfig();
   void sweepForeignOwners();
@@ -251,6 +253,20 @@ base::Status Master::openListeners(const config::Config& cfg, std::vector<Listen
 // The loader refuses a configuration with more mappings than the registry has slots for names.
 static_assert(config::kMaxMappings + 1 == metrics::kMaxMappings, "one slot is \"unknown\"");
 
+base::Status Master::sharedTablesFit(const config::Config& cfg) const {
+  std::vector<std::string> names, keys;
+  for (const auto& m : cfg.mappings) {
+    names.push_back(m.external);
+    for (const auto& b : m.backends) {
+      keys.push_back(b.key());
+    }
+  }
+  if (auto st = metrics_->fits(names); !st) {
+    return st;
+  }
+  return backends_->fits(keys);
+}
+
 void Master::registerMappings(const config::Config& cfg) {
   for (const auto& m : cfg.mappings) {
     if (metrics_->registerMapping(m.external) == metrics::kUnknownMapping) {
@@ -262,7 +278,8 @@ void Master::registerMappings(const config::Config& cfg) {
     }
     for (const auto& b : m.backends) {
       if (backends_->registerBackend(b.key()) == upstream::kNoBackend) {
-        LOG_WARN("backend table full: %s is balanced without health state", b.key().c_str());
+        // fits() was checked first; if this ever happens, say so.
+        LOG_ERROR("backend table full: %s is balanced without health state", b.key().c_str());
       }
     }
   }
@@ -730,11 +747,7 @@ void Master::reload() {
     reloadFailed(base::Error{"the new generation cannot start: " + slotShortage(needed)});
     return;
   }
-  std::vector<std::string> names;
-  for (const auto& m : next->mappings) {
-    names.push_back(m.external);
-  }
-  if (auto st = metrics_->fits(names); !st) {
+  if (auto st = sharedTablesFit(*next); !st) {
     reloadFailed(base::Error{opts_.config_path + ": " + st.error().message});
     return;
   }
@@ -1099,6 +1112,12 @@ int Master::run() {
   raiseFileLimit();
   if (auto st = setUpSharedMemory(); !st) {
     LOG_ERROR("%s", st.error().message.c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  }
+  // Tables adopted from an upgraded master already hold its names and backends.
+  if (auto st = sharedTablesFit(*config_); !st) {
+    LOG_ERROR("cannot start: %s", st.error().message.c_str());
     removePidFile(pid_file_, pid_);
     return 1;
   }

@@ -43,6 +43,26 @@ std::size_t BackendTable::registerBackend(const std::string& key) {
   return n;
 }
 
+base::Status BackendTable::fits(const std::vector<std::string>& keys) const {
+  std::size_t fresh = 0;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    bool seen = find(keys[i]) != kNoBackend;
+    for (std::size_t j = 0; j < i && !seen; ++j) {
+      seen = keys[j] == keys[i];
+    }
+    fresh += seen ? 0 : 1;
+  }
+  if (count() + fresh > kMaxBackends) {
+    return base::Error{"the configuration needs " + std::to_string(fresh) +
+                       " new backend(s), and " + std::to_string(count()) + " of the " +
+                       std::to_string(kMaxBackends) +
+                       " backend slots (health, role, least_conn) are taken by the backends this "
+                       "master has served since it started, including removed ones; a restart "
+                       "frees the slots of removed backends"};
+  }
+  return {};
+}
+
 Health BackendTable::health(std::size_t i) const {
   return i < count() ? static_cast<Health>(shared_->slots[i].health.load()) : Health::kUnknown;
 }

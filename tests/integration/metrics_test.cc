@@ -348,6 +348,34 @@ TEST(MappingSlots, ReloadsThatWouldOutgrowTheSlotsAreRefused) {
   EXPECT_EQ(proxy.log().find("no metrics slot"), std::string::npos);
 }
 
+// The shared backend table keeps every backend a master has served: a reload whose new backends
+// would not fit is refused, naming the limit, and the running configuration keeps serving.
+TEST(MappingSlots, ReloadsThatWouldOutgrowTheBackendTableAreRefused) {
+  auto config = [](int first_port) {
+    std::string body =
+        "default: host1.example.com\nmappings:\n"
+        "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n";
+    for (int m = 0; m < 7; ++m) {  // 448 backends nothing will connect to
+      body += "  - external: g" + std::to_string(m) + ".example.com\n    backends:\n";
+      for (int b = 0; b < 64; ++b) {
+        body +=
+            "      - {host: 127.0.0.1, port: " + std::to_string(first_port + m * 64 + b) + "}\n";
+      }
+    }
+    return body;
+  };
+  Proxy proxy(config(20000));
+  ASSERT_EQ(psql(proxy.plain(), "show cluster_name").output, "host1\n");
+  proxy.rewrite(config(30000));  // 448 new backends beside the 449 registered
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return proxy.log().find("needs 448 new backend(s), and 449 of the 512 backend slots") !=
+           std::string::npos;
+  })) << proxy.log();
+  EXPECT_EQ(psql(proxy.plain(), "show cluster_name").output, "host1\n");
+  EXPECT_EQ(proxy.log().find("backend table full"), std::string::npos);
+}
+
 std::string clientHello(const std::string& sni) {
   return testing::makeClientHello(sni, {});
 }

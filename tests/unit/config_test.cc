@@ -629,3 +629,36 @@ TEST(ConfigAuth, MistakesAreRefusedWithTheReason) {
 
 }  // namespace
 }  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+std::string groups(int mappings, int per_mapping) {
+  std::string text = "mappings:\n";
+  for (int m = 0; m < mappings; ++m) {
+    text += "  - external: m" + std::to_string(m) + ".example.com\n    backends:\n";
+    for (int b = 0; b < per_mapping; ++b) {
+      text += "      - {host: 10.0.0.1, port: " + std::to_string(1000 + m * 100 + b) + "}\n";
+    }
+  }
+  return text;
+}
+
+TEST(ConfigBackends, DistinctBackendsBeyondTheTableAreRefused) {
+  EXPECT_EQ(mustLoad(groups(8, 64)).mappings.size(), 8u);  // 512: exactly the table
+  std::string e = errorOf(groups(9, 60));                  // 540
+  EXPECT_NE(e.find("too many backends: the mappings name 540 distinct host:port pairs, at most "
+                   "512"),
+            std::string::npos)
+      << e;
+  // The same backend in several mappings takes one slot.
+  std::string shared = "mappings:\n";
+  for (int m = 0; m < 100; ++m) {
+    shared += "  - {external: s" + std::to_string(m) +
+              ".example.com, backends: [{host: a, port: 1}, {host: b, port: 2}]}\n";
+  }
+  EXPECT_EQ(mustLoad(shared).mappings.size(), 100u);
+}
+
+}  // namespace
+}  // namespace pgproxy::config

@@ -3,6 +3,8 @@
 
 #include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "pgproxy/base/clock.h"
 #include "pgproxy/upstream/backend_table.h"
@@ -86,6 +88,34 @@ class TableTest : public ::testing::Test {
   void* mem_;
   std::unique_ptr<BackendTable> table_;
 };
+
+// The table is fixed-size and never forgets a backend: fits() says beforehand whether a
+// configuration's backends have room, counting only the ones not registered yet.
+TEST_F(TableTest, FitsCountsOnlyNewBackendsAndNamesTheLimit) {
+  std::vector<std::string> first;
+  for (std::size_t i = 0; i < kMaxBackends - 2; ++i) {
+    first.push_back("10.0.0.1:" + std::to_string(1000 + i));
+  }
+  ASSERT_TRUE(table_->fits(first).ok());
+  for (const auto& k : first) {
+    ASSERT_NE(table_->registerBackend(k), kNoBackend);
+  }
+  // The same backends again, twice over, plus two new ones (one named twice): exactly full.
+  std::vector<std::string> again = first;
+  again.insert(again.end(), first.begin(), first.end());
+  again.push_back("db1:5432");
+  again.push_back("db1:5432");
+  again.push_back("db2:5432");
+  EXPECT_TRUE(table_->fits(again).ok());
+  again.push_back("db3:5432");
+  auto st = table_->fits(again);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(
+      st.error().message.find("needs 3 new backend(s), and " + std::to_string(kMaxBackends - 2) +
+                              " of the " + std::to_string(kMaxBackends) + " backend slots"),
+      std::string::npos)
+      << st.error().message;
+}
 
 TEST_F(TableTest, FallAndRiseTransitionsHappenOnce) {
   std::size_t a = table_->registerBackend("10.0.0.1:5432");

@@ -146,6 +146,10 @@ enum class LogFormat { kText, kJson };
 // per-mapping max_connections and connection_rate count in that slot: a name without a slot of
 // its own would share one with others, so a configuration that cannot fit is refused instead.
 inline constexpr std::size_t kMaxMappings = 127;
+// Distinct backends (host:port) one configuration may name. Each takes one slot of the shared
+// backend table (health, role, least_conn counts) for the life of the master; a configuration
+// that cannot fit is refused instead of balancing a backend without that state.
+inline constexpr std::size_t kMaxBackends = 512;
 
 struct Config {
   std::string path;

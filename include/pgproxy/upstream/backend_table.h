@@ -12,7 +12,8 @@
 
 namespace pgproxy::upstream {
 
-inline constexpr std::size_t kMaxBackends = 512;  // distinct host:port over a master's life
+// Distinct host:port over a master's life; the loader refuses a configuration naming more.
+inline constexpr std::size_t kMaxBackends = config::kMaxBackends;
 inline constexpr std::size_t kNoBackend = SIZE_MAX;
 inline constexpr std::uint64_t kPassiveRetryMs = 10'000;
 
@@ -48,6 +49,9 @@ class BackendTable {
 
   // Master: the slot for "host:port", registering it if new; kNoBackend when full.
   std::size_t registerBackend(const std::string& key);
+  // Whether registering `keys` would fit beside the backends registered so far; the error names
+  // the limit.
+  base::Status fits(const std::vector<std::string>& keys) const;
   std::size_t find(const std::string& key) const;
   std::size_t count() const { return shared_->count.load(std::memory_order_acquire); }
 
