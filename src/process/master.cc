@@ -102,6 +102,11 @@ class Master {
  public:
   Master(const Options& opts, ConfigPtr cfg, std::shared_ptr<const tls::Contexts> tls)
       : opts_(opts), config_(std::move(cfg)), tls_(std::move(tls)) {}
+  // The log keeps pointers to drop counters in the shared memory this object unmaps; lines
+  // still waiting are drained at exit, after that.
+  ~Master() { log::setDropCounters(nullptr, nullptr); }
+  Master(const Master&) = delete;
+  Master& operator=(const Master&) = delete;
   int run();
 
  private:

@@ -155,7 +155,7 @@ TEST(ClientAuth, MalformedClientMessages) {
       std::string("p\0\0\0\x02", 5),                              // length below 4
       std::string("p\x7f\0\0\0", 5),                              // beyond the bound
       msg('p', "SCRAM-SHA-256"),                                  // no NUL, no length
-      msg('p', std::string("SCRAM-SHA-256\0\0\0\0\x09n,,", 22)),  // length beyond the data
+      msg('p', std::string("SCRAM-SHA-256\0\0\0\0\x09n,,", 21)),  // length beyond the data
       initial("SCRAM-SHA-256", "n,,n=,r=a") + "x",                // bytes after the message
   };
   for (const auto& m : bad) {

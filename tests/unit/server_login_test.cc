@@ -62,7 +62,7 @@ TEST(ServerLogin, AnswersWithWhatItHoldsAndSaysWhatItLacks) {
 
 TEST(ServerLogin, RelaysTheServersErrorResponseWhole) {
   ServerLogin login("app", {});
-  std::string err = msg('E', std::string("SFATAL\0C3D000\0Mdatabase \"x\" does not exist\0\0", 46));
+  std::string err = msg('E', std::string("SFATAL\0C3D000\0Mdatabase \"x\" does not exist\0\0", 44));
   auto s = login.feed(err);
   ASSERT_EQ(s.kind, ServerLogin::Step::kFailed);
   EXPECT_EQ(s.sqlstate, "3D000");
