@@ -99,4 +99,19 @@ in6_addr clientKey(const sockaddr* addr) {
   return out;
 }
 
+std::string formatAddress(const sockaddr* addr) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (addr->sa_family == AF_INET) {
+    auto* v4 = reinterpret_cast<const sockaddr_in*>(addr);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+    return std::string(host) + ":" + std::to_string(ntohs(v4->sin_port));
+  }
+  if (addr->sa_family == AF_INET6) {
+    auto* v6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(v6->sin6_port));
+  }
+  return "unix";
+}
+
 }  // namespace pgproxy::net

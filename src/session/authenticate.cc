@@ -84,10 +84,8 @@ bool Session::onClientAuthStep(auth::ClientAuth::Step step) {
   // The client is who it says: the backend login runs with what the exchange yielded, and the
   // client hears nothing more until the backend has accepted it.
   to_client_ += step.send;  // AuthenticationSASLFinal after SCRAM
-  proto::StartupParams params;
-  (void)proto::parseStartup(startup_, params);
   server_login_ =
-      std::make_unique<auth::ServerLogin>(params.get("user"), client_auth_->serverCredentials());
+      std::make_unique<auth::ServerLogin>(client_auth_->user(), client_auth_->serverCredentials());
   client_auth_.reset();
   authenticated_ = true;
   event_del(client_read_);

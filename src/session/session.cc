@@ -39,24 +39,6 @@ std::uint64_t nowUs() {
   return base::monotonicUs();
 }
 
-std::string formatAddr(const sockaddr* sa) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  unsigned port = 0;
-  if (sa->sa_family == AF_INET) {
-    auto* v4 = reinterpret_cast<const sockaddr_in*>(sa);
-    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
-    port = ntohs(v4->sin_port);
-    return std::string(host) + ":" + std::to_string(port);
-  }
-  if (sa->sa_family == AF_INET6) {
-    auto* v6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
-    port = ntohs(v6->sin6_port);
-    return "[" + std::string(host) + "]:" + std::to_string(port);
-  }
-  return "unix";
-}
-
 }  // namespace
 
 void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen) {
@@ -65,7 +47,7 @@ void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen) {
     ::close(fd);
     ctx.metrics.add(metrics::Counter::kAccepted);
     ctx.metrics.closed(metrics::kUnknownMapping, Outcome::kDenied);
-    LOG_DEBUG("connection from %s denied at accept", formatAddr(addr).c_str());
+    LOG_DEBUG("connection from %s denied at accept", net::formatAddress(addr).c_str());
     return;
   }
   new Session(ctx, fd, addr, addrlen);  // owned by ctx's list; deletes itself in close()
@@ -158,7 +140,7 @@ Session::~Session() {
 }
 
 std::string Session::peer() const {
-  return formatAddr(reinterpret_cast<const sockaddr*>(&client_addr_));
+  return net::formatAddress(reinterpret_cast<const sockaddr*>(&client_addr_));
 }
 
 const char* Session::modeName() const {

@@ -1,11 +1,12 @@
 #include "pgproxy/upstream/dialer.h"
 
-#include <arpa/inet.h>
 #include <event2/dns.h>
 #include <event2/util.h>
 #include <netinet/in.h>
 
 #include <cstring>
+
+#include "pgproxy/net/cidr.h"
 
 namespace pgproxy::upstream {
 
@@ -36,22 +37,7 @@ const sockaddr* AddressList::next(socklen_t* len) {
 }
 
 std::string AddressList::current() const {
-  if (next_ == 0) {
-    return "";
-  }
-  const sockaddr_storage& a = addr_[next_ - 1];
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (a.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&a);
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-    port = ntohs(in->sin_port);
-    return std::string(host) + ":" + std::to_string(port);
-  }
-  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
-  inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-  port = ntohs(in6->sin6_port);
-  return "[" + std::string(host) + "]:" + std::to_string(port);
+  return next_ == 0 ? "" : net::formatAddress(reinterpret_cast<const sockaddr*>(&addr_[next_ - 1]));
 }
 
 void Lookup::start(Lookup** slot, evdns_base* dns, const std::string& host, int port, Done done,

@@ -44,6 +44,7 @@ class ClientAuth {
   Step feed(std::string_view bytes);
   // After kOk: how to log in to the server as this user.
   ServerCredentials serverCredentials() const;
+  const std::string& user() const { return user_; }
 
   static constexpr std::size_t kMaxMessage = 8 * 1024;
 

@@ -35,4 +35,7 @@ struct AccessList {
 // client counts once whichever listener it came through.
 in6_addr clientKey(const sockaddr* addr);
 
+// "ADDR:PORT" ("[ADDR]:PORT" for IPv6; "unix" for anything else), for logs.
+std::string formatAddress(const sockaddr* addr);
+
 }  // namespace pgproxy::net
