@@ -79,6 +79,26 @@ struct HealthCheck {
 // Which servers of a group may take sessions, as the logged-in health checks see them.
 enum class BackendRole { kAny, kPrimary, kStandby };
 
+// A mapping's `pool:` block: pgproxy keeps server connections per (backend, user, database) and
+// lends them to its authenticated clients. Caps count over all workers and all generations.
+enum class PoolMode { kSession, kTransaction, kStatement };
+struct PoolConfig {
+  bool enabled = false;  // the mapping has a pool block
+  PoolMode mode = PoolMode::kSession;
+  unsigned size = 20;         // server connections per (backend, user, database)
+  unsigned min_size = 0;      // kept open and warm
+  unsigned reserve_size = 0;  // extra, after reserve_timeout of waiting
+  std::uint64_t reserve_timeout_ms = 5'000;
+  unsigned max_db_connections = 0;                 // per (backend, database); 0: no cap
+  std::uint64_t query_wait_timeout_ms = 120'000;   // 0: wait forever
+  std::uint64_t server_idle_timeout_ms = 600'000;  // 0: never
+  std::uint64_t server_lifetime_ms = 3'600'000;    // 0: never
+  std::string server_reset_query = "DISCARD ALL";  // session mode, on release; empty: none
+  std::string server_check_query;                  // empty: an empty query
+  std::uint64_t server_check_delay_ms = 30'000;    // 0: check before every reuse
+  Mark mark;
+};
+
 struct Mapping {
   std::string external;  // lower-cased; "*.example.com" for a wildcard
   std::string internal;  // the first backend's host (the seed's shorthand for one backend)
@@ -98,6 +118,7 @@ struct Mapping {
   std::string backend_sni;  // empty: `internal` when it is a host name
   // pgproxy authenticates the clients (the `auth` block) and logs in to the backend for them.
   bool authenticate = false;
+  PoolConfig pool;  // pool.enabled implies authenticate
   Mark mark;
 };
 
@@ -135,7 +156,18 @@ struct AuthConfig {
   // Read and checked at load (so -t and a failed reload name a broken line); shared by the
   // workers of the generation.
   std::shared_ptr<const auth::UserList> users;
+  // auth_query: secrets of users not in the file, fetched from the backend as `query_user` (whose
+  // secret is in the file), trusted for `cache_ms`.
+  std::string query;  // empty: off
+  std::string query_user;
+  std::string query_database = "postgres";
+  std::uint64_t cache_ms = 60'000;
   Mark mark;
+};
+
+// The `metrics:` block.
+struct MetricsConfig {
+  unsigned max_pools = 1000;  // pool label sets exported; the rest fold into user="other"
 };
 
 enum class LogFormat { kText, kJson };
@@ -167,6 +199,7 @@ struct Config {
   AdminConfig admin;
   TlsConfig tls;
   AuthConfig auth;
+  MetricsConfig metrics;
   net::AccessList access;                   // allow/deny at accept
   unsigned max_connections = 0;             // all mappings together; 0: no limit
   unsigned max_connections_per_client = 0;  // sessions from one address; 0: no limit

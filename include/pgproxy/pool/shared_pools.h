@@ -1,0 +1,82 @@
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace pgproxy::pool {
+
+// The pools' shared state: one entry per pool (mapping, backend, user, database) and one per
+// (backend, database) for max_db_connections, in shared memory, so that the caps hold over all
+// workers and over old generations still draining after a reload, and the metrics add up.
+//
+// Every count is kept per worker slot (the worker's metrics slot index) so that the master can
+// fold a dead worker's share out exactly; the totals the caps test are atomics updated with the
+// per-worker ones. The table is fixed in size: a worker that cannot open an entry refuses the
+// client (no pool without its cap).
+
+inline constexpr std::size_t kMaxPools = 4096;       // entries (pools and databases) at once
+inline constexpr std::size_t kMaxWorkerSlots = 128;  // = metrics::kMaxSlots
+inline constexpr std::size_t kMaxLabel = 63;         // longer names are cut in the labels
+inline constexpr std::size_t kNoPool = SIZE_MAX;
+
+// A server connection's state, for the caps (all count) and the metrics.
+enum class ServerState : std::uint8_t {
+  kLogin,   // connecting, TLS, login, parameter sync
+  kIdle,    // in the pool, ready
+  kActive,  // linked to a client
+  kUsed,    // being reset or checked before it is idle again
+  kCount
+};
+
+struct PoolsShared;  // defined in shared_pools.cc; sized by bytesNeeded()
+
+class SharedPools {
+ public:
+  explicit SharedPools(PoolsShared* shared) : shared_(shared) {}
+  static std::size_t bytesNeeded();
+
+  // Worker: counts go to worker slot `slot` (the metrics slot the master reserved for it).
+  void attach(std::size_t slot);
+
+  // Finds or creates the entry and takes a reference on it for this worker; kNoPool when the
+  // table is full. An entry whose references all went away is freed (its counters restart).
+  std::size_t openPool(std::string_view mapping, std::string_view backend, std::string_view user,
+                       std::string_view database);
+  std::size_t openDatabase(std::string_view backend, std::string_view database);
+  void close(std::size_t entry);  // drops this worker's reference
+
+  // A new server connection, counted in kLogin, if the pool has fewer than `cap` servers over all
+  // workers and the database (kNoPool: no database cap) fewer than `db_cap` (0: no cap). False
+  // when a cap is reached (nothing counted).
+  bool tryAddServer(std::size_t pool, unsigned cap, std::size_t db, unsigned db_cap);
+  void moveServer(std::size_t pool, ServerState from, ServerState to);
+  void removeServer(std::size_t pool, std::size_t db, ServerState from);
+  std::uint32_t servers(std::size_t pool) const;  // all workers, all states
+  std::uint32_t serversIn(std::size_t pool, ServerState s) const;
+
+  // Clients waiting for a server of this pool (all workers), and this worker's share.
+  void addWaiting(std::size_t pool, int delta);
+  std::uint32_t waiting(std::size_t pool) const;
+  std::uint32_t myWaiting(std::size_t pool) const;
+
+  // Counters (not folded on worker death: they only grow).
+  void countTransaction(std::size_t pool);
+  void countQuery(std::size_t pool);
+  void observeWait(std::size_t pool, std::uint64_t us);  // pgproxy_pool_wait_seconds
+
+  // Master: a worker slot's owner died; its counts leave the totals.
+  void foldSlot(std::size_t slot);
+
+  // Prometheus text of the pool metrics (HELP/TYPE lines included): at most `max_pools` label
+  // sets, the rest summed into user="other", database="other" per mapping and backend.
+  void render(std::string& out, unsigned max_pools) const;
+
+ private:
+  PoolsShared* shared_;
+  std::size_t slot_ = 0;
+};
+
+}  // namespace pgproxy::pool
