@@ -30,6 +30,7 @@ const std::vector<KeySpec>& topLevelKeys() {
       {"idle_timeout", true, "close a session with no byte either way for this long; off"},
       {"tcp_keepalive", true, "TCP keepalive on both sides: off or {idle, interval, count}"},
       {"tcp_user_timeout", true, "drop a peer that leaves sent data unacknowledged this long"},
+      {"metrics", true, "metrics settings: max_pools"},
   };
   return keys;
 }
@@ -66,6 +67,10 @@ const std::vector<KeySpec>& authKeys() {
   static const std::vector<KeySpec> keys = {
       {"type", true, "scram-sha-256 (default), md5 or trust"},
       {"file", true, "auth file: one \"user\" \"secret\" line per user (PgBouncer's format)"},
+      {"query", true, "auth_query: SQL that returns the secret of a user not in the file"},
+      {"user", true, "user (in the auth file) that runs auth.query"},
+      {"database", true, "database auth.query runs in, default postgres"},
+      {"cache", true, "how long a secret auth.query returned is trusted, default 60s"},
   };
   return keys;
 }
@@ -112,6 +117,32 @@ const std::vector<KeySpec>& mappingKeys() {
       {"backend_ca", true, "CA file that verifies the backend's certificate"},
       {"backend_sni", true, "server name sent to and verified against the backend"},
       {"authenticate", true, "pgproxy authenticates clients (auth) and logs in for them"},
+      {"pool", true, "pool server connections for authenticated clients: mode, size, ..."},
+  };
+  return keys;
+}
+
+const std::vector<KeySpec>& poolKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"mode", true, "session (default), transaction or statement: when a server goes back"},
+      {"size", true, "server connections per (backend, user, database), default 20"},
+      {"min_size", true, "server connections kept open and warm, default 0"},
+      {"reserve_size", true, "extra server connections for clients that waited reserve_timeout"},
+      {"reserve_timeout", true, "wait before a client may take a reserve connection, default 5s"},
+      {"max_db_connections", true, "server connections per (backend, database); default no cap"},
+      {"query_wait_timeout", true, "longest wait for a server connection, default 2m"},
+      {"server_idle_timeout", true, "close server connections idle this long, default 10m"},
+      {"server_lifetime", true, "close server connections this old when released, default 1h"},
+      {"server_reset_query", true, "run on release in session mode, default DISCARD ALL"},
+      {"server_check_query", true, "run before reusing a server idle for server_check_delay"},
+      {"server_check_delay", true, "idle time after which a server is checked, default 30s"},
+  };
+  return keys;
+}
+
+const std::vector<KeySpec>& metricsKeys() {
+  static const std::vector<KeySpec> keys = {
+      {"max_pools", true, "pool label sets exported; the rest fold into user=\"other\""},
   };
   return keys;
 }

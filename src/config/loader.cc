@@ -492,11 +492,63 @@ void parseHealthCheck(Parser& p, yaml_node_t* n, Mapping& m) {
                });
 }
 
+// Server connections per pool: bounded so that a typo cannot ask one worker for more sockets
+// than a process can hold.
+constexpr unsigned kMaxPoolSize = 10'000;
+
+void parsePool(Parser& p, yaml_node_t* n, PoolConfig& pool) {
+  pool.enabled = true;
+  pool.mark = Parser::markOf(n);
+  yaml_node_t* minSizeNode = nullptr;
+  p.forEachKey(
+      n, "pool", keyNames(poolKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
+        const std::string what = "pool." + key;
+        if (key == "mode") {
+          parseChoice<PoolMode>(p, v, what,
+                                {{"session", PoolMode::kSession},
+                                 {"transaction", PoolMode::kTransaction},
+                                 {"statement", PoolMode::kStatement}},
+                                pool.mode);
+        } else if (key == "size") {
+          pool.size = boundedNumber(p, v, what, 1, kMaxPoolSize).value_or(1);
+        } else if (key == "min_size" || key == "reserve_size") {
+          auto k = boundedNumber(p, v, what, 0, kMaxPoolSize).value_or(0);
+          (key == "min_size" ? pool.min_size : pool.reserve_size) = k;
+          if (key == "min_size") {
+            minSizeNode = v;
+          }
+        } else if (key == "max_db_connections") {
+          pool.max_db_connections = boundedNumber(p, v, what, 0, 1'000'000).value_or(0);
+        } else if (key == "reserve_timeout") {
+          pool.reserve_timeout_ms = p.duration(v, what).value_or(0);
+        } else if (key == "server_check_delay") {
+          // No "off": 0 means checking before every reuse, the opposite of off.
+          pool.server_check_delay_ms = p.duration(v, what).value_or(0);
+        } else if (key == "query_wait_timeout" || key == "server_idle_timeout" ||
+                   key == "server_lifetime") {
+          auto ms = p.durationOrOff(v, what).value_or(0);
+          (key == "query_wait_timeout"    ? pool.query_wait_timeout_ms
+           : key == "server_idle_timeout" ? pool.server_idle_timeout_ms
+                                          : pool.server_lifetime_ms) = ms;
+        } else {
+          // server_reset_query, server_check_query: SQL; empty is meaningful (none, an empty
+          // query).
+          auto s = p.scalar(v, what).value_or("");
+          (key == "server_reset_query" ? pool.server_reset_query : pool.server_check_query) = s;
+        }
+      });
+  if (minSizeNode && pool.min_size > pool.size) {
+    p.fail(minSizeNode, "pool.min_size (" + std::to_string(pool.min_size) +
+                            ") must not be more than pool.size (" + std::to_string(pool.size) +
+                            ")");
+  }
+}
+
 void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
   Mapping m;
   m.mark = Parser::markOf(n);
   bool haveExternal = false, haveInternal = false, havePort = false, haveBackends = false,
-       fine = true;
+       authenticateOff = false, fine = true;
   p.forEachKey(
       n, "a mapping", keyNames(mappingKeys()),
       [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
@@ -571,6 +623,9 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                  fine;
         } else if (key == "authenticate") {
           m.authenticate = p.boolean(v, "authenticate").value_or(false);
+          authenticateOff = !m.authenticate;
+        } else if (key == "pool") {
+          parsePool(p, v, m.pool);
         } else if (key == "backend_tls") {
           fine = parseChoice<BackendTls>(p, v, "backend_tls",
                                          {{"disable", BackendTls::kDisable},
@@ -607,6 +662,15 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
   if (!m.health.password_file.empty() && m.health.user.empty()) {
     p.fail(n, "health_check.password_file needs health_check.user");
     fine = false;
+  }
+  if (m.pool.enabled) {
+    if (authenticateOff) {
+      p.fail(n, "mapping \"" + m.external +
+                    "\" has a pool but authenticate: false: pgproxy authenticates the clients of "
+                    "a pool itself (leave authenticate out)");
+      fine = false;
+    }
+    m.authenticate = true;
   }
   if (m.certificate.empty() != m.key.empty()) {
     p.fail(n, "mapping \"" + m.external + "\" needs both certificate and key, or neither");
@@ -733,9 +797,18 @@ void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
   cfg.auth.configured = true;
   cfg.auth.mark = Parser::markOf(n);
   yaml_node_t* fileNode = n;
+  yaml_node_t* queryNode = nullptr;
+  yaml_node_t* userNode = nullptr;
+  yaml_node_t* queryOnlyNode = nullptr;  // user, database or cache: meaningless without query
   p.forEachKey(
       n, "auth", keyNames(authKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
         if (key == "type") {
+          if (v->type == YAML_SCALAR_NODE && p.scalar(v, "auth.type") == "cert") {
+            // ClientAuth lets a cert client in without an exchange, but nothing verifies its
+            // certificate yet: accepting it would be trust under another name.
+            p.fail(v, "auth type cert is not supported yet: use scram-sha-256, md5 or trust");
+            return;
+          }
           parseChoice<auth::ClientAuthType>(p, v, "auth.type",
                                             {{"scram-sha-256", auth::ClientAuthType::kScramSha256},
                                              {"md5", auth::ClientAuthType::kMd5},
@@ -744,14 +817,46 @@ void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
         } else if (key == "file") {
           cfg.auth.file = p.scalar(v, "auth.file").value_or("");
           fileNode = v;
+        } else if (key == "cache") {
+          cfg.auth.cache_ms = p.duration(v, "auth.cache").value_or(0);
+          queryOnlyNode = queryOnlyNode ? queryOnlyNode : v;
+        } else {
+          // query, user, database: text that must not be empty.
+          auto s = p.scalar(v, "auth." + key);
+          if (s && s->empty()) {
+            p.fail(v, "auth." + key + " must not be empty");
+          }
+          if (key == "query") {
+            cfg.auth.query = s.value_or("");
+            queryNode = v;
+          } else {
+            (key == "user" ? cfg.auth.query_user : cfg.auth.query_database) = s.value_or("");
+            userNode = key == "user" ? v : userNode;
+            queryOnlyNode = queryOnlyNode ? queryOnlyNode : v;
+          }
         }
       });
   if (p.failed()) {
     return;
   }
+  if (!queryNode && queryOnlyNode) {
+    p.fail(queryOnlyNode,
+           "auth.user, auth.database and auth.cache configure auth.query, which is not set");
+    return;
+  }
+  if (queryNode && !userNode) {
+    p.fail(queryNode,
+           "auth.query needs auth.user: the user pgproxy logs in as to run it (its secret "
+           "must be in auth.file)");
+    return;
+  }
   if (cfg.auth.file.empty()) {
     if (cfg.auth.type != auth::ClientAuthType::kTrust) {
       p.fail(n, "auth needs a \"file\" of users and secrets (only type: trust works without one)");
+    } else if (userNode) {
+      p.fail(userNode, "auth.user \"" + cfg.auth.query_user +
+                           "\" needs its secret in an auth.file: pgproxy logs in as it to run "
+                           "auth.query");
     }
     return;
   }
@@ -775,7 +880,22 @@ void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(fileNode, users.error().message);
     return;
   }
+  if (userNode && !users->find(cfg.auth.query_user)) {
+    p.fail(userNode, "auth.user \"" + cfg.auth.query_user + "\" is not in auth.file \"" +
+                         cfg.auth.file +
+                         "\": pgproxy logs in as it to run auth.query, with the secret the "
+                         "file holds");
+    return;
+  }
   cfg.auth.users = std::make_shared<const auth::UserList>(std::move(*users));
+}
+
+void parseMetrics(Parser& p, yaml_node_t* n, Config& cfg) {
+  p.forEachKey(
+      n, "metrics", keyNames(metricsKeys()), [&](const std::string&, yaml_node_t*, yaml_node_t* v) {
+        // max_pools, the only key.
+        cfg.metrics.max_pools = boundedNumber(p, v, "metrics.max_pools", 1, 1'000'000).value_or(1);
+      });
 }
 
 void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
@@ -832,6 +952,8 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
           parseTls(p, v, cfg);
         } else if (key == "auth") {
           parseAuth(p, v, cfg);
+        } else if (key == "metrics") {
+          parseMetrics(p, v, cfg);
         } else if (key == "allow" || key == "deny") {
           parseCidrs(p, v, key, key == "allow" ? cfg.access.allow : cfg.access.deny);
         } else if (key == "max_connections") {
@@ -895,15 +1017,34 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
                "count)");
     return;
   }
-  for (const auto& m : cfg.mappings) {
-    if (m.authenticate && m.tls != TlsMode::kTerminate) {
+  // The mapping plaintext clients reach, if any: the default one (`default`, or the only
+  // mapping), unless tls.require turns them away. Its own errors are reported further down.
+  std::optional<std::size_t> plaintextMapping;
+  if (!cfg.tls.require) {
+    for (std::size_t i = 0; i < cfg.mappings.size(); ++i) {
+      if (defaultNode ? cfg.mappings[i].external == defaultName : cfg.mappings.size() == 1) {
+        plaintextMapping = i;
+      }
+    }
+  }
+  for (std::size_t i = 0; i < cfg.mappings.size(); ++i) {
+    const Mapping& m = cfg.mappings[i];
+    // pgproxy reads what a plaintext or terminated client sends, so it can authenticate (and pool)
+    // those; a passthrough mapping still serves the plaintext clients when it is their default.
+    if (m.authenticate && m.tls != TlsMode::kTerminate && plaintextMapping != i) {
       p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +
-                       ") has authenticate: true but is not tls: terminate: pgproxy cannot "
-                       "authenticate clients whose TLS session is the backend's");
+                       "): " + (m.pool.enabled ? "pool" : "authenticate: true") +
+                       " needs tls: terminate: a passthrough session's bytes are the client's "
+                       "own TLS session (without terminate pgproxy can authenticate only "
+                       "plaintext clients, which reach the default mapping unless tls.require "
+                       "is set)");
     }
     if (m.authenticate && !cfg.auth.configured) {
       p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +
-                       ") has authenticate: true but there is no \"auth\" block saying how");
+                       ") has " +
+                       (m.pool.enabled ? "a pool (whose clients pgproxy authenticates)"
+                                       : "authenticate: true") +
+                       " but there is no \"auth\" block saying how");
     }
     if (m.tls == TlsMode::kTerminate && cfg.certificateOf(m).empty()) {
       p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +

@@ -304,9 +304,9 @@ TEST(Config, EveryKeyIsDocumented) {
   std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
   std::string sampleText((std::istreambuf_iterator<char>(sample)),
                          std::istreambuf_iterator<char>());
-  for (const auto* table :
-       {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(), &tlsKeys(), &authKeys(),
-        &backendKeys(), &healthCheckKeys(), &rateKeys(), &keepAliveKeys()}) {
+  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(),
+                            &tlsKeys(), &authKeys(), &backendKeys(), &healthCheckKeys(),
+                            &poolKeys(), &metricsKeys(), &rateKeys(), &keepAliveKeys()}) {
     for (const auto& k : *table) {
       EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
           << k.name << " is not documented in man/pgproxy.yaml.5";
@@ -605,9 +605,12 @@ TEST(ConfigAuth, MistakesAreRefusedWithTheReason) {
       "key: k, authenticate: true}\n";
   EXPECT_NE(errorOf(terminate).find("has authenticate: true but there is no \"auth\" block"),
             std::string::npos);
+  // A passthrough mapping that plaintext clients cannot reach (not the default) cannot
+  // authenticate.
   EXPECT_NE(errorOf("auth: {type: trust}\nmappings:\n  - {external: a.example.com, internal: x, "
-                    "authenticate: true}\n")
-                .find("is not tls: terminate"),
+                    "authenticate: true}\n  - {external: b.example.com, internal: y}\n")
+                .find("mapping \"a.example.com\" (line 3): authenticate: true needs tls: "
+                      "terminate: a passthrough session's bytes are the client's own TLS session"),
             std::string::npos);
   EXPECT_NE(errorOf("auth: {type: scram-sha-256}\n" + terminate).find("auth needs a \"file\""),
             std::string::npos);
@@ -622,7 +625,8 @@ TEST(ConfigAuth, MistakesAreRefusedWithTheReason) {
   EXPECT_NE(e.find(users + ":2: secret of \"bob\": expected a double-quoted field"),
             std::string::npos)
       << e;
-  EXPECT_NE(errorOf("auth: {query: x}\n" + terminate).find("unknown key \"query\" in auth"),
+  EXPECT_NE(errorOf("auth: {querry: x}\n" + terminate)
+                .find("unknown key \"querry\" in auth (did you mean \"query\"?)"),
             std::string::npos);
   std::remove(users.c_str());
 }
@@ -658,6 +662,273 @@ TEST(ConfigBackends, DistinctBackendsBeyondTheTableAreRefused) {
               ".example.com, backends: [{host: a, port: 1}, {host: b, port: 2}]}\n";
   }
   EXPECT_EQ(mustLoad(shared).mappings.size(), 100u);
+}
+
+}  // namespace
+}  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+// A terminate mapping with a pool, and an auth block that makes it valid.
+std::string pooled(const std::string& pool, const std::string& extra = "") {
+  return "auth: {type: trust}\nmappings:\n  - {external: a.example.com, internal: x, tls: "
+         "terminate, certificate: c, key: k, pool: " +
+         pool + extra + "}\n";
+}
+
+TEST(ConfigPool, Defaults) {
+  Config c = mustLoad(pooled("{}"));
+  const PoolConfig& p = c.mappings[0].pool;
+  EXPECT_TRUE(p.enabled);
+  EXPECT_TRUE(c.mappings[0].authenticate);  // a pool implies it
+  EXPECT_EQ(p.mode, PoolMode::kSession);
+  EXPECT_EQ(p.size, 20u);
+  EXPECT_EQ(p.min_size, 0u);
+  EXPECT_EQ(p.reserve_size, 0u);
+  EXPECT_EQ(p.reserve_timeout_ms, 5'000u);
+  EXPECT_EQ(p.max_db_connections, 0u);
+  EXPECT_EQ(p.query_wait_timeout_ms, 120'000u);
+  EXPECT_EQ(p.server_idle_timeout_ms, 600'000u);
+  EXPECT_EQ(p.server_lifetime_ms, 3'600'000u);
+  EXPECT_EQ(p.server_reset_query, "DISCARD ALL");
+  EXPECT_EQ(p.server_check_query, "");
+  EXPECT_EQ(p.server_check_delay_ms, 30'000u);
+  EXPECT_EQ(p.mark.line, 3);
+  // Without a pool block, no pool and no authentication.
+  Config plain = mustLoad("mappings:\n  - {external: a.example.com, internal: x}\n");
+  EXPECT_FALSE(plain.mappings[0].pool.enabled);
+  EXPECT_FALSE(plain.mappings[0].authenticate);
+}
+
+TEST(ConfigPool, AllKeys) {
+  Config c = mustLoad(R"(auth: {type: trust}
+mappings:
+  - external: a.example.com
+    internal: x
+    tls: terminate
+    certificate: c
+    key: k
+    pool:
+      mode: transaction
+      size: 50
+      min_size: 50
+      reserve_size: 5
+      reserve_timeout: 500ms
+      max_db_connections: 80
+      query_wait_timeout: 30s
+      server_idle_timeout: 1m
+      server_lifetime: 2h
+      server_reset_query: "RESET ALL"
+      server_check_query: "SELECT 1"
+      server_check_delay: 0
+)");
+  const PoolConfig& p = c.mappings[0].pool;
+  EXPECT_EQ(p.mode, PoolMode::kTransaction);
+  EXPECT_EQ(p.size, 50u);
+  EXPECT_EQ(p.min_size, 50u);
+  EXPECT_EQ(p.reserve_size, 5u);
+  EXPECT_EQ(p.reserve_timeout_ms, 500u);
+  EXPECT_EQ(p.max_db_connections, 80u);
+  EXPECT_EQ(p.query_wait_timeout_ms, 30'000u);
+  EXPECT_EQ(p.server_idle_timeout_ms, 60'000u);
+  EXPECT_EQ(p.server_lifetime_ms, 7'200'000u);
+  EXPECT_EQ(p.server_reset_query, "RESET ALL");
+  EXPECT_EQ(p.server_check_query, "SELECT 1");
+  EXPECT_EQ(p.server_check_delay_ms, 0u);
+
+  EXPECT_EQ(mustLoad(pooled("{mode: statement}")).mappings[0].pool.mode, PoolMode::kStatement);
+  EXPECT_EQ(mustLoad(pooled("{mode: session}")).mappings[0].pool.mode, PoolMode::kSession);
+  // "off" (or 0) turns the three timeouts off; an empty reset query means none.
+  Config off =
+      mustLoad(pooled("{query_wait_timeout: off, server_idle_timeout: 0, server_lifetime: off, "
+                      "server_reset_query: \"\"}"));
+  EXPECT_EQ(off.mappings[0].pool.query_wait_timeout_ms, 0u);
+  EXPECT_EQ(off.mappings[0].pool.server_idle_timeout_ms, 0u);
+  EXPECT_EQ(off.mappings[0].pool.server_lifetime_ms, 0u);
+  EXPECT_EQ(off.mappings[0].pool.server_reset_query, "");
+  // authenticate: true alongside a pool is redundant, not wrong.
+  EXPECT_TRUE(mustLoad(pooled("{}", ", authenticate: true")).mappings[0].authenticate);
+}
+
+TEST(ConfigPool, BadValuesAreRefusedWithTheReason) {
+  auto expect = [](const std::string& pool, const std::string& message) {
+    std::string e = errorOf(pooled(pool));
+    EXPECT_NE(e.find(message), std::string::npos) << pool << " gave: " << e;
+  };
+  expect("{mode: batch}",
+         "t.yaml:3:97: pool.mode must be session, transaction or statement, not \"batch\"");
+  expect("{size: 0}", "pool.size must be a number from 1 to 10000, not \"0\"");
+  expect("{size: 10001}", "pool.size must be a number from 1 to 10000, not \"10001\"");
+  expect("{size: many}", "pool.size must be a number from 1 to 10000, not \"many\"");
+  expect("{min_size: 21}", "pool.min_size (21) must not be more than pool.size (20)");
+  expect("{size: 5, min_size: 6}", "pool.min_size (6) must not be more than pool.size (5)");
+  expect("{min_size: -1}", "pool.min_size must be a number from 0 to 10000, not \"-1\"");
+  expect("{reserve_size: x}", "pool.reserve_size must be a number from 0 to 10000, not \"x\"");
+  expect("{reserve_timeout: soon}",
+         "pool.reserve_timeout must be a duration such as 500ms, 10s or 2m, not \"soon\"");
+  expect("{reserve_timeout: off}",
+         "pool.reserve_timeout must be a duration such as 500ms, 10s or 2m, not \"off\"");
+  expect("{max_db_connections: lots}",
+         "pool.max_db_connections must be a number from 0 to 1000000, not \"lots\"");
+  expect("{query_wait_timeout: 5x}",
+         "pool.query_wait_timeout must be a duration such as 500ms, 10s or 2m, not \"5x\"");
+  expect("{server_idle_timeout: never}",
+         "pool.server_idle_timeout must be a duration such as 500ms, 10s or 2m, not \"never\"");
+  expect("{server_lifetime: forever}",
+         "pool.server_lifetime must be a duration such as 500ms, 10s or 2m, not \"forever\"");
+  expect("{server_check_delay: off}",
+         "pool.server_check_delay must be a duration such as 500ms, 10s or 2m, not \"off\"");
+  expect("{server_reset_query: [a]}", "pool.server_reset_query must be a single value, not a list");
+  expect("{server_check_query: {a: b}}",
+         "pool.server_check_query must be a single value, not a mapping");
+  expect("{sise: 3}", "unknown key \"sise\" in pool (did you mean \"size\"?)");
+  expect("{size: 3, size: 4}", "duplicate key \"size\"");
+  expect("on", "pool must be a mapping of keys to values, not a single value");
+}
+
+TEST(ConfigPool, NeedsAuthAndAPlaintextOrTerminatedSession) {
+  // A pool needs the auth block, as authenticate: true does.
+  EXPECT_NE(errorOf("mappings:\n  - {external: a.example.com, internal: x, tls: terminate, "
+                    "certificate: c, key: k, pool: {}}\n")
+                .find("mapping \"a.example.com\" (line 2) has a pool (whose clients pgproxy "
+                      "authenticates) but there is no \"auth\" block saying how"),
+            std::string::npos);
+  EXPECT_NE(errorOf(pooled("{}", ", authenticate: false"))
+                .find("t.yaml:3:5: mapping \"a.example.com\" has a pool but authenticate: false"),
+            std::string::npos);
+
+  const std::string passthroughPool =
+      "  - {external: a.example.com, internal: x, pool: {size: 5}}\n";
+  // A passthrough mapping no plaintext client reaches: there are two mappings and no default,
+  // another mapping is the default, or tls.require refuses plaintext clients.
+  for (const std::string& text :
+       {"auth: {type: trust}\nmappings:\n" + passthroughPool +
+            "  - {external: b.example.com, internal: y}\n",
+        "auth: {type: trust}\ndefault: b.example.com\nmappings:\n" + passthroughPool +
+            "  - {external: b.example.com, internal: y}\n",
+        "auth: {type: trust}\ntls: {require: true}\nmappings:\n" + passthroughPool}) {
+    std::string e = errorOf(text);
+    EXPECT_NE(e.find("mapping \"a.example.com\" (line "), std::string::npos) << e;
+    EXPECT_NE(e.find("): pool needs tls: terminate: a passthrough session's bytes are the "
+                     "client's own TLS session"),
+              std::string::npos)
+        << e;
+  }
+  // The default mapping serves plaintext clients, whose bytes pgproxy reads: implied (the only
+  // mapping) or named.
+  EXPECT_TRUE(
+      mustLoad("auth: {type: trust}\nmappings:\n" + passthroughPool).mappings[0].pool.enabled);
+  Config named = mustLoad("auth: {type: trust}\ndefault: a.example.com\nmappings:\n" +
+                          passthroughPool + "  - {external: b.example.com, internal: y}\n");
+  EXPECT_TRUE(named.mappings[0].pool.enabled);
+  EXPECT_TRUE(named.mappings[0].authenticate);
+  // The same holds for authenticate: true without a pool.
+  EXPECT_TRUE(mustLoad("auth: {type: trust}\nmappings:\n  - {external: a.example.com, internal: "
+                       "x, authenticate: true}\n")
+                  .mappings[0]
+                  .authenticate);
+  EXPECT_NE(errorOf("auth: {type: trust}\ntls: {require: true}\nmappings:\n  - {external: "
+                    "a.example.com, internal: x, authenticate: true}\n")
+                .find("authenticate: true needs tls: terminate"),
+            std::string::npos);
+}
+
+TEST(ConfigAuthQuery, KeysAndDefaults) {
+  std::string users = writeUsers("\"pgproxy_auth\" \"secret\"\n");
+  Config d = mustLoad("auth: {file: " + users +
+                      "}\nmappings:\n  - {external: a.example.com, internal: x}\n");
+  EXPECT_EQ(d.auth.query, "");
+  EXPECT_EQ(d.auth.query_user, "");
+  EXPECT_EQ(d.auth.query_database, "postgres");
+  EXPECT_EQ(d.auth.cache_ms, 60'000u);
+  Config c = mustLoad("auth:\n  file: " + users +
+                      "\n  query: \"SELECT usename, passwd FROM pgproxy.get_auth($1)\"\n"
+                      "  user: pgproxy_auth\n  database: app\n  cache: 5m\n"
+                      "mappings:\n  - {external: a.example.com, internal: x}\n");
+  EXPECT_EQ(c.auth.query, "SELECT usename, passwd FROM pgproxy.get_auth($1)");
+  EXPECT_EQ(c.auth.query_user, "pgproxy_auth");
+  EXPECT_EQ(c.auth.query_database, "app");
+  EXPECT_EQ(c.auth.cache_ms, 300'000u);
+  EXPECT_EQ(mustLoad("auth: {file: " + users +
+                     ", query: q, user: pgproxy_auth, cache: 0}\nmappings:\n  - {external: "
+                     "a.example.com, internal: x}\n")
+                .auth.cache_ms,
+            0u);
+  std::remove(users.c_str());
+}
+
+TEST(ConfigAuthQuery, MistakesAreRefusedWithTheReason) {
+  std::string users = writeUsers("\"pgproxy_auth\" \"secret\"\n");
+  const std::string mappings = "\nmappings:\n  - {external: a.example.com, internal: x}\n";
+  auto expect = [&](const std::string& auth, const std::string& message) {
+    std::string e = errorOf("auth: {" + auth + "}" + mappings);
+    EXPECT_NE(e.find(message), std::string::npos) << auth << " gave: " << e;
+  };
+  const std::string file = "file: " + users + ", ";
+  expect(file + "query: q",
+         "t.yaml:1:" + std::to_string(8 + file.size() + 7) +
+             ": auth.query needs auth.user: the user pgproxy logs in as to run it");
+  expect(file + "query: q, user: nobody", "auth.user \"nobody\" is not in auth.file \"" + users +
+                                              "\": pgproxy logs in as it to run auth.query");
+  expect("type: trust, query: q, user: pgproxy_auth",
+         "auth.user \"pgproxy_auth\" needs its secret in an auth.file");
+  expect(file + "user: pgproxy_auth",
+         "auth.user, auth.database and auth.cache configure auth.query, which is not set");
+  expect(file + "database: app",
+         "auth.user, auth.database and auth.cache configure auth.query, which is not set");
+  expect(file + "cache: 1m",
+         "auth.user, auth.database and auth.cache configure auth.query, which is not set");
+  expect(file + "query: \"\", user: pgproxy_auth", "auth.query must not be empty");
+  expect(file + "query: q, user: \"\"", "auth.user must not be empty");
+  expect(file + "query: q, user: pgproxy_auth, database: \"\"", "auth.database must not be empty");
+  expect(file + "query: [q], user: pgproxy_auth", "auth.query must be a single value, not a list");
+  expect(file + "query: q, user: pgproxy_auth, cache: later",
+         "auth.cache must be a duration such as 500ms, 10s or 2m, not \"later\"");
+  std::remove(users.c_str());
+}
+
+TEST(ConfigAuth, CertIsNotSupportedYet) {
+  std::string e = errorOf(
+      "auth: {type: cert}\nmappings:\n  - {external: a.example.com, internal: "
+      "x}\n");
+  EXPECT_NE(e.find("t.yaml:1:14: auth type cert is not supported yet"), std::string::npos) << e;
+}
+
+TEST(ConfigMetrics, MaxPools) {
+  const std::string mappings = "mappings:\n  - {external: a.example.com, internal: x}\n";
+  EXPECT_EQ(mustLoad(mappings).metrics.max_pools, 1000u);
+  EXPECT_EQ(mustLoad("metrics: {}\n" + mappings).metrics.max_pools, 1000u);
+  EXPECT_EQ(mustLoad("metrics: {max_pools: 1}\n" + mappings).metrics.max_pools, 1u);
+  EXPECT_EQ(mustLoad("metrics:\n  max_pools: 50000\n" + mappings).metrics.max_pools, 50'000u);
+  EXPECT_NE(errorOf("metrics: {max_pools: 0}\n" + mappings)
+                .find("t.yaml:1:22: metrics.max_pools must be a number from 1 to 1000000, not "
+                      "\"0\""),
+            std::string::npos);
+  EXPECT_NE(errorOf("metrics: {max_pool: 5}\n" + mappings)
+                .find("unknown key \"max_pool\" in metrics (did you mean \"max_pools\"?)"),
+            std::string::npos);
+  EXPECT_NE(errorOf("metrics: 5\n" + mappings)
+                .find("metrics must be a mapping of keys to values, not a single value"),
+            std::string::npos);
+}
+
+TEST(ConfigKeys, NewKeysAreReloadable) {
+  for (const auto* table : {&poolKeys(), &metricsKeys()}) {
+    for (const auto& k : *table) {
+      EXPECT_TRUE(k.reloadable) << k.name;
+    }
+  }
+  for (const char* name : {"query", "user", "database", "cache"}) {
+    bool found = false;
+    for (const auto& k : authKeys()) {
+      if (std::string(k.name) == name) {
+        found = true;
+        EXPECT_TRUE(k.reloadable) << name;
+      }
+    }
+    EXPECT_TRUE(found) << name;
+  }
 }
 
 }  // namespace

@@ -21,6 +21,8 @@ const std::vector<KeySpec>& tlsKeys();
 const std::vector<KeySpec>& authKeys();
 const std::vector<KeySpec>& backendKeys();
 const std::vector<KeySpec>& healthCheckKeys();
+const std::vector<KeySpec>& poolKeys();       // a mapping's pool
+const std::vector<KeySpec>& metricsKeys();    // metrics
 const std::vector<KeySpec>& rateKeys();       // connection_rate
 const std::vector<KeySpec>& keepAliveKeys();  // tcp_keepalive
 std::vector<std::string> keyNames(const std::vector<KeySpec>& specs);
