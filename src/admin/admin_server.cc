@@ -46,8 +46,13 @@ bool tokenMatches(const char* header, const std::string& token) {
 
 AdminServer::AdminServer(event_base* base, int fd, const config::Config& cfg,
                          metrics::Registry& registry, const upstream::BackendTable& backends,
-                         const std::vector<std::vector<std::size_t>>& backend_slots)
-    : cfg_(cfg), registry_(registry), backends_(backends), backend_slots_(backend_slots) {
+                         const std::vector<std::vector<std::size_t>>& backend_slots,
+                         const pool::SharedPools* pools)
+    : cfg_(cfg),
+      registry_(registry),
+      backends_(backends),
+      backend_slots_(backend_slots),
+      pools_(pools) {
   http_ = evhttp_new(base);
   evhttp_set_max_headers_size(http_, kMaxHeaders);
   evhttp_set_max_body_size(http_, 0);
@@ -110,8 +115,11 @@ void AdminServer::respond(evhttp_request* req) {
     return;
   }
   if (p == "/metrics") {
-    reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
-          metrics::renderPrometheus(snap, PACKAGE_VERSION));
+    std::string body = metrics::renderPrometheus(snap, PACKAGE_VERSION);
+    if (pools_) {
+      pools_->render(body, cfg_.metrics.max_pools);
+    }
+    reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
     return;
   }
   Readiness r = readiness(snap, cfg_);

@@ -9,33 +9,10 @@
 namespace pgproxy::metrics {
 namespace {
 
-std::string escapeLabel(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 class Writer {
  public:
   explicit Writer(std::string& out) : out_(out) {}
-  void header(const char* name) {
-    for (const auto& m : metricTable()) {
-      if (std::string(m.name) == name) {
-        out_ += std::string("# HELP ") + m.name + " " + m.help + "\n# TYPE " + m.name + " " +
-                m.type + "\n";
-        return;
-      }
-    }
-  }
+  void header(const char* name) { appendMetricHeader(out_, name); }
   void sample(const std::string& name, const std::string& labels, double value) {
     char buf[64];
     std::snprintf(buf, sizeof(buf), "%.17g", value);
@@ -81,6 +58,32 @@ void histogram(Writer& w, const char* name, const Snapshot& s, Histogram h) {
 
 }  // namespace
 
+std::string escapeLabel(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+void appendMetricHeader(std::string& out, std::string_view name) {
+  for (const auto& m : metricTable()) {
+    if (name == m.name) {
+      out += std::string("# HELP ") + m.name + " " + m.help + "\n# TYPE " + m.name + " " + m.type +
+             "\n";
+      return;
+    }
+  }
+}
+
 const std::vector<MetricSpec>& metricTable() {
   static const std::vector<MetricSpec> table = {
       {"pgproxy_build_info", "gauge", "pgproxy version, always 1."},
@@ -115,6 +118,13 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_log_lines_dropped_total", "counter",
        "Log lines dropped because the log (main or access) could not take them: a stalled "
        "reader such as journald or a full pipe."},
+      // Rendered by pool::SharedPools from its own table, after the series above.
+      {"pgproxy_pool_server_connections", "gauge",
+       "Server connections of a pool by state (login, idle, active, used), all workers."},
+      {"pgproxy_pool_clients_waiting", "gauge", "Clients waiting for a server of a pool."},
+      {"pgproxy_pool_wait_seconds", "histogram", "Time clients waited for a server of a pool."},
+      {"pgproxy_pool_transactions_total", "counter", "Transactions served by a pool's servers."},
+      {"pgproxy_pool_queries_total", "counter", "Queries served by a pool's servers."},
   };
   return table;
 }

@@ -36,6 +36,7 @@
 #include "pgproxy/log/log.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/net/listen_socket.h"
+#include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/process/pid_file.h"
 #include "pgproxy/process/shared_regions.h"
 #include "pgproxy/process/systemd_notify.h"
@@ -118,6 +119,8 @@ class Master {
   void publishStats();
   void publishConfig();
   void sweepForeignOwners();
+  // A worker is gone: its shares of the shared tables go (before its metrics slot is reused).
+  void releaseWorker(pid_t pid);
   base::Status setUpSharedMemory();
   void spawnGeneration();
   void spawnWorker(unsigned slot);
@@ -180,6 +183,7 @@ class Master {
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<upstream::BackendTable> backends_;
   std::unique_ptr<limits::ClientLimits> client_limits_;
+  std::unique_ptr<pool::SharedPools> pools_;
   pid_t checker_pid_ = -1;
   std::uint64_t checker_started_ms_ = 0;
   std::uint64_t checker_due_ms_ = 0;  // respawn time after it died, 0 when none is due
@@ -337,13 +341,15 @@ base::Status Master::setUpSharedMemory() {
     if (adopted) {
       shared_ = std::make_unique<SharedRegions>(std::move(*adopted));
       adopted_ = true;
-      LOG_INFO("upgrade: sharing the previous master's counters, limits and cancel registry");
+      LOG_INFO(
+          "upgrade: sharing the previous master's counters, limits, pool caps and cancel "
+          "registry");
     } else {
       LOG_WARN(
           "upgrade: not adopting the previous binary's shared memory (%s); starting fresh: "
-          "until the previous master has drained, its sessions do not count against "
-          "max_connections, per-client limits, rate limits or least_conn, cannot be cancelled "
-          "through this master, and counters start from zero",
+          "until the previous master has drained, its sessions and server connections do not "
+          "count against max_connections, per-client limits, rate limits, pool caps or "
+          "least_conn, cannot be cancelled through this master, and counters start from zero",
           adopted.error().message.c_str());
     }
   }
@@ -360,17 +366,21 @@ base::Status Master::setUpSharedMemory() {
       static_cast<upstream::BackendShared*>(shared_->backends()));
   client_limits_ =
       std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(shared_->limits()));
+  pools_ = std::make_unique<pool::SharedPools>(static_cast<pool::PoolsShared*>(shared_->pools()));
   if (adopted_) {
-    // The previous master's workers hash client addresses with its seed; generations go on.
+    // The previous master's workers hash client addresses and pool names with its seeds;
+    // generations go on.
     last_generation_ = static_cast<unsigned>(metrics_->master().generation.load());
     owns_stats_ = false;  // until this master serves
     return {};
   }
-  std::uint64_t seed = 0;
-  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
-    seed = static_cast<std::uint64_t>(base::monotonicMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
+  std::uint64_t seeds[2] = {};
+  if (getrandom(seeds, sizeof(seeds), 0) != sizeof(seeds)) {
+    seeds[0] = static_cast<std::uint64_t>(base::monotonicMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
+    seeds[1] = ~seeds[0];
   }
-  client_limits_->seed(seed);
+  client_limits_->seed(seeds[0]);
+  pools_->seed(seeds[1]);
   return {};
 }
 
@@ -453,6 +463,7 @@ void Master::spawnWorker(unsigned slot) {
     spec.metrics = metrics_.get();
     spec.backends = backends_.get();
     spec.client_limits = client_limits_.get();
+    spec.pools = pools_.get();
     spec.admin_fd = admin_.fd.get();
     spec.ready_fd = pipefd[1];
     spec.slot = slot;
@@ -608,9 +619,7 @@ void Master::reapChildren() {
   int status;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-    cancels_->releaseOwner(pid);
-    metrics_->foldSlot(pid);
-    client_limits_->release(pid);
+    releaseWorker(pid);
     if (pid == upgrade_child_) {
       onUpgradeChildExit(status);
       continue;
@@ -991,6 +1000,18 @@ void Master::onUpgradeChildExit(int status) {
   }
 }
 
+void Master::releaseWorker(pid_t pid) {
+  cancels_->releaseOwner(pid);
+  // The pool table knows workers by their metrics slot, which the metrics fold frees.
+  for (std::size_t i = 0; i < metrics::kMaxSlots; ++i) {
+    if (metrics_->slotOwner(i) == pid) {
+      pools_->foldSlot(i);
+    }
+  }
+  metrics_->foldSlot(pid);
+  client_limits_->release(pid);
+}
+
 void Master::sweepForeignOwners() {
   std::vector<std::int32_t> owners;
   for (std::size_t i = 0; i < metrics::kMaxSlots; ++i) {
@@ -1017,9 +1038,7 @@ void Master::sweepForeignOwners() {
     if (std::find(gone_.begin(), gone_.end(), owner) != gone_.end()) {
       LOG_WARN("freeing the shared slots of process %d, a previous binary's worker that is gone",
                owner);
-      cancels_->releaseOwner(owner);
-      metrics_->foldSlot(owner);
-      client_limits_->release(owner);
+      releaseWorker(owner);
     } else {
       gone.push_back(owner);
     }

@@ -13,24 +13,26 @@
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/limits/client_limits.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/upstream/backend_table.h"
 
 namespace pgproxy::process {
 namespace {
 
 constexpr char kMagic[16] = "pgproxy-shared";
-constexpr std::size_t kRegions = 4;  // cancels, metrics, backends, limits
+constexpr std::size_t kRegions = 5;  // cancels, metrics, backends, limits, pools
 constexpr std::size_t kAlign = 4096;
 constexpr const char* kRegionNames[kRegions] = {"cancel registry", "metrics", "backend table",
-                                                "client limits"};
+                                                "client limits", "pool table"};
 
 // What the tables' layouts depend on beyond their total sizes: two binaries that agree on all of
 // these (and on kLayoutVersion) read each other's tables the same way.
-constexpr std::array<std::uint64_t, 12> kShape = {
+constexpr std::array<std::uint64_t, 15> kShape = {
     sizeof(metrics::Slot),  sizeof(metrics::MasterStats), metrics::kMaxSlots,
     metrics::kMaxMappings,  metrics::kMappingCounters,    sizeof(upstream::BackendSlot),
     upstream::kMaxBackends, cancel::Registry::kSlots,     sizeof(limits::WorkerCounts),
-    limits::kCountEntries,  limits::kBucketEntries,       limits::kMaxWorkers};
+    limits::kCountEntries,  limits::kBucketEntries,       limits::kMaxWorkers,
+    pool::kMaxPools,        pool::kMaxWorkerSlots,        pool::kMaxLabel};
 
 struct Header {
   char magic[16];
@@ -54,7 +56,8 @@ Header expected() {
   h.regions = kRegions;
   const std::size_t sizes[kRegions] = {
       cancel::Registry::bytesNeeded(), metrics::Registry::bytesNeeded(),
-      upstream::BackendTable::bytesNeeded(), limits::ClientLimits::bytesNeeded()};
+      upstream::BackendTable::bytesNeeded(), limits::ClientLimits::bytesNeeded(),
+      pool::SharedPools::bytesNeeded()};
   std::size_t at = alignUp(sizeof(Header));
   for (std::size_t i = 0; i < kRegions; ++i) {
     h.offset[i] = at;
@@ -192,6 +195,9 @@ void* SharedRegions::backends() const {
 }
 void* SharedRegions::limits() const {
   return region(3);
+}
+void* SharedRegions::pools() const {
+  return region(4);
 }
 
 }  // namespace pgproxy::process

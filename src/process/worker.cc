@@ -224,6 +224,8 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.on_handshake_done = onHandshakeDone;
   w->ctx.client_limits = spec.client_limits;
   spec.client_limits->attach(spec.limits_table);
+  w->ctx.shared_pools = spec.pools;
+  spec.pools->attach(spec.metrics_slot);
   w->ctx.metrics_registry = spec.metrics;
   metrics::Slot* slot = spec.metrics->slot(spec.metrics_slot);
   w->ctx.metrics = metrics::Recorder(slot);
@@ -252,8 +254,9 @@ int runWorker(const WorkerSpec& spec) {
     (void)log::configureAccessLog("", log::AccessFormat::kText);
   }
   if (spec.admin_fd >= 0) {
-    w->admin = std::make_unique<admin::AdminServer>(
-        base, spec.admin_fd, *spec.config, *spec.metrics, *spec.backends, w->ctx.backend_slots);
+    w->admin =
+        std::make_unique<admin::AdminServer>(base, spec.admin_fd, *spec.config, *spec.metrics,
+                                             *spec.backends, w->ctx.backend_slots, spec.pools);
   }
   w->ctx.owner = w;
   w->accept_resume = evtimer_new(base, onAcceptResume, w);

@@ -12,6 +12,7 @@
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/metrics/recorder.h"
+#include "pgproxy/pool/shared_pools.h"
 
 namespace pgproxy::process {
 namespace {
@@ -29,6 +30,11 @@ TEST(SharedRegions, AdoptedRegionsAreTheSameMemory) {
   backend.v4.sin_port = htons(5432);
   const std::string key(32, '\x5a');  // a protocol 3.2 key, as PostgreSQL 18 sends
   cancels.publishKey(slot, 1234, key, backend);
+  pool::SharedPools pools(static_cast<pool::PoolsShared*>(created->pools()));
+  pools.attach(3);
+  std::size_t p = pools.openPool("a.example.com", "10.0.0.1:5432", "app", "appdb");
+  ASSERT_NE(p, pool::kNoPool);
+  ASSERT_TRUE(pools.tryAddServer(p, 10, pool::kNoPool, 0));
 
   // What the new binary does with the descriptor it inherits.
   auto adopted = SharedRegions::adopt(dup(created->fd()));
@@ -40,6 +46,11 @@ TEST(SharedRegions, AdoptedRegionsAreTheSameMemory) {
   cancel::BackendAddr found{};
   EXPECT_TRUE(adoptedCancels.findByKey(1234, key, found));
   EXPECT_EQ(ntohs(found.v4.sin_port), 5432);
+  // A pool's cap goes on counting the previous binary's servers.
+  pool::SharedPools adoptedPools(static_cast<pool::PoolsShared*>(adopted->pools()));
+  adoptedPools.attach(4);
+  EXPECT_EQ(adoptedPools.openPool("a.example.com", "10.0.0.1:5432", "app", "appdb"), p);
+  EXPECT_EQ(adoptedPools.servers(p), 1u);
   metrics::Recorder(after.claimSlot(43)).add(metrics::Counter::kAccepted, 1);
   EXPECT_EQ(before.snapshot().counters[0], 8u);
 }
@@ -61,7 +72,7 @@ TEST(SharedRegions, ADifferentLayoutIsNotAdopted) {
   std::memcpy(header + 16, &version, sizeof(version));
   // Another region size (a table grew): named.
   std::uint64_t size;
-  const std::size_t sizeAt = 16 + 4 + 4 + 8 + 4 * 8 + 8;  // size[1]: the metrics
+  const std::size_t sizeAt = 16 + 4 + 4 + 8 + 5 * 8 + 8;  // size[1]: the metrics
   std::memcpy(&size, header + sizeAt, sizeof(size));
   EXPECT_EQ(size, metrics::Registry::bytesNeeded());
   std::uint64_t bigger = size + 64;

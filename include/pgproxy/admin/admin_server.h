@@ -5,6 +5,7 @@
 
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/upstream/backend_table.h"
 
 struct event_base;
@@ -21,7 +22,8 @@ class AdminServer {
  public:
   AdminServer(event_base* base, int fd, const config::Config& cfg, metrics::Registry& registry,
               const upstream::BackendTable& backends,
-              const std::vector<std::vector<std::size_t>>& backend_slots);
+              const std::vector<std::vector<std::size_t>>& backend_slots,
+              const pool::SharedPools* pools = nullptr);
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
@@ -37,6 +39,7 @@ class AdminServer {
   metrics::Registry& registry_;
   const upstream::BackendTable& backends_;
   const std::vector<std::vector<std::size_t>>& backend_slots_;
+  const pool::SharedPools* pools_;
 };
 
 }  // namespace pgproxy::admin

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pgproxy/base/result.h"
@@ -63,6 +64,15 @@ inline constexpr double kBucketBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0
                                            0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 inline constexpr std::size_t kBuckets = sizeof(kBucketBounds) / sizeof(kBucketBounds[0]);
 
+// The bucket a duration falls in: the first bound it does not exceed; kBuckets is +Inf.
+inline std::size_t bucketIndex(std::uint64_t micros) {
+  std::size_t b = 0;
+  while (b<kBuckets&& static_cast<double>(micros)> kBucketBounds[b] * 1e6) {
+    ++b;
+  }
+  return b;
+}
+
 // One metric's documentation: the single source for names and HELP text.
 struct MetricSpec {
   const char* name;
@@ -70,6 +80,10 @@ struct MetricSpec {
   const char* help;
 };
 const std::vector<MetricSpec>& metricTable();
+// The "# HELP" and "# TYPE" lines of `name` from metricTable(), for renderers of other tables.
+void appendMetricHeader(std::string& out, std::string_view name);
+// A label value as the text format wants it (backslash, double quote and newline escaped).
+std::string escapeLabel(std::string_view value);
 
 // One backend of one configured mapping, as the backend table (upstream/) sees it now.
 struct BackendSample {

@@ -35,11 +35,7 @@ class Recorder {
   }
   void observe(Histogram h, std::uint64_t micros) {
     HistogramData& d = slot_->histograms[static_cast<std::size_t>(h)];
-    std::size_t b = 0;
-    while (b<kBuckets&& static_cast<double>(micros)> kBucketBounds[b] * 1e6) {
-      ++b;
-    }
-    d.buckets[b].fetch_add(1, std::memory_order_relaxed);
+    d.buckets[bucketIndex(micros)].fetch_add(1, std::memory_order_relaxed);
     d.sum_us.fetch_add(micros, std::memory_order_relaxed);
   }
 

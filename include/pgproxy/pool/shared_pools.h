@@ -38,11 +38,20 @@ class SharedPools {
   explicit SharedPools(PoolsShared* shared) : shared_(shared) {}
   static std::size_t bytesNeeded();
 
+  // Master, before the first fork (not when adopting a previous binary's table): the key of the
+  // hash that places entries, so that clients cannot pick names that crowd one probe window.
+  void seed(std::uint64_t seed);
+
   // Worker: counts go to worker slot `slot` (the metrics slot the master reserved for it).
   void attach(std::size_t slot);
 
   // Finds or creates the entry and takes a reference on it for this worker; kNoPool when the
-  // table is full. An entry whose references all went away is freed (its counters restart).
+  // table is full (or, creating, when another worker held the table's insert lock for 100 ms: one
+  // descheduled or dead in there). An entry whose references all went away is freed (its counters
+  // restart).
+  // Count servers and waiting clients only in entries this worker has open (a pool's and its
+  // database's alike); an entry closed while this worker still counts in it stays until those
+  // counts are gone.
   std::size_t openPool(std::string_view mapping, std::string_view backend, std::string_view user,
                        std::string_view database);
   std::size_t openDatabase(std::string_view backend, std::string_view database);
@@ -67,7 +76,8 @@ class SharedPools {
   void countQuery(std::size_t pool);
   void observeWait(std::size_t pool, std::uint64_t us);  // pgproxy_pool_wait_seconds
 
-  // Master: a worker slot's owner died; its counts leave the totals.
+  // Master: a worker slot's owner died; its counts leave the totals. Before the slot can be
+  // handed to another worker (that is, before the metrics slot is freed).
   void foldSlot(std::size_t slot);
 
   // Prometheus text of the pool metrics (HELP/TYPE lines included): at most `max_pools` label

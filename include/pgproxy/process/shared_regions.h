@@ -9,16 +9,17 @@
 
 namespace pgproxy::process {
 
-// The master's shared memory: the cancel registry, the metrics, the backend table and the
-// per-client limits, in one sealed memfd behind a header that describes the layout. Children
-// inherit the mapping at fork; on a binary upgrade the descriptor crosses exec like the listening
-// sockets, so the new master sees the old master's sessions (max_connections, per-client counts,
-// rate buckets, least_conn, cancels) and its counters go on. A binary whose layout differs does
-// not adopt the regions: adopt() says why and the master starts fresh ones.
+// The master's shared memory: the cancel registry, the metrics, the backend table, the
+// per-client limits and the pool table, in one sealed memfd behind a header that describes the
+// layout. Children inherit the mapping at fork; on a binary upgrade the descriptor crosses exec
+// like the listening sockets, so the new master sees the old master's sessions (max_connections,
+// per-client counts, rate buckets, least_conn, pool caps, cancels) and its counters go on. A binary
+// whose layout differs does not adopt the regions: adopt() says why and the master starts fresh
+// ones.
 class SharedRegions {
  public:
   // Bump when the meaning of any shared table changes without changing its size.
-  static constexpr std::uint32_t kLayoutVersion = 1;
+  static constexpr std::uint32_t kLayoutVersion = 2;
 
   // New, zeroed regions.
   static base::Result<SharedRegions> create();
@@ -36,6 +37,7 @@ class SharedRegions {
   void* metrics() const;
   void* backends() const;
   void* limits() const;
+  void* pools() const;
 
  private:
   SharedRegions(base::UniqueFd fd, void* base, std::size_t size) noexcept

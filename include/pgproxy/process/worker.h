@@ -6,6 +6,7 @@
 #include "pgproxy/config/config.h"
 #include "pgproxy/limits/client_limits.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/tls/contexts.h"
 #include "pgproxy/upstream/backend_table.h"
 
@@ -19,6 +20,8 @@ struct WorkerSpec {
   metrics::Registry* metrics = nullptr;
   upstream::BackendTable* backends = nullptr;
   limits::ClientLimits* client_limits = nullptr;
+  // Counted in worker slot `metrics_slot`.
+  pool::SharedPools* pools = nullptr;
   int admin_fd = -1;  // the admin HTTP socket, when configured
   int ready_fd = -1;  // the worker writes one byte here once its listeners are armed
   unsigned slot = 0;

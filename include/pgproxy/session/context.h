@@ -9,6 +9,7 @@
 #include "pgproxy/limits/client_limits.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/metrics/recorder.h"
+#include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/route/router.h"
 #include "pgproxy/tls/contexts.h"
 #include "pgproxy/upstream/backend_table.h"
@@ -33,6 +34,7 @@ struct Context {
   metrics::Registry* metrics_registry = nullptr;
   upstream::BackendTable* backends = nullptr;
   limits::ClientLimits* client_limits = nullptr;
+  pool::SharedPools* shared_pools = nullptr;  // pool caps over all workers, attached to our slot
   std::vector<std::vector<std::size_t>> backend_slots;  // [mapping][backend] → table index
   std::vector<upstream::Balancer> balancers;            // one per mapping, this worker's state
   std::uint64_t rng = 0x9e3779b97f4a7c15ull;            // random balance (seeded per worker)
