@@ -500,6 +500,7 @@ void parsePool(Parser& p, yaml_node_t* n, PoolConfig& pool) {
   pool.enabled = true;
   pool.mark = Parser::markOf(n);
   yaml_node_t* minSizeNode = nullptr;
+  bool sizeOk = true;
   p.forEachKey(
       n, "pool", keyNames(poolKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
         const std::string what = "pool." + key;
@@ -510,11 +511,13 @@ void parsePool(Parser& p, yaml_node_t* n, PoolConfig& pool) {
                                  {"statement", PoolMode::kStatement}},
                                 pool.mode);
         } else if (key == "size") {
-          pool.size = boundedNumber(p, v, what, 1, kMaxPoolSize).value_or(1);
+          auto size = boundedNumber(p, v, what, 1, kMaxPoolSize);
+          sizeOk = size.has_value();
+          pool.size = size.value_or(pool.size);
         } else if (key == "min_size" || key == "reserve_size") {
-          auto k = boundedNumber(p, v, what, 0, kMaxPoolSize).value_or(0);
-          (key == "min_size" ? pool.min_size : pool.reserve_size) = k;
-          if (key == "min_size") {
+          auto k = boundedNumber(p, v, what, 0, kMaxPoolSize);
+          (key == "min_size" ? pool.min_size : pool.reserve_size) = k.value_or(0);
+          if (key == "min_size" && k) {
             minSizeNode = v;
           }
         } else if (key == "max_db_connections") {
@@ -537,7 +540,8 @@ void parsePool(Parser& p, yaml_node_t* n, PoolConfig& pool) {
           (key == "server_reset_query" ? pool.server_reset_query : pool.server_check_query) = s;
         }
       });
-  if (minSizeNode && pool.min_size > pool.size) {
+  // Against a size that was itself refused, the comparison would only add a confusing error.
+  if (minSizeNode && sizeOk && pool.min_size > pool.size) {
     p.fail(minSizeNode, "pool.min_size (" + std::to_string(pool.min_size) +
                             ") must not be more than pool.size (" + std::to_string(pool.size) +
                             ")");

@@ -763,6 +763,9 @@ TEST(ConfigPool, BadValuesAreRefusedWithTheReason) {
   expect("{size: many}", "pool.size must be a number from 1 to 10000, not \"many\"");
   expect("{min_size: 21}", "pool.min_size (21) must not be more than pool.size (20)");
   expect("{size: 5, min_size: 6}", "pool.min_size (6) must not be more than pool.size (5)");
+  // A refused size is not compared with min_size.
+  std::string e = errorOf(pooled("{size: 0, min_size: 3}"));
+  EXPECT_EQ(e.find("min_size"), std::string::npos) << e;
   expect("{min_size: -1}", "pool.min_size must be a number from 0 to 10000, not \"-1\"");
   expect("{reserve_size: x}", "pool.reserve_size must be a number from 0 to 10000, not \"x\"");
   expect("{reserve_timeout: soon}",
