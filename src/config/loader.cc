@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -28,6 +29,7 @@ class Parser {
                       message);
   }
   bool failed() const { return !errors_.empty(); }
+  std::size_t errorCount() const { return errors_.size(); }
   std::string errorText() const {
     std::string out;
     for (const auto& e : errors_) {
@@ -49,6 +51,10 @@ class Parser {
       fail(n, what + " must be a single value, not a " + typeName(n));
       return std::nullopt;
     }
+    return text(n);
+  }
+  // The text of a node known to be a scalar.
+  static std::string text(const yaml_node_t* n) {
     return std::string(reinterpret_cast<const char*>(n->data.scalar.value), n->data.scalar.length);
   }
 
@@ -168,45 +174,6 @@ class Parser {
   std::vector<std::string> errors_;
 };
 
-void parseListenEntry(Parser& p, yaml_node_t* n, Config& cfg) {
-  ListenAddress addr;
-  addr.address = "0.0.0.0";
-  addr.mark = Parser::markOf(n);
-  bool fine = true;
-  p.forEachKey(n, "listen", keyNames(listenKeys()),
-               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                 if (key == "address") {
-                   auto s = p.scalar(v, "listen.address");
-                   if (!s) {
-                     fine = false;
-                     return;
-                   }
-                   std::string a = *s == "*" ? "0.0.0.0" : *s == "localhost" ? "127.0.0.1" : *s;
-                   if (!isIpLiteral(a)) {
-                     p.fail(v,
-                            "listen.address must be an IP address such as 0.0.0.0, 127.0.0.1 "
-                            "or ::, not \"" +
-                                *s + "\"");
-                     fine = false;
-                   }
-                   addr.address = a;
-                 } else if (key == "port") {
-                   auto port = p.port(v, "listen.port");
-                   fine = fine && port.has_value();
-                   addr.port = port.value_or(0);
-                 }
-               });
-  if (fine) {
-    for (const auto& other : cfg.listen) {
-      if (other == addr) {
-        p.fail(n, "duplicate listen address " + addr.address + ":" + std::to_string(addr.port));
-        return;
-      }
-    }
-    cfg.listen.push_back(addr);
-  }
-}
-
 // Whether two listening sockets would want the same port of the same address: equal ports, the
 // same family (IPv6 sockets are IPV6_V6ONLY, so "::" and "0.0.0.0" coexist), and equal addresses
 // or either one the family's wildcard. Addresses compare as bytes, so "::1" equals "0::1".
@@ -256,24 +223,11 @@ void checkAdminListen(Parser& p, const Config& cfg, bool listen_defaulted) {
   }
 }
 
-void parseListen(Parser& p, yaml_node_t* n, Config& cfg) {
-  if (n->type == YAML_SEQUENCE_NODE) {
-    for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
-      parseListenEntry(p, p.node(*i), cfg);
-    }
-    if (cfg.listen.empty() && !p.failed()) {
-      p.fail(n, "listen must name at least one address");
-    }
-    return;
-  }
-  parseListenEntry(p, n, cfg);
-}
-
 // A keyword from a fixed set ("balance: least_conn"); the error lists the choices. False (and
 // `out` untouched) when the value is not one of them.
 template <typename T>
 bool parseChoice(Parser& p, yaml_node_t* v, const std::string& what,
-                 std::initializer_list<std::pair<const char*, T>> choices, T& out) {
+                 const std::vector<std::pair<const char*, T>>& choices, T& out) {
   auto s = p.scalar(v, what);
   if (!s) {
     return false;
@@ -332,8 +286,6 @@ std::optional<unsigned> boundedNumber(Parser& p, yaml_node_t* v, const std::stri
   return static_cast<unsigned>(*n);
 }
 
-constexpr std::uint64_t kMaxTcpUserTimeoutMs = 2'147'483'647;  // INT_MAX ms, about 596 hours
-
 // "20/s", "100/m", "1000/h" or a bare number (per second); false (with an error) otherwise.
 bool parseRateText(Parser& p, yaml_node_t* v, const std::string& what, Rate& out) {
   auto s = p.scalar(v, what);
@@ -363,27 +315,314 @@ bool parseRateText(Parser& p, yaml_node_t* v, const std::string& what, Rate& out
   return true;
 }
 
+// ---- The schema ----------------------------------------------------------------------------
+//
+// Each block of the file (the top level, a mapping, a pool, ...) is one table of keys. A key's
+// row is all there is to know about it: its name, whether a reload applies it and its summary
+// (the KeySpec that keys.h hands to the reload path and the documentation test), and how its
+// value is parsed, checked and stored into what the block builds. The table also makes the list
+// of known keys, so an unknown key is refused with the nearest known one suggested. Checks that
+// involve several keys of a block run after the block, in its parse function below the table.
+//
+// So a new key is one row in its block's table, plus its entry in man/pgproxy.yaml.5 and the
+// sample file (the unit tests check both). A new block is a table, the row that parses it in its
+// parent's table, and one line in keyBlocks().
+
+// Parses one key's value into `D`. `what` names the key in messages ("pool.size").
+template <typename D>
+using ParseFn = std::function<void(Parser&, yaml_node_t* value, const std::string& what, D&)>;
+
+template <typename D>
+struct Key {
+  const char* name;
+  bool reloadable;
+  const char* summary;
+  ParseFn<D> parse;
+};
+
+// The keys a block had, with their values, for the checks that involve several keys.
+class Seen {
+ public:
+  void add(const std::string& key, yaml_node_t* value, bool ok) {
+    entries_.push_back({key, value, ok});
+  }
+  // The key's value; nullptr when the block does not have the key.
+  yaml_node_t* operator[](std::string_view key) const {
+    for (const auto& e : entries_) {
+      if (e.key == key) {
+        return e.value;
+      }
+    }
+    return nullptr;
+  }
+  // Present, and its value was accepted.
+  bool ok(std::string_view key) const {
+    for (const auto& e : entries_) {
+      if (e.key == key) {
+        return e.ok;
+      }
+    }
+    return false;
+  }
+  // The value of whichever of `keys` comes first in the file; nullptr when none is there.
+  yaml_node_t* first(std::initializer_list<std::string_view> keys) const {
+    for (const auto& e : entries_) {
+      for (auto k : keys) {
+        if (e.key == k) {
+          return e.value;
+        }
+      }
+    }
+    return nullptr;
+  }
+
+ private:
+  struct Entry {
+    std::string key;
+    yaml_node_t* value;
+    bool ok;
+  };
+  std::vector<Entry> entries_;
+};
+
+template <typename D>
+class Block {
+ public:
+  // `where` names the block in unknown-key errors ("in pool"); `prefix` starts each key's name
+  // in errors about its value ("pool." for "pool.size must be ...").
+  Block(std::string where, std::string prefix, std::vector<Key<D>> keys)
+      : where_(std::move(where)), prefix_(std::move(prefix)), keys_(std::move(keys)) {
+    for (const auto& k : keys_) {
+      specs_.push_back(KeySpec{k.name, k.reloadable, k.summary});
+      names_.emplace_back(k.name);
+    }
+  }
+
+  const std::vector<KeySpec>& specs() const { return specs_; }
+
+  Seen parse(Parser& p, yaml_node_t* n, D& out) const {
+    Seen seen;
+    p.forEachKey(n, where_, names_, [&](const std::string& name, yaml_node_t*, yaml_node_t* v) {
+      for (const auto& k : keys_) {
+        if (name == k.name) {
+          std::size_t errors = p.errorCount();
+          k.parse(p, v, prefix_ + name, out);
+          seen.add(name, v, p.errorCount() == errors);
+          return;
+        }
+      }
+    });
+    return seen;
+  }
+
+ private:
+  std::string where_, prefix_;
+  std::vector<Key<D>> keys_;
+  std::vector<KeySpec> specs_;
+  std::vector<std::string> names_;
+};
+
+// Bindings for the common kinds of value: each parses the value, reports what is wrong with it,
+// and stores it into a field of the block's struct C (or of a struct derived from it). A refused
+// value leaves the field as it was: the load fails anyway.
+
+template <typename C>
+auto flag(bool C::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    out.*field = p.boolean(v, what).value_or(false);
+  };
+}
+
+template <typename C>
+auto text(std::string C::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    out.*field = p.scalar(v, what).value_or("");
+  };
+}
+
+template <typename C>
+auto nonEmptyText(std::string C::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    auto s = p.scalar(v, what);
+    if (s && s->empty()) {
+      p.fail(v, what + " must not be empty");
+    }
+    out.*field = s.value_or("");
+  };
+}
+
+template <typename C>
+auto number(unsigned C::*field, unsigned lo, unsigned hi) {
+  return [=](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    out.*field = boundedNumber(p, v, what, lo, hi).value_or(out.*field);
+  };
+}
+
+template <typename C>
+auto duration(std::uint64_t C::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    out.*field = p.duration(v, what).value_or(out.*field);
+  };
+}
+
+// A duration, or "off" (stored as 0).
+template <typename C>
+auto durationOrOff(std::uint64_t C::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    out.*field = p.durationOrOff(v, what).value_or(out.*field);
+  };
+}
+
+template <typename C>
+auto positiveDuration(std::uint64_t C::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    auto ms = p.duration(v, what);
+    if (ms && *ms == 0) {
+      p.fail(v, what + " must be greater than zero");
+    }
+    out.*field = ms.value_or(out.*field);
+  };
+}
+
+template <typename C, typename T>
+auto choice(T C::*field, std::vector<std::pair<const char*, T>> choices) {
+  return [field, choices](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    parseChoice(p, v, what, choices, out.*field);
+  };
+}
+
+// An allow or deny list of the block's access list.
+template <typename C>
+auto cidrs(net::AccessList C::*field, std::vector<net::Cidr> net::AccessList::*list) {
+  return [=](Parser& p, yaml_node_t* v, const std::string& what, C& out) {
+    parseCidrs(p, v, what, (out.*field).*list);
+  };
+}
+
+// ---- listen ----
+
+// A listen entry and whether it can be compared with the others.
+struct ListenDraft : ListenAddress {
+  bool fine = true;
+};
+
+const Block<ListenDraft>& listenBlock() {
+  static const Block<ListenDraft> block(
+      "listen", "listen.",
+      {
+          {"address", false, "IP address to bind",
+           [](Parser& p, yaml_node_t* v, const std::string& what, ListenDraft& addr) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               addr.fine = false;
+               return;
+             }
+             std::string a = *s == "*" ? "0.0.0.0" : *s == "localhost" ? "127.0.0.1" : *s;
+             if (!isIpLiteral(a)) {
+               p.fail(v,
+                      "listen.address must be an IP address such as 0.0.0.0, 127.0.0.1 or ::, "
+                      "not \"" +
+                          *s + "\"");
+               addr.fine = false;
+             }
+             addr.address = a;
+           }},
+          {"port", false, "TCP port, default 5400",
+           [](Parser& p, yaml_node_t* v, const std::string& what, ListenDraft& addr) {
+             auto port = p.port(v, what);
+             addr.fine = addr.fine && port.has_value();
+             addr.port = port.value_or(0);
+           }},
+      });
+  return block;
+}
+
+void parseListenEntry(Parser& p, yaml_node_t* n, Config& cfg) {
+  ListenDraft addr;
+  addr.address = "0.0.0.0";
+  addr.mark = Parser::markOf(n);
+  listenBlock().parse(p, n, addr);
+  if (addr.fine) {
+    for (const auto& other : cfg.listen) {
+      if (other == addr) {
+        p.fail(n, "duplicate listen address " + addr.address + ":" + std::to_string(addr.port));
+        return;
+      }
+    }
+    cfg.listen.push_back(addr);
+  }
+}
+
+void parseListen(Parser& p, yaml_node_t* n, Config& cfg) {
+  if (n->type == YAML_SEQUENCE_NODE) {
+    for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+      parseListenEntry(p, p.node(*i), cfg);
+    }
+    if (cfg.listen.empty() && !p.failed()) {
+      p.fail(n, "listen must name at least one address");
+    }
+    return;
+  }
+  parseListenEntry(p, n, cfg);
+}
+
+// ---- connection_rate ----
+
+const Block<Rate>& rateBlock() {
+  static const Block<Rate> block(
+      "connection_rate", "connection_rate.",
+      {
+          {"per_client", true, "sessions per second (20/s) or minute (100/m) from one address",
+           [](Parser& p, yaml_node_t* v, const std::string& what, Rate& out) {
+             parseRateText(p, v, what, out);
+           }},
+          {"burst", true, "sessions allowed at once above the rate; default the rate's number",
+           number(&Rate::burst, 1, 1'000'000)},
+      });
+  return block;
+}
+
 // {per_client: 20/s, burst: 40}, or just the rate.
-void parseRate(Parser& p, yaml_node_t* n, const std::string& where, Rate& out) {
+void parseRate(Parser& p, yaml_node_t* n, Rate& out) {
   if (n->type == YAML_SCALAR_NODE) {
-    parseRateText(p, n, where, out);
+    parseRateText(p, n, "connection_rate", out);
   } else {
-    bool haveRate = false;
-    p.forEachKey(n, where, keyNames(rateKeys()),
-                 [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                   if (key == "burst") {
-                     out.burst = boundedNumber(p, v, where + ".burst", 1, 1'000'000).value_or(0);
-                   } else {
-                     haveRate = parseRateText(p, v, where + ".per_client", out);
-                   }
-                 });
-    if (n->type == YAML_MAPPING_NODE && !haveRate && !p.failed()) {
-      p.fail(n, where + " needs per_client, for example {per_client: 20/s, burst: 40}");
+    rateBlock().parse(p, n, out);
+    if (n->type == YAML_MAPPING_NODE && !out.enabled() && !p.failed()) {
+      p.fail(n, "connection_rate needs per_client, for example {per_client: 20/s, burst: 40}");
     }
   }
   if (out.burst == 0) {
     out.burst = out.count;
   }
+}
+
+// ---- tcp_keepalive ----
+
+// A probe time in whole seconds, as the kernel takes it.
+auto probeSeconds(std::uint32_t KeepAlive::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, KeepAlive& out) {
+    auto ms = p.duration(v, what);
+    if (ms && (*ms < 1000 || *ms > 32767 * 1000ull)) {
+      p.fail(v, what + " must be from 1s to 32767s (whole seconds)");
+      return;
+    }
+    out.*field = static_cast<std::uint32_t>(ms.value_or(0) / 1000);
+  };
+}
+
+const Block<KeepAlive>& keepAliveBlock() {
+  static const Block<KeepAlive> block(
+      "tcp_keepalive", "tcp_keepalive.",
+      {
+          {"idle", true, "idle time before the first probe (TCP_KEEPIDLE)",
+           probeSeconds(&KeepAlive::idle_s)},
+          {"interval", true, "time between probes (TCP_KEEPINTVL)",
+           probeSeconds(&KeepAlive::interval_s)},
+          {"count", true, "unanswered probes before the peer is dead (TCP_KEEPCNT)",
+           number(&KeepAlive::count, 1, 127)},
+      });
+  return block;
 }
 
 void parseKeepAlive(Parser& p, yaml_node_t* n, KeepAlive& out) {
@@ -392,21 +631,45 @@ void parseKeepAlive(Parser& p, yaml_node_t* n, KeepAlive& out) {
     out.enabled = p.boolean(n, "tcp_keepalive").value_or(true);
     return;
   }
-  p.forEachKey(n, "tcp_keepalive", keyNames(keepAliveKeys()),
-               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                 const std::string what = "tcp_keepalive." + key;
-                 if (key == "count") {
-                   out.count = boundedNumber(p, v, what, 1, 127).value_or(0);
-                   return;
-                 }
-                 auto ms = p.duration(v, what);
-                 if (ms && (*ms < 1000 || *ms > 32767 * 1000ull)) {
-                   p.fail(v, what + " must be from 1s to 32767s (whole seconds)");
-                   return;
-                 }
-                 (key == "idle" ? out.idle_s : out.interval_s) =
-                     static_cast<std::uint32_t>(ms.value_or(0) / 1000);
-               });
+  keepAliveBlock().parse(p, n, out);
+}
+
+// ---- backends ----
+
+// A backend of a group, whether it has a host, and whether its values were all accepted.
+struct BackendDraft : Backend {
+  bool haveHost = false;
+  bool fine = true;
+};
+
+const Block<BackendDraft>& backendBlock() {
+  static const Block<BackendDraft> block(
+      "a backend", "",
+      {
+          {"host", true, "backend PostgreSQL host name or IP address",
+           [](Parser& p, yaml_node_t* v, const std::string& what, BackendDraft& be) {
+             auto s = p.scalar(v, what);
+             be.haveHost = s.has_value();
+             be.host = s.value_or("");
+             if (s && !isValidHostName(*s) && !isIpLiteral(*s)) {
+               p.fail(v, "backend host \"" + *s + "\" is not a valid host name or IP address");
+               be.fine = false;
+             }
+           }},
+          {"port", true, "backend port, default 5432",
+           [](Parser& p, yaml_node_t* v, const std::string&, BackendDraft& be) {
+             auto port = p.port(v, "backend port");
+             be.fine = be.fine && port.has_value();
+             be.port = port.value_or(0);
+           }},
+          {"weight", true, "share of new sessions for round_robin and random, default 1",
+           [](Parser& p, yaml_node_t* v, const std::string& what, BackendDraft& be) {
+             auto w = boundedNumber(p, v, what, 1, 1000);
+             be.fine = be.fine && w.has_value();
+             be.weight = w.value_or(1);
+           }},
+      });
+  return block;
 }
 
 bool parseBackends(Parser& p, yaml_node_t* n, Mapping& m) {
@@ -421,35 +684,15 @@ bool parseBackends(Parser& p, yaml_node_t* n, Mapping& m) {
   bool fine = true;
   for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
     yaml_node_t* b = p.node(*i);
-    Backend be;
+    BackendDraft be;
     be.mark = Parser::markOf(b);
-    bool haveHost = false;
-    p.forEachKey(b, "a backend", keyNames(backendKeys()),
-                 [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                   if (key == "host") {
-                     auto s = p.scalar(v, "host");
-                     haveHost = s.has_value();
-                     be.host = s.value_or("");
-                     if (s && !isValidHostName(*s) && !isIpLiteral(*s)) {
-                       p.fail(v,
-                              "backend host \"" + *s + "\" is not a valid host name or IP address");
-                       fine = false;
-                     }
-                   } else if (key == "port") {
-                     auto port = p.port(v, "backend port");
-                     fine = fine && port.has_value();
-                     be.port = port.value_or(0);
-                   } else if (key == "weight") {
-                     auto w = boundedNumber(p, v, "weight", 1, 1000);
-                     fine = fine && w.has_value();
-                     be.weight = w.value_or(1);
-                   }
-                 });
+    backendBlock().parse(p, b, be);
+    fine = fine && be.fine;
     if (b->type != YAML_MAPPING_NODE) {
       fine = false;
       continue;
     }
-    if (!haveHost) {
+    if (!be.haveHost) {
       p.fail(b, "backend has no \"host\"");
       fine = false;
       continue;
@@ -466,190 +709,225 @@ bool parseBackends(Parser& p, yaml_node_t* n, Mapping& m) {
   return fine;
 }
 
-void parseHealthCheck(Parser& p, yaml_node_t* n, Mapping& m) {
-  m.health.enabled = true;
-  p.forEachKey(n, "health_check", keyNames(healthCheckKeys()),
-               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                 if (key == "user" || key == "password_file" || key == "database") {
-                   auto s = p.scalar(v, "health_check." + key);
-                   if (s && s->empty()) {
-                     p.fail(v, "health_check." + key + " must not be empty");
-                   }
-                   (key == "user"            ? m.health.user
-                    : key == "password_file" ? m.health.password_file
-                                             : m.health.database) = s.value_or("");
-                 } else if (key == "interval" || key == "timeout") {
-                   auto ms = p.duration(v, "health_check." + key);
-                   if (ms && *ms == 0) {
-                     p.fail(v, "health_check." + key + " must be greater than zero");
-                   }
-                   (key == "interval" ? m.health.interval_ms : m.health.timeout_ms) =
-                       ms.value_or(1);
-                 } else {
-                   auto k = boundedNumber(p, v, "health_check." + key, 1, 100);
-                   (key == "fall" ? m.health.fall : m.health.rise) = k.value_or(1);
-                 }
-               });
+// ---- health_check ----
+
+const Block<HealthCheck>& healthCheckBlock() {
+  static const Block<HealthCheck> block(
+      "health_check", "health_check.",
+      {
+          {"interval", true, "time between checks of each backend, default 2s",
+           positiveDuration(&HealthCheck::interval_ms)},
+          {"timeout", true, "time a check may take, default 1s",
+           positiveDuration(&HealthCheck::timeout_ms)},
+          {"fall", true, "consecutive failures before a backend is down, default 3",
+           number(&HealthCheck::fall, 1, 100)},
+          {"rise", true, "consecutive successes before it is up again, default 2",
+           number(&HealthCheck::rise, 1, 100)},
+          {"user", true, "log in as this user and check pg_is_in_recovery() (needed for role)",
+           nonEmptyText(&HealthCheck::user)},
+          {"password_file", true, "file holding the health-check user's password",
+           nonEmptyText(&HealthCheck::password_file)},
+          {"database", true, "database the health-check user logs in to, default postgres",
+           nonEmptyText(&HealthCheck::database)},
+      });
+  return block;
 }
+
+// ---- pool ----
 
 // Server connections per pool: bounded so that a typo cannot ask one worker for more sockets
 // than a process can hold.
 constexpr unsigned kMaxPoolSize = 10'000;
 
+const Block<PoolConfig>& poolBlock() {
+  static const Block<PoolConfig> block(
+      "pool", "pool.",
+      {
+          {"mode", true, "session (default), transaction or statement: when a server goes back",
+           choice(&PoolConfig::mode, {{"session", PoolMode::kSession},
+                                      {"transaction", PoolMode::kTransaction},
+                                      {"statement", PoolMode::kStatement}})},
+          {"size", true, "server connections per (backend, user, database), default 20",
+           number(&PoolConfig::size, 1, kMaxPoolSize)},
+          {"min_size", true, "server connections kept open and warm, default 0",
+           number(&PoolConfig::min_size, 0, kMaxPoolSize)},
+          {"reserve_size", true, "extra server connections for clients that waited reserve_timeout",
+           number(&PoolConfig::reserve_size, 0, kMaxPoolSize)},
+          {"reserve_timeout", true,
+           "wait before a client may take a reserve connection, default 5s",
+           duration(&PoolConfig::reserve_timeout_ms)},
+          {"max_db_connections", true, "server connections per (backend, database); default no cap",
+           number(&PoolConfig::max_db_connections, 0, 1'000'000)},
+          {"query_wait_timeout", true, "longest wait for a server connection, default 2m",
+           durationOrOff(&PoolConfig::query_wait_timeout_ms)},
+          {"server_idle_timeout", true, "close server connections idle this long, default 10m",
+           durationOrOff(&PoolConfig::server_idle_timeout_ms)},
+          {"server_lifetime", true, "close server connections this old when released, default 1h",
+           durationOrOff(&PoolConfig::server_lifetime_ms)},
+          // Empty SQL is meaningful for both: no reset, an empty query as the check.
+          {"server_reset_query", true, "run on release in session mode, default DISCARD ALL",
+           text(&PoolConfig::server_reset_query)},
+          {"server_check_query", true, "run before reusing a server idle for server_check_delay",
+           text(&PoolConfig::server_check_query)},
+          // No "off": 0 means checking before every reuse, the opposite of off.
+          {"server_check_delay", true, "idle time after which a server is checked, default 30s",
+           duration(&PoolConfig::server_check_delay_ms)},
+      });
+  return block;
+}
+
 void parsePool(Parser& p, yaml_node_t* n, PoolConfig& pool) {
   pool.enabled = true;
   pool.mark = Parser::markOf(n);
-  yaml_node_t* minSizeNode = nullptr;
-  p.forEachKey(
-      n, "pool", keyNames(poolKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-        const std::string what = "pool." + key;
-        if (key == "mode") {
-          parseChoice<PoolMode>(p, v, what,
-                                {{"session", PoolMode::kSession},
-                                 {"transaction", PoolMode::kTransaction},
-                                 {"statement", PoolMode::kStatement}},
-                                pool.mode);
-        } else if (key == "size") {
-          pool.size = boundedNumber(p, v, what, 1, kMaxPoolSize).value_or(1);
-        } else if (key == "min_size" || key == "reserve_size") {
-          auto k = boundedNumber(p, v, what, 0, kMaxPoolSize).value_or(0);
-          (key == "min_size" ? pool.min_size : pool.reserve_size) = k;
-          if (key == "min_size") {
-            minSizeNode = v;
-          }
-        } else if (key == "max_db_connections") {
-          pool.max_db_connections = boundedNumber(p, v, what, 0, 1'000'000).value_or(0);
-        } else if (key == "reserve_timeout") {
-          pool.reserve_timeout_ms = p.duration(v, what).value_or(0);
-        } else if (key == "server_check_delay") {
-          // No "off": 0 means checking before every reuse, the opposite of off.
-          pool.server_check_delay_ms = p.duration(v, what).value_or(0);
-        } else if (key == "query_wait_timeout" || key == "server_idle_timeout" ||
-                   key == "server_lifetime") {
-          auto ms = p.durationOrOff(v, what).value_or(0);
-          (key == "query_wait_timeout"    ? pool.query_wait_timeout_ms
-           : key == "server_idle_timeout" ? pool.server_idle_timeout_ms
-                                          : pool.server_lifetime_ms) = ms;
-        } else {
-          // server_reset_query, server_check_query: SQL; empty is meaningful (none, an empty
-          // query).
-          auto s = p.scalar(v, what).value_or("");
-          (key == "server_reset_query" ? pool.server_reset_query : pool.server_check_query) = s;
-        }
-      });
-  if (minSizeNode && pool.min_size > pool.size) {
-    p.fail(minSizeNode, "pool.min_size (" + std::to_string(pool.min_size) +
-                            ") must not be more than pool.size (" + std::to_string(pool.size) +
-                            ")");
+  Seen seen = poolBlock().parse(p, n, pool);
+  // Against a size that was itself refused, the comparison would only add a confusing error.
+  bool sizeOk = !seen["size"] || seen.ok("size");
+  if (seen.ok("min_size") && sizeOk && pool.min_size > pool.size) {
+    p.fail(seen["min_size"], "pool.min_size (" + std::to_string(pool.min_size) +
+                                 ") must not be more than pool.size (" + std::to_string(pool.size) +
+                                 ")");
   }
 }
 
-void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
-  Mapping m;
-  m.mark = Parser::markOf(n);
-  bool haveExternal = false, haveInternal = false, havePort = false, haveBackends = false,
-       authenticateOff = false, fine = true;
-  p.forEachKey(
-      n, "a mapping", keyNames(mappingKeys()),
-      [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-        if (key == "external") {
-          auto s = p.scalar(v, "external");
-          if (!s) {
-            fine = false;
-            return;
-          }
-          haveExternal = true;
-          m.external = base::toLowerAscii(*s);
-          std::string host = m.external.rfind("*.", 0) == 0 ? m.external.substr(2) : m.external;
-          if (m.external.empty()) {
-            p.fail(v, "external must not be empty");
-            fine = false;
-          } else if (!isValidHostName(host) || isIpLiteral(host)) {
-            p.fail(v, "external \"" + *s +
-                          "\" is not a valid host name (a wildcard is allowed only as a "
-                          "whole leading label: *.example.com)");
-            fine = false;
-          }
-        } else if (key == "internal") {
-          auto s = p.scalar(v, "internal");
-          if (!s) {
-            fine = false;
-            return;
-          }
-          haveInternal = true;
-          m.internal = *s;
-          if (!isValidHostName(*s) && !isIpLiteral(*s)) {
-            p.fail(v, "internal \"" + *s + "\" is not a valid host name or IP address");
-            fine = false;
-          }
-        } else if (key == "port") {
-          auto port = p.port(v, "port");
-          fine = fine && port.has_value();
-          havePort = true;
-          m.port = port.value_or(0);
-        } else if (key == "backends") {
-          haveBackends = true;
-          fine = parseBackends(p, v, m) && fine;
-        } else if (key == "balance") {
-          fine = parseChoice<Balance>(p, v, "balance",
-                                      {{"round_robin", Balance::kRoundRobin},
-                                       {"least_conn", Balance::kLeastConn},
-                                       {"random", Balance::kRandom},
-                                       {"first", Balance::kFirst}},
-                                      m.balance) &&
-                 fine;
-        } else if (key == "health_check") {
-          parseHealthCheck(p, v, m);
-        } else if (key == "allow" || key == "deny") {
-          parseCidrs(p, v, key, key == "allow" ? m.access.allow : m.access.deny);
-        } else if (key == "max_connections") {
-          auto n = boundedNumber(p, v, "max_connections", 1, 1'000'000);
-          fine = fine && n.has_value();
-          m.max_connections = n.value_or(0);
-        } else if (key == "connection_rate") {
-          parseRate(p, v, "connection_rate", m.connection_rate);
-        } else if (key == "role") {
-          fine = parseChoice<BackendRole>(p, v, "role",
-                                          {{"any", BackendRole::kAny},
-                                           {"primary", BackendRole::kPrimary},
-                                           {"standby", BackendRole::kStandby}},
-                                          m.role) &&
-                 fine;
-        } else if (key == "tls") {
-          fine = parseChoice<TlsMode>(
-                     p, v, "tls",
-                     {{"passthrough", TlsMode::kPassthrough}, {"terminate", TlsMode::kTerminate}},
-                     m.tls) &&
-                 fine;
-        } else if (key == "authenticate") {
-          m.authenticate = p.boolean(v, "authenticate").value_or(false);
-          authenticateOff = !m.authenticate;
-        } else if (key == "pool") {
-          parsePool(p, v, m.pool);
-        } else if (key == "backend_tls") {
-          fine = parseChoice<BackendTls>(p, v, "backend_tls",
-                                         {{"disable", BackendTls::kDisable},
-                                          {"require", BackendTls::kRequire},
-                                          {"verify-ca", BackendTls::kVerifyCa},
-                                          {"verify-full", BackendTls::kVerifyFull}},
-                                         m.backend_tls) &&
-                 fine;
-        } else {
-          // certificate, key, backend_ca, backend_sni: plain strings.
-          auto s = p.scalar(v, key);
-          if (!s || s->empty()) {
-            if (s) {
-              p.fail(v, key + " must not be empty");
-            }
-            fine = false;
-            return;
-          }
-          (key == "certificate"  ? m.certificate
-           : key == "key"        ? m.key
-           : key == "backend_ca" ? m.backend_ca
-                                 : m.backend_sni) = *s;
-        }
+// ---- mappings ----
+
+// A mapping, which of the keys that give its backends it has, and whether it is sound enough to
+// be compared with the other mappings.
+struct MappingDraft : Mapping {
+  bool haveExternal = false, haveInternal = false, havePort = false, haveBackends = false;
+  bool fine = true;
+};
+
+// A binding whose refused value also keeps the mapping out of the list, so that a mapping with
+// a broken name or backend is not compared with the ones that follow (the duplicate-name check
+// would only add noise). The rows that do not use it (health_check, allow, deny,
+// connection_rate, authenticate, pool) never did: their mistakes leave the mapping in the list,
+// which changes nothing but that check, as the load fails either way.
+template <typename Fn>
+auto orDrop(Fn fn) {
+  return [fn](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+    std::size_t errors = p.errorCount();
+    fn(p, v, what, m);
+    m.fine = m.fine && p.errorCount() == errors;
+  };
+}
+
+// certificate, key, backend_ca, backend_sni: a path or name that must not be empty.
+auto mappingText(std::string Mapping::*field) {
+  return [field](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+    auto s = p.scalar(v, what);
+    if (!s || s->empty()) {
+      if (s) {
+        p.fail(v, what + " must not be empty");
+      }
+      m.fine = false;
+      return;
+    }
+    m.*field = *s;
+  };
+}
+
+const Block<MappingDraft>& mappingBlock() {
+  static const Block<MappingDraft> block(
+      "a mapping", "",
+      {
+          {"external", true, "host name clients connect to (SNI); *.domain wildcards allowed",
+           [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               m.fine = false;
+               return;
+             }
+             m.haveExternal = true;
+             m.external = base::toLowerAscii(*s);
+             std::string host = m.external.rfind("*.", 0) == 0 ? m.external.substr(2) : m.external;
+             if (m.external.empty()) {
+               p.fail(v, "external must not be empty");
+               m.fine = false;
+             } else if (!isValidHostName(host) || isIpLiteral(host)) {
+               p.fail(v, "external \"" + *s +
+                             "\" is not a valid host name (a wildcard is allowed only as a "
+                             "whole leading label: *.example.com)");
+               m.fine = false;
+             }
+           }},
+          {"internal", true, "backend PostgreSQL host (shorthand for one backend)",
+           [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               m.fine = false;
+               return;
+             }
+             m.haveInternal = true;
+             m.internal = *s;
+             if (!isValidHostName(*s) && !isIpLiteral(*s)) {
+               p.fail(v, "internal \"" + *s + "\" is not a valid host name or IP address");
+               m.fine = false;
+             }
+           }},
+          {"port", true, "backend port, default 5432",
+           orDrop([](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+             m.havePort = true;
+             m.port = p.port(v, what).value_or(0);
+           })},
+          {"backends", true, "list of {host, port, weight}: a backend group",
+           [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
+             m.haveBackends = true;
+             m.fine = parseBackends(p, v, m) && m.fine;
+           }},
+          {"balance", true, "round_robin (default), least_conn, random or first",
+           orDrop(choice(&Mapping::balance, {{"round_robin", Balance::kRoundRobin},
+                                             {"least_conn", Balance::kLeastConn},
+                                             {"random", Balance::kRandom},
+                                             {"first", Balance::kFirst}}))},
+          {"health_check", true, "active checks: interval, timeout, fall, rise, user",
+           [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
+             m.health.enabled = true;
+             healthCheckBlock().parse(p, v, m.health);
+           }},
+          {"role", true, "any (default), primary or standby: which servers take sessions",
+           orDrop(choice(&Mapping::role, {{"any", BackendRole::kAny},
+                                          {"primary", BackendRole::kPrimary},
+                                          {"standby", BackendRole::kStandby}}))},
+          {"allow", true, "client addresses (CIDR) admitted to this mapping",
+           cidrs(&Mapping::access, &net::AccessList::allow)},
+          {"deny", true, "client addresses (CIDR) refused for this mapping",
+           cidrs(&Mapping::access, &net::AccessList::deny)},
+          {"max_connections", true, "client sessions at once for this mapping (53300 beyond)",
+           orDrop(number(&Mapping::max_connections, 1, 1'000'000))},
+          {"connection_rate", true, "new sessions per client address for this mapping",
+           [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
+             parseRate(p, v, m.connection_rate);
+           }},
+          {"tls", true, "passthrough (default) or terminate",
+           orDrop(choice(&Mapping::tls, {{"passthrough", TlsMode::kPassthrough},
+                                         {"terminate", TlsMode::kTerminate}}))},
+          {"certificate", true, "certificate chain served for this mapping (terminate)",
+           mappingText(&Mapping::certificate)},
+          {"key", true, "private key of the mapping's certificate", mappingText(&Mapping::key)},
+          {"backend_tls", true, "disable, require (default), verify-ca or verify-full",
+           orDrop(choice(&Mapping::backend_tls, {{"disable", BackendTls::kDisable},
+                                                 {"require", BackendTls::kRequire},
+                                                 {"verify-ca", BackendTls::kVerifyCa},
+                                                 {"verify-full", BackendTls::kVerifyFull}}))},
+          {"backend_ca", true, "CA file that verifies the backend's certificate",
+           mappingText(&Mapping::backend_ca)},
+          {"backend_sni", true, "server name sent to and verified against the backend",
+           mappingText(&Mapping::backend_sni)},
+          {"authenticate", true, "pgproxy authenticates clients (auth) and logs in for them",
+           flag(&Mapping::authenticate)},
+          {"pool", true, "pool server connections for authenticated clients: mode, size, ...",
+           [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
+             parsePool(p, v, m.pool);
+           }},
       });
+  return block;
+}
+
+void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
+  MappingDraft m;
+  m.mark = Parser::markOf(n);
+  Seen seen = mappingBlock().parse(p, n, m);
   if (n->type != YAML_MAPPING_NODE) {
     return;
   }
@@ -657,48 +935,48 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(n, "mapping \"" + m.external +
                   "\" sets role, which needs health_check.user (the check logs in to ask "
                   "pg_is_in_recovery())");
-    fine = false;
+    m.fine = false;
   }
   if (!m.health.password_file.empty() && m.health.user.empty()) {
     p.fail(n, "health_check.password_file needs health_check.user");
-    fine = false;
+    m.fine = false;
   }
   if (m.pool.enabled) {
-    if (authenticateOff) {
+    if (seen["authenticate"] && !m.authenticate) {
       p.fail(n, "mapping \"" + m.external +
                     "\" has a pool but authenticate: false: pgproxy authenticates the clients of "
                     "a pool itself (leave authenticate out)");
-      fine = false;
+      m.fine = false;
     }
     m.authenticate = true;
   }
   if (m.certificate.empty() != m.key.empty()) {
     p.fail(n, "mapping \"" + m.external + "\" needs both certificate and key, or neither");
-    fine = false;
+    m.fine = false;
   }
   if (m.tls == TlsMode::kPassthrough &&
       (!m.certificate.empty() || !m.backend_ca.empty() || !m.backend_sni.empty())) {
     p.fail(n, "mapping \"" + m.external +
                   "\" sets certificate/backend_ca/backend_sni but is not tls: terminate "
                   "(passthrough sessions are encrypted end to end by the backend)");
-    fine = false;
+    m.fine = false;
   }
-  if (!haveExternal) {
+  if (!m.haveExternal) {
     p.fail(n, "mapping has no \"external\" host name");
-    fine = false;
+    m.fine = false;
   }
-  if (haveBackends && (haveInternal || havePort)) {
+  if (m.haveBackends && (m.haveInternal || m.havePort)) {
     p.fail(n, "mapping \"" + m.external +
                   "\" sets both internal/port and backends: use one or the other");
-    fine = false;
-  } else if (!haveInternal && !haveBackends) {
+    m.fine = false;
+  } else if (!m.haveInternal && !m.haveBackends) {
     p.fail(n, "mapping has no \"internal\" host (or \"backends\" list)");
-    fine = false;
+    m.fine = false;
   }
-  if (!fine) {
+  if (!m.fine) {
     return;
   }
-  if (haveBackends) {
+  if (m.haveBackends) {
     m.internal = m.backends.front().host;
     m.port = m.backends.front().port;
   } else {
@@ -735,117 +1013,135 @@ void parseMappings(Parser& p, yaml_node_t* n, Config& cfg) {
   }
 }
 
-void parseAdmin(Parser& p, yaml_node_t* n, Config& cfg) {
-  p.forEachKey(
-      n, "admin", keyNames(adminKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-        auto s = p.scalar(v, "admin." + key);
-        if (!s) {
-          return;
-        }
-        if (key == "listen") {
-          if (!parseHostPort(*s, cfg.admin.listen)) {
-            p.fail(v,
-                   "admin.listen must be ADDRESS:PORT such as 127.0.0.1:9540, not \"" + *s + "\"");
-            return;
-          }
-          cfg.admin.listen.mark = Parser::markOf(v);
-          cfg.admin.enabled = true;
-        } else if (key == "token") {
-          if (s->empty()) {
-            p.fail(v, "admin.token must not be empty (leave it out to disable it)");
-          }
-          cfg.admin.token = *s;
-        }
+// ---- admin ----
+
+const Block<AdminConfig>& adminBlock() {
+  static const Block<AdminConfig> block(
+      "admin", "admin.",
+      {
+          {"listen", true, "address:port of the admin HTTP listener",
+           [](Parser& p, yaml_node_t* v, const std::string& what, AdminConfig& admin) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               return;
+             }
+             if (!parseHostPort(*s, admin.listen)) {
+               p.fail(v, "admin.listen must be ADDRESS:PORT such as 127.0.0.1:9540, not \"" + *s +
+                             "\"");
+               return;
+             }
+             admin.listen.mark = Parser::markOf(v);
+             admin.enabled = true;
+           }},
+          {"token", true, "bearer token required on every admin request",
+           [](Parser& p, yaml_node_t* v, const std::string& what, AdminConfig& admin) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               return;
+             }
+             if (s->empty()) {
+               p.fail(v, "admin.token must not be empty (leave it out to disable it)");
+             }
+             admin.token = *s;
+           }},
       });
+  return block;
+}
+
+void parseAdmin(Parser& p, yaml_node_t* n, Config& cfg) {
+  adminBlock().parse(p, n, cfg.admin);
   if (n->type == YAML_MAPPING_NODE && !cfg.admin.enabled && !p.failed()) {
     p.fail(n, "admin needs a \"listen\" address, such as 127.0.0.1:9540");
   }
 }
 
+// ---- tls ----
+
+const Block<TlsConfig>& tlsBlock() {
+  static const Block<TlsConfig> block(
+      "tls", "tls.",
+      {
+          {"min_version", true, "lowest TLS version offered to clients: 1.2 or 1.3",
+           [](Parser& p, yaml_node_t* v, const std::string& what, TlsConfig& tls) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               return;
+             }
+             if (*s != "1.2" && *s != "1.3") {
+               p.fail(v, "tls.min_version must be \"1.2\" or \"1.3\", not \"" + *s + "\"");
+             }
+             tls.min_version = *s;
+           }},
+          {"ciphers", true, "TLS 1.2 cipher list (OpenSSL syntax)", text(&TlsConfig::ciphers)},
+          {"ciphersuites", true, "TLS 1.3 cipher suites (OpenSSL syntax)",
+           text(&TlsConfig::ciphersuites)},
+          {"certificate", true, "default certificate chain for terminate mappings",
+           text(&TlsConfig::certificate)},
+          {"key", true, "private key of the default certificate", text(&TlsConfig::key)},
+          {"require", true, "refuse clients that do not use TLS", flag(&TlsConfig::require)},
+      });
+  return block;
+}
+
 void parseTls(Parser& p, yaml_node_t* n, Config& cfg) {
-  p.forEachKey(n, "tls", keyNames(tlsKeys()),
-               [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-                 if (key == "require") {
-                   cfg.tls.require = p.boolean(v, "tls.require").value_or(false);
-                   return;
-                 }
-                 auto s = p.scalar(v, "tls." + key);
-                 if (!s) {
-                   return;
-                 }
-                 if (key == "min_version") {
-                   if (*s != "1.2" && *s != "1.3") {
-                     p.fail(v, "tls.min_version must be \"1.2\" or \"1.3\", not \"" + *s + "\"");
-                   }
-                   cfg.tls.min_version = *s;
-                 } else if (key == "ciphers") {
-                   cfg.tls.ciphers = *s;
-                 } else if (key == "ciphersuites") {
-                   cfg.tls.ciphersuites = *s;
-                 } else if (key == "certificate") {
-                   cfg.tls.certificate = *s;
-                 } else if (key == "key") {
-                   cfg.tls.key = *s;
-                 }
-               });
+  tlsBlock().parse(p, n, cfg.tls);
   if (cfg.tls.certificate.empty() != cfg.tls.key.empty()) {
     p.fail(n, "tls needs both certificate and key, or neither");
   }
 }
 
+// ---- auth ----
+
+const Block<AuthConfig>& authBlock() {
+  static const Block<AuthConfig> block(
+      "auth", "auth.",
+      {
+          {"type", true, "scram-sha-256 (default), md5 or trust",
+           [](Parser& p, yaml_node_t* v, const std::string& what, AuthConfig& auth) {
+             if (v->type == YAML_SCALAR_NODE && p.scalar(v, what) == "cert") {
+               // ClientAuth lets a cert client in without an exchange, but nothing verifies its
+               // certificate yet: accepting it would be trust under another name.
+               p.fail(v, "auth type cert is not supported yet: use scram-sha-256, md5 or trust");
+               return;
+             }
+             parseChoice<auth::ClientAuthType>(
+                 p, v, what,
+                 {{"scram-sha-256", auth::ClientAuthType::kScramSha256},
+                  {"md5", auth::ClientAuthType::kMd5},
+                  {"trust", auth::ClientAuthType::kTrust}},
+                 auth.type);
+           }},
+          {"file", true, "auth file: one \"user\" \"secret\" line per user (PgBouncer's format)",
+           text(&AuthConfig::file)},
+          {"query", true, "auth_query: SQL that returns the secret of a user not in the file",
+           nonEmptyText(&AuthConfig::query)},
+          {"user", true, "user (in the auth file) that runs auth.query",
+           nonEmptyText(&AuthConfig::query_user)},
+          {"database", true, "database auth.query runs in, default postgres",
+           nonEmptyText(&AuthConfig::query_database)},
+          {"cache", true, "how long a secret auth.query returned is trusted, default 60s",
+           duration(&AuthConfig::cache_ms)},
+      });
+  return block;
+}
+
 void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
   cfg.auth.configured = true;
   cfg.auth.mark = Parser::markOf(n);
-  yaml_node_t* fileNode = n;
-  yaml_node_t* queryNode = nullptr;
-  yaml_node_t* userNode = nullptr;
-  yaml_node_t* queryOnlyNode = nullptr;  // user, database or cache: meaningless without query
-  p.forEachKey(
-      n, "auth", keyNames(authKeys()), [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-        if (key == "type") {
-          if (v->type == YAML_SCALAR_NODE && p.scalar(v, "auth.type") == "cert") {
-            // ClientAuth lets a cert client in without an exchange, but nothing verifies its
-            // certificate yet: accepting it would be trust under another name.
-            p.fail(v, "auth type cert is not supported yet: use scram-sha-256, md5 or trust");
-            return;
-          }
-          parseChoice<auth::ClientAuthType>(p, v, "auth.type",
-                                            {{"scram-sha-256", auth::ClientAuthType::kScramSha256},
-                                             {"md5", auth::ClientAuthType::kMd5},
-                                             {"trust", auth::ClientAuthType::kTrust}},
-                                            cfg.auth.type);
-        } else if (key == "file") {
-          cfg.auth.file = p.scalar(v, "auth.file").value_or("");
-          fileNode = v;
-        } else if (key == "cache") {
-          cfg.auth.cache_ms = p.duration(v, "auth.cache").value_or(0);
-          queryOnlyNode = queryOnlyNode ? queryOnlyNode : v;
-        } else {
-          // query, user, database: text that must not be empty.
-          auto s = p.scalar(v, "auth." + key);
-          if (s && s->empty()) {
-            p.fail(v, "auth." + key + " must not be empty");
-          }
-          if (key == "query") {
-            cfg.auth.query = s.value_or("");
-            queryNode = v;
-          } else {
-            (key == "user" ? cfg.auth.query_user : cfg.auth.query_database) = s.value_or("");
-            userNode = key == "user" ? v : userNode;
-            queryOnlyNode = queryOnlyNode ? queryOnlyNode : v;
-          }
-        }
-      });
+  Seen seen = authBlock().parse(p, n, cfg.auth);
   if (p.failed()) {
     return;
   }
-  if (!queryNode && queryOnlyNode) {
-    p.fail(queryOnlyNode,
+  yaml_node_t* fileNode = seen["file"] ? seen["file"] : n;
+  yaml_node_t* userNode = seen["user"];
+  if (yaml_node_t* queryOnly = seen.first({"user", "database", "cache"});
+      queryOnly && !seen["query"]) {
+    p.fail(queryOnly,
            "auth.user, auth.database and auth.cache configure auth.query, which is not set");
     return;
   }
-  if (queryNode && !userNode) {
-    p.fail(queryNode,
+  if (seen["query"] && !userNode) {
+    p.fail(seen["query"],
            "auth.query needs auth.user: the user pgproxy logs in as to run it (its secret "
            "must be in auth.file)");
     return;
@@ -890,13 +1186,19 @@ void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
   cfg.auth.users = std::make_shared<const auth::UserList>(std::move(*users));
 }
 
-void parseMetrics(Parser& p, yaml_node_t* n, Config& cfg) {
-  p.forEachKey(
-      n, "metrics", keyNames(metricsKeys()), [&](const std::string&, yaml_node_t*, yaml_node_t* v) {
-        // max_pools, the only key.
-        cfg.metrics.max_pools = boundedNumber(p, v, "metrics.max_pools", 1, 1'000'000).value_or(1);
+// ---- metrics ----
+
+const Block<MetricsConfig>& metricsBlock() {
+  static const Block<MetricsConfig> block(
+      "metrics", "metrics.",
+      {
+          {"max_pools", true, "pool label sets exported; the rest fold into user=\"other\"",
+           number(&MetricsConfig::max_pools, 1, 1'000'000)},
       });
+  return block;
 }
+
+// ---- the top level ----
 
 void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
   auto s = p.scalar(n, "workers");
@@ -917,82 +1219,106 @@ void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
   cfg.workers = static_cast<unsigned>(*v);
 }
 
-void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
-  yaml_node_t* defaultNode = nullptr;
-  std::string defaultName;
-  yaml_node_t* mappingsNode = nullptr;
-  p.forEachKey(
-      root, "", keyNames(topLevelKeys()),
-      [&](const std::string& key, yaml_node_t*, yaml_node_t* v) {
-        if (key == "listen") {
-          parseListen(p, v, cfg);
-        } else if (key == "debug") {
-          cfg.debug = p.boolean(v, "debug").value_or(false);
-        } else if (key == "mappings") {
-          mappingsNode = v;
-          parseMappings(p, v, cfg);
-        } else if (key == "workers") {
-          parseWorkers(p, v, cfg);
-        } else if (key == "pid_file") {
-          cfg.pid_file = p.scalar(v, "pid_file").value_or("");
-        } else if (key == "log_file") {
-          cfg.log_file = p.scalar(v, "log_file").value_or("");
-        } else if (key == "default") {
-          defaultNode = v;
-          defaultName = base::toLowerAscii(p.scalar(v, "default").value_or(""));
-        } else if (key == "handshake_timeout") {
-          cfg.handshake_timeout_ms = p.duration(v, "handshake_timeout").value_or(0);
-        } else if (key == "connect_timeout") {
-          cfg.connect_timeout_ms = p.duration(v, "connect_timeout").value_or(0);
-        } else if (key == "shutdown_timeout") {
-          cfg.shutdown_timeout_ms = p.duration(v, "shutdown_timeout").value_or(0);
-        } else if (key == "admin") {
-          parseAdmin(p, v, cfg);
-        } else if (key == "tls") {
-          parseTls(p, v, cfg);
-        } else if (key == "auth") {
-          parseAuth(p, v, cfg);
-        } else if (key == "metrics") {
-          parseMetrics(p, v, cfg);
-        } else if (key == "allow" || key == "deny") {
-          parseCidrs(p, v, key, key == "allow" ? cfg.access.allow : cfg.access.deny);
-        } else if (key == "max_connections") {
-          cfg.max_connections = boundedNumber(p, v, "max_connections", 1, 1'000'000).value_or(0);
-        } else if (key == "max_connections_per_client") {
-          cfg.max_connections_per_client = boundedNumber(p, v, key, 1, 1'000'000).value_or(0);
-        } else if (key == "connection_rate") {
-          parseRate(p, v, "connection_rate", cfg.connection_rate);
-        } else if (key == "max_handshakes") {
-          cfg.max_handshakes = boundedNumber(p, v, key, 1, 1'000'000).value_or(0);
-        } else if (key == "idle_timeout") {
-          cfg.idle_timeout_ms = p.durationOrOff(v, key).value_or(0);
-        } else if (key == "tcp_keepalive") {
-          parseKeepAlive(p, v, cfg.tcp_keepalive);
-        } else if (key == "tcp_user_timeout") {
-          cfg.tcp_user_timeout_ms = p.durationOrOff(v, key).value_or(0);
-          if (cfg.tcp_user_timeout_ms > kMaxTcpUserTimeoutMs) {
-            // The kernel takes an int of milliseconds; a longer value would wrap.
-            p.fail(v, "tcp_user_timeout must be at most 596h (the kernel's limit)");
-          }
-        } else if (key == "access_log") {
-          cfg.access_log = p.scalar(v, "access_log").value_or("");
-        } else if (key == "log_format") {
-          parseChoice<LogFormat>(p, v, "log_format",
-                                 {{"text", LogFormat::kText}, {"json", LogFormat::kJson}},
-                                 cfg.log_format);
-        } else if (key == "log_protocol") {
-          cfg.log_protocol = p.boolean(v, "log_protocol").value_or(false);
-        } else if (key == "max_draining_generations") {
-          auto n = base::parseUnsigned(p.scalar(v, key).value_or(""));
-          if (!n || *n < 1 || *n > 64) {
-            p.fail(v, "max_draining_generations must be a number from 1 to 64");
-          }
-          cfg.max_draining_generations = static_cast<unsigned>(n.value_or(1));
-        }
+constexpr std::uint64_t kMaxTcpUserTimeoutMs = 2'147'483'647;  // INT_MAX ms, about 596 hours
+
+const Block<Config>& rootBlock() {
+  static const Block<Config> block(
+      "", "",
+      {
+          {"listen", true, "address and port (or a list of them) to accept clients on",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseListen(p, v, cfg);
+           }},
+          {"debug", true, "log each session's state transitions", flag(&Config::debug)},
+          {"mappings", true, "external host name to internal PostgreSQL server",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseMappings(p, v, cfg);
+           }},
+          {"workers", true, "number of worker processes, or auto",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseWorkers(p, v, cfg);
+           }},
+          {"pid_file", false, "where the master writes its process id", text(&Config::pid_file)},
+          {"log_file", false, "log destination; stderr when unset", text(&Config::log_file)},
+          // Resolved against the mappings once they are all read (parseRoot).
+          {"default", true, "mapping for clients that send no SNI",
+           [](Parser& p, yaml_node_t* v, const std::string& what, Config&) {
+             (void)p.scalar(v, what);
+           }},
+          {"handshake_timeout", true, "time a client has to finish its preamble",
+           duration(&Config::handshake_timeout_ms)},
+          {"connect_timeout", true, "time allowed to connect to a backend",
+           duration(&Config::connect_timeout_ms)},
+          {"shutdown_timeout", true, "how long draining workers keep sessions open",
+           duration(&Config::shutdown_timeout_ms)},
+          {"max_draining_generations", true, "old worker generations allowed to drain at once",
+           [](Parser& p, yaml_node_t* v, const std::string& what, Config& cfg) {
+             auto n = base::parseUnsigned(p.scalar(v, what).value_or(""));
+             if (!n || *n < 1 || *n > 64) {
+               p.fail(v, "max_draining_generations must be a number from 1 to 64");
+             }
+             cfg.max_draining_generations = static_cast<unsigned>(n.value_or(1));
+           }},
+          {"admin", true, "HTTP listener for /metrics, /healthz and /readyz",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseAdmin(p, v, cfg);
+           }},
+          {"access_log", true, "where the per-connection access log goes",
+           text(&Config::access_log)},
+          {"log_format", true, "access log format: text or json",
+           choice(&Config::log_format, {{"text", LogFormat::kText}, {"json", LogFormat::kJson}})},
+          {"log_protocol", true, "log each protocol message of plaintext and terminated sessions",
+           flag(&Config::log_protocol)},
+          {"tls", true, "TLS defaults for terminated sessions",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) { parseTls(p, v, cfg); }},
+          {"auth", true, "client authentication by pgproxy, for mappings with authenticate: true",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseAuth(p, v, cfg);
+           }},
+          {"allow", true, "client addresses (CIDR) admitted at accept; empty: all",
+           cidrs(&Config::access, &net::AccessList::allow)},
+          {"deny", true, "client addresses (CIDR) closed at accept",
+           cidrs(&Config::access, &net::AccessList::deny)},
+          {"max_connections", true, "client sessions at once over all mappings (53300 beyond)",
+           number(&Config::max_connections, 1, 1'000'000)},
+          {"max_connections_per_client", true, "sessions at once from one client address (53300)",
+           number(&Config::max_connections_per_client, 1, 1'000'000)},
+          {"connection_rate", true, "new sessions per client address: {per_client, burst} (53300)",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseRate(p, v, cfg.connection_rate);
+           }},
+          {"max_handshakes", true, "connections still in their handshake; beyond it accepts wait",
+           number(&Config::max_handshakes, 1, 1'000'000)},
+          {"idle_timeout", true, "close a session with no byte either way for this long; off",
+           durationOrOff(&Config::idle_timeout_ms)},
+          {"tcp_keepalive", true, "TCP keepalive on both sides: off or {idle, interval, count}",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseKeepAlive(p, v, cfg.tcp_keepalive);
+           }},
+          {"tcp_user_timeout", true, "drop a peer that leaves sent data unacknowledged this long",
+           [](Parser& p, yaml_node_t* v, const std::string& what, Config& cfg) {
+             cfg.tcp_user_timeout_ms = p.durationOrOff(v, what).value_or(0);
+             if (cfg.tcp_user_timeout_ms > kMaxTcpUserTimeoutMs) {
+               // The kernel takes an int of milliseconds; a longer value would wrap.
+               p.fail(v, "tcp_user_timeout must be at most 596h (the kernel's limit)");
+             }
+           }},
+          {"metrics", true, "metrics settings: max_pools",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             metricsBlock().parse(p, v, cfg.metrics);
+           }},
       });
+  return block;
+}
+
+void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
+  Seen seen = rootBlock().parse(p, root, cfg);
   if (p.failed()) {
     return;
   }
+  yaml_node_t* mappingsNode = seen["mappings"];
+  yaml_node_t* defaultNode = seen["default"];
+  std::string defaultName = defaultNode ? base::toLowerAscii(Parser::text(defaultNode)) : "";
   bool listenDefaulted = cfg.listen.empty();
   if (listenDefaulted) {
     cfg.listen.push_back(ListenAddress{"0.0.0.0", 5400, Parser::markOf(root)});
@@ -1074,6 +1400,61 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
 }
 
 }  // namespace
+
+const std::vector<KeySpec>& topLevelKeys() {
+  return rootBlock().specs();
+}
+const std::vector<KeySpec>& listenKeys() {
+  return listenBlock().specs();
+}
+const std::vector<KeySpec>& mappingKeys() {
+  return mappingBlock().specs();
+}
+const std::vector<KeySpec>& adminKeys() {
+  return adminBlock().specs();
+}
+const std::vector<KeySpec>& tlsKeys() {
+  return tlsBlock().specs();
+}
+const std::vector<KeySpec>& authKeys() {
+  return authBlock().specs();
+}
+const std::vector<KeySpec>& backendKeys() {
+  return backendBlock().specs();
+}
+const std::vector<KeySpec>& healthCheckKeys() {
+  return healthCheckBlock().specs();
+}
+const std::vector<KeySpec>& poolKeys() {
+  return poolBlock().specs();
+}
+const std::vector<KeySpec>& metricsKeys() {
+  return metricsBlock().specs();
+}
+const std::vector<KeySpec>& rateKeys() {
+  return rateBlock().specs();
+}
+const std::vector<KeySpec>& keepAliveKeys() {
+  return keepAliveBlock().specs();
+}
+
+const std::vector<KeyBlock>& keyBlocks() {
+  static const std::vector<KeyBlock> blocks = {
+      {"", &topLevelKeys()},
+      {"listen", &listenKeys()},
+      {"mappings", &mappingKeys()},
+      {"mappings.backends", &backendKeys()},
+      {"mappings.health_check", &healthCheckKeys()},
+      {"mappings.pool", &poolKeys()},
+      {"connection_rate", &rateKeys()},
+      {"tcp_keepalive", &keepAliveKeys()},
+      {"admin", &adminKeys()},
+      {"tls", &tlsKeys()},
+      {"auth", &authKeys()},
+      {"metrics", &metricsKeys()},
+  };
+  return blocks;
+}
 
 std::vector<std::string> keyNames(const std::vector<KeySpec>& specs) {
   std::vector<std::string> out;

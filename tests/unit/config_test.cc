@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 
 #include "pgproxy/config/keys.h"
 
@@ -763,6 +764,9 @@ TEST(ConfigPool, BadValuesAreRefusedWithTheReason) {
   expect("{size: many}", "pool.size must be a number from 1 to 10000, not \"many\"");
   expect("{min_size: 21}", "pool.min_size (21) must not be more than pool.size (20)");
   expect("{size: 5, min_size: 6}", "pool.min_size (6) must not be more than pool.size (5)");
+  // A refused size is not compared with min_size.
+  std::string e = errorOf(pooled("{size: 0, min_size: 3}"));
+  EXPECT_EQ(e.find("min_size"), std::string::npos) << e;
   expect("{min_size: -1}", "pool.min_size must be a number from 0 to 10000, not \"-1\"");
   expect("{reserve_size: x}", "pool.reserve_size must be a number from 0 to 10000, not \"x\"");
   expect("{reserve_timeout: soon}",
@@ -929,6 +933,53 @@ TEST(ConfigKeys, NewKeysAreReloadable) {
     }
     EXPECT_TRUE(found) << name;
   }
+}
+
+}  // namespace
+}  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+// Driven by the loader's own list of blocks, so a new block's keys are checked without editing
+// this test.
+TEST(ConfigKeys, EveryKeyOfEveryBlockIsDocumentedOnce) {
+  std::ifstream man(std::string(PGPROXY_SRCDIR) + "/man/pgproxy.yaml.5");
+  std::string text((std::istreambuf_iterator<char>(man)), std::istreambuf_iterator<char>());
+  std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
+  std::string sampleText((std::istreambuf_iterator<char>(sample)),
+                         std::istreambuf_iterator<char>());
+  ASSERT_GE(keyBlocks().size(), 12u);
+  for (const auto& block : keyBlocks()) {
+    ASSERT_NE(block.keys, nullptr) << block.path;
+    ASSERT_FALSE(block.keys->empty()) << block.path;
+    std::set<std::string> names;
+    for (const auto& k : *block.keys) {
+      EXPECT_TRUE(names.insert(k.name).second) << block.path << "." << k.name << " twice";
+      EXPECT_NE(std::string(k.summary), "") << block.path << "." << k.name;
+      EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
+          << block.path << "." << k.name << " is not documented in man/pgproxy.yaml.5";
+      EXPECT_NE(sampleText.find(std::string(k.name) + ":"), std::string::npos)
+          << block.path << "." << k.name << " is not in etc/pgproxy/pgproxy.yaml";
+    }
+  }
+}
+
+// The key lists are the parser's own: each listed key of a block is accepted there (it may
+// still be refused for its value, but never as unknown), and a key not listed is unknown.
+TEST(ConfigKeys, TheListedKeysAreTheParsedOnes) {
+  const std::string mapping = "mappings:\n  - {external: a.example.com, internal: x}\n";
+  for (const auto& k : topLevelKeys()) {
+    std::string e = errorOf(std::string(k.name) + ": [[]]\n" +
+                            (std::string(k.name) == "mappings" ? "" : mapping));
+    EXPECT_EQ(e.find("unknown key"), std::string::npos) << k.name << ": " << e;
+  }
+  for (const auto& k : poolKeys()) {
+    std::string e = errorOf("mappings:\n  - {external: a.example.com, internal: x, pool: {" +
+                            std::string(k.name) + ": [[]]}}\n");
+    EXPECT_EQ(e.find("unknown key"), std::string::npos) << k.name << ": " << e;
+  }
+  EXPECT_NE(errorOf("nonsense: 1\n" + mapping).find("unknown key \"nonsense\""), std::string::npos);
 }
 
 }  // namespace

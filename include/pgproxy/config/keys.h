@@ -5,8 +5,9 @@
 
 namespace pgproxy::config {
 
-// The one list of configuration keys: the parser accepts exactly these, the reload path reads the
-// `reloadable` flag, and a unit test checks that each one is documented in man/pgproxy.yaml.5.
+// A configuration key as the loader's tables define it (src/config/loader.cc, one table per
+// block): the parser accepts exactly these, the reload path reads the `reloadable` flag, and a
+// unit test checks that each one is documented in man/pgproxy.yaml.5 and the sample file.
 struct KeySpec {
   const char* name;
   bool reloadable;
@@ -26,5 +27,13 @@ const std::vector<KeySpec>& metricsKeys();    // metrics
 const std::vector<KeySpec>& rateKeys();       // connection_rate
 const std::vector<KeySpec>& keepAliveKeys();  // tcp_keepalive
 std::vector<std::string> keyNames(const std::vector<KeySpec>& specs);
+
+// Every block's keys, for what must cover them all (the documentation test): a new block's
+// table is listed here once.
+struct KeyBlock {
+  const char* path;  // "" for the top level, "mappings.pool", ...
+  const std::vector<KeySpec>* keys;
+};
+const std::vector<KeyBlock>& keyBlocks();
 
 }  // namespace pgproxy::config
