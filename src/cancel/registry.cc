@@ -99,6 +99,39 @@ void Registry::publishKey(int slot, std::uint32_t pid, std::string_view key,
   });
 }
 
+void Registry::publishPooled(int slot, std::uint32_t pid, std::string_view key) {
+  if (slot < 0 || key.empty() || key.size() > kMaxKey) {
+    return;
+  }
+  write(slot, [&](Slot& s) {
+    s.kind = kPooled;
+    s.pid = pid;
+    s.key_len = static_cast<std::uint32_t>(key.size());
+    s.key_hash = keyHash(key);
+    std::memcpy(keys_[slot], key.data(), key.size());
+    std::memset(&s.backend, 0, sizeof(s.backend));
+  });
+}
+
+void Registry::linkPooled(int slot, const BackendAddr& server, std::uint32_t server_pid,
+                          std::uint32_t server_key) {
+  if (slot < 0) {
+    return;
+  }
+  write(slot, [&](Slot& s) {
+    s.backend = server;
+    s.server_pid = server_pid;
+    s.server_key = server_key;
+  });
+}
+
+void Registry::unlinkPooled(int slot) {
+  if (slot < 0) {
+    return;
+  }
+  write(slot, [&](Slot& s) { std::memset(&s.backend, 0, sizeof(s.backend)); });
+}
+
 void Registry::publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend) {
   write(slot, [&](Slot& s) {
     s.kind = kPassthrough;
@@ -126,7 +159,7 @@ void Registry::releaseOwner(std::int32_t owner) {
   }
 }
 
-bool Registry::findByKey(std::uint32_t pid, std::string_view key, BackendAddr& out) const {
+bool Registry::findByKey(std::uint32_t pid, std::string_view key, Target& out) const {
   if (key.empty() || key.size() > kMaxKey) {
     return false;
   }
@@ -141,19 +174,24 @@ bool Registry::findByKey(std::uint32_t pid, std::string_view key, BackendAddr& o
       continue;
     }
     // Torn values are possible here; they are only trusted once the sequence is seen unchanged.
-    if (s.kind != kKeyed || s.pid != pid || s.key_len != key.size() || s.key_hash != hash) {
+    if ((s.kind != kKeyed && s.kind != kPooled) || s.pid != pid || s.key_len != key.size() ||
+        s.key_hash != hash) {
       continue;
     }
     unsigned char stored[kMaxKey];
     std::memcpy(stored, keys_[i], key.size());
-    BackendAddr backend;
-    std::memcpy(&backend, &s.backend, sizeof(backend));
+    Target target;
+    std::memcpy(&target.backend, &s.backend, sizeof(target.backend));
+    target.pooled = s.kind == kPooled;
+    target.server_pid = s.server_pid;
+    target.server_key = s.server_key;
     std::atomic_thread_fence(std::memory_order_acquire);
     if (s.seq.load(std::memory_order_acquire) != before) {
       continue;
     }
     if (sameKey(stored, key)) {
-      out = backend;
+      target.linked = !target.pooled || target.backend.sa.sa_family != AF_UNSPEC;
+      out = target;
       return true;
     }
   }

@@ -17,6 +17,7 @@
 #include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/log/loop_flusher.h"
+#include "pgproxy/pool/pool.h"
 #include "pgproxy/route/router.h"
 #include "pgproxy/session/session.h"
 
@@ -55,6 +56,7 @@ struct Worker {
   std::uint64_t accept_error_logged_ms = 0;
   event* drain_deadline = nullptr;
   std::unique_ptr<admin::AdminServer> admin;
+  std::unique_ptr<pool::PoolSet> pools;  // after the sessions: they hold pointers into it
   bool draining = false;
 };
 
@@ -179,6 +181,9 @@ void onSignal(evutil_socket_t sig, short, void* arg) {
     }
     w->draining = true;
     stopListening(*w);
+    if (w->pools) {
+      w->pools->drain();  // a newer generation serves; servers here close as they go idle
+    }
     if (w->ctx.active_sessions == 0) {
       event_base_loopbreak(w->ctx.base);
     }
@@ -258,6 +263,8 @@ int runWorker(const WorkerSpec& spec) {
         std::make_unique<admin::AdminServer>(base, spec.admin_fd, *spec.config, *spec.metrics,
                                              *spec.backends, w->ctx.backend_slots, spec.pools);
   }
+  w->pools = std::make_unique<pool::PoolSet>(w->ctx);
+  w->ctx.pools = w->pools.get();
   w->ctx.owner = w;
   w->accept_resume = evtimer_new(base, onAcceptResume, w);
   w->drain_deadline = evtimer_new(base, onDrainDeadline, w);
@@ -298,6 +305,7 @@ int runWorker(const WorkerSpec& spec) {
   event_base_dispatch(base);
 
   closeAllSessions(*w);
+  w->pools.reset();
   stopListening(*w);
   // Freeing a signal event restores the default action, which for a reopen or a second quit
   // would kill this process on its way out; blocked, they are simply never delivered.

@@ -36,6 +36,15 @@ std::string buildSslRequest() {
   return out;
 }
 
+std::string buildCancelRequest(std::uint32_t pid, std::uint32_t key) {
+  std::string out;
+  appendU32(out, 16);
+  appendU32(out, 80877102);
+  appendU32(out, pid);
+  appendU32(out, key);
+  return out;
+}
+
 std::string buildTlsAlert(std::uint8_t description) {
   // Record: alert(21), TLS 1.2 record version, length 2, level fatal(2), description.
   return std::string{

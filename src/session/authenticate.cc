@@ -84,6 +84,14 @@ bool Session::onClientAuthStep(auth::ClientAuth::Step step) {
   // The client is who it says: the backend login runs with what the exchange yielded, and the
   // client hears nothing more until the backend has accepted it.
   to_client_ += step.send;  // AuthenticationSASLFinal after SCRAM
+  if (ctx_.config->mappings[mapping_].pool.enabled) {
+    authenticated_ = true;
+    event_del(client_read_);
+    if (flushLogin(true)) {
+      startPooled();
+    }
+    return false;
+  }
   server_login_ =
       std::make_unique<auth::ServerLogin>(client_auth_->user(), client_auth_->serverCredentials());
   client_auth_.reset();

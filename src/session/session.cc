@@ -19,7 +19,9 @@
 #include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/net/listen_socket.h"
+#include "pgproxy/pool/pool.h"
 #include "pgproxy/proto/startup.h"
+#include "pgproxy/session/pooled.h"
 #include "pgproxy/tls/client_hello.h"
 
 namespace pgproxy::session {
@@ -86,6 +88,9 @@ Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
 Session::~Session() {
   if (lookup_) {
     lookup_->cancel();
+  }
+  if (pooled_) {
+    endPooled();
   }
   ctx_.cancels->release(cancel_slot_);
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
@@ -510,6 +515,15 @@ bool Session::admit() {
 
 void Session::connectBackend() {
   if (ctx_.config->mappings[mapping_].authenticate && !authenticated_) {
+    if (mode_ != Mode::kPlaintext && !terminated()) {
+      // A passthrough default mapping that pools its plaintext clients: a TLS client's bytes are
+      // its own session with the backend, which pgproxy cannot authenticate or pool.
+      refuseTls(Outcome::kDenied, proto::kAlertAccessDenied,
+                "mapping \"" + ctx_.config->mappings[mapping_].external +
+                    "\" authenticates (or pools) its clients, which a TLS passthrough session "
+                    "cannot be; connect without TLS");
+      return;
+    }
     startClientAuth();  // connectBackend runs again once the client is authenticated
     return;
   }
@@ -761,8 +775,17 @@ void Session::startCancel() {
   }
   const std::uint32_t pid = proto::readU32(cancel_request_.data() + 8);
   const std::string_view key = std::string_view(cancel_request_).substr(12);
-  if (ctx_.cancels->findByKey(pid, key, cancel_targets_[0])) {
-    cancel_count_ = 1;
+  cancel::Registry::Target target;
+  if (ctx_.cancels->findByKey(pid, key, target)) {
+    if (target.pooled) {
+      // pgproxy's own key: the server linked to that client now gets a cancel with its key;
+      // a client between transactions has nothing running to cancel.
+      cancel_count_ = target.linked ? 1 : 0;
+      cancel_request_ = proto::buildCancelRequest(target.server_pid, target.server_key);
+    } else {
+      cancel_count_ = 1;
+    }
+    cancel_targets_[0] = target.backend;
   } else {
     std::uint64_t now = base::monotonicMs();
     ctx_.cancel_tokens =
@@ -851,6 +874,8 @@ void Session::onTimer(int, short, void* arg) {
     case State::kClosing:
       s->close(s->outcome_);
       break;
+    case State::kPooled:
+      break;  // pooled sessions hold no timer (the pool times their waits)
     case State::kSplice: {
       // idle_timeout: the timer is re-armed lazily, not on every byte.
       std::uint64_t idle = base::monotonicMs() - s->last_activity_ms_;
@@ -887,6 +912,9 @@ void Session::refuseTls(Outcome why, std::uint8_t alert, const std::string& log_
 }
 
 void Session::sendLastWords(Outcome why, std::string bytes) {
+  if (pooled_) {
+    unlinkPooled();  // nothing more goes to or comes from a server for this client
+  }
   if (client_) {
     bufferevent_write(client_, bytes.data(), bytes.size());
     closeAfterFlush(why);

@@ -21,6 +21,7 @@
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/net/stream_io.h"
 #include "pgproxy/proto/redact.h"
 #include "pgproxy/session/session.h"
 
@@ -159,6 +160,13 @@ void Session::onSocketEvent(int fd, short what, void* arg) {
         s->flush(client);
       }
       break;
+    case State::kPooled:
+      if (what & EV_READ) {
+        s->readPooledClient();
+      } else {
+        s->flushPooledClient();
+      }
+      break;
     case State::kTlsAccept:
       s->driveHandshake(true);
       break;
@@ -204,58 +212,14 @@ void Session::onSocketEvent(int fd, short what, void* arg) {
   }
 }
 
-namespace {
-
-// A failed SSL_read/SSL_write as the errno a plain socket would have given; 0 for a clean close.
-int sslErrno(SSL* ssl, int ret, int syscall_default) {
-  switch (SSL_get_error(ssl, ret)) {
-    case SSL_ERROR_ZERO_RETURN:
-      return 0;  // close_notify (or EOF: SSL_OP_IGNORE_UNEXPECTED_EOF)
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-      return EAGAIN;
-    case SSL_ERROR_SYSCALL:
-      return errno ? errno : syscall_default;
-    default:
-      return EPROTO;
-  }
-}
-
-}  // namespace
-
 ssize_t Session::readSide(bool client, char* buf, std::size_t len, int& err) {
-  SSL* ssl = client ? client_ssl_ : backend_ssl_;
-  if (!ssl) {
-    ssize_t n = ::recv(client ? client_fd_ : backend_fd_, buf, len, 0);
-    err = n < 0 ? errno : 0;
-    return n;
-  }
-  ERR_clear_error();
-  int n = SSL_read(ssl, buf, static_cast<int>(std::min<std::size_t>(len, INT_MAX)));
-  if (n > 0) {
-    return n;
-  }
-  err = sslErrno(ssl, n, ECONNRESET);
-  return err == 0 ? 0 : -1;
+  return net::streamRead(client ? client_fd_ : backend_fd_, client ? client_ssl_ : backend_ssl_,
+                         buf, len, err);
 }
 
 ssize_t Session::writeSide(bool client, const char* buf, std::size_t len, int& err) {
-  SSL* ssl = client ? client_ssl_ : backend_ssl_;
-  if (!ssl) {
-    ssize_t n = ::send(client ? client_fd_ : backend_fd_, buf, len, MSG_NOSIGNAL);
-    err = n < 0 ? errno : 0;
-    return n;
-  }
-  ERR_clear_error();
-  int n = SSL_write(ssl, buf, static_cast<int>(std::min<std::size_t>(len, INT_MAX)));
-  if (n > 0) {
-    return n;
-  }
-  err = sslErrno(ssl, n, EPIPE);
-  if (err == 0) {
-    err = EPROTO;  // close_notify while writing: the peer is gone
-  }
-  return -1;
+  return net::streamWrite(client ? client_fd_ : backend_fd_, client ? client_ssl_ : backend_ssl_,
+                          buf, len, err);
 }
 
 bool Session::relay(bool from_client) {

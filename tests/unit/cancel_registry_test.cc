@@ -50,9 +50,9 @@ TEST_F(RegistryTest, KeyedLookup) {
   int s = reg_->claim(100);
   ASSERT_GE(s, 0);
   reg_->publishKey(s, 77, key4(0xabc), backend("10.0.0.1", 5432));
-  BackendAddr out{};
+  Registry::Target out{};
   ASSERT_TRUE(reg_->findByKey(77, key4(0xabc), out));
-  EXPECT_EQ(ntohs(out.v4.sin_port), 5432);
+  EXPECT_EQ(ntohs(out.backend.v4.sin_port), 5432);
   EXPECT_FALSE(reg_->findByKey(77, key4(0xabd), out));
   EXPECT_FALSE(reg_->findByKey(78, key4(0xabc), out));
   reg_->release(s);
@@ -72,13 +72,13 @@ TEST_F(RegistryTest, LongKeysMatchExactly) {
   reg_->publishKey(a, 1, k32, backend("10.0.0.1", 1001));
   reg_->publishKey(b, 1, k256, backend("10.0.0.1", 1002));
   reg_->publishKey(c, 1, key4(0x64656667), backend("10.0.0.1", 1003));  // k32's first 4 bytes
-  BackendAddr out{};
+  Registry::Target out{};
   ASSERT_TRUE(reg_->findByKey(1, k32, out));
-  EXPECT_EQ(ntohs(out.v4.sin_port), 1001);
+  EXPECT_EQ(ntohs(out.backend.v4.sin_port), 1001);
   ASSERT_TRUE(reg_->findByKey(1, k256, out));
-  EXPECT_EQ(ntohs(out.v4.sin_port), 1002);
+  EXPECT_EQ(ntohs(out.backend.v4.sin_port), 1002);
   ASSERT_TRUE(reg_->findByKey(1, k32.substr(0, 4), out));
-  EXPECT_EQ(ntohs(out.v4.sin_port), 1003);
+  EXPECT_EQ(ntohs(out.backend.v4.sin_port), 1003);
   // A prefix, an extension, one flipped bit in the last byte: no match.
   EXPECT_FALSE(reg_->findByKey(1, k32.substr(0, 31), out));
   EXPECT_FALSE(reg_->findByKey(1, k32 + "x", out));
@@ -100,7 +100,28 @@ TEST_F(RegistryTest, LongKeysMatchExactly) {
   reg_->publishKey(e, 1, k256.substr(0, 8), backend("10.0.0.1", 1005));
   EXPECT_FALSE(reg_->findByKey(1, k256, out));
   ASSERT_TRUE(reg_->findByKey(1, k256.substr(0, 8), out));
-  EXPECT_EQ(ntohs(out.v4.sin_port), 1005);
+  EXPECT_EQ(ntohs(out.backend.v4.sin_port), 1005);
+}
+
+TEST_F(RegistryTest, PooledClientCancelsOnlyItsLinkedServer) {
+  int s = reg_->claim(100);
+  reg_->publishPooled(s, 42, key4(0x1234));
+  Registry::Target out{};
+  ASSERT_TRUE(reg_->findByKey(42, key4(0x1234), out));
+  EXPECT_TRUE(out.pooled);
+  EXPECT_FALSE(out.linked);  // no server yet: the cancel is dropped
+  reg_->linkPooled(s, backend("10.0.0.1", 6000), 777, 0xdeadbeef);
+  ASSERT_TRUE(reg_->findByKey(42, key4(0x1234), out));
+  EXPECT_TRUE(out.linked);
+  EXPECT_EQ(ntohs(out.backend.v4.sin_port), 6000);
+  EXPECT_EQ(out.server_pid, 777u);
+  EXPECT_EQ(out.server_key, 0xdeadbeefu);
+  EXPECT_FALSE(reg_->findByKey(777, key4(0xdeadbeef), out));  // the server's key is not ours
+  reg_->unlinkPooled(s);
+  ASSERT_TRUE(reg_->findByKey(42, key4(0x1234), out));
+  EXPECT_FALSE(out.linked);
+  reg_->release(s);
+  EXPECT_FALSE(reg_->findByKey(42, key4(0x1234), out));
 }
 
 TEST_F(RegistryTest, ClientLookupDedupsBackendsAndCaps) {
@@ -127,7 +148,7 @@ TEST_F(RegistryTest, SeenAcrossProcessesAndSweptAfterOwnerDies) {
   }
   int status;
   waitpid(child, &status, 0);
-  BackendAddr out{};
+  Registry::Target out{};
   EXPECT_TRUE(reg_->findByKey(5, std::string(32, '\x06'), out));
   reg_->releaseOwner(child);
   EXPECT_FALSE(reg_->findByKey(5, std::string(32, '\x06'), out));

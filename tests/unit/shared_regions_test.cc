@@ -43,9 +43,9 @@ TEST(SharedRegions, AdoptedRegionsAreTheSameMemory) {
   metrics::Registry after(static_cast<metrics::Shared*>(adopted->metrics()));
   EXPECT_EQ(after.snapshot().counters[0], 7u);  // ...of the same counters
   cancel::Registry adoptedCancels(adopted->cancels());
-  cancel::BackendAddr found{};
+  cancel::Registry::Target found{};
   EXPECT_TRUE(adoptedCancels.findByKey(1234, key, found));
-  EXPECT_EQ(ntohs(found.v4.sin_port), 5432);
+  EXPECT_EQ(ntohs(found.backend.v4.sin_port), 5432);
   // A pool's cap goes on counting the previous binary's servers.
   pool::SharedPools adoptedPools(static_cast<pool::PoolsShared*>(adopted->pools()));
   adoptedPools.attach(4);

@@ -47,13 +47,26 @@ class Registry {
   // Frees every slot a dead worker held.
   void releaseOwner(std::int32_t owner);
 
+  // A pooled client: pgproxy issued it (pid, key); its cancels go to the server it is linked to
+  // at the time, with that server's own key, and nowhere while it has none.
+  void publishPooled(int slot, std::uint32_t pid, std::string_view key);
+  void linkPooled(int slot, const BackendAddr& server, std::uint32_t server_pid,
+                  std::uint32_t server_key);
+  void unlinkPooled(int slot);
+
+  struct Target {
+    BackendAddr backend;
+    bool pooled = false;  // send a CancelRequest with server_pid/server_key, not the client's
+    bool linked = true;   // pooled: false when the client has no server now (nothing to cancel)
+    std::uint32_t server_pid = 0, server_key = 0;
+  };
   // The backend of the session with exactly this pid and key (same length, same bytes).
-  bool findByKey(std::uint32_t pid, std::string_view key, BackendAddr& out) const;
+  bool findByKey(std::uint32_t pid, std::string_view key, Target& out) const;
   // Fills up to `max` distinct backends of passthrough sessions from `client`; returns the count.
   std::size_t findByClient(const in6_addr& client, BackendAddr* out, std::size_t max) const;
 
  private:
-  enum Kind : std::uint32_t { kEmpty = 0, kKeyed = 1, kPassthrough = 2 };
+  enum Kind : std::uint32_t { kEmpty = 0, kKeyed = 1, kPassthrough = 2, kPooled = 3 };
   struct Slot {
     std::atomic<std::int32_t> owner;  // 0: free, else the owning process id
     std::atomic<std::uint32_t> seq;   // odd while being written
@@ -62,7 +75,8 @@ class Registry {
     std::uint32_t key_len;
     std::uint64_t key_hash;  // filters the scan; a match is then checked on the bytes
     in6_addr client;
-    BackendAddr backend;
+    BackendAddr backend;                   // kPooled: sa_family AF_UNSPEC while not linked
+    std::uint32_t server_pid, server_key;  // kPooled
   };
   template <typename Fn>
   void write(int slot, Fn fn);

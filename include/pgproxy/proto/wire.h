@@ -43,6 +43,8 @@ std::string buildFatal(std::string_view sqlstate, std::string_view message,
 
 // The frontend's SSLRequest, as pgproxy sends it to a backend.
 std::string buildSslRequest();
+// A protocol 3.0 CancelRequest, as pgproxy sends it to a pooled server.
+std::string buildCancelRequest(std::uint32_t pid, std::uint32_t key);
 
 // A TLS alert record (fatal), the only refusal possible once the client is in a TLS handshake.
 inline constexpr std::uint8_t kAlertAccessDenied = 49;
@@ -67,16 +69,28 @@ class MessageFramer {
   // `capture_sql`: frontend messages whose Q and P bodies are wanted; `skip`: a startup packet
   // that comes before the first frame.
   MessageFramer(Framing framing, bool capture_sql, std::size_t skip)
-      : framing_(framing), capture_sql_(capture_sql), skip_(skip) {}
+      : framing_(framing), capture_types_(capture_sql ? "QP" : ""), skip_(skip) {}
+  // Captures the bodies of the messages whose type is in `capture_types` (a static string).
+  MessageFramer(Framing framing, std::string_view capture_types, std::size_t skip)
+      : framing_(framing), capture_types_(capture_types), skip_(skip) {}
   template <typename Fn>
-  void feed(std::string_view bytes, Fn on_message);
+  void feed(std::string_view bytes, Fn on_message) {
+    feedUntil(bytes, [&](const Message& m) {
+      on_message(m);
+      return true;
+    });
+  }
+  // Like feed, but stops after a message for which `on_message` returns false; returns the bytes
+  // consumed (all of them unless it stopped).
+  template <typename Fn>
+  std::size_t feedUntil(std::string_view bytes, Fn on_message);
   bool lost() const { return lost_; }
   // Between frames: the next byte would start a new one.
   bool atBoundary() const { return !lost_ && !in_body_ && header_have_ == 0 && skip_ == 0; }
 
  private:
   Framing framing_;
-  bool capture_sql_;
+  std::string_view capture_types_;
   std::size_t skip_;
   char header_[5] = {};
   std::size_t header_have_ = 0;
@@ -89,7 +103,7 @@ class MessageFramer {
 };
 
 template <typename Fn>
-void MessageFramer::feed(std::string_view bytes, Fn on_message) {
+std::size_t MessageFramer::feedUntil(std::string_view bytes, Fn on_message) {
   std::size_t i = 0;
   while (i < bytes.size() && !lost_) {
     if (skip_ > 0) {
@@ -111,12 +125,12 @@ void MessageFramer::feed(std::string_view bytes, Fn on_message) {
         std::uint32_t len = readU32(header_ + 1);
         if (len < 4) {
           lost_ = true;
-          return;
+          return i;
         }
         remaining_ = len - 4;
       }
       remaining_at_start_ = remaining_;
-      capturing_ = capture_sql_ && (header_[0] == 'Q' || header_[0] == 'P');
+      capturing_ = capture_types_.find(header_[0]) != std::string_view::npos;
       capture_.clear();
       in_body_ = true;
     }
@@ -130,9 +144,12 @@ void MessageFramer::feed(std::string_view bytes, Fn on_message) {
       in_body_ = false;
       std::uint32_t length =
           framing_ == Framing::kTlsRecords ? remaining_at_start_ : readU32(header_ + 1);
-      on_message(Message{header_[0], length, capture_});
+      if (!on_message(Message{header_[0], length, capture_})) {
+        return i;
+      }
     }
   }
+  return i;
 }
 
 // The type of the last complete frame a stream carried, so a session can tell a client that said

@@ -18,6 +18,11 @@
 struct event_base;
 struct evdns_base;
 
+namespace pgproxy::pool {
+class PoolSet;
+class SharedPools;
+}  // namespace pgproxy::pool
+
 namespace pgproxy::session {
 
 class Session;
@@ -34,6 +39,7 @@ struct Context {
   metrics::Registry* metrics_registry = nullptr;
   upstream::BackendTable* backends = nullptr;
   limits::ClientLimits* client_limits = nullptr;
+  pool::PoolSet* pools = nullptr;             // this worker's pools
   pool::SharedPools* shared_pools = nullptr;  // pool caps over all workers, attached to our slot
   std::vector<std::vector<std::size_t>> backend_slots;  // [mapping][backend] → table index
   std::vector<upstream::Balancer> balancers;            // one per mapping, this worker's state

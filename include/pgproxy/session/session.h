@@ -40,7 +40,11 @@ using metrics::Outcome;
 // A mapping with authenticate: true puts pgproxy's own login in between (authenticate.cc):
 //   ... StartupMessage ──> ClientAuth (pgproxy authenticates the client) ──> Connecting ──> ...
 //     ──> ServerLogin (pgproxy logs in to the backend for the client) ──> Splice
+// A mapping with a pool authenticates the same way, then never has a backend of its own
+// (pooled.cc): ClientAuth ──> Pooled, where it borrows server connections from its pool.
 //   any state ──> Closing (flush what we owe the client, then free everything)
+struct Pooled;
+
 class Session {
  public:
   static void accept(Context& ctx, int fd, const sockaddr* addr, int addrlen);
@@ -61,6 +65,7 @@ class Session {
     kBackendTls,
     kClientAuth,
     kServerLogin,
+    kPooled,
     kSplice,
     kCancelling,
     kClosing,
@@ -138,6 +143,17 @@ class Session {
   void startServerLogin();
   void readServerLogin();
   void serverLoginFailed(const std::string& why, std::string response);
+  // Pooled mappings (pooled.cc): after the client's authentication the session draws server
+  // connections from a pool instead of having its own backend.
+  friend struct Pooled;
+  void startPooled();
+  void sendGreeting();
+  void readPooledClient();
+  bool writeToClient(std::string_view bytes);  // false: the session was closed
+  void flushPooledClient();
+  void holdClientReads(bool hold);
+  void unlinkPooled();  // leaves the pool's queue and gives back the server, if any
+  void endPooled();
   // Writes what is queued for a side during the login phases; false: the session was closed.
   bool flushLogin(bool to_client);
   void backendFailed(const std::string& why, int err);
@@ -194,6 +210,7 @@ class Session {
   bool authenticated_ = false;
   std::unique_ptr<auth::ClientAuth> client_auth_;
   std::unique_ptr<auth::ServerLogin> server_login_;
+  std::unique_ptr<Pooled> pooled_;
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
   upstream::Lookup* lookup_ = nullptr;
   std::unique_ptr<upstream::AddressList> addresses_;

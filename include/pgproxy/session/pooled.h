@@ -1,0 +1,43 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "pgproxy/pool/link.h"
+#include "pgproxy/pool/params.h"
+#include "pgproxy/pool/pool.h"
+
+namespace pgproxy::session {
+
+class Session;
+
+// What a session of a pooled mapping holds once pgproxy has authenticated its client: the pool
+// it draws servers from, the server it is linked to (if any), the client's message flow and its
+// session state (parameters), and the client bytes that wait for a server. Allocated only for
+// pooled sessions; the session's own buffers and sockets serve the client side.
+struct Pooled final : pool::PoolClient {
+  explicit Pooled(Session& s) : session(s) {}
+
+  void granted(pool::ServerConn* server) override;
+  void refused(std::string error) override;
+  void linked(std::string error) override;
+  bool fromServer(std::string_view bytes) override;
+  void serverParam(std::string_view name, std::string_view value) override;
+  pool::Release ready(char status) override;
+  void serverLost(const std::string& why) override;
+  void serverDrained() override;
+
+  Session& session;
+  pool::Pool* pool = nullptr;
+  pool::ServerConn* server = nullptr;
+  pool::ClientFlow flow;
+  pool::Params params;   // reported parameters, as the client was last told them
+  pool::Params extras;   // startup parameters the server does not report
+  std::string up;        // client bytes waiting for a server (bounded: the client stops being read)
+  bool greeted = false;  // the client has had AuthenticationOk and its greeting
+  bool reading_held = false;                  // client reads stopped: a slow server or a full `up`
+  std::uint32_t key_pid = 0, key_secret = 0;  // the BackendKeyData pgproxy gave the client
+};
+
+}  // namespace pgproxy::session

@@ -1,0 +1,215 @@
+#include "pgproxy/pool/params.h"
+
+#include <strings.h>
+
+#include <algorithm>
+#include <array>
+
+#include "pgproxy/proto/wire.h"
+
+namespace pgproxy::pool {
+namespace {
+
+bool sameName(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// A string literal that means `s` whatever standard_conforming_strings is on the server.
+void appendLiteral(std::string& out, std::string_view s) {
+  out += "E'";
+  for (char c : s) {
+    if (c == '\'' || c == '\\') {
+      out += c;
+    }
+    out += c;
+  }
+  out += '\'';
+}
+
+// Splits `options` as PostgreSQL does: on unescaped spaces, with backslash escaping the next
+// character.
+std::vector<std::string> splitOptions(std::string_view s) {
+  std::vector<std::string> words;
+  std::string cur;
+  bool in_word = false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+      if (in_word) {
+        words.push_back(std::move(cur));
+        cur.clear();
+        in_word = false;
+      }
+      continue;
+    }
+    in_word = true;
+    if (c == '\\' && i + 1 < s.size()) {
+      c = s[++i];
+    }
+    cur += c;
+  }
+  if (in_word) {
+    words.push_back(std::move(cur));
+  }
+  return words;
+}
+
+}  // namespace
+
+void Params::set(std::string_view name, std::string_view value) {
+  for (auto& e : entries_) {
+    if (sameName(e.first, name)) {
+      e.second.assign(value);
+      return;
+    }
+  }
+  entries_.emplace_back(std::string(name), std::string(value));
+}
+
+void Params::remove(std::string_view name) {
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                [&](const Entry& e) { return sameName(e.first, name); }),
+                 entries_.end());
+}
+
+const std::string* Params::get(std::string_view name) const {
+  for (const auto& e : entries_) {
+    if (sameName(e.first, name)) {
+      return &e.second;
+    }
+  }
+  return nullptr;
+}
+
+bool isReportedSettable(std::string_view name) {
+  // GUC_REPORT parameters a session may change (server_version, is_superuser and the like are
+  // reported too, but are the server's, not the client's).
+  static constexpr std::array<std::string_view, 8> kNames = {
+      "application_name", "client_encoding",
+      "DateStyle",        "IntervalStyle",
+      "TimeZone",         "standard_conforming_strings",
+      "search_path",      "default_transaction_read_only",
+  };
+  return std::any_of(kNames.begin(), kNames.end(),
+                     [&](std::string_view n) { return sameName(n, name); });
+}
+
+bool parseParameterStatus(std::string_view body, std::string_view& name, std::string_view& value) {
+  std::size_t a = body.find('\0');
+  if (a == std::string_view::npos) {
+    return false;
+  }
+  std::size_t b = body.find('\0', a + 1);
+  if (b == std::string_view::npos || b + 1 != body.size() || a == 0) {
+    return false;
+  }
+  name = body.substr(0, a);
+  value = body.substr(a + 1, b - a - 1);
+  return true;
+}
+
+std::string buildParameterStatus(std::string_view name, std::string_view value) {
+  std::string body;
+  body.reserve(name.size() + value.size() + 2);
+  body.append(name);
+  body += '\0';
+  body.append(value);
+  body += '\0';
+  return proto::buildMessage('S', body);
+}
+
+std::string splitStartup(const std::vector<std::pair<std::string, std::string>>& params,
+                         StartupSplit& out) {
+  for (const auto& [name, value] : params) {
+    if (name == "user") {
+      out.user = value;
+    } else if (name == "database") {
+      out.database = value;
+    } else if (name == "replication") {
+      if (value != "false" && value != "off" && value != "no" && value != "0") {
+        return "replication connections cannot go through a pool";
+      }
+    } else if (name == "options") {
+      std::vector<std::string> words = splitOptions(value);
+      for (std::size_t i = 0; i < words.size(); ++i) {
+        std::string setting;
+        if (words[i] == "-c" && i + 1 < words.size()) {
+          setting = words[++i];
+        } else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) {
+          setting = words[i].substr(2);
+        } else if (words[i].rfind("--", 0) == 0 && words[i].size() > 2) {
+          setting = words[i].substr(2);
+        } else {
+          return "options \"" + words[i] +
+                 "\" cannot be honoured by a pool; only -c name=value and --name=value can";
+        }
+        std::size_t eq = setting.find('=');
+        if (eq == std::string::npos || eq == 0) {
+          return "options \"" + setting + "\" is not name=value";
+        }
+        std::string n = setting.substr(0, eq);
+        std::replace(n.begin(), n.end(), '-', '_');  // as PostgreSQL reads --name=value
+        (isReportedSettable(n) ? out.reported : out.extras).set(n, setting.substr(eq + 1));
+      }
+    } else if (name.rfind("_pq_.", 0) == 0) {
+      continue;  // protocol options: pgproxy speaks protocol 3.0 to the servers
+    } else {
+      (isReportedSettable(name) ? out.reported : out.extras).set(name, value);
+    }
+  }
+  if (out.database.empty()) {
+    out.database = out.user;
+  }
+  return {};
+}
+
+std::string syncQuery(const Params& base, const Params& client, const Params& server,
+                      const Params& client_extras, const Params& server_extras) {
+  std::string sets;
+  auto add = [&](const std::string& name, const std::string& value) {
+    sets += sets.empty() ? "SELECT " : ", ";
+    sets += "pg_catalog.set_config(";
+    appendLiteral(sets, name);
+    sets += ", ";
+    appendLiteral(sets, value);
+    sets += ", false)";
+  };
+  auto want = [&](const std::string& name, const std::string& value) {
+    const std::string* have = server.get(name);
+    if (isReportedSettable(name) && (!have || *have != value)) {
+      add(name, value);
+    }
+  };
+  for (const auto& [name, value] : client.entries()) {
+    want(name, value);
+  }
+  for (const auto& [name, value] : base.entries()) {
+    if (!client.get(name)) {
+      want(name, value);
+    }
+  }
+  for (const auto& [name, value] : client_extras.entries()) {
+    const std::string* have = server_extras.get(name);
+    if (!have || *have != value) {
+      add(name, value);
+    }
+  }
+  std::string resets;
+  for (const auto& [name, value] : server_extras.entries()) {
+    if (!client_extras.get(name)) {
+      resets += "; RESET ";
+      // An identifier: the name as a quoted identifier, quotes doubled.
+      resets += '"';
+      for (char c : name) {
+        resets += c == '"' ? std::string("\"\"") : std::string(1, c);
+      }
+      resets += '"';
+    }
+  }
+  if (sets.empty() && !resets.empty()) {
+    return resets.substr(2);
+  }
+  return sets + resets;
+}
+
+}  // namespace pgproxy::pool

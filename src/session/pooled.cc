@@ -1,0 +1,346 @@
+// Pooled mappings: once pgproxy has authenticated the client (authenticate.cc), the session has
+// no backend of its own. It greets the client with the parameters its pool's servers report and
+// a BackendKeyData of pgproxy's, then reads the client's messages and borrows a server from the
+// pool for each transaction (transaction mode), each statement (statement mode) or the whole
+// session (session mode). Before a server is used for this client it gets the client's state
+// (the parameters it set), and ParameterStatus from the server keeps that state current.
+#include <event2/event.h>
+#include <openssl/rand.h>
+
+#include <cerrno>
+
+#include "pgproxy/base/clock.h"
+#include "pgproxy/base/text.h"
+#include "pgproxy/log/log.h"
+#include "pgproxy/pool/server_conn.h"
+#include "pgproxy/session/pooled.h"
+#include "pgproxy/session/session.h"
+
+namespace pgproxy::session {
+namespace {
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr int kReadsPerWakeup = 4;
+// Bytes a client may send ahead of its server, and bytes a server may send ahead of its client,
+// before the sender stops being read.
+constexpr std::size_t kMaxAhead = 64 * 1024;
+char g_buffer[kReadChunk];
+
+bool wouldBlock(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+}  // namespace
+
+void Session::startPooled() {
+  const auto& m = ctx_.config->mappings[mapping_];
+  proto::StartupParams startup;
+  (void)proto::parseStartup(startup_, startup);  // acceptStartup checked it
+  std::string().swap(startup_);
+  pool::StartupSplit split;
+  std::string refusal = pool::splitStartup(startup.params, split);
+  if (!refusal.empty()) {
+    refuse(Outcome::kProtocolError, proto::sqlstate::kFeatureNotSupported, "pgproxy: " + refusal);
+    return;
+  }
+  if (!admitted_ && !admit()) {
+    return;
+  }
+  if (!pickBackend()) {
+    failSession(Outcome::kBackendUnreachable,
+                "no backend for \"" + m.external + "\" is available (health checks)",
+                proto::sqlstate::kCannotConnectNow);
+    return;
+  }
+  std::string error;
+  pool::Pool* pool = ctx_.pools->get(mapping_, backend_index_, split.user, split.database, error);
+  if (!pool) {
+    failSession(Outcome::kTooManyClients, error, proto::sqlstate::kTooManyConnections);
+    return;
+  }
+  pooled_ = std::make_unique<Pooled>(*this);
+  pooled_->pool = pool;
+  pool->addClient(1);
+  pool->setCredentials(client_auth_->serverCredentials());
+  client_auth_.reset();
+  pooled_->params = std::move(split.reported);
+  pooled_->extras = std::move(split.extras);
+  // pgproxy's own cancel key: random, so that it cannot be guessed, and registered so that any
+  // worker can find this client's server.
+  unsigned char key[8];
+  RAND_bytes(key, sizeof(key));
+  pooled_->key_pid = proto::readU32(reinterpret_cast<char*>(key)) & 0x7fffffff;
+  pooled_->key_secret = proto::readU32(reinterpret_cast<char*>(key) + 4);
+  cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
+  std::string secret;
+  proto::appendU32(secret, pooled_->key_secret);
+  ctx_.cancels->publishPooled(cancel_slot_, pooled_->key_pid, secret);
+
+  setState(State::kPooled);
+  endHandshake();
+  ctx_.metrics.observe(metrics::Histogram::kHandshake, base::monotonicUs() - started_us_);
+  if (timer_) {
+    event_free(timer_);  // an idle pooled client holds no timer
+    timer_ = nullptr;
+  }
+  if (!pool->welcome().empty()) {
+    sendGreeting();
+    if (state_ != State::kPooled) {
+      return;
+    }
+    holdClientReads(false);
+    return;
+  }
+  // The pool's first client: the greeting waits for a server to say what its parameters are.
+  pool->acquire(pooled_.get());
+}
+
+void Session::sendGreeting() {
+  Pooled& p = *pooled_;
+  const pool::Params& welcome = p.pool->welcome();
+  pool::Params told = welcome;
+  pool::Params changed;  // the client keeps only what differs from its pool's servers
+  for (const auto& [name, value] : p.params.entries()) {
+    told.set(name, value);  // what the client asked for in its StartupMessage
+    const std::string* base = welcome.get(name);
+    if (!base || *base != value) {
+      changed.set(name, value);
+    }
+  }
+  p.params = std::move(changed);
+  // After SCRAM the AuthenticationSASLFinal is already queued: AuthenticationOk follows it.
+  std::string g("R\0\0\0\x08\0\0\0\0", 9);
+  for (const auto& [name, value] : told.entries()) {
+    g += pool::buildParameterStatus(name, value);
+  }
+  std::string key;
+  proto::appendU32(key, p.key_pid);
+  proto::appendU32(key, p.key_secret);
+  g += proto::buildMessage('K', key);
+  g += proto::buildMessage('Z', "I");
+  p.greeted = true;
+  writeToClient(g);
+}
+
+void Session::holdClientReads(bool hold) {
+  Pooled& p = *pooled_;
+  p.reading_held = hold;
+  if (hold) {
+    event_del(client_read_);
+  } else {
+    event_add(client_read_, nullptr);
+  }
+}
+
+void Session::readPooledClient() {
+  Pooled& p = *pooled_;
+  for (int i = 0; i < kReadsPerWakeup && !p.reading_held; ++i) {
+    int err = 0;
+    ssize_t n = readSide(true, g_buffer, sizeof(g_buffer), err);
+    if (n == 0 || (n < 0 && !wouldBlock(err) && err != EINTR)) {
+      // Gone without a Terminate: its server goes back only if nothing was in flight.
+      close(p.flow.quiet() ? Outcome::kOk : Outcome::kClientClosedEarly);
+      return;
+    }
+    if (n < 0) {
+      return;
+    }
+    bytes_up_ += static_cast<std::uint64_t>(n);
+    std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
+    pool::ClientFlow::Fed fed = p.flow.feed(bytes);
+    if (fed.bad) {
+      refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation,
+             "invalid message length from the client");
+      return;
+    }
+    std::string_view forward = bytes.substr(0, fed.forward);
+    if (p.server) {
+      if (!forward.empty() && !p.server->send(forward)) {
+        holdClientReads(true);  // serverDrained() resumes
+      }
+    } else if (!forward.empty()) {
+      p.up.append(forward);
+      if (!p.waiting) {
+        p.pool->acquire(&p);
+        if (state_ != State::kPooled) {
+          return;
+        }
+      }
+      if (!p.server && p.up.size() >= kMaxAhead) {
+        holdClientReads(true);  // linked() resumes
+      }
+    }
+    if (fed.terminate) {
+      close(Outcome::kOk);
+      return;
+    }
+    if (static_cast<std::size_t>(n) < sizeof(g_buffer)) {
+      return;
+    }
+  }
+}
+
+bool Session::writeToClient(std::string_view bytes) {
+  bytes_down_ += bytes.size();
+  if (to_client_.empty()) {
+    int err = 0;
+    ssize_t w = writeSide(true, bytes.data(), bytes.size(), err);
+    if (w < 0 && !wouldBlock(err) && err != EINTR) {
+      close(Outcome::kClientClosedEarly);
+      return false;
+    }
+    bytes.remove_prefix(w > 0 ? static_cast<std::size_t>(w) : 0);
+    if (bytes.empty()) {
+      return true;
+    }
+    event_add(client_write_, nullptr);
+  }
+  to_client_.append(bytes);
+  return true;
+}
+
+void Session::flushPooledClient() {
+  int err = 0;
+  switch (writePending(true, err)) {
+    case WriteResult::kBlocked:
+      return;
+    case WriteResult::kFailed:
+      close(Outcome::kClientClosedEarly);
+      return;
+    case WriteResult::kDone:
+      if (pooled_->server) {
+        pooled_->server->resumeReading();
+      }
+      return;
+  }
+}
+
+void Session::unlinkPooled() {
+  Pooled& p = *pooled_;
+  if (p.waiting) {
+    p.pool->cancelWait(&p);
+  }
+  if (p.server) {
+    pool::ServerConn* s = p.server;
+    p.server = nullptr;
+    ctx_.cancels->unlinkPooled(cancel_slot_);
+    s->detach(p.flow.quiet());
+  }
+}
+
+void Session::endPooled() {
+  unlinkPooled();
+  pooled_->pool->addClient(-1);
+}
+
+// ---- the pool's calls -------------------------------------------------------------------------
+
+void Pooled::granted(pool::ServerConn* s) {
+  server = s;
+  std::string sync = pool::syncQuery(pool->welcome(), params, s->params(), extras, s->extras());
+  s->attach(this, sync);
+}
+
+void Pooled::refused(std::string error) {
+  LOG_INFO("session %llu: no server for %s: %s", static_cast<unsigned long long>(session.id_),
+           pool->describe().c_str(),
+           auth::errorField(std::string_view(error).substr(5), 'M').c_str());
+  session.sendLastWords(Outcome::kBackendUnreachable, std::move(error));
+}
+
+void Pooled::linked(std::string error) {
+  Session& s = session;
+  if (!error.empty()) {
+    // The client's parameters do not take on this server (a startup parameter it invented): as
+    // PostgreSQL would have refused them at login, the client is refused, and the server, whose
+    // query failed cleanly, goes back.
+    pool::ServerConn* srv = server;
+    server = nullptr;
+    srv->detach(true);
+    s.sendLastWords(Outcome::kProtocolError, std::move(error));
+    return;
+  }
+  server->adoptState(pool->welcome(), params, extras);
+  s.ctx_.cancels->linkPooled(s.cancel_slot_, server->address(), server->backendPid(),
+                             server->backendKey());
+  if (!greeted) {
+    if (pool->welcome().empty()) {
+      pool->setWelcome(server->params());
+    }
+    s.sendGreeting();
+    if (s.state_ != Session::State::kPooled) {
+      return;
+    }
+  }
+  if (!up.empty()) {
+    std::string pending;
+    pending.swap(up);
+    if (!server->send(pending)) {
+      s.holdClientReads(true);
+      return;
+    }
+  } else if (flow.quiet() && pool->config().mode != config::PoolMode::kSession) {
+    // Linked only for the greeting: nothing to do on this server yet.
+    pool::ServerConn* srv = server;
+    server = nullptr;
+    s.ctx_.cancels->unlinkPooled(s.cancel_slot_);
+    srv->detach(true);
+  }
+  s.holdClientReads(false);
+}
+
+bool Pooled::fromServer(std::string_view bytes) {
+  if (!session.writeToClient(bytes)) {
+    return false;  // the session is gone (detach told the server)
+  }
+  return session.to_client_.size() < kMaxAhead;
+}
+
+void Pooled::serverParam(std::string_view name, std::string_view value) {
+  const std::string* base = pool->welcome().get(name);
+  if (base && *base == value) {
+    params.remove(name);
+  } else {
+    params.set(name, value);
+  }
+}
+
+pool::Release Pooled::ready(char status) {
+  flow.answered();
+  pool::SharedPools& shared = *session.ctx_.shared_pools;
+  shared.countQuery(pool->sharedEntry());
+  if (status == 'I') {
+    shared.countTransaction(pool->sharedEntry());
+  }
+  pool::Release r = pool::releaseAfterReady(pool->config().mode, status, flow);
+  if (r == pool::Release::kKeep) {
+    return r;
+  }
+  server = nullptr;
+  session.ctx_.cancels->unlinkPooled(session.cancel_slot_);
+  if (r == pool::Release::kStatementInTransaction) {
+    session.refuse(Outcome::kProtocolError, proto::sqlstate::kFeatureNotSupported,
+                   "transaction blocks are not allowed in statement pooling mode",
+                   "Each statement runs on whichever server is free; use transaction or session "
+                   "pooling for multi-statement transactions.");
+  }
+  return r;
+}
+
+void Pooled::serverLost(const std::string& why) {
+  server = nullptr;
+  session.ctx_.cancels->unlinkPooled(session.cancel_slot_);
+  LOG_WARN("session %llu: server connection of %s lost: %s",
+           static_cast<unsigned long long>(session.id_), pool->describe().c_str(), why.c_str());
+  session.sendLastWords(Outcome::kError,
+                        proto::buildFatal(proto::sqlstate::kConnectionFailure,
+                                          "pgproxy lost the server connection: " + why));
+}
+
+void Pooled::serverDrained() {
+  if (reading_held) {
+    session.holdClientReads(false);
+  }
+}
+
+}  // namespace pgproxy::session
