@@ -358,9 +358,16 @@ void Pool::tick(std::uint64_t now, bool maintenance) {
   if (!maintenance) {
     return;
   }
+  session::Context& ctx = set_.ctx();
+  const bool backend_down =
+      ctx.backends->health(ctx.backend_slots[mapping_][backend_]) == upstream::Health::kDown;
   for (ServerConn* s = idle_; s;) {
     ServerConn* next = s->idle_next;
-    if (set_.draining() && clients_ == 0) {
+    if (backend_down) {
+      // Health checks (or failed connections) say the backend is gone: its idle servers are
+      // likely dead too, and a failover may bring another server at the same address.
+      s->close("the backend is marked down");
+    } else if (set_.draining() && clients_ == 0) {
       s->close("this worker is draining (a reload replaced it)");
     } else if (pc.server_idle_timeout_ms && now - s->idleSinceMs() >= pc.server_idle_timeout_ms) {
       s->close("server_idle_timeout reached");
