@@ -279,8 +279,10 @@ void Pool::giveOrKeep(ServerConn* s) {
     grant(s, waiters_);
     return;
   }
+  if (!s->for_check) {
+    s->markIdle();  // a check that just ran keeps the idle clock it had
+  }
   s->for_check = false;
-  s->markIdle();
   s->setSharedState(ServerState::kIdle);
   listPush(idle_, s, &ServerConn::idle_next, &ServerConn::idle_prev);
   s->in_idle = true;
@@ -305,9 +307,6 @@ void Pool::serverUp(ServerConn* s) {
 }
 
 void Pool::serverIdle(ServerConn* s) {
-  if (!s->for_check) {
-    s->markIdle();
-  }
   giveOrKeep(s);
 }
 

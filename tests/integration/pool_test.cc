@@ -347,6 +347,67 @@ TEST(Pool, KilledWorkerGivesItsCapsBack) {
   PQfinish(d);
 }
 
+// The waits and the server's life: a client that cannot get a server in query_wait_timeout is
+// told so; an idle server past server_idle_timeout is closed; a server that died while idle (an
+// administrator's pg_terminate_backend) is noticed and replaced, and no client sees it.
+TEST(Pool, WaitTimeoutIdleTimeoutAndDeadServers) {
+  poolUser();
+  Proxy proxy(config("{mode: transaction, size: 1, query_wait_timeout: 1s, "
+                     "server_idle_timeout: 2s}"),
+              1);
+  PGconn* a = PQconnectdb(viaProxy(proxy).c_str());
+  ASSERT_EQ(PQstatus(a), CONNECTION_OK) << PQerrorMessage(a) << proxy.log();
+  EXPECT_EQ(one(a, "begin"), "");
+  PGconn* b = PQconnectdb(viaProxy(proxy).c_str());
+  ASSERT_EQ(PQstatus(b), CONNECTION_OK) << PQerrorMessage(b);
+  std::string waited = one(b, "select 1");
+  EXPECT_NE(waited.find("query_wait_timeout"), std::string::npos) << waited;
+  PQfinish(b);
+  EXPECT_EQ(one(a, "commit"), "");
+  // The server idles in the pool; killed from outside, it is replaced for the next query.
+  std::string pid = one(a, "select pg_backend_pid()::text");
+  EXPECT_EQ(query("select pg_terminate_backend(" + pid + ")::text"), "true");
+  EXPECT_TRUE(eventually([&] { return proxy.log().find("while idle") != std::string::npos; }))
+      << proxy.log();
+  EXPECT_EQ(one(a, "select 2"), "2");
+  EXPECT_NE(one(a, "select pg_backend_pid()::text"), pid);
+  // Unused for server_idle_timeout: closed (the client stays connected).
+  EXPECT_TRUE(eventually([] { return serverSessions() == 0; })) << serverSessions();
+  EXPECT_EQ(one(a, "select 3"), "3");
+  PQfinish(a);
+}
+
+// md5: the client proves the password against PostgreSQL's md5 hash, and pgproxy answers the
+// backend's md5 challenge from the same hash.
+TEST(Pool, Md5ClientsShareServers) {
+  poolUser();
+  query("drop role if exists pgproxy_pool_md5");
+  query("set password_encryption = 'md5'; create role pgproxy_pool_md5 login password 'md5-pw'");
+  query("grant connect on database pooldb to pgproxy_pool_md5");
+  std::string dir = tempDir("pgproxy-pool-md5");
+  writeFile(dir + "/users.txt",
+            "\"pgproxy_pool_md5\" \"" +
+                query("select rolpassword from pg_authid where rolname = 'pgproxy_pool_md5'") +
+                "\"\n");
+  const std::string cfg = config("{mode: transaction, size: 1}");
+  Proxy proxy(
+      "auth: {type: md5, file: " + dir + "/users.txt}\n" + cfg.substr(cfg.find("mappings:")), 1);
+  std::string login = viaProxy(proxy);
+  login.replace(login.find("user=pgproxy_pool password=scram-pw"), 35,
+                "user=pgproxy_pool_md5 password=md5-pw");
+  for (int i = 0; i < 3; ++i) {
+    auto r = psql(login, "select current_user || ' ' || pg_backend_pid()");
+    EXPECT_EQ(r.exit_code, 0) << r.output << proxy.log();
+    EXPECT_EQ(r.output.rfind("pgproxy_pool_md5 ", 0), 0u) << r.output;
+  }
+  EXPECT_EQ(serverSessionsOf("pgproxy_pool_md5"), 1);
+  auto wrong = psql(login.replace(login.find("password=md5-pw"), 15, "password=nope"), "select 1");
+  EXPECT_NE(wrong.output.find("password authentication failed for user \"pgproxy_pool_md5\""),
+            std::string::npos)
+      << wrong.output;
+  run({"rm", "-rf", dir});
+}
+
 long proxyRss(const Proxy& proxy) {
   long sum = rssKib(proxy.pid());
   for (pid_t w : childrenOf(proxy.pid())) {
