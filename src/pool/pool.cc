@@ -187,6 +187,9 @@ void Pool::pushWaiter(PoolClient* c) {
   waiters_tail_ = c;
   ++waiting_;
   set_.ctx().shared_pools->addWaiting(shared_, 1);
+  if (shared_db_ != kNoPool) {
+    set_.ctx().shared_pools->addWaiting(shared_db_, 1);
+  }
 }
 
 void Pool::popWaiter(PoolClient* c) {
@@ -199,6 +202,9 @@ void Pool::popWaiter(PoolClient* c) {
   c->waiting = false;
   --waiting_;
   set_.ctx().shared_pools->addWaiting(shared_, -1);
+  if (shared_db_ != kNoPool) {
+    set_.ctx().shared_pools->addWaiting(shared_db_, -1);
+  }
 }
 
 void Pool::cancelWait(PoolClient* c) {
@@ -345,9 +351,15 @@ void Pool::tick(std::uint64_t now, bool maintenance) {
                    base::monotonicUs() - waiters_->wait_since_us >= pc.reserve_timeout_ms * 1000;
     startServer(pc.size + (reserve ? pc.reserve_size : 0));
   }
-  // Clients of another worker wait for this pool's cap while a server idles here: give one up.
+  // Clients of another worker wait for this pool's cap while a server idles here, or clients of
+  // another pool wait for the database's cap (max_db_connections): give one up.
   SharedPools& shared = *set_.ctx().shared_pools;
-  if (idle_ && shared.waiting(shared_) > shared.myWaiting(shared_)) {
+  bool others_wait = idle_ && shared.waiting(shared_) > shared.myWaiting(shared_);
+  if (idle_ && !others_wait && shared_db_ != kNoPool && pc.max_db_connections > 0) {
+    others_wait = shared.waiting(shared_db_) > shared.waiting(shared_) &&
+                  shared.servers(shared_db_) >= pc.max_db_connections;
+  }
+  if (others_wait) {
     ServerConn* oldest = idle_;
     while (oldest->idle_next) {
       oldest = oldest->idle_next;

@@ -408,6 +408,74 @@ TEST(Pool, Md5ClientsShareServers) {
   run({"rm", "-rf", dir});
 }
 
+// reserve_size: a client that has waited reserve_timeout gets a server beyond size.
+// max_db_connections: two users' pools of one database share its cap.
+TEST(Pool, ReserveAfterTimeoutAndDatabaseCap) {
+  poolUser();
+  {
+    Proxy proxy(config("{mode: transaction, size: 1, reserve_size: 1, reserve_timeout: 300ms}"), 1);
+    PGconn* a = PQconnectdb(viaProxy(proxy).c_str());
+    PGconn* b = PQconnectdb(viaProxy(proxy).c_str());
+    ASSERT_EQ(PQstatus(a), CONNECTION_OK) << PQerrorMessage(a) << proxy.log();
+    ASSERT_EQ(PQstatus(b), CONNECTION_OK) << PQerrorMessage(b);
+    EXPECT_EQ(one(a, "begin"), "");
+    EXPECT_EQ(one(a, "select 1"), "1");
+    // A still holds the pool's one server: B is served by the reserve.
+    EXPECT_EQ(one(b, "select 2"), "2") << proxy.log();
+    EXPECT_EQ(serverSessions(), 2);
+    EXPECT_EQ(one(a, "commit"), "");
+    PQfinish(a);
+    PQfinish(b);
+  }
+  // Both users of pooldb: SCRAM for one, md5 for the other, one cap for the database.
+  query("drop role if exists pgproxy_pool_md5");
+  query("set password_encryption = 'md5'; create role pgproxy_pool_md5 login password 'md5-pw'");
+  std::string dir = tempDir("pgproxy-pool-db");
+  writeFile(dir + "/users.txt",
+            readFile(poolUser().users) + "\"pgproxy_pool_md5\" \"" +
+                query("select rolpassword from pg_authid where rolname = 'pgproxy_pool_md5'") +
+                "\"\n");
+  const std::string cfg = config("{mode: transaction, size: 5, max_db_connections: 1}");
+  const int admin = freePort();
+  Proxy proxy("auth: {type: md5, file: " + dir + "/users.txt}\nadmin: {listen: \"127.0.0.1:" +
+                  std::to_string(admin) + "\"}\n" + cfg.substr(cfg.find("mappings:")),
+              1);
+  std::string md5 = viaProxy(proxy);
+  md5.replace(md5.find("user=pgproxy_pool password=scram-pw"), 35,
+              "user=pgproxy_pool_md5 password=md5-pw");
+  PGconn* a = PQconnectdb(viaProxy(proxy).c_str());
+  PGconn* b = PQconnectdb(md5.c_str());
+  ASSERT_EQ(PQstatus(a), CONNECTION_OK) << PQerrorMessage(a) << proxy.log();
+  ASSERT_EQ(PQstatus(b), CONNECTION_OK) << PQerrorMessage(b);
+  EXPECT_EQ(one(a, "begin"), "");
+  EXPECT_EQ(one(a, "select 1"), "1");
+  ASSERT_EQ(PQsendQuery(b, "select current_user"), 1);
+  // B waits: the database's one connection is A's. It is B's once A's transaction ends (A's
+  // idle server is given up for B's pool).
+  ASSERT_TRUE(eventually([&] {
+    return httpGet(admin, "/metrics")
+               .body.find(
+                   "pgproxy_pool_clients_waiting{mapping=\"host1.example.com\",backend="
+                   "\"127.0.0.1:" +
+                   std::to_string(sandbox().port1) +
+                   "\",user=\"pgproxy_pool_md5\",database=\"pooldb\"} 1") != std::string::npos;
+  })) << httpGet(admin, "/metrics").body;
+  EXPECT_EQ(std::stoi(query("select count(*) from pg_stat_activity where datname = 'pooldb' and "
+                            "usename like 'pgproxy_pool%'")),
+            1);
+  EXPECT_EQ(one(a, "commit"), "");
+  PGresult* r = PQgetResult(b);
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r) << proxy.log();
+  EXPECT_EQ(std::string(PQgetvalue(r, 0, 0)), "pgproxy_pool_md5");
+  PQclear(r);
+  while ((r = PQgetResult(b)) != nullptr) {
+    PQclear(r);
+  }
+  PQfinish(a);
+  PQfinish(b);
+  run({"rm", "-rf", dir});
+}
+
 long proxyRss(const Proxy& proxy) {
   long sum = rssKib(proxy.pid());
   for (pid_t w : childrenOf(proxy.pid())) {
