@@ -364,7 +364,7 @@ void Pool::tick(std::uint64_t now, bool maintenance) {
     while (oldest->idle_next) {
       oldest = oldest->idle_next;
     }
-    oldest->close("clients of another worker wait for this pool");
+    oldest->close("clients elsewhere wait for this pool or its database");
   }
   if (!maintenance) {
     return;

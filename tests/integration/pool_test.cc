@@ -57,6 +57,17 @@ const PoolUser& poolUser() {
   return u;
 }
 
+// A second user of pooldb, whose secret PostgreSQL stores as an md5 hash; its auth file line.
+std::string md5UserLine() {
+  static const std::string line = [] {
+    query("drop role if exists pgproxy_pool_md5");
+    query("set password_encryption = 'md5'; create role pgproxy_pool_md5 login password 'md5-pw'");
+    return "\"pgproxy_pool_md5\" \"" +
+           query("select rolpassword from pg_authid where rolname = 'pgproxy_pool_md5'") + "\"\n";
+  }();
+  return line;
+}
+
 std::string config(const std::string& pool) {
   return "auth: {type: scram-sha-256, file: " + poolUser().users +
          "}\n"
@@ -381,14 +392,8 @@ TEST(Pool, WaitTimeoutIdleTimeoutAndDeadServers) {
 // backend's md5 challenge from the same hash.
 TEST(Pool, Md5ClientsShareServers) {
   poolUser();
-  query("drop role if exists pgproxy_pool_md5");
-  query("set password_encryption = 'md5'; create role pgproxy_pool_md5 login password 'md5-pw'");
-  query("grant connect on database pooldb to pgproxy_pool_md5");
   std::string dir = tempDir("pgproxy-pool-md5");
-  writeFile(dir + "/users.txt",
-            "\"pgproxy_pool_md5\" \"" +
-                query("select rolpassword from pg_authid where rolname = 'pgproxy_pool_md5'") +
-                "\"\n");
+  writeFile(dir + "/users.txt", md5UserLine());
   const std::string cfg = config("{mode: transaction, size: 1}");
   Proxy proxy(
       "auth: {type: md5, file: " + dir + "/users.txt}\n" + cfg.substr(cfg.find("mappings:")), 1);
@@ -428,13 +433,8 @@ TEST(Pool, ReserveAfterTimeoutAndDatabaseCap) {
     PQfinish(b);
   }
   // Both users of pooldb: SCRAM for one, md5 for the other, one cap for the database.
-  query("drop role if exists pgproxy_pool_md5");
-  query("set password_encryption = 'md5'; create role pgproxy_pool_md5 login password 'md5-pw'");
   std::string dir = tempDir("pgproxy-pool-db");
-  writeFile(dir + "/users.txt",
-            readFile(poolUser().users) + "\"pgproxy_pool_md5\" \"" +
-                query("select rolpassword from pg_authid where rolname = 'pgproxy_pool_md5'") +
-                "\"\n");
+  writeFile(dir + "/users.txt", readFile(poolUser().users) + md5UserLine());
   const std::string cfg = config("{mode: transaction, size: 5, max_db_connections: 1}");
   const int admin = freePort();
   Proxy proxy("auth: {type: md5, file: " + dir + "/users.txt}\nadmin: {listen: \"127.0.0.1:" +
@@ -446,7 +446,7 @@ TEST(Pool, ReserveAfterTimeoutAndDatabaseCap) {
   PGconn* a = PQconnectdb(viaProxy(proxy).c_str());
   PGconn* b = PQconnectdb(md5.c_str());
   ASSERT_EQ(PQstatus(a), CONNECTION_OK) << PQerrorMessage(a) << proxy.log();
-  ASSERT_EQ(PQstatus(b), CONNECTION_OK) << PQerrorMessage(b);
+  ASSERT_EQ(PQstatus(b), CONNECTION_OK) << PQerrorMessage(b) << proxy.log();
   EXPECT_EQ(one(a, "begin"), "");
   EXPECT_EQ(one(a, "select 1"), "1");
   ASSERT_EQ(PQsendQuery(b, "select current_user"), 1);
