@@ -28,6 +28,27 @@ int sslErrno(SSL* ssl, int ret, int syscall_default) {
 
 }  // namespace
 
+char* ioBuffer() {
+  static char buffer[kIoChunk];
+  return buffer;
+}
+
+Drain drainPending(int fd, SSL* ssl, std::string& pending, int& err) {
+  while (!pending.empty()) {
+    ssize_t w = streamWrite(fd, ssl, pending.data(), pending.size(), err);
+    if (w > 0) {
+      pending.erase(0, static_cast<std::size_t>(w));
+      continue;
+    }
+    if (err == EINTR) {
+      continue;
+    }
+    return wouldBlock(err) ? Drain::kBlocked : Drain::kFailed;
+  }
+  std::string().swap(pending);  // an idle connection keeps no buffer
+  return Drain::kDone;
+}
+
 ssize_t streamRead(int fd, SSL* ssl, char* buf, std::size_t len, int& err) {
   if (!ssl) {
     ssize_t n = ::recv(fd, buf, len, 0);

@@ -18,15 +18,10 @@
 namespace pgproxy::pool {
 namespace {
 
-constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadsPerWakeup = 4;
 // Client bytes queued for a slow server before the client stops being read.
 constexpr std::size_t kMaxQueued = 64 * 1024;
-char g_buffer[kReadChunk];
-
-bool wouldBlock(int err) {
-  return err == EAGAIN || err == EWOULDBLOCK;
-}
+using net::wouldBlock;
 
 }  // namespace
 
@@ -131,7 +126,8 @@ void ServerConn::onSocket(int, short what, void* arg) {
 void ServerConn::readable() {
   for (int i = 0; i < kReadsPerWakeup; ++i) {
     int err = 0;
-    ssize_t n = net::streamRead(fd_, ssl_, g_buffer, sizeof(g_buffer), err);
+    char* buffer = net::ioBuffer();
+    ssize_t n = net::streamRead(fd_, ssl_, buffer, net::kIoChunk, err);
     if (n == 0 || (n < 0 && !wouldBlock(err) && err != EINTR)) {
       const char* what = state_ == State::kIdle ? "while idle" : "";
       close(n == 0 ? std::string("the server closed the connection ") + what
@@ -141,7 +137,7 @@ void ServerConn::readable() {
     if (n < 0) {
       return;
     }
-    std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
+    std::string_view bytes(buffer, static_cast<std::size_t>(n));
     switch (state_) {
       case State::kLogin:
         onLogin(bytes);
@@ -171,25 +167,18 @@ void ServerConn::writable() {
 }
 
 bool ServerConn::flushOut() {
-  while (!out_.empty()) {
-    int err = 0;
-    ssize_t w = net::streamWrite(fd_, ssl_, out_.data(), out_.size(), err);
-    if (w > 0) {
-      out_.erase(0, static_cast<std::size_t>(w));
-      continue;
-    }
-    if (w < 0 && err == EINTR) {
-      continue;
-    }
-    if (w < 0 && wouldBlock(err)) {
+  int err = 0;
+  switch (net::drainPending(fd_, ssl_, out_, err)) {
+    case net::Drain::kBlocked:
       event_add(write_ev_, nullptr);
       return true;
-    }
-    close("cannot write to the server: " + base::errnoText(err));
-    return false;
+    case net::Drain::kFailed:
+      close("cannot write to the server: " + base::errnoText(err));
+      return false;
+    case net::Drain::kDone:
+      event_del(write_ev_);
+      return true;
   }
-  std::string().swap(out_);  // an idle server keeps no buffer
-  event_del(write_ev_);
   return true;
 }
 

@@ -13,6 +13,7 @@
 
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/net/stream_io.h"
 #include "pgproxy/session/session.h"
 
 namespace pgproxy::session {
@@ -29,11 +30,9 @@ const std::string& mockSecret() {
   return secret;
 }
 
-bool wouldBlock(int err) {
-  return err == EAGAIN || err == EWOULDBLOCK;
-}
-
 }  // namespace
+
+using net::wouldBlock;
 
 void Session::startClientAuth() {
   std::string unsent;

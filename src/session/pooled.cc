@@ -12,6 +12,7 @@
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/net/stream_io.h"
 #include "pgproxy/pool/server_conn.h"
 #include "pgproxy/session/pooled.h"
 #include "pgproxy/session/session.h"
@@ -19,16 +20,11 @@
 namespace pgproxy::session {
 namespace {
 
-constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadsPerWakeup = 4;
 // Bytes a client may send ahead of its server, and bytes a server may send ahead of its client,
 // before the sender stops being read.
 constexpr std::size_t kMaxAhead = 64 * 1024;
-char g_buffer[kReadChunk];
-
-bool wouldBlock(int err) {
-  return err == EAGAIN || err == EWOULDBLOCK;
-}
+using net::wouldBlock;
 
 }  // namespace
 
@@ -136,7 +132,8 @@ void Session::readPooledClient() {
   Pooled& p = *pooled_;
   for (int i = 0; i < kReadsPerWakeup && !p.reading_held; ++i) {
     int err = 0;
-    ssize_t n = readSide(true, g_buffer, sizeof(g_buffer), err);
+    char* buffer = net::ioBuffer();
+    ssize_t n = readSide(true, buffer, net::kIoChunk, err);
     if (n == 0 || (n < 0 && !wouldBlock(err) && err != EINTR)) {
       // Gone without a Terminate: its server goes back only if nothing was in flight.
       close(p.flow.quiet() ? Outcome::kOk : Outcome::kClientClosedEarly);
@@ -146,7 +143,7 @@ void Session::readPooledClient() {
       return;
     }
     bytes_up_ += static_cast<std::uint64_t>(n);
-    std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
+    std::string_view bytes(buffer, static_cast<std::size_t>(n));
     pool::ClientFlow::Fed fed = p.flow.feed(bytes);
     if (fed.bad) {
       refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation,
@@ -174,7 +171,7 @@ void Session::readPooledClient() {
       close(Outcome::kOk);
       return;
     }
-    if (static_cast<std::size_t>(n) < sizeof(g_buffer)) {
+    if (static_cast<std::size_t>(n) < net::kIoChunk) {
       return;
     }
   }

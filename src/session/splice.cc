@@ -28,14 +28,9 @@
 namespace pgproxy::session {
 namespace {
 
-constexpr std::size_t kReadChunk = 64 * 1024;
 // A busy session yields to the others after this many reads per wakeup.
 constexpr int kReadsPerWakeup = 4;
-char g_buffer[kReadChunk];
-
-bool wouldBlock(int err) {
-  return err == EAGAIN || err == EWOULDBLOCK;
-}
+using net::wouldBlock;
 
 }  // namespace
 
@@ -226,7 +221,8 @@ bool Session::relay(bool from_client) {
   SSL* ssl = from_client ? client_ssl_ : backend_ssl_;
   for (int i = 0; i < kReadsPerWakeup; ++i) {
     int err = 0;
-    ssize_t n = readSide(from_client, g_buffer, sizeof(g_buffer), err);
+    char* buffer = net::ioBuffer();
+    ssize_t n = readSide(from_client, buffer, net::kIoChunk, err);
     if (n == 0) {
       return onSpliceEof(from_client);
     }
@@ -251,7 +247,7 @@ bool Session::relay(bool from_client) {
       // upstream: either way there is nothing to replay any more.
       std::string().swap(replay_);
     }
-    std::string_view bytes(g_buffer, static_cast<std::size_t>(n));
+    std::string_view bytes(buffer, static_cast<std::size_t>(n));
     if (!inspect(from_client, bytes)) {
       return false;
     }
@@ -286,7 +282,7 @@ bool Session::relay(bool from_client) {
       event_add(from_client ? backend_write_ : client_write_, nullptr);
       return true;
     }
-    if (static_cast<std::size_t>(n) < sizeof(g_buffer) && !(ssl && SSL_pending(ssl) > 0)) {
+    if (static_cast<std::size_t>(n) < net::kIoChunk && !(ssl && SSL_pending(ssl) > 0)) {
       return true;  // the socket is most likely drained: skip the recv that would say EAGAIN
     }
   }
@@ -294,24 +290,18 @@ bool Session::relay(bool from_client) {
 }
 
 Session::WriteResult Session::writePending(bool to_client, int& err) {
-  std::string& pending = to_client ? to_client_ : to_backend_;
   event* writable = to_client ? client_write_ : backend_write_;
-  while (!pending.empty()) {
-    ssize_t w = writeSide(to_client, pending.data(), pending.size(), err);
-    if (w > 0) {
-      pending.erase(0, static_cast<std::size_t>(w));
-      continue;
-    }
-    if (w < 0 && err == EINTR) {
-      continue;
-    }
-    if (w < 0 && wouldBlock(err)) {
+  switch (net::drainPending(to_client ? client_fd_ : backend_fd_,
+                            to_client ? client_ssl_ : backend_ssl_,
+                            to_client ? to_client_ : to_backend_, err)) {
+    case net::Drain::kBlocked:
       event_add(writable, nullptr);
       return WriteResult::kBlocked;
-    }
-    return WriteResult::kFailed;
+    case net::Drain::kFailed:
+      return WriteResult::kFailed;
+    case net::Drain::kDone:
+      break;
   }
-  std::string().swap(pending);  // an idle session keeps no buffer
   if (writable) {
     event_del(writable);
   }

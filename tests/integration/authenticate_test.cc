@@ -13,16 +13,11 @@ namespace pgproxy::it {
 namespace {
 
 std::string sb(const std::string& file) {
-  return sandbox().dir + "/" + file;
+  return sandboxFile(file);
 }
 
 std::string query(const std::string& sql) {
-  auto r = psql(direct(sandbox().port1), sql);
-  EXPECT_EQ(r.exit_code, 0) << sql << ": " << r.output;
-  while (!r.output.empty() && r.output.back() == '\n') {
-    r.output.pop_back();
-  }
-  return r.output;
+  return queryHost1(sql);
 }
 
 // The three users on host1, and an auth file holding what PostgreSQL itself stores for them

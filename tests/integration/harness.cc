@@ -636,4 +636,33 @@ bool readUntilReady(int fd, std::string* got, std::chrono::milliseconds timeout)
   return false;
 }
 
+long proxyRss(const Proxy& proxy) {
+  long sum = rssKib(proxy.pid());
+  for (pid_t w : childrenOf(proxy.pid())) {
+    sum += rssKib(w);
+  }
+  return sum;
+}
+
+int proxyFds(const Proxy& proxy) {
+  int sum = fdCount(proxy.pid());
+  for (pid_t w : childrenOf(proxy.pid())) {
+    sum += fdCount(w);
+  }
+  return sum;
+}
+
+std::string sandboxFile(const std::string& name) {
+  return sandbox().dir + "/" + name;
+}
+
+std::string queryHost1(const std::string& sql) {
+  auto r = psql(direct(sandbox().port1), sql);
+  EXPECT_EQ(r.exit_code, 0) << sql << ": " << r.output;
+  while (!r.output.empty() && r.output.back() == '\n') {
+    r.output.pop_back();
+  }
+  return r.output;
+}
+
 }  // namespace pgproxy::it

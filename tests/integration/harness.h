@@ -83,6 +83,11 @@ std::string proxyBinary();
 
 // Direct conninfo to a cluster, bypassing pgproxy.
 std::string direct(int port);
+// A file of the shared sandbox (certificates, keys).
+std::string sandboxFile(const std::string& name);
+// Runs `sql` on host1's cluster as its superuser; the output without trailing newlines (a
+// failure is a test failure).
+std::string queryHost1(const std::string& sql);
 
 // psql -X -A -t -c SQL; returns exit code and output.
 CommandResult psql(const std::string& conninfo, const std::string& sql);
@@ -138,6 +143,9 @@ class ScopedAsanOption {
 
 // Pids of the processes whose parent is `parent` (the master's workers).
 std::vector<pid_t> childrenOf(pid_t parent);
+// RSS (KiB) and open descriptors of a pgproxy's master and workers together.
+long proxyRss(const Proxy& proxy);
+int proxyFds(const Proxy& proxy);
 // Resident set size in KiB of `pid` (from /proc), 0 if it is gone.
 long rssKib(pid_t pid);
 // Open file descriptors of `pid`.

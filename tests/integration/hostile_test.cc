@@ -276,22 +276,6 @@ TEST(Hostile, TwoThousandStalledClientsDoNotStopOthers) {
   }
 }
 
-long proxyRss(const Proxy& proxy) {
-  long sum = rssKib(proxy.pid());
-  for (pid_t w : childrenOf(proxy.pid())) {
-    sum += rssKib(w);
-  }
-  return sum;
-}
-
-int proxyFds(const Proxy& proxy) {
-  int sum = fdCount(proxy.pid());
-  for (pid_t w : childrenOf(proxy.pid())) {
-    sum += fdCount(w);
-  }
-  return sum;
-}
-
 // `count` connections of random bytes (pure noise, noise after an SSLRequest, noise after a
 // plausible startup length), `batch` at a time; each client sends and half-closes. Returns how
 // many pgproxy closed.

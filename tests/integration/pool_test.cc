@@ -17,16 +17,11 @@ namespace pgproxy::it {
 namespace {
 
 std::string sb(const std::string& file) {
-  return sandbox().dir + "/" + file;
+  return sandboxFile(file);
 }
 
 std::string query(const std::string& sql) {
-  auto r = psql(direct(sandbox().port1), sql);
-  EXPECT_EQ(r.exit_code, 0) << sql << ": " << r.output;
-  while (!r.output.empty() && r.output.back() == '\n') {
-    r.output.pop_back();
-  }
-  return r.output;
+  return queryHost1(sql);
 }
 
 // The pool's user (SCRAM on the backend, pg_sandbox.sh) and its database, and an auth file with
@@ -474,22 +469,6 @@ TEST(Pool, ReserveAfterTimeoutAndDatabaseCap) {
   PQfinish(a);
   PQfinish(b);
   run({"rm", "-rf", dir});
-}
-
-long proxyRss(const Proxy& proxy) {
-  long sum = rssKib(proxy.pid());
-  for (pid_t w : childrenOf(proxy.pid())) {
-    sum += rssKib(w);
-  }
-  return sum;
-}
-
-int proxyFds(const Proxy& proxy) {
-  int sum = fdCount(proxy.pid());
-  for (pid_t w : childrenOf(proxy.pid())) {
-    sum += fdCount(w);
-  }
-  return sum;
 }
 
 // 10,000 plaintext clients, logged in and idle, over one server connection: what each costs

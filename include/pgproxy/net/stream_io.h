@@ -6,15 +6,33 @@
 
 #include <sys/types.h>
 
+#include <cerrno>
 #include <cstddef>
+#include <string>
 
 typedef struct ssl_st SSL;
 
 namespace pgproxy::net {
 
+inline bool wouldBlock(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+// The buffer every socket read of a worker goes through (the splice, pooled clients, server
+// connections). A worker is one thread and its reads never nest (each runs from its own socket
+// event and consumes the bytes before returning), so one buffer serves all: nothing is allocated
+// per read and a connection holds memory only for bytes its peer has not taken.
+inline constexpr std::size_t kIoChunk = 64 * 1024;
+char* ioBuffer();
+
 // >0 bytes, 0 at a clean EOF (TLS close_notify), -1 with `err` (EAGAIN: wait for readiness).
 ssize_t streamRead(int fd, SSL* ssl, char* buf, std::size_t len, int& err);
 // >0 bytes written, -1 with `err` (EAGAIN: wait for the socket to take more).
 ssize_t streamWrite(int fd, SSL* ssl, const char* buf, std::size_t len, int& err);
+
+// Writes as much of `pending` as the socket takes, erasing what went out (and freeing the buffer
+// once it is empty). kBlocked: the socket is full; kFailed: `err` says why.
+enum class Drain { kDone, kBlocked, kFailed };
+Drain drainPending(int fd, SSL* ssl, std::string& pending, int& err);
 
 }  // namespace pgproxy::net
