@@ -16,14 +16,8 @@
 #include "pgproxy/session/context.h"
 
 namespace pgproxy::pool {
-namespace {
-
-constexpr int kReadsPerWakeup = 4;
-// Client bytes queued for a slow server before the client stops being read.
-constexpr std::size_t kMaxQueued = 64 * 1024;
+using net::kReadsPerWakeup;
 using net::wouldBlock;
-
-}  // namespace
 
 ServerConn::ServerConn(Pool& pool, std::uint64_t id)
     : pool_(pool), id_(id), created_ms_(base::monotonicMs()) {}
@@ -321,7 +315,7 @@ bool ServerConn::send(std::string_view bytes) {
     event_add(write_ev_, nullptr);
   }
   out_.append(bytes);
-  return out_.size() < kMaxQueued;
+  return out_.size() < net::kMaxAhead;
 }
 
 void ServerConn::resumeReading() {

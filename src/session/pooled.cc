@@ -18,15 +18,9 @@
 #include "pgproxy/session/session.h"
 
 namespace pgproxy::session {
-namespace {
-
-constexpr int kReadsPerWakeup = 4;
-// Bytes a client may send ahead of its server, and bytes a server may send ahead of its client,
-// before the sender stops being read.
-constexpr std::size_t kMaxAhead = 64 * 1024;
+using net::kMaxAhead;
+using net::kReadsPerWakeup;
 using net::wouldBlock;
-
-}  // namespace
 
 void Session::startPooled() {
   const auto& m = ctx_.config->mappings[mapping_];

@@ -28,8 +28,7 @@
 namespace pgproxy::session {
 namespace {
 
-// A busy session yields to the others after this many reads per wakeup.
-constexpr int kReadsPerWakeup = 4;
+using net::kReadsPerWakeup;
 using net::wouldBlock;
 
 }  // namespace

@@ -12,13 +12,9 @@
 namespace pgproxy::it {
 namespace {
 
-std::string sb(const std::string& file) {
-  return sandboxFile(file);
-}
-
-std::string query(const std::string& sql) {
-  return queryHost1(sql);
-}
+// Certificates of the sandbox, and SQL on host1's cluster.
+const auto& sb = sandboxFile;
+const auto& query = queryHost1;
 
 // The three users on host1, and an auth file holding what PostgreSQL itself stores for them
 // (pg_authid.rolpassword: a SCRAM verifier and an md5 hash) or, for the cleartext user, the

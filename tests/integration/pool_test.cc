@@ -16,13 +16,9 @@
 namespace pgproxy::it {
 namespace {
 
-std::string sb(const std::string& file) {
-  return sandboxFile(file);
-}
-
-std::string query(const std::string& sql) {
-  return queryHost1(sql);
-}
+// Certificates of the sandbox, and SQL on host1's cluster.
+const auto& sb = sandboxFile;
+const auto& query = queryHost1;
 
 // The pool's user (SCRAM on the backend, pg_sandbox.sh) and its database, and an auth file with
 // the verifier PostgreSQL stores: pgproxy logs in to the backend with the client's proof alone.

@@ -24,6 +24,10 @@ inline bool wouldBlock(int err) {
 // per read and a connection holds memory only for bytes its peer has not taken.
 inline constexpr std::size_t kIoChunk = 64 * 1024;
 char* ioBuffer();
+// A busy connection yields to the others after this many reads per wakeup.
+inline constexpr int kReadsPerWakeup = 4;
+// Bytes a connection may hold for a slow peer before it stops reading the sender.
+inline constexpr std::size_t kMaxAhead = 64 * 1024;
 
 // >0 bytes, 0 at a clean EOF (TLS close_notify), -1 with `err` (EAGAIN: wait for readiness).
 ssize_t streamRead(int fd, SSL* ssl, char* buf, std::size_t len, int& err);
