@@ -404,6 +404,32 @@ TEST(Pool, Md5ClientsShareServers) {
   run({"rm", "-rf", dir});
 }
 
+// Two workers, one server for the pool: whichever worker holds it idle gives it up when the
+// other's client waits, so every client is served well before query_wait_timeout. (The kernel
+// spreads the connections over the workers; with twelve clients both get some.)
+TEST(Pool, AnIdleServerOfAnotherWorkerServesAWaitingClient) {
+  poolUser();
+  Proxy proxy(config("{mode: transaction, size: 1, query_wait_timeout: 5s}"), 2);
+  ASSERT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() == 2; }));
+  std::vector<PGconn*> conns;
+  for (int i = 0; i < 12; ++i) {
+    PGconn* c = PQconnectdb(viaProxy(proxy).c_str());
+    ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c) << proxy.log();
+    conns.push_back(c);
+    EXPECT_EQ(one(c, "select " + std::to_string(i)), std::to_string(i)) << proxy.log();
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      EXPECT_EQ(one(conns[i], "select " + std::to_string(i)), std::to_string(i));
+    }
+  }
+  // A server given up has left pgproxy's count at once; its backend process exits just after.
+  EXPECT_TRUE(eventually([] { return serverSessions() == 1; })) << serverSessions();
+  for (PGconn* c : conns) {
+    PQfinish(c);
+  }
+}
+
 // reserve_size: a client that has waited reserve_timeout gets a server beyond size.
 // max_db_connections: two users' pools of one database share its cap.
 TEST(Pool, ReserveAfterTimeoutAndDatabaseCap) {
