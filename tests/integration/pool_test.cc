@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "harness.h"
 
@@ -428,6 +430,191 @@ TEST(Pool, AnIdleServerOfAnotherWorkerServesAWaitingClient) {
   for (PGconn* c : conns) {
     PQfinish(c);
   }
+}
+
+// Plaintext through the pooled mapping (the only mapping is the default one).
+std::string plainViaProxy(const Proxy& proxy) {
+  return "host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+         " sslmode=disable dbname=pooldb user=pgproxy_pool password=scram-pw connect_timeout=20";
+}
+
+// Runs a client program written to a temporary file; its output must end with "ok".
+void runClient(const std::vector<std::string>& argv_prefix, const std::string& name,
+               const std::string& program, const Proxy& proxy) {
+  std::string dir = tempDir("pgproxy-pool-client");
+  writeFile(dir + "/" + name, program);
+  std::vector<std::string> argv = argv_prefix;
+  argv.push_back(dir + "/" + name);
+  argv.push_back(plainViaProxy(proxy));
+  auto r = run(argv, std::chrono::seconds(120));
+  EXPECT_EQ(r.exit_code, 0) << r.output << proxy.log();
+  EXPECT_NE(r.output.find("ok\n"), std::string::npos) << r.output;
+  run({"rm", "-rf", dir});
+}
+
+// pgbench's simple and extended (unnamed statements) protocols through a transaction pool.
+TEST(PoolClients, PgbenchSimpleAndExtended) {
+  poolUser();
+  Proxy proxy(config("{mode: transaction, size: 3}"));
+  for (const char* mode : {"simple", "extended"}) {
+    auto r =
+        run({"pgbench", "-n", "-M", mode, "-c", "8", "-j", "2", "-t", "100", plainViaProxy(proxy)},
+            std::chrono::seconds(300));
+    EXPECT_EQ(r.exit_code, 0) << mode << "\n" << r.output << proxy.log();
+    EXPECT_NE(r.output.find("processed: 800/800"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("number of failed transactions: 0"), std::string::npos) << r.output;
+  }
+  EXPECT_LE(serverSessions(), 3);
+}
+
+// psycopg 3 with its defaults but one: prepare_threshold=None. By default psycopg prepares a
+// query as a named statement on its fifth execution, and named statements do not survive a
+// transaction pool yet (issue 16), as with PgBouncer before 1.21.
+TEST(PoolClients, Psycopg3) {
+  poolUser();
+  Proxy proxy(config("{mode: transaction, size: 2}"));
+  runClient({"/usr/bin/python3"}, "client.py", R"PY(
+import sys, threading, io
+import psycopg
+
+dsn = sys.argv[1]
+def connect():
+    return psycopg.connect(dsn, prepare_threshold=None, autocommit=False)
+
+with connect() as c:
+    c.execute("drop table if exists pc_items")
+    c.execute("create table pc_items (id int primary key, name text)")
+    c.commit()
+    with c.cursor() as cur:
+        for i in range(20):
+            cur.execute("insert into pc_items values (%s, %s)", (i, "item %d" % i))
+    c.commit()
+    assert c.execute("select count(*) from pc_items").fetchone()[0] == 20
+    c.commit()
+    c.execute("insert into pc_items values (100, 'rolled back')")
+    c.rollback()
+    assert c.execute("select count(*) from pc_items where id = 100").fetchone()[0] == 0
+    c.commit()
+    try:
+        c.execute("select 1/0")
+        raise SystemExit("no error")
+    except psycopg.errors.DivisionByZero:
+        c.rollback()
+    with c.cursor() as cur:
+        with cur.copy("copy pc_items (id, name) from stdin") as copy:
+            for i in range(200, 210):
+                copy.write_row((i, "copied %d" % i))
+    c.commit()
+    out = io.BytesIO()
+    with c.cursor() as cur:
+        with cur.copy("copy (select id from pc_items where id >= 200 order by id) to stdout") as copy:
+            for data in copy:
+                out.write(bytes(data))
+    c.commit()
+    assert out.getvalue().decode().split() == [str(i) for i in range(200, 210)], out.getvalue()
+
+errors = []
+def worker(n):
+    try:
+        with connect() as c:
+            for i in range(30):
+                c.execute("select set_config('application_name', %s, true)", ("w%d" % n,))
+                got = c.execute("select current_setting('application_name'), %s::int",
+                                (i,)).fetchone()
+                assert got == ("w%d" % n, i), got
+                c.commit()
+                got = c.execute("select current_setting('application_name')").fetchone()[0]
+                assert got != "w%d" % n, got  # SET LOCAL ended with its transaction
+                c.commit()
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors, errors
+print("ok")
+)PY",
+            proxy);
+  EXPECT_LE(serverSessions(), 2);
+}
+
+// asyncpg caches named prepared statements unless statement_cache_size=0, the setting its
+// documentation gives for PgBouncer's transaction mode.
+TEST(PoolClients, Asyncpg) {
+  poolUser();
+  Proxy proxy(config("{mode: transaction, size: 2}"));
+  runClient({"/usr/bin/python3"}, "client.py", R"PY(
+import sys, asyncio
+import asyncpg
+
+async def main():
+    dsn = sys.argv[1]
+    kw = dict(host=dsn.split("host=")[1].split()[0], port=int(dsn.split("port=")[1].split()[0]),
+              user="pgproxy_pool", password="scram-pw", database="pooldb", ssl=False,
+              statement_cache_size=0)
+    c = await asyncpg.connect(**kw)
+    assert await c.fetchval("select $1::int + 1", 41) == 42
+    async with c.transaction():
+        await c.execute("create temp table t (x int)")
+        await c.executemany("insert into t values ($1)", [(i,) for i in range(10)])
+        assert await c.fetchval("select sum(x) from t") == 45
+    await c.close()
+    pool = await asyncpg.create_pool(min_size=4, max_size=4, **kw)
+    async def one(i):
+        async with pool.acquire() as conn:
+            return await conn.fetchval("select $1::int * 2", i)
+    got = await asyncio.gather(*[one(i) for i in range(50)])
+    assert got == [i * 2 for i in range(50)], got
+    await pool.close()
+    print("ok")
+
+asyncio.run(main())
+)PY",
+            proxy);
+  EXPECT_LE(serverSessions(), 2);
+}
+
+// node-postgres with its defaults: parameterized queries are unnamed statements.
+TEST(PoolClients, NodePostgres) {
+  poolUser();
+  const char* prefix = std::getenv("PGPROXY_NODE_PREFIX");
+  std::string modules =
+      std::string(prefix ? prefix : "/usr/local/lib/pgproxy-test-node") + "/node_modules";
+  ASSERT_EQ(access((modules + "/pg/package.json").c_str(), R_OK), 0)
+      << "node-postgres is missing: scripts/install-deps.sh installs it into " << modules;
+  Proxy proxy(config("{mode: transaction, size: 2}"));
+  setenv("NODE_PATH", modules.c_str(), 1);
+  runClient({"node"}, "client.js", R"JS(
+const { Client } = require('pg');
+const conninfo = process.argv[2];
+const cfg = {};
+for (const kv of conninfo.split(' ')) {
+  const [k, v] = kv.split('=');
+  cfg[k] = v;
+}
+const opts = { host: cfg.host, port: Number(cfg.port), user: cfg.user, password: cfg.password,
+               database: cfg.dbname, ssl: false };
+async function one(i) {
+  const c = new Client(opts);
+  await c.connect();
+  const r = await c.query('select $1::int + 1 as n, $2::text as s', [i, 'x' + i]);
+  if (r.rows[0].n !== i + 1 || r.rows[0].s !== 'x' + i) throw new Error(JSON.stringify(r.rows));
+  await c.query('begin');
+  await c.query('create temp table t (x int)');
+  await c.query('insert into t values ($1), ($2)', [i, i + 1]);
+  const s = await c.query('select sum(x)::int as s from t');
+  if (s.rows[0].s !== 2 * i + 1) throw new Error('sum ' + JSON.stringify(s.rows));
+  await c.query('rollback');
+  await c.end();
+}
+(async () => {
+  await Promise.all([...Array(8).keys()].map(one));
+  console.log('ok');
+})().catch((e) => { console.error(e); process.exit(1); });
+)JS",
+            proxy);
+  unsetenv("NODE_PATH");
+  EXPECT_LE(serverSessions(), 2);
 }
 
 // reserve_size: a client that has waited reserve_timeout gets a server beyond size.
