@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+#include <string>
+
 namespace pgproxy::auth {
 namespace {
 
@@ -45,6 +49,28 @@ TEST(UserList, MalformedLinesAreErrorsNamingTheLine) {
     ASSERT_FALSE(r.ok()) << text;
     EXPECT_EQ(r.error().message.substr(0, want.size()), want) << r.error().message;
   }
+}
+
+}  // namespace
+}  // namespace pgproxy::auth
+
+namespace pgproxy::auth {
+namespace {
+
+// The example shipped with the package (etc/pgproxy/userlist.txt.example) is a valid auth file
+// with one secret of each kind.
+TEST(UserList, ShippedExampleParses) {
+  std::ifstream in(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/userlist.txt.example");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(text.empty());
+  auto list = UserList::parse(text, "userlist.txt.example");
+  ASSERT_TRUE(list.ok()) << list.error().message;
+  ASSERT_NE(list->find("app"), nullptr);
+  ASSERT_NE(list->find("reporting"), nullptr);
+  ASSERT_NE(list->find("batch"), nullptr);
+  EXPECT_EQ(list->find("app")->kind, UserSecret::Kind::kScram);
+  EXPECT_EQ(list->find("reporting")->kind, UserSecret::Kind::kMd5);
+  EXPECT_EQ(list->find("batch")->kind, UserSecret::Kind::kPlain);
 }
 
 }  // namespace
