@@ -163,6 +163,36 @@ std::string splitStartup(const std::vector<std::pair<std::string, std::string>>&
   return {};
 }
 
+std::uint64_t stateDigest(const Params& base, const Params& over, const Params& extras) {
+  // Order-independent: a sum of per-entry hashes (names folded to lower case, as they compare).
+  auto entry = [](std::string_view name, std::string_view value, std::uint64_t kind) {
+    std::uint64_t h = 14695981039346656037ull ^ kind;
+    for (char c : name) {
+      h = (h ^ static_cast<unsigned char>(c >= 'A' && c <= 'Z' ? c + 32 : c)) * 1099511628211ull;
+    }
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (char c : value) {
+      h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+  };
+  std::uint64_t digest = 0;
+  for (const auto& [name, value] : over.entries()) {
+    if (isReportedSettable(name)) {
+      digest += entry(name, value, 1);
+    }
+  }
+  for (const auto& [name, value] : base.entries()) {
+    if (isReportedSettable(name) && !over.get(name)) {
+      digest += entry(name, value, 1);
+    }
+  }
+  for (const auto& [name, value] : extras.entries()) {
+    digest += entry(name, value, 2);
+  }
+  return digest;
+}
+
 std::string syncQuery(const Params& base, const Params& client, const Params& server,
                       const Params& client_extras, const Params& server_extras) {
   std::string sets;

@@ -58,6 +58,7 @@ void ServerConn::adoptState(const Params& base, const Params& reported, const Pa
     }
   }
   extras_ = extras;
+  digest_ = pool::stateDigest(params_, Params(), extras_);
 }
 
 void ServerConn::start() {
@@ -180,6 +181,7 @@ void ServerConn::recordParam(std::string_view body) {
   std::string_view name, value;
   if (parseParameterStatus(body, name, value)) {
     params_.set(name, value);
+    digest_ = pool::stateDigest(params_, Params(), extras_);
   }
 }
 

@@ -98,6 +98,7 @@ void Session::sendGreeting() {
     }
   }
   p.params = std::move(changed);
+  p.updateDigest();
   // After SCRAM the AuthenticationSASLFinal is already queued: AuthenticationOk follows it.
   std::string g("R\0\0\0\x08\0\0\0\0", 9);
   for (const auto& [name, value] : told.entries()) {
@@ -228,7 +229,9 @@ void Session::endPooled() {
 
 void Pooled::granted(pool::ServerConn* s) {
   server = s;
-  std::string sync = pool::syncQuery(pool->welcome(), params, s->params(), extras, s->extras());
+  std::string sync = digest == s->stateDigest() ? std::string()
+                                                : pool::syncQuery(pool->welcome(), params,
+                                                                  s->params(), extras, s->extras());
   s->attach(this, sync);
 }
 
@@ -294,6 +297,11 @@ void Pooled::serverParam(std::string_view name, std::string_view value) {
   } else {
     params.set(name, value);
   }
+  updateDigest();
+}
+
+void Pooled::updateDigest() {
+  digest = pool::stateDigest(pool->welcome(), params, extras);
 }
 
 pool::Release Pooled::ready(char status) {

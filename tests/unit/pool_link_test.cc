@@ -164,3 +164,31 @@ TEST(SyncQuery, SetsWhatDiffersAndResetsStaleExtras) {
 
 }  // namespace
 }  // namespace pgproxy::pool
+
+namespace pgproxy::pool {
+namespace {
+
+TEST(StateDigest, SameEffectiveStateSameDigest) {
+  Params welcome, server, none;
+  welcome.set("TimeZone", "UTC");
+  welcome.set("DateStyle", "ISO, MDY");
+  welcome.set("server_version", "15.1");
+  server.set("datestyle", "ISO, MDY");  // another order, another case, and no server_version
+  server.set("TimeZone", "UTC");
+  EXPECT_EQ(stateDigest(welcome, none, none), stateDigest(server, none, none));
+  Params changed;
+  changed.set("TimeZone", "Europe/Paris");
+  EXPECT_NE(stateDigest(welcome, changed, none), stateDigest(server, none, none));
+  server.set("TimeZone", "Europe/Paris");
+  EXPECT_EQ(stateDigest(welcome, changed, none), stateDigest(server, none, none));
+  Params extras;
+  extras.set("work_mem", "64MB");
+  EXPECT_NE(stateDigest(welcome, changed, extras), stateDigest(server, none, none));
+  // An extra is not a reported parameter of the same name and value.
+  Params as_reported;
+  as_reported.set("work_mem", "64MB");
+  EXPECT_NE(stateDigest(none, none, extras), stateDigest(none, as_reported, none));
+}
+
+}  // namespace
+}  // namespace pgproxy::pool

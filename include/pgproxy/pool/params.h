@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -45,6 +46,12 @@ struct StartupSplit {
 };
 std::string splitStartup(const std::vector<std::pair<std::string, std::string>>& params,
                          StartupSplit& out);
+
+// A digest of a session state as syncQuery sees it (the reported settable parameters of `base`
+// with `over` over them, and the extras), so that linking a client to a server already in its
+// state costs a comparison instead of a walk over both lists: the common case in transaction
+// pooling, where most clients never change a parameter.
+std::uint64_t stateDigest(const Params& base, const Params& over, const Params& extras);
 
 // One simple Query that makes a server's state the client's: set_config for each reported
 // parameter whose value differs (or the server lacks), and for each extra; RESET for the

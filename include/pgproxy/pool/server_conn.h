@@ -53,7 +53,8 @@ class ServerConn {
   State state() const { return state_; }
   std::uint64_t id() const { return id_; }
   const Params& params() const { return params_; }
-  Params& extras() { return extras_; }
+  const Params& extras() const { return extras_; }
+  std::uint64_t stateDigest() const { return digest_; }
   const cancel::BackendAddr& address() const { return addr_; }
   std::uint32_t backendPid() const { return backend_pid_; }
   std::uint32_t backendKey() const { return backend_key_; }
@@ -109,6 +110,7 @@ class ServerConn {
   proto::MessageFramer framer_{proto::MessageFramer::Framing::kPgMessages, std::string_view("SZE"),
                                0};
   Params params_, extras_;
+  std::uint64_t digest_ = 0;  // pool::stateDigest of params_ and extras_
   cancel::BackendAddr addr_{};
   std::uint32_t backend_pid_ = 0, backend_key_ = 0;
   PoolClient* client_ = nullptr;

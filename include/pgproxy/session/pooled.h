@@ -32,8 +32,10 @@ struct Pooled final : pool::PoolClient {
   pool::Pool* pool = nullptr;
   pool::ServerConn* server = nullptr;
   pool::ClientFlow flow;
-  pool::Params params;   // reported parameters, as the client was last told them
-  pool::Params extras;   // startup parameters the server does not report
+  pool::Params params;       // reported parameters, as the client was last told them
+  pool::Params extras;       // startup parameters the server does not report
+  std::uint64_t digest = 0;  // pool::stateDigest of the state above, over the pool's welcome
+  void updateDigest();
   std::string up;        // client bytes waiting for a server (bounded: the client stops being read)
   bool greeted = false;  // the client has had AuthenticationOk and its greeting
   bool reading_held = false;                  // client reads stopped: a slow server or a full `up`
