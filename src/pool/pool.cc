@@ -279,8 +279,10 @@ void Pool::giveOrKeep(ServerConn* s) {
     grant(s, waiters_);
     return;
   }
+  if (!s->for_check) {
+    s->markIdle();  // a check that just ran keeps the idle clock it had
+  }
   s->for_check = false;
-  s->markIdle();
   s->setSharedState(ServerState::kIdle);
   listPush(idle_, s, &ServerConn::idle_next, &ServerConn::idle_prev);
   s->in_idle = true;
@@ -305,9 +307,6 @@ void Pool::serverUp(ServerConn* s) {
 }
 
 void Pool::serverIdle(ServerConn* s) {
-  if (!s->for_check) {
-    s->markIdle();
-  }
   giveOrKeep(s);
 }
 
@@ -358,9 +357,16 @@ void Pool::tick(std::uint64_t now, bool maintenance) {
   if (!maintenance) {
     return;
   }
+  session::Context& ctx = set_.ctx();
+  const bool backend_down =
+      ctx.backends->health(ctx.backend_slots[mapping_][backend_]) == upstream::Health::kDown;
   for (ServerConn* s = idle_; s;) {
     ServerConn* next = s->idle_next;
-    if (set_.draining() && clients_ == 0) {
+    if (backend_down) {
+      // Health checks (or failed connections) say the backend is gone: its idle servers are
+      // likely dead too, and a failover may bring another server at the same address.
+      s->close("the backend is marked down");
+    } else if (set_.draining() && clients_ == 0) {
       s->close("this worker is draining (a reload replaced it)");
     } else if (pc.server_idle_timeout_ms && now - s->idleSinceMs() >= pc.server_idle_timeout_ms) {
       s->close("server_idle_timeout reached");

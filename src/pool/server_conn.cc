@@ -56,6 +56,7 @@ void ServerConn::setSharedState(ServerState s) {
 }
 
 void ServerConn::markIdle() {
+  state_ = State::kIdle;
   idle_since_ms_ = base::monotonicMs();
 }
 
@@ -443,8 +444,10 @@ void ServerConn::fail(const std::string& why, std::string waiter_error, bool ref
   if (state_ == State::kClosed) {
     return;
   }
-  LOG_DEBUG("pool %s: server connection %llu closed: %s", pool_.describe().c_str(),
-            static_cast<unsigned long long>(id_), why.c_str());
+  // As PgBouncer does: every server close says why, the routine ones (idle timeout, lifetime)
+  // included, since an operator matching backend logs needs each.
+  LOG_INFO("pool %s: server connection %llu closed: %s", pool_.describe().c_str(),
+           static_cast<unsigned long long>(id_), why.c_str());
   bool logged_in = state_ == State::kIdle || state_ == State::kLinked;
   bool starting = state_ == State::kConnecting || state_ == State::kLogin;
   state_ = State::kClosed;

@@ -775,6 +775,7 @@ void Session::startCancel() {
   }
   const std::uint32_t pid = proto::readU32(cancel_request_.data() + 8);
   const std::string_view key = std::string_view(cancel_request_).substr(12);
+  cancel_targets_ = std::make_unique<cancel::BackendAddr[]>(kMaxCancelTargets);
   cancel::Registry::Target target;
   if (ctx_.cancels->findByKey(pid, key, target)) {
     if (target.pooled) {
@@ -796,7 +797,7 @@ void Session::startCancel() {
     if (ctx_.cancel_tokens >= 1) {
       ctx_.cancel_tokens -= 1;
       cancel_count_ = ctx_.cancels->findByClient(
-          net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_,
+          net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_.get(),
           kMaxCancelTargets);
     } else {
       ctx_.metrics.add(metrics::Counter::kCancelDropped);

@@ -161,9 +161,10 @@ class EvilBackend {
         }
         char req[8];
         if (read(c, req, 8) == 8) {
+          // Counted before the answer goes out: once pgproxy has it, the test may look.
+          ++served_;
           ssize_t ignored = write(c, answer_.data(), answer_.size());
           (void)ignored;
-          ++served_;
         }
         bool closed = false;
         readUntilClose(c, std::chrono::seconds(5), &closed);

@@ -249,7 +249,8 @@ class Session {
   // Cancel forwarding: the request, byte for byte as the client sent it (16 bytes with a protocol
   // 3.0 key, up to 12 + 256 with a 3.2 one), and the backends still to receive it.
   std::string cancel_request_;
-  cancel::BackendAddr cancel_targets_[4];
+  // Allocated by a cancel only: every idle session would otherwise carry it.
+  std::unique_ptr<cancel::BackendAddr[]> cancel_targets_;
   std::size_t cancel_count_ = 0, cancel_next_ = 0;
 };
 
