@@ -45,6 +45,11 @@ def tree_cpu_seconds(root):
     return total / os.sysconf("SC_CLK_TCK")
 
 
+# The pool cells' SCRAM users, one per proxy so that pg_stat_activity tells their pools apart.
+POOL_USERS = {"pgproxy_pool": "bench_pool_pgproxy", "pgbouncer_pool": "bench_pool_pgbouncer"}
+POOL_PASSWORD = "bench-pool-secret"
+
+
 def as_postgres(cmd):
     return ["runuser", "-u", "postgres", "--"] + cmd if IS_ROOT else cmd
 
@@ -74,6 +79,10 @@ class Bench:
         subprocess.run(["pgbench", "-i", "-q", "-s", "10", self.conn(self.pg, "disable")],
                        check=True, capture_output=True)
         self.ports = {"direct": self.pg}
+        if self.args.pool_clients:
+            self.start_pools()
+        if self.args.pool_only:
+            return
         self.ports["pgproxy"] = self.start_pgproxy("main", self.pg)
         # TLS terminated by pgproxy, plaintext to PostgreSQL: what PgBouncer does with client TLS.
         self.ports["pgproxy_term"] = self.start_pgproxy(
@@ -83,16 +92,85 @@ class Bench:
         self.ports["haproxy"] = self.start_haproxy("main", self.pg)
         self.ports["pgbouncer"] = self.start_pgbouncer()
 
+    def start_pools(self):
+        """The pool cells' targets: pgproxy with a pooled mapping and PgBouncer in transaction mode,
+        the same pool size and SCRAM with the same verifiers. Each proxy logs in as a user of its
+        own, so pg_stat_activity shows each one's server connections."""
+        sql = ["SET password_encryption = 'scram-sha-256'"]
+        for user in POOL_USERS.values():
+            sql += [f"CREATE ROLE {user} LOGIN PASSWORD '{POOL_PASSWORD}'",
+                    f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {user}"]
+        self.psql(sql)
+        # First match wins: these users must prove their password, with SCRAM, from 127.0.0.1.
+        hba = os.path.join(self.dir, "host1/pg_hba.conf")
+        with open(hba) as f:
+            rules = f.read()
+        with open(hba, "w") as f:
+            f.write("".join(f"host all {u} 127.0.0.1/32 scram-sha-256\n" for u in POOL_USERS.values())
+                    + rules)
+        self.psql(["SELECT pg_reload_conf()"])
+        # PgBouncer's userlist format, the verifiers as pg_authid holds them: both proxies check the
+        # client's proof against them and log in to PostgreSQL with the ClientKey it reveals.
+        users = os.path.join(self.dir, "userlist-pool.txt")
+        with open(users, "w") as f:
+            for user in POOL_USERS.values():
+                verifier = self.psql([f"SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"])
+                if not verifier.startswith("SCRAM-SHA-256$"):
+                    raise SystemExit(f"{user} has no SCRAM verifier: {verifier!r}")
+                f.write(f'"{user}" "{verifier}"\n')
+        # The postmaster rereads pg_hba.conf on SIGHUP, asynchronously: wait until a wrong password
+        # is refused, then check the right one.
+        for target in POOL_USERS:
+            deadline = time.time() + 10
+            while self.login(target, "wrong"):
+                if time.time() > deadline:
+                    raise SystemExit(f"pg_hba.conf does not make {POOL_USERS[target]} prove its "
+                                     f"password")
+                time.sleep(0.1)
+            if not self.login(target, POOL_PASSWORD):
+                raise SystemExit(f"{POOL_USERS[target]} cannot log in to PostgreSQL with SCRAM")
+        size = self.args.pool_size
+        self.ports["pgproxy_pool"] = self.start_pgproxy(
+            "pool", self.pg, f", tls: terminate, certificate: {self.dir}/proxy-host1.crt, "
+            f"key: {self.dir}/proxy-host1.key, backend_tls: disable, "
+            f"pool: {{mode: transaction, size: {size}}}",
+            top_extra=f"auth: {{type: scram-sha-256, file: {users}}}\n")
+        self.ports["pgbouncer_pool"] = self.start_pgbouncer(
+            "pool", users, auth_type="scram-sha-256", pool_mode="transaction", pool_size=size,
+            idle_timeout=600,  # pgproxy's server_idle_timeout is 10m; its access log is off too
+            extra="log_connections = 0\nlog_disconnections = 0\n")
+        # Whose CPU each pool target's runs are charged to (pgbench_once: TARGET_main_pid).
+        self.pgproxy_pool_main_pid = self.pgproxy_pool_pid
+        self.pgbouncer_pool_main_pid = self.pgbouncer_pool_pid
+
+    def login(self, target, password):
+        """Whether the target's SCRAM user logs in to PostgreSQL directly with this password."""
+        conn = self.conn(self.pg, "disable", "direct", target).replace(
+            f"password={POOL_PASSWORD}", f"password={password}")
+        return subprocess.run(["psql", "-X", "-A", "-t", "-c", "SELECT 1", conn],
+                              capture_output=True, text=True).stdout.strip() == "1"
+
+    def psql(self, statements):
+        out = ""
+        for sql in statements:
+            r = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql,
+                                self.conn(self.pg, "disable")], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"psql {sql!r} failed: {r.stderr.strip()}")
+            out = r.stdout.strip()
+        return out
+
     def spawn(self, cmd, log):
         p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
         self.procs.append(p)
         return p
 
-    def start_pgproxy(self, name, backend, mapping_extra=""):
+    def start_pgproxy(self, name, backend, mapping_extra="", top_extra=""):
         port = free_port()
         cfg = os.path.join(self.dir, f"pgproxy-{name}.yaml")
         with open(cfg, "w") as f:
             f.write(f"listen: {{address: 127.0.0.1, port: {port}}}\nworkers: {self.args.workers}\naccess_log: \"off\"\n"
+                    f"{top_extra}"
                     f"mappings:\n  - {{external: host1.example.com, internal: 127.0.0.1, port: {backend}"
                     f"{mapping_extra}}}\n")
         p = self.spawn([self.args.pgproxy, "-c", cfg], os.path.join(self.dir, f"pgproxy-{name}.log"))
@@ -123,12 +201,14 @@ backend pg
         setattr(self, f"haproxy_{name}_pid", p.pid)
         return port
 
-    def start_pgbouncer(self):
+    def start_pgbouncer(self, name="main", users=None, auth_type="trust", pool_mode="session",
+                        pool_size=280, idle_timeout=5, extra=""):
         port = free_port()
-        ini = os.path.join(self.dir, "pgbouncer.ini")
-        users = os.path.join(self.dir, "userlist.txt")
-        with open(users, "w") as f:
-            f.write('"postgres" ""\n')
+        ini = os.path.join(self.dir, f"pgbouncer-{name}.ini")
+        if users is None:
+            users = os.path.join(self.dir, "userlist.txt")
+            with open(users, "w") as f:
+                f.write('"postgres" ""\n')
         with open(ini, "w") as f:
             f.write(f"""[databases]
 postgres = host=127.0.0.1 port={self.pg} dbname=postgres
@@ -136,23 +216,24 @@ postgres = host=127.0.0.1 port={self.pg} dbname=postgres
 listen_addr = 127.0.0.1
 listen_port = {port}
 unix_socket_dir =
-auth_type = trust
+auth_type = {auth_type}
 auth_file = {users}
-pool_mode = session
+pool_mode = {pool_mode}
 max_client_conn = 2000
-default_pool_size = 280
-server_idle_timeout = 5
+default_pool_size = {pool_size}
+server_idle_timeout = {idle_timeout}
 client_tls_sslmode = allow
 client_tls_key_file = {self.dir}/host1.key
 client_tls_cert_file = {self.dir}/host1.crt
-logfile = {self.dir}/pgbouncer.log
-pidfile = {self.dir}/pgbouncer.pid
-""")
+server_tls_sslmode = disable
+logfile = {self.dir}/pgbouncer-{name}.log
+pidfile = {self.dir}/pgbouncer-{name}.pid
+{extra}""")
         if IS_ROOT:
             subprocess.run(["chown", "postgres", ini, users, f"{self.dir}/host1.key"], check=True)
-        p = self.spawn(as_postgres(["pgbouncer", ini]), os.path.join(self.dir, "pgbouncer.out"))
+        p = self.spawn(as_postgres(["pgbouncer", ini]), os.path.join(self.dir, f"pgbouncer-{name}.out"))
         wait_port(port, "pgbouncer")
-        self.pgbouncer_main_pid = p.pid
+        setattr(self, f"pgbouncer_{name}_pid", p.pid)
         return port
 
     def stop(self):
@@ -167,10 +248,14 @@ pidfile = {self.dir}/pgbouncer.pid
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # ---- measurements --------------------------------------------------------------------
-    def conn(self, port, sslmode, target="direct"):
+    def conn(self, port, sslmode, target="direct", user_of=None):
+        """libpq's connection string for a target; the pool targets (or `user_of` one) log in as
+        their SCRAM user."""
         host = ("host=host1.example.com hostaddr=127.0.0.1" if target.startswith("pgproxy")
                 else "host=127.0.0.1")
-        return f"{host} port={port} sslmode={sslmode} user=postgres dbname=postgres gssencmode=disable"
+        user = POOL_USERS.get(user_of or target)
+        login = f"user={user} password={POOL_PASSWORD}" if user else "user=postgres"
+        return f"{host} port={port} sslmode={sslmode} {login} dbname=postgres gssencmode=disable"
 
     def pgbench(self, target, sslmode, clients, connect_each):
         """One run; on failure, up to two more with twice the time each, saying why (a loaded
@@ -236,6 +321,46 @@ pidfile = {self.dir}/pgbouncer.pid
                   f"{cell['haproxy']['proxy_cpu_us_per_tx']:.1f}", file=sys.stderr)
         return results
 
+    def server_connections(self, target):
+        """PostgreSQL sessions of the target's SCRAM user: the pool's server connections."""
+        return int(self.psql([f"SELECT count(*) FROM pg_stat_activity "
+                              f"WHERE usename = '{POOL_USERS[target]}'"]))
+
+    def run_pool_cells(self):
+        """pgproxy's pooled mapping against PgBouncer in transaction mode: same pool size, SCRAM
+        with the same verifiers, client TLS terminated by both (require) or plaintext (disable)."""
+        modes = ("require",) if self.args.smoke else ("disable", "require")
+        cells = [(m, c, False) for m in modes for c in self.args.pool_clients]
+        if not self.args.smoke:
+            cells += [(m, 16, True) for m in modes]
+        targets = ["pgproxy_pool", "pgbouncer_pool"]
+        results = []
+        for mode, clients, connect_each in cells:
+            samples = {t: [] for t in targets}
+            servers = {t: 0 for t in targets}
+            for _ in range(self.args.repeat):
+                for t in targets:  # interleaved: A B, A B ...
+                    samples[t].append(self.pgbench(t, mode, clients, connect_each))
+                    servers[t] = max(servers[t], self.server_connections(t))
+            cell = {"sslmode": mode, "clients": clients, "connect_per_transaction": connect_each,
+                    "pool_size": self.args.pool_size}
+            for t in targets:
+                if servers[t] > self.args.pool_size:  # not pooling as configured: say so, stop
+                    raise SystemExit(f"{t} holds {servers[t]} server connections, more than its "
+                                     f"pool size {self.args.pool_size}")
+                cell[t] = {"tps": statistics.median(s[0] for s in samples[t]),
+                           "latency_ms": statistics.median(s[1] for s in samples[t]),
+                           "proxy_cpu_us_per_tx": statistics.median(s[2] for s in samples[t]),
+                           "server_connections": servers[t]}
+            cell["pgproxy_vs_pgbouncer"] = cell["pgproxy_pool"]["tps"] / cell["pgbouncer_pool"]["tps"]
+            cell["goal"] = pool_goal(clients, connect_each)
+            results.append(cell)
+            print(f"  pool {mode:8} c={clients:<3} {'-C ' if connect_each else '   '}"
+                  f"pgproxy/pgbouncer {cell['pgproxy_vs_pgbouncer']:.2f} (goal {cell['goal']:.1f})  "
+                  f"CPU us/tx pgproxy {cell['pgproxy_pool']['proxy_cpu_us_per_tx']:.1f} pgbouncer "
+                  f"{cell['pgbouncer_pool']['proxy_cpu_us_per_tx']:.1f}", file=sys.stderr)
+        return results
+
     def idle_memory(self):
         backend = free_port()
         server = self.spawn([sys.executable, os.path.join(ROOT, "bench/idle_sessions.py"), "serve",
@@ -253,6 +378,13 @@ pidfile = {self.dir}/pgbouncer.pid
             out[name] = int(r.stdout.strip())
         server.terminate()
         return out
+
+
+def pool_goal(clients, connect_each):
+    """Issue 15: pgproxy's TPS over PgBouncer's with the same pool."""
+    if connect_each:
+        return 1.2
+    return 1.0 if clients <= 16 else 1.3
 
 
 def pgbench_error(out, processed, duration):
@@ -274,10 +406,18 @@ def pgbench_error(out, processed, duration):
     return "\n".join(lines)
 
 
-def markdown(results, memory, args):
+def markdown(results, memory, pool_results, args):
     lines = [f"pgbench -S, -j 2, {args.duration}s per cell, median of {args.repeat}; "
-             f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}", "",
-             "| sslmode | clients | direct tps | pgproxy tps | HAProxy tps | PgBouncer tps | "
+             f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}"]
+    if results:
+        lines += [""] + markdown_main(results, memory, args)
+    if pool_results:
+        lines += [""] + markdown_pool(pool_results, args)
+    return "\n".join(lines)
+
+
+def markdown_main(results, memory, args):
+    lines = ["| sslmode | clients | direct tps | pgproxy tps | HAProxy tps | PgBouncer tps | "
              "pgproxy/direct | pgproxy/HAProxy | pgproxy lat ms | HAProxy lat ms | "
              "CPU us/tx pgproxy | HAProxy | PgBouncer | pgproxy terminate tps | terminate/PgBouncer |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -295,7 +435,25 @@ def markdown(results, memory, args):
                      f"{c['pgbouncer']['proxy_cpu_us_per_tx']:.1f} | {term} |")
     lines += ["", f"Memory per idle TLS passthrough session ({args.idle} sessions): "
               f"pgproxy {memory['pgproxy']} bytes, HAProxy {memory['haproxy']} bytes."]
-    return "\n".join(lines)
+    return lines
+
+
+def markdown_pool(results, args):
+    lines = [f"Pools (transaction mode, {args.pool_size} server connections, SCRAM; pgproxy "
+             f"{args.workers} workers, PgBouncer 1 process):", "",
+             "| sslmode | clients | pgproxy tps | PgBouncer tps | pgproxy/PgBouncer | goal | "
+             "pgproxy lat ms | PgBouncer lat ms | CPU us/tx pgproxy | PgBouncer | "
+             "server conns pgproxy | PgBouncer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in results:
+        label = f"{c['clients']}{' (-C)' if c['connect_per_transaction'] else ''}"
+        a, b = c["pgproxy_pool"], c["pgbouncer_pool"]
+        lines.append(f"| {c['sslmode']} | {label} | {a['tps']:.0f} | {b['tps']:.0f} | "
+                     f"{c['pgproxy_vs_pgbouncer']:.2f} | >= {c['goal']:.1f} | "
+                     f"{a['latency_ms']:.3f} | {b['latency_ms']:.3f} | "
+                     f"{a['proxy_cpu_us_per_tx']:.1f} | {b['proxy_cpu_us_per_tx']:.1f} | "
+                     f"{a['server_connections']} | {b['server_connections']} |")
+    return lines
 
 
 def main():
@@ -309,7 +467,18 @@ def main():
     ap.add_argument("--repeat", type=int, help="interleaved repetitions per cell")
     ap.add_argument("--idle", type=int, help="idle sessions for the memory figure")
     ap.add_argument("--workers", type=int, default=2, help="pgproxy workers and HAProxy threads")
+    ap.add_argument("--pool", dest="pool_only", action="store_true",
+                    help="only the pool cells: pgproxy's pooled mapping against PgBouncer "
+                    "(transaction mode)")
+    ap.add_argument("--no-pool", action="store_true", help="leave the pool cells out")
+    ap.add_argument("--pool-clients",
+                    help="comma-separated client counts of the pool cells (default 16,64,256; "
+                    "smoke: 16)")
+    ap.add_argument("--pool-size", type=int, default=20,
+                    help="server connections per pool, pgproxy's and PgBouncer's (default 20)")
     args = ap.parse_args()
+    if args.pool_only and args.no_pool:
+        ap.error("--pool and --no-pool exclude each other")
     duration, repeat = (3, 1) if args.smoke else (10, 3)
     args.duration = args.duration or duration
     args.repeat = args.repeat or repeat
@@ -317,19 +486,27 @@ def main():
     default_clients = [1, 16] if args.smoke else [1, 16, 64, 256]
     args.clients = [int(c) for c in args.clients.split(",")] if args.clients else default_clients
     args.idle = args.idle or (500 if args.smoke else 5000)
+    default_pool_clients = [16] if args.smoke else [16, 64, 256]
+    args.pool_clients = ([] if args.no_pool else [int(c) for c in args.pool_clients.split(",")]
+                         if args.pool_clients else default_pool_clients)
+    results, memory, pool_results = [], {}, []
     b = Bench(args)
     try:
         b.start()
-        results = b.run_cells()
-        memory = b.idle_memory()
+        if not args.pool_only:
+            results = b.run_cells()
+        pool_results = b.run_pool_cells() if args.pool_clients else []
+        if not args.pool_only:
+            memory = b.idle_memory()
     finally:
         b.stop()
-    print(markdown(results, memory, args))
+    print(markdown(results, memory, pool_results, args))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "cpus": os.cpu_count(),
                    "smoke": args.smoke, "duration_s": args.duration, "repeat": args.repeat,
-                   "cells": results, "idle_bytes_per_session": memory}, f, indent=1)
+                   "cells": results, "idle_bytes_per_session": memory,
+                   "pool_size": args.pool_size, "pool_cells": pool_results}, f, indent=1)
 
 
 if __name__ == "__main__":
