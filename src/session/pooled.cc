@@ -254,7 +254,9 @@ void Pooled::linked(std::string error) {
     s.sendLastWords(Outcome::kProtocolError, std::move(error));
     return;
   }
-  server->adoptState(pool->welcome(), params, extras);
+  if (server->stateDigest() != digest) {
+    server->adoptState(pool->welcome(), params, extras);  // the sync query set it
+  }
   s.ctx_.cancels->linkPooled(s.cancel_slot_, server->address(), server->backendPid(),
                              server->backendKey());
   if (!greeted) {
