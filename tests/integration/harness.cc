@@ -665,4 +665,19 @@ std::string queryHost1(const std::string& sql) {
   return r.output;
 }
 
+const std::string& poolRoleAuthFile() {
+  static const std::string path = [] {
+    queryHost1(
+        "set password_encryption = 'scram-sha-256'; "
+        "create role pgproxy_pool login password 'scram-pw'");
+    std::string dir = tempDir("pgproxy-pool-role");
+    writeFile(dir + "/users.txt",
+              "\"pgproxy_pool\" \"" +
+                  queryHost1("select rolpassword from pg_authid where rolname = 'pgproxy_pool'") +
+                  "\"\n");
+    return dir + "/users.txt";
+  }();
+  return path;
+}
+
 }  // namespace pgproxy::it

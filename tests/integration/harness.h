@@ -89,6 +89,13 @@ std::string sandboxFile(const std::string& name);
 // failure is a test failure).
 std::string queryHost1(const std::string& sql);
 
+// pgproxy_pool, the pool tests' role on host1's cluster (a scram-sha-256 hba line in
+// pg_sandbox.sh), created once per binary by whichever test needs it first; never dropped, so
+// that each pool test file can own a database of its own and run in any order. Returns the path
+// of an auth file holding the SCRAM verifier PostgreSQL stores: pgproxy logs in to the backend
+// with the client's proof alone.
+const std::string& poolRoleAuthFile();
+
 // psql -X -A -t -c SQL; returns exit code and output.
 CommandResult psql(const std::string& conninfo, const std::string& sql);
 

@@ -22,30 +22,22 @@ namespace {
 const auto& sb = sandboxFile;
 const auto& query = queryHost1;
 
-// The pool's user (SCRAM on the backend, pg_sandbox.sh) and its database, and an auth file with
-// the verifier PostgreSQL stores: pgproxy logs in to the backend with the client's proof alone.
+// The pool's user (SCRAM on the backend, shared with pool_clients_test.cc) and its database,
+// with pgbench's tables.
 struct PoolUser {
   std::string users;
 };
 
 const PoolUser& poolUser() {
   static const PoolUser u = [] {
+    const std::string& users = poolRoleAuthFile();
     query("drop database if exists pooldb");
-    query("drop role if exists pgproxy_pool");
-    query(
-        "set password_encryption = 'scram-sha-256'; "
-        "create role pgproxy_pool login password 'scram-pw'");
     query("create database pooldb owner pgproxy_pool");
     auto init = run({"pgbench", "-i", "-q", "-s", "1",
                      "host=127.0.0.1 port=" + std::to_string(sandbox().port1) +
                          " user=pgproxy_pool password=scram-pw dbname=pooldb"});
     EXPECT_EQ(init.exit_code, 0) << init.output;
-    std::string dir = tempDir("pgproxy-pool");
-    writeFile(dir + "/users.txt",
-              "\"pgproxy_pool\" \"" +
-                  query("select rolpassword from pg_authid where rolname = 'pgproxy_pool'") +
-                  "\"\n");
-    return PoolUser{dir + "/users.txt"};
+    return PoolUser{users};
   }();
   return u;
 }
