@@ -65,6 +65,12 @@ ssize_t streamRead(int fd, SSL* ssl, char* buf, std::size_t len, int& err) {
 }
 
 ssize_t streamWrite(int fd, SSL* ssl, const char* buf, std::size_t len, int& err) {
+  if (len == 0) {
+    // Nothing to write succeeds, as send(2) does. SSL_write refuses a length of 0 (it returns 0
+    // with SSL_ERROR_SYSCALL), which would read as the peer being gone.
+    err = 0;
+    return 0;
+  }
   if (!ssl) {
     ssize_t n = ::send(fd, buf, len, MSG_NOSIGNAL);
     err = n < 0 ? errno : 0;

@@ -31,7 +31,8 @@ inline constexpr std::size_t kMaxAhead = 64 * 1024;
 
 // >0 bytes, 0 at a clean EOF (TLS close_notify), -1 with `err` (EAGAIN: wait for readiness).
 ssize_t streamRead(int fd, SSL* ssl, char* buf, std::size_t len, int& err);
-// >0 bytes written, -1 with `err` (EAGAIN: wait for the socket to take more).
+// >0 bytes written (0 for `len` 0, over TLS too), -1 with `err` (EAGAIN: wait for the socket to
+// take more).
 ssize_t streamWrite(int fd, SSL* ssl, const char* buf, std::size_t len, int& err);
 
 // Writes as much of `pending` as the socket takes, erasing what went out (and freeing the buffer
