@@ -27,7 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian postgresql package starts a system cluster on 5432; pgproxy's tests and demo use their
 # own throwaway clusters on free ports and do not need it.
-# node-postgres is not packaged for Debian 12's node by every source; the tests find it here.
+# node-postgres comes from npm: Debian's node-pg needs Debian's own nodejs (node-acorn depends on
+# nodejs:any), which a machine with Node.js from elsewhere (NodeSource's, as here) cannot install
+# beside it. The tests (PoolClients.NodePostgres) find it here.
 node_prefix=${PGPROXY_NODE_PREFIX:-/usr/local/lib/pgproxy-test-node}
 if [ ! -f "$node_prefix/node_modules/pg/package.json" ]; then
   echo "installing node-postgres into $node_prefix"
