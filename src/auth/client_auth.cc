@@ -47,6 +47,14 @@ ClientAuth::ClientAuth(std::string user, const UserSecret* secret, Settings sett
       settings_(std::move(settings)),
       scram_(makeScram(user_, secret_, settings_)) {}
 
+ClientAuth::ClientAuth(std::string user, std::shared_ptr<const UserSecret> secret,
+                       Settings settings)
+    : user_(std::move(user)),
+      owned_(std::move(secret)),
+      secret_(owned_.get()),
+      settings_(std::move(settings)),
+      scram_(makeScram(user_, secret_, settings_)) {}
+
 ClientAuth::Step ClientAuth::start() {
   Step s;
   if (settings_.type == ClientAuthType::kTrust || settings_.type == ClientAuthType::kCert) {
@@ -79,7 +87,7 @@ ClientAuth::Step ClientAuth::fail() {
   s.kind = Step::kFailed;
   s.send = proto::buildFatal(proto::sqlstate::kInvalidPassword,
                              "password authentication failed for user \"" + user_ + "\"");
-  s.log = !secret_ ? "no such user in the auth file"
+  s.log = !secret_ ? settings_.unknown_user
           : secret_->kind == UserSecret::Kind::kMd5 && use_scram_
               ? "the user has an md5 secret, which cannot check a SCRAM exchange"
               : "wrong password";

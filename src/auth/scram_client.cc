@@ -9,12 +9,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "pgproxy/auth/saslprep.h"
 #include "pgproxy/base/text.h"
 
 namespace pgproxy::auth {
 
 ScramClient::ScramClient(std::string password, std::string nonce, std::string user)
-    : password_(std::move(password)), nonce_(std::move(nonce)), user_(std::move(user)) {}
+    : password_(scramPassword(password)), nonce_(std::move(nonce)), user_(std::move(user)) {
+  OPENSSL_cleanse(password.data(), password.size());
+}
 
 ScramClient ScramClient::withKeys(std::string client_key, std::string server_key, std::string salt,
                                   unsigned iterations, std::string nonce) {

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include "pgproxy/auth/saslprep.h"
 #include "pgproxy/auth/scram_common.h"
 #include "pgproxy/base/text.h"
 
@@ -62,7 +63,11 @@ ScramVerifier ScramVerifier::fromPassword(std::string_view password, std::string
                                           unsigned iterations) {
   ScramVerifier v;
   v.iterations = iterations;
-  std::string salted = saltedPassword(password, salt, iterations);
+  // SASLprep'd as PostgreSQL does when it stores a verifier and libpq when it logs in: a client
+  // typing the same password proves the same keys.
+  std::string prepared = scramPassword(password);
+  std::string salted = saltedPassword(prepared, salt, iterations);
+  OPENSSL_cleanse(prepared.data(), prepared.size());
   v.salt = std::move(salt);
   v.stored_key = sha256(hmacSha256(salted, "Client Key"));
   v.server_key = hmacSha256(salted, "Server Key");

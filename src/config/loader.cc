@@ -1183,6 +1183,16 @@ void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
                          "file holds");
     return;
   }
+  if (const auth::UserSecret* secret = userNode ? users->find(cfg.auth.query_user) : nullptr;
+      secret && secret->kind == auth::UserSecret::Kind::kScram) {
+    // A verifier checks a password; it cannot give one. Logging in with it would fail at every
+    // lookup, so say it now.
+    p.fail(userNode, "auth.user \"" + cfg.auth.query_user +
+                         "\" has a SCRAM verifier in auth.file \"" + cfg.auth.file +
+                         "\": pgproxy logs in as it to run auth.query and needs its password "
+                         "(or, for an md5 backend, its md5 hash)");
+    return;
+  }
   cfg.auth.users = std::make_shared<const auth::UserList>(std::move(*users));
 }
 

@@ -118,6 +118,11 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_log_lines_dropped_total", "counter",
        "Log lines dropped because the log (main or access) could not take them: a stalled "
        "reader such as journald or a full pipe."},
+      {"pgproxy_auth_query_lookups_total", "counter",
+       "auth.query lookups run on a backend, by result: found, absent (no row or no secret), "
+       "failed."},
+      {"pgproxy_auth_query_cache_hits_total", "counter",
+       "Logins whose secret auth.cache held, without a lookup."},
       // Rendered by pool::SharedPools from its own table, after the series above.
       {"pgproxy_pool_server_connections", "gauge",
        "Server connections of a pool by state (login, idle, active, used), all workers."},
@@ -207,6 +212,16 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
            s.counters[static_cast<std::size_t>(Counter::kLogLinesDropped)]);
   w.sample("pgproxy_log_lines_dropped_total", label("log", "access"),
            s.counters[static_cast<std::size_t>(Counter::kAccessLogLinesDropped)]);
+  w.header("pgproxy_auth_query_lookups_total");
+  w.sample("pgproxy_auth_query_lookups_total", label("result", "found"),
+           s.counters[static_cast<std::size_t>(Counter::kAuthQueryFound)]);
+  w.sample("pgproxy_auth_query_lookups_total", label("result", "absent"),
+           s.counters[static_cast<std::size_t>(Counter::kAuthQueryAbsent)]);
+  w.sample("pgproxy_auth_query_lookups_total", label("result", "failed"),
+           s.counters[static_cast<std::size_t>(Counter::kAuthQueryFailed)]);
+  w.header("pgproxy_auth_query_cache_hits_total");
+  w.sample("pgproxy_auth_query_cache_hits_total", "",
+           s.counters[static_cast<std::size_t>(Counter::kAuthQueryCacheHits)]);
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "pgproxy/admin/admin_server.h"
+#include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/access_log.h"
@@ -56,7 +57,8 @@ struct Worker {
   std::uint64_t accept_error_logged_ms = 0;
   event* drain_deadline = nullptr;
   std::unique_ptr<admin::AdminServer> admin;
-  std::unique_ptr<pool::PoolSet> pools;  // after the sessions: they hold pointers into it
+  std::unique_ptr<pool::PoolSet> pools;          // after the sessions: they hold pointers into it
+  std::unique_ptr<auth::SecretLookups> secrets;  // likewise (sessions wait for lookups)
   bool draining = false;
 };
 
@@ -265,6 +267,10 @@ int runWorker(const WorkerSpec& spec) {
   }
   w->pools = std::make_unique<pool::PoolSet>(w->ctx);
   w->ctx.pools = w->pools.get();
+  if (!spec.config->auth.query.empty()) {
+    w->secrets = std::make_unique<auth::SecretLookups>(w->ctx);
+    w->ctx.secrets = w->secrets.get();
+  }
   w->ctx.owner = w;
   w->accept_resume = evtimer_new(base, onAcceptResume, w);
   w->drain_deadline = evtimer_new(base, onDrainDeadline, w);
@@ -306,6 +312,7 @@ int runWorker(const WorkerSpec& spec) {
 
   closeAllSessions(*w);
   w->pools.reset();
+  w->secrets.reset();
   stopListening(*w);
   // Freeing a signal event restores the default action, which for a reopen or a second quit
   // would kill this process on its way out; blocked, they are simply never delivered.

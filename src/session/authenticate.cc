@@ -30,6 +30,15 @@ const std::string& mockSecret() {
   return secret;
 }
 
+// The user the StartupMessage at the start of `startup` names (acceptStartup checked it); what
+// follows the packet is bytes of a client that did not wait for us.
+std::string startupUser(std::string_view startup) {
+  proto::Preamble pre = proto::classifyPreamble(startup);
+  proto::StartupParams params;
+  (void)proto::parseStartup(startup.substr(0, pre.consumed), params);
+  return params.get("user");
+}
+
 }  // namespace
 
 using net::wouldBlock;
@@ -40,22 +49,82 @@ void Session::startClientAuth() {
     client_fd_ = detach(client_, startup_, unsent);
     client_ = nullptr;
   }
+  watchSockets();
+  to_client_ += unsent;
+  const std::string user = startupUser(startup_);
+  const auto& cfg = ctx_.config->auth;
+  const auth::UserSecret* secret = cfg.users ? cfg.users->find(user) : nullptr;
+  if (secret || !ctx_.secrets) {
+    beginClientAuth(secret, nullptr);
+    return;
+  }
+  // auth.query: users of the file are never looked up; the others wait for their secret. The
+  // client hears nothing meanwhile (it has nothing to say before our first request either), so
+  // its socket is not watched; handshake_timeout bounds the wait.
+  secret_wait_ = std::make_unique<auth::SecretWait>();
+  secret_wait_->done = onSecretAnswer;
+  secret_wait_->owner = this;
+  auth::SecretAnswer answer;
+  if (!ctx_.secrets->lookup(mapping_, user, *secret_wait_, answer)) {
+    setState(State::kSecretLookup);
+    return;
+  }
+  secret_wait_.reset();
+  onSecretAnswer(this, std::move(answer));
+}
+
+void Session::onSecretAnswer(void* arg, auth::SecretAnswer answer) {
+  auto* s = static_cast<Session*>(arg);
+  s->secret_wait_.reset();
+  switch (answer.kind) {
+    case auth::SecretAnswer::Kind::kFound:
+      s->beginClientAuth(nullptr, std::move(answer.secret));
+      return;
+    case auth::SecretAnswer::Kind::kAbsent:
+      // An unknown user: the same mock exchange and refusal as one missing from the file.
+      s->beginClientAuth(nullptr, nullptr);
+      return;
+    case auth::SecretAnswer::Kind::kFailed:
+      s->secretLookupFailed(answer.error, answer.sqlstate,
+                            answer.sqlstate == proto::sqlstate::kConnectionFailure
+                                ? Outcome::kBackendUnreachable
+                                : Outcome::kAuthFailed);
+      return;
+  }
+}
+
+void Session::secretLookupFailed(const std::string& why, const char* sqlstate, Outcome outcome) {
+  const std::string user = startupUser(startup_);
+  LOG_WARN("session %llu: pgproxy could not look up the secret of user \"%s\" for %s: %s",
+           static_cast<unsigned long long>(id_), user.c_str(), peer().c_str(), why.c_str());
+  // The reason stays in the log: it names backends and auth.user, which are none of an
+  // unauthenticated client's business.
+  sendLastWords(outcome,
+                proto::buildFatal(sqlstate, "pgproxy could not look up the secret of user \"" +
+                                                user + "\" (auth.query); see pgproxy's log"));
+}
+
+void Session::beginClientAuth(const auth::UserSecret* secret,
+                              std::shared_ptr<const auth::UserSecret> looked_up) {
   proto::Preamble pre = proto::classifyPreamble(startup_);
   std::string early = startup_.substr(pre.consumed);  // a client that did not wait for us
   startup_.resize(pre.consumed);
   proto::StartupParams params;
   (void)proto::parseStartup(startup_, params);  // acceptStartup checked it
-  const std::string user = params.get("user");
+  std::string user = params.get("user");
   const auto& cfg = ctx_.config->auth;
-  const auth::UserSecret* secret = cfg.users ? cfg.users->find(user) : nullptr;
   auth::ClientAuth::Settings settings;
   settings.type = cfg.type;
   settings.channel_binding = terminated() ? tls::serverEndPointHash(client_ssl_) : "";
   settings.mock_secret = mockSecret();
-  client_auth_ = std::make_unique<auth::ClientAuth>(user, secret, std::move(settings));
+  if (ctx_.secrets) {
+    settings.unknown_user = "no such user in the auth file or by auth.query";
+  }
+  client_auth_ =
+      looked_up ? std::make_unique<auth::ClientAuth>(std::move(user), std::move(looked_up),
+                                                     std::move(settings))
+                : std::make_unique<auth::ClientAuth>(std::move(user), secret, std::move(settings));
   setState(State::kClientAuth);
-  watchSockets();
-  to_client_ += unsent;
   if (!onClientAuthStep(client_auth_->start())) {
     return;
   }

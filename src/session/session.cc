@@ -92,6 +92,9 @@ Session::~Session() {
   if (pooled_) {
     endPooled();
   }
+  if (secret_wait_) {
+    ctx_.secrets->cancel(*secret_wait_);
+  }
   ctx_.cancels->release(cancel_slot_);
   ctx_.metrics.gauge(metrics::Gauge::kActive, -1);
   endHandshake();
@@ -850,6 +853,14 @@ void Session::onTimer(int, short, void* arg) {
       LOG_INFO("session %llu: handshake timeout for %s", static_cast<unsigned long long>(s->id_),
                s->peer().c_str());
       s->close(Outcome::kHandshakeTimeout);
+      break;
+    case State::kSecretLookup:
+      // Unlike the client's own slowness, this one is pgproxy's: say so. The lookup goes on and
+      // fills the cache for the next login.
+      s->ctx_.secrets->cancel(*s->secret_wait_);
+      s->secret_wait_.reset();
+      s->secretLookupFailed("no answer within handshake_timeout",
+                            proto::sqlstate::kConnectionFailure, Outcome::kHandshakeTimeout);
       break;
     case State::kConnecting:
       if (s->lookup_) {

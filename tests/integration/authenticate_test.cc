@@ -8,6 +8,7 @@
 #include <string>
 
 #include "harness.h"
+#include "pgproxy/auth/scram_server.h"
 
 namespace pgproxy::it {
 namespace {
@@ -151,6 +152,77 @@ TEST(Authenticate, TrustLetsAnyoneInAndTheBackendDecides) {
   EXPECT_NE(r.output.find("pgproxy could not log in to the backend for this user"),
             std::string::npos)
       << r.output;
+}
+
+// SASLprep (RFC 4013) as PostgreSQL applies it: the verifier pgproxy makes from a password (for
+// a password in the auth file) equals the one PostgreSQL stored for it, with its salt, for
+// passwords that SASLprep maps, normalizes, or leaves alone because it does not apply to them.
+TEST(Authenticate, SaslPrepMatchesPostgresVerifiers) {
+  query("drop role if exists pgproxy_auth_sasl; create role pgproxy_auth_sasl login");
+  struct Case {
+    const char* sql;  // the password as a U& literal, so that the SQL stays ASCII
+    std::string password;
+  };
+  const Case cases[] = {
+      {"I\\00ADX", "I\u00ADX"},                      // mapped to nothing
+      {"\\2168", "\u2168"},                          // NFKC: IX
+      {"\\00AA", "\u00AA"},                          // NFKC: a
+      {"a\\00A0b\\3000c", "a\u00A0b\u3000c"},        // non-ASCII spaces
+      {"\\FF21\\FF22\\FF23", "\uFF21\uFF22\uFF23"},  // fullwidth
+      {"\\FB01x", "\uFB01x"},                        // a ligature
+      {"cafe\\0301", "cafe\u0301"},                  // composition
+      {"\\0627\\0031\\0628", "\u0627\u0031\u0628"},  // right to left, well formed
+      {"\\FB2A", "\uFB2A"},                          // checked before normalization
+      {"\\0627a\\0628", "\u0627a\u0628"},            // bidi violation: used as is
+      {"x\\00AD", "x\u00AD"},                        // mapped, then NFKC of "x"
+      {"\\00AD\\00AD", "\u00AD\u00AD"},              // nothing left: used as is
+      {"\\+01F600", "\U0001F600"},                   // unassigned in Unicode 3.2: as is
+      {"\\00AA\\0007", "\u00AA\u0007"},              // prohibited: as is
+      {"a\\E000", "a\uE000"},                        // private use: as is
+      {"plain", "plain"},
+  };
+  for (const auto& c : cases) {
+    query("set password_encryption = 'scram-sha-256'; alter role pgproxy_auth_sasl password U&'" +
+          std::string(c.sql) + "'");
+    std::string stored =
+        query("select rolpassword from pg_authid where rolname = 'pgproxy_auth_sasl'");
+    auto v = auth::ScramVerifier::parse(stored);
+    ASSERT_TRUE(v.ok()) << stored;
+    EXPECT_EQ(auth::ScramVerifier::fromPassword(c.password, v->salt, v->iterations).text(), stored)
+        << c.sql;
+  }
+}
+
+// A password SASLprep changes, in the auth file as typed. With SCRAM the client proves it in any
+// of its equivalent forms (libpq prepares it too, and pgproxy's verifier is made from the
+// prepared form). pgproxy's own SCRAM login to the backend (which asks pgproxy_auth_sasl for
+// SCRAM) prepares it as PostgreSQL did when it stored the verifier; an md5 client leg shows that
+// leg alone, since md5 hashes the password as typed, in PostgreSQL as in pgproxy.
+TEST(Authenticate, SaslPrepPasswordsLogInOnBothLegs) {
+  const std::string typed = "pass\u00ADword\u2168";  // soft hyphen, ROMAN NUMERAL NINE
+  query(
+      "drop role if exists pgproxy_auth_sasl; set password_encryption = 'scram-sha-256'; "
+      "create role pgproxy_auth_sasl login password U&'pass\\00ADword\\2168'");
+  std::string dir = tempDir("pgproxy-sasl");
+  writeFile(dir + "/users.txt", "\"pgproxy_auth_sasl\" \"" + typed + "\"\n");
+  auto login = [&](const Proxy& proxy, const std::string& pw) {
+    return psql(viaProxy(proxy, "user=pgproxy_auth_sasl password=" + pw), kWho).output;
+  };
+  const std::string ok = "pgproxy_auth_sasl true\n";
+  const std::string refused = "password authentication failed for user \"pgproxy_auth_sasl\"";
+  {
+    Proxy proxy(config(dir + "/users.txt", "scram-sha-256"));
+    for (const std::string& pw :
+         {typed, std::string("passwordIX"), std::string("password\u2168")}) {
+      EXPECT_EQ(login(proxy, pw), ok) << pw << "\n" << proxy.log();
+    }
+    EXPECT_NE(login(proxy, "passwordI").find(refused), std::string::npos);
+  }
+  {
+    Proxy proxy(config(dir + "/users.txt", "md5"));
+    EXPECT_EQ(login(proxy, typed), ok) << proxy.log();
+    EXPECT_NE(login(proxy, "passwordIX").find(refused), std::string::npos);
+  }
 }
 
 }  // namespace

@@ -890,6 +890,16 @@ TEST(ConfigAuthQuery, MistakesAreRefusedWithTheReason) {
   expect(file + "query: q, user: pgproxy_auth, cache: later",
          "auth.cache must be a duration such as 500ms, 10s or 2m, not \"later\"");
   std::remove(users.c_str());
+  // A verifier cannot answer the backend's challenge: auth.user needs a password or md5 hash.
+  std::string scram = writeUsers(
+      "\"pgproxy_auth\" "
+      "\"SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
+      "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=\"\n");
+  std::string e = errorOf("auth: {file: " + scram + ", query: q, user: pgproxy_auth}" + mappings);
+  EXPECT_NE(e.find("auth.user \"pgproxy_auth\" has a SCRAM verifier in auth.file"),
+            std::string::npos)
+      << e;
+  std::remove(scram.c_str());
 }
 
 TEST(ConfigAuth, CertIsNotSupportedYet) {

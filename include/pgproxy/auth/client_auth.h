@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -27,9 +28,13 @@ class ClientAuth {
     // tls-server-end-point hash of pgproxy's certificate on this connection; empty without TLS.
     std::string channel_binding;
     std::string mock_secret;  // per process, random: the salt of mock exchanges
+    // For the log when the user is unknown: where pgproxy looked.
+    const char* unknown_user = "no such user in the auth file";
   };
   // `secret`: the user's entry, or nullptr for an unknown user.
   ClientAuth(std::string user, const UserSecret* secret, Settings settings);
+  // A secret auth.query found: held for the exchange's life, whatever the cache does meanwhile.
+  ClientAuth(std::string user, std::shared_ptr<const UserSecret> secret, Settings settings);
 
   struct Step {
     enum Kind { kContinue, kOk, kFailed } kind = kContinue;
@@ -55,6 +60,7 @@ class ClientAuth {
   Step protocolError(const std::string& why);
 
   std::string user_;
+  std::shared_ptr<const UserSecret> owned_;  // auth.query's secret, which secret_ points to
   const UserSecret* secret_;
   Settings settings_;
   Phase phase_ = Phase::kStart;

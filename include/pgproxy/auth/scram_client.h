@@ -10,8 +10,8 @@ namespace pgproxy::auth {
 
 // The client side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it, without channel
 // binding (GS2 header "n,,"; the user name travels in the StartupMessage, so n= is empty). Pure:
-// the caller moves the messages. The password is used as given: SASLprep changes only non-ASCII
-// passwords, for which PostgreSQL itself falls back to the raw bytes when normalization fails.
+// the caller moves the messages. The password is SASLprep'd as libpq does (saslprep.h), so that it
+// proves the keys of the verifier PostgreSQL stored for it.
 class ScramClient {
  public:
   // `nonce`: printable, no comma (randomNonce() makes one). `user` stays empty for PostgreSQL;

@@ -16,7 +16,7 @@ struct ScramVerifier {
   std::string server_key;
 
   static base::Result<ScramVerifier> parse(std::string_view text);
-  // The verifier PostgreSQL would store for `password` (used as given; see ScramClient).
+  // The verifier PostgreSQL would store for `password` (SASLprep'd as it does: saslprep.h).
   static ScramVerifier fromPassword(std::string_view password, std::string salt,
                                     unsigned iterations = 4096);
   std::string text() const;

@@ -46,6 +46,10 @@ enum class Counter : std::uint8_t {
   kCancelUnmatched,
   kLogLinesDropped,        // the main log could not take them (log.h)
   kAccessLogLinesDropped,  // the access log file could not take them
+  kAuthQueryFound,         // auth.query lookups by result (auth/secret_fetch.h)
+  kAuthQueryAbsent,
+  kAuthQueryFailed,
+  kAuthQueryCacheHits,  // logins auth.cache answered without a lookup
   kCount,
 };
 // kActive: client connections open; kAdmitted: those counted against max_connections;

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "pgproxy/auth/client_auth.h"
+#include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/proto/sasl_filter.h"
@@ -40,6 +41,9 @@ using metrics::Outcome;
 // A mapping with authenticate: true puts pgproxy's own login in between (authenticate.cc):
 //   ... StartupMessage ──> ClientAuth (pgproxy authenticates the client) ──> Connecting ──> ...
 //     ──> ServerLogin (pgproxy logs in to the backend for the client) ──> Splice
+// A user who is not in the auth file, with auth.query set, waits for its secret first (the cache
+// answers at once, else a lookup on a backend; handshake_timeout still runs):
+//   StartupMessage ──> SecretLookup ──> ClientAuth ──> ...
 // A mapping with a pool authenticates the same way, then never has a backend of its own
 // (pooled.cc): ClientAuth ──> Pooled, where it borrows server connections from its pool.
 //   any state ──> Closing (flush what we owe the client, then free everything)
@@ -63,6 +67,7 @@ class Session {
     kTlsAccept,
     kTlsStartup,
     kBackendTls,
+    kSecretLookup,
     kClientAuth,
     kServerLogin,
     kPooled,
@@ -138,6 +143,11 @@ class Session {
   void readTlsStartup();
   // authenticate: true (authenticate.cc).
   void startClientAuth();
+  // The exchange with the client, once the user's secret is known (`looked_up`: auth.query's).
+  void beginClientAuth(const auth::UserSecret* secret,
+                       std::shared_ptr<const auth::UserSecret> looked_up);
+  static void onSecretAnswer(void* arg, auth::SecretAnswer answer);
+  void secretLookupFailed(const std::string& why, const char* sqlstate, Outcome outcome);
   void readClientAuth();
   bool onClientAuthStep(auth::ClientAuth::Step step);  // false: the session was closed
   void startServerLogin();
@@ -210,6 +220,7 @@ class Session {
   bool authenticated_ = false;
   std::unique_ptr<auth::ClientAuth> client_auth_;
   std::unique_ptr<auth::ServerLogin> server_login_;
+  std::unique_ptr<auth::SecretWait> secret_wait_;  // in SecretLookup only
   std::unique_ptr<Pooled> pooled_;
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
   upstream::Lookup* lookup_ = nullptr;
