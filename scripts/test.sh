@@ -12,7 +12,13 @@ rm -rf "$build/test-results"
 check=$?
 if [ $check -ne 0 ]; then
   for log in "$build"/tests/*.log "$build"/tests/fuzz/*.log; do
-    [ -f "$log" ] && grep -q "FAIL\|Failure\|ERROR" "$log" && { echo "==== $log"; tail -n 200 "$log"; }
+    [ -f "$log" ] || continue
+    grep -q "FAIL\|Failure\|ERROR" "$log" || continue
+    # The assertions first: a failing test's own logs can be long enough to push them out of a tail.
+    echo "==== $log: failed tests and their assertions"
+    grep -E -A 12 ": Failure$|^\[  FAILED  \]" "$log" | grep -v "^20[0-9][0-9]-" | head -n 150
+    echo "==== $log (tail)"
+    tail -n 120 "$log"
   done
 fi
 # The Debian package test builds, installs and purges the .deb (needs root or sudo). A second,

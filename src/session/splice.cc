@@ -31,6 +31,12 @@ namespace {
 using net::kReadsPerWakeup;
 using net::wouldBlock;
 
+// TLS 1.3 encrypts alerts: a close_notify travels as an application-data record of 19 bytes (the
+// 2-byte alert, its inner content type and a 16-byte AEAD tag). No PostgreSQL client data fits a
+// record that short (its smallest message, 5 bytes, makes 22), so in passthrough that record is
+// the client's goodbye.
+constexpr std::uint32_t kTls13AlertRecord = 2 + 1 + 16;
+
 }  // namespace
 
 // Takes a bufferevent's socket and the bytes still in its buffers, then frees it without closing
@@ -416,16 +422,21 @@ Outcome Session::spliceErrorOutcome() const {
   if (client_eof_ || backend_eof_) {
     return Outcome::kOk;
   }
-  if (!client_reset_) {
-    return Outcome::kError;
+  // A client that sent close_notify or Terminate ('X') has finished, whoever resets next: psql
+  // resets when the server's last bytes are still unread, and a backend that exits on Terminate
+  // with the client's close_notify unread in its socket resets instead of sending its FIN.
+  bool goodbye = false;
+  if (!client_frames_.lost()) {
+    int last = client_frames_.lastType();
+    goodbye = mode_ == Mode::kPlaintext || terminated()
+                  ? last == 'X'
+                  : last == 0x15 /* TLS 1.2 alert */ ||
+                        (last == 0x17 && client_frames_.lastLength() == kTls13AlertRecord);
   }
-  // A client that sent close_notify (TLS alert record) or Terminate ('X') and then reset is a
-  // client that finished; psql does this when the server's last bytes are still unread.
-  int last = client_frames_.lastType();
-  bool goodbye =
-      !client_frames_.lost() &&
-      (mode_ == Mode::kPlaintext || terminated() ? last == 'X' : last == 0x15 /* alert */);
-  return goodbye ? Outcome::kOk : Outcome::kClientClosedEarly;
+  if (goodbye) {
+    return Outcome::kOk;
+  }
+  return client_reset_ ? Outcome::kClientClosedEarly : Outcome::kError;
 }
 
 void Session::spliceSocketError(bool client_side, int err) {

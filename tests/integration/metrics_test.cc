@@ -72,8 +72,14 @@ class Observed {
 
 TEST(Metrics, CountsAcrossWorkersReloadsAndRestarts) {
   Observed o;
-  // The harness's readiness probe was one accepted connection.
-  long long base = metric(o.metrics(), "pgproxy_connections_accepted_total");
+  // The harness's readiness probe was one accepted connection; under load its worker may count
+  // it after the first scrape, so the base is read once it has been counted and closed.
+  long long base = 0;
+  ASSERT_TRUE(eventually([&] {
+    std::string m = o.metrics();
+    base = metric(m, "pgproxy_connections_accepted_total");
+    return base >= 1 && metric(m, "pgproxy_connections_active") == 0;
+  }));
   for (int i = 0; i < 5; ++i) {
     ASSERT_EQ(psql(o.proxy().tls("host1"), "select 1").exit_code, 0);
   }

@@ -139,7 +139,23 @@ TEST(FrameTracker, TlsRecordsAcrossChunks) {
       t.feed(std::string_view(stream).substr(i, chunk));
     }
     EXPECT_EQ(t.lastType(), 0x15) << chunk;
+    EXPECT_EQ(t.lastLength(), 2u) << chunk;
   }
+}
+
+// TLS 1.3 hides the alert type: what tells a close_notify from data is the record's length (19:
+// alert, inner type, AEAD tag), which the tracker keeps with the type.
+TEST(FrameTracker, Tls13RecordsKeepTheirLength) {
+  std::string terminate = std::string("\x17\x03\x03\x00\x16", 5) + std::string(22, 'x');
+  std::string close_notify = std::string("\x17\x03\x03\x00\x13", 5) + std::string(19, 'y');
+  FrameTracker t(FrameTracker::Kind::kTlsRecords);
+  t.feed(terminate);
+  EXPECT_EQ(t.lastType(), 0x17);
+  EXPECT_EQ(t.lastLength(), 22u);
+  t.feed(close_notify.substr(0, 10));
+  EXPECT_EQ(t.lastLength(), 22u);  // a record counts once it is whole
+  t.feed(close_notify.substr(10));
+  EXPECT_EQ(t.lastLength(), 19u);
 }
 
 TEST(FrameTracker, PgMessagesAfterStartupSkip) {

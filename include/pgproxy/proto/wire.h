@@ -162,15 +162,18 @@ class FrameTracker {
   void feed(std::string_view bytes) {
     framer_.feed(bytes, [this](const MessageFramer::Message& m) {
       last_type_ = static_cast<unsigned char>(m.type);
+      last_length_ = m.length;
     });
   }
-  int lastType() const { return last_type_; }   // -1 before the first frame
-  bool lost() const { return framer_.lost(); }  // the stream stopped framing
+  int lastType() const { return last_type_; }                // -1 before the first frame
+  std::uint32_t lastLength() const { return last_length_; }  // its length field
+  bool lost() const { return framer_.lost(); }               // the stream stopped framing
   bool atBoundary() const { return framer_.atBoundary(); }
 
  private:
   MessageFramer framer_;
   int last_type_ = -1;
+  std::uint32_t last_length_ = 0;
 };
 
 // A backend's cancel secret (BackendKeyData, CancelRequest): exactly 4 bytes up to protocol 3.0,
