@@ -361,12 +361,12 @@ void ServerConn::onLinked(std::string_view bytes) {
     // has decided what it means: in statement mode a transaction's 'T' is replaced by the refusal.
     constexpr std::size_t kReadyLength = 6;
     std::size_t held = ready ? std::min(used, kReadyLength) : 0;
-    pause |= client_ && !client_->fromServer(bytes.substr(0, used - held));
+    pause |= client_ && !client_->fromServer(bytes.substr(0, used - held), held > 0);
     Release r = Release::kKeep;
     if (ready && client_) {
       r = client_->ready(status);
       if (r != Release::kStatementInTransaction && client_ == client) {
-        pause |= !client->fromServer(bytes.substr(used - held, held));
+        pause |= !client->fromServer(bytes.substr(used - held, held), false);
       }
     }
     bytes.remove_prefix(used);

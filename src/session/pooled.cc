@@ -6,6 +6,7 @@
 // (the parameters it set), and ParameterStatus from the server keeps that state current.
 #include <event2/event.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 #include <cerrno>
 
@@ -67,6 +68,12 @@ void Session::startPooled() {
   ctx_.cancels->publishPooled(cancel_slot_, pooled_->key_pid, secret);
 
   setState(State::kPooled);
+  if (client_ssl_) {
+    // One read per TLS record instead of two (its header, then its body): a transaction's query
+    // is one small record. What OpenSSL reads ahead is invisible to epoll, so every read of a
+    // pooled client ends by looking at SSL_has_pending (readPooledClient, holdClientReads).
+    SSL_set_read_ahead(client_ssl_, 1);
+  }
   endHandshake();
   ctx_.metrics.observe(metrics::Histogram::kHandshake, base::monotonicUs() - started_us_);
   if (timer_) {
@@ -120,6 +127,15 @@ void Session::holdClientReads(bool hold) {
     event_del(client_read_);
   } else {
     event_add(client_read_, nullptr);
+    wakeForBufferedTls();
+  }
+}
+
+// Records OpenSSL has read ahead wait in its buffer, not in the socket: no epoll event would
+// bring them, so the read callback is run as if one had.
+void Session::wakeForBufferedTls() {
+  if (client_ssl_ && SSL_has_pending(client_ssl_)) {
+    event_active(client_read_, EV_READ, 1);
   }
 }
 
@@ -166,14 +182,28 @@ void Session::readPooledClient() {
       close(Outcome::kOk);
       return;
     }
-    if (static_cast<std::size_t>(n) < net::kIoChunk) {
+    if (static_cast<std::size_t>(n) < net::kIoChunk &&
+        !(client_ssl_ && SSL_has_pending(client_ssl_))) {
       return;
     }
   }
+  if (!p.reading_held) {
+    wakeForBufferedTls();  // kReadsPerWakeup reached: the rest on the next turn of the loop
+  }
 }
 
-bool Session::writeToClient(std::string_view bytes) {
+bool Session::writeToClient(std::string_view bytes, bool more) {
   bytes_down_ += bytes.size();
+  if (more && (to_client_.empty() || client_corked_)) {
+    to_client_.append(bytes);  // sent with what follows, by the next call
+    client_corked_ = true;
+    return true;
+  }
+  if (client_corked_) {
+    client_corked_ = false;
+    to_client_.append(bytes);
+    return flushPooledClient();
+  }
   if (to_client_.empty()) {
     int err = 0;
     ssize_t w = writeSide(true, bytes.data(), bytes.size(), err);
@@ -191,20 +221,21 @@ bool Session::writeToClient(std::string_view bytes) {
   return true;
 }
 
-void Session::flushPooledClient() {
+bool Session::flushPooledClient() {
   int err = 0;
   switch (writePending(true, err)) {
     case WriteResult::kBlocked:
-      return;
+      return true;
     case WriteResult::kFailed:
       close(Outcome::kClientClosedEarly);
-      return;
+      return false;
     case WriteResult::kDone:
       if (pooled_->server) {
         pooled_->server->resumeReading();
       }
-      return;
+      return true;
   }
+  return true;
 }
 
 void Session::unlinkPooled() {
@@ -285,8 +316,8 @@ void Pooled::linked(std::string error) {
   s.holdClientReads(false);
 }
 
-bool Pooled::fromServer(std::string_view bytes) {
-  if (!session.writeToClient(bytes)) {
+bool Pooled::fromServer(std::string_view bytes, bool more) {
+  if (!session.writeToClient(bytes, more)) {
     return false;  // the session is gone (detach told the server)
   }
   return session.to_client_.size() < kMaxAhead;

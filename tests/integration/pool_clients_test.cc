@@ -13,6 +13,7 @@
 // and pool_test.cc's run in one binary in any order.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -610,6 +611,88 @@ TEST(PoolClients, LibpqPipelineSyncAnsweredAlone) {
     PQfinish(c);
   }
   expectWithinPool(peak, kSize);
+}
+
+// A pipeline far larger than one read: over TLS the client's small records arrive many per read
+// (pgproxy reads ahead, so they wait in OpenSSL's buffer where epoll cannot see them) while the
+// server holds pgproxy back; every query must still be answered, in order.
+TEST(PoolClients, LargePipelineIsAnsweredInOrder) {
+  authFile();
+  expectNoServers();
+  constexpr int kQueries = 20000;
+  Proxy proxy(config(1));
+  for (const Transport& t : kTransports) {
+    SCOPED_TRACE(t.name);
+    PGconn* c = PQconnectdb(conninfo(proxy, t).c_str());
+    ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+    ASSERT_EQ(PQenterPipelineMode(c), 1);
+    ASSERT_EQ(PQsetnonblocking(c, 1), 0);
+    int sent = 0, received = 0;
+    bool synced = false;
+    auto readResults = [&]() -> bool {
+      if (!PQconsumeInput(c)) {
+        return false;
+      }
+      while (received < sent && !PQisBusy(c)) {
+        PGresult* r = PQgetResult(c);
+        if (!r) {
+          continue;  // the end of one query's results
+        }
+        EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(c);
+        EXPECT_EQ(std::string(PQgetvalue(r, 0, 0)), std::to_string(received));
+        ++received;
+        PQclear(r);
+      }
+      return true;
+    };
+    // Sends and reads interleaved (libpq's advice for large pipelines): neither side's buffers
+    // fill up waiting for the other.
+    bool done = false;
+    while (!done) {
+      while (sent < kQueries) {
+        std::string value = std::to_string(sent);
+        const char* values[] = {value.c_str()};
+        if (PQsendQueryParams(c, "select $1::int", 1, nullptr, values, nullptr, nullptr, 0) != 1) {
+          break;
+        }
+        // A flush per query: one small TLS record each, so that one read brings many.
+        ASSERT_GE(PQflush(c), 0) << PQerrorMessage(c);
+        if (++sent % 500 == 0) {
+          break;
+        }
+      }
+      if (sent == kQueries && !synced) {
+        ASSERT_EQ(PQpipelineSync(c), 1);
+        synced = true;
+      }
+      ASSERT_GE(PQflush(c), 0) << PQerrorMessage(c);
+      pollfd pfd{PQsocket(c), POLLIN, 0};
+      int ready = poll(&pfd, 1, 20000);
+      ASSERT_GE(ready, 0);
+      ASSERT_TRUE(ready > 0 || received == sent)
+          << "no answer in 20 s with " << received << " of " << sent << " answered";
+      ASSERT_TRUE(readResults()) << PQerrorMessage(c);
+      done = synced && received == kQueries && PQflush(c) == 0;
+      if (done) {
+        // Then the Sync's own result, after the last query's end.
+        PGresult* r = nullptr;
+        while (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+          PQclear(r);
+          while (PQisBusy(c)) {
+            pollfd wait{PQsocket(c), POLLIN, 0};
+            ASSERT_EQ(poll(&wait, 1, 20000), 1) << "no ReadyForQuery after the last query";
+            ASSERT_TRUE(PQconsumeInput(c));
+          }
+          r = PQgetResult(c);
+        }
+        PQclear(r);
+      }
+    }
+    EXPECT_EQ(received, kQueries);
+    ASSERT_EQ(PQsetnonblocking(c, 0), 0);
+    EXPECT_EQ(PQexitPipelineMode(c), 1) << PQerrorMessage(c);
+    PQfinish(c);
+  }
 }
 
 // {T}: the table of one psql process; {DIR}: where the CSV files are.

@@ -37,7 +37,9 @@ class PoolClient {
   // `error` (an ErrorResponse, the server still clean) for the client.
   virtual void linked(std::string error) = 0;
   // Linked: bytes for the client; false: the server stops reading until resumeReading().
-  virtual bool fromServer(std::string_view bytes) = 0;
+  // `more`: the server's ReadyForQuery follows in the same read, so the client may hold these
+  // and send both in one write (one syscall and one TLS record fewer per transaction).
+  virtual bool fromServer(std::string_view bytes, bool more) = 0;
   // Linked: a ParameterStatus (its bytes are also in fromServer).
   virtual void serverParam(std::string_view name, std::string_view value) = 0;
   // Linked: a ReadyForQuery with this status ended the bytes just given; whether the link ends

@@ -22,7 +22,7 @@ struct Pooled final : pool::PoolClient {
   void granted(pool::ServerConn* server) override;
   void refused(std::string error) override;
   void linked(std::string error) override;
-  bool fromServer(std::string_view bytes) override;
+  bool fromServer(std::string_view bytes, bool more) override;
   void serverParam(std::string_view name, std::string_view value) override;
   pool::Release ready(char status) override;
   void serverLost(const std::string& why) override;

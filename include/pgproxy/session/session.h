@@ -159,8 +159,10 @@ class Session {
   void startPooled();
   void sendGreeting();
   void readPooledClient();
-  bool writeToClient(std::string_view bytes);  // false: the session was closed
-  void flushPooledClient();
+  // false: the session was closed. `more`: hold the bytes for the next call to send with them.
+  bool writeToClient(std::string_view bytes, bool more = false);
+  bool flushPooledClient();  // false: the session was closed
+  void wakeForBufferedTls();
   void holdClientReads(bool hold);
   void unlinkPooled();  // leaves the pool's queue and gives back the server, if any
   void endPooled();
@@ -236,7 +238,8 @@ class Session {
   event* backend_read_ = nullptr;
   event* backend_write_ = nullptr;
   std::string to_backend_, to_client_;
-  std::string replay_;  // the client's first bytes, until the backend answers (see above)
+  bool client_corked_ = false;  // to_client_ holds bytes writeToClient was told more would follow
+  std::string replay_;          // the client's first bytes, until the backend answers (see above)
   // Terminated sessions: pgproxy's TLS sessions with the client and (optionally) the backend,
   // the StartupMessage read inside TLS, and the AuthenticationSASL rewrite.
   SSL* client_ssl_ = nullptr;
