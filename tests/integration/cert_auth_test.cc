@@ -84,7 +84,8 @@ const std::string& authFile() {
   return path;
 }
 
-std::string config(const std::string& users, const std::string& client_ca) {
+std::string config(const std::string& users, const std::string& client_ca,
+                   const std::string& authenticating = "pool: {mode: transaction, size: 2}") {
   return "auth: {type: cert, client_ca: " + client_ca + ", file: " + users +
          "}\n"
          "mappings:\n"
@@ -96,7 +97,8 @@ std::string config(const std::string& users, const std::string& client_ca) {
          sb("proxy-host1.crt") + "\n    key: " + sb("proxy-host1.key") +
          "\n"
          "    backend_tls: disable\n"
-         "    pool: {mode: transaction, size: 2}\n";
+         "    " +
+         authenticating + "\n";
 }
 
 std::string viaProxy(const Proxy& proxy, const std::string& user, const std::string& cert) {
@@ -162,6 +164,20 @@ TEST(CertAuth, TheCertificateCnIsTheUserAndPgproxyLogsInAsTrustWould) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find("outcome=auth_failed"), std::string::npos) << log;
+}
+
+// authenticate: true without a pool: the same check, then pgproxy's own login for the session.
+TEST(CertAuth, AuthenticateWithoutAPool) {
+  const std::string users = authFile();
+  Proxy proxy(config(users, pki().ca(), "authenticate: true"));
+  EXPECT_EQ(psql(viaProxy(proxy, "pgproxy_cert_md5", "md5user"), kWho).output, "pgproxy_cert_md5\n")
+      << proxy.log();
+  auto wrong = psql(viaProxy(proxy, "pgproxy_cert_md5", "trusted"), kWho);
+  EXPECT_NE(wrong.output.find("certificate authentication failed for user \"pgproxy_cert_md5\""),
+            std::string::npos)
+      << wrong.output;
+  auto stranger = psql(viaProxy(proxy, "pgproxy_cert", "stranger"), kWho);
+  EXPECT_NE(stranger.output.find(kNeedsCert), std::string::npos) << stranger.output;
 }
 
 // A reload with another client_ca: new sessions are checked against the new file.
