@@ -55,9 +55,42 @@ ClientAuth::ClientAuth(std::string user, std::shared_ptr<const UserSecret> secre
       settings_(std::move(settings)),
       scram_(makeScram(user_, secret_, settings_)) {}
 
+ClientAuth::Step ClientAuth::checkCertificate(std::string_view user,
+                                              const ClientCertificate& cert) {
+  Step s;
+  if (!cert.present || !cert.verified) {
+    s.kind = Step::kFailed;
+    s.send = proto::buildFatal(proto::sqlstate::kInvalidAuthorization,
+                               "connection requires a valid client certificate");
+    s.log = !cert.present ? "auth.type cert: the client presented no certificate"
+                          : "auth.type cert: the client's certificate did not verify against "
+                            "auth.client_ca: " +
+                                cert.why;
+    return s;
+  }
+  // PostgreSQL compares the CN with the user name byte for byte (no case folding); an empty CN
+  // (absent, or refused for an embedded NUL) matches nobody, since a startup user is never empty.
+  if (cert.common_name.empty() || cert.common_name != user) {
+    s.kind = Step::kFailed;
+    s.send = proto::buildFatal(
+        proto::sqlstate::kInvalidAuthorization,
+        "certificate authentication failed for user \"" + std::string(user) + "\"");
+    s.log = "auth.type cert: provided user name (" + std::string(user) +
+            ") and the certificate's common name (" +
+            (cert.common_name.empty() ? "none" : cert.common_name) + ") do not match";
+    return s;
+  }
+  s.kind = Step::kOk;
+  return s;
+}
+
 ClientAuth::Step ClientAuth::start() {
   Step s;
-  if (settings_.type == ClientAuthType::kTrust || settings_.type == ClientAuthType::kCert) {
+  if (settings_.type == ClientAuthType::kCert) {
+    phase_ = Phase::kDone;
+    return checkCertificate(user_, settings_.certificate);
+  }
+  if (settings_.type == ClientAuthType::kTrust) {
     phase_ = Phase::kDone;
     s.kind = Step::kOk;
     return s;

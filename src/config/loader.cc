@@ -1096,23 +1096,20 @@ const Block<AuthConfig>& authBlock() {
   static const Block<AuthConfig> block(
       "auth", "auth.",
       {
-          {"type", true, "scram-sha-256 (default), md5 or trust",
+          {"type", true, "scram-sha-256 (default), md5, trust or cert",
            [](Parser& p, yaml_node_t* v, const std::string& what, AuthConfig& auth) {
-             if (v->type == YAML_SCALAR_NODE && p.scalar(v, what) == "cert") {
-               // ClientAuth lets a cert client in without an exchange, but nothing verifies its
-               // certificate yet: accepting it would be trust under another name.
-               p.fail(v, "auth type cert is not supported yet: use scram-sha-256, md5 or trust");
-               return;
-             }
              parseChoice<auth::ClientAuthType>(
                  p, v, what,
                  {{"scram-sha-256", auth::ClientAuthType::kScramSha256},
                   {"md5", auth::ClientAuthType::kMd5},
-                  {"trust", auth::ClientAuthType::kTrust}},
+                  {"trust", auth::ClientAuthType::kTrust},
+                  {"cert", auth::ClientAuthType::kCert}},
                  auth.type);
            }},
           {"file", true, "auth file: one \"user\" \"secret\" line per user (PgBouncer's format)",
            text(&AuthConfig::file)},
+          {"client_ca", true, "type cert: CA file (PEM) the client certificates must chain to",
+           nonEmptyText(&AuthConfig::client_ca)},
           {"query", true, "auth_query: SQL that returns the secret of a user not in the file",
            nonEmptyText(&AuthConfig::query)},
           {"user", true, "user (in the auth file) that runs auth.query",
@@ -1146,9 +1143,27 @@ void parseAuth(Parser& p, yaml_node_t* n, Config& cfg) {
            "must be in auth.file)");
     return;
   }
+  const bool cert = cfg.auth.type == auth::ClientAuthType::kCert;
+  if (cert && !seen["client_ca"]) {
+    p.fail(seen["type"] ? seen["type"] : n,
+           "auth.type cert needs auth.client_ca: the CA file client certificates must chain to");
+    return;
+  }
+  if (!cert && seen["client_ca"]) {
+    p.fail(seen["client_ca"], "auth.client_ca is for auth.type cert only (the type is not cert)");
+    return;
+  }
+  if (cert && access(cfg.auth.client_ca.c_str(), R_OK) != 0) {
+    // The TLS contexts load it at start, -t and reload; this names the line.
+    p.fail(seen["client_ca"],
+           "cannot read auth.client_ca \"" + cfg.auth.client_ca + "\": " + std::strerror(errno));
+    return;
+  }
   if (cfg.auth.file.empty()) {
-    if (cfg.auth.type != auth::ClientAuthType::kTrust) {
-      p.fail(n, "auth needs a \"file\" of users and secrets (only type: trust works without one)");
+    if (cfg.auth.type != auth::ClientAuthType::kTrust && !cert) {
+      p.fail(n,
+             "auth needs a \"file\" of users and secrets (only types trust and cert work "
+             "without one)");
     } else if (userNode) {
       p.fail(userNode, "auth.user \"" + cfg.auth.query_user +
                            "\" needs its secret in an auth.file: pgproxy logs in as it to run "
@@ -1374,6 +1389,14 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
                        "own TLS session (without terminate pgproxy can authenticate only "
                        "plaintext clients, which reach the default mapping unless tls.require "
                        "is set)");
+    }
+    if (m.authenticate && m.tls != TlsMode::kTerminate && plaintextMapping == i &&
+        cfg.auth.type == auth::ClientAuthType::kCert) {
+      // Its clients are all plaintext: every login would be refused.
+      p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +
+                       "): auth.type cert needs tls: terminate on the mappings that " +
+                       "authenticate: a client certificate comes with a TLS session pgproxy " +
+                       "terminates, and this mapping authenticates only plaintext clients");
     }
     if (m.authenticate && !cfg.auth.configured) {
       p.fail(root, "mapping \"" + m.external + "\" (line " + std::to_string(m.mark.line) +

@@ -1,5 +1,6 @@
 // authenticate: true: pgproxy authenticates the client itself (the `auth` block: SCRAM-SHA-256
-// with channel binding on terminated TLS, md5, trust), then logs in to the backend for it with
+// with channel binding on terminated TLS, md5, trust, or cert: the client certificate of a
+// terminated session), then logs in to the backend for it with
 // what the exchange yielded (a password, an md5 hash, or the client's recovered SCRAM ClientKey),
 // and hands the client the backend's greeting before the splice starts. The client's password
 // messages never reach the backend and the backend's authentication requests never reach the
@@ -43,6 +44,11 @@ std::string startupUser(std::string_view startup) {
 
 using net::wouldBlock;
 
+auth::ClientCertificate Session::clientCertificate() const {
+  // A plaintext client has no certificate to show.
+  return terminated() ? tls::clientCertificate(client_ssl_) : auth::ClientCertificate{};
+}
+
 void Session::startClientAuth() {
   std::string unsent;
   if (client_) {  // plaintext: the StartupMessage is still in the bufferevent
@@ -54,7 +60,12 @@ void Session::startClientAuth() {
   const std::string user = startupUser(startup_);
   const auto& cfg = ctx_.config->auth;
   const auth::UserSecret* secret = cfg.users ? cfg.users->find(user) : nullptr;
-  if (secret || !ctx_.secrets) {
+  // auth.type cert: a client whose certificate is refused is refused before auth.query asks a
+  // backend anything for it (beginClientAuth's ClientAuth says why).
+  bool refused_cert = cfg.type == auth::ClientAuthType::kCert &&
+                      auth::ClientAuth::checkCertificate(user, clientCertificate()).kind !=
+                          auth::ClientAuth::Step::kOk;
+  if (secret || !ctx_.secrets || refused_cert) {
     beginClientAuth(secret, nullptr);
     return;
   }
@@ -117,6 +128,9 @@ void Session::beginClientAuth(const auth::UserSecret* secret,
   settings.type = cfg.type;
   settings.channel_binding = terminated() ? tls::serverEndPointHash(client_ssl_) : "";
   settings.mock_secret = mockSecret();
+  if (cfg.type == auth::ClientAuthType::kCert) {
+    settings.certificate = clientCertificate();
+  }
   if (ctx_.secrets) {
     settings.unknown_user = "no such user in the auth file or by auth.query";
   }

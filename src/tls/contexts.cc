@@ -3,11 +3,13 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "pgproxy/base/text.h"
@@ -46,8 +48,34 @@ void commonOptions(SSL_CTX* ctx) {
       ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
 }
 
+// auth.type cert: accept whatever certificate the client sends, so that the handshake completes
+// and the login refuses it with PostgreSQL's FATAL, which psql shows, instead of a TLS alert.
+// OpenSSL keeps the verification's error (SSL_get_verify_result), which clientCertificate reads.
+int acceptForTheLogin(int, X509_STORE_CTX*) {
+  return 1;
+}
+
+base::Status requestClientCertificates(SSL_CTX* ctx, const std::string& ca) {
+  if (auto st = readable("auth.client_ca", ca); !st) {
+    return st;
+  }
+  if (SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
+    return base::Error{"auth.client_ca \"" + ca + "\": " + opensslErrors()};
+  }
+  // The CertificateRequest names the acceptable CAs, which lets a client holding several
+  // certificates pick the right one. The list is owned by ctx from here on.
+  STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(ca.c_str());
+  if (!names) {
+    return base::Error{"auth.client_ca \"" + ca + "\": no certificate in it: " + opensslErrors()};
+  }
+  SSL_CTX_set_client_CA_list(ctx, names);
+  // Not SSL_VERIFY_FAIL_IF_NO_PEER_CERT: a client without a certificate hears the FATAL too.
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, acceptForTheLogin);
+  return {};
+}
+
 base::Result<SSL_CTX*> serverContext(const config::Config& cfg, const std::string& cert,
-                                     const std::string& key) {
+                                     const std::string& key, bool client_certificates) {
   for (auto st : {readable("certificate", cert), readable("key", key)}) {
     if (!st) {
       return st.error();
@@ -84,6 +112,12 @@ base::Result<SSL_CTX*> serverContext(const config::Config& cfg, const std::strin
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
     return fail("key \"" + key + "\" does not match certificate \"" + cert + "\"");
+  }
+  if (client_certificates) {
+    if (auto st = requestClientCertificates(ctx, cfg.auth.client_ca); !st) {
+      SSL_CTX_free(ctx);
+      return st.error();
+    }
   }
   return ctx;
 }
@@ -140,17 +174,20 @@ Contexts::~Contexts() {
 
 base::Result<std::shared_ptr<const Contexts>> Contexts::build(const config::Config& cfg) {
   std::shared_ptr<Contexts> out(new Contexts());
-  std::map<std::pair<std::string, std::string>, SSL_CTX*> servers;
+  std::map<std::tuple<std::string, std::string, bool>, SSL_CTX*> servers;
   std::map<std::pair<std::string, int>, SSL_CTX*> backends;
   for (const auto& m : cfg.mappings) {
     SSL_CTX* server = nullptr;
     SSL_CTX* backend = nullptr;
     if (m.tls == config::TlsMode::kTerminate) {
-      auto files = std::make_pair(cfg.certificateOf(m), cfg.keyOf(m));
+      // Only the mappings that authenticate with cert ask for a certificate: a client of any
+      // other would be asked for one that nothing reads.
+      bool client_certificates = m.authenticate && cfg.auth.type == auth::ClientAuthType::kCert;
+      auto files = std::make_tuple(cfg.certificateOf(m), cfg.keyOf(m), client_certificates);
       if (auto it = servers.find(files); it != servers.end()) {
         server = it->second;
       } else {
-        auto ctx = serverContext(cfg, files.first, files.second);
+        auto ctx = serverContext(cfg, std::get<0>(files), std::get<1>(files), client_certificates);
         if (!ctx) {
           return base::Error{cfg.path + ": mapping \"" + m.external + "\": " + ctx.error().message};
         }
@@ -195,6 +232,38 @@ std::string serverEndPointHash(SSL* ssl) {
     return "";
   }
   return std::string(reinterpret_cast<char*>(out), len);
+}
+
+auth::ClientCertificate clientCertificate(SSL* ssl) {
+  auth::ClientCertificate out;
+  X509* cert = ssl ? SSL_get0_peer_certificate(ssl) : nullptr;  // not a reference to free
+  if (!cert) {
+    return out;
+  }
+  out.present = true;
+  long result = SSL_get_verify_result(ssl);
+  out.verified = result == X509_V_OK;
+  if (!out.verified) {
+    out.why = X509_verify_cert_error_string(result);
+  }
+  // The first CN, as PostgreSQL takes it; one with an embedded NUL is no name at all (it could
+  // otherwise pass for a shorter one).
+  X509_NAME* subject = X509_get_subject_name(cert);
+  int at = subject ? X509_NAME_get_index_by_NID(subject, NID_commonName, -1) : -1;
+  if (at < 0) {
+    return out;
+  }
+  ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at));
+  unsigned char* utf8 = nullptr;
+  int len = data ? ASN1_STRING_to_UTF8(&utf8, data) : -1;
+  if (len > 0) {
+    std::string cn(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len));
+    if (cn.find('\0') == std::string::npos) {
+      out.common_name = std::move(cn);
+    }
+  }
+  OPENSSL_free(utf8);
+  return out;
 }
 
 }  // namespace pgproxy::tls

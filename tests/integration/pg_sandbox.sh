@@ -72,7 +72,7 @@ CONF
   # users need each method once, for pgproxy's own logins (authenticate: true). pgproxy_authq runs
   # auth.query; the pgproxy_aq_* users are looked up by it (not in pgproxy's auth file).
   # pgproxy_auth_sasl has a password that SASLprep changes.
-  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all pgproxy_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_pw 127.0.0.1/32 password\nhost all pgproxy_pool 127.0.0.1/32 scram-sha-256\nhost all pgproxy_pool_md5 127.0.0.1/32 md5\nhost all pgproxy_authq 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_sasl 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all pgproxy_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_pw 127.0.0.1/32 password\nhost all pgproxy_pool 127.0.0.1/32 scram-sha-256\nhost all pgproxy_pool_md5 127.0.0.1/32 md5\nhost all pgproxy_authq 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_sasl 127.0.0.1/32 scram-sha-256\nhost all pgproxy_cert_md5 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
   if [ "$(id -u)" = 0 ]; then
     chown postgres "$data/server.crt" "$data/server.key" "$data/pg_hba.conf"
   fi

@@ -123,14 +123,67 @@ TEST(ClientAuth, Md5MethodWithPasswordsHashesAndVerifiers) {
   EXPECT_EQ(scramLogin(upgraded, "pw").kind, ClientAuth::Step::kOk);
 }
 
-TEST(ClientAuth, TrustAndCertNeedNoExchange) {
-  for (auto type : {ClientAuthType::kTrust, ClientAuthType::kCert}) {
-    ClientAuth a("anyone", nullptr, {type, "", "mock"});
-    auto s = a.start();
-    EXPECT_EQ(s.kind, ClientAuth::Step::kOk);
-    EXPECT_TRUE(s.send.empty());
-    EXPECT_EQ(a.serverCredentials().kind, ServerCredentials::Kind::kNone);
+TEST(ClientAuth, TrustNeedsNoExchange) {
+  ClientAuth a("anyone", nullptr, {ClientAuthType::kTrust, "", "mock"});
+  auto s = a.start();
+  EXPECT_EQ(s.kind, ClientAuth::Step::kOk);
+  EXPECT_TRUE(s.send.empty());
+  EXPECT_EQ(a.serverCredentials().kind, ServerCredentials::Kind::kNone);
+}
+
+ClientCertificate certificate(bool present, bool verified, const std::string& cn) {
+  return {present, verified, verified ? "" : "unable to get local issuer certificate", cn};
+}
+
+ClientAuth::Settings certSettings(ClientCertificate c) {
+  ClientAuth::Settings s{ClientAuthType::kCert, "", "mock"};
+  s.certificate = std::move(c);
+  return s;
+}
+
+TEST(ClientAuth, CertNeedsAVerifiedCertificateNamingTheUser) {
+  // Accepted: no exchange, and the backend login is trust's (the file's secret, if any).
+  UserSecret pw = secret("a password");
+  ClientAuth ok("alice", &pw, certSettings(certificate(true, true, "alice")));
+  auto s = ok.start();
+  EXPECT_EQ(s.kind, ClientAuth::Step::kOk);
+  EXPECT_TRUE(s.send.empty());
+  EXPECT_EQ(ok.serverCredentials().kind, ServerCredentials::Kind::kPassword);
+  EXPECT_EQ(ok.serverCredentials().password, "a password");
+  ClientAuth unknown("alice", nullptr, certSettings(certificate(true, true, "alice")));
+  EXPECT_EQ(unknown.start().kind, ClientAuth::Step::kOk);
+  EXPECT_EQ(unknown.serverCredentials().kind, ServerCredentials::Kind::kNone);
+
+  // No certificate (or a plaintext client), or one that did not verify: PostgreSQL's words.
+  for (const auto& c : {certificate(false, false, ""), certificate(true, false, "alice")}) {
+    ClientAuth a("alice", &pw, certSettings(c));
+    auto f = a.start();
+    ASSERT_EQ(f.kind, ClientAuth::Step::kFailed);
+    EXPECT_EQ(sqlstate(f.send), "28000");
+    EXPECT_EQ(errorField(std::string_view(f.send).substr(5), 'M'),
+              "connection requires a valid client certificate");
+    EXPECT_FALSE(f.log.empty());
   }
+  auto unverified = ClientAuth::checkCertificate("alice", certificate(true, false, "alice"));
+  EXPECT_NE(unverified.log.find("unable to get local issuer certificate"), std::string::npos)
+      << unverified.log;
+
+  // The CN must be the user, byte for byte; an empty CN (absent, or with an embedded NUL) matches
+  // no one.
+  for (const std::string cn : {"bob", "Alice", "alice ", ""}) {
+    auto f = ClientAuth::checkCertificate("alice", certificate(true, true, cn));
+    ASSERT_EQ(f.kind, ClientAuth::Step::kFailed) << cn;
+    EXPECT_EQ(sqlstate(f.send), "28000");
+    EXPECT_EQ(errorField(std::string_view(f.send).substr(5), 'M'),
+              "certificate authentication failed for user \"alice\"");
+    EXPECT_NE(f.log.find("provided user name (alice)"), std::string::npos) << f.log;
+    EXPECT_NE(f.log.find("(" + (cn.empty() ? std::string("none") : cn) + ")"), std::string::npos)
+        << f.log;
+  }
+  // A cert login takes no password message: it never asked for one.
+  ClientAuth after("alice", &pw, certSettings(certificate(true, true, "alice")));
+  after.start();
+  EXPECT_EQ(after.feed(msg('p', std::string("pw") + '\0')).kind, ClientAuth::Step::kFailed);
 }
 
 TEST(ClientAuth, ChannelBindingIsOfferedAndChecked) {

@@ -632,6 +632,45 @@ TEST(ConfigAuth, MistakesAreRefusedWithTheReason) {
   std::remove(users.c_str());
 }
 
+TEST(ConfigAuth, CertNeedsAClientCaAndTerminatedMappings) {
+  std::string ca = writeUsers("not parsed at load: the TLS contexts read it\n");
+  const std::string terminate =
+      "mappings:\n  - {external: a.example.com, internal: x, tls: terminate, certificate: c, "
+      "key: k, authenticate: true}\n";
+  // No auth.file needed: the backend login is trust's.
+  Config c = mustLoad("auth: {type: cert, client_ca: " + ca + "}\n" + terminate);
+  EXPECT_EQ(c.auth.type, auth::ClientAuthType::kCert);
+  EXPECT_EQ(c.auth.client_ca, ca);
+  EXPECT_EQ(c.auth.users, nullptr);
+
+  EXPECT_NE(errorOf("auth: {type: cert}\n" + terminate)
+                .find("t.yaml:1:14: auth.type cert needs auth.client_ca"),
+            std::string::npos)
+      << errorOf("auth: {type: cert}\n" + terminate);
+  std::string e = errorOf("auth:\n  type: cert\n  client_ca: /nonexistent/ca.crt\n" + terminate);
+  EXPECT_NE(e.find("t.yaml:3:14: cannot read auth.client_ca \"/nonexistent/ca.crt\": No such "
+                   "file or directory"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(errorOf("auth: {type: cert, client_ca: \"\"}\n" + terminate).find("auth.client_ca"),
+            std::string::npos);
+  e = errorOf("auth: {type: trust, client_ca: " + ca + "}\n" + terminate);
+  EXPECT_NE(e.find("t.yaml:1:32: auth.client_ca is for auth.type cert only"), std::string::npos)
+      << e;
+  // The default mapping's plaintext clients can never show a certificate: refused at load.
+  e = errorOf("auth: {type: cert, client_ca: " + ca +
+              "}\nmappings:\n  - {external: a.example.com, internal: x, authenticate: true}\n");
+  EXPECT_NE(e.find("mapping \"a.example.com\" (line 3): auth.type cert needs tls: terminate"),
+            std::string::npos)
+      << e;
+  // A passthrough mapping that does not authenticate is none of cert's business.
+  EXPECT_EQ(mustLoad("auth: {type: cert, client_ca: " + ca + "}\n" + terminate +
+                     "  - {external: b.example.com, internal: y}\n")
+                .mappings.size(),
+            2u);
+  std::remove(ca.c_str());
+}
+
 }  // namespace
 }  // namespace pgproxy::config
 
@@ -900,13 +939,6 @@ TEST(ConfigAuthQuery, MistakesAreRefusedWithTheReason) {
             std::string::npos)
       << e;
   std::remove(scram.c_str());
-}
-
-TEST(ConfigAuth, CertIsNotSupportedYet) {
-  std::string e = errorOf(
-      "auth: {type: cert}\nmappings:\n  - {external: a.example.com, internal: "
-      "x}\n");
-  EXPECT_NE(e.find("t.yaml:1:14: auth type cert is not supported yet"), std::string::npos) << e;
 }
 
 TEST(ConfigMetrics, MaxPools) {

@@ -13,6 +13,16 @@ namespace pgproxy::auth {
 // How pgproxy authenticates its clients (auth.type).
 enum class ClientAuthType { kScramSha256, kMd5, kTrust, kCert };
 
+// What the client's TLS session says about its certificate, for auth.type cert. The TLS
+// handshake lets an unverified certificate through so that the client is refused with
+// PostgreSQL's FATAL rather than a TLS alert; this is where that refusal is decided.
+struct ClientCertificate {
+  bool present = false;     // the client sent a certificate (never true without TLS)
+  bool verified = false;    // it chains to auth.client_ca (SSL_get_verify_result is X509_V_OK)
+  std::string why;          // !verified: OpenSSL's reason, for the log
+  std::string common_name;  // the Subject's CN, UTF-8; empty when absent or malformed
+};
+
 // pgproxy's side of a client's authentication, as PostgreSQL runs it for the same pg_hba method
 // and stored secret. Pure: the session moves the bytes. After success it says how to log in to
 // the server for that client (ServerCredentials), without ever having needed the password when
@@ -30,6 +40,7 @@ class ClientAuth {
     std::string mock_secret;  // per process, random: the salt of mock exchanges
     // For the log when the user is unknown: where pgproxy looked.
     const char* unknown_user = "no such user in the auth file";
+    ClientCertificate certificate{};  // kCert only
   };
   // `secret`: the user's entry, or nullptr for an unknown user.
   ClientAuth(std::string user, const UserSecret* secret, Settings settings);
@@ -43,8 +54,12 @@ class ClientAuth {
     std::string send;
     std::string log;  // kFailed: why, for the log only (the client is not told)
   };
-  // The first authentication request (kOk at once for trust and cert).
+  // The first authentication request (kOk at once for trust, and for cert when
+  // checkCertificate accepts the client).
   Step start();
+  // PostgreSQL's cert method: a verified certificate whose Subject CN is exactly `user`. kOk, or
+  // kFailed with PostgreSQL's FATAL (28000) and the detail for the log.
+  static Step checkCertificate(std::string_view user, const ClientCertificate& cert);
   // Bytes from the client: PasswordMessage / SASLInitialResponse / SASLResponse ('p').
   Step feed(std::string_view bytes);
   // After kOk: how to log in to the server as this user.

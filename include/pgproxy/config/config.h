@@ -152,7 +152,10 @@ struct AdminConfig {
 struct AuthConfig {
   bool configured = false;
   auth::ClientAuthType type = auth::ClientAuthType::kScramSha256;
-  std::string file;  // the auth file; required unless type is trust
+  std::string file;  // the auth file; required unless type is trust or cert
+  // type cert: the CA file (PEM) client certificates must chain to. The terminated mappings that
+  // authenticate request a certificate and verify it against this file (contexts.cc).
+  std::string client_ca;
   // Read and checked at load (so -t and a failed reload name a broken line); shared by the
   // workers of the generation.
   std::shared_ptr<const auth::UserList> users;

@@ -143,6 +143,8 @@ class Session {
   void readTlsStartup();
   // authenticate: true (authenticate.cc).
   void startClientAuth();
+  // auth.type cert: the certificate of a terminated client (none for a plaintext one).
+  auth::ClientCertificate clientCertificate() const;
   // The exchange with the client, once the user's secret is known (`looked_up`: auth.query's).
   void beginClientAuth(const auth::UserSecret* secret,
                        std::shared_ptr<const auth::UserSecret> looked_up);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "pgproxy/auth/client_auth.h"
 #include "pgproxy/base/result.h"
 #include "pgproxy/config/config.h"
 
@@ -18,7 +19,8 @@ namespace pgproxy::tls {
 // per terminate mapping, the server context holding its certificate and the client context
 // that talks TLS to its backend. The master builds them before it forks a generation, so a
 // missing or broken file fails the start, `-t` and the reload (keeping the old generation),
-// never a worker. Mappings naming the same files share one context.
+// never a worker. Mappings naming the same files share one context. With auth.type cert, the
+// server context of a mapping that authenticates also requests the client's certificate.
 class Contexts {
  public:
   static base::Result<std::shared_ptr<const Contexts>> build(const config::Config& cfg);
@@ -43,5 +45,9 @@ std::string opensslErrors();
 // presents: its hash with the certificate's signature digest (SHA-256 for MD5 and SHA-1), as
 // PostgreSQL computes it. Empty when there is no certificate or the digest is unknown.
 std::string serverEndPointHash(SSL* ssl);
+// What the client's side of `ssl` (a terminated session) says about its certificate: sent,
+// verified against auth.client_ca, and its Subject CN. nullptr: a plaintext client, no
+// certificate.
+auth::ClientCertificate clientCertificate(SSL* ssl);
 
 }  // namespace pgproxy::tls
