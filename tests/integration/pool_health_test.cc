@@ -201,6 +201,44 @@ TEST(PoolHealth, ServerThatDiedUnseenWhileIdleIsNotLent) {
   }
 }
 
+// A server lost while pgproxy sets a client's state on it (the sync query, before anything of the
+// client's is sent) is replaced for that client, which sees no error. The backend is a second
+// pgproxy in front of host1's cluster: its worker is stopped once the pool's server has been lent
+// (the sync query waits unanswered), then killed; its master starts a new worker for the next
+// server.
+TEST(PoolHealth, ServerLostWhileTakingTheClientsStateIsReplaced) {
+  authFile();
+  const int front_port = freePort();
+  Proxy front("mappings:\n  - {external: x.example.com, internal: 127.0.0.1, port: {P1}}\n", 1, "",
+              front_port);
+  ASSERT_TRUE(eventually([&] { return childrenOf(front.pid()).size() == 1; }));
+  const pid_t front_worker = childrenOf(front.pid())[0];
+  const int admin = freePort();
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n" +
+                  config("{mode: transaction, size: 1}", std::to_string(front_port)),
+              1);
+  PGconn* a = PQconnectdb((viaProxy(proxy) + " application_name=a").c_str());
+  PGconn* b = PQconnectdb((viaProxy(proxy) + " application_name=b").c_str());
+  ASSERT_EQ(PQstatus(a), CONNECTION_OK) << PQerrorMessage(a) << proxy.log();
+  ASSERT_EQ(PQstatus(b), CONNECTION_OK) << PQerrorMessage(b) << proxy.log();
+  const std::string pid = one(a, "select pg_backend_pid()::text");  // the server is in A's state
+  ASSERT_EQ(kill(front_worker, SIGSTOP), 0);
+  ASSERT_EQ(PQsendQuery(b, "select current_setting('application_name')"), 1);
+  // B has the server (pgproxy's query setting B's application_name waits for an answer).
+  bool lent = eventually([&] {
+    return httpGet(admin, "/metrics").body.find("database=\"poolhealth\",state=\"active\"} 1") !=
+           std::string::npos;
+  });
+  kill(front_worker, SIGKILL);
+  ASSERT_TRUE(lent) << httpGet(admin, "/metrics").body;
+  EXPECT_EQ(reply(b), "b") << proxy.log();
+  EXPECT_NE(proxy.log().find("lost before the link was up"), std::string::npos) << proxy.log();
+  EXPECT_EQ(one(a, "select current_setting('application_name')"), "a");
+  EXPECT_TRUE(eventually([&] { return gone(pid); }));
+  PQfinish(a);
+  PQfinish(b);
+}
+
 // server_idle_timeout closes an idle server; min_size keeps that many open and warm all the same
 // (the idle timeout closes servers down to min_size, not below).
 TEST(PoolHealth, IdleTimeoutClosesServersDownToMinSize) {
