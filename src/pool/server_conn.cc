@@ -304,10 +304,11 @@ void ServerConn::internalDone() {
     return;
   }
   if (!internal_error_.empty() || last_status_ != 'I') {
+    const char* which = for_check ? "server_check_query" : "server_reset_query";
     std::string why = internal_error_.empty()
-                          ? std::string("the reset query left a transaction open")
+                          ? std::string("it left a transaction open")
                           : auth::errorField(std::string_view(internal_error_).substr(5), 'M');
-    close("pgproxy's query failed: " + why);
+    close(std::string(which) + " failed: " + why);
     return;
   }
   state_ = State::kIdle;

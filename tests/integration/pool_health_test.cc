@@ -147,23 +147,33 @@ TEST(PoolHealth, CheckQueryRunsBeforeAnIdleServerIsLent) {
 }
 
 // A server that fails its check is closed, and the client it was checked for gets another one
-// without an error. The check here is a server dying: it terminates its own backend.
+// without an error: a check that dies (it terminates its own backend), and one that errs.
 TEST(PoolHealth, ServerFailingItsCheckIsReplacedWithoutAnError) {
-  Proxy proxy(config("{mode: transaction, size: 1, server_check_delay: 100ms, server_check_query: "
-                     "\"select pg_terminate_backend(pg_backend_pid())\"}"),
-              1);
-  PGconn* c = PQconnectdb(viaProxy(proxy).c_str());
-  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c) << proxy.log();
-  const std::string pid = one(c, "select pg_backend_pid()::text");  // a fresh login: no check
-  std::this_thread::sleep_for(milliseconds(300));                   // idle past server_check_delay
-  const std::string next = one(c, "select pg_backend_pid()::text");
-  EXPECT_EQ(next.find("error"), std::string::npos) << next << proxy.log();
-  EXPECT_NE(next, pid);
-  EXPECT_TRUE(eventually([&] { return gone(pid); }));
-  EXPECT_NE(proxy.log().find("server connection 1 closed: the server closed the connection"),
-            std::string::npos)
-      << proxy.log();
-  PQfinish(c);
+  struct Case {
+    const char* check;
+    const char* closed;  // why the log says server 1 was closed
+  };
+  for (const Case& k : {Case{"select pg_terminate_backend(pg_backend_pid())",
+                             "server connection 1 closed: the server closed the connection"},
+                        Case{"select 1/0",
+                             "server connection 1 closed: server_check_query "
+                             "failed: division by zero"}}) {
+    SCOPED_TRACE(k.check);
+    Proxy proxy(config(std::string("{mode: transaction, size: 1, server_check_delay: 100ms, "
+                                   "server_check_query: \"") +
+                       k.check + "\"}"),
+                1);
+    PGconn* c = PQconnectdb(viaProxy(proxy).c_str());
+    ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c) << proxy.log();
+    const std::string pid = one(c, "select pg_backend_pid()::text");  // a fresh login: no check
+    std::this_thread::sleep_for(milliseconds(300));  // idle past server_check_delay
+    const std::string next = one(c, "select pg_backend_pid()::text");
+    EXPECT_EQ(next.find("error"), std::string::npos) << next << proxy.log();
+    EXPECT_NE(next, pid);
+    EXPECT_TRUE(eventually([&] { return gone(pid); }));
+    EXPECT_NE(proxy.log().find(k.closed), std::string::npos) << proxy.log();
+    PQfinish(c);
+  }
 }
 
 // A server that died while idle, before pgproxy's loop saw it go: the worker is stopped while the
@@ -342,6 +352,16 @@ TEST(PoolHealth, BackendMarkedDownDropsItsIdleServers) {
       << proxy.log();
   // With its last session gone, the front pgproxy finishes quitting.
   EXPECT_GE(front->waitExit(seconds(20)), 0) << front->log();
+  front.reset();
+  // Back on the same port: up again after a successful check, and the pool serves from it.
+  front = std::make_unique<Proxy>(
+      "mappings:\n  - {external: x.example.com, internal: 127.0.0.1, port: {P1}}\n", 1, "",
+      front_port);
+  EXPECT_TRUE(eventually([&] { return proxy.log().find("is up again") != std::string::npos; }))
+      << proxy.log();
+  const std::string next = one(c, "select pg_backend_pid()::text");
+  EXPECT_EQ(next.find("error"), std::string::npos) << next << proxy.log();
+  EXPECT_EQ(serverPids(), std::set<std::string>{next});
   PQfinish(c);
 }
 
