@@ -230,9 +230,11 @@ ServerConn* Pool::takeIdle() {
 
 void Pool::acquire(PoolClient* c) {
   pushWaiter(c);
-  if (ServerConn* s = takeIdle()) {
-    giveOrKeep(s);
-    return;
+  while (ServerConn* s = takeIdle()) {
+    if (s->stillIdle()) {
+      giveOrKeep(s);
+      return;
+    }
   }
   if (starting_ < waiting_) {
     startServer(config().size);
@@ -380,7 +382,10 @@ void Pool::tick(std::uint64_t now, bool maintenance) {
       s->close("the backend is marked down");
     } else if (set_.draining() && clients_ == 0) {
       s->close("this worker is draining (a reload replaced it)");
-    } else if (pc.server_idle_timeout_ms && now - s->idleSinceMs() >= pc.server_idle_timeout_ms) {
+    } else if (pc.server_idle_timeout_ms && now - s->idleSinceMs() >= pc.server_idle_timeout_ms &&
+               shared.servers(shared_) > pc.min_size) {
+      // min_size servers stay open however long they idle: closing them only to reopen them
+      // would make them cold.
       s->close("server_idle_timeout reached");
     } else if (pc.server_lifetime_ms && now - s->createdMs() >= pc.server_lifetime_ms) {
       s->close("server_lifetime reached");

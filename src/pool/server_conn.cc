@@ -124,8 +124,8 @@ void ServerConn::readable() {
     char* buffer = net::ioBuffer();
     ssize_t n = net::streamRead(fd_, ssl_, buffer, net::kIoChunk, err);
     if (n == 0 || (n < 0 && !wouldBlock(err) && err != EINTR)) {
-      const char* what = state_ == State::kIdle ? "while idle" : "";
-      close(n == 0 ? std::string("the server closed the connection ") + what
+      const char* what = state_ == State::kIdle ? " while idle" : "";
+      close(n == 0 ? std::string("the server closed the connection") + what
                    : "the server connection failed: " + base::errnoText(err));
       return;
     }
@@ -150,6 +150,21 @@ void ServerConn::readable() {
         return;
     }
   }
+}
+
+bool ServerConn::stillIdle() {
+  if (state_ != State::kIdle) {
+    return state_ != State::kClosed;
+  }
+  // The loop may not have run since the server's last words came (a terminated backend's FATAL
+  // and EOF): whatever is waiting on the socket is read now, so that a server that died while
+  // idle is closed here and not linked to a client whose query it would lose.
+  char byte;
+  ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n != 0 && !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
+    readable();
+  }
+  return state_ == State::kIdle;
 }
 
 void ServerConn::writable() {
@@ -289,10 +304,11 @@ void ServerConn::internalDone() {
     return;
   }
   if (!internal_error_.empty() || last_status_ != 'I') {
+    const char* which = for_check ? "server_check_query" : "server_reset_query";
     std::string why = internal_error_.empty()
-                          ? std::string("the reset query left a transaction open")
+                          ? std::string("it left a transaction open")
                           : auth::errorField(std::string_view(internal_error_).substr(5), 'M');
-    close("pgproxy's query failed: " + why);
+    close(std::string(which) + " failed: " + why);
     return;
   }
   state_ = State::kIdle;

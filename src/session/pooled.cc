@@ -260,6 +260,7 @@ void Session::endPooled() {
 
 void Pooled::granted(pool::ServerConn* s) {
   server = s;
+  linking = true;
   std::string sync = digest == s->stateDigest() ? std::string()
                                                 : pool::syncQuery(pool->welcome(), params,
                                                                   s->params(), extras, s->extras());
@@ -275,6 +276,8 @@ void Pooled::refused(std::string error) {
 
 void Pooled::linked(std::string error) {
   Session& s = session;
+  linking = false;
+  relinked = false;
   if (!error.empty()) {
     // The client's parameters do not take on this server (a startup parameter it invented): as
     // PostgreSQL would have refused them at login, the client is refused, and the server, whose
@@ -361,6 +364,20 @@ pool::Release Pooled::ready(char status) {
 
 void Pooled::serverLost(const std::string& why) {
   server = nullptr;
+  if (linking && !relinked) {
+    // Lost while pgproxy's query gave it the client's state: nothing of the client's has been
+    // sent, so another server can serve it as if this one had never been granted. Once only, so
+    // that servers that die of the client's state do not pass it around for ever.
+    linking = false;
+    relinked = true;
+    LOG_INFO(
+        "session %llu: server connection of %s lost before the link was up (%s): another "
+        "one serves",
+        static_cast<unsigned long long>(session.id_), pool->describe().c_str(), why.c_str());
+    pool->acquire(this);
+    return;
+  }
+  linking = false;
   session.ctx_.cancels->unlinkPooled(session.cancel_slot_);
   LOG_WARN("session %llu: server connection of %s lost: %s",
            static_cast<unsigned long long>(session.id_), pool->describe().c_str(), why.c_str());

@@ -41,6 +41,9 @@ class ServerConn {
   // stops reading until serverDrained()).
   bool send(std::string_view bytes);
   void resumeReading();
+  // Idle in the pool: whether it still is once what the server sent meanwhile is read (a server
+  // that spoke or hung up while idle is closed by then).
+  bool stillIdle();
   // The client went away: back to the pool when the server is between transactions with nothing
   // in flight, else closed.
   void detach(bool client_quiet);

@@ -38,7 +38,9 @@ struct Pooled final : pool::PoolClient {
   void updateDigest();
   std::string up;        // client bytes waiting for a server (bounded: the client stops being read)
   bool greeted = false;  // the client has had AuthenticationOk and its greeting
-  bool reading_held = false;                  // client reads stopped: a slow server or a full `up`
+  bool reading_held = false;  // client reads stopped: a slow server or a full `up`
+  bool linking = false;       // granted a server that is being given the client's state
+  bool relinked = false;      // this link's first server was lost before it was up
   std::uint32_t key_pid = 0, key_secret = 0;  // the BackendKeyData pgproxy gave the client
 };
 
