@@ -772,6 +772,10 @@ const Block<PoolConfig>& poolBlock() {
           // No "off": 0 means checking before every reuse, the opposite of off.
           {"server_check_delay", true, "idle time after which a server is checked, default 30s",
            duration(&PoolConfig::server_check_delay_ms)},
+          {"prepared_statements", true,
+           "named prepared statements kept per server connection (transaction and statement "
+           "modes), default 200, 0 = not tracked",
+           number(&PoolConfig::prepared_statements, 0, 100'000)},
       });
   return block;
 }

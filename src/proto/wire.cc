@@ -11,15 +11,17 @@ std::string buildMessage(char type, std::string_view body) {
   return out;
 }
 
-std::string buildFatal(std::string_view sqlstate, std::string_view message, std::string_view hint) {
+namespace {
+std::string buildErrorResponse(std::string_view severity, std::string_view sqlstate,
+                               std::string_view message, std::string_view hint) {
   std::string body;
   auto field = [&body](char code, std::string_view value) {
     body.push_back(code);
     body.append(value);
     body.push_back('\0');
   };
-  field('S', "FATAL");
-  field('V', "FATAL");
+  field('S', severity);
+  field('V', severity);
   field('C', sqlstate);
   field('M', message);
   if (!hint.empty()) {
@@ -27,6 +29,15 @@ std::string buildFatal(std::string_view sqlstate, std::string_view message, std:
   }
   body.push_back('\0');
   return buildMessage('E', body);
+}
+}  // namespace
+
+std::string buildFatal(std::string_view sqlstate, std::string_view message, std::string_view hint) {
+  return buildErrorResponse("FATAL", sqlstate, message, hint);
+}
+
+std::string buildError(std::string_view sqlstate, std::string_view message, std::string_view hint) {
+  return buildErrorResponse("ERROR", sqlstate, message, hint);
 }
 
 std::string buildSslRequest() {

@@ -54,6 +54,11 @@ void Session::startPooled() {
   pool->addClient(1);
   pool->setCredentials(client_auth_->serverCredentials());
   client_auth_.reset();
+  const config::PoolConfig& pc = pool->config();
+  if (pc.mode != config::PoolMode::kSession) {
+    pooled_->prepared =
+        std::make_unique<pool::PreparedTracker>(ctx_.pools->statements(), pc.prepared_statements);
+  }
   pooled_->params = std::move(split.reported);
   pooled_->extras = std::move(split.extras);
   // pgproxy's own cancel key: random, so that it cannot be guessed, and registered so that any
@@ -163,8 +168,14 @@ void Session::readPooledClient() {
     }
     std::string_view forward = bytes.substr(0, fed.forward);
     if (p.server) {
-      if (!forward.empty() && !p.server->send(forward)) {
+      if (!forward.empty() && !p.toServer(forward)) {
+        if (state_ != State::kPooled) {
+          return;
+        }
         holdClientReads(true);  // serverDrained() resumes
+      }
+      if (state_ != State::kPooled) {
+        return;
       }
     } else if (!forward.empty()) {
       p.up.append(forward);
@@ -305,8 +316,13 @@ void Pooled::linked(std::string error) {
   if (!up.empty()) {
     std::string pending;
     pending.swap(up);
-    if (!server->send(pending)) {
-      s.holdClientReads(true);
+    if (!toServer(pending)) {
+      if (s.state_ == Session::State::kPooled) {
+        s.holdClientReads(true);
+      }
+      return;
+    }
+    if (s.state_ != Session::State::kPooled) {
       return;
     }
   } else if (flow.quiet() && pool->config().mode != config::PoolMode::kSession) {
@@ -319,9 +335,46 @@ void Pooled::linked(std::string error) {
   s.holdClientReads(false);
 }
 
+bool Pooled::toServer(std::string_view bytes) {
+  if (!prepared) {
+    return server->send(bytes);
+  }
+  scratch_server.clear();
+  scratch_client.clear();
+  if (!prepared->fromClient(bytes, server->statements(), scratch_server, scratch_client)) {
+    session.refuse(Outcome::kProtocolError, "54000", "pgproxy: " + prepared->fatal());
+    return true;
+  }
+  if (!scratch_client.empty() && !session.writeToClient(scratch_client)) {
+    return true;  // the session is gone
+  }
+  bool room = scratch_server.empty() || server->send(scratch_server);
+  return room && prepared->waiting() < kMaxAhead;
+}
+
 bool Pooled::fromServer(std::string_view bytes, bool more) {
-  if (!session.writeToClient(bytes, more)) {
-    return false;  // the session is gone (detach told the server)
+  if (!prepared) {
+    if (!session.writeToClient(bytes, more)) {
+      return false;  // the session is gone (detach told the server)
+    }
+    return session.to_client_.size() < kMaxAhead;
+  }
+  scratch_server.clear();
+  scratch_client.clear();
+  if (!prepared->fromServer(bytes, server ? &server->statements() : nullptr, scratch_server,
+                            scratch_client)) {
+    session.refuse(Outcome::kProtocolError, "54000", "pgproxy: " + prepared->fatal());
+    return false;
+  }
+  if (!session.writeToClient(scratch_client, more)) {
+    return false;
+  }
+  if (!scratch_server.empty() && server) {
+    // Client messages that waited for this reply.
+    bool room = server->send(scratch_server);
+    if (reading_held && room && prepared->waiting() < kMaxAhead) {
+      session.holdClientReads(false);
+    }
   }
   return session.to_client_.size() < kMaxAhead;
 }

@@ -96,6 +96,9 @@ struct PoolConfig {
   std::string server_reset_query = "DISCARD ALL";  // session mode, on release; empty: none
   std::string server_check_query;                  // empty: an empty query
   std::uint64_t server_check_delay_ms = 30'000;    // 0: check before every reuse
+  // Named prepared statements kept per server connection in transaction and statement modes;
+  // 0: pgproxy does not track them (they pass through, as before PgBouncer 1.21).
+  unsigned prepared_statements = 200;
   Mark mark;
 };
 

@@ -12,6 +12,7 @@
 #include "pgproxy/auth/server_login.h"
 #include "pgproxy/pool/link.h"
 #include "pgproxy/pool/params.h"
+#include "pgproxy/pool/prepared.h"
 #include "pgproxy/pool/shared_pools.h"
 
 struct event;
@@ -78,6 +79,8 @@ class PoolSet {
   bool draining() const { return draining_; }
   session::Context& ctx() { return ctx_; }
   std::uint64_t nextServerId() { return ++server_ids_; }
+  // The worker's prepared statement texts, shared by its clients and servers.
+  StatementRegistry& statements() { return statements_; }
   // Frees a closed server connection once the loop is back (never under its own callbacks).
   void bury(ServerConn* s);
 
@@ -87,6 +90,7 @@ class PoolSet {
   void tick();
 
   session::Context& ctx_;
+  StatementRegistry statements_;  // before the pools: their servers hold references into it
   std::map<std::tuple<std::size_t, std::size_t, std::string, std::string>, std::unique_ptr<Pool>>
       pools_;
   event* timer_ = nullptr;

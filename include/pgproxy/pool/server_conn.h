@@ -8,6 +8,7 @@
 #include "pgproxy/auth/server_login.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/pool/params.h"
+#include "pgproxy/pool/prepared.h"
 #include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/upstream/connector.h"
@@ -56,6 +57,7 @@ class ServerConn {
   State state() const { return state_; }
   std::uint64_t id() const { return id_; }
   const Params& params() const { return params_; }
+  ServerStatements& statements() { return statements_; }
   const Params& extras() const { return extras_; }
   std::uint64_t stateDigest() const { return digest_; }
   const cancel::BackendAddr& address() const { return addr_; }
@@ -113,6 +115,7 @@ class ServerConn {
   proto::MessageFramer framer_{proto::MessageFramer::Framing::kPgMessages, std::string_view("SZE"),
                                0};
   Params params_, extras_;
+  ServerStatements statements_;
   std::uint64_t digest_ = 0;  // pool::stateDigest of params_ and extras_
   cancel::BackendAddr addr_{};
   std::uint32_t backend_pid_ = 0, backend_key_ = 0;

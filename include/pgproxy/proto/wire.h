@@ -32,6 +32,9 @@ inline constexpr const char* kInvalidPassword = "28P01";
 inline constexpr const char* kTooManyConnections = "53300";
 inline constexpr const char* kIdleSessionTimeout = "57P05";
 inline constexpr const char* kCannotConnectNow = "57P03";
+inline constexpr const char* kOutOfMemory = "53200";
+inline constexpr const char* kDuplicatePreparedStatement = "42P05";
+inline constexpr const char* kInvalidSqlStatementName = "26000";
 }  // namespace sqlstate
 
 // A typed protocol message: the type byte, the length, the body.
@@ -39,6 +42,9 @@ std::string buildMessage(char type, std::string_view body);
 
 // A FATAL ErrorResponse ('E') as PostgreSQL sends it: S, V, C, M and optional H fields.
 std::string buildFatal(std::string_view sqlstate, std::string_view message,
+                       std::string_view hint = {});
+// The same at ERROR severity: the statement fails, the session goes on.
+std::string buildError(std::string_view sqlstate, std::string_view message,
                        std::string_view hint = {});
 
 // The frontend's SSLRequest, as pgproxy sends it to a backend.

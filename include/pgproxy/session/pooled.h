@@ -1,12 +1,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "pgproxy/pool/link.h"
 #include "pgproxy/pool/params.h"
 #include "pgproxy/pool/pool.h"
+#include "pgproxy/pool/prepared.h"
 
 namespace pgproxy::session {
 
@@ -28,6 +30,11 @@ struct Pooled final : pool::PoolClient {
   void serverLost(const std::string& why) override;
   void serverDrained() override;
 
+  // Client bytes for the linked server, through the prepared statement tracker when there is
+  // one; false when the server's queue is over its bound. The session may have ended when it
+  // returns (a tracker's refusal): the caller checks.
+  bool toServer(std::string_view bytes);
+
   Session& session;
   pool::Pool* pool = nullptr;
   pool::ServerConn* server = nullptr;
@@ -42,6 +49,10 @@ struct Pooled final : pool::PoolClient {
   bool linking = false;       // granted a server that is being given the client's state
   bool relinked = false;      // this link's first server was lost before it was up
   std::uint32_t key_pid = 0, key_secret = 0;  // the BackendKeyData pgproxy gave the client
+  // Transaction and statement modes with pool.prepared_statements: the client's named
+  // statements, mapped onto each server it gets.
+  std::unique_ptr<pool::PreparedTracker> prepared;
+  std::string scratch_server, scratch_client;  // the tracker's output, reused
 };
 
 }  // namespace pgproxy::session
