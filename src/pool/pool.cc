@@ -310,6 +310,14 @@ void Pool::serverUp(ServerConn* s) {
   --starting_;
   if (welcome_.empty()) {
     welcome_ = s->params();
+    // Clients that came before any server had logged in wait for their greeting only: they get
+    // it now rather than a server each (in session mode they would keep one idle, and a client
+    // that waits for all its connections before it starts, as pgbench does, would wait for ever).
+    for (PoolClient* c = waiters_; c;) {
+      PoolClient* next = c->wait_next;
+      c->welcomed();
+      c = next;
+    }
   }
   giveOrKeep(s);
 }

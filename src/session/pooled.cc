@@ -439,6 +439,18 @@ void Pooled::serverLost(const std::string& why) {
                                           "pgproxy lost the server connection: " + why));
 }
 
+bool Pooled::welcomed() {
+  if (greeted || !up.empty()) {
+    return false;  // it has sent something: it needs a server
+  }
+  pool->cancelWait(this);
+  session.sendGreeting();
+  if (session.state_ == Session::State::kPooled) {
+    session.holdClientReads(false);
+  }
+  return true;
+}
+
 void Pooled::serverDrained() {
   if (reading_held) {
     session.holdClientReads(false);

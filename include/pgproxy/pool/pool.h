@@ -50,6 +50,9 @@ class PoolClient {
   virtual void serverLost(const std::string& why) = 0;
   // Linked: everything queued to the server went out.
   virtual void serverDrained() = 0;
+  // Waiting: the pool has just learnt its servers' parameters. True when the client waited only
+  // for them (its greeting) and no longer waits; it has then left the FIFO.
+  virtual bool welcomed() = 0;
 
   // The pool's FIFO of waiting clients.
   PoolClient* wait_next = nullptr;

@@ -29,6 +29,7 @@ struct Pooled final : pool::PoolClient {
   pool::Release ready(char status) override;
   void serverLost(const std::string& why) override;
   void serverDrained() override;
+  bool welcomed() override;
 
   // Client bytes for the linked server, through the prepared statement tracker when there is
   // one; false when the server's queue is over its bound. The session may have ended when it
