@@ -54,11 +54,6 @@ void Session::startPooled() {
   pool->addClient(1);
   pool->setCredentials(client_auth_->serverCredentials());
   client_auth_.reset();
-  const config::PoolConfig& pc = pool->config();
-  if (pc.mode != config::PoolMode::kSession) {
-    pooled_->prepared =
-        std::make_unique<pool::PreparedTracker>(ctx_.pools->statements(), pc.prepared_statements);
-  }
   pooled_->params = std::move(split.reported);
   pooled_->extras = std::move(split.extras);
   // pgproxy's own cancel key: random, so that it cannot be guessed, and registered so that any
@@ -337,7 +332,13 @@ void Pooled::linked(std::string error) {
 
 bool Pooled::toServer(std::string_view bytes) {
   if (!prepared) {
-    return server->send(bytes);
+    if (pool->config().mode == config::PoolMode::kSession) {
+      return server->send(bytes);
+    }
+    // Made at the client's first message, and dropped when it has nothing left to follow: an
+    // idle client costs no tracker.
+    prepared = std::make_unique<pool::PreparedTracker>(session.ctx_.pools->statements(),
+                                                       pool->config().prepared_statements);
   }
   scratch_server.clear();
   scratch_client.clear();
@@ -368,6 +369,9 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
   }
   if (!session.writeToClient(scratch_client, more)) {
     return false;
+  }
+  if (!server && prepared->idle()) {
+    prepared.reset();  // back in its pool with nothing to remember
   }
   if (!scratch_server.empty() && server) {
     // Client messages that waited for this reply.

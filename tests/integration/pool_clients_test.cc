@@ -3,10 +3,9 @@
 // through a pooled mapping, each over TLS (verify-full against pgproxy's CA) and in plaintext (a
 // pooled mapping that is the only one is the default mapping, so plaintext clients reach it).
 //
-// Every library runs with its defaults except where a default uses named prepared statements,
-// which a transaction pool cannot follow from server to server yet (issue 16): psycopg's
-// prepare_threshold and asyncpg's statement_cache_size, each set where the client is written,
-// with the reason. pg_stat_activity on the backend is the witness that no more server sessions
+// Every library runs with its defaults, named prepared statements included (psycopg's
+// prepare_threshold, asyncpg's statement cache, which pgproxy follows from server to server:
+// pool_prepared_test.cc has the thorough tests). pg_stat_activity on the backend is the witness that no more server sessions
 // than the pool's size served them.
 //
 // The database is this file's own (poolclients, owned by the harness's pool role), so these tests
@@ -220,8 +219,8 @@ TEST(PoolClients, PgbenchSimpleAndExtended) {
             "t");
 }
 
-// psycopg 3 with its defaults (autocommit off, parameters bound by the server in unnamed
-// statements) but one, set in connect() below: prepare_threshold=None.
+// psycopg 3 with its defaults: autocommit off, parameters bound by the server, a query run five
+// times on a connection prepared as a named statement.
 TEST(PoolClients, Psycopg3) {
   authFile();
   expectNoServers();
@@ -242,11 +241,7 @@ dsn = sys.argv[1]
 
 
 def connect():
-    # prepare_threshold=None: by default psycopg turns a query run five times on a connection
-    # into a named prepared statement (_pg3_0, ...), which is then missing on the next server a
-    # transaction pool lends the connection (issue 16), as with PgBouncer before 1.21 or with
-    # max_prepared_statements = 0. Unnamed statements, psycopg's way until the threshold, stay.
-    return psycopg.connect(dsn, prepare_threshold=None)
+    return psycopg.connect(dsn)
 
 
 with connect() as c:
@@ -368,7 +363,7 @@ print("ok")
   expectWithinPool(peak, kSize);
 }
 
-// asyncpg with its defaults but one, set in KW below: statement_cache_size=0.
+// asyncpg with its defaults: every query a named statement in its per-connection cache.
 TEST(PoolClients, Asyncpg) {
   authFile();
   expectNoServers();
@@ -398,13 +393,7 @@ socket.getaddrinfo = lambda host, *a, **k: _getaddrinfo(
     "127.0.0.1" if host == "host1.example.com" else host, *a, **k)
 
 dsn = sys.argv[1]
-# statement_cache_size=0: by default asyncpg prepares every query as a named statement and
-# caches it per connection (100 of them), which a transaction pool cannot follow from server to
-# server yet (issue 16). 0 is asyncpg's documented setting for PgBouncer's transaction mode: each
-# query is then parsed as the unnamed statement, and its Parse/Describe and Bind/Execute stay on
-# one server (asyncpg sends a Flush, not a Sync, between them). A few asyncpg calls name their
-# statement all the same, and are left out below.
-KW = dict(statement_cache_size=0)
+KW = dict()  # asyncpg's defaults
 
 
 async def main():
@@ -433,8 +422,17 @@ async def main():
                                           100)]
     assert got == [100], got
 
-    # COPY in and out. (Not copy_records_to_table(), cursors, prepare() or copy_from_query()
-    # with arguments: those prepare a named statement whatever statement_cache_size says.)
+    # A statement prepared in one transaction and run in others; a cursor; records copied in.
+    stmt = await c.prepare("select $1::int * 7")
+    assert [await stmt.fetchval(i) for i in range(5)] == [0, 7, 14, 21, 28]
+    async with c.transaction():
+        await c.execute("create temp table pa_recs (id int, name text) on commit drop")
+        await c.copy_records_to_table("pa_recs", records=[(i, "rec %d" % i) for i in range(100)])
+        got = [r["id"] async for r in c.cursor(
+            "select id from pa_recs where id >= $1 order by id", 97)]
+    assert got == [97, 98, 99], got
+
+    # COPY in and out.
     data = "".join("%d\tcopied %d\n" % (i, i) for i in range(1000, 6000)).encode()
     await c.copy_to_table("pa_items", source=io.BytesIO(data))
     out = io.BytesIO()

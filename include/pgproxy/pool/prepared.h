@@ -146,6 +146,8 @@ class PreparedTracker {
   const std::string& fatal() const { return fatal_; }
   std::size_t statements() const { return names_.size(); }
   std::size_t pending() const { return pending_.size(); }
+  // Nothing to remember: no names, nothing in flight or waiting.
+  bool idle() const { return names_.empty() && pending_.empty() && deferred_.empty(); }
 
  private:
   enum class Kind : std::uint8_t {
