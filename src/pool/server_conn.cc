@@ -20,7 +20,10 @@ using net::kReadsPerWakeup;
 using net::wouldBlock;
 
 ServerConn::ServerConn(Pool& pool, std::uint64_t id)
-    : pool_(pool), id_(id), statements_(pool.set().statements()), created_ms_(base::monotonicMs()) {}
+    : pool_(pool),
+      id_(id),
+      statements_(pool.set().statements()),
+      created_ms_(base::monotonicMs()) {}
 
 ServerConn::~ServerConn() {
   for (event* ev : {read_ev_, write_ev_}) {
