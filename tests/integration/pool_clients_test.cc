@@ -5,8 +5,8 @@
 //
 // Every library runs with its defaults, named prepared statements included (psycopg's
 // prepare_threshold, asyncpg's statement cache, which pgproxy follows from server to server:
-// pool_prepared_test.cc has the thorough tests). pg_stat_activity on the backend is the witness that no more server sessions
-// than the pool's size served them.
+// pool_prepared_test.cc has the thorough tests). pg_stat_activity on the backend is the witness
+// that no more server sessions than the pool's size served them.
 //
 // The database is this file's own (poolclients, owned by the harness's pool role), so these tests
 // and pool_test.cc's run in one binary in any order.
