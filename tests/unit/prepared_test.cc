@@ -1,0 +1,213 @@
+// PreparedTracker as a pure codec: client messages in, server messages and pgproxy's own replies
+// out, in the order PostgreSQL would give them. (pool_prepared_test.cc checks the same against a
+// real PostgreSQL; these pin down each rule on its own.)
+#include "pgproxy/pool/prepared.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "pgproxy/proto/wire.h"
+
+namespace pgproxy::pool {
+namespace {
+
+std::string u16(unsigned v) {
+  return std::string{static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
+}
+std::string parse(const std::string& name, const std::string& query) {
+  return proto::buildMessage('P', name + '\0' + query + '\0' + u16(0));
+}
+std::string bind(const std::string& name) {
+  return proto::buildMessage('B', std::string("\0", 1) + name + '\0' + u16(0) + u16(0) + u16(0));
+}
+std::string close(const std::string& name) {
+  return proto::buildMessage('C', "S" + name + '\0');
+}
+std::string execute() {
+  return proto::buildMessage('E', std::string("\0\0\0\0\0", 5));
+}
+std::string sync() {
+  return proto::buildMessage('S', "");
+}
+std::string reply(char type, const std::string& body = "") {
+  return proto::buildMessage(type, body);
+}
+std::string ready(char status = 'I') {
+  return reply('Z', std::string(1, status));
+}
+
+// The message types of a framed stream, and the names its Parse/Bind/Close carry.
+std::string types(const std::string& bytes) {
+  std::string out;
+  for (std::size_t i = 0; i + 5 <= bytes.size();) {
+    out += bytes[i];
+    i += 1 + proto::readU32(bytes.data() + i + 1);
+  }
+  return out;
+}
+std::string firstName(const std::string& bytes, char type) {
+  for (std::size_t i = 0; i + 5 <= bytes.size();) {
+    std::uint32_t len = proto::readU32(bytes.data() + i + 1);
+    if (bytes[i] == type) {
+      std::string body = bytes.substr(i + 5, len - 4);
+      if (type == 'B') {
+        body = body.substr(body.find('\0') + 1);
+      } else if (type == 'C') {
+        body = body.substr(1);
+      }
+      return body.substr(0, body.find('\0'));
+    }
+    i += 1 + len;
+  }
+  return "";
+}
+std::string sqlstate(const std::string& bytes) {
+  std::size_t at = bytes.find(std::string("\0C", 2));
+  return at == std::string::npos ? "" : bytes.substr(at + 2, 5);
+}
+
+struct Fixture {
+  StatementRegistry registry;
+  ServerStatements a{registry}, b{registry};
+  std::string up, down;
+  bool client(PreparedTracker& t, ServerStatements& s, const std::string& bytes) {
+    up.clear();
+    down.clear();
+    return t.fromClient(bytes, s, up, down);
+  }
+  void server(PreparedTracker& t, ServerStatements& s, const std::string& bytes) {
+    up.clear();
+    down.clear();
+    ASSERT_TRUE(t.fromServer(bytes, &s, up, down));
+  }
+};
+
+TEST(PreparedTracker, NamedStatementIsRenamedAndFollowsTheClient) {
+  Fixture f;
+  {
+    PreparedTracker t(f.registry, 10);
+    ASSERT_TRUE(f.client(t, f.a, parse("s1", "select 1") + bind("s1") + execute() + sync()));
+    EXPECT_EQ(types(f.up), "PBES");
+    std::string server_name = firstName(f.up, 'P');
+    EXPECT_EQ(server_name.rfind("pgproxy_", 0), 0u) << server_name;
+    EXPECT_EQ(firstName(f.up, 'B'), server_name);
+    f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
+    EXPECT_EQ(types(f.down), "12CZ");
+
+    // On a server that lacks it, the Parse goes first and its ParseComplete is pgproxy's.
+    ASSERT_TRUE(f.client(t, f.b, bind("s1") + execute() + sync()));
+    EXPECT_EQ(types(f.up), "PBES");
+    EXPECT_EQ(firstName(f.up, 'P'), server_name);
+    f.server(t, f.b, reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
+    EXPECT_EQ(types(f.down), "2CZ");
+
+    // A second Parse of the same text under another name: the server has it, pgproxy answers.
+    ASSERT_TRUE(f.client(t, f.a, parse("s2", "select 1") + sync()));
+    EXPECT_EQ(types(f.up), "S");
+    EXPECT_EQ(types(f.down), "1");
+    f.server(t, f.a, ready());
+    EXPECT_EQ(types(f.down), "Z");
+
+    // Close is answered here; the server's copy stays for whoever else uses it.
+    ASSERT_TRUE(f.client(t, f.a, close("s1") + sync()));
+    EXPECT_EQ(types(f.up), "S");
+    EXPECT_EQ(types(f.down), "3");
+    f.server(t, f.a, ready());
+    EXPECT_EQ(t.statements(), 1u);
+  }
+  f.a.clear();
+  f.b.clear();
+  EXPECT_EQ(f.registry.size(), 0u) << "a reference leaked";
+}
+
+TEST(PreparedTracker, DuplicateAndMissingNamesFailAsPostgresAndSkipToSync) {
+  Fixture f;
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("s", "select 1") + sync()));
+  f.server(t, f.a, reply('1') + ready());
+  ASSERT_TRUE(f.client(t, f.a, parse("s", "select 1") + bind("s") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "S") << "nothing of a failed batch reaches the server";
+  EXPECT_EQ(sqlstate(f.down), "42P05");
+  f.server(t, f.a, ready());
+  EXPECT_EQ(types(f.down), "Z");
+  ASSERT_TRUE(f.client(t, f.a, bind("nosuch") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "S");
+  EXPECT_EQ(sqlstate(f.down), "26000");
+}
+
+TEST(PreparedTracker, ServerErrorUndoesTheBatchesParse) {
+  Fixture f;
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("bad", "selec 1") + sync()));
+  f.server(t, f.a, reply('E', std::string("SERROR\0C42601\0Msyntax error\0\0", 31)) + ready());
+  EXPECT_EQ(types(f.down), "EZ");
+  EXPECT_EQ(t.statements(), 0u);
+  EXPECT_EQ(f.a.size(), 0u);
+  // The name is free again.
+  ASSERT_TRUE(f.client(t, f.a, parse("bad", "select 1") + sync()));
+  EXPECT_EQ(types(f.up), "PS");
+}
+
+// A named message behind a batch still in flight waits for its answer: whether the earlier
+// Parse worked decides what the name means.
+TEST(PreparedTracker, NamedMessageAfterAnUnansweredSyncWaits) {
+  Fixture f;
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("s", "selec 1") + sync() + parse("s", "select 1") + sync()));
+  EXPECT_EQ(types(f.up), "PS");
+  EXPECT_GT(t.waiting(), 0u);
+  f.server(t, f.a, reply('E', std::string("SERROR\0C42601\0Msyntax error\0\0", 31)) + ready());
+  EXPECT_EQ(types(f.down), "EZ");
+  EXPECT_EQ(types(f.up), "PS") << "the second Parse goes once the first failed";
+  EXPECT_EQ(t.waiting(), 0u);
+  f.server(t, f.a, reply('1') + ready());
+  EXPECT_EQ(types(f.down), "1Z");
+}
+
+TEST(PreparedTracker, EvictionClosesTheLeastRecentlyUsed) {
+  Fixture f;
+  PreparedTracker t(f.registry, 2);
+  for (int i = 0; i < 3; ++i) {
+    std::string n = "s" + std::to_string(i);
+    ASSERT_TRUE(f.client(t, f.a, parse(n, "select " + std::to_string(i)) + sync()));
+    if (i == 2) {
+      EXPECT_EQ(types(f.up), "CPS") << "the oldest is closed to make room";
+      f.server(t, f.a, reply('3') + reply('1') + ready());
+      EXPECT_EQ(types(f.down), "1Z");
+    } else {
+      f.server(t, f.a, reply('1') + ready());
+    }
+  }
+  EXPECT_EQ(f.a.size(), 2u);
+  // The evicted one is prepared again where it is used.
+  ASSERT_TRUE(f.client(t, f.a, bind("s0") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "CPBES");
+}
+
+TEST(PreparedTracker, DiscardAllForgetsTheClientsNames) {
+  Fixture f;
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("s", "select 1") + sync()));
+  f.server(t, f.a, reply('1') + ready());
+  ASSERT_TRUE(f.client(t, f.a, proto::buildMessage('Q', std::string("discard all\0", 12))));
+  f.server(t, f.a, reply('C', std::string("DISCARD ALL\0", 12)) + ready());
+  EXPECT_EQ(t.statements(), 0u);
+  EXPECT_EQ(f.a.size(), 0u);
+}
+
+TEST(PreparedTracker, MalformedStreamsEndTheClientNotTheProcess) {
+  Fixture f;
+  PreparedTracker t(f.registry, 10);
+  std::string bad("P\0\0\0\x02", 5);  // a length shorter than itself
+  EXPECT_FALSE(f.client(t, f.a, bad));
+  EXPECT_FALSE(t.fatal().empty());
+  PreparedTracker u(f.registry, 10);
+  // A named Parse without its terminators: the server says what is wrong with it.
+  ASSERT_TRUE(f.client(u, f.a, proto::buildMessage('P', "s") + sync()));
+  EXPECT_EQ(types(f.up), "PS");
+}
+
+}  // namespace
+}  // namespace pgproxy::pool
