@@ -257,24 +257,27 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
         login = f"user={user} password={POOL_PASSWORD}" if user else "user=postgres"
         return f"{host} port={port} sslmode={sslmode} {login} dbname=postgres gssencmode=disable"
 
-    def pgbench(self, target, sslmode, clients, connect_each):
+    def pgbench(self, target, sslmode, clients, connect_each, protocol="simple", threads=2):
         """One run; on failure, up to two more with twice the time each, saying why (a loaded
         machine may need more than a smoke cell's seconds just to open every session)."""
         duration = self.args.duration
         for attempt in range(1, 4):
-            result, why = self.pgbench_once(target, sslmode, clients, connect_each, duration)
+            result, why = self.pgbench_once(target, sslmode, clients, connect_each, duration,
+                                            protocol, threads)
             if result:
                 return result
-            what = (f"pgbench against {target} (sslmode={sslmode}, {clients} clients"
+            what = (f"pgbench -M {protocol} against {target} (sslmode={sslmode}, {clients} clients"
                     f"{', -C' if connect_each else ''}, {duration} s) failed: {why}")
             if attempt == 3:
                 raise SystemExit(what)
             duration *= 2
             print(f"{what}\n  retrying with {duration} s ({attempt}/2)", file=sys.stderr)
 
-    def pgbench_once(self, target, sslmode, clients, connect_each, duration):
+    def pgbench_once(self, target, sslmode, clients, connect_each, duration, protocol="simple",
+                     threads=2):
         """(tps, latency ms, proxy CPU us per transaction), None; or None and pgbench's reason."""
-        cmd = ["pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-T", str(duration)]
+        cmd = ["pgbench", "-n", "-S", "-M", protocol, "-c", str(clients), "-j", str(threads),
+               "-T", str(duration)]
         if connect_each:
             cmd.append("-C")
         cmd.append(self.conn(self.ports[target], sslmode, target))  # positional: -d is --debug
@@ -360,6 +363,35 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
                   f"CPU us/tx pgproxy {cell['pgproxy_pool']['proxy_cpu_us_per_tx']:.1f} pgbouncer "
                   f"{cell['pgbouncer_pool']['proxy_cpu_us_per_tx']:.1f}", file=sys.stderr)
         return results
+
+    def run_prepared_cell(self):
+        """Issue 16: pgbench -M prepared -S at 64 clients through pgproxy's transaction pool,
+        against pgproxy's own -M simple and PgBouncer's -M extended (Debian 12's PgBouncer 1.18
+        has no prepared statement support; 1.21+ would be the fairer comparison)."""
+        clients, mode = 64, "require"
+        runs = [("pgproxy_pool", "prepared"), ("pgproxy_pool", "simple"),
+                ("pgbouncer_pool", "extended")]
+        samples = {r: [] for r in runs}
+        for _ in range(self.args.repeat):
+            for target, protocol in runs:  # interleaved
+                # A thread per client for all three: pgbench 15 prepares with the blocking
+                # PQprepare, and a thread whose other client holds the pool's last server would
+                # wait for ever.
+                samples[(target, protocol)].append(
+                    self.pgbench(target, mode, clients, False, protocol, threads=clients))
+        cell = {"sslmode": mode, "clients": clients, "pool_size": self.args.pool_size}
+        for (target, protocol), got in samples.items():
+            cell[f"{target}_{protocol}"] = {
+                "tps": statistics.median(g[0] for g in got),
+                "latency_ms": statistics.median(g[1] for g in got),
+                "proxy_cpu_us_per_tx": statistics.median(g[2] for g in got)}
+        prepared = cell["pgproxy_pool_prepared"]["tps"]
+        cell["prepared_vs_pgbouncer_extended"] = prepared / cell["pgbouncer_pool_extended"]["tps"]
+        cell["prepared_vs_own_simple"] = prepared / cell["pgproxy_pool_simple"]["tps"]
+        print(f"  prepared c={clients}: pgproxy -M prepared / PgBouncer -M extended "
+              f"{cell['prepared_vs_pgbouncer_extended']:.2f} (goal 1.3), / pgproxy -M simple "
+              f"{cell['prepared_vs_own_simple']:.2f} (goal 1.5)", file=sys.stderr)
+        return cell
 
     def idle_memory(self):
         backend = free_port()
@@ -456,6 +488,22 @@ def markdown_pool(results, args):
     return lines
 
 
+def markdown_prepared(c):
+    rows = [("pgproxy", "prepared", "pgproxy_pool_prepared"), ("pgproxy", "simple", "pgproxy_pool_simple"),
+            ("PgBouncer 1.18", "extended", "pgbouncer_pool_extended")]
+    lines = [f"Prepared statements through the transaction pool (pgbench -S -c {c['clients']}, "
+             f"sslmode={c['sslmode']}, {c['pool_size']} server connections):", "",
+             "| proxy | pgbench -M | tps | lat ms | CPU us/tx |", "|---|---|---|---|---|"]
+    for name, protocol, key in rows:
+        r = c[key]
+        lines.append(f"| {name} | {protocol} | {r['tps']:.0f} | {r['latency_ms']:.3f} | "
+                     f"{r['proxy_cpu_us_per_tx']:.1f} |")
+    lines += ["", f"pgproxy -M prepared / PgBouncer -M extended: "
+              f"{c['prepared_vs_pgbouncer_extended']:.2f} (goal >= 1.3); / pgproxy -M simple: "
+              f"{c['prepared_vs_own_simple']:.2f} (goal >= 1.5)"]
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pgproxy", required=True)
@@ -471,6 +519,8 @@ def main():
                     help="only the pool cells: pgproxy's pooled mapping against PgBouncer "
                     "(transaction mode)")
     ap.add_argument("--no-pool", action="store_true", help="leave the pool cells out")
+    ap.add_argument("--prepared-only", action="store_true",
+                    help="only the prepared statement cell (with --pool)")
     ap.add_argument("--pool-clients",
                     help="comma-separated client counts of the pool cells (default 16,64,256; "
                     "smoke: 16)")
@@ -489,24 +539,29 @@ def main():
     default_pool_clients = [16] if args.smoke else [16, 64, 256]
     args.pool_clients = ([] if args.no_pool else [int(c) for c in args.pool_clients.split(",")]
                          if args.pool_clients else default_pool_clients)
-    results, memory, pool_results = [], {}, []
+    results, memory, pool_results, prepared_cell = [], {}, [], None
     b = Bench(args)
     try:
         b.start()
         if not args.pool_only:
             results = b.run_cells()
-        pool_results = b.run_pool_cells() if args.pool_clients else []
+        pool_results = (b.run_pool_cells() if args.pool_clients and not args.prepared_only
+                        else [])
+        prepared_cell = b.run_prepared_cell() if args.pool_clients else None
         if not args.pool_only:
             memory = b.idle_memory()
     finally:
         b.stop()
     print(markdown(results, memory, pool_results, args))
+    if prepared_cell:
+        print("\n" + "\n".join(markdown_prepared(prepared_cell)))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "cpus": os.cpu_count(),
                    "smoke": args.smoke, "duration_s": args.duration, "repeat": args.repeat,
                    "cells": results, "idle_bytes_per_session": memory,
-                   "pool_size": args.pool_size, "pool_cells": pool_results}, f, indent=1)
+                   "pool_size": args.pool_size, "pool_cells": pool_results,
+                   "prepared_cell": prepared_cell}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,22 @@ void writeFile(const std::string& path, const std::string& text) {
   out << text;
 }
 
+const std::vector<std::string> kPython = {"/usr/bin/python3"};
+
+void runClient(const std::vector<std::string>& argv_prefix, const std::string& file_name,
+               const std::string& program, const std::vector<std::string>& args,
+               const Proxy& proxy) {
+  std::string dir = tempDir("pgproxy-client");
+  writeFile(dir + "/" + file_name, program);
+  std::vector<std::string> argv = argv_prefix;
+  argv.push_back(dir + "/" + file_name);
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = run(argv, std::chrono::seconds(240));
+  EXPECT_EQ(r.exit_code, 0) << r.output << "\n---- pgproxy log ----\n" << proxy.log();
+  EXPECT_NE(("\n" + r.output).find("\nok\n"), std::string::npos) << r.output;
+  run({"rm", "-rf", dir});
+}
+
 CommandResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
   int pipefd[2];
   if (pipe(pipefd) != 0) {

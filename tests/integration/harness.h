@@ -32,6 +32,15 @@ int freePort();
 std::string tempDir(const std::string& prefix);
 std::string readFile(const std::string& path);
 void writeFile(const std::string& path, const std::string& text);
+// Debian's python3, which has python3-psycopg and python3-asyncpg (scripts/install-deps.sh); a
+// python3 earlier on PATH (pyenv, a virtualenv) may not.
+extern const std::vector<std::string> kPython;
+// Runs a client program written to a temporary file as `file_name`, with `args` after the file;
+// it must exit 0 and print "ok" on a line of its own when every check it made passed (else the
+// test fails, with the program's output and the proxy's log).
+void runClient(const std::vector<std::string>& argv_prefix, const std::string& file_name,
+               const std::string& program, const std::vector<std::string>& args,
+               const class Proxy& proxy);
 
 struct CommandResult {
   int exit_code = -1;  // -1: killed by the timeout or a signal

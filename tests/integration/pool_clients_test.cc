@@ -163,26 +163,6 @@ void expectWithinPool(SessionPeak& peak, int size) {
   EXPECT_LE(most, size) << "more server sessions than the pool's size";
 }
 
-// Runs a client program written to a temporary file, with `args` after the file; it prints "ok"
-// on a line of its own when every check it made passed.
-void runClient(const std::vector<std::string>& argv_prefix, const std::string& file_name,
-               const std::string& program, const std::vector<std::string>& args,
-               const Proxy& proxy) {
-  std::string dir = tempDir("pgproxy-pool-client");
-  writeFile(dir + "/" + file_name, program);
-  std::vector<std::string> argv = argv_prefix;
-  argv.push_back(dir + "/" + file_name);
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto r = run(argv, std::chrono::seconds(180));
-  EXPECT_EQ(r.exit_code, 0) << r.output << "\n---- pgproxy log ----\n" << proxy.log();
-  EXPECT_NE(("\n" + r.output).find("\nok\n"), std::string::npos) << r.output;
-  run({"rm", "-rf", dir});
-}
-
-// Debian's python3 has python3-psycopg and python3-asyncpg (scripts/install-deps.sh); a python3
-// earlier on PATH (pyenv, a virtualenv) may not.
-const std::vector<std::string> kPython = {"/usr/bin/python3"};
-
 // pgbench's TPC-B-like transactions with the simple and the extended protocol (-M extended binds
 // unnamed statements), eight clients over three servers, through TLS and plaintext. Every
 // transaction is processed and none fails, and the ledger adds up: each one added the same delta

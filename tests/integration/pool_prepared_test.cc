@@ -346,23 +346,6 @@ TEST(PoolPrepared, Pgbench64ClientsPreparedAndExtended) {
             "t");
 }
 
-// Runs a client program written to a temporary file; it prints "ok" when every check passed.
-void runClient(const std::vector<std::string>& argv_prefix, const std::string& file_name,
-               const std::string& program, const std::vector<std::string>& args,
-               const Proxy& proxy) {
-  std::string dir = tempDir("pgproxy-prepared-client");
-  writeFile(dir + "/" + file_name, program);
-  std::vector<std::string> argv = argv_prefix;
-  argv.push_back(dir + "/" + file_name);
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto r = run(argv, std::chrono::seconds(240));
-  EXPECT_EQ(r.exit_code, 0) << r.output << "\n---- pgproxy log ----\n" << proxy.log();
-  EXPECT_NE(("\n" + r.output).find("\nok\n"), std::string::npos) << r.output;
-  run({"rm", "-rf", dir});
-}
-
-const std::vector<std::string> kPython = {"/usr/bin/python3"};
-
 std::string dsn(const Proxy& proxy) {
   return "postgresql://pgproxy_pool:scram-pw@127.0.0.1:" + std::to_string(proxy.port()) +
          "/poolprepared?sslmode=disable";
