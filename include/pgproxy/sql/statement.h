@@ -19,9 +19,11 @@ enum class Kind {
   kBegin,          // BEGIN / START TRANSACTION
   kCommit,         // COMMIT / END / COMMIT PREPARED is kOther
   kRollback,       // ROLLBACK / ABORT (not ROLLBACK TO SAVEPOINT: kOther)
-  kSet,            // SET [SESSION] name {TO|=} value; name lower-cased, value as written
+  kSet,            // SET [SESSION] name {TO|=} value; name lower-cased, value as written;
+                   // also SET TIME ZONE (timezone), SET SCHEMA (search_path), SET NAMES
+                   // (client_encoding), SET ROLE (role), SET SESSION AUTHORIZATION
   kSetLocal,       // SET LOCAL ...: ends with the transaction, nothing to track
-  kReset,          // RESET name
+  kReset,          // RESET name, and SET name TO DEFAULT (SET TIME ZONE LOCAL, SET ROLE NONE)
   kResetAll,       // RESET ALL
   kPrepare,        // PREPARE name [(types)] AS ...; name as PostgreSQL folds it
   kExecute,        // EXECUTE name [(args)]
@@ -37,6 +39,9 @@ enum class Kind {
   kClose,          // CLOSE name (a cursor)
   kCloseAll,       // CLOSE ALL
   kCreateTemp,     // CREATE [GLOBAL|LOCAL] {TEMP|TEMPORARY} {TABLE|VIEW|SEQUENCE} ...
+                   // (not ON COMMIT DROP), CREATE ... pg_temp.x, SELECT ... INTO TEMP
+  kSetOther,       // a SET that changes the session in a way not expressible as one GUC
+                   // (SET SESSION CHARACTERISTICS AS TRANSACTION ..., SET x FROM CURRENT)
 };
 
 struct Statement {
@@ -58,12 +63,27 @@ struct Statement {
   bool advisory_unlock = false;
   bool advisory_unlock_all = false;
   bool set_config = false;
+  // How many lock and unlock calls the text holds (a call in a query over many rows still counts
+  // once: the text is all a pool sees).
+  int advisory_locks = 0;
+  int advisory_unlocks = 0;
+  // The session-level set_config calls whose name and value are both literals pgproxy decodes,
+  // in order (at most kMaxConfigCalls); set_config_opaque says one was not (a parameter, an
+  // expression, an escape pgproxy does not interpret), so its effect is unknown.
+  struct ConfigCall {
+    std::string name, value;
+  };
+  static constexpr std::size_t kMaxConfigCalls = 8;
+  std::vector<ConfigCall> config_calls;
+  bool set_config_opaque = false;
 };
 
 // Splits a simple Query's text into its statements (at ';' outside quotes, comments and
 // parentheses) and classifies each. At most `max` statements are returned; `truncated` says
 // there were more. An unterminated quote or comment ends the last statement there (PostgreSQL
-// will refuse it anyway): never a crash, never a read past the end.
+// will refuse it anyway): never a crash, never a read past the end. Statements with no tokens
+// (";;") are skipped; an input with none at all gives one kEmpty statement. Strings are lexed as
+// with standard_conforming_strings on (PostgreSQL's default since 9.1).
 struct Split {
   std::vector<Statement> statements;
   bool truncated = false;
