@@ -141,7 +141,7 @@ TEST(PreparedTracker, ServerErrorUndoesTheBatchesParse) {
   Fixture f;
   PreparedTracker t(f.registry, 10);
   ASSERT_TRUE(f.client(t, f.a, parse("bad", "selec 1") + sync()));
-  f.server(t, f.a, reply('E', std::string("SERROR\0C42601\0Msyntax error\0\0", 31)) + ready());
+  f.server(t, f.a, reply('E', std::string("SERROR\0C42601\0Msyntax error\0\0", 29)) + ready());
   EXPECT_EQ(types(f.down), "EZ");
   EXPECT_EQ(t.statements(), 0u);
   EXPECT_EQ(f.a.size(), 0u);
@@ -158,7 +158,7 @@ TEST(PreparedTracker, NamedMessageAfterAnUnansweredSyncWaits) {
   ASSERT_TRUE(f.client(t, f.a, parse("s", "selec 1") + sync() + parse("s", "select 1") + sync()));
   EXPECT_EQ(types(f.up), "PS");
   EXPECT_GT(t.waiting(), 0u);
-  f.server(t, f.a, reply('E', std::string("SERROR\0C42601\0Msyntax error\0\0", 31)) + ready());
+  f.server(t, f.a, reply('E', std::string("SERROR\0C42601\0Msyntax error\0\0", 29)) + ready());
   EXPECT_EQ(types(f.down), "EZ");
   EXPECT_EQ(types(f.up), "PS") << "the second Parse goes once the first failed";
   EXPECT_EQ(t.waiting(), 0u);
