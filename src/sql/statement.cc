@@ -55,6 +55,8 @@ class Lexer {
   explicit Lexer(std::string_view s) : s_(s) {}
 
   std::size_t pos() const { return pos_; }
+  // Whether a quote, dollar quote or block comment ran to the end of the input unclosed.
+  bool unterminated() const { return unterminated_; }
 
   Token next() {
     skipSpaceAndComments();
@@ -142,6 +144,9 @@ class Lexer {
             ++pos_;
           }
         }
+        if (depth > 0) {
+          unterminated_ = true;
+        }
       } else {
         return;
       }
@@ -162,6 +167,7 @@ class Lexer {
       }
       ++pos_;
     }
+    unterminated_ = true;
   }
 
   // E'...': a backslash escapes the next character, the quote included.
@@ -183,9 +189,8 @@ class Lexer {
       }
       ++pos_;
     }
-    if (pos_ > s_.size()) {
-      pos_ = s_.size();
-    }
+    pos_ = s_.size();
+    unterminated_ = true;
   }
 
   // `$` starts a parameter ($1), a dollar quote ($$ or $tag$), or is an operator character.
@@ -213,13 +218,19 @@ class Lexer {
     }
     std::string_view tag = s_.substr(pos_, p + 1 - pos_);
     std::size_t close = s_.find(tag, p + 1);
-    pos_ = close == std::string_view::npos ? s_.size() : close + tag.size();
+    if (close == std::string_view::npos) {
+      pos_ = s_.size();
+      unterminated_ = true;
+    } else {
+      pos_ = close + tag.size();
+    }
     t.type = Tok::kString;
     t.quote = '$';
   }
 
   std::string_view s_;
   std::size_t pos_ = 0;
+  bool unterminated_ = false;
 };
 
 // One statement's tokens, bounded: classification needs the first few and a scan for calls; a
@@ -656,9 +667,18 @@ void classify(const Scan& scan, std::size_t end, bool on_commit_drop, bool with_
     if (scan.kw(i, "work") || scan.kw(i, "transaction")) {
       ++i;
     }
-    if (!scan.kw(i, "to") && !scan.kw(1, "prepared")) {
+    if (scan.kw(i, "to")) {
+      st.kind = Kind::kRollbackTo;
+      name_at(scan.kw(i + 1, "savepoint") && scan.isName(i + 2) ? i + 2 : i + 1);
+    } else if (!scan.kw(1, "prepared")) {
       st.kind = Kind::kRollback;
     }
+  } else if (scan.kw(0, "savepoint")) {
+    st.kind = Kind::kSavepoint;
+    name_at(1);
+  } else if (scan.kw(0, "release")) {
+    st.kind = Kind::kRelease;
+    name_at(scan.kw(1, "savepoint") && scan.isName(2) ? 2 : 1);
   } else if (scan.kw(0, "set")) {
     classifySet(scan, end, st);
   } else if (scan.kw(0, "reset")) {
@@ -746,6 +766,83 @@ std::string foldIdentifier(std::string_view ident) {
     out.push_back(lower(c));
   }
   return out;
+}
+
+bool settingValue(std::string_view value, std::string& out) {
+  out.clear();
+  Lexer lex(value);
+  std::vector<std::string> items;
+  std::string item;
+  std::string decoded;
+  bool have = false;  // the item has its word, number or literal
+  bool quoted = false, multi = false;
+  for (;;) {
+    Token t = lex.next();
+    if (t.type == Tok::kEnd || (t.type == Tok::kPunct && t.quote == ',')) {
+      if (!have) {
+        return false;
+      }
+      items.push_back(std::move(item));
+      item.clear();
+      have = false;
+      if (t.type == Tok::kEnd) {
+        break;
+      }
+      multi = true;
+      continue;
+    }
+    std::string_view text = value.substr(t.begin, t.end - t.begin);
+    if (have) {
+      return false;  // two tokens in one item: INTERVAL '1' HOUR and the like
+    }
+    switch (t.type) {
+      case Tok::kPunct:
+        if ((t.quote != '-' && t.quote != '+') || !item.empty()) {
+          return false;
+        }
+        item.push_back(t.quote);  // a signed number follows
+        continue;
+      case Tok::kNumber:
+        item.append(text);
+        break;
+      case Tok::kIdent:
+      case Tok::kString:
+      case Tok::kQuotedIdent:
+        if (!item.empty()) {
+          return false;  // a sign before a word
+        }
+        if (t.type == Tok::kIdent) {
+          item = foldIdentifier(text);
+        } else if (t.type == Tok::kString) {
+          if (!decodeString(text, t.quote, decoded)) {
+            return false;
+          }
+          item = decoded;
+        } else {
+          if (text[0] != '"') {
+            return false;  // U&"...": escapes pgproxy does not interpret
+          }
+          quoted = true;
+          item.assign(text);  // kept as written until it is known whether this is a list
+        }
+        break;
+      default:
+        return false;
+    }
+    have = true;
+  }
+  if (lex.unterminated() || items.empty()) {
+    return false;
+  }
+  if (!multi && quoted) {
+    out = foldIdentifier(items[0]);
+    return true;
+  }
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    out += i == 0 ? "" : ", ";
+    out += items[i];
+  }
+  return true;
 }
 
 std::string quoteIdentifier(std::string_view name) {
@@ -840,12 +937,23 @@ Split split(std::string_view sql, std::size_t max) {
         result.truncated = true;
         break;
       }
+      if (lex.unterminated()) {
+        last = sql.size();  // an unclosed comment after the last token is part of it too
+      }
       // An unterminated literal runs to the end of the input, its trailing spaces included.
       while (last > first && isSpace(static_cast<unsigned char>(sql[last - 1]))) {
         --last;
       }
       st.text = sql.substr(first, last - first);
-      classify(scan, last, on_commit_drop, with_hold, into_temp, st);
+      if (lex.unterminated()) {
+        // PostgreSQL refuses the whole statement (unterminated quoted string or comment), so
+        // it changes nothing a pool tracks; classifying a half-read name could only mislead.
+        Statement refused;
+        refused.text = st.text;
+        st = std::move(refused);
+      } else {
+        classify(scan, last, on_commit_drop, with_hold, into_temp, st);
+      }
       result.statements.push_back(std::move(st));
       any = true;
     }

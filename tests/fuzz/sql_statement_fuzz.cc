@@ -81,6 +81,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (split.truncated && split.statements.size() != max) {
     __builtin_trap();
   }
+  // A SET value decodes or is refused, never a crash; what it decodes to is no longer than the
+  // text plus the ", " a list's items get.
+  std::string value;
+  if (pgproxy::sql::settingValue(sql, value) && value.size() > 2 * sql.size()) {
+    __builtin_trap();
+  }
   // Quoting round-trips through folding, whatever the bytes.
   if (pgproxy::sql::foldIdentifier(pgproxy::sql::quoteIdentifier(sql)) != sql) {
     __builtin_trap();

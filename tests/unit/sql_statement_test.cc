@@ -217,7 +217,7 @@ TEST(SqlStatement, TransactionControl) {
       kinds("ROLLBACK; ABORT; ROLLBACK WORK; ROLLBACK TRANSACTION"),
       (std::vector<Kind>{Kind::kRollback, Kind::kRollback, Kind::kRollback, Kind::kRollback}));
   EXPECT_EQ(kinds("ROLLBACK TO SAVEPOINT a; ROLLBACK TO a; ROLLBACK WORK TO a"),
-            (std::vector<Kind>{Kind::kOther, Kind::kOther, Kind::kOther}));
+            (std::vector<Kind>{Kind::kRollbackTo, Kind::kRollbackTo, Kind::kRollbackTo}));
 }
 
 TEST(SqlStatement, AdvisoryLocks) {
@@ -299,6 +299,17 @@ TEST(SqlStatement, MalformedInputNeverReadsPastTheEnd) {
     EXPECT_EQ(s.statements[0].kind, Kind::kSet);
     EXPECT_LE(s.statements[1].text.data() + s.statements[1].text.size(), sql.data() + sql.size());
   }
+  // A statement with an unterminated construct is refused by PostgreSQL as a whole, so it names
+  // nothing: the fuzzer found `RESET ", ` naming `, ` while its trimmed text named `,`.
+  for (const char* sql : {"RESET \", ", "SET x = 'a", "LISTEN \"ch", "PREPARE p AS $$x",
+                          "SET x = 1 /* open", "DEALLOCATE E'p"}) {
+    auto s = split(sql);
+    ASSERT_EQ(s.statements.size(), 1u) << sql;
+    EXPECT_EQ(s.statements[0].kind, Kind::kOther) << sql;
+    EXPECT_EQ(s.statements[0].name, "") << sql;
+    auto again = split(s.statements[0].text);
+    EXPECT_EQ(again.statements[0].kind, Kind::kOther) << sql;
+  }
   // NUL bytes are ordinary characters to the lexer.
   std::string nul("SELECT '\0;'; SET x\0 = 1", 24);
   auto s = split(nul);
@@ -348,6 +359,46 @@ TEST(SqlStatement, FoldAndQuoteIdentifiers) {
   EXPECT_EQ(foldIdentifier("U&\"Ab\""), "Ab");
   EXPECT_EQ(quoteIdentifier("a\"b"), "\"a\"\"b\"");
   EXPECT_EQ(foldIdentifier(quoteIdentifier("We\"ird name")), "We\"ird name");
+}
+
+TEST(SqlStatement, Savepoints) {
+  auto one = [](const char* sql) { return split(sql).statements.at(0); };
+  EXPECT_EQ(one("SAVEPOINT s1").kind, Kind::kSavepoint);
+  EXPECT_EQ(one("SAVEPOINT s1").name, "s1");
+  EXPECT_EQ(one("savepoint \"My Point\"").name, "My Point");
+  EXPECT_EQ(one("ROLLBACK TO s1").kind, Kind::kRollbackTo);
+  EXPECT_EQ(one("ROLLBACK TO s1").name, "s1");
+  EXPECT_EQ(one("rollback work to savepoint S1").name, "s1");
+  EXPECT_EQ(one("ROLLBACK TRANSACTION TO SAVEPOINT s1").kind, Kind::kRollbackTo);
+  EXPECT_EQ(one("ROLLBACK TO savepoint").name, "savepoint");  // a savepoint named "savepoint"
+  EXPECT_EQ(one("RELEASE s1").kind, Kind::kRelease);
+  EXPECT_EQ(one("RELEASE SAVEPOINT s1").name, "s1");
+  EXPECT_EQ(one("ROLLBACK").kind, Kind::kRollback);
+  EXPECT_EQ(one("ROLLBACK PREPARED 'x'").kind, Kind::kOther);
+}
+
+TEST(SqlStatement, SettingValues) {
+  auto value = [](std::string_view sql) {
+    auto s = split(sql).statements.at(0);
+    std::string out;
+    EXPECT_TRUE(settingValue(s.value, out)) << sql;
+    return out;
+  };
+  EXPECT_EQ(value("SET statement_timeout = 5000"), "5000");
+  EXPECT_EQ(value("SET statement_timeout TO '5s'"), "5s");
+  EXPECT_EQ(value("SET work_mem = E'64\\'MB'"), "64'MB");
+  EXPECT_EQ(value("SET lock_timeout = $$1min$$"), "1min");
+  EXPECT_EQ(value("SET x.y = -1"), "-1");
+  EXPECT_EQ(value("SET x.y = +1.5"), "+1.5");
+  EXPECT_EQ(value("SET enable_seqscan = OFF"), "off");
+  EXPECT_EQ(value("SET ROLE \"Alice\""), "Alice");
+  EXPECT_EQ(value("SET search_path = a, \"B c\", 'd'"), "a, \"B c\", d");
+  EXPECT_EQ(value("SET x.y = 'it''s'"), "it's");
+  std::string out;
+  for (const char* v : {"", "INTERVAL '1' HOUR", "1 2", "'a", ",", "a,", "- a", "--1", "U&'x'",
+                        "U&\"x\"", "B'101'", "E'\\101'", "(1)", "1 /* open"}) {
+    EXPECT_FALSE(settingValue(v, out)) << v;
+  }
 }
 
 }  // namespace

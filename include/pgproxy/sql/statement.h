@@ -42,6 +42,9 @@ enum class Kind {
                    // (not ON COMMIT DROP), CREATE ... pg_temp.x, SELECT ... INTO TEMP
   kSetOther,       // a SET that changes the session in a way not expressible as one GUC
                    // (SET SESSION CHARACTERISTICS AS TRANSACTION ..., SET x FROM CURRENT)
+  kSavepoint,      // SAVEPOINT name
+  kRollbackTo,     // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name
+  kRelease,        // RELEASE [SAVEPOINT] name
 };
 
 struct Statement {
@@ -80,8 +83,9 @@ struct Statement {
 
 // Splits a simple Query's text into its statements (at ';' outside quotes, comments and
 // parentheses) and classifies each. At most `max` statements are returned; `truncated` says
-// there were more. An unterminated quote or comment ends the last statement there (PostgreSQL
-// will refuse it anyway): never a crash, never a read past the end. Statements with no tokens
+// there were more. An unterminated quote or comment ends the last statement there and makes it
+// kOther with no name (PostgreSQL refuses it, so it changes nothing): never a crash, never a read
+// past the end. Statements with no tokens
 // (";;") are skipped; an input with none at all gives one kEmpty statement. Strings are lexed as
 // with standard_conforming_strings on (PostgreSQL's default since 9.1).
 struct Split {
@@ -92,6 +96,12 @@ Split split(std::string_view sql, std::size_t max = 64);
 
 // Folds one identifier as PostgreSQL does: lower-cased unless double-quoted ("" unescaped).
 std::string foldIdentifier(std::string_view ident);
+
+// The string a SET's value (Statement::value) gives its parameter, as set_config would take it:
+// literals decoded, unquoted words lower-cased, a list joined with ", " (a quoted identifier in a
+// list keeps its quotes, as PostgreSQL's list parameters need). False for what pgproxy does not
+// decode exactly (INTERVAL '1' HOUR, escapes it does not interpret, anything unterminated).
+bool settingValue(std::string_view value, std::string& out);
 
 // Quotes `name` as an identifier for SQL pgproxy writes (always quoted, " doubled).
 std::string quoteIdentifier(std::string_view name);
