@@ -127,6 +127,9 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_pool_server_connections", "gauge",
        "Server connections of a pool by state (login, idle, active, used), all workers."},
       {"pgproxy_pool_clients_waiting", "gauge", "Clients waiting for a server of a pool."},
+      {"pgproxy_pool_pinned_clients", "gauge",
+       "Clients of a pool kept on their server connection between transactions (advisory lock, "
+       "WITH HOLD cursor, temporary table, LISTEN)."},
       {"pgproxy_pool_wait_seconds", "histogram", "Time clients waited for a server of a pool."},
       {"pgproxy_pool_transactions_total", "counter", "Transactions served by a pool's servers."},
       {"pgproxy_pool_queries_total", "counter", "Queries served by a pool's servers."},

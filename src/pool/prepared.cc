@@ -309,6 +309,7 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
     to_server.append(body);
     passRest();
   };
+  const bool rename = capacity_ > 0;
   if (in_ == In::kHeader) {
     if (client_skipping_) {
       // pgproxy failed a message of this batch: like PostgreSQL, nothing counts until the Sync.
@@ -321,13 +322,12 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
     if (!server_skipping_ && !server.toClose().empty()) {
       closeStale(server, to_server);
     }
-    bool rename = capacity_ > 0;
     switch (type) {
       case 'P':
       case 'B':
       case 'D':
       case 'C':
-        if (!rename) {
+        if (!rename && !(type == 'P' && hook_)) {
           passWhole();
           push(Pending(type == 'P'   ? Kind::kParse
                        : type == 'B' ? Kind::kBind
@@ -355,10 +355,18 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
         passWhole();
         push(Pending(Kind::kQuery), to_client);
         return;
-      case 'E':
+      case 'E': {
         passWhole();
-        push(Pending(Kind::kExecute), to_client);
+        Pending p(Kind::kExecute);
+        if (unnamed_deallocate_) {
+          // The unnamed statement is the empty query that stands in for a DEALLOCATE pgproxy
+          // answered: its EmptyQueryResponse becomes DEALLOCATE's CommandComplete.
+          p.replace = 'I';
+          p.error = proto::buildMessage('C', std::string_view("DEALLOCATE\0", 11));
+        }
+        push(std::move(p), to_client);
         return;
+      }
       default:
         passWhole();  // Flush, COPY data: no reply of their own
         return;
@@ -366,8 +374,21 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
   }
   // Holding: is enough of it here?
   switch (type) {
-    case 'P':
-      if (!body.empty() && body[0] == '\0') {
+    case 'P': {
+      bool unnamed = !body.empty() && body[0] == '\0';
+      if (hook_ && (unnamed || !rename)) {
+        switch (lookAtParse(body, to_server, to_client)) {
+          case Look::kHold:
+            return;
+          case Look::kDone:
+            dropRest();  // what is left of it was answered or refused
+            return;
+          case Look::kPass:
+            break;
+        }
+      }
+      if (unnamed || !rename) {
+        unnamed_deallocate_ = false;
         passWhole();  // the unnamed statement: the server's own, as it is
         push(Pending(Kind::kParse), to_client);
         return;
@@ -377,6 +398,7 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
       }
       parse(body, server, to_server, to_client);
       return;
+    }
     case 'B':
       if (left_ > 0 && std::count(body.begin(), body.end(), '\0') < 2) {
         return;
@@ -406,6 +428,9 @@ void PreparedTracker::query(std::string_view body, std::string& to_server, std::
   in_ = In::kHeader;
   std::string_view sql = body.substr(0, body.find('\0'));
   QueryVerdict v = hook_->onQuery(sql);
+  if (v.action == QueryVerdict::Action::kDeallocate) {
+    deallocate(v);
+  }
   if (v.action == QueryVerdict::Action::kForward) {
     to_server.append(header_, 5);
     to_server.append(body);
@@ -451,6 +476,14 @@ void PreparedTracker::parse(std::string_view body, ServerStatements& server, std
   if (mustWait()) {
     return;
   }
+  if (hook_) {
+    QueryVerdict v = hook_->onParse(query);
+    if (v.action == QueryVerdict::Action::kRefuse) {
+      refuseWith(std::move(v.reply), to_client);
+      return;
+    }
+  }
+  unnamed_deallocate_ = false;
   if (names_.size() >= kMaxNames) {
     refuse(proto::sqlstate::kOutOfMemory,
            "pgproxy keeps at most 65536 prepared statements per client", to_client);
@@ -606,9 +639,97 @@ void PreparedTracker::makeRoom(ServerStatements& server, std::string& to_server)
   }
 }
 
+void PreparedTracker::ownQuery(std::string_view sql, std::string& to_server) {
+  appendHeader(to_server, 'Q', sql.size() + 1);
+  to_server.append(sql);
+  to_server.push_back('\0');
+  // Not a batch of the client's: named messages need not wait for it.
+  pending_.push_back(Pending(Kind::kOwnQuery));
+}
+
+void PreparedTracker::ownRow() {
+  s_own_row_ = false;
+  pending_.front().created = true;  // its first row is the one that counts
+  // DataRow: a column count, then each column's length (-1: NULL) and bytes.
+  std::string_view row(s_held_);
+  if (!hook_ || row.size() < 6 || (row[0] == 0 && row[1] == 0)) {
+    return;
+  }
+  std::int32_t len = static_cast<std::int32_t>(proto::readU32(row.data() + 2));
+  if (len < 0 || static_cast<std::size_t>(len) > row.size() - 6) {
+    return;
+  }
+  hook_->onOwnRow(row.substr(6, static_cast<std::size_t>(len)));
+}
+
 void PreparedTracker::refuse(std::string sqlstate, std::string message, std::string& to_client) {
+  refuseWith(proto::buildError(sqlstate, message), to_client);
+}
+
+void PreparedTracker::refuseWith(std::string error, std::string& to_client) {
   client_skipping_ = true;
-  push({Kind::kMadeError, nullptr, {}, proto::buildError(sqlstate, message)}, to_client);
+  push({Kind::kMadeError, nullptr, {}, std::move(error)}, to_client);
+}
+
+void PreparedTracker::deallocate(QueryVerdict& v) {
+  // Without renaming, the client's names are the server's: DEALLOCATE is the server's to run.
+  // In a failed transaction PostgreSQL refuses it (25P02): the server says so.
+  if (capacity_ == 0 || tx_status_ == 'E') {
+    v.action = QueryVerdict::Action::kForward;
+    return;
+  }
+  auto it = names_.find(v.name);
+  if (it == names_.end()) {
+    v.action = QueryVerdict::Action::kRefuse;
+    v.reply = proto::buildError(proto::sqlstate::kInvalidSqlStatementName,
+                                "prepared statement " + quoted(v.name) + " does not exist");
+    return;
+  }
+  // The server's copy is shared by every client that prepared the same text: it stays.
+  registry_.unref(it->second);
+  names_.erase(it);
+  v.action = QueryVerdict::Action::kAnswer;
+  v.reply = proto::buildMessage('C', std::string_view("DEALLOCATE\0", 11));
+}
+
+PreparedTracker::Look PreparedTracker::lookAtParse(std::string_view body, std::string& to_server,
+                                                   std::string& to_client) {
+  std::size_t name_end = body.find('\0');
+  std::size_t query_end =
+      name_end == std::string_view::npos ? name_end : body.find('\0', name_end + 1);
+  if (query_end == std::string_view::npos) {
+    // Until its text is whole; one too long to hold goes on unseen.
+    return left_ > 0 && body.size() < kMaxLooked ? Look::kHold : Look::kPass;
+  }
+  if (server_skipping_) {
+    return Look::kPass;  // the server ignores it
+  }
+  std::string_view query = body.substr(name_end + 1, query_end - name_end - 1);
+  QueryVerdict v = hook_->onParse(query);
+  if (v.action == QueryVerdict::Action::kRefuse) {
+    refuseWith(std::move(v.reply), to_client);
+    return Look::kDone;
+  }
+  if (v.action != QueryVerdict::Action::kDeallocate || name_end != 0 || left_ > 0) {
+    return Look::kPass;
+  }
+  deallocate(v);
+  if (v.action == QueryVerdict::Action::kRefuse) {
+    refuseWith(std::move(v.reply), to_client);
+    return Look::kDone;
+  }
+  if (v.action == QueryVerdict::Action::kForward) {
+    return Look::kPass;
+  }
+  // The unnamed statement becomes the empty query: Bind, Describe and Execute get the replies
+  // DEALLOCATE's would have (Execute's EmptyQueryResponse is replaced).
+  std::string_view types = body.substr(query_end + 1);
+  appendHeader(to_server, 'P', 2 + types.size());
+  to_server.append("\0\0", 2);
+  to_server.append(types);
+  push(Pending(Kind::kParse), to_client);
+  unnamed_deallocate_ = true;
+  return Look::kDone;
 }
 
 void PreparedTracker::push(Pending p, std::string& to_client) {
@@ -621,6 +742,9 @@ void PreparedTracker::push(Pending p, std::string& to_client) {
   }
   if (p.kind == Kind::kSync || p.kind == Kind::kQuery) {
     ++batches_out_;
+    if (hook_) {
+      hook_->onUnitEnd();
+    }
   }
   pending_.push_back(std::move(p));
   made(to_client);
@@ -743,10 +867,19 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
         if ((k == Kind::kOwnParse && type == '1') || (k == Kind::kOwnClose && type == '3')) {
           s_drop_ = true;  // the reply to pgproxy's own message
           popFront(server);
-        } else if (k == Kind::kQuery && pending_.front().replace == type) {
+        } else if (k == Kind::kOwnQuery) {
+          s_drop_ = true;
+          s_own_row_ = type == 'D' && !pending_.front().created;
+          if (type == 'Z') {
+            popFront(server);
+          }
+        } else if ((k == Kind::kQuery || k == Kind::kExecute) && pending_.front().replace == type) {
           s_drop_ = true;  // the stand-in's reply: pgproxy's takes its place
           pending_.front().replace = 0;
           to_client.append(pending_.front().error);
+          if (k == Kind::kExecute) {
+            popFront(server);  // its whole reply
+          }
         }
       }
       if (!s_drop_) {
@@ -755,6 +888,9 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
     }
     std::size_t n = std::min<std::size_t>(s_left_, bytes.size() - i);
     std::string_view chunk = bytes.substr(i, n);
+    if (s_own_row_ && s_held_.size() < 1024) {
+      s_held_.append(chunk.substr(0, 1024 - s_held_.size()));
+    }
     if (!s_drop_) {
       to_client.append(chunk);
       char type = s_header_[0];
@@ -768,6 +904,8 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
       s_in_body_ = false;
       if (!s_drop_) {
         serverMessageEnd(server);
+      } else if (s_own_row_) {
+        ownRow();
       }
       made(to_client);
     }
@@ -838,6 +976,9 @@ void PreparedTracker::serverMessageEnd(ServerStatements* server) {
       }
       return;
     case 'E': {
+      if (hook_) {
+        hook_->onError();
+      }
       if (!any || front == Kind::kQuery || front == Kind::kSync) {
         return;  // within a simple Query, or at the Sync: the ReadyForQuery follows
       }

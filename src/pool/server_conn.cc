@@ -64,6 +64,11 @@ void ServerConn::adoptState(const Params& base, const Params& reported, const Pa
   digest_ = pool::stateDigest(params_, Params(), extras_);
 }
 
+void ServerConn::setExtras(Params extras) {
+  extras_ = std::move(extras);
+  digest_ = pool::stateDigest(params_, Params(), extras_);
+}
+
 void ServerConn::start() {
   session::Context& ctx = pool_.set().ctx();
   const auto& m = ctx.config->mappings[pool_.mapping()];
@@ -427,10 +432,14 @@ void ServerConn::onIdle(std::string_view bytes) {
   close(why);
 }
 
-void ServerConn::detach(bool client_quiet) {
+void ServerConn::detach(bool client_quiet, const char* holding) {
   client_ = nullptr;
   if (state_ == State::kClosed || busy_ > 0) {
     return;  // in a callback: the caller sees the client gone and closes
+  }
+  if (*holding) {
+    close(std::string("its client left it holding ") + holding);
+    return;
   }
   if (client_quiet && state_ == State::kLinked && last_status_ == 'I' && framer_.atBoundary() &&
       out_.empty()) {

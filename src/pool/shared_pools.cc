@@ -103,6 +103,7 @@ struct alignas(64) Entry {
   std::atomic<std::uint32_t> servers;  // the pool (or database) cap counts this
   std::atomic<std::uint32_t> in_state[kStates];
   std::atomic<std::uint32_t> waiting;
+  std::atomic<std::uint32_t> pinned_clients;
   std::atomic<std::uint32_t> kind;
   std::atomic<std::uint64_t> transactions;
   std::atomic<std::uint64_t> queries;
@@ -119,6 +120,7 @@ struct Row {
   std::atomic<std::uint32_t> servers;
   std::atomic<std::uint32_t> state[kStates];
   std::atomic<std::uint32_t> waiting;
+  std::atomic<std::uint32_t> pinned_clients;
 };
 
 // Tables per slot rather than columns per entry: a worker faults in only the pages of the rows it
@@ -326,7 +328,8 @@ class SlotView {
     Row& r = row(e);
     if (r.refs.load(std::memory_order_relaxed) != 0 ||
         r.servers.load(std::memory_order_relaxed) != 0 ||
-        r.waiting.load(std::memory_order_relaxed) != 0 || !pinned(e)) {
+        r.waiting.load(std::memory_order_relaxed) != 0 ||
+        r.pinned_clients.load(std::memory_order_relaxed) != 0 || !pinned(e)) {
       return;
     }
     auto& bits = t_.pinned[e / 64];
@@ -449,6 +452,7 @@ class SlotView {
             subtractFloor(en.in_state[st], r.state[st].exchange(0, std::memory_order_relaxed));
           }
           subtractFloor(en.waiting, r.waiting.exchange(0, std::memory_order_relaxed));
+          subtractFloor(en.pinned_clients, r.pinned_clients.exchange(0, std::memory_order_relaxed));
           r.refs.store(0, std::memory_order_relaxed);
           unref(s_.index[e]);
         }
@@ -594,19 +598,39 @@ std::uint32_t SharedPools::serversIn(std::size_t pool, ServerState s) const {
       std::memory_order_relaxed);
 }
 
-void SharedPools::addWaiting(std::size_t pool, int delta) {
-  Entry& p = shared_->entries[pool];
-  SlotView v(*shared_, slot_);
+namespace {
+
+// A gauge of clients (waiting, pinned): the total the metrics read and this worker's share, which
+// the master folds out if the worker dies.
+void addClientGauge(PoolsShared& shared, std::size_t slot, std::size_t pool, int delta,
+                    std::atomic<std::uint32_t> Entry::*total,
+                    std::atomic<std::uint32_t> Row::*mine) {
+  Entry& p = shared.entries[pool];
+  SlotView v(shared, slot);
   Row& r = v.row(pool);
   if (delta >= 0) {
-    add(p.waiting, static_cast<std::uint32_t>(delta));
-    add(r.waiting, static_cast<std::uint32_t>(delta));
+    add(p.*total, static_cast<std::uint32_t>(delta));
+    add(r.*mine, static_cast<std::uint32_t>(delta));
     return;
   }
   auto d = static_cast<std::uint32_t>(-static_cast<std::int64_t>(delta));
-  sub(r.waiting, d);
-  sub(p.waiting, d);
+  sub(r.*mine, d);
+  sub(p.*total, d);
   v.unpinIfIdle(pool);
+}
+
+}  // namespace
+
+void SharedPools::addWaiting(std::size_t pool, int delta) {
+  addClientGauge(*shared_, slot_, pool, delta, &Entry::waiting, &Row::waiting);
+}
+
+void SharedPools::addPinned(std::size_t pool, int delta) {
+  addClientGauge(*shared_, slot_, pool, delta, &Entry::pinned_clients, &Row::pinned_clients);
+}
+
+std::uint32_t SharedPools::pinned(std::size_t pool) const {
+  return shared_->entries[pool].pinned_clients.load(std::memory_order_relaxed);
 }
 
 std::uint32_t SharedPools::waiting(std::size_t pool) const {
@@ -643,6 +667,7 @@ struct Series {
   std::string labels;  // mapping, backend, user, database, escaped
   std::uint64_t in_state[kStates] = {};
   std::uint64_t waiting = 0;
+  std::uint64_t pinned = 0;
   std::uint64_t transactions = 0;
   std::uint64_t queries = 0;
   std::uint64_t wait_buckets[metrics::kBuckets + 1] = {};
@@ -687,6 +712,7 @@ void SharedPools::render(std::string& out, unsigned max_pools) const {
       s.in_state[st] = en.in_state[st].load(std::memory_order_relaxed);
     }
     s.waiting = en.waiting.load(std::memory_order_relaxed);
+    s.pinned = en.pinned_clients.load(std::memory_order_relaxed);
     s.transactions = en.transactions.load(std::memory_order_relaxed);
     s.queries = en.queries.load(std::memory_order_relaxed);
     for (std::size_t b = 0; b <= metrics::kBuckets; ++b) {
@@ -714,6 +740,7 @@ void SharedPools::render(std::string& out, unsigned max_pools) const {
       sum.in_state[st] += s.in_state[st];
     }
     sum.waiting += s.waiting;
+    sum.pinned += s.pinned;
     sum.transactions += s.transactions;
     sum.queries += s.queries;
     for (std::size_t b = 0; b <= metrics::kBuckets; ++b) {
@@ -738,6 +765,10 @@ void SharedPools::render(std::string& out, unsigned max_pools) const {
   metrics::appendMetricHeader(out, "pgproxy_pool_clients_waiting");
   for (const Series& s : series) {
     sample(out, "pgproxy_pool_clients_waiting", s.labels, s.waiting);
+  }
+  metrics::appendMetricHeader(out, "pgproxy_pool_pinned_clients");
+  for (const Series& s : series) {
+    sample(out, "pgproxy_pool_pinned_clients", s.labels, s.pinned);
   }
   metrics::appendMetricHeader(out, "pgproxy_pool_wait_seconds");
   for (const Series& s : series) {

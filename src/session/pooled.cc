@@ -253,12 +253,18 @@ void Session::unlinkPooled() {
     pool::ServerConn* s = p.server;
     p.server = nullptr;
     ctx_.cancels->unlinkPooled(cancel_slot_);
-    s->detach(p.flow.quiet());
+    // A pinned client's server holds what the client left on it (locks, temporary tables,
+    // LISTEN): closed, never handed to another client.
+    s->detach(p.flow.quiet() && !*p.pinned(), p.pinned());
   }
 }
 
 void Session::endPooled() {
   unlinkPooled();
+  if (pooled_->pinned_counted) {
+    ctx_.shared_pools->addPinned(pooled_->pool->sharedEntry(), -1);
+    pooled_->pinned_counted = false;
+  }
   pooled_->pool->addClient(-1);
 }
 
@@ -339,6 +345,12 @@ bool Pooled::toServer(std::string_view bytes) {
     // idle client costs no tracker.
     prepared = std::make_unique<pool::PreparedTracker>(session.ctx_.pools->statements(),
                                                        pool->config().prepared_statements);
+    if (!state) {
+      // `extras` holds the StartupMessage's settings until the client changes them.
+      state = std::make_unique<pool::SessionState>(extras,
+                                                   pool->welcome().get("search_path") != nullptr);
+    }
+    prepared->setQueryHook(state.get());
   }
   scratch_server.clear();
   scratch_client.clear();
@@ -398,13 +410,39 @@ void Pooled::updateDigest() {
 }
 
 pool::Release Pooled::ready(char status) {
-  flow.answered();
-  pool::SharedPools& shared = *session.ctx_.shared_pools;
-  shared.countQuery(pool->sharedEntry());
-  if (status == 'I') {
-    shared.countTransaction(pool->sharedEntry());
+  // The ReadyForQuery of pgproxy's own query (the advisory lock probe) is not the client's.
+  if (!prepared || !prepared->ownReadyNext()) {
+    flow.answered();
+    pool::SharedPools& shared = *session.ctx_.shared_pools;
+    shared.countQuery(pool->sharedEntry());
+    if (status == 'I') {
+      shared.countTransaction(pool->sharedEntry());
+    }
+    if (state && server) {
+      // What the transaction that ended did to the session: the client's settings to carry,
+      // the server's as they now are (a RESET leaves the server at its default, not the
+      // client's).
+      pool::Params server_extras = server->extras();
+      if (state->ready(status, extras, server_extras)) {
+        updateDigest();
+        server->setExtras(std::move(server_extras));
+      }
+      if (const char* probe = state->takeProbe()) {
+        // The server stays until its answer has come (ready() again, for the probe's own).
+        scratch_server.clear();
+        prepared->ownQuery(probe, scratch_server);
+        server->send(scratch_server);
+        return pool::Release::kKeep;
+      }
+    }
+  }
+  if (state) {
+    countPinned();
   }
   pool::Release r = pool::releaseAfterReady(pool->config().mode, status, flow);
+  if (r == pool::Release::kRelease && *pinned()) {
+    r = pool::Release::kKeep;  // until the client releases what holds it, or leaves
+  }
   if (r == pool::Release::kKeep) {
     return r;
   }
@@ -417,6 +455,19 @@ pool::Release Pooled::ready(char status) {
                    "pooling for multi-statement transactions.");
   }
   return r;
+}
+
+void Pooled::countPinned() {
+  bool now = *pinned() != '\0';
+  if (now == pinned_counted) {
+    return;
+  }
+  pinned_counted = now;
+  session.ctx_.shared_pools->addPinned(pool->sharedEntry(), now ? 1 : -1);
+  if (now) {
+    LOG_DEBUG("session %llu: keeps its server connection of %s between transactions: %s",
+              static_cast<unsigned long long>(session.id_), pool->describe().c_str(), pinned());
+  }
 }
 
 void Pooled::serverLost(const std::string& why) {

@@ -427,12 +427,14 @@ class CallScanner {
           depth_ = 1;
           args_ = 0;
           arg_tokens_ = 0;
+          name_tokens_ = 0;
           literal_ = true;
           for (auto& a : arg_) {
             a = Token{};
           }
         } else {
           literal_ = false;
+          st_.set_config_opaque = true;  // the inner call's effect is not followed
         }
         break;
       case Fn::kNone:
@@ -457,6 +459,9 @@ class CallScanner {
       if (arg_tokens_ != 1) {
         literal_ = false;
       }
+      if (args_ == 0) {
+        name_tokens_ = arg_tokens_;
+      }
       ++args_;
       arg_tokens_ = 0;
       return;
@@ -475,13 +480,17 @@ class CallScanner {
     }
     st_.set_config = true;
     std::string name, value;
-    if (one_each && isBoolLiteral(scan_, arg_[2], false) && arg_[0].type == Tok::kString &&
-        arg_[1].type == Tok::kString && decodeString(scan_.text(arg_[0]), arg_[0].quote, name) &&
-        decodeString(scan_.text(arg_[1]), arg_[1].quote, value) &&
-        st_.config_calls.size() < Statement::kMaxConfigCalls) {
-      st_.config_calls.push_back({std::move(name), std::move(value)});
-    } else {
+    bool named = args_ >= 1 && name_tokens_ == 1 && arg_[0].type == Tok::kString &&
+                 decodeString(scan_.text(arg_[0]), arg_[0].quote, name);
+    if (!named || st_.config_calls.size() >= Statement::kMaxConfigCalls) {
       st_.set_config_opaque = true;
+    } else if (one_each && isBoolLiteral(scan_, arg_[2], false) && arg_[1].type == Tok::kString &&
+               decodeString(scan_.text(arg_[1]), arg_[1].quote, value)) {
+      st_.config_calls.push_back({std::move(name), std::move(value), true});
+    } else {
+      // A parameter or an expression: which value it set (and whether for the session) is
+      // known to the server alone.
+      st_.config_calls.push_back({std::move(name), {}, false});
     }
   }
 
@@ -491,7 +500,7 @@ class CallScanner {
   bool in_config_ = false;
   bool literal_ = true;
   int depth_ = 0;
-  std::size_t args_ = 0, arg_tokens_ = 0;
+  std::size_t args_ = 0, arg_tokens_ = 0, name_tokens_ = 0;
   Token arg_[3];
 };
 

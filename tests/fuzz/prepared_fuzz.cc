@@ -1,11 +1,14 @@
 // Fuzzes the prepared statement tracker with a client's message stream and a server's replies
 // interleaved as the input says, over two servers: it must never crash, leak a statement
-// reference, or emit a broken stream (what it sends either way is whole messages, framed).
+// reference, or emit a broken stream (what it sends either way is whole messages, framed). Half
+// the inputs run with the session state as its query hook, driven as the pooled session drives
+// it (ReadyForQuery, the advisory lock probe).
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "pgproxy/pool/prepared.h"
+#include "pgproxy/pool/session_state.h"
 #include "pgproxy/proto/wire.h"
 
 extern const char* const kFuzzTargetName = "prepared";
@@ -52,12 +55,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   std::size_t capacity = static_cast<unsigned char>(in[0]) % 4;  // 0: pass-through
+  bool hooked = (static_cast<unsigned char>(in[0]) & 4) != 0;
   in.remove_prefix(1);
+  pgproxy::pool::SessionState state({}, false);
+  pgproxy::pool::Params client_params, server_params;
   pgproxy::pool::StatementRegistry registry(4096);
   {
     pgproxy::pool::ServerStatements servers[2] = {pgproxy::pool::ServerStatements(registry),
                                                   pgproxy::pool::ServerStatements(registry)};
     pgproxy::pool::PreparedTracker tracker(registry, capacity);
+    if (hooked) {
+      tracker.setQueryHook(&state);
+    }
     int on = 0;
     std::string up, down;
     static const char kClient[] = "PPPBBDDCESSSQHF";
@@ -78,6 +87,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         case 2: {
           std::string m = message(in, kServer, sizeof(kServer) - 1);
+          if (hooked && !m.empty() && m[0] == 'Z' && !tracker.ownReadyNext()) {
+            char status = m.size() > 5 ? m[5] : 'I';
+            (void)state.ready(status, client_params, server_params);
+            if (const char* probe = state.takeProbe()) {
+              tracker.ownQuery(probe, up);
+            }
+          }
           if (!tracker.fromServer(m, &servers[on], up, down)) {
             in = {};
           }

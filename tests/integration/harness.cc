@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -693,6 +694,16 @@ const std::string& poolRoleAuthFile() {
                   "\"\n");
     return dir + "/users.txt";
   }();
+  return path;
+}
+
+const std::string& poolRoleDatabase(const std::string& name) {
+  static std::set<std::string> made;
+  const std::string& path = poolRoleAuthFile();
+  if (made.insert(name).second) {
+    queryHost1("drop database if exists " + name);
+    queryHost1("create database " + name + " owner pgproxy_pool");
+  }
   return path;
 }
 

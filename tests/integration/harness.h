@@ -6,10 +6,14 @@
 
 #include <sys/types.h>
 
+#include <libpq-fe.h>
+
 #include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace pgproxy::it {
 
@@ -104,6 +108,51 @@ std::string queryHost1(const std::string& sql);
 // of an auth file holding the SCRAM verifier PostgreSQL stores: pgproxy logs in to the backend
 // with the client's proof alone.
 const std::string& poolRoleAuthFile();
+// A database owned by pgproxy_pool, dropped and created once per binary (a pool test file's own);
+// returns poolRoleAuthFile().
+const std::string& poolRoleDatabase(const std::string& name);
+
+// A libpq connection for tests that keep one open: one(sql) runs it (simple protocol) and gives
+// its first row ("|"-joined) or "ERROR:<sqlstate>".
+struct Conn {
+  explicit Conn(const std::string& conninfo) : c(PQconnectdb(conninfo.c_str())) {
+    EXPECT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  }
+  ~Conn() { PQfinish(c); }
+  // Runs `sql` (simple protocol); its first value, or "ERROR:<sqlstate>".
+  std::string one(const std::string& sql) { return outcome(PQexec(c, sql.c_str())); }
+  // The same, but a command gives its tag ("SET", "INSERT 0 2") rather than its status.
+  std::string cmd(const std::string& sql) { return outcome(PQexec(c, sql.c_str()), true); }
+  std::string exec(const std::string& name, std::vector<std::string> args) {
+    std::vector<const char*> values;
+    for (const auto& a : args) {
+      values.push_back(a.c_str());
+    }
+    return outcome(PQexecPrepared(c, name.c_str(), static_cast<int>(values.size()), values.data(),
+                                  nullptr, nullptr, 0));
+  }
+  std::string prepare(const std::string& name, const std::string& sql) {
+    return outcome(PQprepare(c, name.c_str(), sql.c_str(), 0, nullptr));
+  }
+  static std::string outcome(PGresult* r, bool tag = false) {
+    std::string out;
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_FATAL_ERROR) {
+      const char* code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      out = std::string("ERROR:") + (code ? code : "?");
+    } else if (st == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+      out = PQgetvalue(r, 0, 0);
+      for (int f = 1; f < PQnfields(r); ++f) {
+        out += std::string("|") + PQgetvalue(r, 0, f);
+      }
+    } else {
+      out = tag && st == PGRES_COMMAND_OK ? PQcmdStatus(r) : PQresStatus(st);
+    }
+    PQclear(r);
+    return out;
+  }
+  PGconn* c;
+};
 
 // psql -X -A -t -c SQL; returns exit code and output.
 CommandResult psql(const std::string& conninfo, const std::string& sql);

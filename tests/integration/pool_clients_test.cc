@@ -30,13 +30,7 @@ namespace {
 
 // This file's database, created once per binary: the auth file of the pool's role.
 const std::string& authFile() {
-  static const std::string users = [] {
-    const std::string& path = poolRoleAuthFile();
-    queryHost1("drop database if exists poolclients");
-    queryHost1("create database poolclients owner pgproxy_pool");
-    return path;
-  }();
-  return users;
+  return poolRoleDatabase("poolclients");
 }
 
 // One terminated mapping with a transaction pool of `size` servers (for all workers together).

@@ -20,13 +20,7 @@ namespace pgproxy::it {
 namespace {
 
 const std::string& authFile() {
-  static const std::string users = [] {
-    const std::string& path = poolRoleAuthFile();
-    queryHost1("drop database if exists poolprepared");
-    queryHost1("create database poolprepared owner pgproxy_pool");
-    return path;
-  }();
-  return users;
+  return poolRoleDatabase("poolprepared");
 }
 
 // One mapping (the default one, so plaintext reaches it) with a pool of `size` servers.
@@ -52,44 +46,6 @@ std::string viaDirect() {
          std::to_string(sandbox().port1) +
          " dbname=poolprepared user=pgproxy_pool password=scram-pw";
 }
-
-struct Conn {
-  explicit Conn(const std::string& conninfo) : c(PQconnectdb(conninfo.c_str())) {
-    EXPECT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
-  }
-  ~Conn() { PQfinish(c); }
-  // Runs `sql` (simple protocol); its first value, or "ERROR:<sqlstate>".
-  std::string one(const std::string& sql) { return outcome(PQexec(c, sql.c_str())); }
-  std::string exec(const std::string& name, std::vector<std::string> args) {
-    std::vector<const char*> values;
-    for (const auto& a : args) {
-      values.push_back(a.c_str());
-    }
-    return outcome(PQexecPrepared(c, name.c_str(), static_cast<int>(values.size()), values.data(),
-                                  nullptr, nullptr, 0));
-  }
-  std::string prepare(const std::string& name, const std::string& sql) {
-    return outcome(PQprepare(c, name.c_str(), sql.c_str(), 0, nullptr));
-  }
-  static std::string outcome(PGresult* r) {
-    std::string out;
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_FATAL_ERROR) {
-      const char* code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-      out = std::string("ERROR:") + (code ? code : "?");
-    } else if (st == PGRES_TUPLES_OK && PQntuples(r) > 0) {
-      out = PQgetvalue(r, 0, 0);
-      for (int f = 1; f < PQnfields(r); ++f) {
-        out += std::string("|") + PQgetvalue(r, 0, f);
-      }
-    } else {
-      out = PQresStatus(st);
-    }
-    PQclear(r);
-    return out;
-  }
-  PGconn* c;
-};
 
 // Sends what `send` queues in pipeline mode (it ends each batch with PQpipelineSync) and
 // records every result up to the `syncs`-th sync: status, SQLSTATE, first value; "|" where a

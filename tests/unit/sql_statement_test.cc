@@ -264,13 +264,23 @@ TEST(SqlStatement, SetConfig) {
   EXPECT_FALSE(st.set_config);
   EXPECT_FALSE(one("SELECT set_config('work_mem', '64MB', 'on')").set_config);
 
-  // Session-level but not literal: tracked as of unknown effect.
-  for (const char* sql :
-       {"SELECT set_config('work_mem', $1, false)", "SELECT set_config(name, '1', false) FROM t",
-        "SELECT set_config('work_mem', '1' || 'MB', false)",
-        "SELECT set_config('work_mem', '1MB', $3)",
-        "SELECT set_config('a', set_config('b', '1', false), false)",
-        "SELECT set_config('work_mem', E'\\x41', false)", "SELECT set_config('work_mem', '1MB'"}) {
+  // A named parameter set to a value only the server knows (a reported one, such as
+  // application_name, is then followed through ParameterStatus).
+  for (const char* sql : {"SELECT set_config('work_mem', $1, false)",
+                          "SELECT set_config('work_mem', '1' || 'MB', false)",
+                          "SELECT set_config('work_mem', '1MB', $3)",
+                          "SELECT set_config('work_mem', E'\\x41', false)"}) {
+    st = one(sql);
+    EXPECT_TRUE(st.set_config) << sql;
+    EXPECT_FALSE(st.set_config_opaque) << sql;
+    ASSERT_EQ(st.config_calls.size(), 1u) << sql;
+    EXPECT_EQ(st.config_calls[0].name, "work_mem");
+    EXPECT_FALSE(st.config_calls[0].value_known) << sql;
+  }
+  // Session-level and not even the name known: of unknown effect.
+  for (const char* sql : {"SELECT set_config(name, '1', false) FROM t",
+                          "SELECT set_config('a', set_config('b', '1', false), false)",
+                          "SELECT set_config('work_mem', '1MB'"}) {
     st = one(sql);
     EXPECT_TRUE(st.set_config) << sql;
     EXPECT_TRUE(st.set_config_opaque) << sql;

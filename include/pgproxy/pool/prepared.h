@@ -86,17 +86,31 @@ class ServerStatements {
 // What pgproxy does with a client's simple Query (the session state, LISTEN, refusals): the
 // verdict of a QueryHook.
 struct QueryVerdict {
-  enum class Action { kForward, kAnswer, kRefuse };
+  enum class Action { kForward, kAnswer, kRefuse, kDeallocate };
   Action action = Action::kForward;
   // kAnswer: the CommandComplete(s) the client gets instead of the server's reply; kRefuse: the
   // ErrorResponse. Either way a query still goes to the server in its place (an empty one, or
   // one that fails), so that the ReadyForQuery, its transaction status and the pool's accounting
   // are the server's own.
   std::string reply;
+  // kDeallocate: SQL DEALLOCATE of this name, sent alone: the tracker answers it for a
+  // protocol-level statement of the client's (the server's copy is shared, and stays).
+  std::string name;
 };
 class QueryHook {
  public:
+  // A simple Query's text, before it goes to the server.
   virtual QueryVerdict onQuery(std::string_view sql) = 0;
+  // A Parse's query text (extended protocol), before it goes to the server: kForward, kRefuse
+  // or kDeallocate.
+  virtual QueryVerdict onParse(std::string_view sql) = 0;
+  // The server sent the client an ErrorResponse.
+  virtual void onError() = 0;
+  // A Query or a Sync went to the server: one ReadyForQuery answers it and what came before it.
+  virtual void onUnitEnd() = 0;
+  // The first column of the first row pgproxy's own query (PreparedTracker::ownQuery) returned;
+  // not called when it returned none or failed.
+  virtual void onOwnRow(std::string_view value) = 0;
 
  protected:
   ~QueryHook() = default;
@@ -123,8 +137,10 @@ class PreparedTracker {
   // and the reply order are kept).
   PreparedTracker(StatementRegistry& registry, std::size_t capacity)
       : registry_(registry), capacity_(capacity) {}
-  // Sees each simple Query of up to kMaxHeld bytes before it goes to the server.
+  // Sees each simple Query and Parse of up to kMaxHeld bytes (an unnamed Parse: kMaxLooked)
+  // before it goes to the server.
   void setQueryHook(QueryHook* hook) { hook_ = hook; }
+  static constexpr std::size_t kMaxLooked = std::size_t{64} << 10;
   ~PreparedTracker();
   PreparedTracker(const PreparedTracker&) = delete;
   PreparedTracker& operator=(const PreparedTracker&) = delete;
@@ -142,6 +158,13 @@ class PreparedTracker {
                   std::string& to_client);
   // Client bytes waiting (the caller stops reading the client when there are too many).
   std::size_t waiting() const { return deferred_.size(); }
+  // Sends pgproxy's own simple Query after all sent so far: the client sees none of its replies;
+  // its first value goes to the hook (QueryHook::onOwnRow).
+  void ownQuery(std::string_view sql, std::string& to_server);
+  // The ReadyForQuery about to come (all before it has been read) answers pgproxy's own query.
+  bool ownReadyNext() const {
+    return !pending_.empty() && pending_.front().kind == Kind::kOwnQuery;
+  }
 
   const std::string& fatal() const { return fatal_; }
   std::size_t statements() const { return names_.size(); }
@@ -161,6 +184,7 @@ class PreparedTracker {
     kQuery,      // a simple Query or a FunctionCall: replies up to ReadyForQuery
     kOwnParse,   // pgproxy's Parse: its ParseComplete is dropped
     kOwnClose,   // pgproxy's Close: its CloseComplete is dropped
+    kOwnQuery,   // pgproxy's Query: every reply up to its ReadyForQuery is dropped
     kMadeParse,  // a ParseComplete pgproxy makes
     kMadeClose,  // a CloseComplete pgproxy makes
     kMadeError,  // an ErrorResponse pgproxy makes (then it drops up to the Sync)
@@ -178,7 +202,8 @@ class PreparedTracker {
     std::string client_name;            // the name a Parse added or a Close removed
     std::string error;                  // kMadeError: the message
     bool created = false;               // kParse: it added stmt to the server's statements
-    char replace = 0;  // kQuery: the server message ('I' or 'E') whose place `error` takes
+    char replace = 0;  // kQuery, kExecute: the server message ('I' or 'E') whose place `error`
+                       // takes
   };
   enum class In : std::uint8_t { kHeader, kHold, kPass, kDrop };
 
@@ -205,7 +230,14 @@ class PreparedTracker {
   bool resume(ServerStatements& server, std::string& to_server, std::string& to_client);
   void query(std::string_view body, std::string& to_server, std::string& to_client);
   void refuse(std::string sqlstate, std::string message, std::string& to_client);
+  void refuseWith(std::string error, std::string& to_client);
+  // A QueryHook's kDeallocate: answered (kAnswer), refused, or the server's (kForward).
+  void deallocate(QueryVerdict& v);
+  // What the hook makes of an unnamed (or, without renaming, any) Parse.
+  enum class Look { kHold, kPass, kDone };
+  Look lookAtParse(std::string_view body, std::string& to_server, std::string& to_client);
   void serverMessageEnd(ServerStatements* server);
+  void ownRow();  // the DataRow of pgproxy's own query, held in s_held_
   bool fail(std::string why);
 
   StatementRegistry& registry_;
@@ -220,6 +252,7 @@ class PreparedTracker {
   std::size_t batches_out_ = 0;   // Syncs and Queries sent and not answered
   bool waiting_ = false;          // the message being decided waits for them
   std::string deferred_;          // that message and all the client sent after it
+  bool unnamed_deallocate_ = false;  // the unnamed statement stands in for a DEALLOCATE
   std::string fatal_;
 
   // The client's stream.
@@ -234,7 +267,8 @@ class PreparedTracker {
   std::uint32_t s_left_ = 0;
   bool s_in_body_ = false;
   bool s_drop_ = false;
-  std::string s_held_;  // the start of an ErrorResponse or CommandComplete body
+  bool s_own_row_ = false;  // holding the first DataRow of pgproxy's own query
+  std::string s_held_;      // the start of an ErrorResponse or CommandComplete body
 };
 
 }  // namespace pgproxy::pool

@@ -47,7 +47,8 @@ class ServerConn {
   bool stillIdle();
   // The client went away: back to the pool when the server is between transactions with nothing
   // in flight, else closed.
-  void detach(bool client_quiet);
+  // `holding`: why the server cannot serve another client after this one ("": it can).
+  void detach(bool client_quiet, const char* holding = "");
   // Runs `query` and swallows its replies, then goes idle (kIdle) in the pool: the reset and
   // check queries.
   void runInternal(const std::string& query, bool then_idle_for_check);
@@ -73,6 +74,8 @@ class ServerConn {
   void adoptState(const Params& base, const Params& reported,
                   const Params& extras);  // idle from now: the clock of server_idle_timeout and
                                           // server_check_delay
+  // The client's SET / RESET changed what this server has beyond its reported parameters.
+  void setExtras(Params extras);
 
   // The pool's lists.
   ServerConn* all_next = nullptr;

@@ -71,6 +71,11 @@ class SharedPools {
   std::uint32_t waiting(std::size_t pool) const;
   std::uint32_t myWaiting(std::size_t pool) const;
 
+  // Clients kept on their server connection between transactions by session state that cannot
+  // move (pgproxy_pool_pinned_clients).
+  void addPinned(std::size_t pool, int delta);
+  std::uint32_t pinned(std::size_t pool) const;
+
   // Counters (not folded on worker death: they only grow).
   void countTransaction(std::size_t pool);
   void countQuery(std::size_t pool);

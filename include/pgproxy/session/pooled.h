@@ -9,6 +9,7 @@
 #include "pgproxy/pool/params.h"
 #include "pgproxy/pool/pool.h"
 #include "pgproxy/pool/prepared.h"
+#include "pgproxy/pool/session_state.h"
 
 namespace pgproxy::session {
 
@@ -53,6 +54,12 @@ struct Pooled final : pool::PoolClient {
   // Transaction and statement modes with pool.prepared_statements: the client's named
   // statements, mapped onto each server it gets.
   std::unique_ptr<pool::PreparedTracker> prepared;
+  // Transaction and statement modes: the SET / RESET of unreported parameters (kept in `extras`,
+  // replayed on each server), and what pins the client to its server.
+  std::unique_ptr<pool::SessionState> state;
+  bool pinned_counted = false;  // in pgproxy_pool_pinned_clients
+  const char* pinned() const { return state ? state->pinned() : ""; }
+  void countPinned();
   std::string scratch_server, scratch_client;  // the tracker's output, reused
 };
 

@@ -70,11 +70,15 @@ struct Statement {
   // once: the text is all a pool sees).
   int advisory_locks = 0;
   int advisory_unlocks = 0;
-  // The session-level set_config calls whose name and value are both literals pgproxy decodes,
-  // in order (at most kMaxConfigCalls); set_config_opaque says one was not (a parameter, an
-  // expression, an escape pgproxy does not interpret), so its effect is unknown.
+  // The set_config calls whose name is a literal pgproxy decodes, in order (at most
+  // kMaxConfigCalls): value_known when the value is a literal too and is_local the literal false
+  // (a session-level setting of that value); else the call may set the parameter, for the
+  // session, to a value only the server knows (a parameter, an expression). set_config_opaque
+  // says a call's name itself was not decoded (or there were more calls), so its effect is
+  // unknown.
   struct ConfigCall {
     std::string name, value;
+    bool value_known = true;
   };
   static constexpr std::size_t kMaxConfigCalls = 8;
   std::vector<ConfigCall> config_calls;
