@@ -2,10 +2,12 @@
 
 #include <event2/event.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "pgproxy/base/clock.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/pool/notify_hub.h"
 #include "pgproxy/pool/server_conn.h"
 #include "pgproxy/session/context.h"
 
@@ -148,12 +150,20 @@ Pool::Pool(PoolSet& set, std::size_t mapping, std::size_t backend, std::string u
       shared_db_(shared_db) {}
 
 Pool::~Pool() {
+  hub_.reset();
   closeAll();
   SharedPools& shared = *set_.ctx().shared_pools;
   shared.close(shared_);
   if (shared_db_ != kNoPool) {
     shared.close(shared_db_);
   }
+}
+
+NotifyHub& Pool::notifyHub() {
+  if (!hub_) {
+    hub_ = std::make_unique<NotifyHub>(*this);
+  }
+  return *hub_;
 }
 
 const config::PoolConfig& Pool::config() const {
@@ -259,6 +269,20 @@ bool Pool::startServer(unsigned cap) {
   return true;
 }
 
+ServerConn* Pool::startDedicated(PoolClient* c) {
+  const config::PoolConfig& pc = config();
+  if (base::monotonicMs() < retry_after_ms_ ||
+      !set_.ctx().shared_pools->tryAddServer(shared_, 0, shared_db_, pc.max_db_connections, true)) {
+    return nullptr;
+  }
+  auto* s = new ServerConn(*this, set_.nextServerId());
+  s->dedicated = true;
+  s->dedicated_to = c;
+  listPush(servers_, s, &ServerConn::all_next, &ServerConn::all_prev);
+  s->start();  // may fail at once (and be buried) before this returns
+  return s;
+}
+
 void Pool::grant(ServerConn* s, PoolClient* c) {
   popWaiter(c);
   set_.ctx().shared_pools->observeWait(shared_, base::monotonicUs() - c->wait_since_us);
@@ -307,6 +331,19 @@ void Pool::release(ServerConn* s) {
 }
 
 void Pool::serverUp(ServerConn* s) {
+  if (s->dedicated) {
+    if (welcome_.empty()) {
+      welcome_ = s->params();
+    }
+    PoolClient* c = s->dedicated_to;
+    s->dedicated_to = nullptr;
+    if (c) {
+      c->granted(s);
+    } else {
+      s->close("its client left before it was up");
+    }
+    return;
+  }
   --starting_;
   if (welcome_.empty()) {
     welcome_ = s->params();
@@ -327,6 +364,14 @@ void Pool::serverIdle(ServerConn* s) {
 }
 
 void Pool::serverLoginFailed(ServerConn* s, std::string error, bool refused_by_server) {
+  if (s->dedicated) {
+    PoolClient* c = s->dedicated_to;
+    serverGone(s);
+    if (c) {
+      c->refused(std::move(error));
+    }
+    return;
+  }
   --starting_;
   retry_after_ms_ = base::monotonicMs() + kRetryAfterFailureMs;
   serverGone(s);
@@ -343,7 +388,7 @@ void Pool::serverGone(ServerConn* s) {
     s->in_idle = false;
   }
   listRemove(servers_, s, &ServerConn::all_next, &ServerConn::all_prev);
-  set_.ctx().shared_pools->removeServer(shared_, shared_db_, s->sharedState());
+  set_.ctx().shared_pools->removeServer(shared_, shared_db_, s->sharedState(), s->dedicated);
   set_.bury(s);
 }
 

@@ -11,6 +11,9 @@ namespace {
 
 constexpr std::string_view kParseComplete("1\0\0\0\4", 5);
 constexpr std::string_view kCloseComplete("3\0\0\0\4", 5);
+constexpr const char* kAnsweredNotNamed =
+    "pgproxy: this statement is answered by pgproxy in a transaction pool and cannot be a named "
+    "prepared statement";
 
 std::uint64_t fnv1a(std::string_view s) {
   std::uint64_t h = 14695981039346656037ull;
@@ -358,11 +361,11 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
       case 'E': {
         passWhole();
         Pending p(Kind::kExecute);
-        if (unnamed_deallocate_) {
-          // The unnamed statement is the empty query that stands in for a DEALLOCATE pgproxy
-          // answered: its EmptyQueryResponse becomes DEALLOCATE's CommandComplete.
+        if (!unnamed_reply_.empty()) {
+          // The unnamed statement is the empty query that stands in for a statement pgproxy
+          // answered: its EmptyQueryResponse becomes that statement's CommandComplete.
           p.replace = 'I';
-          p.error = proto::buildMessage('C', std::string_view("DEALLOCATE\0", 11));
+          p.error = unnamed_reply_;
         }
         push(std::move(p), to_client);
         return;
@@ -388,7 +391,7 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
         }
       }
       if (unnamed || !rename) {
-        unnamed_deallocate_ = false;
+        unnamed_reply_.clear();
         passWhole();  // the unnamed statement: the server's own, as it is
         push(Pending(Kind::kParse), to_client);
         return;
@@ -478,12 +481,16 @@ void PreparedTracker::parse(std::string_view body, ServerStatements& server, std
   }
   if (hook_) {
     QueryVerdict v = hook_->onParse(query);
+    if (v.action == QueryVerdict::Action::kAnswer) {
+      refuse(proto::sqlstate::kFeatureNotSupported, kAnsweredNotNamed, to_client);
+      return;
+    }
     if (v.action == QueryVerdict::Action::kRefuse) {
       refuseWith(std::move(v.reply), to_client);
       return;
     }
   }
-  unnamed_deallocate_ = false;
+  unnamed_reply_.clear();
   if (names_.size() >= kMaxNames) {
     refuse(proto::sqlstate::kOutOfMemory,
            "pgproxy keeps at most 65536 prepared statements per client", to_client);
@@ -667,6 +674,9 @@ void PreparedTracker::refuse(std::string sqlstate, std::string message, std::str
 }
 
 void PreparedTracker::refuseWith(std::string error, std::string& to_client) {
+  if (hook_) {
+    hook_->onError();  // the client's unit failed: what the hook saw of it did not happen
+  }
   client_skipping_ = true;
   push({Kind::kMadeError, nullptr, {}, std::move(error)}, to_client);
 }
@@ -694,41 +704,45 @@ void PreparedTracker::deallocate(QueryVerdict& v) {
 
 PreparedTracker::Look PreparedTracker::lookAtParse(std::string_view body, std::string& to_server,
                                                    std::string& to_client) {
+  if (left_ > 0) {
+    // Until it is whole; one too long to hold goes on unseen.
+    return body.size() < kMaxLooked ? Look::kHold : Look::kPass;
+  }
   std::size_t name_end = body.find('\0');
   std::size_t query_end =
       name_end == std::string_view::npos ? name_end : body.find('\0', name_end + 1);
-  if (query_end == std::string_view::npos) {
-    // Until its text is whole; one too long to hold goes on unseen.
-    return left_ > 0 && body.size() < kMaxLooked ? Look::kHold : Look::kPass;
-  }
-  if (server_skipping_) {
-    return Look::kPass;  // the server ignores it
+  if (query_end == std::string_view::npos || server_skipping_) {
+    return Look::kPass;  // malformed (the server says so), or ignored by the server
   }
   std::string_view query = body.substr(name_end + 1, query_end - name_end - 1);
   QueryVerdict v = hook_->onParse(query);
-  if (v.action == QueryVerdict::Action::kRefuse) {
-    refuseWith(std::move(v.reply), to_client);
-    return Look::kDone;
+  if (v.action == QueryVerdict::Action::kDeallocate) {
+    if (name_end != 0) {
+      return Look::kPass;
+    }
+    deallocate(v);
   }
-  if (v.action != QueryVerdict::Action::kDeallocate || name_end != 0 || left_ > 0) {
-    return Look::kPass;
+  if (v.action == QueryVerdict::Action::kAnswer && name_end != 0) {
+    v.action = QueryVerdict::Action::kRefuse;
+    v.reply = proto::buildError(proto::sqlstate::kFeatureNotSupported, kAnsweredNotNamed);
   }
-  deallocate(v);
-  if (v.action == QueryVerdict::Action::kRefuse) {
-    refuseWith(std::move(v.reply), to_client);
-    return Look::kDone;
-  }
-  if (v.action == QueryVerdict::Action::kForward) {
-    return Look::kPass;
+  switch (v.action) {
+    case QueryVerdict::Action::kRefuse:
+      refuseWith(std::move(v.reply), to_client);
+      return Look::kDone;
+    case QueryVerdict::Action::kAnswer:
+      break;
+    default:
+      return Look::kPass;
   }
   // The unnamed statement becomes the empty query: Bind, Describe and Execute get the replies
-  // DEALLOCATE's would have (Execute's EmptyQueryResponse is replaced).
+  // the answered statement's would have (Execute's EmptyQueryResponse is replaced).
   std::string_view types = body.substr(query_end + 1);
   appendHeader(to_server, 'P', 2 + types.size());
   to_server.append("\0\0", 2);
   to_server.append(types);
   push(Pending(Kind::kParse), to_client);
-  unnamed_deallocate_ = true;
+  unnamed_reply_ = std::move(v.reply);
   return Look::kDone;
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "pgproxy/pool/notify_hub.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/sql/statement.h"
 
@@ -45,6 +46,41 @@ QueryVerdict SessionState::onQuery(std::string_view sql) {
   sql::Split split = sql::split(sql, kMaxStatements);
   QueryVerdict v;
   std::vector<Step> steps;
+  // LISTEN / UNLISTEN alone: pgproxy answers, and the pool's hub listens (a LISTEN run on the
+  // borrowed server would bring that server's notifications to whichever client has it next).
+  bool listen_only = !split.truncated;
+  bool any_listen = false;
+  for (const sql::Statement& st : split.statements) {
+    any_listen |= st.kind == Kind::kListen;
+    listen_only &=
+        st.kind == Kind::kListen || st.kind == Kind::kUnlisten || st.kind == Kind::kUnlistenAll;
+  }
+  if (listen_only && any_listen) {
+    v.action = QueryVerdict::Action::kAnswer;
+    for (const sql::Statement& st : split.statements) {
+      if (st.kind == Kind::kListen) {
+        if (subscribed_.size() >= kMaxNames) {
+          QueryVerdict r;
+          r.action = QueryVerdict::Action::kRefuse;
+          r.reply = proto::buildError(proto::sqlstate::kOutOfMemory,
+                                      "pgproxy follows at most 4096 channels per client");
+          return r;
+        }
+        steps.push_back({Op::kSubscribe, NotifyHub::channelName(st.name), {}, 0});
+        v.reply += proto::buildMessage('C', std::string_view("LISTEN\0", 7));
+      } else if (st.kind == Kind::kUnlisten) {
+        steps.push_back({Op::kUnsubscribe, NotifyHub::channelName(st.name), {}, 0});
+        v.reply += proto::buildMessage('C', std::string_view("UNLISTEN\0", 9));
+      } else {
+        steps.push_back({Op::kUnsubscribeAll, {}, {}, 0});
+        v.reply += proto::buildMessage('C', std::string_view("UNLISTEN\0", 9));
+      }
+    }
+    for (Step& s : steps) {
+      open_.push_back(std::move(s));
+    }
+    return v;
+  }
   if (split.truncated) {
     steps.push_back({Op::kOpaque, {}, {}, 0});
   }
@@ -86,6 +122,7 @@ QueryVerdict SessionState::onQuery(std::string_view sql) {
         break;
       case Kind::kDiscardAll:
         steps.push_back({Op::kDiscardAll, {}, {}, 0});
+        steps.push_back({Op::kUnsubscribeAll, {}, {}, 0});
         break;
       case Kind::kSetOther:
         steps.push_back({Op::kOpaque, {}, {}, 0});
@@ -110,9 +147,11 @@ QueryVerdict SessionState::onQuery(std::string_view sql) {
         break;
       case Kind::kUnlisten:
         steps.push_back({Op::kUnlisten, st.name, {}, 0});
+        steps.push_back({Op::kUnsubscribe, NotifyHub::channelName(st.name), {}, 0});
         break;
       case Kind::kUnlistenAll:
         steps.push_back({Op::kUnlistenAll, {}, {}, 0});
+        steps.push_back({Op::kUnsubscribeAll, {}, {}, 0});
         break;
       case Kind::kDeclareHold:
         steps.push_back({Op::kHold, st.name, {}, 0});
@@ -364,6 +403,22 @@ bool SessionState::commit(Params& client, Params& server) {
         break;
       case Op::kOpaque:
         opaque_ = true;
+        break;
+      case Op::kSubscribe:
+        if (subscribed_.insert(s.name).second) {
+          hub_changes_.emplace_back('+', s.name);
+        }
+        break;
+      case Op::kUnsubscribe:
+        if (subscribed_.erase(s.name) != 0) {
+          hub_changes_.emplace_back('-', s.name);
+        }
+        break;
+      case Op::kUnsubscribeAll:
+        if (!subscribed_.empty()) {
+          subscribed_.clear();
+          hub_changes_.emplace_back('*', std::string());
+        }
         break;
       default:
         break;

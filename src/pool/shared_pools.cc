@@ -532,9 +532,10 @@ void SharedPools::close(std::size_t entry) {
   v.unpinIfIdle(entry);
 }
 
-bool SharedPools::tryAddServer(std::size_t pool, unsigned cap, std::size_t db, unsigned db_cap) {
+bool SharedPools::tryAddServer(std::size_t pool, unsigned cap, std::size_t db, unsigned db_cap,
+                               bool beyond_size) {
   Entry& p = shared_->entries[pool];
-  if (!incrementBelow(p.servers, cap)) {
+  if (!beyond_size && !incrementBelow(p.servers, cap)) {
     return false;
   }
   SlotTable& t = shared_->slots[slot_];
@@ -543,7 +544,9 @@ bool SharedPools::tryAddServer(std::size_t pool, unsigned cap, std::size_t db, u
     if (db_cap == 0) {
       add(d.servers, 1);  // counted all the same: a reload may set a cap
     } else if (!incrementBelow(d.servers, db_cap)) {
-      sub(p.servers, 1);
+      if (!beyond_size) {
+        sub(p.servers, 1);
+      }
       return false;
     }
     add(t.rows[db].servers, 1);
@@ -551,7 +554,9 @@ bool SharedPools::tryAddServer(std::size_t pool, unsigned cap, std::size_t db, u
   constexpr auto kLogin = static_cast<std::size_t>(ServerState::kLogin);
   add(p.in_state[kLogin], 1);
   Row& r = t.rows[pool];
-  add(r.servers, 1);
+  if (!beyond_size) {
+    add(r.servers, 1);
+  }
   add(r.state[kLogin], 1);
   return true;
 }
@@ -570,18 +575,23 @@ void SharedPools::moveServer(std::size_t pool, ServerState from, ServerState to)
   sub(p.in_state[f], 1);
 }
 
-void SharedPools::removeServer(std::size_t pool, std::size_t db, ServerState from) {
+void SharedPools::removeServer(std::size_t pool, std::size_t db, ServerState from,
+                               bool beyond_size) {
   SlotView v(*shared_, slot_);
   auto f = static_cast<std::size_t>(from);
   Row& r = v.row(pool);
   sub(r.state[f], 1);
-  sub(r.servers, 1);
+  if (!beyond_size) {
+    sub(r.servers, 1);
+  }
   if (db != kNoPool) {
     sub(v.row(db).servers, 1);
   }
   Entry& p = shared_->entries[pool];
   sub(p.in_state[f], 1);
-  sub(p.servers, 1);
+  if (!beyond_size) {
+    sub(p.servers, 1);
+  }
   if (db != kNoPool) {
     sub(shared_->entries[db].servers, 1);
     v.unpinIfIdle(db);

@@ -260,6 +260,9 @@ void Session::unlinkPooled() {
 }
 
 void Session::endPooled() {
+  if (pooled_->subscribed) {
+    pooled_->pool->notifyHub().unsubscribeAll(pooled_.get());
+  }
   unlinkPooled();
   if (pooled_->pinned_counted) {
     ctx_.shared_pools->addPinned(pooled_->pool->sharedEntry(), -1);
@@ -379,8 +382,14 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
     session.refuse(Outcome::kProtocolError, "54000", "pgproxy: " + prepared->fatal());
     return false;
   }
-  if (!session.writeToClient(scratch_client, more)) {
+  if (listen_wait) {
+    // Until the hub listens: the LISTEN's reply, and any after it, in order.
+    held_replies.append(scratch_client);
+  } else if (!session.writeToClient(scratch_client, more)) {
     return false;
+  }
+  if (flush_notifications && !more && !listen_wait) {
+    flushNotifications();  // after the ReadyForQuery that ended the transaction
   }
   if (!server && prepared->idle()) {
     prepared.reset();  // back in its pool with nothing to remember
@@ -392,7 +401,7 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
       session.holdClientReads(false);
     }
   }
-  return session.to_client_.size() < kMaxAhead;
+  return session.to_client_.size() + held_replies.size() < kMaxAhead;
 }
 
 void Pooled::serverParam(std::string_view name, std::string_view value) {
@@ -427,6 +436,8 @@ pool::Release Pooled::ready(char status) {
         updateDigest();
         server->setExtras(std::move(server_extras));
       }
+      hubChanges();
+      flush_notifications = status == 'I' && !notifications.empty();
       if (const char* probe = state->takeProbe()) {
         // The server stays until its answer has come (ready() again, for the probe's own).
         scratch_server.clear();
@@ -455,6 +466,66 @@ pool::Release Pooled::ready(char status) {
                    "pooling for multi-statement transactions.");
   }
   return r;
+}
+
+void Pooled::hubChanges() {
+  for (auto& [op, channel] : state->takeHubChanges()) {
+    pool::NotifyHub& hub = pool->notifyHub();
+    subscribed = true;
+    if (op == '+') {
+      if (!hub.subscribe(this, channel)) {
+        listen_wait = true;
+      }
+    } else if (op == '-') {
+      hub.unsubscribe(this, channel);
+    } else {
+      hub.unsubscribeAll(this);
+    }
+  }
+}
+
+void Pooled::notify(std::string_view message) {
+  if (session.to_client_.size() > pool::NotifyHub::kMaxQueued) {
+    session.sendLastWords(Outcome::kClientClosedEarly,
+                          proto::buildFatal(proto::sqlstate::kOutOfMemory,
+                                            "pgproxy: over 1 MiB of notifications waited for "
+                                            "this client to read them"));
+    return;
+  }
+  if (!server && !linking && !listen_wait) {
+    session.writeToClient(message);  // between transactions: at once, as PostgreSQL does
+    return;
+  }
+  if (notifications.size() + message.size() > pool::NotifyHub::kMaxQueued) {
+    session.sendLastWords(
+        Outcome::kError,
+        proto::buildFatal(proto::sqlstate::kOutOfMemory,
+                          "pgproxy: over 1 MiB of notifications waited for this client's "
+                          "transaction to end"));
+    return;
+  }
+  notifications.append(message);
+}
+
+void Pooled::listening() {
+  listen_wait = false;
+  std::string replies;
+  replies.swap(held_replies);
+  if (!replies.empty() && !session.writeToClient(replies)) {
+    return;  // the session is gone
+  }
+  if (!server) {
+    flushNotifications();
+  }
+}
+
+void Pooled::flushNotifications() {
+  flush_notifications = false;
+  if (!notifications.empty()) {
+    std::string out;
+    out.swap(notifications);
+    session.writeToClient(out);
+  }
 }
 
 void Pooled::countPinned() {

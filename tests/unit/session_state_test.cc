@@ -198,7 +198,8 @@ TEST(SessionState, CursorsTempTablesListenAndOpaqueSettingsPin) {
   s.query("CREATE TEMP TABLE t2 (a int) ON COMMIT DROP");
   s.query("DISCARD TEMP");
   EXPECT_STREQ(s.state.pinned(), "");
-  s.query("LISTEN jobs");
+  // LISTEN in a query of other statements runs on the server: it pins.
+  s.query("LISTEN jobs; SELECT 1");
   EXPECT_STREQ(s.state.pinned(), "LISTEN");
   s.query("UNLISTEN jobs");
   EXPECT_STREQ(s.state.pinned(), "");
@@ -218,6 +219,37 @@ TEST(SessionState, CursorsTempTablesListenAndOpaqueSettingsPin) {
   }
   s.query(many);  // past what pgproxy looks at: what it did is not known
   EXPECT_STRNE(s.state.pinned(), "");
+}
+
+TEST(SessionState, ListenAloneIsAnsweredForTheHub) {
+  Session s;
+  QueryVerdict v = s.query("LISTEN jobs; listen \"Other\"");
+  EXPECT_EQ(v.action, Action::kAnswer);
+  EXPECT_EQ(v.reply, proto::buildMessage('C', std::string("LISTEN\0", 7)) +
+                         proto::buildMessage('C', std::string("LISTEN\0", 7)));
+  EXPECT_STREQ(s.state.pinned(), "");
+  auto changes = s.state.takeHubChanges();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0], std::make_pair('+', std::string("jobs")));
+  EXPECT_EQ(changes[1], std::make_pair('+', std::string("Other")));
+  // Rolled back: never happened.
+  s.query("BEGIN", 'T');
+  s.query("LISTEN third", 'T');
+  s.query("ROLLBACK");
+  EXPECT_TRUE(s.state.takeHubChanges().empty());
+  // UNLISTEN anywhere (asyncpg's reset) leaves the hub's channels.
+  s.query("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;");
+  changes = s.state.takeHubChanges();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].first, '*');
+  // By the extended protocol too (psycopg), and a name cut as PostgreSQL cuts it.
+  v = s.state.onParse("LISTEN " + std::string(70, 'c'));
+  EXPECT_EQ(v.action, Action::kAnswer);
+  s.state.onUnitEnd();
+  s.state.ready('I', s.client, s.server);
+  changes = s.state.takeHubChanges();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].second, std::string(63, 'c'));
 }
 
 TEST(SessionState, SqlPreparedStatementsAreRefused) {

@@ -25,6 +25,7 @@ namespace pgproxy::pool {
 
 class ServerConn;
 class Pool;
+class NotifyHub;
 
 // A pooled client as its pool and its server see it (the session implements it).
 class PoolClient {
@@ -122,6 +123,9 @@ class Pool {
   // A server for `c`: granted() now or later, or refused().
   void acquire(PoolClient* c);
   void cancelWait(PoolClient* c);
+  // A server connection of its own for `c`, beyond the pool's size (the caps of the database
+  // still hold): granted() once it is up, or refused(). Null when it cannot be opened now.
+  ServerConn* startDedicated(PoolClient* c);
   // A link ended with the server clean (last ReadyForQuery idle, nothing in flight): reset it
   // (session mode) and keep it, or give it to the next waiting client.
   void release(ServerConn* s);
@@ -148,6 +152,8 @@ class Pool {
   std::size_t sharedEntry() const { return shared_; }
   const auth::ServerCredentials& credentials() const { return credentials_; }
   std::string describe() const;  // user@database on backend, for logs
+  // The connection that listens for this pool's clients (made at the first LISTEN).
+  NotifyHub& notifyHub();
 
  private:
   bool startServer(unsigned cap);  // a new connection if the caps allow
@@ -172,6 +178,7 @@ class Pool {
   unsigned starting_ = 0;  // servers logging in that no client has been granted yet
   std::uint64_t retry_after_ms_ = 0;
   unsigned clients_ = 0;  // sessions that use this pool (it lives while they do)
+  std::unique_ptr<NotifyHub> hub_;
 };
 
 }  // namespace pgproxy::pool

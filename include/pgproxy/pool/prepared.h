@@ -101,8 +101,8 @@ class QueryHook {
  public:
   // A simple Query's text, before it goes to the server.
   virtual QueryVerdict onQuery(std::string_view sql) = 0;
-  // A Parse's query text (extended protocol), before it goes to the server: kForward, kRefuse
-  // or kDeallocate.
+  // A Parse's query text (extended protocol), before it goes to the server: any verdict; kAnswer
+  // (its Execute's reply) only for the unnamed statement.
   virtual QueryVerdict onParse(std::string_view sql) = 0;
   // The server sent the client an ErrorResponse.
   virtual void onError() = 0;
@@ -252,7 +252,9 @@ class PreparedTracker {
   std::size_t batches_out_ = 0;   // Syncs and Queries sent and not answered
   bool waiting_ = false;          // the message being decided waits for them
   std::string deferred_;          // that message and all the client sent after it
-  bool unnamed_deallocate_ = false;  // the unnamed statement stands in for a DEALLOCATE
+  // The unnamed statement stands in for a statement pgproxy answered (DEALLOCATE, LISTEN): what
+  // its Execute gets instead of the EmptyQueryResponse.
+  std::string unnamed_reply_;
   std::string fatal_;
 
   // The client's stream.

@@ -85,6 +85,9 @@ class ServerConn {
   bool in_idle = false;
   bool for_check = false;            // the internal query running is the check before a grant
   PoolClient* granted_to = nullptr;  // the client a check runs for
+  // Opened for one client beyond the pool's size (the LISTEN hub's): given to it alone once up.
+  bool dedicated = false;
+  PoolClient* dedicated_to = nullptr;
 
  private:
   static void onConnected(void* arg, upstream::Connector::Result r);

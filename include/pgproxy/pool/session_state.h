@@ -57,6 +57,10 @@ class SessionState final : public QueryHook {
   // The client must keep its server (the reason, for logs and the console), or "" when it may go.
   const char* pinned() const;
 
+  // The LISTEN / UNLISTEN of committed transactions, for the notification hub, in order:
+  // ('+', channel), ('-', channel), ('*', "") for all.
+  std::vector<std::pair<char, std::string>> takeHubChanges() { return std::move(hub_changes_); }
+
   // After a transaction that called advisory lock functions: the query that asks the server how
   // many session advisory locks it holds for the client (pg_try_advisory_lock may have taken
   // none, a lock in a query over many rows may have been taken many times), to run before the
@@ -85,9 +89,12 @@ class SessionState final : public QueryHook {
     kCloseAll,
     kTemp,
     kDiscardTemp,
-    kListen,
+    kListen,  // LISTEN run on the server (in a query with other statements): pins
     kUnlisten,
     kUnlistenAll,
+    kSubscribe,  // LISTEN answered by pgproxy: the pool's notification hub listens
+    kUnsubscribe,
+    kUnsubscribeAll,
     kOpaque,  // a change pgproxy cannot follow
   };
   struct Step {
@@ -119,6 +126,8 @@ class SessionState final : public QueryHook {
   bool advisory_touched_ = false, probe_due_ = false;
   std::set<std::string> cursors_, channels_;
   bool temp_ = false, opaque_ = false, overflow_ = false;
+  std::vector<std::pair<char, std::string>> hub_changes_;
+  std::set<std::string> subscribed_;
 };
 
 }  // namespace pgproxy::pool

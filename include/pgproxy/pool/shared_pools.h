@@ -60,9 +60,12 @@ class SharedPools {
   // A new server connection, counted in kLogin, if the pool has fewer than `cap` servers over all
   // workers and the database (kNoPool: no database cap) fewer than `db_cap` (0: no cap). False
   // when a cap is reached (nothing counted).
-  bool tryAddServer(std::size_t pool, unsigned cap, std::size_t db, unsigned db_cap);
+  // `beyond_size`: a connection outside the pool's size (the LISTEN hub's): counted in the
+  // metrics and the database's cap, not in the pool's.
+  bool tryAddServer(std::size_t pool, unsigned cap, std::size_t db, unsigned db_cap,
+                    bool beyond_size = false);
   void moveServer(std::size_t pool, ServerState from, ServerState to);
-  void removeServer(std::size_t pool, std::size_t db, ServerState from);
+  void removeServer(std::size_t pool, std::size_t db, ServerState from, bool beyond_size = false);
   std::uint32_t servers(std::size_t pool) const;  // all workers, all states
   std::uint32_t serversIn(std::size_t pool, ServerState s) const;
 

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "pgproxy/pool/link.h"
+#include "pgproxy/pool/notify_hub.h"
 #include "pgproxy/pool/params.h"
 #include "pgproxy/pool/pool.h"
 #include "pgproxy/pool/prepared.h"
@@ -19,7 +20,7 @@ class Session;
 // it draws servers from, the server it is linked to (if any), the client's message flow and its
 // session state (parameters), and the client bytes that wait for a server. Allocated only for
 // pooled sessions; the session's own buffers and sockets serve the client side.
-struct Pooled final : pool::PoolClient {
+struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   explicit Pooled(Session& s) : session(s) {}
 
   void granted(pool::ServerConn* server) override;
@@ -31,6 +32,9 @@ struct Pooled final : pool::PoolClient {
   void serverLost(const std::string& why) override;
   void serverDrained() override;
   bool welcomed() override;
+  // NotifyHub::Subscriber.
+  void notify(std::string_view message) override;
+  void listening() override;
 
   // Client bytes for the linked server, through the prepared statement tracker when there is
   // one; false when the server's queue is over its bound. The session may have ended when it
@@ -58,6 +62,16 @@ struct Pooled final : pool::PoolClient {
   // replayed on each server), and what pins the client to its server.
   std::unique_ptr<pool::SessionState> state;
   bool pinned_counted = false;  // in pgproxy_pool_pinned_clients
+  // LISTEN through the pool's hub: the client's replies wait until the hub listens (so that a
+  // NOTIFY the client sends next reaches it); notifications wait for the end of the client's
+  // transaction.
+  bool subscribed = false;
+  bool listen_wait = false;
+  std::string held_replies;
+  std::string notifications;
+  bool flush_notifications = false;
+  void hubChanges();
+  void flushNotifications();
   const char* pinned() const { return state ? state->pinned() : ""; }
   void countPinned();
   std::string scratch_server, scratch_client;  // the tracker's output, reused

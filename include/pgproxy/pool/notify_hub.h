@@ -1,0 +1,86 @@
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pgproxy/pool/pool.h"
+
+namespace pgproxy::pool {
+
+// LISTEN through a transaction pool: one server connection of the pool, borrowed for as long as
+// any client listens, runs LISTEN for the union of its clients' channels, and each notification
+// it receives goes to every client listening on that channel, in the order the server sent them.
+// Clients never run LISTEN on the servers they borrow for their transactions (pgproxy answers
+// it), so a notification reaches its listeners once each, whichever server they are on.
+//
+// One hub per pool and worker: a worker's listening clients of a pool cost one server
+// connection, taken from the pool's size like any other.
+class NotifyHub final : public PoolClient {
+ public:
+  class Subscriber {
+   public:
+    // A NotificationResponse for a channel it listens on (the whole message).
+    virtual void notify(std::string_view message) = 0;
+    // Every LISTEN asked with subscribe() before now is in force on the server (or failed, and
+    // the failure logged: the client goes on without those notifications).
+    virtual void listening() = 0;
+
+   protected:
+    ~Subscriber() = default;
+  };
+
+  // Channel names as PostgreSQL keeps them: cut to 63 bytes.
+  static std::string channelName(std::string_view name);
+  // Bytes of notifications one client may have waiting while it is in a transaction.
+  static constexpr std::size_t kMaxQueued = std::size_t{1} << 20;
+
+  explicit NotifyHub(Pool& pool) : pool_(pool) {}
+  ~NotifyHub();
+  NotifyHub(const NotifyHub&) = delete;
+  NotifyHub& operator=(const NotifyHub&) = delete;
+
+  // True when the server already listens on `channel`; else listening() follows once it does.
+  bool subscribe(Subscriber* s, const std::string& channel);
+  void unsubscribe(Subscriber* s, const std::string& channel);
+  void unsubscribeAll(Subscriber* s);
+  bool idle() const { return channels_.empty() && !server_ && !starting_; }
+
+  // PoolClient.
+  void granted(ServerConn* server) override;
+  void refused(std::string error) override;
+  void linked(std::string error) override;
+  bool fromServer(std::string_view bytes, bool more) override;
+  void serverParam(std::string_view, std::string_view) override {}
+  Release ready(char status) override;
+  void serverLost(const std::string& why) override;
+  void serverDrained() override {}
+  bool welcomed() override { return false; }
+
+ private:
+  void send(const std::string& sql, std::vector<Subscriber*> waiters);
+  void listenAll();  // the channels not yet listened on, and the subscribers waiting for them
+  void confirm(std::vector<Subscriber*>& waiters);
+  void message(char type, std::string_view body);
+
+  void start();                // a server connection of its own (beyond the pool's size)
+  void drop(const char* why);  // closes the server (it listens on the hub's channels)
+
+  Pool& pool_;
+  ServerConn* starting_ = nullptr;  // on its way
+  ServerConn* server_ = nullptr;
+  bool linking_ = false;
+  std::map<std::string, std::set<Subscriber*>> channels_;
+  std::set<std::string> listened_;  // sent to the server
+  // Subscribers waiting for a LISTEN not yet sent (no server yet), and per query in flight.
+  std::vector<Subscriber*> unsent_;
+  std::deque<std::vector<Subscriber*>> in_flight_;
+  // The server's stream, framed.
+  std::string buffer_;
+};
+
+}  // namespace pgproxy::pool
