@@ -8,6 +8,7 @@ packages=(
   debhelper dpkg-dev fakeroot lintian mandoc adduser systemd logrotate
   python3 prometheus haproxy pgbouncer
   python3-psycopg python3-asyncpg
+  default-jdk-headless libpostgresql-jdbc-java
   clang libclang-rt-14-dev
 )
 missing=()

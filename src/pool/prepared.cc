@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "pgproxy/proto/wire.h"
+#include "pgproxy/sql/statement.h"
 
 namespace pgproxy::pool {
 
@@ -509,9 +510,10 @@ void PreparedTracker::parse(std::string_view body, ServerStatements& server, std
   }
   names_.emplace(std::string(name), s);  // the reference intern took
   StatementRegistry::ref(s);             // the reply's
-  if (server.has(s) && tx_status_ == 'E') {
+  if (server.has(s) && tx_status_ == 'E' && !endsTransaction(query)) {
     // In a failed transaction PostgreSQL refuses the Parse (25P02): the server says so, and the
-    // client's name goes again with its error. The server's copy stays.
+    // client's name goes again with its error. The server's copy stays. (A COMMIT or ROLLBACK
+    // it parses: pgjdbc prepares its ROLLBACK, and sends it in the failed transaction.)
     server.touch(s, batch_);
     to_server.append(s->parse);
     push({Kind::kParse, s, std::string(name), {}, false}, to_client);
@@ -667,6 +669,16 @@ void PreparedTracker::ownRow() {
     return;
   }
   hook_->onOwnRow(row.substr(6, static_cast<std::size_t>(len)));
+}
+
+bool PreparedTracker::endsTransaction(std::string_view query) {
+  // What PostgreSQL accepts in a failed transaction (IsTransactionExitStmt).
+  sql::Split split = sql::split(query, 1);
+  if (split.statements.empty()) {
+    return false;
+  }
+  sql::Kind k = split.statements[0].kind;
+  return k == sql::Kind::kCommit || k == sql::Kind::kRollback || k == sql::Kind::kRollbackTo;
 }
 
 void PreparedTracker::refuse(std::string sqlstate, std::string message, std::string& to_client) {

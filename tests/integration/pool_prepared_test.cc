@@ -466,5 +466,108 @@ Promise.all([...Array(20).keys()].map(one)).then(() => console.log('ok'),
   }
 }
 
+// pgjdbc with prepareThreshold=1: every statement is a named server-side statement from its
+// second execution (S_1, S_2, ...), the driver's own cache of 256 closing the oldest. Twenty
+// threads, 50 iterations of mixed statements each (1,000 per kind), in both pool modes.
+TEST(PoolPrepared, PgjdbcPrepareThresholdOne) {
+  authFile();
+  ASSERT_EQ(access("/usr/share/java/postgresql.jar", R_OK), 0)
+      << "pgjdbc is missing: scripts/install-deps.sh installs libpostgresql-jdbc-java";
+  for (const char* mode : {"transaction", "session"}) {
+    SCOPED_TRACE(mode);
+    Proxy proxy(config(mode, 2));
+    runClient({"java", "-cp", "/usr/share/java/postgresql.jar"}, "Client.java", R"JAVA(
+import java.sql.*;
+import java.util.*;
+import java.util.concurrent.*;
+
+public class Client {
+  static void check(boolean ok, String what) {
+    if (!ok) throw new AssertionError(what);
+  }
+
+  static void run(String url, int i) throws Exception {
+    try (Connection c = DriverManager.getConnection(url)) {
+      String t = "pj_t" + i;
+      try (Statement s = c.createStatement()) {
+        s.execute("drop table if exists " + t);
+        s.execute("create table " + t + " (id int primary key, v text)");
+        s.execute("SET statement_timeout = '" + (30 + i) + "s'");
+      }
+      PreparedStatement add = c.prepareStatement("select ?::int + ?::int");
+      PreparedStatement ins = c.prepareStatement("insert into " + t + " values (?, ?)");
+      PreparedStatement get = c.prepareStatement("select v from " + t + " where id = ?");
+      PreparedStatement upd = c.prepareStatement("update " + t + " set v = ? where id = ?");
+      PreparedStatement timeout = c.prepareStatement("select current_setting('statement_timeout')");
+      for (int k = 0; k < 50; k++) {
+        add.setInt(1, i);
+        add.setInt(2, k);
+        try (ResultSet r = add.executeQuery()) {
+          check(r.next() && r.getInt(1) == i + k, "add");
+        }
+        ins.setInt(1, k);
+        ins.setString(2, "v" + k);
+        check(ins.executeUpdate() == 1, "insert");
+        c.setAutoCommit(false);
+        upd.setString(1, "w" + k);
+        upd.setInt(2, k);
+        check(upd.executeUpdate() == 1, "update");
+        c.commit();
+        // A failed transaction, rolled back: its update is gone.
+        upd.setString(1, "lost");
+        upd.executeUpdate();
+        try (Statement s = c.createStatement()) {
+          s.executeQuery("select 1 / 0");
+          throw new AssertionError("no error");
+        } catch (SQLException e) {
+          check("22012".equals(e.getSQLState()), e.toString());
+        }
+        c.rollback();
+        c.setAutoCommit(true);
+        get.setInt(1, k);
+        try (ResultSet r = get.executeQuery()) {
+          check(r.next() && ("w" + k).equals(r.getString(1)), "get");
+        }
+        try (ResultSet r = timeout.executeQuery()) {
+          check(r.next() && (30 + i + "s").equals(r.getString(1)), "the client's SET");
+        }
+      }
+      // A batch, then the count.
+      for (int k = 100; k < 120; k++) {
+        ins.setInt(1, k);
+        ins.setString(2, "b" + k);
+        ins.addBatch();
+      }
+      ins.executeBatch();
+      try (Statement s = c.createStatement(); ResultSet r = s.executeQuery("select count(*) from " + t)) {
+        check(r.next() && r.getInt(1) == 70, "count");
+      }
+      try (Statement s = c.createStatement()) {
+        s.execute("drop table " + t);
+      }
+    }
+  }
+
+  public static void main(String[] args) throws Exception {
+    String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/poolprepared?user=pgproxy_pool"
+        + "&password=scram-pw&sslmode=disable&prepareThreshold=1&gssEncMode=disable";
+    ExecutorService pool = Executors.newFixedThreadPool(20);
+    List<Future<?>> done = new ArrayList<>();
+    for (int i = 0; i < 20; i++) {
+      final int n = i;
+      done.add(pool.submit(() -> { run(url, n); return null; }));
+    }
+    for (Future<?> f : done) {
+      f.get();
+    }
+    pool.shutdown();
+    System.out.println("ok");
+  }
+}
+)JAVA",
+              {std::to_string(proxy.port())}, proxy);
+  }
+}
+
 }  // namespace
 }  // namespace pgproxy::it

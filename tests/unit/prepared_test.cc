@@ -122,6 +122,41 @@ TEST(PreparedTracker, NamedStatementIsRenamedAndFollowsTheClient) {
   EXPECT_EQ(f.registry.size(), 0u) << "a reference leaked";
 }
 
+// In a failed transaction PostgreSQL refuses a Parse, except of a statement that ends the
+// transaction: pgjdbc prepares its ROLLBACK and parses it there. The server has it already, so
+// pgproxy answers (sending the Parse made the server say "already exists", found by pgjdbc).
+TEST(PreparedTracker, ParseOfRollbackInAFailedTransaction) {
+  Fixture f;
+  {
+    PreparedTracker t(f.registry, 10);
+    ASSERT_TRUE(f.client(t, f.a, parse("r1", "ROLLBACK") + sync()));
+    f.server(t, f.a, reply('1') + ready());
+    ASSERT_TRUE(f.client(t, f.a, parse("", "BEGIN") + bind("") + execute() + sync()));
+    f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
+    ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
+    f.server(t, f.a,
+             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 36)) + ready('E'));
+    ASSERT_TRUE(f.client(t, f.a, parse("r2", "ROLLBACK") + bind("r2") + execute() + sync()));
+    EXPECT_EQ(types(f.up), "BES");  // no Parse: the server has the statement
+    EXPECT_EQ(types(f.down), "1");
+    f.server(t, f.a, reply('2') + reply('C', std::string("ROLLBACK\0", 9)) + ready());
+    EXPECT_EQ(types(f.down), "2CZ");
+    // Any other statement there: the server refuses it, as it would the client's own.
+    ASSERT_TRUE(f.client(t, f.a, parse("", "BEGIN") + bind("") + execute() + sync()));
+    f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
+    ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
+    f.server(t, f.a,
+             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 36)) + ready('E'));
+    ASSERT_TRUE(f.client(t, f.a, parse("s3", "ROLLBACK") + sync()));
+    EXPECT_EQ(types(f.up), "S");  // ROLLBACK again: the server's copy serves
+    f.server(t, f.a, ready('E'));
+    ASSERT_TRUE(f.client(t, f.a, parse("s4", "select 1") + sync()));
+    EXPECT_EQ(types(f.up), "PS");
+  }
+  f.a.clear();
+  EXPECT_EQ(f.registry.size(), 0u) << "a reference leaked";
+}
+
 TEST(PreparedTracker, DuplicateAndMissingNamesFailAsPostgresAndSkipToSync) {
   Fixture f;
   PreparedTracker t(f.registry, 10);

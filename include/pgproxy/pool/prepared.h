@@ -231,6 +231,7 @@ class PreparedTracker {
   void query(std::string_view body, std::string& to_server, std::string& to_client);
   void refuse(std::string sqlstate, std::string message, std::string& to_client);
   void refuseWith(std::string error, std::string& to_client);
+  static bool endsTransaction(std::string_view query);
   // A QueryHook's kDeallocate: answered (kAnswer), refused, or the server's (kForward).
   void deallocate(QueryVerdict& v);
   // What the hook makes of an unnamed (or, without renaming, any) Parse.
