@@ -9,27 +9,21 @@
 #include <vector>
 
 #include "pgproxy/proto/wire.h"
+#include "wire_test_util.h"
 
 namespace pgproxy::pool {
 namespace {
 
-std::string u16(unsigned v) {
-  return std::string{static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
-}
-std::string parse(const std::string& name, const std::string& query) {
-  return proto::buildMessage('P', name + '\0' + query + '\0' + u16(0));
-}
-std::string bind(const std::string& name) {
-  return proto::buildMessage('B', std::string("\0", 1) + name + '\0' + u16(0) + u16(0) + u16(0));
-}
+using test::bind;
+using test::parse;
+using test::sync;
+using test::types;
+
 std::string close(const std::string& name) {
   return proto::buildMessage('C', "S" + name + '\0');
 }
 std::string execute() {
   return proto::buildMessage('E', std::string("\0\0\0\0\0", 5));
-}
-std::string sync() {
-  return proto::buildMessage('S', "");
 }
 std::string reply(char type, const std::string& body = "") {
   return proto::buildMessage(type, body);
@@ -38,15 +32,7 @@ std::string ready(char status = 'I') {
   return reply('Z', std::string(1, status));
 }
 
-// The message types of a framed stream, and the names its Parse/Bind/Close carry.
-std::string types(const std::string& bytes) {
-  std::string out;
-  for (std::size_t i = 0; i + 5 <= bytes.size();) {
-    out += bytes[i];
-    i += 1 + proto::readU32(bytes.data() + i + 1);
-  }
-  return out;
-}
+// The names a stream's Parse/Bind/Close carry.
 std::string firstName(const std::string& bytes, char type) {
   for (std::size_t i = 0; i + 5 <= bytes.size();) {
     std::uint32_t len = proto::readU32(bytes.data() + i + 1);

@@ -10,11 +10,14 @@
 #include <vector>
 
 #include "pgproxy/proto/wire.h"
+#include "wire_test_util.h"
 
 namespace pgproxy::pool {
 namespace {
 
 using Action = QueryVerdict::Action;
+using test::parse;
+using test::types;
 
 struct Session {
   SessionState state;
@@ -273,27 +276,13 @@ TEST(SessionState, SqlPreparedStatementsAreRefused) {
 
 // ---- the tracker with a SessionState as its hook --------------------------------------------
 
-std::string u16(unsigned v) {
-  return std::string{static_cast<char>(v >> 8), static_cast<char>(v & 0xff)};
-}
-std::string parse(const std::string& name, const std::string& query) {
-  return proto::buildMessage('P', name + '\0' + query + '\0' + u16(0));
-}
 std::string bindUnnamed() {
-  return proto::buildMessage('B', std::string("\0\0", 2) + u16(0) + u16(0) + u16(0));
+  return proto::buildMessage('B',
+                             std::string("\0\0", 2) + test::u16(0) + test::u16(0) + test::u16(0));
 }
 std::string simpleQuery(const std::string& sql) {
   return proto::buildMessage('Q', sql + '\0');
 }
-std::string types(const std::string& bytes) {
-  std::string out;
-  for (std::size_t i = 0; i + 5 <= bytes.size();) {
-    out += bytes[i];
-    i += 1 + proto::readU32(bytes.data() + i + 1);
-  }
-  return out;
-}
-
 TEST(SessionState, TrackerAnswersDeallocateOfAProtocolLevelName) {
   StatementRegistry registry;
   ServerStatements server(registry);
