@@ -89,12 +89,13 @@ void NotifyHub::unsubscribeAll(Subscriber* s) {
   for (const std::string& channel : mine) {
     unsubscribe(s, channel);
   }
-  auto drop = [s](std::vector<Subscriber*>& v) {
+  auto forget = [s](std::vector<Subscriber*>& v) {
     v.erase(std::remove(v.begin(), v.end(), s), v.end());
   };
-  drop(unsent_);
+  forget(unsent_);
+  forget(confirming_);
   for (auto& v : in_flight_) {
-    drop(v);
+    forget(v);
   }
 }
 
@@ -125,9 +126,14 @@ void NotifyHub::listenAll() {
 }
 
 void NotifyHub::confirm(std::vector<Subscriber*>& waiters) {
-  std::vector<Subscriber*> now;
-  now.swap(waiters);
-  for (Subscriber* s : now) {
+  // A member list, not a copy: a subscriber whose client goes away in listening() (its write
+  // failed) leaves it through unsubscribeAll before its turn. Once per subscribe() that returned
+  // false.
+  confirming_.insert(confirming_.end(), waiters.begin(), waiters.end());
+  waiters.clear();
+  while (!confirming_.empty()) {
+    Subscriber* s = confirming_.front();
+    confirming_.erase(confirming_.begin());
     s->listening();
   }
 }

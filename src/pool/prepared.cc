@@ -795,7 +795,7 @@ void PreparedTracker::made(std::string& to_client) {
     } else {
       return;
     }
-    popFront(nullptr);
+    popFront();
   }
 }
 
@@ -853,7 +853,7 @@ void PreparedTracker::dropToSync(ServerStatements* server) {
   }
 }
 
-void PreparedTracker::popFront(ServerStatements*) {
+void PreparedTracker::popFront() {
   Pending& p = pending_.front();
   if (p.stmt) {
     registry_.unref(p.stmt);
@@ -892,19 +892,19 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
         Kind k = pending_.front().kind;
         if ((k == Kind::kOwnParse && type == '1') || (k == Kind::kOwnClose && type == '3')) {
           s_drop_ = true;  // the reply to pgproxy's own message
-          popFront(server);
+          popFront();
         } else if (k == Kind::kOwnQuery) {
           s_drop_ = true;
           s_own_row_ = type == 'D' && !pending_.front().created;
           if (type == 'Z') {
-            popFront(server);
+            popFront();
           }
         } else if ((k == Kind::kQuery || k == Kind::kExecute) && pending_.front().replace == type) {
           s_drop_ = true;  // the stand-in's reply: pgproxy's takes its place
           pending_.front().replace = 0;
           to_client.append(pending_.front().error);
           if (k == Kind::kExecute) {
-            popFront(server);  // its whole reply
+            popFront();  // its whole reply
           }
         }
       }
@@ -946,18 +946,18 @@ void PreparedTracker::serverMessageEnd(ServerStatements* server) {
   switch (type) {
     case '1':
       if (any && front == Kind::kParse) {
-        popFront(server);
+        popFront();
       }
       return;
     case '2':
       if (any && front == Kind::kBind) {
-        popFront(server);
+        popFront();
       }
       return;
     case 'T':
     case 'n':
       if (any && (front == Kind::kDescribeStatement || front == Kind::kDescribePortal)) {
-        popFront(server);
+        popFront();
       }
       return;
     case 'C':
@@ -979,12 +979,12 @@ void PreparedTracker::serverMessageEnd(ServerStatements* server) {
         }
       }
       if (any && front == Kind::kExecute) {
-        popFront(server);
+        popFront();
       }
       return;
     case '3':
       if (any && front == Kind::kClose) {
-        popFront(server);
+        popFront();
       }
       return;
     case 'Z':
@@ -994,7 +994,7 @@ void PreparedTracker::serverMessageEnd(ServerStatements* server) {
       while (!pending_.empty()) {
         Kind k = pending_.front().kind;
         if (k == Kind::kSync || k == Kind::kQuery) {
-          popFront(server);
+          popFront();
           break;
         }
         drop(pending_.front(), server);

@@ -382,13 +382,13 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
     session.refuse(Outcome::kProtocolError, "54000", "pgproxy: " + prepared->fatal());
     return false;
   }
-  if (listen_wait) {
+  if (listen_waits > 0) {
     // Until the hub listens: the LISTEN's reply, and any after it, in order.
     held_replies.append(scratch_client);
   } else if (!session.writeToClient(scratch_client, more)) {
     return false;
   }
-  if (flush_notifications && !more && !listen_wait) {
+  if (flush_notifications && !more && listen_waits == 0) {
     flushNotifications();  // after the ReadyForQuery that ended the transaction
   }
   if (!server && prepared->idle()) {
@@ -473,8 +473,11 @@ void Pooled::hubChanges() {
     pool::NotifyHub& hub = pool->notifyHub();
     subscribed = true;
     if (op == '+') {
-      if (!hub.subscribe(this, channel)) {
-        listen_wait = true;
+      // Counted before: the hub may confirm before subscribe returns (it cannot listen, and the
+      // client goes on without).
+      ++listen_waits;
+      if (hub.subscribe(this, channel)) {
+        --listen_waits;
       }
     } else if (op == '-') {
       hub.unsubscribe(this, channel);
@@ -492,7 +495,7 @@ void Pooled::notify(std::string_view message) {
                                             "this client to read them"));
     return;
   }
-  if (!server && !linking && !listen_wait) {
+  if (!server && !linking && listen_waits == 0) {
     session.writeToClient(message);  // between transactions: at once, as PostgreSQL does
     return;
   }
@@ -508,7 +511,12 @@ void Pooled::notify(std::string_view message) {
 }
 
 void Pooled::listening() {
-  listen_wait = false;
+  if (listen_waits > 0) {
+    --listen_waits;
+  }
+  if (listen_waits > 0) {
+    return;  // another LISTEN of the client's is not in force yet
+  }
   std::string replies;
   replies.swap(held_replies);
   if (!replies.empty() && !session.writeToClient(replies)) {

@@ -175,7 +175,7 @@ TEST(PoolSessionState, CursorsAndTempTablesPinListenDelivers) {
     EXPECT_EQ(b.cmd("COMMIT"), "COMMIT");
     EXPECT_EQ(a.cmd("DISCARD TEMP"), "DISCARD TEMP");
 
-    EXPECT_EQ(a.cmd("LISTEN jobs"), "LISTEN");
+    EXPECT_EQ(a.cmd("LISTEN other; LISTEN jobs"), "LISTEN");
     EXPECT_EQ(b.cmd("BEGIN"), "BEGIN");
     EXPECT_EQ(b.cmd("NOTIFY jobs, 'j1'"), "NOTIFY");
     EXPECT_EQ(b.cmd("COMMIT"), "COMMIT");

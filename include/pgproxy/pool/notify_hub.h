@@ -26,8 +26,9 @@ class NotifyHub final : public PoolClient {
    public:
     // A NotificationResponse for a channel it listens on (the whole message).
     virtual void notify(std::string_view message) = 0;
-    // Every LISTEN asked with subscribe() before now is in force on the server (or failed, and
-    // the failure logged: the client goes on without those notifications).
+    // A LISTEN asked with subscribe() that returned false is in force on the server (or failed,
+    // and the failure logged: the client goes on without those notifications); once for each
+    // such subscribe(), possibly before it returns.
     virtual void listening() = 0;
 
    protected:
@@ -79,6 +80,7 @@ class NotifyHub final : public PoolClient {
   // Subscribers waiting for a LISTEN not yet sent (no server yet), and per query in flight.
   std::vector<Subscriber*> unsent_;
   std::deque<std::vector<Subscriber*>> in_flight_;
+  std::vector<Subscriber*> confirming_;  // being told listening()
   // The server's stream, framed.
   std::string buffer_;
 };

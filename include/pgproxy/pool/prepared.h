@@ -224,7 +224,7 @@ class PreparedTracker {
   void made(std::string& to_client);  // the replies pgproxy makes that are due now
   void drop(Pending& p, ServerStatements* server);
   void dropToSync(ServerStatements* server);
-  void popFront(ServerStatements* server);
+  void popFront();    // pending_.front(), its statement reference released
   void popPending();  // pending_.front(), keeping batches_out_
   bool mustWait();
   bool resume(ServerStatements& server, std::string& to_server, std::string& to_client);

@@ -66,7 +66,7 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   // NOTIFY the client sends next reaches it); notifications wait for the end of the client's
   // transaction.
   bool subscribed = false;
-  bool listen_wait = false;
+  int listen_waits = 0;  // LISTENs not yet in force at the hub
   std::string held_replies;
   std::string notifications;
   bool flush_notifications = false;
