@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <string_view>
 
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
@@ -96,8 +97,10 @@ void Session::onSecretAnswer(void* arg, auth::SecretAnswer answer) {
       s->beginClientAuth(nullptr, nullptr);
       return;
     case auth::SecretAnswer::Kind::kFailed:
+      // By value: two copies of a literal need not share an address (ASan keeps them apart).
       s->secretLookupFailed(answer.error, answer.sqlstate,
-                            answer.sqlstate == proto::sqlstate::kConnectionFailure
+                            answer.sqlstate && std::string_view(answer.sqlstate) ==
+                                                   proto::sqlstate::kConnectionFailure
                                 ? Outcome::kBackendUnreachable
                                 : Outcome::kAuthFailed);
       return;
