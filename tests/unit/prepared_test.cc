@@ -121,7 +121,7 @@ TEST(PreparedTracker, ParseOfRollbackInAFailedTransaction) {
     f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
     ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
     f.server(t, f.a,
-             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 36)) + ready('E'));
+             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 33)) + ready('E'));
     ASSERT_TRUE(f.client(t, f.a, parse("r2", "ROLLBACK") + bind("r2") + execute() + sync()));
     EXPECT_EQ(types(f.up), "BES");  // no Parse: the server has the statement
     EXPECT_EQ(types(f.down), "1");
@@ -132,7 +132,7 @@ TEST(PreparedTracker, ParseOfRollbackInAFailedTransaction) {
     f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
     ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
     f.server(t, f.a,
-             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 36)) + ready('E'));
+             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 33)) + ready('E'));
     ASSERT_TRUE(f.client(t, f.a, parse("s3", "ROLLBACK") + sync()));
     EXPECT_EQ(types(f.up), "S");  // ROLLBACK again: the server's copy serves
     f.server(t, f.a, ready('E'));
