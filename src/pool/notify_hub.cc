@@ -24,7 +24,7 @@ std::string NotifyHub::channelName(std::string_view name) {
 
 NotifyHub::~NotifyHub() {
   if (starting_) {
-    starting_->dedicated_to = nullptr;  // closed once up
+    pool_.cancelDedicated(this);  // closed once up
   }
   drop("LISTEN");
 }
@@ -38,8 +38,10 @@ void NotifyHub::drop(const char* why) {
 }
 
 void NotifyHub::start() {
-  starting_ = pool_.startDedicated(this);
-  if (!starting_) {
+  // Before the call: a connection that fails at once calls refused() before it returns.
+  starting_ = true;
+  if (!pool_.startDedicated(this)) {
+    starting_ = false;
     LOG_WARN(
         "pool %s: no server connection can be opened to LISTEN on (max_db_connections, or "
         "the backend failed a moment ago)",
@@ -139,14 +141,14 @@ void NotifyHub::confirm(std::vector<Subscriber*>& waiters) {
 }
 
 void NotifyHub::granted(ServerConn* s) {
-  starting_ = nullptr;
+  starting_ = false;
   server_ = s;
   linking_ = true;
   s->attach(this, syncQuery(pool_.welcome(), Params(), s->params(), Params(), s->extras()));
 }
 
 void NotifyHub::refused(std::string error) {
-  starting_ = nullptr;
+  starting_ = false;
   LOG_WARN("pool %s: no server connection to LISTEN on: %s", pool_.describe().c_str(),
            auth::errorField(std::string_view(error).substr(5), 'M').c_str());
   confirm(unsent_);  // they go on, without notifications

@@ -269,18 +269,26 @@ bool Pool::startServer(unsigned cap) {
   return true;
 }
 
-ServerConn* Pool::startDedicated(PoolClient* c) {
+bool Pool::startDedicated(PoolClient* c) {
   const config::PoolConfig& pc = config();
   if (base::monotonicMs() < retry_after_ms_ ||
       !set_.ctx().shared_pools->tryAddServer(shared_, 0, shared_db_, pc.max_db_connections, true)) {
-    return nullptr;
+    return false;
   }
   auto* s = new ServerConn(*this, set_.nextServerId());
   s->dedicated = true;
   s->dedicated_to = c;
   listPush(servers_, s, &ServerConn::all_next, &ServerConn::all_prev);
   s->start();  // may fail at once (and be buried) before this returns
-  return s;
+  return true;
+}
+
+void Pool::cancelDedicated(PoolClient* c) {
+  for (ServerConn* s = servers_; s; s = s->all_next) {
+    if (s->dedicated_to == c) {
+      s->dedicated_to = nullptr;
+    }
+  }
 }
 
 void Pool::grant(ServerConn* s, PoolClient* c) {
@@ -331,20 +339,9 @@ void Pool::release(ServerConn* s) {
 }
 
 void Pool::serverUp(ServerConn* s) {
-  if (s->dedicated) {
-    if (welcome_.empty()) {
-      welcome_ = s->params();
-    }
-    PoolClient* c = s->dedicated_to;
-    s->dedicated_to = nullptr;
-    if (c) {
-      c->granted(s);
-    } else {
-      s->close("its client left before it was up");
-    }
-    return;
+  if (!s->dedicated) {
+    --starting_;
   }
-  --starting_;
   if (welcome_.empty()) {
     welcome_ = s->params();
     // Clients that came before any server had logged in wait for their greeting only: they get
@@ -355,6 +352,16 @@ void Pool::serverUp(ServerConn* s) {
       c->welcomed();
       c = next;
     }
+  }
+  if (s->dedicated) {
+    PoolClient* c = s->dedicated_to;
+    s->dedicated_to = nullptr;
+    if (c) {
+      c->granted(s);
+    } else {
+      s->close("its client left before it was up");
+    }
+    return;
   }
   giveOrKeep(s);
 }

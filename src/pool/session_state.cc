@@ -283,6 +283,12 @@ bool SessionState::unit(const std::vector<Step>& steps, bool failed, Params& cli
         break;
     }
   }
+  if (tx_.size() > kMaxTransactionSteps || savepoints_.size() > kMaxTransactionSteps) {
+    // A transaction of more changes than pgproxy keeps: what it did is not known, and the client
+    // keeps its server if it commits (a rollback undoes it all the same).
+    endTransaction();
+    tx_.push_back({Op::kOpaque, {}, {}, 0});
+  }
   return changed;
 }
 

@@ -427,7 +427,7 @@ pool::Release Pooled::ready(char status) {
     if (status == 'I') {
       shared.countTransaction(pool->sharedEntry());
     }
-    if (state && server) {
+    if (state && server && prepared) {
       // What the transaction that ended did to the session: the client's settings to carry,
       // the server's as they now are (a RESET leaves the server at its default, not the
       // client's).

@@ -255,6 +255,33 @@ TEST(SessionState, ListenAloneIsAnsweredForTheHub) {
   EXPECT_EQ(changes[0].second, std::string(63, 'c'));
 }
 
+// Memory stays bounded whatever a transaction does: past kMaxTransactionSteps its changes are
+// one the client's server keeps (a pin), or nothing if it rolls back.
+TEST(SessionState, ATransactionOfTooManyChangesPinsInsteadOfGrowing) {
+  Session s;
+  s.query("BEGIN", 'T');
+  for (std::size_t i = 0; i <= SessionState::kMaxTransactionSteps / 64; ++i) {
+    std::string sql;
+    for (int k = 0; k < 64; ++k) {
+      sql += "SAVEPOINT p; SET x.y = " + std::to_string(k) + "; ";
+    }
+    s.query(sql, 'T');
+  }
+  s.query("ROLLBACK");
+  EXPECT_STREQ(s.state.pinned(), "");
+  EXPECT_TRUE(s.client.empty());
+  s.query("BEGIN", 'T');
+  for (std::size_t i = 0; i <= SessionState::kMaxTransactionSteps / 64; ++i) {
+    std::string sql;
+    for (int k = 0; k < 64; ++k) {
+      sql += "SET x.y = " + std::to_string(k) + "; ";
+    }
+    s.query(sql, 'T');
+  }
+  s.query("COMMIT");
+  EXPECT_STRNE(s.state.pinned(), "");
+}
+
 TEST(SessionState, SqlPreparedStatementsAreRefused) {
   Session s;
   QueryVerdict v = s.query("PREPARE p (int) AS SELECT $1");

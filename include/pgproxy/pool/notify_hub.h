@@ -49,7 +49,6 @@ class NotifyHub final : public PoolClient {
   bool subscribe(Subscriber* s, const std::string& channel);
   void unsubscribe(Subscriber* s, const std::string& channel);
   void unsubscribeAll(Subscriber* s);
-  bool idle() const { return channels_.empty() && !server_ && !starting_; }
 
   // PoolClient.
   void granted(ServerConn* server) override;
@@ -72,7 +71,7 @@ class NotifyHub final : public PoolClient {
   void drop(const char* why);  // closes the server (it listens on the hub's channels)
 
   Pool& pool_;
-  ServerConn* starting_ = nullptr;  // on its way
+  bool starting_ = false;  // its server connection is on its way
   ServerConn* server_ = nullptr;
   bool linking_ = false;
   std::map<std::string, std::set<Subscriber*>> channels_;

@@ -124,8 +124,11 @@ class Pool {
   void acquire(PoolClient* c);
   void cancelWait(PoolClient* c);
   // A server connection of its own for `c`, beyond the pool's size (the caps of the database
-  // still hold): granted() once it is up, or refused(). Null when it cannot be opened now.
-  ServerConn* startDedicated(PoolClient* c);
+  // still hold): granted() once it is up, or refused() (possibly before this returns). False
+  // when it cannot be opened now.
+  bool startDedicated(PoolClient* c);
+  // `c` goes away: a connection started for it is closed once up instead.
+  void cancelDedicated(PoolClient* c);
   // A link ended with the server clean (last ReadyForQuery idle, nothing in flight): reset it
   // (session mode) and keep it, or give it to the next waiting client.
   void release(ServerConn* s);

@@ -34,6 +34,9 @@ class SessionState final : public QueryHook {
   // Statements of one simple Query looked at; a longer script pins the client (what it did is
   // not known).
   static constexpr std::size_t kMaxStatements = 1024;
+  // Changes and savepoints one transaction may have pgproxy remember; past it the transaction
+  // counts as one change pgproxy cannot follow (it pins the client if it commits).
+  static constexpr std::size_t kMaxTransactionSteps = 65536;
 
   // `startup` is what the client's StartupMessage set beyond the reported parameters (RESET goes
   // back to it); `search_path_reported` says whether the servers report search_path (PostgreSQL
