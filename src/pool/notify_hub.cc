@@ -42,11 +42,12 @@ void NotifyHub::start() {
   starting_ = true;
   if (!pool_.startDedicated(this)) {
     starting_ = false;
-    LOG_WARN(
-        "pool %s: no server connection can be opened to LISTEN on (max_db_connections, or "
-        "the backend failed a moment ago)",
-        pool_.describe().c_str());
-    confirm(unsent_);  // they go on, without notifications
+    const char* why =
+        "no server connection can be opened to LISTEN on (max_db_connections reached, or the "
+        "backend failed a moment ago)";
+    LOG_WARN("pool %s: %s", pool_.describe().c_str(), why);
+    failAll(
+        proto::buildFatal(proto::sqlstate::kTooManyConnections, std::string("pgproxy: ") + why));
   }
 }
 
@@ -149,9 +150,32 @@ void NotifyHub::granted(ServerConn* s) {
 
 void NotifyHub::refused(std::string error) {
   starting_ = false;
-  LOG_WARN("pool %s: no server connection to LISTEN on: %s", pool_.describe().c_str(),
-           auth::errorField(std::string_view(error).substr(5), 'M').c_str());
-  confirm(unsent_);  // they go on, without notifications
+  std::string why = auth::errorField(std::string_view(error).substr(5), 'M');
+  LOG_WARN("pool %s: no server connection to LISTEN on: %s", pool_.describe().c_str(), why.c_str());
+  failAll(proto::buildFatal(proto::sqlstate::kConnectionFailure,
+                            "pgproxy could not open a connection to LISTEN on: " + why));
+}
+
+void NotifyHub::failAll(const std::string& fatal) {
+  std::set<Subscriber*> all;
+  for (const auto& [channel, subscribers] : channels_) {
+    all.insert(subscribers.begin(), subscribers.end());
+  }
+  all.insert(unsent_.begin(), unsent_.end());
+  all.insert(confirming_.begin(), confirming_.end());
+  for (const auto& v : in_flight_) {
+    all.insert(v.begin(), v.end());
+  }
+  channels_.clear();
+  listened_.clear();
+  unsent_.clear();
+  confirming_.clear();
+  in_flight_.clear();
+  drop("its listeners are gone");
+  // Each was removed above: one whose client ends now finds nothing of its own to leave.
+  for (Subscriber* s : all) {
+    s->unheard(fatal);
+  }
 }
 
 void NotifyHub::linked(std::string error) {
@@ -227,20 +251,12 @@ void NotifyHub::serverLost(const std::string& why) {
   linking_ = false;
   buffer_.clear();
   listened_.clear();
-  LOG_WARN(
-      "pool %s: the LISTEN connection was lost (%s): notifications sent until another one "
-      "listens are not delivered",
-      pool_.describe().c_str(), why.c_str());
-  // Those waiting for a LISTEN in flight wait for the next server's.
-  for (auto& v : in_flight_) {
-    unsent_.insert(unsent_.end(), v.begin(), v.end());
-  }
-  in_flight_.clear();
-  if (!channels_.empty() && !pool_.set().draining()) {
-    start();
-  } else {
-    confirm(unsent_);
-  }
+  LOG_WARN("pool %s: the LISTEN connection was lost (%s): its listeners are ended",
+           pool_.describe().c_str(), why.c_str());
+  // Notifications sent until another connection listened would be lost without a word: the
+  // clients are told, as a direct connection's would be, and may LISTEN again.
+  failAll(proto::buildFatal(proto::sqlstate::kConnectionFailure,
+                            "pgproxy lost the connection that listened for this client: " + why));
 }
 
 }  // namespace pgproxy::pool

@@ -436,7 +436,14 @@ pool::Release Pooled::ready(char status) {
         updateDigest();
         server->setExtras(std::move(server_extras));
       }
+      in_ready = true;
       hubChanges();
+      in_ready = false;
+      if (!unheard_fatal.empty()) {
+        // Last: the session may be gone once the words are out.
+        session.sendLastWords(Outcome::kError, std::move(unheard_fatal));
+        return pool::Release::kKeep;
+      }
       flush_notifications = status == 'I' && !notifications.empty();
       if (const char* probe = state->takeProbe()) {
         // The server stays until its answer has come (ready() again, for the probe's own).
@@ -508,6 +515,15 @@ void Pooled::notify(std::string_view message) {
     return;
   }
   notifications.append(message);
+}
+
+void Pooled::unheard(std::string fatal) {
+  subscribed = false;  // the hub has forgotten it
+  if (in_ready) {
+    unheard_fatal = std::move(fatal);  // the session must outlive ready()
+    return;
+  }
+  session.sendLastWords(Outcome::kError, std::move(fatal));
 }
 
 void Pooled::listening() {

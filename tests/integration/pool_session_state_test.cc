@@ -296,6 +296,47 @@ asyncio.run(main())
   })) << proxy.log();
 }
 
+// When the hub cannot listen, its listeners are told with a FATAL, never left waiting for
+// notifications that will not come: no connection can be opened (the database's cap is taken by
+// the client's own server), and the hub's connection is lost (its backend terminated).
+TEST(PoolSessionState, ListenFailuresEndTheListenersClearly) {
+  authFile();
+  {
+    std::string cfg = config("transaction");
+    cfg.replace(cfg.find("size: 2}"), 8, "size: 1, max_db_connections: 1}");
+    Proxy proxy(cfg, 1);
+    Conn a(dsn(proxy));
+    // The FATAL follows the LISTEN's CommandComplete, so libpq reports it without its SQLSTATE.
+    EXPECT_EQ(a.cmd("LISTEN capped").rfind("ERROR:", 0), 0u);
+    EXPECT_EQ(PQstatus(a.c), CONNECTION_BAD);
+    EXPECT_NE(std::string(PQerrorMessage(a.c)).find("no server connection can be opened to LISTEN"),
+              std::string::npos)
+        << PQerrorMessage(a.c);
+  }
+  {
+    Proxy proxy(config("transaction"), 1);
+    Conn a(dsn(proxy)), b(dsn(proxy));
+    EXPECT_EQ(a.cmd("LISTEN lost"), "LISTEN");
+    EXPECT_EQ(queryHost1("select count(*) from pg_stat_activity where datname = 'poolsession' and "
+                         "query ilike 'LISTEN%'"),
+              "1");
+    queryHost1(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = "
+        "'poolsession' and query ilike 'LISTEN%'");
+    EXPECT_TRUE(eventually([&] {
+      PQconsumeInput(a.c);
+      return PQstatus(a.c) == CONNECTION_BAD ||
+             std::string(PQerrorMessage(a.c)).find("lost the connection that listened") !=
+                 std::string::npos;
+    })) << PQerrorMessage(a.c)
+        << proxy.log();
+    EXPECT_NE(proxy.log().find("the LISTEN connection was lost"), std::string::npos);
+    // The pool serves on; another client may listen again.
+    EXPECT_EQ(b.cmd("LISTEN again"), "LISTEN");
+    EXPECT_EQ(b.cmd("select 1"), "1");
+  }
+}
+
 // psycopg 3 evicts from its statement cache with DEALLOCATE (extended protocol); asyncpg's pool
 // resets each connection it takes back. Both through a transaction pool, 8 clients at once.
 TEST(PoolSessionState, DriversDeallocateAndReset) {

@@ -26,10 +26,14 @@ class NotifyHub final : public PoolClient {
    public:
     // A NotificationResponse for a channel it listens on (the whole message).
     virtual void notify(std::string_view message) = 0;
-    // A LISTEN asked with subscribe() that returned false is in force on the server (or failed,
-    // and the failure logged: the client goes on without those notifications); once for each
-    // such subscribe(), possibly before it returns.
+    // A LISTEN asked with subscribe() that returned false is in force on the server; once for
+    // each such subscribe().
     virtual void listening() = 0;
+    // The hub cannot listen for it (no connection could be opened, or the one that listened was
+    // lost): `fatal` is the ErrorResponse its client ends with, as a client of a direct
+    // connection would learn that its notifications stopped. Possibly before subscribe()
+    // returns; it has left the hub when this is called.
+    virtual void unheard(std::string fatal) = 0;
 
    protected:
     ~Subscriber() = default;
@@ -66,6 +70,8 @@ class NotifyHub final : public PoolClient {
   void listenAll();  // the channels not yet listened on, and the subscribers waiting for them
   void confirm(std::vector<Subscriber*>& waiters);
   void message(char type, std::string_view body);
+  // Every subscriber is told unheard(fatal) and leaves; the hub starts afresh.
+  void failAll(const std::string& fatal);
 
   void start();                // a server connection of its own (beyond the pool's size)
   void drop(const char* why);  // closes the server (it listens on the hub's channels)

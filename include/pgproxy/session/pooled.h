@@ -35,6 +35,7 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   // NotifyHub::Subscriber.
   void notify(std::string_view message) override;
   void listening() override;
+  void unheard(std::string fatal) override;
 
   // Client bytes for the linked server, through the prepared statement tracker when there is
   // one; false when the server's queue is over its bound. The session may have ended when it
@@ -67,6 +68,8 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   // transaction.
   bool subscribed = false;
   int listen_waits = 0;  // LISTENs not yet in force at the hub
+  bool in_ready = false;
+  std::string unheard_fatal;  // the hub failed it inside ready(): sent as ready() ends
   std::string held_replies;
   std::string notifications;
   bool flush_notifications = false;
