@@ -260,7 +260,7 @@ void Session::unlinkPooled() {
 }
 
 void Session::endPooled() {
-  if (pooled_->subscribed) {
+  if (pooled_->listen && pooled_->listen->subscribed) {
     pooled_->pool->notifyHub().unsubscribeAll(pooled_.get());
   }
   unlinkPooled();
@@ -382,13 +382,13 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
     session.refuse(Outcome::kProtocolError, "54000", "pgproxy: " + prepared->fatal());
     return false;
   }
-  if (listen_waits > 0) {
+  if (listenWaiting()) {
     // Until the hub listens: the LISTEN's reply, and any after it, in order.
-    held_replies.append(scratch_client);
+    listen->held_replies.append(scratch_client);
   } else if (!session.writeToClient(scratch_client, more)) {
     return false;
   }
-  if (flush_notifications && !more && listen_waits == 0) {
+  if (listen && listen->flush && !more && listen->waits == 0) {
     flushNotifications();  // after the ReadyForQuery that ended the transaction
   }
   if (!server && prepared->idle()) {
@@ -401,7 +401,7 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
       session.holdClientReads(false);
     }
   }
-  return session.to_client_.size() + held_replies.size() < kMaxAhead;
+  return session.to_client_.size() + (listen ? listen->held_replies.size() : 0) < kMaxAhead;
 }
 
 void Pooled::serverParam(std::string_view name, std::string_view value) {
@@ -436,15 +436,15 @@ pool::Release Pooled::ready(char status) {
         updateDigest();
         server->setExtras(std::move(server_extras));
       }
-      in_ready = true;
       hubChanges();
-      in_ready = false;
-      if (!unheard_fatal.empty()) {
+      if (listen && !listen->unheard_fatal.empty()) {
         // Last: the session may be gone once the words are out.
-        session.sendLastWords(Outcome::kError, std::move(unheard_fatal));
+        session.sendLastWords(Outcome::kError, std::move(listen->unheard_fatal));
         return pool::Release::kKeep;
       }
-      flush_notifications = status == 'I' && !notifications.empty();
+      if (listen) {
+        listen->flush = status == 'I' && !listen->notifications.empty();
+      }
       if (const char* probe = state->takeProbe()) {
         // The server stays until its answer has come (ready() again, for the probe's own).
         scratch_server.clear();
@@ -478,14 +478,19 @@ pool::Release Pooled::ready(char status) {
 void Pooled::hubChanges() {
   for (auto& [op, channel] : state->takeHubChanges()) {
     pool::NotifyHub& hub = pool->notifyHub();
-    subscribed = true;
+    if (!listen) {
+      listen = std::make_unique<Listen>();
+    }
+    listen->subscribed = true;
     if (op == '+') {
       // Counted before: the hub may confirm before subscribe returns (it cannot listen, and the
       // client goes on without).
-      ++listen_waits;
+      ++listen->waits;
+      listen->in_ready = true;
       if (hub.subscribe(this, channel)) {
-        --listen_waits;
+        --listen->waits;
       }
+      listen->in_ready = false;
     } else if (op == '-') {
       hub.unsubscribe(this, channel);
     } else {
@@ -502,11 +507,12 @@ void Pooled::notify(std::string_view message) {
                                             "this client to read them"));
     return;
   }
-  if (!server && !linking && listen_waits == 0) {
+  Listen& l = *listen;  // made before it subscribed
+  if (!server && !linking && l.waits == 0) {
     session.writeToClient(message);  // between transactions: at once, as PostgreSQL does
     return;
   }
-  if (notifications.size() + message.size() > pool::NotifyHub::kMaxQueued) {
+  if (l.notifications.size() + message.size() > pool::NotifyHub::kMaxQueued) {
     session.sendLastWords(
         Outcome::kError,
         proto::buildFatal(proto::sqlstate::kOutOfMemory,
@@ -514,27 +520,27 @@ void Pooled::notify(std::string_view message) {
                           "transaction to end"));
     return;
   }
-  notifications.append(message);
+  l.notifications.append(message);
 }
 
 void Pooled::unheard(std::string fatal) {
-  subscribed = false;  // the hub has forgotten it
-  if (in_ready) {
-    unheard_fatal = std::move(fatal);  // the session must outlive ready()
+  listen->subscribed = false;  // the hub has forgotten it
+  if (listen->in_ready) {
+    listen->unheard_fatal = std::move(fatal);  // the session must outlive ready()
     return;
   }
   session.sendLastWords(Outcome::kError, std::move(fatal));
 }
 
 void Pooled::listening() {
-  if (listen_waits > 0) {
-    --listen_waits;
+  if (listen->waits > 0) {
+    --listen->waits;
   }
-  if (listen_waits > 0) {
+  if (listen->waits > 0) {
     return;  // another LISTEN of the client's is not in force yet
   }
   std::string replies;
-  replies.swap(held_replies);
+  replies.swap(listen->held_replies);
   if (!replies.empty() && !session.writeToClient(replies)) {
     return;  // the session is gone
   }
@@ -544,10 +550,10 @@ void Pooled::listening() {
 }
 
 void Pooled::flushNotifications() {
-  flush_notifications = false;
-  if (!notifications.empty()) {
+  listen->flush = false;
+  if (!listen->notifications.empty()) {
     std::string out;
-    out.swap(notifications);
+    out.swap(listen->notifications);
     session.writeToClient(out);
   }
 }

@@ -66,13 +66,18 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   // LISTEN through the pool's hub: the client's replies wait until the hub listens (so that a
   // NOTIFY the client sends next reaches it); notifications wait for the end of the client's
   // transaction.
-  bool subscribed = false;
-  int listen_waits = 0;  // LISTENs not yet in force at the hub
-  bool in_ready = false;
-  std::string unheard_fatal;  // the hub failed it inside ready(): sent as ready() ends
-  std::string held_replies;
-  std::string notifications;
-  bool flush_notifications = false;
+  // Made at the client's first LISTEN: an idle client that never listens pays one pointer.
+  struct Listen {
+    bool subscribed = false;
+    int waits = 0;          // LISTENs not yet in force at the hub
+    bool in_ready = false;  // inside ready(): a failure is sent as it ends
+    bool flush = false;     // notifications go out after the ReadyForQuery being written
+    std::string unheard_fatal;
+    std::string held_replies;
+    std::string notifications;
+  };
+  std::unique_ptr<Listen> listen;
+  bool listenWaiting() const { return listen && listen->waits > 0; }
   void hubChanges();
   void flushNotifications();
   const char* pinned() const { return state ? state->pinned() : ""; }
