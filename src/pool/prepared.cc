@@ -202,6 +202,33 @@ bool PreparedTracker::fail(std::string why) {
 
 bool PreparedTracker::fromClient(std::string_view bytes, ServerStatements& server,
                                  std::string& to_server, std::string& to_client) {
+  keep_from_ = to_server.size();
+  bool ok = feed(bytes, server, to_server, to_client);
+  if (retry_ == Retry::kKeeping) {
+    keepSent(to_server);
+  }
+  return ok;
+}
+
+void PreparedTracker::keepSent(const std::string& to_server) {
+  kept_.append(to_server, keep_from_);
+  keep_from_ = to_server.size();
+  if (kept_.size() > kMaxRetried) {
+    forgetKept();
+  }
+}
+
+void PreparedTracker::forgetKept() {
+  retry_ = Retry::kNone;
+  if (kept_.capacity() > 4096) {
+    std::string().swap(kept_);
+  } else {
+    kept_.clear();
+  }
+}
+
+bool PreparedTracker::feed(std::string_view bytes, ServerStatements& server, std::string& to_server,
+                           std::string& to_client) {
   if (!fatal_.empty()) {
     return false;
   }
@@ -315,6 +342,29 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
   };
   const bool rename = capacity_ > 0;
   if (in_ == In::kHeader) {
+    if (retry_ == Retry::kKept) {
+      forgetKept();  // more sent behind the batch kept: it could not run again in its place
+    }
+    switch (type) {
+      case 'Q':
+      case 'F':
+        // A unit of its own: a Bind after it starts a batch afresh (one before it, unsynced,
+        // would run again with it: not kept).
+        if (retry_ == Retry::kKeeping) {
+          forgetKept();
+        }
+        batch_seen_ = false;
+        break;
+      case 'E':
+      case 'D':
+      case 'd':
+      case 'c':
+      case 'f':
+        batch_seen_ = true;
+        break;
+      default:
+        break;
+    }
     if (client_skipping_) {
       // pgproxy failed a message of this batch: like PostgreSQL, nothing counts until the Sync.
       if (type != 'S') {
@@ -352,6 +402,15 @@ void PreparedTracker::message(std::string_view body, ServerStatements& server,
         return;
       case 'S':
         passWhole();
+        if (retry_ == Retry::kKeeping && left_ > 0) {
+          forgetKept();  // a Sync with a body: PostgreSQL's error, not a batch to run again
+        } else if (retry_ == Retry::kKeeping) {
+          keepSent(to_server);
+          if (retry_ == Retry::kKeeping) {
+            retry_ = Retry::kKept;
+          }
+        }
+        batch_seen_ = false;
         push(Pending(Kind::kSync), to_client);
         ++batch_;
         return;
@@ -559,6 +618,7 @@ bool PreparedTracker::bindPrefix(ServerStatements& server, std::string& to_serve
   std::string_view held(held_);
   std::string_view portal, name;
   if (!cstring(held, 0, portal) || !cstring(held, portal.size() + 1, name) || name.empty()) {
+    batch_seen_ = true;
     to_server.append(header_, 5);
     to_server.append(held);
     push(Pending(Kind::kBind), to_client);
@@ -577,6 +637,16 @@ bool PreparedTracker::bindPrefix(ServerStatements& server, std::string& to_serve
     fail("a Bind message too long to rename");
     return false;
   }
+  Pending p(Kind::kBind, s);
+  if (!batch_seen_ && tx_status_ == 'I' && retry_ == Retry::kNone && !server_skipping_ &&
+      body <= kMaxRetried) {
+    // Nothing of this batch has run or been described yet (named Binds wait for the batches
+    // before them, so the status is its own): it can run again if the plan proves stale.
+    retry_ = Retry::kKeeping;
+    keep_from_ = to_server.size();
+    p.retry = true;
+  }
+  batch_seen_ = true;
   appendHeader(to_server, 'B', body);
   to_server.append(portal);
   to_server.push_back('\0');
@@ -584,7 +654,7 @@ bool PreparedTracker::bindPrefix(ServerStatements& server, std::string& to_serve
   to_server.push_back('\0');
   to_server.append(held.substr(portal.size() + name.size() + 2));
   StatementRegistry::ref(s);
-  push({Kind::kBind, s, {}, {}}, to_client);
+  push(std::move(p), to_client);
   return true;
 }
 
@@ -899,6 +969,14 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
           if (type == 'Z') {
             popFront();
           }
+        } else if (k == Kind::kRetry) {
+          if (type == 'Z') {
+            s_drop_ = true;  // the failed try's; notices and reports before it are the client's
+            popFront();
+          }
+        } else if (k == Kind::kBind && type == 'E' && retry_ == Retry::kKept && server &&
+                   pending_.front().retry) {
+          s_hold_ = true;  // until it is known whether it is a stale plan's
         } else if ((k == Kind::kQuery || k == Kind::kExecute) && pending_.front().replace == type) {
           s_drop_ = true;  // the stand-in's reply: pgproxy's takes its place
           pending_.front().replace = 0;
@@ -908,7 +986,7 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
           }
         }
       }
-      if (!s_drop_) {
+      if (!s_drop_ && !s_hold_) {
         to_client.append(s_header_, 5);
       }
     }
@@ -917,7 +995,14 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
     if (s_own_row_ && s_held_.size() < 1024) {
       s_held_.append(chunk.substr(0, 1024 - s_held_.size()));
     }
-    if (!s_drop_) {
+    if (s_hold_) {
+      s_held_.append(chunk);
+      if (s_held_.size() > 8192) {
+        s_hold_ = false;  // no error of PostgreSQL's about a plan is this long: the client's
+        to_client.append(s_header_, 5);
+        to_client.append(s_held_);
+      }
+    } else if (!s_drop_) {
       to_client.append(chunk);
       char type = s_header_[0];
       if ((type == 'E' || type == 'C' || type == 'Z') && s_held_.size() < 1024) {
@@ -928,7 +1013,14 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
     s_left_ -= static_cast<std::uint32_t>(n);
     if (s_left_ == 0) {
       s_in_body_ = false;
-      if (!s_drop_) {
+      if (s_hold_) {
+        s_hold_ = false;
+        if (!retryStale(server, to_server)) {
+          to_client.append(s_header_, 5);
+          to_client.append(s_held_);
+          serverMessageEnd(server);
+        }
+      } else if (!s_drop_) {
         serverMessageEnd(server);
       } else if (s_own_row_) {
         ownRow();
@@ -937,6 +1029,38 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
     }
   }
   return server == nullptr || resume(*server, to_server, to_client);
+}
+
+bool PreparedTracker::retryStale(ServerStatements* server, std::string& to_server) {
+  std::string_view body(s_held_);
+  if (errorField(body, 'C') != "0A000" ||
+      errorField(body, 'M') != "cached plan must not change result type") {
+    return false;
+  }
+  // The batch kept must be the only one in flight, with nothing of pgproxy's own behind it:
+  // sent again now, its replies come where the client expects them.
+  if (retry_ != Retry::kKept || batches_out_ != 1 || pending_.back().kind != Kind::kSync) {
+    return false;
+  }
+  for (const Pending& p : pending_) {
+    if (p.kind == Kind::kOwnQuery || p.kind == Kind::kMadeError) {
+      return false;
+    }
+  }
+  Pending& bind = pending_.front();
+  PreparedStatement* s = bind.stmt;
+  bind.retry = false;  // once: a second failure is the client's
+  // The failed try's ReadyForQuery, then the statement prepared afresh, then the batch again.
+  appendNamed(to_server, 'C', s->name);
+  to_server.append(s->parse);
+  to_server.append(kept_);
+  forgetKept();
+  server->touch(s, batch_);
+  StatementRegistry::ref(s);
+  pending_.push_front(Pending(Kind::kOwnParse, s));
+  pending_.push_front(Pending(Kind::kOwnClose, nullptr, s->name));
+  pending_.push_front(Pending(Kind::kRetry));
+  return true;
 }
 
 void PreparedTracker::serverMessageEnd(ServerStatements* server) {
@@ -999,6 +1123,9 @@ void PreparedTracker::serverMessageEnd(ServerStatements* server) {
         }
         drop(pending_.front(), server);
         popPending();
+      }
+      if (retry_ == Retry::kKept && batches_out_ == 0) {
+        forgetKept();  // answered
       }
       return;
     case 'E': {

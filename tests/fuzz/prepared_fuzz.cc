@@ -70,7 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     int on = 0;
     std::string up, down;
     static const char kClient[] = "PPPBBDDCESSSQHF";
-    static const char kServer[] = "1123nTDCCZZZEEIsNA";
+    // 'e': the error of a stale plan, which pgproxy answers by running the batch again.
+    static const char kServer[] = "1123nTDCCZZZEEeIsNA";
     while (!in.empty()) {
       char control = in[0];
       in.remove_prefix(1);
@@ -87,6 +88,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         case 2: {
           std::string m = message(in, kServer, sizeof(kServer) - 1);
+          if (!m.empty() && m[0] == 'e') {
+            static const std::string kStale(
+                "SERROR\0C0A000\0Mcached plan must not change result type\0\0", 56);
+            m = pgproxy::proto::buildMessage('E', kStale);
+          }
           if (hooked && !m.empty() && m[0] == 'Z' && !tracker.ownReadyNext()) {
             char status = m.size() > 5 ? m[5] : 'I';
             (void)state.ready(status, client_params, server_params);

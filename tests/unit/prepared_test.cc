@@ -218,6 +218,97 @@ TEST(PreparedTracker, DiscardAllForgetsTheClientsNames) {
   EXPECT_EQ(f.a.size(), 0u);
 }
 
+// DDL changed a statement's result under the server's copy: the first Bind of a batch outside a
+// transaction is run again on a copy prepared afresh, and the client sees only the good replies.
+const std::string kStale("SERROR\0C0A000\0Mcached plan must not change result type\0\0", 56);
+
+TEST(PreparedTracker, StalePlanIsPreparedAgainAndTheBatchRetried) {
+  Fixture f;
+  {
+    PreparedTracker t(f.registry, 10);
+    ASSERT_TRUE(f.client(t, f.a, parse("s", "select * from t") + sync()));
+    std::string name = firstName(f.up, 'P');
+    f.server(t, f.a, reply('1') + ready());
+    // The DDL, by simple Query: a unit of its own, not part of the next batch.
+    ASSERT_TRUE(f.client(t, f.a, proto::buildMessage('Q', std::string("alter table t\0", 14))));
+    f.server(t, f.a, reply('C', std::string("ALTER TABLE\0", 12)) + ready());
+    ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+    EXPECT_EQ(types(f.up), "BES");
+    f.server(t, f.a, reply('E', kStale));
+    EXPECT_EQ(types(f.down), "") << "the error is held back";
+    EXPECT_EQ(types(f.up), "CPBES") << "closed, prepared again, the batch again";
+    EXPECT_EQ(firstName(f.up, 'C'), name);
+    EXPECT_EQ(firstName(f.up, 'P'), name);
+    EXPECT_TRUE(t.ownReadyNext()) << "the failed try's ReadyForQuery is pgproxy's";
+    f.server(t, f.a, ready());
+    EXPECT_EQ(types(f.down), "");
+    EXPECT_FALSE(t.ownReadyNext());
+    f.server(
+        t, f.a,
+        reply('3') + reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
+    EXPECT_EQ(types(f.down), "2CZ");
+    EXPECT_EQ(t.pending(), 0u);
+
+    // Once: the same error on the retried batch is the client's, and the copy is dropped.
+    ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+    f.server(t, f.a, reply('E', kStale));
+    EXPECT_EQ(types(f.up), "CPBES");
+    f.server(t, f.a, ready() + reply('3') + reply('1') + reply('E', kStale) + ready());
+    EXPECT_EQ(types(f.down), "EZ");
+    EXPECT_EQ(sqlstate(f.down), "0A000");
+    EXPECT_EQ(f.a.size(), 0u);
+    ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+    EXPECT_EQ(types(f.up), "CPBES") << "the stale copy is closed and prepared afresh";
+  }
+  f.a.clear();
+  EXPECT_EQ(f.registry.size(), 0u) << "a reference leaked";
+}
+
+// Where running the batch again could be seen, the error is the client's: inside a transaction
+// (it aborted it), after something of the batch ran or was described, or with another batch
+// behind it.
+TEST(PreparedTracker, StalePlanIsNotRetriedWhereTheClientCouldTell) {
+  Fixture f;
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("s", "select * from t") + sync()));
+  f.server(t, f.a, reply('1') + ready());
+
+  ASSERT_TRUE(f.client(t, f.a, proto::buildMessage('Q', std::string("begin\0", 6))));
+  f.server(t, f.a, reply('C', std::string("BEGIN\0", 6)) + ready('T'));
+  ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+  f.server(t, f.a, reply('E', kStale) + ready('E'));
+  EXPECT_EQ(types(f.down), "EZ") << "in a transaction";
+  EXPECT_EQ(types(f.up), "");
+  ASSERT_TRUE(f.client(t, f.a, proto::buildMessage('Q', std::string("rollback\0", 9))));
+  EXPECT_EQ(types(f.up), "CQ") << "the stale copy is closed";
+  f.server(t, f.a, reply('3') + reply('C', std::string("ROLLBACK\0", 9)) + ready());
+  EXPECT_EQ(types(f.down), "CZ");
+
+  ASSERT_TRUE(f.client(t, f.a, parse("u", "select 2") + sync()));
+  f.server(t, f.a, reply('1') + ready());
+  ASSERT_TRUE(f.client(t, f.a, bind("u") + execute() + bind("s") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "BEPBES") << "s is prepared afresh where it is used";
+  f.server(t, f.a,
+           reply('2') + reply('C', std::string("SELECT 1\0", 9)) + reply('1') + reply('E', kStale) +
+               ready());
+  EXPECT_EQ(types(f.down), "2CEZ") << "the first Execute ran: not retried";
+
+  ASSERT_TRUE(f.client(t, f.a, bind("u") + execute() + sync()));
+  f.server(t, f.a, reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
+  ASSERT_TRUE(f.client(t, f.a, bind("u") + execute() + sync() + sync()));
+  EXPECT_EQ(types(f.up), "CBESS");
+  f.server(t, f.a, reply('3') + reply('E', kStale) + ready() + ready());
+  EXPECT_EQ(types(f.down), "EZZ") << "a batch behind it";
+  EXPECT_EQ(types(f.up), "");
+
+  // A Sync with a body (found by the fuzzer: the batch was kept without the body's bytes).
+  ASSERT_TRUE(f.client(t, f.a, bind("u") + execute() + proto::buildMessage('S', "xyz")));
+  EXPECT_EQ(types(f.up), "CPBES");
+  f.server(t, f.a, reply('3') + reply('1') + reply('E', kStale) + ready());
+  EXPECT_EQ(types(f.down), "EZ");
+  EXPECT_EQ(types(f.up), "");
+}
+
 TEST(PreparedTracker, MalformedStreamsEndTheClientNotTheProcess) {
   Fixture f;
   PreparedTracker t(f.registry, 10);

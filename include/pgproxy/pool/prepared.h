@@ -162,9 +162,13 @@ class PreparedTracker {
   // its first value goes to the hook (QueryHook::onOwnRow).
   void ownQuery(std::string_view sql, std::string& to_server);
   // The ReadyForQuery about to come (all before it has been read) answers pgproxy's own query.
+  // (Also the ReadyForQuery of a batch pgproxy is running again: see kRetry.)
   bool ownReadyNext() const {
-    return !pending_.empty() && pending_.front().kind == Kind::kOwnQuery;
+    return !pending_.empty() &&
+           (pending_.front().kind == Kind::kOwnQuery || pending_.front().kind == Kind::kRetry);
   }
+  // The most of a batch pgproxy keeps to run again after a stale plan.
+  static constexpr std::size_t kMaxRetried = std::size_t{64} << 10;
 
   const std::string& fatal() const { return fatal_; }
   std::size_t statements() const { return names_.size(); }
@@ -188,6 +192,7 @@ class PreparedTracker {
     kMadeParse,  // a ParseComplete pgproxy makes
     kMadeClose,  // a CloseComplete pgproxy makes
     kMadeError,  // an ErrorResponse pgproxy makes (then it drops up to the Sync)
+    kRetry,      // a batch failed on a stale plan and is sent again: its ReadyForQuery is dropped
   };
   struct Pending {
     Pending(Kind k, PreparedStatement* s = nullptr, std::string name = {}, std::string err = {},
@@ -202,9 +207,16 @@ class PreparedTracker {
     std::string client_name;            // the name a Parse added or a Close removed
     std::string error;                  // kMadeError: the message
     bool created = false;               // kParse: it added stmt to the server's statements
-    char replace = 0;  // kQuery, kExecute: the server message ('I' or 'E') whose place `error`
-                       // takes
+    // kQuery, kExecute: the server message ('I' or 'E') whose place `error` takes.
+    char replace = 0;
+    bool retry = false;  // kBind: the first of the batch kept (cleared once it ran again)
   };
+  // A batch whose first Bind names a statement pgproxy prepared is kept, from that Bind to its
+  // Sync, until it is answered: if the server says the statement's plan went stale (DDL changed
+  // its result), pgproxy prepares it afresh and sends the batch again, and the client never sees
+  // the error. Only a batch that nothing can have been seen or done of before that Bind (outside
+  // a transaction, first to run, alone in flight).
+  enum class Retry : std::uint8_t { kNone, kKeeping, kKept };
   enum class In : std::uint8_t { kHeader, kHold, kPass, kDrop };
 
   void message(std::string_view body, ServerStatements& server, std::string& to_server,
@@ -237,6 +249,13 @@ class PreparedTracker {
   // What the hook makes of an unnamed (or, without renaming, any) Parse.
   enum class Look { kHold, kPass, kDone };
   Look lookAtParse(std::string_view body, std::string& to_server, std::string& to_client);
+  bool feed(std::string_view bytes, ServerStatements& server, std::string& to_server,
+            std::string& to_client);
+  void keepSent(const std::string& to_server);  // what went to the server of the batch kept
+  void forgetKept();
+  // The ErrorResponse held in s_held_ says the Bind in front failed on a stale plan, and the
+  // batch was sent again; false: the error is the client's.
+  bool retryStale(ServerStatements* server, std::string& to_server);
   void serverMessageEnd(ServerStatements* server);
   void ownRow();  // the DataRow of pgproxy's own query, held in s_held_
   bool fail(std::string why);
@@ -257,6 +276,10 @@ class PreparedTracker {
   // its Execute gets instead of the EmptyQueryResponse.
   std::string unnamed_reply_;
   std::string fatal_;
+  bool batch_seen_ = false;  // the batch being sent has done or described something
+  Retry retry_ = Retry::kNone;
+  std::size_t keep_from_ = 0;  // where in to_server the kept batch's bytes start (this call)
+  std::string kept_;           // the batch kept, as it went to the server
 
   // The client's stream.
   In in_ = In::kHeader;
@@ -271,6 +294,7 @@ class PreparedTracker {
   bool s_in_body_ = false;
   bool s_drop_ = false;
   bool s_own_row_ = false;  // holding the first DataRow of pgproxy's own query
+  bool s_hold_ = false;     // holding an ErrorResponse that may be a stale plan's
   std::string s_held_;      // the start of an ErrorResponse or CommandComplete body
 };
 
