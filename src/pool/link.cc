@@ -74,4 +74,17 @@ Release releaseAfterReady(config::PoolMode mode, char status, const ClientFlow& 
   return mode == config::PoolMode::kStatement ? Release::kStatementInTransaction : Release::kKeep;
 }
 
+bool aboveShare(const PoolShare& s) {
+  std::uint64_t my_demand = (s.mine > s.my_idle ? s.mine - s.my_idle : 0) + s.my_waiting;
+  if (my_demand == 0) {
+    return s.mine > 0;
+  }
+  std::uint64_t demand = (s.all > s.all_idle ? s.all - s.all_idle : 0) + s.all_waiting;
+  if (demand <= my_demand) {
+    return false;  // nobody else wants one (or their counts are not in yet)
+  }
+  std::uint64_t share = (std::uint64_t{s.size} * my_demand + demand - 1) / demand;
+  return s.mine > share;
+}
+
 }  // namespace pgproxy::pool

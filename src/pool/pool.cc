@@ -7,6 +7,7 @@
 
 #include "pgproxy/base/clock.h"
 #include "pgproxy/log/log.h"
+#include "pgproxy/pool/link.h"
 #include "pgproxy/pool/notify_hub.h"
 #include "pgproxy/pool/server_conn.h"
 #include "pgproxy/session/context.h"
@@ -18,6 +19,10 @@ namespace {
 // within about this long, and a waiting client notices a cap freed elsewhere.
 constexpr std::uint64_t kTickMs = 20;
 constexpr std::uint64_t kMaintenanceMs = 1000;
+// A server idle this long while another worker's clients wait is one this worker does not need
+// now. Shorter, and a steady load on a busy machine (a client descheduled for a moment) makes the
+// workers trade servers back and forth, a new backend each time.
+constexpr std::uint64_t kGiveUpIdleMs = 100;
 // After a server failed to connect or log in, new ones wait this long (no connect storm against
 // a backend that is down).
 constexpr std::uint64_t kRetryAfterFailureMs = 1000;
@@ -399,6 +404,21 @@ void Pool::serverGone(ServerConn* s) {
   set_.bury(s);
 }
 
+bool Pool::aboveShare(unsigned idle) const {
+  const SharedPools& shared = *set_.ctx().shared_pools;
+  PoolShare share;
+  share.size = config().size;
+  for (ServerConn* s = servers_; s; s = s->all_next) {
+    share.mine += s->dedicated ? 0 : 1;
+  }
+  share.my_idle = idle;
+  share.my_waiting = waiting_;
+  share.all = shared.servers(shared_);
+  share.all_idle = shared.serversIn(shared_, ServerState::kIdle);
+  share.all_waiting = shared.waiting(shared_);
+  return pool::aboveShare(share);
+}
+
 void Pool::tick(std::uint64_t now, bool maintenance) {
   const config::PoolConfig& pc = config();
   // Waiting clients: the oldest first.
@@ -417,16 +437,26 @@ void Pool::tick(std::uint64_t now, bool maintenance) {
   // another pool wait for the database's cap (max_db_connections): give one up.
   SharedPools& shared = *set_.ctx().shared_pools;
   bool others_wait = idle_ && shared.waiting(shared_) > shared.myWaiting(shared_);
+  bool other_pools_wait = false;
   if (idle_ && !others_wait && shared_db_ != kNoPool && pc.max_db_connections > 0) {
-    others_wait = shared.waiting(shared_db_) > shared.waiting(shared_) &&
-                  shared.servers(shared_db_) >= pc.max_db_connections;
+    other_pools_wait = shared.waiting(shared_db_) > shared.waiting(shared_) &&
+                       shared.servers(shared_db_) >= pc.max_db_connections;
   }
-  if (others_wait) {
+  if (others_wait || other_pools_wait) {
     ServerConn* oldest = idle_;
+    unsigned idle = 1;
     while (oldest->idle_next) {
       oldest = oldest->idle_next;
+      ++idle;
     }
-    oldest->close("clients elsewhere wait for this pool or its database");
+    // Only a server this worker has not needed for a while, and only while it holds more than
+    // its share of the pool: under a steady load every worker has a server idle for a moment
+    // between transactions while another's clients queue, and giving those up closed and
+    // reopened servers all the time (a new backend each, the waiting client waiting for its
+    // login) for no gain in fairness.
+    if (now - oldest->idleSinceMs() >= kGiveUpIdleMs && (other_pools_wait || aboveShare(idle))) {
+      oldest->close("clients elsewhere wait for this pool or its database");
+    }
   }
   if (!maintenance) {
     return;

@@ -190,5 +190,31 @@ TEST(StateDigest, SameEffectiveStateSameDigest) {
   EXPECT_NE(stateDigest(none, none, extras), stateDigest(none, as_reported, none));
 }
 
+// Two workers sharing a pool of 20 under a steady load: each keeps the servers its clients
+// need, and gives one up only when it holds more than its share (the trade that made every
+// worker close and reopen servers all the time under pgbench).
+TEST(PoolShare, AWorkerGivesUpOnlyWhatItHoldsBeyondItsShare) {
+  PoolShare s;
+  s.size = 20;
+  // Balanced: 10 each, both busy, theirs queueing a little more.
+  s.mine = 10, s.my_idle = 1, s.my_waiting = 2, s.all = 20, s.all_idle = 1, s.all_waiting = 5;
+  EXPECT_FALSE(aboveShare(s));
+  // I hold 16 and use 8: the other worker's 12 waiting clients deserve some.
+  s.mine = 16, s.my_idle = 8, s.my_waiting = 0, s.all = 20, s.all_idle = 8, s.all_waiting = 12;
+  EXPECT_TRUE(aboveShare(s));
+  // Nobody here wants one: any idle server of mine goes to whoever waits.
+  s.mine = 1, s.my_idle = 1, s.all = 1, s.all_idle = 1, s.all_waiting = 1;
+  EXPECT_TRUE(aboveShare(s));
+  s.mine = 0, s.my_idle = 0;
+  EXPECT_FALSE(aboveShare(s));
+  // Nobody else counted yet: keep.
+  s.mine = 4, s.my_idle = 1, s.my_waiting = 2, s.all = 4, s.all_idle = 1, s.all_waiting = 2;
+  EXPECT_FALSE(aboveShare(s));
+  // A pool of 1 whose server I use while the other worker waits: mine until I am done with it.
+  s.size = 1, s.mine = 1, s.my_idle = 0, s.my_waiting = 0, s.all = 1, s.all_idle = 0;
+  s.all_waiting = 1;
+  EXPECT_FALSE(aboveShare(s));
+}
+
 }  // namespace
 }  // namespace pgproxy::pool

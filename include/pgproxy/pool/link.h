@@ -48,4 +48,20 @@ class ClientFlow {
 enum class Release { kKeep, kRelease, kStatementInTransaction };
 Release releaseAfterReady(config::PoolMode mode, char status, const ClientFlow& client);
 
+// Whether a worker should give up one of its idle servers to the clients another worker has
+// waiting for the pool's cap: only while it holds more than its share of the pool's size, its
+// share being in proportion to its demand (servers in use or logging in, and clients waiting)
+// over all workers'. Giving up servers it needs only makes the workers trade them, a new backend
+// each time.
+struct PoolShare {
+  unsigned size = 0;        // the pool's size
+  unsigned mine = 0;        // this worker's servers
+  unsigned my_idle = 0;     // of them idle
+  unsigned my_waiting = 0;  // this worker's clients waiting
+  unsigned all = 0;         // every worker's servers
+  unsigned all_idle = 0;
+  unsigned all_waiting = 0;
+};
+bool aboveShare(const PoolShare& s);
+
 }  // namespace pgproxy::pool

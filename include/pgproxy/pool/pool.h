@@ -140,6 +140,9 @@ class Pool {
   void serverGone(ServerConn* s);  // closed: leaves the counts and the lists; freed by caller
 
   void tick(std::uint64_t now_ms, bool maintenance);
+  // This worker holds more of the pool's servers than its clients' share of the size (`idle`
+  // of them idle here).
+  bool aboveShare(unsigned idle) const;
   bool unused() const { return servers_ == nullptr && waiters_ == nullptr && clients_ == 0; }
   void addClient(int delta) {
     clients_ = static_cast<unsigned>(static_cast<int>(clients_) + delta);
