@@ -508,7 +508,11 @@ void Pooled::notify(std::string_view message) {
     return;
   }
   Listen& l = *listen;  // made before it subscribed
-  if (!server && !linking && l.waits == 0) {
+  // A client pinned to its server (an advisory lock, a cursor) is between transactions too once
+  // all it sent is answered and the server said idle.
+  bool between = !server || (flow.quiet() && server->betweenTransactions() &&
+                             (!prepared || prepared->pending() == 0));
+  if (between && !linking && l.waits == 0) {
     session.writeToClient(message);  // between transactions: at once, as PostgreSQL does
     return;
   }

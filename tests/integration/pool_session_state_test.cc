@@ -191,6 +191,24 @@ TEST(PoolSessionState, CursorsAndTempTablesPinListenDelivers) {
     });
     EXPECT_TRUE(got);
     EXPECT_EQ(a.cmd("UNLISTEN *"), "UNLISTEN");
+
+    // Pinned by a lock, listening through pgproxy's own listener: a notification reaches the
+    // client while it idles, not at its next transaction.
+    EXPECT_EQ(a.cmd("select pg_advisory_lock(7)"), "");
+    EXPECT_EQ(a.cmd("LISTEN jobs"), "LISTEN");
+    EXPECT_EQ(b.cmd("NOTIFY jobs, 'j2'"), "NOTIFY");
+    got = eventually([&] {
+      PQconsumeInput(a.c);
+      PGnotify* n = PQnotifies(a.c);
+      if (!n) {
+        return false;
+      }
+      bool ok = std::string(n->relname) == "jobs" && std::string(n->extra) == "j2";
+      PQfreemem(n);
+      return ok;
+    });
+    EXPECT_TRUE(got) << "a pinned idle client's notification waited";
+    EXPECT_EQ(a.cmd("UNLISTEN *"), "UNLISTEN");
     // asyncpg's reset, as its pool sends it when a connection goes back.
     EXPECT_EQ(a.cmd("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;"), "RESET");
     EXPECT_TRUE(eventually([&] { return pinnedClients(admin) == 0; }));

@@ -27,6 +27,9 @@ class PoolClient;
 // in bulk; the server's stream is framed only to see ParameterStatus and ReadyForQuery.
 class ServerConn {
  public:
+  // Its last ReadyForQuery said idle and nothing after it has come part-way: a message written
+  // to its client now falls between transactions.
+  bool betweenTransactions() const { return last_status_ == 'I' && framer_.atBoundary(); }
   enum class State { kConnecting, kLogin, kInternal, kIdle, kLinked, kClosed };
 
   ServerConn(Pool& pool, std::uint64_t id);
