@@ -23,6 +23,21 @@ const std::string& authFile() {
 }
 
 // One worker, so that every client shares the same two servers.
+// Waits for the connection's next notification, read as the client reads it (between its own
+// queries); true when it came and is this one.
+bool notified(Conn& c, const std::string& channel, const std::string& payload) {
+  return eventually([&] {
+    PQconsumeInput(c.c);
+    PGnotify* n = PQnotifies(c.c);
+    if (!n) {
+      return false;
+    }
+    bool ok = n->relname == channel && n->extra == payload;
+    PQfreemem(n);
+    return ok;
+  });
+}
+
 std::string config(const std::string& mode, int admin = 0) {
   std::string out;
   if (admin) {
@@ -179,17 +194,7 @@ TEST(PoolSessionState, CursorsAndTempTablesPinListenDelivers) {
     EXPECT_EQ(b.cmd("BEGIN"), "BEGIN");
     EXPECT_EQ(b.cmd("NOTIFY jobs, 'j1'"), "NOTIFY");
     EXPECT_EQ(b.cmd("COMMIT"), "COMMIT");
-    bool got = eventually([&] {
-      PQconsumeInput(a.c);
-      PGnotify* n = PQnotifies(a.c);
-      if (!n) {
-        return false;
-      }
-      bool ok = std::string(n->relname) == "jobs" && std::string(n->extra) == "j1";
-      PQfreemem(n);
-      return ok;
-    });
-    EXPECT_TRUE(got);
+    EXPECT_TRUE(notified(a, "jobs", "j1"));
     EXPECT_EQ(a.cmd("UNLISTEN *"), "UNLISTEN");
 
     // Pinned by a lock, listening through pgproxy's own listener: a notification reaches the
@@ -197,17 +202,7 @@ TEST(PoolSessionState, CursorsAndTempTablesPinListenDelivers) {
     EXPECT_EQ(a.cmd("select pg_advisory_lock(7)"), "");
     EXPECT_EQ(a.cmd("LISTEN jobs"), "LISTEN");
     EXPECT_EQ(b.cmd("NOTIFY jobs, 'j2'"), "NOTIFY");
-    got = eventually([&] {
-      PQconsumeInput(a.c);
-      PGnotify* n = PQnotifies(a.c);
-      if (!n) {
-        return false;
-      }
-      bool ok = std::string(n->relname) == "jobs" && std::string(n->extra) == "j2";
-      PQfreemem(n);
-      return ok;
-    });
-    EXPECT_TRUE(got) << "a pinned idle client's notification waited";
+    EXPECT_TRUE(notified(a, "jobs", "j2")) << "a pinned idle client's notification waited";
     EXPECT_EQ(a.cmd("UNLISTEN *"), "UNLISTEN");
     // asyncpg's reset, as its pool sends it when a connection goes back.
     EXPECT_EQ(a.cmd("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;"), "RESET");
