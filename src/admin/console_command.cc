@@ -167,20 +167,13 @@ base::Error syntax(std::string why) {
   return base::Error{"pgproxy console: " + std::move(why)};
 }
 
-std::string commandList() {
+// The keywords of a table, for an error message.
+template <typename Table>
+std::string keywords(const Table& table) {
   std::string out;
-  for (const CommandSpec& c : kCommands) {
+  for (const auto& row : table) {
     out += out.empty() ? "" : ", ";
-    out += c.keyword;
-  }
-  return out;
-}
-
-std::string topicList() {
-  std::string out;
-  for (const TopicSpec& t : kTopics) {
-    out += out.empty() ? "" : ", ";
-    out += t.keyword;
+    out += row.keyword;
   }
   return out;
 }
@@ -249,7 +242,7 @@ base::Result<Command> parseCommand(std::string_view sql) {
     return cmd;  // kEmpty
   }
   if (first.kind != Token::Kind::kWord) {
-    return syntax("a command starts with a keyword (" + commandList() + ")");
+    return syntax("a command starts with a keyword (" + keywords(kCommands) + ")");
   }
   const CommandSpec* spec = nullptr;
   for (const CommandSpec& c : kCommands) {
@@ -261,7 +254,7 @@ base::Result<Command> parseCommand(std::string_view sql) {
   }
   if (!spec) {
     return syntax("unknown command \"" + first.text.substr(0, 64) + "\"; the console runs " +
-                  commandList());
+                  keywords(kCommands));
   }
   cmd.verb = spec->verb;
   if (std::size_t space = spec->keyword.find(' '); space != std::string_view::npos) {
@@ -288,7 +281,7 @@ base::Result<Command> parseCommand(std::string_view sql) {
         }
       }
       if (!topic) {
-        return syntax("SHOW what? " + topicList());
+        return syntax("SHOW what? " + keywords(kTopics));
       }
       cmd.topic = topic->topic;
       t = lex.next();
