@@ -70,9 +70,7 @@ class Lexer {
     skip();
     Token t;
     if (!bad_.empty()) {
-      t.kind = Token::Kind::kBad;
-      t.text = bad_;
-      return t;
+      return badToken();
     }
     if (i_ >= s_.size()) {
       return t;
@@ -119,8 +117,12 @@ class Lexer {
   }
 
  private:
+  // Once the input is bad every later token says so.
   Token bad(std::string why) {
     bad_ = std::move(why);
+    return badToken();
+  }
+  Token badToken() const {
     Token t;
     t.kind = Token::Kind::kBad;
     t.text = bad_;
@@ -326,20 +328,16 @@ base::Result<Command> parseCommand(std::string_view sql) {
       }
       break;
   }
-  if (t.kind == Token::Kind::kSemicolon) {
+  const bool ended = t.kind == Token::Kind::kSemicolon;
+  while (t.kind == Token::Kind::kSemicolon) {
     t = lex.next();
-    while (t.kind == Token::Kind::kSemicolon) {
-      t = lex.next();
-    }
-    if (t.kind != Token::Kind::kEnd && t.kind != Token::Kind::kBad) {
-      return syntax("one command per query");
-    }
   }
   if (t.kind == Token::Kind::kBad) {
     return syntax(t.text);
   }
   if (t.kind != Token::Kind::kEnd) {
-    return syntax("unexpected \"" + t.text.substr(0, 64) + "\" after " + keyword);
+    return syntax(ended ? "one command per query"
+                        : "unexpected \"" + t.text.substr(0, 64) + "\" after " + keyword);
   }
   return cmd;
 }

@@ -68,6 +68,12 @@ std::string_view errorField(std::string_view body, char code) {
   return {};
 }
 
+// PostgreSQL's refusal to run a prepared statement whose result type DDL changed.
+bool stalePlan(std::string_view error_body) {
+  return errorField(error_body, 'C') == "0A000" &&
+         errorField(error_body, 'M') == "cached plan must not change result type";
+}
+
 std::string quoted(std::string_view name) {
   std::string out = "\"";
   out.append(name.substr(0, 200));
@@ -1032,9 +1038,7 @@ bool PreparedTracker::fromServer(std::string_view bytes, ServerStatements* serve
 }
 
 bool PreparedTracker::retryStale(ServerStatements* server, std::string& to_server) {
-  std::string_view body(s_held_);
-  if (errorField(body, 'C') != "0A000" ||
-      errorField(body, 'M') != "cached plan must not change result type") {
+  if (!stalePlan(s_held_)) {
     return false;
   }
   // The batch kept must be the only one in flight, with nothing of pgproxy's own behind it:
@@ -1136,9 +1140,7 @@ void PreparedTracker::serverMessageEnd(ServerStatements* server) {
         return;  // within a simple Query, or at the Sync: the ReadyForQuery follows
       }
       Pending& p = pending_.front();
-      std::string_view body(s_held_);
-      if (p.kind == Kind::kBind && p.stmt && server && errorField(body, 'C') == "0A000" &&
-          errorField(body, 'M') == "cached plan must not change result type") {
+      if (p.kind == Kind::kBind && p.stmt && server && stalePlan(s_held_)) {
         // The statement's result changed under it (DDL): this client sees the error once, and
         // the server's copy is replaced on its next use instead of failing for ever.
         server->remove(p.stmt);
