@@ -54,7 +54,14 @@ std::string sqlstate(const std::string& bytes) {
   return at == std::string::npos ? "" : bytes.substr(at + 2, 5);
 }
 
+// Every test ends with the registry empty: a statement reference taken and never given back (or
+// given back twice) shows here. The test's tracker, declared after its Fixture, is gone by then.
 struct Fixture {
+  ~Fixture() {
+    a.clear();
+    b.clear();
+    EXPECT_EQ(registry.size(), 0u) << "a reference leaked";
+  }
   StatementRegistry registry;
   ServerStatements a{registry}, b{registry};
   std::string up, down;
@@ -72,40 +79,35 @@ struct Fixture {
 
 TEST(PreparedTracker, NamedStatementIsRenamedAndFollowsTheClient) {
   Fixture f;
-  {
-    PreparedTracker t(f.registry, 10);
-    ASSERT_TRUE(f.client(t, f.a, parse("s1", "select 1") + bind("s1") + execute() + sync()));
-    EXPECT_EQ(types(f.up), "PBES");
-    std::string server_name = firstName(f.up, 'P');
-    EXPECT_EQ(server_name.rfind("pgproxy_", 0), 0u) << server_name;
-    EXPECT_EQ(firstName(f.up, 'B'), server_name);
-    f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
-    EXPECT_EQ(types(f.down), "12CZ");
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("s1", "select 1") + bind("s1") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "PBES");
+  std::string server_name = firstName(f.up, 'P');
+  EXPECT_EQ(server_name.rfind("pgproxy_", 0), 0u) << server_name;
+  EXPECT_EQ(firstName(f.up, 'B'), server_name);
+  f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
+  EXPECT_EQ(types(f.down), "12CZ");
 
-    // On a server that lacks it, the Parse goes first and its ParseComplete is pgproxy's.
-    ASSERT_TRUE(f.client(t, f.b, bind("s1") + execute() + sync()));
-    EXPECT_EQ(types(f.up), "PBES");
-    EXPECT_EQ(firstName(f.up, 'P'), server_name);
-    f.server(t, f.b, reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
-    EXPECT_EQ(types(f.down), "2CZ");
+  // On a server that lacks it, the Parse goes first and its ParseComplete is pgproxy's.
+  ASSERT_TRUE(f.client(t, f.b, bind("s1") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "PBES");
+  EXPECT_EQ(firstName(f.up, 'P'), server_name);
+  f.server(t, f.b, reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
+  EXPECT_EQ(types(f.down), "2CZ");
 
-    // A second Parse of the same text under another name: the server has it, pgproxy answers.
-    ASSERT_TRUE(f.client(t, f.a, parse("s2", "select 1") + sync()));
-    EXPECT_EQ(types(f.up), "S");
-    EXPECT_EQ(types(f.down), "1");
-    f.server(t, f.a, ready());
-    EXPECT_EQ(types(f.down), "Z");
+  // A second Parse of the same text under another name: the server has it, pgproxy answers.
+  ASSERT_TRUE(f.client(t, f.a, parse("s2", "select 1") + sync()));
+  EXPECT_EQ(types(f.up), "S");
+  EXPECT_EQ(types(f.down), "1");
+  f.server(t, f.a, ready());
+  EXPECT_EQ(types(f.down), "Z");
 
-    // Close is answered here; the server's copy stays for whoever else uses it.
-    ASSERT_TRUE(f.client(t, f.a, close("s1") + sync()));
-    EXPECT_EQ(types(f.up), "S");
-    EXPECT_EQ(types(f.down), "3");
-    f.server(t, f.a, ready());
-    EXPECT_EQ(t.statements(), 1u);
-  }
-  f.a.clear();
-  f.b.clear();
-  EXPECT_EQ(f.registry.size(), 0u) << "a reference leaked";
+  // Close is answered here; the server's copy stays for whoever else uses it.
+  ASSERT_TRUE(f.client(t, f.a, close("s1") + sync()));
+  EXPECT_EQ(types(f.up), "S");
+  EXPECT_EQ(types(f.down), "3");
+  f.server(t, f.a, ready());
+  EXPECT_EQ(t.statements(), 1u);
 }
 
 // In a failed transaction PostgreSQL refuses a Parse, except of a statement that ends the
@@ -113,34 +115,30 @@ TEST(PreparedTracker, NamedStatementIsRenamedAndFollowsTheClient) {
 // pgproxy answers (sending the Parse made the server say "already exists", found by pgjdbc).
 TEST(PreparedTracker, ParseOfRollbackInAFailedTransaction) {
   Fixture f;
-  {
-    PreparedTracker t(f.registry, 10);
-    ASSERT_TRUE(f.client(t, f.a, parse("r1", "ROLLBACK") + sync()));
-    f.server(t, f.a, reply('1') + ready());
-    ASSERT_TRUE(f.client(t, f.a, parse("", "BEGIN") + bind("") + execute() + sync()));
-    f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
-    ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
-    f.server(t, f.a,
-             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 33)) + ready('E'));
-    ASSERT_TRUE(f.client(t, f.a, parse("r2", "ROLLBACK") + bind("r2") + execute() + sync()));
-    EXPECT_EQ(types(f.up), "BES");  // no Parse: the server has the statement
-    EXPECT_EQ(types(f.down), "1");
-    f.server(t, f.a, reply('2') + reply('C', std::string("ROLLBACK\0", 9)) + ready());
-    EXPECT_EQ(types(f.down), "2CZ");
-    // Any other statement there: the server refuses it, as it would the client's own.
-    ASSERT_TRUE(f.client(t, f.a, parse("", "BEGIN") + bind("") + execute() + sync()));
-    f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
-    ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
-    f.server(t, f.a,
-             reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 33)) + ready('E'));
-    ASSERT_TRUE(f.client(t, f.a, parse("s3", "ROLLBACK") + sync()));
-    EXPECT_EQ(types(f.up), "S");  // ROLLBACK again: the server's copy serves
-    f.server(t, f.a, ready('E'));
-    ASSERT_TRUE(f.client(t, f.a, parse("s4", "select 1") + sync()));
-    EXPECT_EQ(types(f.up), "PS");
-  }
-  f.a.clear();
-  EXPECT_EQ(f.registry.size(), 0u) << "a reference leaked";
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("r1", "ROLLBACK") + sync()));
+  f.server(t, f.a, reply('1') + ready());
+  ASSERT_TRUE(f.client(t, f.a, parse("", "BEGIN") + bind("") + execute() + sync()));
+  f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
+  ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
+  f.server(t, f.a,
+           reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 33)) + ready('E'));
+  ASSERT_TRUE(f.client(t, f.a, parse("r2", "ROLLBACK") + bind("r2") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "BES");  // no Parse: the server has the statement
+  EXPECT_EQ(types(f.down), "1");
+  f.server(t, f.a, reply('2') + reply('C', std::string("ROLLBACK\0", 9)) + ready());
+  EXPECT_EQ(types(f.down), "2CZ");
+  // Any other statement there: the server refuses it, as it would the client's own.
+  ASSERT_TRUE(f.client(t, f.a, parse("", "BEGIN") + bind("") + execute() + sync()));
+  f.server(t, f.a, reply('1') + reply('2') + reply('C', std::string("BEGIN\0", 6)) + ready('T'));
+  ASSERT_TRUE(f.client(t, f.a, parse("", "select 1/0") + bind("") + execute() + sync()));
+  f.server(t, f.a,
+           reply('E', std::string("SERROR\0C22012\0Mdivision by zero\0\0", 33)) + ready('E'));
+  ASSERT_TRUE(f.client(t, f.a, parse("s3", "ROLLBACK") + sync()));
+  EXPECT_EQ(types(f.up), "S");  // ROLLBACK again: the server's copy serves
+  f.server(t, f.a, ready('E'));
+  ASSERT_TRUE(f.client(t, f.a, parse("s4", "select 1") + sync()));
+  EXPECT_EQ(types(f.up), "PS");
 }
 
 TEST(PreparedTracker, DuplicateAndMissingNamesFailAsPostgresAndSkipToSync) {
@@ -224,44 +222,40 @@ const std::string kStale("SERROR\0C0A000\0Mcached plan must not change result ty
 
 TEST(PreparedTracker, StalePlanIsPreparedAgainAndTheBatchRetried) {
   Fixture f;
-  {
-    PreparedTracker t(f.registry, 10);
-    ASSERT_TRUE(f.client(t, f.a, parse("s", "select * from t") + sync()));
-    std::string name = firstName(f.up, 'P');
-    f.server(t, f.a, reply('1') + ready());
-    // The DDL, by simple Query: a unit of its own, not part of the next batch.
-    ASSERT_TRUE(f.client(t, f.a, proto::buildMessage('Q', std::string("alter table t\0", 14))));
-    f.server(t, f.a, reply('C', std::string("ALTER TABLE\0", 12)) + ready());
-    ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
-    EXPECT_EQ(types(f.up), "BES");
-    f.server(t, f.a, reply('E', kStale));
-    EXPECT_EQ(types(f.down), "") << "the error is held back";
-    EXPECT_EQ(types(f.up), "CPBES") << "closed, prepared again, the batch again";
-    EXPECT_EQ(firstName(f.up, 'C'), name);
-    EXPECT_EQ(firstName(f.up, 'P'), name);
-    EXPECT_TRUE(t.ownReadyNext()) << "the failed try's ReadyForQuery is pgproxy's";
-    f.server(t, f.a, ready());
-    EXPECT_EQ(types(f.down), "");
-    EXPECT_FALSE(t.ownReadyNext());
-    f.server(
-        t, f.a,
-        reply('3') + reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
-    EXPECT_EQ(types(f.down), "2CZ");
-    EXPECT_EQ(t.pending(), 0u);
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("s", "select * from t") + sync()));
+  std::string name = firstName(f.up, 'P');
+  f.server(t, f.a, reply('1') + ready());
+  // The DDL, by simple Query: a unit of its own, not part of the next batch.
+  ASSERT_TRUE(f.client(t, f.a, proto::buildMessage('Q', std::string("alter table t\0", 14))));
+  f.server(t, f.a, reply('C', std::string("ALTER TABLE\0", 12)) + ready());
+  ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "BES");
+  f.server(t, f.a, reply('E', kStale));
+  EXPECT_EQ(types(f.down), "") << "the error is held back";
+  EXPECT_EQ(types(f.up), "CPBES") << "closed, prepared again, the batch again";
+  EXPECT_EQ(firstName(f.up, 'C'), name);
+  EXPECT_EQ(firstName(f.up, 'P'), name);
+  EXPECT_TRUE(t.ownReadyNext()) << "the failed try's ReadyForQuery is pgproxy's";
+  f.server(t, f.a, ready());
+  EXPECT_EQ(types(f.down), "");
+  EXPECT_FALSE(t.ownReadyNext());
+  f.server(
+      t, f.a,
+      reply('3') + reply('1') + reply('2') + reply('C', std::string("SELECT 1\0", 9)) + ready());
+  EXPECT_EQ(types(f.down), "2CZ");
+  EXPECT_EQ(t.pending(), 0u);
 
-    // Once: the same error on the retried batch is the client's, and the copy is dropped.
-    ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
-    f.server(t, f.a, reply('E', kStale));
-    EXPECT_EQ(types(f.up), "CPBES");
-    f.server(t, f.a, ready() + reply('3') + reply('1') + reply('E', kStale) + ready());
-    EXPECT_EQ(types(f.down), "EZ");
-    EXPECT_EQ(sqlstate(f.down), "0A000");
-    EXPECT_EQ(f.a.size(), 0u);
-    ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
-    EXPECT_EQ(types(f.up), "CPBES") << "the stale copy is closed and prepared afresh";
-  }
-  f.a.clear();
-  EXPECT_EQ(f.registry.size(), 0u) << "a reference leaked";
+  // Once: the same error on the retried batch is the client's, and the copy is dropped.
+  ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+  f.server(t, f.a, reply('E', kStale));
+  EXPECT_EQ(types(f.up), "CPBES");
+  f.server(t, f.a, ready() + reply('3') + reply('1') + reply('E', kStale) + ready());
+  EXPECT_EQ(types(f.down), "EZ");
+  EXPECT_EQ(sqlstate(f.down), "0A000");
+  EXPECT_EQ(f.a.size(), 0u);
+  ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "CPBES") << "the stale copy is closed and prepared afresh";
 }
 
 // Where running the batch again could be seen, the error is the client's: inside a transaction

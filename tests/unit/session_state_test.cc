@@ -259,25 +259,22 @@ TEST(SessionState, ListenAloneIsAnsweredForTheHub) {
 // one the client's server keeps (a pin), or nothing if it rolls back.
 TEST(SessionState, ATransactionOfTooManyChangesPinsInsteadOfGrowing) {
   Session s;
-  s.query("BEGIN", 'T');
-  for (std::size_t i = 0; i <= SessionState::kMaxTransactionSteps / 64; ++i) {
-    std::string sql;
-    for (int k = 0; k < 64; ++k) {
-      sql += "SAVEPOINT p; SET x.y = " + std::to_string(k) + "; ";
+  // A transaction of more than kMaxTransactionSteps statements, each `step` and a number.
+  auto overflow = [&s](const std::string& step) {
+    s.query("BEGIN", 'T');
+    for (std::size_t i = 0; i <= SessionState::kMaxTransactionSteps / 64; ++i) {
+      std::string sql;
+      for (int k = 0; k < 64; ++k) {
+        sql += step + std::to_string(k) + "; ";
+      }
+      s.query(sql, 'T');
     }
-    s.query(sql, 'T');
-  }
+  };
+  overflow("SAVEPOINT p; SET x.y = ");
   s.query("ROLLBACK");
   EXPECT_STREQ(s.state.pinned(), "");
   EXPECT_TRUE(s.client.empty());
-  s.query("BEGIN", 'T');
-  for (std::size_t i = 0; i <= SessionState::kMaxTransactionSteps / 64; ++i) {
-    std::string sql;
-    for (int k = 0; k < 64; ++k) {
-      sql += "SET x.y = " + std::to_string(k) + "; ";
-    }
-    s.query(sql, 'T');
-  }
+  overflow("SET x.y = ");
   s.query("COMMIT");
   EXPECT_STRNE(s.state.pinned(), "");
 }
