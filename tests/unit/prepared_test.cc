@@ -303,6 +303,36 @@ TEST(PreparedTracker, StalePlanIsNotRetriedWhereTheClientCouldTell) {
   EXPECT_EQ(types(f.up), "");
 }
 
+// What pgproxy holds for a retry is bounded: a batch of over 64 KiB is not kept (its error is the
+// client's), and an ErrorResponse too long to be a stale plan's goes on to the client whole.
+TEST(PreparedTracker, StalePlanRetryHoldsBoundedBytes) {
+  Fixture f;
+  PreparedTracker t(f.registry, 10);
+  ASSERT_TRUE(f.client(t, f.a, parse("s", "select $1::text") + sync()));
+  f.server(t, f.a, reply('1') + ready());
+  auto bindWith = [](std::size_t bytes) {
+    std::string body = std::string("\0s\0", 3) + test::u16(0) + test::u16(1);
+    proto::appendU32(body, static_cast<std::uint32_t>(bytes));
+    body += std::string(bytes, 'x') + test::u16(0);
+    return proto::buildMessage('B', body);
+  };
+  // 40 KiB, then 40 KiB more in the same batch: past the bound once both are in.
+  ASSERT_TRUE(
+      f.client(t, f.a, bindWith(40 << 10) + execute() + bindWith(40 << 10) + execute() + sync()));
+  EXPECT_EQ(types(f.up), "BEBES");
+  f.server(t, f.a, reply('E', kStale) + ready());
+  EXPECT_EQ(types(f.down), "EZ") << "not kept: the client's error";
+  EXPECT_EQ(types(f.up), "");
+
+  ASSERT_TRUE(f.client(t, f.a, bind("s") + execute() + sync()));
+  EXPECT_EQ(types(f.up), "CPBES");
+  std::string long_error = "SERROR\0C0A000\0M" + std::string(9000, 'm') + std::string(2, '\0');
+  f.server(t, f.a, reply('3') + reply('1') + reply('E', long_error) + ready());
+  EXPECT_EQ(types(f.down), "EZ");
+  EXPECT_EQ(f.down.size(), 1 + 4 + long_error.size() + 6) << "the error whole, then the Z";
+  EXPECT_EQ(types(f.up), "") << "not a stale plan's: no retry";
+}
+
 TEST(PreparedTracker, MalformedStreamsEndTheClientNotTheProcess) {
   Fixture f;
   PreparedTracker t(f.registry, 10);
