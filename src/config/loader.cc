@@ -1596,6 +1596,7 @@ base::Result<Config> loadString(const std::string& text, const std::string& name
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
   cfg.hash = hex;
+  cfg.text = text;
   Parser p(name, &doc);
   yaml_node_t* root = yaml_document_get_root_node(&doc);
   if (!root) {

@@ -91,7 +91,7 @@ void ServerConn::onConnected(void* arg, upstream::Connector::Result r) {
   std::size_t slot = ctx.backend_slots[s->pool_.mapping()][s->pool_.backend()];
   if (r.fd < 0) {
     const std::string key = m.backends[s->pool_.backend()].key();
-    if (ctx.backends->recordFailure(slot, m.health.enabled ? m.health.fall : 1, r.err)) {
+    if (ctx.backends->recordFailure(slot, m.health.enabled ? m.health.fall : 1, r.err, r.error)) {
       LOG_WARN("backend %s of \"%s\" is down: %s", key.c_str(), m.external.c_str(),
                r.error.c_str());
     }

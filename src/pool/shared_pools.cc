@@ -675,13 +675,7 @@ namespace {
 
 struct Series {
   std::string labels;  // mapping, backend, user, database, escaped
-  std::uint64_t in_state[kStates] = {};
-  std::uint64_t waiting = 0;
-  std::uint64_t pinned = 0;
-  std::uint64_t transactions = 0;
-  std::uint64_t queries = 0;
-  std::uint64_t wait_buckets[metrics::kBuckets + 1] = {};
-  std::uint64_t wait_sum_us = 0;
+  PoolSample sum;
 };
 
 std::string label(const char* key, std::string_view value) {
@@ -699,10 +693,8 @@ void sample(std::string& out, const char* name, const std::string& labels, std::
 
 }  // namespace
 
-void SharedPools::render(std::string& out, unsigned max_pools) const {
-  std::vector<Series> series;
-  std::unordered_map<std::string, std::size_t> by_labels;  // the same labels: one series
-  unsigned own = 0;
+std::vector<PoolSample> SharedPools::samples() const {
+  std::vector<PoolSample> out;
   for (std::size_t e = 0; e < kMaxPools; ++e) {
     const IndexEntry& ix = shared_->index[e];
     const std::uint64_t w = ix.word.load(std::memory_order_acquire);
@@ -713,11 +705,11 @@ void SharedPools::render(std::string& out, unsigned max_pools) const {
     if (en.kind.load(std::memory_order_relaxed) != kPoolKind) {
       continue;
     }
-    Series s;
-    std::string names[kLabels];
-    for (std::size_t l = 0; l < kLabels; ++l) {
-      names[l] = labelText(en, l);
-    }
+    PoolSample s;
+    s.mapping = labelText(en, kMappingLabel);
+    s.backend = labelText(en, kBackendLabel);
+    s.user = labelText(en, kUserLabel);
+    s.database = labelText(en, kDatabaseLabel);
     for (std::size_t st = 0; st < kStates; ++st) {
       s.in_state[st] = en.in_state[st].load(std::memory_order_relaxed);
     }
@@ -734,29 +726,49 @@ void SharedPools::render(std::string& out, unsigned max_pools) const {
     if (stateOf(again) != kLive || incarnationOf(again) != incarnationOf(w)) {
       continue;  // freed, or freed and created again, while it was read
     }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::uint64_t PoolSample::waits() const {
+  std::uint64_t n = 0;
+  for (std::uint64_t b : wait_buckets) {
+    n += b;
+  }
+  return n;
+}
+
+void PoolSample::add(const PoolSample& o) {
+  for (std::size_t st = 0; st < std::size(in_state); ++st) {
+    in_state[st] += o.in_state[st];
+  }
+  waiting += o.waiting;
+  pinned += o.pinned;
+  transactions += o.transactions;
+  queries += o.queries;
+  for (std::size_t b = 0; b <= metrics::kBuckets; ++b) {
+    wait_buckets[b] += o.wait_buckets[b];
+  }
+  wait_sum_us += o.wait_sum_us;
+}
+
+void SharedPools::render(std::string& out, unsigned max_pools) const {
+  std::vector<Series> series;
+  std::unordered_map<std::string, std::size_t> by_labels;  // the same labels: one series
+  unsigned own = 0;
+  for (PoolSample& s : samples()) {
     const bool folded = own >= max_pools;
     own += folded ? 0 : 1;
-    s.labels = label("mapping", names[kMappingLabel]) + "," +
-               label("backend", names[kBackendLabel]) + "," +
-               label("user", folded ? "other" : names[kUserLabel]) + "," +
-               label("database", folded ? "other" : names[kDatabaseLabel]);
-    auto [it, added] = by_labels.try_emplace(s.labels, series.size());
+    std::string labels = label("mapping", s.mapping) + "," + label("backend", s.backend) + "," +
+                         label("user", folded ? "other" : s.user) + "," +
+                         label("database", folded ? "other" : s.database);
+    auto [it, added] = by_labels.try_emplace(labels, series.size());
     if (added) {
-      series.push_back(std::move(s));
-      continue;
+      series.push_back(Series{std::move(labels), std::move(s)});
+    } else {
+      series[it->second].sum.add(s);
     }
-    Series& sum = series[it->second];
-    for (std::size_t st = 0; st < kStates; ++st) {
-      sum.in_state[st] += s.in_state[st];
-    }
-    sum.waiting += s.waiting;
-    sum.pinned += s.pinned;
-    sum.transactions += s.transactions;
-    sum.queries += s.queries;
-    for (std::size_t b = 0; b <= metrics::kBuckets; ++b) {
-      sum.wait_buckets[b] += s.wait_buckets[b];
-    }
-    sum.wait_sum_us += s.wait_sum_us;
   }
 
   static constexpr std::pair<ServerState, const char*> kStateNames[] = {
@@ -769,41 +781,41 @@ void SharedPools::render(std::string& out, unsigned max_pools) const {
   for (const Series& s : series) {
     for (auto [state, name] : kStateNames) {
       sample(out, "pgproxy_pool_server_connections", s.labels + "," + label("state", name),
-             s.in_state[static_cast<std::size_t>(state)]);
+             s.sum.in_state[static_cast<std::size_t>(state)]);
     }
   }
   metrics::appendMetricHeader(out, "pgproxy_pool_clients_waiting");
   for (const Series& s : series) {
-    sample(out, "pgproxy_pool_clients_waiting", s.labels, s.waiting);
+    sample(out, "pgproxy_pool_clients_waiting", s.labels, s.sum.waiting);
   }
   metrics::appendMetricHeader(out, "pgproxy_pool_pinned_clients");
   for (const Series& s : series) {
-    sample(out, "pgproxy_pool_pinned_clients", s.labels, s.pinned);
+    sample(out, "pgproxy_pool_pinned_clients", s.labels, s.sum.pinned);
   }
   metrics::appendMetricHeader(out, "pgproxy_pool_wait_seconds");
   for (const Series& s : series) {
     std::uint64_t cumulative = 0;
     for (std::size_t b = 0; b < metrics::kBuckets; ++b) {
-      cumulative += s.wait_buckets[b];
+      cumulative += s.sum.wait_buckets[b];
       char le[32];
       std::snprintf(le, sizeof(le), "%g", metrics::kBucketBounds[b]);
       sample(out, "pgproxy_pool_wait_seconds_bucket", s.labels + "," + label("le", le), cumulative);
     }
-    cumulative += s.wait_buckets[metrics::kBuckets];
+    cumulative += s.sum.wait_buckets[metrics::kBuckets];
     sample(out, "pgproxy_pool_wait_seconds_bucket", s.labels + "," + label("le", "+Inf"),
            cumulative);
     char sum[64];
-    std::snprintf(sum, sizeof(sum), "%.17g", static_cast<double>(s.wait_sum_us) / 1e6);
+    std::snprintf(sum, sizeof(sum), "%.17g", static_cast<double>(s.sum.wait_sum_us) / 1e6);
     out += "pgproxy_pool_wait_seconds_sum{" + s.labels + "} " + sum + "\n";
     sample(out, "pgproxy_pool_wait_seconds_count", s.labels, cumulative);
   }
   metrics::appendMetricHeader(out, "pgproxy_pool_transactions_total");
   for (const Series& s : series) {
-    sample(out, "pgproxy_pool_transactions_total", s.labels, s.transactions);
+    sample(out, "pgproxy_pool_transactions_total", s.labels, s.sum.transactions);
   }
   metrics::appendMetricHeader(out, "pgproxy_pool_queries_total");
   for (const Series& s : series) {
-    sample(out, "pgproxy_pool_queries_total", s.labels, s.queries);
+    sample(out, "pgproxy_pool_queries_total", s.labels, s.sum.queries);
   }
 }
 

@@ -27,6 +27,7 @@
 #include <optional>
 #include <vector>
 
+#include "pgproxy/admin/control.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/base/unique_fd.h"
@@ -184,6 +185,7 @@ class Master {
   std::unique_ptr<upstream::BackendTable> backends_;
   std::unique_ptr<limits::ClientLimits> client_limits_;
   std::unique_ptr<pool::SharedPools> pools_;
+  std::unique_ptr<admin::Control> control_;
   pid_t checker_pid_ = -1;
   std::uint64_t checker_started_ms_ = 0;
   std::uint64_t checker_due_ms_ = 0;  // respawn time after it died, 0 when none is due
@@ -367,6 +369,8 @@ base::Status Master::setUpSharedMemory() {
   client_limits_ =
       std::make_unique<limits::ClientLimits>(static_cast<limits::LimitsShared*>(shared_->limits()));
   pools_ = std::make_unique<pool::SharedPools>(static_cast<pool::PoolsShared*>(shared_->pools()));
+  control_ =
+      std::make_unique<admin::Control>(static_cast<admin::ControlShared*>(shared_->control()));
   if (adopted_) {
     // The previous master's workers hash client addresses and pool names with its seeds;
     // generations go on.
@@ -464,6 +468,7 @@ void Master::spawnWorker(unsigned slot) {
     spec.backends = backends_.get();
     spec.client_limits = client_limits_.get();
     spec.pools = pools_.get();
+    spec.control = control_.get();
     spec.admin_fd = admin_.fd.get();
     spec.ready_fd = pipefd[1];
     spec.slot = slot;

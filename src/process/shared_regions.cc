@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "pgproxy/admin/control.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/limits/client_limits.h"
@@ -20,10 +21,10 @@ namespace pgproxy::process {
 namespace {
 
 constexpr char kMagic[16] = "pgproxy-shared";
-constexpr std::size_t kRegions = 5;  // cancels, metrics, backends, limits, pools
+constexpr std::size_t kRegions = 6;  // cancels, metrics, backends, limits, pools, control
 constexpr std::size_t kAlign = 4096;
-constexpr const char* kRegionNames[kRegions] = {"cancel registry", "metrics", "backend table",
-                                                "client limits", "pool table"};
+constexpr const char* kRegionNames[kRegions] = {"cancel registry", "metrics",    "backend table",
+                                                "client limits",   "pool table", "admin control"};
 
 // What the tables' layouts depend on beyond their total sizes: two binaries that agree on all of
 // these (and on kLayoutVersion) read each other's tables the same way.
@@ -55,9 +56,9 @@ Header expected() {
   h.version = SharedRegions::kLayoutVersion;
   h.regions = kRegions;
   const std::size_t sizes[kRegions] = {
-      cancel::Registry::bytesNeeded(), metrics::Registry::bytesNeeded(),
+      cancel::Registry::bytesNeeded(),       metrics::Registry::bytesNeeded(),
       upstream::BackendTable::bytesNeeded(), limits::ClientLimits::bytesNeeded(),
-      pool::SharedPools::bytesNeeded()};
+      pool::SharedPools::bytesNeeded(),      admin::Control::bytesNeeded()};
   std::size_t at = alignUp(sizeof(Header));
   for (std::size_t i = 0; i < kRegions; ++i) {
     h.offset[i] = at;
@@ -198,6 +199,10 @@ void* SharedRegions::limits() const {
 }
 void* SharedRegions::pools() const {
   return region(4);
+}
+
+void* SharedRegions::control() const {
+  return region(5);
 }
 
 }  // namespace pgproxy::process

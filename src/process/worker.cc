@@ -232,6 +232,7 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.client_limits = spec.client_limits;
   spec.client_limits->attach(spec.limits_table);
   w->ctx.shared_pools = spec.pools;
+  w->ctx.control = spec.control;
   spec.pools->attach(spec.metrics_slot);
   w->ctx.metrics_registry = spec.metrics;
   metrics::Slot* slot = spec.metrics->slot(spec.metrics_slot);

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "pgproxy/admin/control.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/access_log.h"
@@ -387,6 +388,17 @@ void Session::routeTo(std::size_t mapping) {
     }
     return;
   }
+  if (ctx_.control && ctx_.control->disabled(metricIndex())) {
+    // PgBouncer's DISABLE: new clients are refused, sessions already in go on.
+    std::string why = "mapping \"" + m.external + "\" is disabled (DISABLE from the console)";
+    if (mode_ == Mode::kPlaintext) {
+      refuse(Outcome::kDenied, proto::sqlstate::kCannotConnectNow, "pgproxy: " + why,
+             "An operator took it out of service; ENABLE brings it back.");
+    } else {
+      refuseTls(Outcome::kDenied, proto::kAlertAccessDenied, why);
+    }
+    return;
+  }
   if (m.tls == config::TlsMode::kTerminate && state_ == State::kClientHello) {
     startClientTls();  // the backend is connected once the StartupMessage has arrived
     return;
@@ -401,6 +413,10 @@ const config::Backend& Session::backend() const {
 std::size_t Session::backendSlot() const {
   const auto& slots = ctx_.backend_slots[mapping_];
   return backend_index_ < slots.size() ? slots[backend_index_] : upstream::kNoBackend;
+}
+
+bool Session::drained(std::size_t backend) const {
+  return ctx_.control && ctx_.control->drained(ctx_.backend_slots[mapping_][backend]);
 }
 
 bool Session::pickBackend() {
@@ -418,7 +434,7 @@ bool Session::pickBackend() {
                   ctx_.backends->role(slot) == (m.role == config::BackendRole::kPrimary
                                                     ? upstream::Role::kPrimary
                                                     : upstream::Role::kStandby);
-    c[i].eligible = !(tried_ & (1ull << i)) && !down && roleOk;
+    c[i].eligible = !(tried_ & (1ull << i)) && !down && roleOk && !drained(i);
   }
   // xorshift64: cheap and good enough to spread sessions (random balance).
   ctx_.rng ^= ctx_.rng << 13;
@@ -428,7 +444,7 @@ bool Session::pickBackend() {
   if (!pick && !m.health.enabled) {
     // Without active checks only a session can show that a down backend is back: try them.
     for (std::size_t i = 0; i < c.size(); ++i) {
-      c[i].eligible = !(tried_ & (1ull << i));
+      c[i].eligible = !(tried_ & (1ull << i)) && !drained(i);
     }
     pick = ctx_.balancers[mapping_].pick(m.balance, c, ctx_.rng);
   }
@@ -538,11 +554,16 @@ void Session::connectBackend() {
     std::string what = m.role == config::BackendRole::kAny       ? "backend"
                        : m.role == config::BackendRole::kPrimary ? "primary backend"
                                                                  : "standby backend";
-    std::string why = m.role != config::BackendRole::kAny
-                          ? "none of its backends is up in that role"
-                      : m.backends.size() == 1
-                          ? std::string("its backend is down")
-                          : "all " + std::to_string(m.backends.size()) + " backends are down";
+    std::size_t drained_count = 0;
+    for (std::size_t i = 0; i < m.backends.size(); ++i) {
+      drained_count += drained(i) ? 1 : 0;
+    }
+    std::string why =
+        drained_count == m.backends.size() ? std::string("every backend is drained (DRAIN BACKEND)")
+        : m.role != config::BackendRole::kAny ? "none of its backends is up in that role"
+        : m.backends.size() == 1
+            ? std::string("its backend is down")
+            : "all " + std::to_string(m.backends.size()) + " backends are down";
     failSession(
         Outcome::kBackendUnreachable,
         "no " + what + " for \"" + m.external + "\" is available: " + why + " (health checks)",
@@ -738,7 +759,7 @@ void Session::resetBackend() {
 void Session::backendFailed(const std::string& why, int err) {
   const auto& m = ctx_.config->mappings[mapping_];
   const std::string key = backend().key();
-  if (ctx_.backends->recordFailure(backendSlot(), m.health.enabled ? m.health.fall : 1, err)) {
+  if (ctx_.backends->recordFailure(backendSlot(), m.health.enabled ? m.health.fall : 1, err, why)) {
     LOG_WARN("backend %s of \"%s\" is down: %s", key.c_str(), m.external.c_str(), why.c_str());
   }
   // Nothing of the client's has reached a backend yet: another backend can take the session.

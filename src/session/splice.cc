@@ -362,7 +362,8 @@ bool Session::retryBeforeFirstByte(const char* why) {
   const auto& m = ctx_.config->mappings[mapping_];
   std::size_t failedSlot = backendSlot();
   std::string failed = backend().key();
-  if (ctx_.backends->recordFailure(failedSlot, m.health.enabled ? m.health.fall : 1, ECONNRESET)) {
+  if (ctx_.backends->recordFailure(failedSlot, m.health.enabled ? m.health.fall : 1, ECONNRESET,
+                                   why)) {
     LOG_WARN("backend %s of \"%s\" is down: %s", failed.c_str(), m.external.c_str(), why);
   }
   if (!pickBackend()) {

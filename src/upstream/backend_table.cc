@@ -1,5 +1,6 @@
 #include "pgproxy/upstream/backend_table.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "pgproxy/base/clock.h"
@@ -100,10 +101,11 @@ bool BackendTable::transition(std::size_t i, Health to) {
   return false;
 }
 
-bool BackendTable::recordFailure(std::size_t i, unsigned fall, int err) {
+bool BackendTable::recordFailure(std::size_t i, unsigned fall, int err, std::string_view why) {
   if (i >= count()) {
     return false;
   }
+  setLastError(i, why);
   BackendSlot& s = shared_->slots[i];
   s.last_errno.store(err, std::memory_order_relaxed);
   s.passes.store(0);
@@ -134,6 +136,58 @@ Role BackendTable::setRole(std::size_t i, Role r) {
   return i < count()
              ? static_cast<Role>(shared_->slots[i].role.exchange(static_cast<std::int32_t>(r)))
              : Role::kUnknown;
+}
+
+std::string BackendTable::lastError(std::size_t i) const {
+  if (i >= count()) {
+    return "";
+  }
+  const BackendSlot& s = shared_->slots[i];
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::uint32_t seq = s.error_seq.load(std::memory_order_acquire);
+    if (seq & 1) {
+      continue;
+    }
+    char text[kLastErrorBytes];
+    for (std::size_t w = 0; w < kLastErrorBytes / 8; ++w) {
+      std::uint64_t v = s.error_words[w].load(std::memory_order_relaxed);
+      std::memcpy(text + w * 8, &v, 8);
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (s.error_seq.load(std::memory_order_relaxed) == seq) {
+      return std::string(text, strnlen(text, sizeof(text) - 1));
+    }
+  }
+  return "";
+}
+
+void BackendTable::setLastError(std::size_t i, std::string_view text) {
+  if (i >= count()) {
+    return;
+  }
+  BackendSlot& s = shared_->slots[i];
+  std::uint32_t seq = s.error_seq.load(std::memory_order_relaxed);
+  if ((seq & 1) || !s.error_seq.compare_exchange_strong(seq, seq + 1)) {
+    return;
+  }
+  char buf[kLastErrorBytes] = {};
+  std::memcpy(buf, text.data(), std::min(text.size(), sizeof(buf) - 1));
+  for (std::size_t w = 0; w < kLastErrorBytes / 8; ++w) {
+    std::uint64_t v;
+    std::memcpy(&v, buf + w * 8, 8);
+    s.error_words[w].store(v, std::memory_order_relaxed);
+  }
+  s.error_seq.store(seq + 2, std::memory_order_release);
+}
+
+void BackendTable::noteCheck(std::size_t i, std::uint64_t unix_ms) {
+  if (i < count()) {
+    shared_->slots[i].last_check_ms.store(unix_ms, std::memory_order_relaxed);
+  }
+}
+
+std::uint64_t BackendTable::lastCheckMs(std::size_t i) const {
+  return i < count() ? shared_->slots[i].last_check_ms.load(std::memory_order_relaxed) : 0;
 }
 
 bool BackendTable::recordSessionSuccess(std::size_t i, bool checked) {

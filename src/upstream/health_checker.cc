@@ -1,5 +1,7 @@
 #include "pgproxy/upstream/health_checker.h"
 
+#include "pgproxy/base/clock.h"
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/dns.h>
@@ -85,11 +87,12 @@ void release(Probe& p) {
 
 void record(Probe& p, bool ok, const std::string& why, int err) {
   const std::string key = p.backend.key();
+  p.table->noteCheck(p.slot, base::wallClockMs());
   if (ok) {
     if (p.table->recordCheckSuccess(p.slot, p.hc.rise)) {
       LOG_INFO("backend %s of \"%s\" is up again (health check)", key.c_str(), p.mapping.c_str());
     }
-  } else if (p.table->recordFailure(p.slot, p.hc.fall, err)) {
+  } else if (p.table->recordFailure(p.slot, p.hc.fall, err, "health check: " + why)) {
     LOG_WARN("backend %s of \"%s\" is down: health check: %s", key.c_str(), p.mapping.c_str(),
              why.c_str());
   } else {

@@ -72,7 +72,7 @@ TEST(SharedRegions, ADifferentLayoutIsNotAdopted) {
   std::memcpy(header + 16, &version, sizeof(version));
   // Another region size (a table grew): named.
   std::uint64_t size;
-  const std::size_t sizeAt = 16 + 4 + 4 + 8 + 5 * 8 + 8;  // size[1]: the metrics
+  const std::size_t sizeAt = 16 + 4 + 4 + 8 + 6 * 8 + 8;  // size[1]: the metrics
   std::memcpy(&size, header + sizeAt, sizeof(size));
   EXPECT_EQ(size, metrics::Registry::bytesNeeded());
   std::uint64_t bigger = size + 64;

@@ -122,10 +122,10 @@ TEST_F(TableTest, FallAndRiseTransitionsHappenOnce) {
   EXPECT_EQ(table_->registerBackend("10.0.0.1:5432"), a);  // a reload keeps the slot
   EXPECT_EQ(table_->find("10.0.0.9:5432"), kNoBackend);
   EXPECT_EQ(table_->health(a), Health::kUnknown);
-  EXPECT_FALSE(table_->recordFailure(a, 3, 111));
-  EXPECT_FALSE(table_->recordFailure(a, 3, 111));
-  EXPECT_TRUE(table_->recordFailure(a, 3, 111));   // the third one takes it down
-  EXPECT_FALSE(table_->recordFailure(a, 3, 111));  // and only once
+  EXPECT_FALSE(table_->recordFailure(a, 3, 111, "refused"));
+  EXPECT_FALSE(table_->recordFailure(a, 3, 111, "refused"));
+  EXPECT_TRUE(table_->recordFailure(a, 3, 111, "refused"));   // the third one takes it down
+  EXPECT_FALSE(table_->recordFailure(a, 3, 111, "refused"));  // and only once
   EXPECT_EQ(table_->health(a), Health::kDown);
   EXPECT_EQ(table_->lastErrno(a), 111);
   std::uint64_t now = base::monotonicUs() / 1000;
@@ -136,7 +136,7 @@ TEST_F(TableTest, FallAndRiseTransitionsHappenOnce) {
   EXPECT_EQ(table_->health(a), Health::kUp);
   // With checks, a session's success does not bring a down backend back early; without, it does.
   for (int i = 0; i < 3; ++i) {
-    table_->recordFailure(a, 3, 111);
+    table_->recordFailure(a, 3, 111, "refused");
   }
   EXPECT_FALSE(table_->recordSessionSuccess(a, true));
   EXPECT_EQ(table_->health(a), Health::kDown);
@@ -146,9 +146,25 @@ TEST_F(TableTest, FallAndRiseTransitionsHappenOnce) {
   table_->addActive(a, -1);
   EXPECT_EQ(table_->active(a), 1);
   // Out-of-range slots (a full table) are ignored, never written.
-  EXPECT_FALSE(table_->recordFailure(kNoBackend, 1, 1));
+  EXPECT_FALSE(table_->recordFailure(kNoBackend, 1, 1, "refused"));
   table_->addActive(kNoBackend, 1);
   EXPECT_EQ(table_->health(kNoBackend), Health::kUnknown);
+}
+
+TEST_F(TableTest, LastErrorAndCheckTimeAreKeptCut) {
+  std::size_t a = table_->registerBackend("10.0.0.1:5432");
+  EXPECT_EQ(table_->lastError(a), "");
+  EXPECT_EQ(table_->lastCheckMs(a), 0u);
+  table_->recordFailure(a, 3, 111, "connect: Connection refused");
+  EXPECT_EQ(table_->lastError(a), "connect: Connection refused");
+  table_->recordFailure(a, 3, 0, std::string(500, 'x'));  // cut, never past the slot
+  EXPECT_EQ(table_->lastError(a), std::string(kLastErrorBytes - 1, 'x'));
+  table_->setLastError(a, "short");  // a shorter text leaves nothing of the longer one
+  EXPECT_EQ(table_->lastError(a), "short");
+  table_->noteCheck(a, 1234);
+  EXPECT_EQ(table_->lastCheckMs(a), 1234u);
+  EXPECT_EQ(table_->lastError(kNoBackend), "");
+  table_->setLastError(kNoBackend, "ignored");
 }
 
 TEST_F(TableTest, BoundedAndSampledPerMapping) {

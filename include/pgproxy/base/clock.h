@@ -19,4 +19,12 @@ inline std::uint64_t monotonicMs() {
   return monotonicUs() / 1000;
 }
 
+// Wall-clock milliseconds since the epoch: only for times shown to people (last check, reload).
+inline std::uint64_t wallClockMs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
 }  // namespace pgproxy::base

@@ -218,6 +218,7 @@ struct Config {
   LogFormat log_format = LogFormat::kText;
   bool log_protocol = false;
   std::string hash;  // of the file's text, for pgproxy_config_info
+  std::string text;  // the file's text, for the console's SHOW CONFIG
 
   unsigned effectiveWorkers() const;
   // The certificate and key a terminate mapping serves (its own, else tls.certificate).

@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "pgproxy/metrics/metrics.h"
 
 namespace pgproxy::pool {
 
@@ -29,6 +32,22 @@ enum class ServerState : std::uint8_t {
   kActive,  // linked to a client
   kUsed,    // being reset or checked before it is idle again
   kCount
+};
+
+// One pool's counts as read from the table (all workers): what /metrics and the console's
+// SHOW POOLS both show.
+struct PoolSample {
+  std::string mapping, backend, user, database;
+  std::uint64_t in_state[static_cast<std::size_t>(ServerState::kCount)] = {};
+  std::uint64_t waiting = 0;
+  std::uint64_t pinned = 0;
+  std::uint64_t transactions = 0;
+  std::uint64_t queries = 0;
+  std::uint64_t wait_buckets[metrics::kBuckets + 1] = {};
+  std::uint64_t wait_sum_us = 0;
+  std::uint64_t state(ServerState s) const { return in_state[static_cast<std::size_t>(s)]; }
+  std::uint64_t waits() const;  // acquisitions that were timed (the histogram's count)
+  void add(const PoolSample& o);
 };
 
 struct PoolsShared;  // defined in shared_pools.cc; sized by bytesNeeded()
@@ -87,6 +106,10 @@ class SharedPools {
   // Master: a worker slot's owner died; its counts leave the totals. Before the slot can be
   // handed to another worker (that is, before the metrics slot is freed).
   void foldSlot(std::size_t slot);
+
+  // Every live pool entry (not the per-database ones), read without a lock: an entry freed or
+  // reused while it was read is left out.
+  std::vector<PoolSample> samples() const;
 
   // Prometheus text of the pool metrics (HELP/TYPE lines included): at most `max_pools` label
   // sets, the rest summed into user="other", database="other" per mapping and backend.

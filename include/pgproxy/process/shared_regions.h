@@ -10,16 +10,16 @@
 namespace pgproxy::process {
 
 // The master's shared memory: the cancel registry, the metrics, the backend table, the
-// per-client limits and the pool table, in one sealed memfd behind a header that describes the
-// layout. Children inherit the mapping at fork; on a binary upgrade the descriptor crosses exec
-// like the listening sockets, so the new master sees the old master's sessions (max_connections,
-// per-client counts, rate buckets, least_conn, pool caps, cancels) and its counters go on. A binary
-// whose layout differs does not adopt the regions: adopt() says why and the master starts fresh
-// ones.
+// per-client limits, the pool table and the operators' switches (admin/control.h), in one sealed
+// memfd behind a header that describes the layout. Children inherit the mapping at fork; on a
+// binary upgrade the descriptor crosses exec like the listening sockets, so the new master sees the
+// old master's sessions (max_connections, per-client counts, rate buckets, least_conn, pool caps,
+// cancels) and its counters go on. A binary whose layout differs does not adopt the regions:
+// adopt() says why and the master starts fresh ones.
 class SharedRegions {
  public:
   // Bump when the meaning of any shared table changes without changing its size.
-  static constexpr std::uint32_t kLayoutVersion = 2;
+  static constexpr std::uint32_t kLayoutVersion = 3;
 
   // New, zeroed regions.
   static base::Result<SharedRegions> create();
@@ -38,6 +38,7 @@ class SharedRegions {
   void* backends() const;
   void* limits() const;
   void* pools() const;
+  void* control() const;
 
  private:
   SharedRegions(base::UniqueFd fd, void* base, std::size_t size) noexcept

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "pgproxy/admin/control.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/config/config.h"
 #include "pgproxy/limits/client_limits.h"
@@ -22,7 +23,8 @@ struct WorkerSpec {
   limits::ClientLimits* client_limits = nullptr;
   // Counted in worker slot `metrics_slot`.
   pool::SharedPools* pools = nullptr;
-  int admin_fd = -1;  // the admin HTTP socket, when configured
+  admin::Control* control = nullptr;  // DISABLE, DRAIN BACKEND: the operators' switches
+  int admin_fd = -1;                  // the admin HTTP socket, when configured
   int ready_fd = -1;  // the worker writes one byte here once its listeners are armed
   unsigned slot = 0;
   unsigned generation = 0;

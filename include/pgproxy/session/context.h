@@ -18,6 +18,10 @@
 struct event_base;
 struct evdns_base;
 
+namespace pgproxy::admin {
+class Control;
+}
+
 namespace pgproxy::auth {
 class SecretLookups;
 }
@@ -46,6 +50,7 @@ struct Context {
   pool::PoolSet* pools = nullptr;             // this worker's pools
   pool::SharedPools* shared_pools = nullptr;  // pool caps over all workers, attached to our slot
   auth::SecretLookups* secrets = nullptr;     // auth.query's lookups and cache; null without it
+  admin::Control* control = nullptr;          // DISABLE, DRAIN BACKEND (console, REST API)
   std::vector<std::vector<std::size_t>> backend_slots;  // [mapping][backend] → table index
   std::vector<upstream::Balancer> balancers;            // one per mapping, this worker's state
   std::uint64_t rng = 0x9e3779b97f4a7c15ull;            // random balance (seeded per worker)

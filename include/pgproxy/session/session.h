@@ -98,8 +98,9 @@ class Session {
   void connectToBackend();  // the one backend_index_ names: resolve, then each address in turn
   static void onResolved(void* arg, int gai_error, const evutil_addrinfo* ai);
   void connectNextAddress();
-  bool pickBackend();   // false: no backend left to try
-  void resetBackend();  // forgets a failed backend connection, to try another
+  bool pickBackend();                       // false: no backend left to try
+  bool drained(std::size_t backend) const;  // DRAIN BACKEND: out of balancing
+  void resetBackend();                      // forgets a failed backend connection, to try another
   const config::Backend& backend() const;
   std::size_t backendSlot() const;
   void onBackendConnected();

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pgproxy/config/config.h"
@@ -16,6 +17,7 @@ namespace pgproxy::upstream {
 inline constexpr std::size_t kMaxBackends = config::kMaxBackends;
 inline constexpr std::size_t kNoBackend = SIZE_MAX;
 inline constexpr std::uint64_t kPassiveRetryMs = 10'000;
+inline constexpr std::size_t kLastErrorBytes = 128;  // a backend's last error text, cut
 
 enum class Health : std::int32_t { kUnknown = 0, kUp = 1, kDown = 2 };
 const char* healthName(Health h);
@@ -32,6 +34,12 @@ struct alignas(64) BackendSlot {
   std::atomic<std::int64_t> active;          // sessions on it, all workers
   std::atomic<std::uint64_t> down_since_ms;  // monotonic, when it last went down
   std::atomic<std::int32_t> role;            // Role, from logged-in checks
+  std::atomic<std::uint64_t> last_check_ms;  // wall clock, when a health check last ended; 0: never
+  // The last failure's text (a check's or a session's connect), for SHOW BACKENDS: written under
+  // an odd sequence by whoever failed last (a writer finding it odd skips: one text is enough),
+  // read until the sequence holds still. Words, so that no byte is read while it is written.
+  std::atomic<std::uint32_t> error_seq;
+  std::atomic<std::uint64_t> error_words[kLastErrorBytes / 8];
 };
 
 struct BackendShared {
@@ -59,11 +67,19 @@ class BackendTable {
   std::int64_t active(std::size_t i) const;
   std::string key(std::size_t i) const;
   int lastErrno(std::size_t i) const;
+  // The last failure's text ("" when none, or while it is being rewritten), cut to
+  // kLastErrorBytes - 1 bytes.
+  std::string lastError(std::size_t i) const;
+  void setLastError(std::size_t i, std::string_view text);
+  // A health check ended at `unix_ms`; 0 when none has.
+  void noteCheck(std::size_t i, std::uint64_t unix_ms);
+  std::uint64_t lastCheckMs(std::size_t i) const;
   void addActive(std::size_t i, int delta);
 
   // A connect or check failed. Returns true when this call took the backend down (after `fall`
   // consecutive failures).
-  bool recordFailure(std::size_t i, unsigned fall, int err);
+  // `why` becomes the backend's last error (SHOW BACKENDS).
+  bool recordFailure(std::size_t i, unsigned fall, int err, std::string_view why);
   // A check succeeded. Returns true when this call brought the backend up (after `rise`).
   bool recordCheckSuccess(std::size_t i, unsigned rise);
   // A session reached the backend: failures so far do not count, and without active checks

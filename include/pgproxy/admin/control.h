@@ -1,0 +1,54 @@
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "pgproxy/metrics/metrics.h"
+#include "pgproxy/upstream/backend_table.h"
+
+namespace pgproxy::admin {
+
+// What operators set from the console or the REST API and every process must obey: mappings
+// refusing new clients (DISABLE), backends out of balancing (DRAIN BACKEND). In shared memory,
+// keyed by what outlives a reload (a mapping's metrics index follows its name, a backend's table
+// slot its host:port), so the state holds for workers started later (a reload, a respawn after a
+// crash) and over a binary upgrade that adopts the regions, as PgBouncer's DISABLE does until
+// ENABLE. The data path reads the flag where it decides (routing, balancing): a store takes effect
+// in every worker at once, so these commands need no acknowledgement round.
+struct ControlShared {
+  std::atomic<std::uint32_t> mapping_flags[metrics::kMaxMappings];
+  std::atomic<std::uint32_t> backend_flags[upstream::kMaxBackends];
+};
+
+class Control {
+ public:
+  explicit Control(ControlShared* shared) : shared_(shared) {}
+  static std::size_t bytesNeeded() { return sizeof(ControlShared); }
+
+  // `mapping`: the metrics index of the mapping's name. Setters return the previous value.
+  bool disabled(std::size_t mapping) const { return test(shared_->mapping_flags, mapping); }
+  bool setDisabled(std::size_t mapping, bool on) {
+    return set(shared_->mapping_flags, mapping, on);
+  }
+  // `backend`: the backend table's slot.
+  bool drained(std::size_t backend) const { return test(shared_->backend_flags, backend); }
+  bool setDrained(std::size_t backend, bool on) { return set(shared_->backend_flags, backend, on); }
+
+ private:
+  static constexpr std::uint32_t kOn = 1;
+  template <std::size_t N>
+  static bool test(const std::atomic<std::uint32_t> (&flags)[N], std::size_t i) {
+    return i < N && (flags[i].load(std::memory_order_acquire) & kOn) != 0;
+  }
+  template <std::size_t N>
+  static bool set(std::atomic<std::uint32_t> (&flags)[N], std::size_t i, bool on) {
+    if (i >= N) {
+      return false;
+    }
+    return ((on ? flags[i].fetch_or(kOn) : flags[i].fetch_and(~kOn)) & kOn) != 0;
+  }
+  ControlShared* shared_;
+};
+
+}  // namespace pgproxy::admin
