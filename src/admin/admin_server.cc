@@ -3,6 +3,8 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -14,6 +16,7 @@ namespace pgproxy::admin {
 namespace {
 
 constexpr std::size_t kMaxHeaders = 8192;
+constexpr std::size_t kMaxBody = 1024 * 1024;  // a configuration file
 constexpr int kTimeoutSeconds = 5;
 
 void reply(evhttp_request* req, int code, const char* reason, const char* type,
@@ -44,18 +47,11 @@ bool tokenMatches(const char* header, const std::string& token) {
 
 }  // namespace
 
-AdminServer::AdminServer(event_base* base, int fd, const config::Config& cfg,
-                         metrics::Registry& registry, const upstream::BackendTable& backends,
-                         const std::vector<std::vector<std::size_t>>& backend_slots,
-                         const pool::SharedPools* pools)
-    : cfg_(cfg),
-      registry_(registry),
-      backends_(backends),
-      backend_slots_(backend_slots),
-      pools_(pools) {
+AdminServer::AdminServer(event_base* base, int fd, ApiEnv env)
+    : env_(std::move(env)), cfg_(*env_.commands.sources.config) {
   http_ = evhttp_new(base);
   evhttp_set_max_headers_size(http_, kMaxHeaders);
-  evhttp_set_max_body_size(http_, 0);
+  evhttp_set_max_body_size(http_, kMaxBody);
   evhttp_set_timeout(http_, kTimeoutSeconds);
   // Every method reaches the handler, which answers 405 itself with an Allow header.
   evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
@@ -89,10 +85,14 @@ void AdminServer::respond(evhttp_request* req) {
     reply(req, 401, "Unauthorized", "text/plain; charset=utf-8", "bearer token required\n");
     return;
   }
+  if (p.rfind("/api/v1/", 0) == 0) {
+    api(req, p.substr(7));
+    return;
+  }
   bool known = p == "/metrics" || p == "/healthz" || p == "/readyz";
   if (!known) {
     reply(req, 404, "Not Found", "text/plain; charset=utf-8",
-          "not found: try /metrics, /healthz or /readyz\n");
+          "not found: try /metrics, /healthz, /readyz or /api/v1/openapi.json\n");
     return;
   }
   auto method = evhttp_request_get_command(req);
@@ -105,8 +105,9 @@ void AdminServer::respond(evhttp_request* req) {
     reply(req, 200, "OK", "text/plain; charset=utf-8", "ok\n");
     return;
   }
-  metrics::Snapshot snap = registry_.snapshot();
-  snap.backends = upstream::sampleBackends(cfg_, backends_, backend_slots_);
+  const Sources& src = env_.commands.sources;
+  metrics::Snapshot snap = src.metrics->snapshot();
+  snap.backends = upstream::sampleBackends(cfg_, *src.backends, *src.backend_slots);
   if (p == "/metrics" && !snap.consistent) {
     // Folds of exited workers' counts kept running: better no page than counts that go back.
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
@@ -116,8 +117,8 @@ void AdminServer::respond(evhttp_request* req) {
   }
   if (p == "/metrics") {
     std::string body = metrics::renderPrometheus(snap, PACKAGE_VERSION);
-    if (pools_) {
-      pools_->render(body, cfg_.metrics.max_pools);
+    if (src.pools) {
+      src.pools->render(body, cfg_.metrics.max_pools);
     }
     reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
     return;
@@ -125,6 +126,55 @@ void AdminServer::respond(evhttp_request* req) {
   Readiness r = readiness(snap, cfg_);
   reply(req, r.ready ? 200 : 503, r.ready ? "OK" : "Service Unavailable", "application/json",
         r.json());
+}
+
+void AdminServer::api(evhttp_request* req, const std::string& path) {
+  ApiRequest r;
+  switch (evhttp_request_get_command(req)) {
+    case EVHTTP_REQ_GET:
+      r.method = ApiRequest::Method::kGet;
+      break;
+    case EVHTTP_REQ_HEAD:
+      r.method = ApiRequest::Method::kHead;
+      break;
+    case EVHTTP_REQ_POST:
+      r.method = ApiRequest::Method::kPost;
+      break;
+    case EVHTTP_REQ_PUT:
+      r.method = ApiRequest::Method::kPut;
+      break;
+    default:
+      r.method = ApiRequest::Method::kOther;
+      break;
+  }
+  // Names in the path may be percent-encoded ("%5B::1%5D:5432").
+  std::size_t decoded_len = 0;
+  char* decoded = evhttp_uridecode(path.c_str(), 0, &decoded_len);
+  if (!decoded) {
+    reply(req, 400, "Bad Request", "application/json", "{\"error\":\"bad path\"}");
+    return;
+  }
+  r.path.assign(decoded, decoded_len);
+  std::free(decoded);
+  const char* query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+  r.query = query ? query : "";
+  evbuffer* in = evhttp_request_get_input_buffer(req);
+  r.body.resize(evbuffer_get_length(in));
+  evbuffer_copyout(in, r.body.data(), r.body.size());
+  r.token_configured = !cfg_.admin.token.empty();
+  r.authorized = r.token_configured;  // respond() refused the request without it
+  char host[64] = "";
+  ev_uint16_t port = 0;
+  char* peer = nullptr;
+  evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+  std::snprintf(host, sizeof(host), "%s:%u", peer ? peer : "?", static_cast<unsigned>(port));
+  env_.commands.who = std::string("the REST API from ") + host;
+  ApiResponse out = handleApi(r, env_);
+  if (!out.allow.empty()) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", out.allow.c_str());
+  }
+  const char* reason = out.status == 200 ? "OK" : out.status < 500 ? "Client Error" : "Error";
+  reply(req, out.status, reason, "application/json", out.body + "\n");
 }
 
 }  // namespace pgproxy::admin

@@ -58,7 +58,6 @@ void captureMappings(const Sources& src, const metrics::Snapshot& snap, LiveStat
            o < metrics::kMappingCounters; ++o) {
         ms.sessions_closed += c[o];
       }
-      ms.clients = snap.mapping_active[index];
     }
     ms.disabled = src.control && index != metrics::kUnknownMapping && src.control->disabled(index);
     for (std::size_t b = 0; b < cm.backends.size(); ++b) {
@@ -151,7 +150,8 @@ View mappingsView(const LiveState& s) {
   for (const MappingState& m : s.mappings) {
     v.rows.push_back({text(m.name), text(m.tls), textOrNull(m.pool_mode), flag(m.authenticate),
                       flag(m.disabled), num(std::uint64_t{m.backends}),
-                      num(std::uint64_t{m.backends_up}), num(m.clients), limit(m.max_connections)});
+                      num(std::uint64_t{m.backends_up}), num(m.admitted),
+                      limit(m.max_connections)});
   }
   return v;
 }
@@ -228,7 +228,7 @@ View statsView(const LiveState& s) {
     v.rows.push_back(
         {text(m.name), num(sum.transactions), num(sum.queries), num(m.bytes_up), num(m.bytes_down),
          num(sum.wait_sum_us),
-         num(m.sessions_closed + static_cast<std::uint64_t>(std::max<std::int64_t>(m.clients, 0))),
+         num(m.sessions_closed + static_cast<std::uint64_t>(std::max<std::int64_t>(m.admitted, 0))),
          num(waits ? sum.wait_sum_us / waits : 0)});
   }
   return v;
@@ -341,8 +341,15 @@ void appendJsonValue(std::string& out, const Cell& c, ColumnType t) {
     case ColumnType::kBool:
       out += *c == "t" ? "true" : "false";
       return;
-    case ColumnType::kText:
     case ColumnType::kTimestamp:
+      // "2026-01-02 03:04:05.678+00" as RFC 3339, which JSON readers parse.
+      if (c->size() > 13 && (*c)[10] == ' ' && c->ends_with("+00")) {
+        out += jsonString(c->substr(0, 10) + "T" + c->substr(11, c->size() - 14) + "Z");
+        return;
+      }
+      out += jsonString(*c);
+      return;
+    case ColumnType::kText:
       out += jsonString(*c);
       return;
   }
@@ -380,7 +387,9 @@ LiveState capture(const Sources& src) {
              std::tie(b.mapping, b.backend, b.database, b.user);
     });
   }
-  out.config = flattenConfig(src.config_text);
+  if (src.config) {
+    out.config = flattenConfig(src.config->text);
+  }
   return out;
 }
 

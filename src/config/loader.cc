@@ -1046,7 +1046,64 @@ const Block<AdminConfig>& adminBlock() {
              if (s->empty()) {
                p.fail(v, "admin.token must not be empty (leave it out to disable it)");
              }
+             if (!admin.token.empty()) {
+               p.fail(v, "admin.token and admin.token_file are both set: keep one");
+             }
              admin.token = *s;
+           }},
+          {"token_file", true, "file holding the bearer token (first line), read at load",
+           [](Parser& p, yaml_node_t* v, const std::string& what, AdminConfig& admin) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               return;
+             }
+             std::ifstream in(*s, std::ios::binary);
+             if (!in) {
+               p.fail(v, "cannot read admin.token_file \"" + *s + "\": " + std::strerror(errno));
+               return;
+             }
+             std::string token;
+             std::getline(in, token);
+             if (!token.empty() && token.back() == '\r') {
+               token.pop_back();
+             }
+             if (token.size() > 4096) {
+               p.fail(v, "admin.token_file " + *s + ": the token is longer than 4096 bytes");
+               return;
+             }
+             if (token.empty()) {
+               p.fail(v, "admin.token_file " + *s + " holds no token on its first line");
+               return;
+             }
+             if (!admin.token.empty()) {
+               p.fail(v, "admin.token and admin.token_file are both set: keep one");
+             }
+             admin.token = token;
+           }},
+          {"allow_config_write", true, "let PUT /api/v1/config replace the file and reload",
+           flag(&AdminConfig::allow_config_write)},
+          {"users", true, "users allowed on the psql console (the virtual database pgproxy)",
+           [](Parser& p, yaml_node_t* v, const std::string& what, AdminConfig& admin) {
+             if (v->type != YAML_SEQUENCE_NODE) {
+               p.fail(v, what + " must be a list of user names, not a " + Parser::typeName(v));
+               return;
+             }
+             for (auto* i = v->data.sequence.items.start; i < v->data.sequence.items.top; ++i) {
+               auto name = p.scalar(p.node(*i), what + " entry");
+               if (!name) {
+                 return;
+               }
+               if (name->empty() || name->size() > 63) {
+                 p.fail(p.node(*i), what + " entries are PostgreSQL user names (1 to 63 bytes)");
+                 return;
+               }
+               admin.users.push_back(*name);
+             }
+             if (admin.users.empty()) {
+               p.fail(v, what +
+                             " must name at least one user (leave it out to turn the "
+                             "console off)");
+             }
            }},
       });
   return block;
@@ -1054,8 +1111,10 @@ const Block<AdminConfig>& adminBlock() {
 
 void parseAdmin(Parser& p, yaml_node_t* n, Config& cfg) {
   adminBlock().parse(p, n, cfg.admin);
-  if (n->type == YAML_MAPPING_NODE && !cfg.admin.enabled && !p.failed()) {
-    p.fail(n, "admin needs a \"listen\" address, such as 127.0.0.1:9540");
+  // The console on the data listener needs no admin listener: users alone are enough.
+  if (n->type == YAML_MAPPING_NODE && !cfg.admin.enabled && cfg.admin.users.empty() &&
+      !p.failed()) {
+    p.fail(n, "admin needs a \"listen\" address, such as 127.0.0.1:9540, or console \"users\"");
   }
 }
 

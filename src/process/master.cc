@@ -1288,8 +1288,9 @@ static std::vector<std::string> checkFiles(const config::Config& cfg) {
   return problems;
 }
 
-int testConfig(const Options& opts) {
-  auto cfg = config::loadFile(opts.config_path);
+namespace {
+
+base::Result<config::Config> checkServable(base::Result<config::Config> cfg) {
   if (cfg) {
     auto problems = checkFiles(*cfg);
     if (auto tls = tls::Contexts::build(*cfg); !tls) {
@@ -1303,6 +1304,17 @@ int testConfig(const Options& opts) {
       cfg = base::Error{all};
     }
   }
+  return cfg;
+}
+
+}  // namespace
+
+base::Result<config::Config> loadForServing(const std::string& text, const std::string& name) {
+  return checkServable(config::loadString(text, name));
+}
+
+int testConfig(const Options& opts) {
+  auto cfg = checkServable(config::loadFile(opts.config_path));
   if (!cfg) {
     std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
     std::printf("pgproxy: configuration file %s test failed\n", opts.config_path.c_str());

@@ -2,8 +2,10 @@
 
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,15 +17,51 @@
 #include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
+#include "pgproxy/base/unique_fd.h"
 #include "pgproxy/log/access_log.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/log/loop_flusher.h"
 #include "pgproxy/pool/pool.h"
+#include "pgproxy/process/master.h"
 #include "pgproxy/route/router.h"
+#include "pgproxy/session/admin_env.h"
 #include "pgproxy/session/session.h"
 
 namespace pgproxy::process {
 namespace {
+
+// Replaces `path` with `text` so that a reader sees the old file or the new one, never a part:
+// written beside it, synced, renamed over it (PUT /api/v1/config).
+base::Status replaceFile(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".pgproxy-new." + std::to_string(getpid());
+  base::UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+  if (!fd.valid()) {
+    return base::Error{"cannot create " + tmp + ": " + base::errnoText(errno)};
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    (void)fchmod(fd.get(), st.st_mode & 07777);  // the file keeps its permissions
+  }
+  std::size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      int err = errno;
+      unlink(tmp.c_str());
+      return base::Error{"cannot write " + tmp + ": " + base::errnoText(err)};
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (fsync(fd.get()) != 0 || rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    unlink(tmp.c_str());
+    return base::Error{"cannot replace " + path + ": " + base::errnoText(err)};
+  }
+  return {};
+}
 
 // When accept() fails for lack of descriptors, pause accepting instead of spinning on the error
 // (nginx does the same); the connection waits in the kernel backlog meanwhile.
@@ -233,6 +271,7 @@ int runWorker(const WorkerSpec& spec) {
   spec.client_limits->attach(spec.limits_table);
   w->ctx.shared_pools = spec.pools;
   w->ctx.control = spec.control;
+  w->ctx.master_pid = static_cast<int>(getppid());
   spec.pools->attach(spec.metrics_slot);
   w->ctx.metrics_registry = spec.metrics;
   metrics::Slot* slot = spec.metrics->slot(spec.metrics_slot);
@@ -262,9 +301,21 @@ int runWorker(const WorkerSpec& spec) {
     (void)log::configureAccessLog("", log::AccessFormat::kText);
   }
   if (spec.admin_fd >= 0) {
-    w->admin =
-        std::make_unique<admin::AdminServer>(base, spec.admin_fd, *spec.config, *spec.metrics,
-                                             *spec.backends, w->ctx.backend_slots, spec.pools);
+    admin::ApiEnv api;
+    api.commands = session::adminEnv(w->ctx);
+    api.allow_config_write = spec.config->admin.allow_config_write;
+    api.config_path = spec.config->path;
+    api.validate = [path = spec.config->path](const std::string& text) -> base::Status {
+      auto cfg = loadForServing(text, path);
+      if (!cfg) {
+        return cfg.error();
+      }
+      return {};
+    };
+    api.write_config = [path = spec.config->path](const std::string& text) {
+      return replaceFile(path, text);
+    };
+    w->admin = std::make_unique<admin::AdminServer>(base, spec.admin_fd, std::move(api));
   }
   w->pools = std::make_unique<pool::PoolSet>(w->ctx);
   w->ctx.pools = w->pools.get();

@@ -50,7 +50,7 @@ auth::ClientCertificate Session::clientCertificate() const {
   return terminated() ? tls::clientCertificate(client_ssl_) : auth::ClientCertificate{};
 }
 
-void Session::startClientAuth() {
+void Session::takeClientSocket() {
   std::string unsent;
   if (client_) {  // plaintext: the StartupMessage is still in the bufferevent
     client_fd_ = detach(client_, startup_, unsent);
@@ -58,6 +58,10 @@ void Session::startClientAuth() {
   }
   watchSockets();
   to_client_ += unsent;
+}
+
+void Session::startClientAuth() {
+  takeClientSocket();
   const std::string user = startupUser(startup_);
   const auto& cfg = ctx_.config->auth;
   const auth::UserSecret* secret = cfg.users ? cfg.users->find(user) : nullptr;
@@ -66,7 +70,9 @@ void Session::startClientAuth() {
   bool refused_cert = cfg.type == auth::ClientAuthType::kCert &&
                       auth::ClientAuth::checkCertificate(user, clientCertificate()).kind !=
                           auth::ClientAuth::Step::kOk;
-  if (secret || !ctx_.secrets || refused_cert) {
+  // The console's users are the auth file's: auth.query asks a mapping's backend, and the
+  // console belongs to none.
+  if (secret || !ctx_.secrets || refused_cert || console_wanted_) {
     beginClientAuth(secret, nullptr);
     return;
   }
@@ -169,6 +175,14 @@ bool Session::onClientAuthStep(auth::ClientAuth::Step step) {
   // The client is who it says: the backend login runs with what the exchange yielded, and the
   // client hears nothing more until the backend has accepted it.
   to_client_ += step.send;  // AuthenticationSASLFinal after SCRAM
+  if (console_wanted_) {
+    authenticated_ = true;
+    event_del(client_read_);
+    if (flushLogin(true)) {
+      enterConsole();
+    }
+    return false;
+  }
   if (ctx_.config->mappings[mapping_].pool.enabled) {
     authenticated_ = true;
     event_del(client_read_);

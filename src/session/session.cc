@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "pgproxy/admin/console.h"
 #include "pgproxy/admin/control.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
@@ -286,6 +287,10 @@ void Session::handlePreamble() {
                  "Connect with sslmode=require (or verify-full).");
           return;
         }
+        if (wantsConsole(std::string_view(p, pre.consumed))) {
+          startConsole(std::string_view(p, pre.consumed));
+          return;
+        }
         auto route = ctx_.router->routeNoSni();
         if (!route) {
           refuse(Outcome::kNoRoute, proto::sqlstate::kRejectedConnection,
@@ -383,17 +388,6 @@ void Session::routeTo(std::size_t mapping) {
     std::string why = "connections from " + peer() + " are not allowed for \"" + m.external + "\"";
     if (mode_ == Mode::kPlaintext) {
       refuse(Outcome::kDenied, proto::sqlstate::kInvalidAuthorization, "pgproxy: " + why);
-    } else {
-      refuseTls(Outcome::kDenied, proto::kAlertAccessDenied, why);
-    }
-    return;
-  }
-  if (ctx_.control && ctx_.control->disabled(metricIndex())) {
-    // PgBouncer's DISABLE: new clients are refused, sessions already in go on.
-    std::string why = "mapping \"" + m.external + "\" is disabled (DISABLE from the console)";
-    if (mode_ == Mode::kPlaintext) {
-      refuse(Outcome::kDenied, proto::sqlstate::kCannotConnectNow, "pgproxy: " + why,
-             "An operator took it out of service; ENABLE brings it back.");
     } else {
       refuseTls(Outcome::kDenied, proto::kAlertAccessDenied, why);
     }
@@ -533,6 +527,20 @@ bool Session::admit() {
 }
 
 void Session::connectBackend() {
+  if (!authenticated_ && ctx_.control && ctx_.control->disabled(metricIndex())) {
+    // PgBouncer's DISABLE: new clients are refused, sessions already in go on. Checked once the
+    // StartupMessage is in (terminated sessions: after the TLS handshake), so that the client
+    // can read why; the console, on the same name, is still reachable.
+    const std::string why = "mapping \"" + ctx_.config->mappings[mapping_].external +
+                            "\" is disabled (DISABLE from the console)";
+    if (mode_ == Mode::kPlaintext || terminated()) {
+      refuse(Outcome::kDenied, proto::sqlstate::kCannotConnectNow, "pgproxy: " + why,
+             "An operator took it out of service; ENABLE brings it back.");
+    } else {
+      refuseTls(Outcome::kDenied, proto::kAlertAccessDenied, why);
+    }
+    return;
+  }
   if (ctx_.config->mappings[mapping_].authenticate && !authenticated_) {
     if (mode_ != Mode::kPlaintext && !terminated()) {
       // A passthrough default mapping that pools its plaintext clients: a TLS client's bytes are
@@ -908,7 +916,8 @@ void Session::onTimer(int, short, void* arg) {
       s->close(s->outcome_);
       break;
     case State::kPooled:
-      break;  // pooled sessions hold no timer (the pool times their waits)
+    case State::kConsole:
+      break;  // pooled and console sessions hold no timer (the pool times pooled waits)
     case State::kSplice: {
       // idle_timeout: the timer is re-armed lazily, not on every byte.
       std::uint64_t idle = base::monotonicMs() - s->last_activity_ms_;

@@ -186,6 +186,13 @@ void Session::onSocketEvent(int fd, short what, void* arg) {
         s->flushLogin(true);
       }
       break;
+    case State::kConsole:
+      if (what & EV_READ) {
+        s->readConsole();
+      } else {
+        s->flushConsole();
+      }
+      break;
     case State::kClientAuth:
       if (what & EV_READ) {
         s->readClientAuth();

@@ -160,6 +160,10 @@ void Session::readTlsStartup() {
       if (!acceptStartup(pre, std::string_view(startup_).substr(0, pre.consumed))) {
         return;
       }
+      if (std::string_view packet(startup_.data(), pre.consumed); wantsConsole(packet)) {
+        startConsole(packet);
+        return;
+      }
       event_del(client_read_);  // nothing more is read until the backend is there
       connectBackend();
       return;

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "pgproxy/admin/rest_api.h"
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/pool/shared_pools.h"
@@ -16,14 +17,14 @@ struct evhttp_request;
 namespace pgproxy::admin {
 
 // The admin HTTP endpoint, served by every worker from the admin socket the master bound:
-// GET /metrics (Prometheus), /healthz, /readyz. Bounded requests (8 KiB of headers, no body,
-// 5 s), optional bearer token. It only reads shared memory: it never touches the data path.
+// GET /metrics (Prometheus), /healthz, /readyz, and the REST API under /api/v1 (rest_api.h).
+// Bounded requests (8 KiB of headers, 1 MiB of body for PUT /api/v1/config, 5 s), optional
+// bearer token. It reads shared memory and sets the operators' switches: it never touches the
+// data path.
 class AdminServer {
  public:
-  AdminServer(event_base* base, int fd, const config::Config& cfg, metrics::Registry& registry,
-              const upstream::BackendTable& backends,
-              const std::vector<std::vector<std::size_t>>& backend_slots,
-              const pool::SharedPools* pools = nullptr);
+  // `env.commands.sources` names the shared tables and the configuration (all set).
+  AdminServer(event_base* base, int fd, ApiEnv env);
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
@@ -33,13 +34,12 @@ class AdminServer {
   static void handle(evhttp_request* req, void* arg);
   void respond(evhttp_request* req);
 
+  void api(evhttp_request* req, const std::string& path);
+
   evhttp* http_ = nullptr;
   evhttp_bound_socket* bound_ = nullptr;
+  ApiEnv env_;
   const config::Config& cfg_;
-  metrics::Registry& registry_;
-  const upstream::BackendTable& backends_;
-  const std::vector<std::vector<std::size_t>>& backend_slots_;
-  const pool::SharedPools* pools_;
 };
 
 }  // namespace pgproxy::admin

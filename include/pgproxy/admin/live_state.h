@@ -44,8 +44,8 @@ struct MappingState {
   bool authenticate = false;
   bool disabled = false;
   std::size_t backends = 0, backends_up = 0;  // up: not down (unknown counts as up)
-  std::int64_t clients = 0;                   // sessions open now
-  std::int64_t admitted = 0;                  // of those, counted against max_connections
+  // Client sessions past admission (spliced or pooled: what max_connections counts).
+  std::int64_t admitted = 0;
   unsigned max_connections = 0;
   config::Rate connection_rate;
   std::uint64_t bytes_up = 0, bytes_down = 0;
@@ -86,7 +86,6 @@ struct Sources {
   const std::vector<std::vector<std::size_t>>* backend_slots = nullptr;
   const pool::SharedPools* pools = nullptr;
   const Control* control = nullptr;
-  std::string config_text;  // the file the generation loaded, for SHOW CONFIG
   std::string version;
 };
 LiveState capture(const Sources& src);

@@ -148,7 +148,19 @@ inline constexpr unsigned kMaxWorkers = 64;
 struct AdminConfig {
   bool enabled = false;
   ListenAddress listen;
-  std::string token;  // bearer token required on every request when set
+  std::string token;  // bearer token required on every request when set (token or token_file)
+  // Users allowed on the psql console, the virtual database "pgproxy" on the data listeners;
+  // empty: no console (a database of that name is then an ordinary one, routed as any).
+  std::vector<std::string> users;
+  bool allow_config_write = false;  // PUT /api/v1/config
+  bool consoleUser(const std::string& user) const {
+    for (const auto& u : users) {
+      if (u == user) {
+        return true;
+      }
+    }
+    return false;
+  }
 };
 
 // Client authentication by pgproxy, for mappings with authenticate: true.

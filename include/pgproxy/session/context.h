@@ -64,6 +64,7 @@ struct Context {
   // Called when a session leaves its handshake (the worker may resume accepting: max_handshakes).
   void (*on_handshake_done)(Context*) = nullptr;
   void* owner = nullptr;  // the worker, for the callbacks
+  int master_pid = 0;     // the master that forked this worker (the console's RELOAD, SHUTDOWN)
   // Per-worker budget for cancels fanned out to passthrough sessions (token bucket).
   double cancel_tokens = 0;
   std::uint64_t cancel_tokens_at_ms = 0;

@@ -23,6 +23,10 @@ struct bufferevent;
 struct event;
 typedef struct ssl_st SSL;
 
+namespace pgproxy::admin {
+class Console;
+}
+
 namespace pgproxy::session {
 
 using metrics::Outcome;
@@ -46,6 +50,8 @@ using metrics::Outcome;
 //   StartupMessage ──> SecretLookup ──> ClientAuth ──> ...
 // A mapping with a pool authenticates the same way, then never has a backend of its own
 // (pooled.cc): ClientAuth ──> Pooled, where it borrows server connections from its pool.
+// A StartupMessage for the database "pgproxy" (with admin.users set) goes to the admin console
+// (console.cc) instead of a backend: StartupMessage ──> [ClientAuth ──>] Console.
 //   any state ──> Closing (flush what we owe the client, then free everything)
 struct Pooled;
 
@@ -71,6 +77,7 @@ class Session {
     kClientAuth,
     kServerLogin,
     kPooled,
+    kConsole,
     kSplice,
     kCancelling,
     kClosing,
@@ -160,6 +167,16 @@ class Session {
   // connections from a pool instead of having its own backend.
   friend struct Pooled;
   void startPooled();
+  // The admin console (console.cc): the virtual database "pgproxy" when admin.users is set.
+  bool wantsConsole(std::string_view packet) const;
+  void startConsole(std::string_view packet);
+  void enterConsole();
+  void readConsole();
+  bool consoleInput(std::string_view bytes);  // false: the session ended
+  void flushConsole();
+  // Plaintext: the client's socket leaves its bufferevent (the StartupMessage and anything after
+  // it go to startup_) for pgproxy's own login exchange.
+  void takeClientSocket();
   void sendGreeting();
   void readPooledClient();
   // false: the session was closed. `more`: hold the bytes for the next call to send with them.
@@ -227,6 +244,8 @@ class Session {
   std::unique_ptr<auth::ServerLogin> server_login_;
   std::unique_ptr<auth::SecretWait> secret_wait_;  // in SecretLookup only
   std::unique_ptr<Pooled> pooled_;
+  bool console_wanted_ = false;  // the StartupMessage asked for the console
+  std::unique_ptr<admin::Console> console_;
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
   upstream::Lookup* lookup_ = nullptr;
   std::unique_ptr<upstream::AddressList> addresses_;

@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "pgproxy/admin/console_command.h"
+#include "pgproxy/admin/live_state.h"
+
+namespace pgproxy::admin {
+
+// What running an admin command needs: the shared state to read (captured per command), the
+// switches to set, and a way to signal the master (RELOAD, SHUTDOWN).
+struct CommandEnv {
+  Sources sources;
+  Control* control = nullptr;
+  // Sends `sig` to the master; false when it cannot (the master is gone).
+  std::function<bool(int sig)> signal_master;
+  std::string who;  // for the log line every state change writes: "console user x from 1.2.3.4"
+};
+
+// The answer to one command, for either renderer: the console sends rows or CommandComplete (or
+// an ErrorResponse), the API a JSON body with an HTTP status derived from the SQLSTATE.
+struct Reply {
+  const char* sqlstate = nullptr;  // set: the command failed, `message` says why
+  std::string message;
+  std::string tag;           // CommandComplete tag on success
+  std::optional<View> rows;  // SHOW
+  bool ok() const { return sqlstate == nullptr; }
+};
+
+// Runs a parsed command: one executor for the console and the REST API, so an action means the
+// same wherever it comes from.
+Reply execute(const Command& c, CommandEnv& env);
+
+// The console's side of the wire protocol, after login: simple queries in, replies out. No I/O:
+// the session feeds it the client's bytes and writes what it appends.
+class Console {
+ public:
+  // A console query is one short command; a longer message is refused and ends the session.
+  static constexpr std::size_t kMaxMessage = 64 * 1024;
+
+  explicit Console(CommandEnv env) : env_(std::move(env)) {}
+
+  // AuthenticationOk, the parameters psql wants to see, ReadyForQuery.
+  static std::string greeting(std::string_view version);
+
+  enum class Status { kOpen, kClose };
+  // Feeds client bytes; appends the replies to `out`. kClose: the client said goodbye, or broke
+  // the protocol (then `out` ends with a FATAL ErrorResponse).
+  Status feed(std::string_view bytes, std::string& out);
+
+ private:
+  void handle(char type, std::string_view body, std::string& out);
+  CommandEnv env_;
+  std::string partial_;        // an incomplete message
+  bool skip_to_sync_ = false;  // an extended-protocol message was refused: wait for Sync
+  bool closed_ = false;
+};
+
+}  // namespace pgproxy::admin

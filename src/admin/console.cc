@@ -1,0 +1,267 @@
+#include "pgproxy/admin/console.h"
+
+#include <csignal>
+#include <cstdio>
+
+#include "pgproxy/admin/control.h"
+#include "pgproxy/base/text.h"
+#include "pgproxy/log/log.h"
+#include "pgproxy/pool/params.h"
+#include "pgproxy/proto/wire.h"
+#include "pgproxy/upstream/backend_table.h"
+
+namespace pgproxy::admin {
+namespace {
+
+constexpr const char* kUndefinedObject = "42704";
+constexpr const char* kSyntaxError = "42601";
+constexpr const char* kSystemError = "58000";
+
+Reply failure(const char* sqlstate, std::string message) {
+  Reply r;
+  r.sqlstate = sqlstate;
+  r.message = std::move(message);
+  return r;
+}
+
+Reply done(std::string tag) {
+  Reply r;
+  r.tag = std::move(tag);
+  return r;
+}
+
+// The metrics index of the configured mapping named `name` (names are lower case in the
+// configuration, as DNS names), or nullopt.
+std::optional<std::size_t> mappingIndex(const CommandEnv& env, const std::string& name) {
+  const Sources& src = env.sources;
+  if (!src.config || !src.metrics) {
+    return std::nullopt;
+  }
+  std::string lower = base::toLowerAscii(name);
+  for (const auto& m : src.config->mappings) {
+    if (m.external == lower) {
+      std::size_t i = src.metrics->mappingIndex(m.external);
+      return i == metrics::kUnknownMapping ? std::nullopt : std::optional<std::size_t>(i);
+    }
+  }
+  return std::nullopt;
+}
+
+// The backend table slot of host:port when a configured mapping balances over it.
+std::optional<std::size_t> backendSlot(const CommandEnv& env, const std::string& key) {
+  const Sources& src = env.sources;
+  if (!src.config || !src.backends) {
+    return std::nullopt;
+  }
+  std::string lower = base::toLowerAscii(key);
+  for (const auto& m : src.config->mappings) {
+    for (const auto& b : m.backends) {
+      if (base::toLowerAscii(b.key()) == lower) {
+        std::size_t slot = src.backends->find(b.key());
+        return slot == upstream::kNoBackend ? std::nullopt : std::optional<std::size_t>(slot);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+Reply setMappingFlag(const Command& c, CommandEnv& env, bool on) {
+  auto index = mappingIndex(env, c.target);
+  if (!index || !env.control) {
+    return failure(kUndefinedObject, "no mapping \"" + c.target + "\" in the configuration");
+  }
+  bool was = env.control->setDisabled(*index, on);
+  LOG_INFO("admin: %s by %s%s", formatCommand(c).c_str(), env.who.c_str(),
+           was == on ? " (it already was)" : "");
+  return done(on ? "DISABLE" : "ENABLE");
+}
+
+Reply setBackendFlag(const Command& c, CommandEnv& env, bool on) {
+  auto slot = backendSlot(env, c.target);
+  if (!slot || !env.control) {
+    return failure(kUndefinedObject, "no backend \"" + c.target +
+                                         "\" in the configuration (give it as host:port, as "
+                                         "SHOW BACKENDS lists it)");
+  }
+  bool was = env.control->setDrained(*slot, on);
+  LOG_INFO("admin: %s by %s%s", formatCommand(c).c_str(), env.who.c_str(),
+           was == on ? " (it already was)" : "");
+  return done(on ? "DRAIN BACKEND" : "UNDRAIN BACKEND");
+}
+
+Reply signalMaster(const Command& c, CommandEnv& env, int sig, const char* tag) {
+  LOG_INFO("admin: %s by %s", formatCommand(c).c_str(), env.who.c_str());
+  if (!env.signal_master || !env.signal_master(sig)) {
+    return failure(kSystemError, "cannot signal the pgproxy master process: it is gone");
+  }
+  return done(tag);
+}
+
+std::string parameterStatus(std::string_view name, std::string_view value) {
+  return pool::buildParameterStatus(name, value);
+}
+
+std::string errorFor(const Reply& r) {
+  return proto::buildError(r.sqlstate, r.message);
+}
+
+}  // namespace
+
+Reply execute(const Command& c, CommandEnv& env) {
+  switch (c.verb) {
+    case Verb::kEmpty:
+      return done("");
+    case Verb::kShow: {
+      if (!sharedTopic(c.topic)) {
+        // The per-worker lists need the control sockets (docs/design-notes.md).
+        return failure(proto::sqlstate::kFeatureNotSupported,
+                       "SHOW " + formatCommand(c).substr(5) +
+                           " is not available in this version of pgproxy (the per-session "
+                           "lists are gathered from each worker, which is not built yet); "
+                           "SHOW POOLS and SHOW MAPPINGS count the same sessions");
+      }
+      Reply r = done("SHOW");
+      r.rows = view(capture(env.sources), c.topic);
+      return r;
+    }
+    case Verb::kDisable:
+      return setMappingFlag(c, env, true);
+    case Verb::kEnable:
+      return setMappingFlag(c, env, false);
+    case Verb::kDrainBackend:
+      return setBackendFlag(c, env, true);
+    case Verb::kUndrainBackend:
+      return setBackendFlag(c, env, false);
+    case Verb::kReload:
+      return signalMaster(c, env, SIGHUP, "RELOAD");
+    case Verb::kShutdown:
+      // As pgproxy -s quit (graceful) and -s stop (fast).
+      return signalMaster(c, env, c.wait ? SIGQUIT : SIGTERM, "SHUTDOWN");
+    case Verb::kPause:
+    case Verb::kResume:
+    case Verb::kKill:
+    case Verb::kKillClient:
+    case Verb::kReconnect:
+      break;
+  }
+  std::string text = formatCommand(c);
+  return failure(proto::sqlstate::kFeatureNotSupported,
+                 text.substr(0, text.find(' ')) +
+                     " is not available in this version of pgproxy (it acts on each worker's "
+                     "sessions, which needs the per-worker control channel not built yet)");
+}
+
+std::string Console::greeting(std::string_view version) {
+  std::string g("R\0\0\0\x08\0\0\0\0", 9);
+  // What psql and drivers look at on login: a server version they know how to talk to, UTF-8,
+  // ISO dates. The console is not a PostgreSQL server; the version says whose it is.
+  g += parameterStatus("server_version", "16.0 (pgproxy " + std::string(version) + ")");
+  g += parameterStatus("server_encoding", "UTF8");
+  g += parameterStatus("client_encoding", "UTF8");
+  g += parameterStatus("DateStyle", "ISO, MDY");
+  g += parameterStatus("integer_datetimes", "on");
+  g += parameterStatus("standard_conforming_strings", "on");
+  g += parameterStatus("application_name", "");
+  g += proto::buildMessage('Z', "I");
+  return g;
+}
+
+Console::Status Console::feed(std::string_view bytes, std::string& out) {
+  if (closed_) {
+    return Status::kClose;
+  }
+  // Whole messages are handled straight from `bytes`; only a message cut by the read is copied.
+  std::string joined;
+  if (!partial_.empty()) {
+    partial_.append(bytes);
+    joined.swap(partial_);
+    bytes = joined;
+  }
+  while (!closed_) {
+    if (bytes.size() < 5) {
+      break;
+    }
+    std::uint32_t len = proto::readU32(bytes.data() + 1);
+    if (len < 4 || len > kMaxMessage) {
+      out += proto::buildFatal(proto::sqlstate::kProtocolViolation,
+                               len < 4 ? "invalid message length"
+                                       : "message too long for the pgproxy console (at most " +
+                                             std::to_string(kMaxMessage) + " bytes)");
+      closed_ = true;
+      break;
+    }
+    if (bytes.size() < 1 + static_cast<std::size_t>(len)) {
+      break;
+    }
+    handle(bytes[0], bytes.substr(5, len - 4), out);
+    bytes.remove_prefix(1 + len);
+  }
+  if (!closed_) {
+    partial_.assign(bytes);
+  }
+  return closed_ ? Status::kClose : Status::kOpen;
+}
+
+void Console::handle(char type, std::string_view body, std::string& out) {
+  if (skip_to_sync_ && type != 'S' && type != 'X') {
+    return;  // as PostgreSQL after an error in an extended-protocol batch
+  }
+  switch (type) {
+    case 'Q': {
+      if (!body.empty() && body.back() == '\0') {
+        body.remove_suffix(1);
+      }
+      auto parsed = parseCommand(body);
+      if (!parsed) {
+        out += proto::buildError(kSyntaxError, parsed.error().message);
+      } else if (parsed->verb == Verb::kEmpty) {
+        out += proto::buildMessage('I', "");
+      } else {
+        Reply r = execute(*parsed, env_);
+        if (!r.ok()) {
+          out += errorFor(r);
+        } else if (r.rows) {
+          out += renderRows(*r.rows);
+        } else {
+          out += proto::buildMessage('C', r.tag + std::string(1, '\0'));
+        }
+      }
+      out += proto::buildMessage('Z', "I");
+      return;
+    }
+    case 'X':
+      closed_ = true;
+      return;
+    case 'S':
+      skip_to_sync_ = false;
+      out += proto::buildMessage('Z', "I");
+      return;
+    case 'H':
+      return;  // Flush: nothing is held back
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+      out += proto::buildError(proto::sqlstate::kFeatureNotSupported,
+                               "the pgproxy console takes simple queries only, as psql sends "
+                               "them (the extended query protocol is not supported)");
+      skip_to_sync_ = true;
+      return;
+    case 'F':
+      out += proto::buildError(proto::sqlstate::kFeatureNotSupported,
+                               "the pgproxy console has no functions to call");
+      out += proto::buildMessage('Z', "I");
+      return;
+    default:
+      break;
+  }
+  char shown[8];
+  std::snprintf(shown, sizeof(shown), type >= 0x20 && type < 0x7f ? "%c" : "0x%02x",
+                static_cast<unsigned char>(type));
+  out += proto::buildFatal(proto::sqlstate::kProtocolViolation,
+                           std::string("invalid frontend message type ") + shown);
+  closed_ = true;
+}
+
+}  // namespace pgproxy::admin

@@ -1,0 +1,247 @@
+// The psql admin console (issue 17): the virtual database "pgproxy" on the data listener, with
+// real psql and libpq clients, its rows checked against what PostgreSQL itself counts
+// (pg_stat_activity) and its commands against where new sessions go.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace pgproxy::it {
+namespace {
+
+const auto& sb = sandboxFile;
+
+// A console user: the pool role's auth file (SCRAM) names pgproxy_pool.
+std::string consoleConfig(const std::string& mappings, const std::string& extra = "") {
+  return "auth: {type: scram-sha-256, file: " + poolRoleDatabase("consoledb") +
+         "}\n"
+         "admin:\n  users: [pgproxy_pool]\n" +
+         extra + "mappings:\n" + mappings;
+}
+
+std::string pooledMapping() {
+  return "  - external: host1.example.com\n"
+         "    internal: 127.0.0.1\n"
+         "    port: {P1}\n"
+         "    tls: terminate\n"
+         "    certificate: " +
+         sb("proxy-host1.crt") + "\n    key: " + sb("proxy-host1.key") +
+         "\n"
+         "    backend_tls: disable\n"
+         "    pool: {mode: session, size: 10}\n";
+}
+
+// The console over the plaintext data listener (no mapping routes plaintext clients here: the
+// console does not need one).
+std::string plainConsole(const Proxy& proxy, const std::string& user = "pgproxy_pool",
+                         const std::string& password = "scram-pw") {
+  return "host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+         " sslmode=disable dbname=pgproxy user=" + user + " password=" + password +
+         " connect_timeout=20 gssencmode=disable";
+}
+
+// The console through a terminated mapping's TLS name.
+std::string tlsConsole(const Proxy& proxy) {
+  return "host=host1.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
+         " sslmode=verify-full sslrootcert=" + sb("proxy-ca.crt") +
+         " dbname=pgproxy user=pgproxy_pool password=scram-pw connect_timeout=20 "
+         "gssencmode=disable";
+}
+
+std::string pooled(const Proxy& proxy) {
+  return "host=host1.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
+         " sslmode=verify-full sslrootcert=" + sb("proxy-ca.crt") +
+         " dbname=consoledb user=pgproxy_pool password=scram-pw connect_timeout=20 "
+         "gssencmode=disable";
+}
+
+// Rows of a console query as psql prints them unaligned (-A -t): field separator '|'.
+std::vector<std::vector<std::string>> rows(const std::string& conninfo, const std::string& sql) {
+  CommandResult r = psql(conninfo, sql);
+  EXPECT_EQ(r.exit_code, 0) << sql << ": " << r.output;
+  std::vector<std::vector<std::string>> out;
+  std::size_t at = 0;
+  while (at < r.output.size()) {
+    std::size_t end = r.output.find('\n', at);
+    std::string line = r.output.substr(at, end == std::string::npos ? end : end - at);
+    at = end == std::string::npos ? r.output.size() : end + 1;
+    if (line.empty()) {
+      continue;
+    }
+    std::vector<std::string> fields;
+    std::size_t f = 0;
+    for (;;) {
+      std::size_t bar = line.find('|', f);
+      fields.push_back(line.substr(f, bar == std::string::npos ? bar : bar - f));
+      if (bar == std::string::npos) {
+        break;
+      }
+      f = bar + 1;
+    }
+    out.push_back(std::move(fields));
+  }
+  return out;
+}
+
+// Why a connection was refused ("connected" when it was not).
+std::string refusal(const std::string& conninfo) {
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  std::string out = PQstatus(c) == CONNECTION_OK ? "connected" : PQerrorMessage(c);
+  PQfinish(c);
+  return out;
+}
+
+int serverSessions() {
+  return std::stoi(
+      queryHost1("select count(*) from pg_stat_activity where usename = 'pgproxy_pool' and "
+                 "datname = 'consoledb'"));
+}
+
+TEST(AdminConsole, ShowPoolsCountsWhatPostgresSees) {
+  Proxy proxy(consoleConfig(pooledMapping()));
+  std::vector<std::unique_ptr<Conn>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<Conn>(pooled(proxy)));
+    ASSERT_EQ(clients.back()->one("select 1"), "1");
+  }
+  // Session mode: each client holds a server; PostgreSQL sees exactly those.
+  ASSERT_TRUE(eventually([&] { return serverSessions() == 3; }));
+  auto pools = rows(plainConsole(proxy),
+                    "SHOW POOLS");  // mapping|backend|database|user|cl_waiting|cl_pinned|sv_...
+  ASSERT_EQ(pools.size(), 1u);
+  ASSERT_EQ(pools[0].size(), 11u);
+  EXPECT_EQ(pools[0][0], "host1.example.com");
+  EXPECT_EQ(pools[0][2], "consoledb");
+  EXPECT_EQ(pools[0][3], "pgproxy_pool");
+  EXPECT_EQ(std::stoi(pools[0][6]), serverSessions());  // sv_active
+  EXPECT_EQ(pools[0][10], "session");
+  // The same through the mapping's own TLS name, and the other views answer too.
+  auto mappings = rows(tlsConsole(proxy), "show mappings");
+  ASSERT_EQ(mappings.size(), 1u);
+  EXPECT_EQ(mappings[0][0], "host1.example.com");
+  EXPECT_EQ(mappings[0][2], "session");
+  EXPECT_EQ(mappings[0][7], "3");  // current_connections: the three pooled clients
+  auto backends = rows(plainConsole(proxy), "SHOW BACKENDS");
+  ASSERT_EQ(backends.size(), 1u);
+  EXPECT_EQ(backends[0][1], "127.0.0.1");
+  EXPECT_EQ(backends[0][2], std::to_string(sandbox().port1));
+  EXPECT_EQ(backends[0][6], "f");  // not drained
+  for (const char* topic : {"STATS", "LIMITS", "GENERATIONS", "CONFIG", "VERSION"}) {
+    EXPECT_FALSE(rows(plainConsole(proxy), std::string("SHOW ") + topic).empty()) << topic;
+  }
+  auto stats = rows(plainConsole(proxy), "SHOW STATS");
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_GE(std::stoi(stats[0][1]), 3);  // total_xact_count: the three selects at least
+  clients.clear();
+  ASSERT_TRUE(eventually([&] {
+    auto p = rows(plainConsole(proxy), "SHOW POOLS");
+    return !p.empty() && p[0][6] == "0";
+  }));
+}
+
+TEST(AdminConsole, RefusesWhoIsNotAnAdminAndWhatIsNotACommand) {
+  Proxy proxy(consoleConfig(pooledMapping()));
+  std::string wrong = refusal(plainConsole(proxy, "pgproxy_pool", "not-the-password"));
+  EXPECT_NE(wrong.find("password authentication failed"), std::string::npos) << wrong;
+  std::string stranger = refusal(plainConsole(proxy, "postgres", "x"));
+  EXPECT_NE(stranger.find("is not allowed (admin.users)"), std::string::npos) << stranger;
+
+  Conn admin(plainConsole(proxy));
+  ASSERT_EQ(PQstatus(admin.c), CONNECTION_OK) << PQerrorMessage(admin.c);
+  PGresult* r = PQexec(admin.c, "select 1");
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  EXPECT_STREQ(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42601");
+  PQclear(r);
+  // The extended protocol (what PQexecParams sends) is refused, and the session goes on.
+  r = PQexecParams(admin.c, "SHOW VERSION", 0, nullptr, nullptr, nullptr, nullptr, 0);
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  EXPECT_STREQ(PQresultErrorField(r, PG_DIAG_SQLSTATE), "0A000");
+  PQclear(r);
+  EXPECT_NE(admin.one("SHOW VERSION").find("pgproxy"), std::string::npos);
+  // The console is no ordinary database: pooled clients of other databases are unaffected.
+  Conn app(pooled(proxy));
+  EXPECT_EQ(app.one("select current_database()"), "consoledb");
+}
+
+TEST(AdminConsole, DisableRefusesNewClientsUntilEnable) {
+  Proxy proxy(consoleConfig(pooledMapping()));
+  Conn before(pooled(proxy));
+  ASSERT_EQ(before.one("select 1"), "1");
+  Conn admin(plainConsole(proxy));
+  ASSERT_EQ(admin.cmd("DISABLE host1.example.com"), "DISABLE");
+  std::string refused = refusal(pooled(proxy));
+  EXPECT_NE(refused.find("is disabled"), std::string::npos) << refused;
+  EXPECT_EQ(before.one("select 2"), "2");  // sessions already in go on
+  auto m = rows(plainConsole(proxy), "SHOW MAPPINGS");
+  EXPECT_EQ(m[0][4], "t");
+  // The switch is in shared memory: it holds over a reload's new workers.
+  std::string gen = rows(plainConsole(proxy), "SHOW GENERATIONS")[0][0];
+  ASSERT_EQ(admin.cmd("RELOAD"), "RELOAD");
+  ASSERT_TRUE(eventually([&] {
+    auto g = rows(plainConsole(proxy), "SHOW GENERATIONS");
+    return !g.empty() && g[0][0] != gen;
+  }));
+  EXPECT_NE(refusal(pooled(proxy)).find("is disabled"), std::string::npos);
+  ASSERT_EQ(admin.cmd("ENABLE host1.example.com"), "ENABLE");
+  Conn after(pooled(proxy));
+  EXPECT_EQ(after.one("select 3"), "3");
+  EXPECT_EQ(admin.cmd("DISABLE nosuch.example.com"), "ERROR:42704");
+}
+
+// Which cluster new plaintext sessions reach, over `n` of them.
+std::map<std::string, int> spread(const Proxy& proxy, int n) {
+  std::map<std::string, int> out;
+  for (int i = 0; i < n; ++i) {
+    Conn c(proxy.plain());
+    out[PQstatus(c.c) == CONNECTION_OK ? c.one("show cluster_name") : PQerrorMessage(c.c)] += 1;
+  }
+  return out;
+}
+
+TEST(AdminConsole, DrainBackendMovesNewSessionsAndUndrainBringsThemBack) {
+  // No auth block: the console trusts this host's connections only.
+  Proxy proxy(
+      "admin:\n  users: [postgres]\n"
+      "default: db.example.com\nmappings:\n  - external: db.example.com\n    backends:\n"
+      "      - {host: 127.0.0.1, port: {P1}}\n      - {host: 127.0.0.1, port: {P2}}\n");
+  std::string console = "host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                        " sslmode=disable dbname=pgproxy user=postgres connect_timeout=20";
+  auto both = spread(proxy, 20);
+  EXPECT_GT(both["host1"], 0);
+  EXPECT_GT(both["host2"], 0);
+  EXPECT_EQ(both["host1"] + both["host2"], 20);
+  Conn held(proxy.plain());  // a session on a backend about to be drained finishes its work
+  std::string held_on = held.one("show cluster_name");
+  std::string drained_port = std::to_string(held_on == "host1" ? sandbox().port1 : sandbox().port2);
+  Conn admin(console);
+  ASSERT_EQ(PQstatus(admin.c), CONNECTION_OK) << PQerrorMessage(admin.c);
+  ASSERT_EQ(admin.cmd("DRAIN BACKEND 127.0.0.1:" + drained_port), "DRAIN BACKEND");
+  auto after = spread(proxy, 20);
+  EXPECT_EQ(after[held_on], 0);
+  EXPECT_EQ(after[held_on == "host1" ? "host2" : "host1"], 20);
+  EXPECT_EQ(held.one("select 7"), "7");
+  bool listed = false;
+  for (const auto& b : rows(console, "SHOW BACKENDS")) {
+    listed |= b[2] == drained_port && b[6] == "t";
+  }
+  EXPECT_TRUE(listed);
+  ASSERT_EQ(admin.cmd("UNDRAIN BACKEND 127.0.0.1:" + drained_port), "UNDRAIN BACKEND");
+  auto back = spread(proxy, 20);
+  EXPECT_GT(back["host1"], 0);
+  EXPECT_GT(back["host2"], 0);
+  // With every backend drained, new clients are told why.
+  ASSERT_EQ(admin.cmd("DRAIN BACKEND 127.0.0.1:" + std::to_string(sandbox().port1)),
+            "DRAIN BACKEND");
+  ASSERT_EQ(admin.cmd("DRAIN BACKEND 127.0.0.1:" + std::to_string(sandbox().port2)),
+            "DRAIN BACKEND");
+  std::string none = refusal(proxy.plain());
+  EXPECT_NE(none.find("every backend is drained"), std::string::npos) << none;
+}
+
+}  // namespace
+}  // namespace pgproxy::it

@@ -1,0 +1,226 @@
+// The admin console's protocol (simple queries in, rows out) and its commands' executor, over
+// real shared tables: what psql and the REST API get for each command.
+#include "pgproxy/admin/console.h"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pgproxy/admin/control.h"
+#include "pgproxy/process/shared_regions.h"
+#include "pgproxy/proto/wire.h"
+#include "pgproxy/upstream/backend_table.h"
+
+namespace pgproxy::admin {
+namespace {
+
+struct Message {
+  char type;
+  std::string body;
+};
+
+std::vector<Message> split(std::string_view wire) {
+  std::vector<Message> out;
+  while (wire.size() >= 5) {
+    std::uint32_t len = proto::readU32(wire.data() + 1);
+    out.push_back({wire[0], std::string(wire.substr(5, len - 4))});
+    wire.remove_prefix(1 + len);
+  }
+  EXPECT_TRUE(wire.empty());
+  return out;
+}
+
+std::string types(const std::vector<Message>& m) {
+  std::string t;
+  for (const auto& x : m) {
+    t += x.type;
+  }
+  return t;
+}
+
+// The SQLSTATE field of an ErrorResponse body.
+std::string sqlstate(const std::string& body) {
+  std::size_t at = body.find(std::string("\0C", 2));
+  return at == std::string::npos ? "" : body.substr(at + 2, 5);
+}
+
+std::string query(std::string_view sql) {
+  return proto::buildMessage('Q', std::string(sql) + std::string(1, '\0'));
+}
+
+class ConsoleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto cfg = config::loadString(R"(mappings:
+  - external: a.example.com
+    backends: [{ host: 10.0.0.1 }, { host: 10.0.0.2 }]
+)",
+                                  "test.yaml");
+    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+    cfg_ = std::move(*cfg);
+    auto regions = process::SharedRegions::create();
+    ASSERT_TRUE(regions.ok());
+    regions_.emplace(std::move(*regions));
+    metrics_.emplace(static_cast<metrics::Shared*>(regions_->metrics()));
+    backends_.emplace(static_cast<upstream::BackendShared*>(regions_->backends()));
+    control_.emplace(static_cast<ControlShared*>(regions_->control()));
+    metrics_->registerMapping("a.example.com");
+    for (const auto& b : cfg_.mappings[0].backends) {
+      backends_->registerBackend(b.key());
+    }
+    slots_ = upstream::backendSlots(cfg_, *backends_);
+  }
+  CommandEnv env() {
+    CommandEnv e;
+    e.sources.config = &cfg_;
+    e.sources.metrics = &*metrics_;
+    e.sources.backends = &*backends_;
+    e.sources.backend_slots = &slots_;
+    e.sources.control = &*control_;
+    e.sources.version = "9.9";
+    e.control = &*control_;
+    e.signal_master = [this](int sig) {
+      signals_.push_back(sig);
+      return master_alive_;
+    };
+    e.who = "test";
+    return e;
+  }
+  std::vector<Message> ask(Console& c, std::string_view sql) {
+    std::string out;
+    EXPECT_EQ(c.feed(query(sql), out), Console::Status::kOpen);
+    return split(out);
+  }
+
+  config::Config cfg_;
+  std::optional<process::SharedRegions> regions_;
+  std::optional<metrics::Registry> metrics_;
+  std::optional<upstream::BackendTable> backends_;
+  std::optional<Control> control_;
+  std::vector<std::vector<std::size_t>> slots_;
+  std::vector<int> signals_;
+  bool master_alive_ = true;
+};
+
+TEST_F(ConsoleTest, GreetingIsWhatPsqlWaitsFor) {
+  auto m = split(Console::greeting("9.9"));
+  ASSERT_FALSE(m.empty());
+  EXPECT_EQ(m.front().type, 'R');
+  EXPECT_EQ(m.front().body, std::string(4, '\0'));  // AuthenticationOk
+  EXPECT_EQ(m.back().type, 'Z');
+  EXPECT_EQ(m.back().body, "I");
+  bool version = false;
+  for (const auto& x : m) {
+    version |= x.type == 'S' && x.body.rfind(std::string("server_version\0", 15), 0) == 0;
+  }
+  EXPECT_TRUE(version);
+}
+
+TEST_F(ConsoleTest, ShowAnswersRowsThenReadyForQuery) {
+  Console c(env());
+  auto m = ask(c, "show version;");
+  EXPECT_EQ(types(m), "TDCZ");
+  EXPECT_NE(m[1].body.find("pgproxy 9.9"), std::string::npos);
+  EXPECT_EQ(types(ask(c, "SHOW BACKENDS")), "TDDCZ");
+  EXPECT_EQ(types(ask(c, "  ; -- nothing\n")), "IZ");  // EmptyQueryResponse, as PostgreSQL
+  auto bad = ask(c, "SELECT 1");
+  EXPECT_EQ(types(bad), "EZ");
+  EXPECT_EQ(sqlstate(bad[0].body), "42601");
+  auto later = ask(c, "SHOW CLIENTS");
+  EXPECT_EQ(types(later), "EZ");
+  EXPECT_EQ(sqlstate(later[0].body), "0A000");
+}
+
+TEST_F(ConsoleTest, MessagesSplitAnywhereAreReadWhole) {
+  Console c(env());
+  std::string wire = query("SHOW VERSION") + query("SHOW MAPPINGS");
+  std::string out;
+  for (char ch : wire) {
+    ASSERT_EQ(c.feed(std::string_view(&ch, 1), out), Console::Status::kOpen);
+  }
+  EXPECT_EQ(types(split(out)), "TDCZTDCZ");
+}
+
+TEST_F(ConsoleTest, DisableAndDrainSetTheSharedSwitches) {
+  Console c(env());
+  EXPECT_EQ(types(ask(c, "DISABLE \"A.example.com\"")), "CZ");
+  std::size_t a = metrics_->mappingIndex("a.example.com");
+  EXPECT_TRUE(control_->disabled(a));
+  EXPECT_EQ(types(ask(c, "enable a.example.com")), "CZ");
+  EXPECT_FALSE(control_->disabled(a));
+  auto none = ask(c, "DISABLE b.example.com");
+  EXPECT_EQ(sqlstate(none[0].body), "42704");
+
+  EXPECT_EQ(types(ask(c, "DRAIN BACKEND 10.0.0.2:5432")), "CZ");
+  EXPECT_TRUE(control_->drained(slots_[0][1]));
+  EXPECT_FALSE(control_->drained(slots_[0][0]));
+  auto drained = view(capture(env().sources), Topic::kBackends);
+  EXPECT_EQ(*drained.rows[1][6], "t");
+  EXPECT_EQ(types(ask(c, "UNDRAIN BACKEND 10.0.0.2:5432")), "CZ");
+  EXPECT_FALSE(control_->drained(slots_[0][1]));
+  EXPECT_EQ(sqlstate(ask(c, "DRAIN BACKEND 10.0.0.9:5432")[0].body), "42704");
+}
+
+TEST_F(ConsoleTest, ReloadAndShutdownSignalTheMaster) {
+  Console c(env());
+  EXPECT_EQ(types(ask(c, "RELOAD")), "CZ");
+  EXPECT_EQ(types(ask(c, "SHUTDOWN WAIT")), "CZ");
+  EXPECT_EQ(types(ask(c, "SHUTDOWN")), "CZ");
+  EXPECT_EQ(signals_, (std::vector<int>{SIGHUP, SIGQUIT, SIGTERM}));
+  master_alive_ = false;
+  auto gone = ask(c, "RELOAD");
+  EXPECT_EQ(sqlstate(gone[0].body), "58000");
+}
+
+TEST_F(ConsoleTest, ExtendedProtocolIsRefusedUntilSync) {
+  Console c(env());
+  std::string batch = proto::buildMessage('P', std::string("\0SHOW VERSION\0\0\0", 16)) +
+                      proto::buildMessage('B', std::string(8, '\0')) +
+                      proto::buildMessage('E', std::string(5, '\0')) + query("SHOW VERSION") +
+                      proto::buildMessage('S', "");
+  std::string out;
+  ASSERT_EQ(c.feed(batch, out), Console::Status::kOpen);
+  auto m = split(out);
+  EXPECT_EQ(types(m), "EZ");  // one error, the rest skipped up to Sync, as PostgreSQL does
+  EXPECT_EQ(sqlstate(m[0].body), "0A000");
+  EXPECT_EQ(types(ask(c, "SHOW VERSION")), "TDCZ");
+}
+
+TEST_F(ConsoleTest, TerminateAndBrokenMessagesEndTheSession) {
+  {
+    Console c(env());
+    std::string out;
+    EXPECT_EQ(c.feed(proto::buildMessage('X', ""), out), Console::Status::kClose);
+    EXPECT_TRUE(out.empty());
+  }
+  {
+    Console c(env());
+    std::string out;
+    EXPECT_EQ(c.feed(proto::buildMessage('?', "x"), out), Console::Status::kClose);
+    auto m = split(out);
+    ASSERT_EQ(types(m), "E");
+    EXPECT_EQ(sqlstate(m[0].body), "08P01");
+  }
+  {
+    Console c(env());
+    std::string out;
+    std::string huge("Q\x7f\xff\xff\xff", 5);  // 2 GiB announced: refused before any is read
+    EXPECT_EQ(c.feed(huge, out), Console::Status::kClose);
+    EXPECT_EQ(sqlstate(split(out)[0].body), "08P01");
+    out.clear();
+    EXPECT_EQ(c.feed(query("SHOW VERSION"), out), Console::Status::kClose);
+    EXPECT_TRUE(out.empty());
+  }
+  {
+    Console c(env());
+    std::string out;
+    EXPECT_EQ(c.feed(std::string("Q\0\0\0\x03", 5), out), Console::Status::kClose);
+    EXPECT_EQ(sqlstate(split(out)[0].body), "08P01");
+  }
+}
+
+}  // namespace
+}  // namespace pgproxy::admin

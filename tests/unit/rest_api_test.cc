@@ -1,0 +1,176 @@
+// The REST API's routing, statuses and bodies over real shared tables, and its OpenAPI document
+// made from the same views.
+#include "pgproxy/admin/rest_api.h"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pgproxy/admin/control.h"
+#include "pgproxy/process/shared_regions.h"
+#include "pgproxy/upstream/backend_table.h"
+
+namespace pgproxy::admin {
+namespace {
+
+using Method = ApiRequest::Method;
+
+class RestApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto cfg = config::loadString(
+        "mappings:\n  - external: a.example.com\n    backends: [{ host: 10.0.0.1 }]\n",
+        "/etc/pgproxy/pgproxy.yaml");
+    ASSERT_TRUE(cfg.ok());
+    cfg_ = std::move(*cfg);
+    auto regions = process::SharedRegions::create();
+    ASSERT_TRUE(regions.ok());
+    regions_.emplace(std::move(*regions));
+    metrics_.emplace(static_cast<metrics::Shared*>(regions_->metrics()));
+    backends_.emplace(static_cast<upstream::BackendShared*>(regions_->backends()));
+    control_.emplace(static_cast<ControlShared*>(regions_->control()));
+    metrics_->registerMapping("a.example.com");
+    backends_->registerBackend("10.0.0.1:5432");
+    slots_ = upstream::backendSlots(cfg_, *backends_);
+    env_.commands.sources.config = &cfg_;
+    env_.commands.sources.metrics = &*metrics_;
+    env_.commands.sources.backends = &*backends_;
+    env_.commands.sources.backend_slots = &slots_;
+    env_.commands.sources.control = &*control_;
+    env_.commands.sources.version = "9.9";
+    env_.commands.control = &*control_;
+    env_.commands.signal_master = [this](int sig) {
+      signals_.push_back(sig);
+      return true;
+    };
+    env_.config_path = "/etc/pgproxy/pgproxy.yaml";
+    env_.validate = [this](const std::string& text) -> base::Status {
+      auto c = config::loadString(text, env_.config_path);
+      if (!c) {
+        return c.error();
+      }
+      return {};
+    };
+    env_.write_config = [this](const std::string& text) -> base::Status {
+      written_ = text;
+      return {};
+    };
+  }
+  ApiResponse call(Method m, const std::string& path, const std::string& body = "",
+                   bool token = true) {
+    ApiRequest r;
+    r.method = m;
+    std::size_t q = path.find('?');
+    r.path = path.substr(0, q);
+    r.query = q == std::string::npos ? "" : path.substr(q + 1);
+    r.body = body;
+    r.token_configured = token;
+    r.authorized = token;
+    return handleApi(r, env_);
+  }
+
+  config::Config cfg_;
+  std::optional<process::SharedRegions> regions_;
+  std::optional<metrics::Registry> metrics_;
+  std::optional<upstream::BackendTable> backends_;
+  std::optional<Control> control_;
+  std::vector<std::vector<std::size_t>> slots_;
+  ApiEnv env_;
+  std::vector<int> signals_;
+  std::string written_;
+};
+
+TEST_F(RestApiTest, GetsAreTheConsolesViewsAsJson) {
+  auto r = call(Method::kGet, "/backends");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body.rfind("{\"backends\":[{\"mapping\":\"a.example.com\",\"host\":\"10.0.0.1\","
+                         "\"port\":5432,\"state\":\"unknown\"",
+                         0),
+            0u)
+      << r.body;
+  EXPECT_EQ(call(Method::kGet, "/mappings").status, 200);
+  EXPECT_EQ(call(Method::kGet, "/version").body, "{\"version\":[{\"version\":\"pgproxy 9.9\"}]}");
+  EXPECT_EQ(call(Method::kGet, "/clients").status, 501);
+  EXPECT_EQ(call(Method::kGet, "/nothing").status, 404);
+  auto wrong = call(Method::kPost, "/backends");
+  EXPECT_EQ(wrong.status, 405);
+  EXPECT_EQ(wrong.allow, "GET, HEAD");
+}
+
+TEST_F(RestApiTest, PostsRunTheConsolesCommands) {
+  auto r = call(Method::kPost, "/backends/10.0.0.1:5432/drain");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "{\"result\":\"DRAIN BACKEND\"}");
+  EXPECT_TRUE(control_->drained(slots_[0][0]));
+  EXPECT_EQ(call(Method::kPost, "/backends/10.0.0.1:5432/undrain").status, 200);
+  EXPECT_FALSE(control_->drained(slots_[0][0]));
+  EXPECT_EQ(call(Method::kPost, "/mappings/a.example.com/disable").status, 200);
+  EXPECT_TRUE(control_->disabled(metrics_->mappingIndex("a.example.com")));
+  auto missing = call(Method::kPost, "/mappings/b.example.com/disable");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_NE(missing.body.find("\"sqlstate\":\"42704\""), std::string::npos);
+  EXPECT_EQ(call(Method::kPost, "/mappings/a.example.com/pause").status, 501);
+  EXPECT_EQ(call(Method::kPost, "/reload").status, 200);
+  EXPECT_EQ(call(Method::kPost, "/shutdown?wait=true").status, 200);
+  EXPECT_EQ(signals_, (std::vector<int>{SIGHUP, SIGQUIT}));
+  EXPECT_EQ(call(Method::kGet, "/reload").status, 405);
+  // Without a token configured nothing changes over HTTP.
+  auto open = call(Method::kPost, "/reload", "", false);
+  EXPECT_EQ(open.status, 403);
+  EXPECT_EQ(signals_.size(), 2u);
+}
+
+TEST_F(RestApiTest, PutConfigValidatesWritesAndReloads) {
+  EXPECT_EQ(call(Method::kPut, "/config", "mappings: []\n").status, 403);  // not allowed
+  env_.allow_config_write = true;
+  auto bad = call(Method::kPut, "/config", "listen:\n  port: 99999\nmappings: []\n");
+  EXPECT_EQ(bad.status, 422) << bad.body;
+  EXPECT_NE(bad.body.find("\"line\":2,\"column\":9"), std::string::npos) << bad.body;
+  EXPECT_TRUE(written_.empty());
+  EXPECT_TRUE(signals_.empty());
+  std::string good = "mappings:\n  - external: b.example.com\n    internal: 10.0.0.2\n";
+  auto ok = call(Method::kPut, "/config", good);
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(written_, good);
+  EXPECT_EQ(signals_, (std::vector<int>{SIGHUP}));
+  EXPECT_EQ(call(Method::kPut, "/config", "").status, 400);
+  EXPECT_EQ(call(Method::kPut, "/config", good, false).status, 403);
+}
+
+TEST(RestApiErrors, ConfigErrorsKeepTheirPositions) {
+  EXPECT_EQ(configErrorsJson("/x.yaml:3:7: bad key\nno position here", "/x.yaml"),
+            "[{\"line\":3,\"column\":7,\"message\":\"bad key\"},"
+            "{\"line\":0,\"column\":0,\"message\":\"no position here\"}]");
+  EXPECT_EQ(configErrorsJson("", "/x.yaml"), "[]");
+  EXPECT_EQ(configErrorsJson("/x.yaml:zz: odd", "/x.yaml"),
+            "[{\"line\":0,\"column\":0,\"message\":\"/x.yaml:zz: odd\"}]");
+}
+
+// Every view's columns are in the document, with the JSON type the response uses.
+TEST(RestApiDocument, DescribesEveryViewsColumns) {
+  std::string doc = openApiDocument("9.9");
+  EXPECT_EQ(doc.rfind("{\"openapi\":\"3.0.3\"", 0), 0u);
+  LiveState empty;
+  for (const TopicSpec& t : topics()) {
+    std::string name(t.keyword);
+    for (char& c : name) {
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    EXPECT_NE(doc.find("\"/api/v1/" + name + "\""), std::string::npos) << name;
+    for (const Column& c : view(empty, t.topic).columns) {
+      std::string type = c.type == ColumnType::kInt8   ? "integer"
+                         : c.type == ColumnType::kBool ? "boolean"
+                                                       : "string";
+      EXPECT_NE(doc.find("\"" + std::string(c.name) + "\":{\"type\":\"" + type + "\""),
+                std::string::npos)
+          << c.name;
+    }
+  }
+  EXPECT_NE(doc.find("\"/api/v1/backends/{backend}/drain\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgproxy::admin
