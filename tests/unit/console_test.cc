@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -219,6 +221,30 @@ TEST_F(ConsoleTest, TerminateAndBrokenMessagesEndTheSession) {
     std::string out;
     EXPECT_EQ(c.feed(std::string("Q\0\0\0\x03", 5), out), Console::Status::kClose);
     EXPECT_EQ(sqlstate(split(out)[0].body), "08P01");
+  }
+}
+
+// The man page's ADMIN CONSOLE section documents every command and topic of the parser's table
+// and every column of every view: one cannot be added without the other.
+TEST(ConsoleDocs, TheManPageHasEveryCommandTopicAndColumn) {
+  std::ifstream in(std::string(PGPROXY_SRCDIR) + "/man/pgproxy.8");
+  std::string man((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::size_t from = man.find(".SH ADMIN CONSOLE"), to = man.find(".SH REST API");
+  ASSERT_NE(from, std::string::npos);
+  ASSERT_NE(to, std::string::npos);
+  std::string section = man.substr(from, to - from);
+  for (const CommandSpec& c : commands()) {
+    EXPECT_NE(section.find("\\fB" + std::string(c.keyword) + "\\fR"), std::string::npos)
+        << c.keyword;
+  }
+  LiveState empty;
+  for (const TopicSpec& t : topics()) {
+    EXPECT_NE(section.find("\\fBSHOW " + std::string(t.keyword) + "\\fR"), std::string::npos)
+        << t.keyword;
+    for (const Column& c : view(empty, t.topic).columns) {
+      EXPECT_NE(section.find("\\fB" + std::string(c.name) + "\\fR"), std::string::npos)
+          << t.keyword << " " << c.name;
+    }
   }
 }
 
