@@ -65,6 +65,10 @@ AdminServer::AdminServer(event_base* base, int fd, ApiEnv env)
 }
 
 AdminServer::~AdminServer() {
+  for (auto& p : pending_) {
+    evhttp_connection_set_closecb(p->conn, nullptr, nullptr);
+  }
+  pending_.clear();
   if (http_) {
     evhttp_free(http_);  // closes this worker's copy of the admin socket
   }
@@ -170,11 +174,50 @@ void AdminServer::api(evhttp_request* req, const std::string& path) {
   std::snprintf(host, sizeof(host), "%s:%u", peer ? peer : "?", static_cast<unsigned>(port));
   env_.commands.who = std::string("the REST API from ") + host;
   ApiResponse out = handleApi(r, env_);
+  if (out.ask) {
+    // The workers answer within their deadline; the request waits for them without holding the
+    // loop. A client that hangs up meanwhile cancels it (the request is gone with it).
+    auto pending = std::make_unique<Pending>();
+    Pending* p = pending.get();
+    p->server = this;
+    p->req = req;
+    p->conn = evhttp_request_get_connection(req);
+    p->response = std::move(out);
+    pending_.push_back(std::move(pending));
+    evhttp_connection_set_closecb(p->conn, onClientGone, p);
+    p->gather = env_.commands.ask_workers(
+        *p->response.ask, [p](Gathered g) { p->server->answered(p, std::move(g)); });
+    return;
+  }
+  send(req, out);
+}
+
+void AdminServer::send(evhttp_request* req, const ApiResponse& out) {
   if (!out.allow.empty()) {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", out.allow.c_str());
   }
   const char* reason = out.status == 200 ? "OK" : out.status < 500 ? "Client Error" : "Error";
   reply(req, out.status, reason, "application/json", out.body + "\n");
+}
+
+void AdminServer::answered(Pending* p, Gathered g) {
+  evhttp_connection_set_closecb(p->conn, nullptr, nullptr);
+  send(p->req, completeApi(p->response, g));
+  forget(p);
+}
+
+void AdminServer::onClientGone(evhttp_connection*, void* arg) {
+  auto* p = static_cast<Pending*>(arg);
+  p->server->forget(p);
+}
+
+void AdminServer::forget(Pending* p) {
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->get() == p) {
+      pending_.erase(it);  // destroys the gather (may be the caller: it touches nothing after)
+      return;
+    }
+  }
 }
 
 }  // namespace pgproxy::admin

@@ -1,7 +1,9 @@
 #include "pgproxy/admin/console.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 
 #include "pgproxy/admin/control.h"
 #include "pgproxy/base/text.h"
@@ -97,6 +99,15 @@ Reply signalMaster(const Command& c, CommandEnv& env, int sig, const char* tag) 
   return done(tag);
 }
 
+Reply ask(const Command& c, const CommandEnv& env, ControlRequest request) {
+  if (!env.ask_workers) {
+    return failure(kSystemError, formatCommand(c) + ": this process cannot reach the workers");
+  }
+  Reply r;
+  r.ask = std::move(request);
+  return r;
+}
+
 std::string parameterStatus(std::string_view name, std::string_view value) {
   return pool::buildParameterStatus(name, value);
 }
@@ -112,18 +123,30 @@ Reply execute(const Command& c, CommandEnv& env) {
     case Verb::kEmpty:
       return done("");
     case Verb::kShow: {
-      if (!sharedTopic(c.topic)) {
-        // The per-worker lists need the control sockets (docs/design-notes.md).
-        return failure(proto::sqlstate::kFeatureNotSupported,
-                       "SHOW " + formatCommand(c).substr(5) +
-                           " is not available in this version of pgproxy (the per-session "
-                           "lists are gathered from each worker, which is not built yet); "
-                           "SHOW POOLS and SHOW MAPPINGS count the same sessions");
+      if (c.topic == Topic::kClients || c.topic == Topic::kServers) {
+        return ask(
+            c, env,
+            ControlRequest{
+                c.topic == Topic::kClients ? ControlKind::kClients : ControlKind::kServers, 0, ""});
       }
       Reply r = done("SHOW");
       r.rows = view(capture(env.sources), c.topic);
       return r;
     }
+    case Verb::kKill:
+    case Verb::kReconnect: {
+      if (!mappingIndex(env, c.target)) {
+        return failure(kUndefinedObject, "no mapping \"" + c.target + "\" in the configuration");
+      }
+      LOG_INFO("admin: %s by %s", formatCommand(c).c_str(), env.who.c_str());
+      return ask(c, env,
+                 ControlRequest{
+                     c.verb == Verb::kKill ? ControlKind::kKillMapping : ControlKind::kReconnect, 0,
+                     base::toLowerAscii(c.target)});
+    }
+    case Verb::kKillClient:
+      LOG_INFO("admin: %s by %s", formatCommand(c).c_str(), env.who.c_str());
+      return ask(c, env, ControlRequest{ControlKind::kKillClient, c.client, ""});
     case Verb::kDisable:
       return setMappingFlag(c, env, true);
     case Verb::kEnable:
@@ -139,9 +162,6 @@ Reply execute(const Command& c, CommandEnv& env) {
       return signalMaster(c, env, c.wait ? SIGQUIT : SIGTERM, "SHUTDOWN");
     case Verb::kPause:
     case Verb::kResume:
-    case Verb::kKill:
-    case Verb::kKillClient:
-    case Verb::kReconnect:
       break;
   }
   std::string text = formatCommand(c);
@@ -149,6 +169,54 @@ Reply execute(const Command& c, CommandEnv& env) {
                  text.substr(0, text.find(' ')) +
                      " is not available in this version of pgproxy (it acts on each worker's "
                      "sessions, which needs the per-worker control channel not built yet)");
+}
+
+Reply complete(const Command& c, const Gathered& g) {
+  Reply r;
+  for (const Missing& m : g.missing) {
+    r.notices.push_back("worker " + std::to_string(m.pid) + " (slot " + std::to_string(m.slot) +
+                        ") is missing from this answer: " + m.why);
+  }
+  r.missing = g.missing;
+  std::uint64_t count = 0;
+  std::vector<std::vector<Cell>> rows;
+  for (const ControlReply& part : g.parts) {
+    if (!part.error.empty()) {
+      r.notices.push_back("a worker refused: " + part.error);
+      continue;
+    }
+    for (const auto& row : part.rows) {
+      if (c.verb == Verb::kShow) {
+        rows.push_back(row);
+      } else if (!row.empty() && row[0]) {
+        count += std::strtoull(row[0]->c_str(), nullptr, 10);
+      }
+    }
+  }
+  if (c.verb == Verb::kShow) {
+    // By id: the worker's slot, then its session (or server) number.
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+      auto id = [](const std::vector<Cell>& row) {
+        return row.empty() || !row[0] ? 0ull : std::strtoull(row[0]->c_str(), nullptr, 10);
+      };
+      return id(a) < id(b);
+    });
+    r.tag = "SHOW";
+    r.rows = View{c.topic == Topic::kClients ? clientColumns() : serverColumns(), std::move(rows)};
+    return r;
+  }
+  if (c.verb == Verb::kKillClient && count == 0 && g.missing.empty()) {
+    r.sqlstate = kUndefinedObject;
+    r.message = "no client " + std::to_string(c.client) + " (SHOW CLIENTS lists their ids)";
+    return r;
+  }
+  r.tag = c.verb == Verb::kKill         ? "KILL"
+          : c.verb == Verb::kKillClient ? "KILL_CLIENT"
+                                        : "RECONNECT";
+  r.notices.push_back(std::to_string(count) + (c.verb == Verb::kReconnect
+                                                   ? " server connection(s) will reconnect"
+                                                   : " session(s) closed"));
+  return r;
 }
 
 std::string Console::greeting(std::string_view version) {
@@ -170,6 +238,27 @@ Console::Status Console::feed(std::string_view bytes, std::string& out) {
   if (closed_) {
     return Status::kClose;
   }
+  if (waiting_) {
+    partial_.append(bytes);  // the caller should not read meanwhile; kept in order if it did
+    return partial_.size() > kMaxMessage * 2 ? (closed_ = true, Status::kClose) : Status::kWait;
+  }
+  return drain(bytes, out);
+}
+
+Console::Status Console::resume(const Gathered& g, std::string& out) {
+  if (!waiting_) {
+    return closed_ ? Status::kClose : Status::kOpen;
+  }
+  Command c = *waiting_;
+  waiting_.reset();
+  reply(complete(c, g), out);
+  out += proto::buildMessage('Z', "I");
+  std::string rest;
+  rest.swap(partial_);
+  return drain(rest, out);
+}
+
+Console::Status Console::drain(std::string_view bytes, std::string& out) {
   // Whole messages are handled straight from `bytes`; only a message cut by the read is copied.
   std::string joined;
   if (!partial_.empty()) {
@@ -177,7 +266,7 @@ Console::Status Console::feed(std::string_view bytes, std::string& out) {
     joined.swap(partial_);
     bytes = joined;
   }
-  while (!closed_) {
+  while (!closed_ && !waiting_) {
     if (bytes.size() < 5) {
       break;
     }
@@ -199,7 +288,20 @@ Console::Status Console::feed(std::string_view bytes, std::string& out) {
   if (!closed_) {
     partial_.assign(bytes);
   }
-  return closed_ ? Status::kClose : Status::kOpen;
+  return closed_ ? Status::kClose : waiting_ ? Status::kWait : Status::kOpen;
+}
+
+void Console::reply(const Reply& r, std::string& out) {
+  for (const std::string& n : r.notices) {
+    out += proto::buildNotice(n);
+  }
+  if (!r.ok()) {
+    out += errorFor(r);
+  } else if (r.rows) {
+    out += renderRows(*r.rows);
+  } else {
+    out += proto::buildMessage('C', r.tag + std::string(1, '\0'));
+  }
 }
 
 void Console::handle(char type, std::string_view body, std::string& out) {
@@ -218,13 +320,16 @@ void Console::handle(char type, std::string_view body, std::string& out) {
         out += proto::buildMessage('I', "");
       } else {
         Reply r = execute(*parsed, env_);
-        if (!r.ok()) {
-          out += errorFor(r);
-        } else if (r.rows) {
-          out += renderRows(*r.rows);
-        } else {
-          out += proto::buildMessage('C', r.tag + std::string(1, '\0'));
+        if (r.ask) {
+          waiting_ = *parsed;
+          gather_ = env_.ask_workers(*r.ask, [this](Gathered g) {
+            if (answered_) {
+              answered_(std::move(g));
+            }
+          });
+          return;  // ReadyForQuery once the workers have answered
         }
+        reply(r, out);
       }
       out += proto::buildMessage('Z', "I");
       return;

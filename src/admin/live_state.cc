@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "pgproxy/admin/control.h"
+#include "pgproxy/admin/control_channel.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/upstream/backend_table.h"
 
@@ -108,8 +109,10 @@ Cell textOrNull(const std::string& s) {
   return s.empty() ? Cell{} : Cell{s};
 }
 
+}  // namespace
+
 // PostgreSQL's text form of a timestamptz in UTC, as psql prints it.
-Cell timestamp(std::int64_t unix_ms) {
+Cell timestampCell(std::int64_t unix_ms) {
   if (unix_ms <= 0) {
     return {};
   }
@@ -122,6 +125,8 @@ Cell timestamp(std::int64_t unix_ms) {
                 static_cast<int>(unix_ms % 1000));
   return std::string(buf);
 }
+
+namespace {
 
 Cell rate(const config::Rate& r) {
   if (!r.enabled()) {
@@ -171,7 +176,7 @@ View backendsView(const LiveState& s) {
   for (const BackendState& b : s.backends) {
     v.rows.push_back({text(b.mapping), text(b.host), num(b.port), text(b.health), text(b.role),
                       num(b.weight), flag(b.drained), num(b.active),
-                      timestamp(static_cast<std::int64_t>(b.last_check_ms)),
+                      timestampCell(static_cast<std::int64_t>(b.last_check_ms)),
                       textOrNull(b.last_error)});
   }
   return v;
@@ -267,7 +272,7 @@ View generationsView(const LiveState& s) {
           {"worker_restarts", ColumnType::kInt8}},
          {}};
   v.rows.push_back({num(g.generation), num(g.workers), num(g.draining_workers), flag(g.serving),
-                    textOrNull(g.config_hash), timestamp(g.last_reload_unix * 1000),
+                    textOrNull(g.config_hash), timestampCell(g.last_reload_unix * 1000),
                     num(g.reloads_ok), num(g.reloads_failed), num(g.worker_restarts)});
   return v;
 }
@@ -416,7 +421,9 @@ View view(const LiveState& s, Topic topic) {
     case Topic::kVersion:
       return versionView(s);
     case Topic::kClients:
+      return View{clientColumns(), {}};
     case Topic::kServers:
+      return View{serverColumns(), {}};
     case Topic::kNone:
       break;
   }

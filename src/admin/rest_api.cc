@@ -13,7 +13,10 @@ namespace {
 using Method = ApiRequest::Method;
 
 ApiResponse json(int status, std::string body) {
-  return ApiResponse{status, std::move(body), ""};
+  ApiResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
 }
 
 ApiResponse error(int status, const std::string& message, const char* sqlstate = nullptr) {
@@ -76,15 +79,49 @@ int statusOf(const char* sqlstate) {
   return 500;
 }
 
-ApiResponse run(const Command& c, ApiEnv& env, const std::string& topic_name = "") {
-  Reply r = execute(c, env.commands);
+// What the console would add as NoticeResponses and the workers that did not answer.
+std::string extras(const Reply& r, bool notices) {
+  std::string out;
+  if (notices && !r.notices.empty()) {
+    out += ",\"notices\":[";
+    for (std::size_t i = 0; i < r.notices.size(); ++i) {
+      out += (i ? "," : "") + jsonString(r.notices[i]);
+    }
+    out += "]";
+  }
+  if (!r.missing.empty()) {
+    out += ",\"missing\":[";
+    for (std::size_t i = 0; i < r.missing.size(); ++i) {
+      const Missing& m = r.missing[i];
+      out += std::string(i ? "," : "") + "{\"slot\":" + std::to_string(m.slot) +
+             ",\"pid\":" + std::to_string(m.pid) + ",\"why\":" + jsonString(m.why) + "}";
+    }
+    out += "]";
+  }
+  return out;
+}
+
+ApiResponse render(const Reply& r, const std::string& topic_name) {
   if (!r.ok()) {
     return error(statusOf(r.sqlstate), r.message, r.sqlstate);
   }
   if (r.rows) {
-    return json(200, "{" + jsonString(topic_name) + ":" + renderJson(*r.rows) + "}");
+    return json(200,
+                "{" + jsonString(topic_name) + ":" + renderJson(*r.rows) + extras(r, false) + "}");
   }
-  return json(200, "{\"result\":" + jsonString(r.tag) + "}");
+  return json(200, "{\"result\":" + jsonString(r.tag) + extras(r, true) + "}");
+}
+
+ApiResponse run(const Command& c, ApiEnv& env, const std::string& topic_name = "") {
+  Reply r = execute(c, env.commands);
+  if (r.ask) {
+    ApiResponse pending;
+    pending.ask = r.ask;
+    pending.command = c;
+    pending.topic = topic_name;
+    return pending;
+  }
+  return render(r, topic_name);
 }
 
 // POST /mappings/NAME/ACTION, /backends/HOST:PORT/ACTION, /clients/ID/kill, /reload, /shutdown.
@@ -220,6 +257,10 @@ ApiResponse handleApi(const ApiRequest& req, ApiEnv& env) {
   return error(404, "no such endpoint: see /api/v1/openapi.json");
 }
 
+ApiResponse completeApi(const ApiResponse& pending, const Gathered& g) {
+  return render(complete(*pending.command, g), pending.topic);
+}
+
 std::string openApiDocument(std::string_view version) {
   std::string schemas =
       "\"Error\":{\"type\":\"object\",\"required\":[\"error\"],\"properties\":{\"error\":{"
@@ -227,7 +268,11 @@ std::string openApiDocument(std::string_view version) {
       "\"items\":{\"type\":\"object\",\"properties\":{\"line\":{\"type\":\"integer\"},"
       "\"column\":{\"type\":\"integer\"},\"message\":{\"type\":\"string\"}}}}}},"
       "\"Result\":{\"type\":\"object\",\"required\":[\"result\"],\"properties\":{\"result\":{"
-      "\"type\":\"string\"}}}";
+      "\"type\":\"string\"},\"notices\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+      "\"missing\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Missing\"}}}},"
+      "\"Missing\":{\"type\":\"object\",\"required\":[\"slot\",\"pid\",\"why\"],"
+      "\"properties\":{\"slot\":{\"type\":\"integer\"},\"pid\":{\"type\":\"integer\"},"
+      "\"why\":{\"type\":\"string\"}}}";
   std::string paths;
   auto errors = [](const char* codes) {
     std::string out;
@@ -245,26 +290,25 @@ std::string openApiDocument(std::string_view version) {
   for (const TopicSpec& t : topics()) {
     std::string name = lower(t.keyword);
     View v = view(empty, t.topic);
-    std::string get;
-    if (sharedTopic(t.topic)) {
-      std::string props, required;
-      for (const Column& c : v.columns) {
-        props += std::string(props.empty() ? "" : ",") + jsonString(c.name) + ":{\"type\":\"" +
-                 jsonType(c.type) + "\",\"nullable\":true}";
-        required += std::string(required.empty() ? "" : ",") + jsonString(c.name);
-      }
-      schemas += "," + jsonString(schemaName(t.keyword)) + ":{\"type\":\"object\",\"required\":[" +
-                 required + "],\"properties\":{" + props + "}}";
-      get = "\"get\":{\"summary\":\"SHOW " + std::string(t.keyword) +
-            "\",\"responses\":{\"200\":{\"description\":\"rows\",\"content\":{\"application/"
-            "json\":{\"schema\":{\"type\":\"object\",\"required\":[" +
-            jsonString(name) + "],\"properties\":{" + jsonString(name) +
-            ":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" +
-            schemaName(t.keyword) + "\"}}}}}}}" + errors("401 ") + "}}";
-    } else {
-      get = "\"get\":{\"summary\":\"SHOW " + std::string(t.keyword) +
-            " (not available yet)\",\"responses\":{" + errors("501 401 ").substr(1) + "}}";
+    std::string props, required;
+    for (const Column& c : v.columns) {
+      props += std::string(props.empty() ? "" : ",") + jsonString(c.name) + ":{\"type\":\"" +
+               jsonType(c.type) + "\",\"nullable\":true}";
+      required += std::string(required.empty() ? "" : ",") + jsonString(c.name);
     }
+    schemas += "," + jsonString(schemaName(t.keyword)) + ":{\"type\":\"object\",\"required\":[" +
+               required + "],\"properties\":{" + props + "}}";
+    // Lists gathered from the workers say which did not answer in time.
+    std::string missing = sharedTopic(t.topic)
+                              ? ""
+                              : ",\"missing\":{\"type\":\"array\",\"items\":{\"$ref\":"
+                                "\"#/components/schemas/Missing\"}}";
+    std::string get = "\"get\":{\"summary\":\"SHOW " + std::string(t.keyword) +
+                      "\",\"responses\":{\"200\":{\"description\":\"rows\",\"content\":{"
+                      "\"application/json\":{\"schema\":{\"type\":\"object\",\"required\":[" +
+                      jsonString(name) + "],\"properties\":{" + jsonString(name) +
+                      ":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" +
+                      schemaName(t.keyword) + "\"}}" + missing + "}}}}}" + errors("401 ") + "}}";
     if (t.topic == Topic::kConfig) {
       get +=
           ",\"put\":{\"summary\":\"replace the configuration file and reload (admin."

@@ -180,6 +180,35 @@ std::string Pool::describe() const {
   return user_ + "@" + database_ + " on " + m.backends[backend_].key();
 }
 
+const ServerConn* Pool::nextServer(const ServerConn* s) {
+  return s->all_next;
+}
+
+std::size_t Pool::reconnect() {
+  std::size_t n = 0;
+  for (ServerConn* s = servers_; s;) {
+    ServerConn* next = s->all_next;
+    ++n;
+    if (s->in_idle) {
+      s->close("RECONNECT from the console");
+    } else {
+      s->close_needed = true;
+    }
+    s = next;
+  }
+  return n;
+}
+
+std::size_t PoolSet::reconnect(std::size_t mapping) {
+  std::size_t n = 0;
+  for (auto& [key, pool] : pools_) {
+    if (pool->mapping() == mapping) {
+      n += pool->reconnect();
+    }
+  }
+  return n;
+}
+
 void Pool::closeAll() {
   while (servers_) {
     servers_->close("pgproxy is closing the pool");
@@ -305,6 +334,10 @@ void Pool::grant(ServerConn* s, PoolClient* c) {
 void Pool::giveOrKeep(ServerConn* s) {
   const config::PoolConfig& pc = config();
   std::uint64_t now = base::monotonicMs();
+  if (s->close_needed) {
+    s->close("RECONNECT from the console");
+    return;
+  }
   if (set_.draining() && clients_ == 0) {
     // A newer generation serves new clients; this worker keeps servers only for its own.
     s->close("this worker is draining (a reload replaced it)");

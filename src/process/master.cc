@@ -378,13 +378,15 @@ base::Status Master::setUpSharedMemory() {
     owns_stats_ = false;  // until this master serves
     return {};
   }
-  std::uint64_t seeds[2] = {};
+  std::uint64_t seeds[3] = {};
   if (getrandom(seeds, sizeof(seeds), 0) != sizeof(seeds)) {
     seeds[0] = static_cast<std::uint64_t>(base::monotonicMs()) * 0x9e3779b97f4a7c15ull ^ getpid();
     seeds[1] = ~seeds[0];
+    seeds[2] = seeds[0] ^ 0x5bd1e995;
   }
   client_limits_->seed(seeds[0]);
   pools_->seed(seeds[1]);
+  control_->setInstance(seeds[2] | 1);  // never 0
   return {};
 }
 

@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "pgproxy/admin/admin_server.h"
+#include "pgproxy/admin/control_server.h"
 #include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
@@ -95,6 +96,9 @@ struct Worker {
   std::uint64_t accept_error_logged_ms = 0;
   event* drain_deadline = nullptr;
   std::unique_ptr<admin::AdminServer> admin;
+  // Answers the console's and the API's questions about this worker's sessions, also while it
+  // drains after a reload (its sessions are still listed and can be killed).
+  std::unique_ptr<admin::ControlServer> control;
   std::unique_ptr<pool::PoolSet> pools;          // after the sessions: they hold pointers into it
   std::unique_ptr<auth::SecretLookups> secrets;  // likewise (sessions wait for lookups)
   bool draining = false;
@@ -272,6 +276,7 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.shared_pools = spec.pools;
   w->ctx.control = spec.control;
   w->ctx.master_pid = static_cast<int>(getppid());
+  w->ctx.metrics_slot = spec.metrics_slot;
   spec.pools->attach(spec.metrics_slot);
   w->ctx.metrics_registry = spec.metrics;
   metrics::Slot* slot = spec.metrics->slot(spec.metrics_slot);
@@ -324,6 +329,11 @@ int runWorker(const WorkerSpec& spec) {
     w->ctx.secrets = w->secrets.get();
   }
   w->ctx.owner = w;
+  if (spec.control) {
+    w->control = std::make_unique<admin::ControlServer>(
+        base, spec.control->instance(), spec.metrics_slot,
+        [w](const admin::ControlRequest& r) { return session::answerControl(w->ctx, r); });
+  }
   w->accept_resume = evtimer_new(base, onAcceptResume, w);
   w->drain_deadline = evtimer_new(base, onDrainDeadline, w);
 

@@ -13,7 +13,7 @@ std::string buildMessage(char type, std::string_view body) {
 
 namespace {
 std::string buildErrorResponse(std::string_view severity, std::string_view sqlstate,
-                               std::string_view message, std::string_view hint) {
+                               std::string_view message, std::string_view hint, char type = 'E') {
   std::string body;
   auto field = [&body](char code, std::string_view value) {
     body.push_back(code);
@@ -28,7 +28,7 @@ std::string buildErrorResponse(std::string_view severity, std::string_view sqlst
     field('H', hint);
   }
   body.push_back('\0');
-  return buildMessage('E', body);
+  return buildMessage(type, body);
 }
 }  // namespace
 
@@ -38,6 +38,10 @@ std::string buildFatal(std::string_view sqlstate, std::string_view message, std:
 
 std::string buildError(std::string_view sqlstate, std::string_view message, std::string_view hint) {
   return buildErrorResponse("ERROR", sqlstate, message, hint);
+}
+
+std::string buildNotice(std::string_view message) {
+  return buildErrorResponse("NOTICE", "00000", message, {}, 'N');
 }
 
 std::string buildSslRequest() {

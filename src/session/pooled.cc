@@ -50,6 +50,7 @@ void Session::startPooled() {
     return;
   }
   pooled_ = std::make_unique<Pooled>(*this);
+  pooled_->session_id = id_;
   pooled_->pool = pool;
   pool->addClient(1);
   pool->setCredentials(client_auth_->serverCredentials());

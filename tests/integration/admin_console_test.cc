@@ -4,8 +4,13 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <arpa/inet.h>
+#include <signal.h>
+#include <sys/socket.h>
+
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,7 +26,7 @@ std::string consoleConfig(const std::string& mappings, const std::string& extra 
   return "auth: {type: scram-sha-256, file: " + poolRoleDatabase("consoledb") +
          "}\n"
          "admin:\n  users: [pgproxy_pool]\n" +
-         extra + "mappings:\n" + mappings;
+         extra + "mappings:\n" + mappings;  // `extra`: more admin keys
 }
 
 std::string pooledMapping() {
@@ -241,6 +246,162 @@ TEST(AdminConsole, DrainBackendMovesNewSessionsAndUndrainBringsThemBack) {
             "DRAIN BACKEND");
   std::string none = refusal(proxy.plain());
   EXPECT_NE(none.find("every backend is drained"), std::string::npos) << none;
+}
+
+std::string pooledMappingIn(const std::string& mode) {
+  std::string m = pooledMapping();
+  return m.replace(m.find("mode: session"), 13, "mode: " + mode);
+}
+
+// Rows of SHOW CLIENTS whose column `col` is `value`.
+int clientsWith(const std::string& console, std::size_t col, const std::string& value) {
+  int n = 0;
+  for (const auto& row : rows(console, "SHOW CLIENTS")) {
+    n += row.size() > col && row[col] == value ? 1 : 0;
+  }
+  return n;
+}
+
+TEST(AdminConsole, ShowClientsAndServersListEveryWorkersSessions) {
+  Proxy proxy(consoleConfig(pooledMapping()));
+  std::vector<std::unique_ptr<Conn>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<Conn>(pooled(proxy)));
+    ASSERT_EQ(clients.back()->one("select 1"), "1");
+  }
+  // id|worker|mapping|user|database|state|addr|port|tls|connect_time|backend|server|...
+  auto list = rows(plainConsole(proxy), "SHOW CLIENTS");
+  int pooled_rows = 0, console_rows = 0;
+  std::set<std::string> workers;
+  for (const auto& row : list) {
+    ASSERT_EQ(row.size(), 14u);
+    if (row[5] == "console") {
+      ++console_rows;
+      continue;
+    }
+    ++pooled_rows;
+    workers.insert(row[1]);
+    EXPECT_EQ(row[2], "host1.example.com");
+    EXPECT_EQ(row[3], "pgproxy_pool");
+    EXPECT_EQ(row[4], "consoledb");
+    EXPECT_EQ(row[5], "active");  // session mode: each holds its server
+    EXPECT_EQ(row[6], "127.0.0.1");
+    EXPECT_EQ(row[8], "terminate");
+    EXPECT_FALSE(row[11].empty());  // the server it holds
+  }
+  EXPECT_EQ(pooled_rows, 4);
+  EXPECT_EQ(console_rows, 1);  // the console's own session
+  // id|worker|mapping|backend|user|database|state|client|connect_time|close_needed
+  auto servers = rows(plainConsole(proxy), "SHOW SERVERS");
+  int active = 0;
+  for (const auto& row : servers) {
+    ASSERT_EQ(row.size(), 10u);
+    active += row[6] == "active" ? 1 : 0;
+    EXPECT_EQ(row[3], "127.0.0.1:" + std::to_string(sandbox().port1));
+  }
+  EXPECT_EQ(active, 4);
+  EXPECT_EQ(static_cast<int>(servers.size()), serverSessions());
+}
+
+TEST(AdminConsole, KillAndKillClientCloseSessionsWithPostgresWords) {
+  Proxy proxy(consoleConfig(pooledMappingIn("transaction")));
+  std::vector<std::unique_ptr<Conn>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<Conn>(pooled(proxy)));
+    ASSERT_EQ(clients.back()->one("select 1"), "1");
+  }
+  Conn admin(plainConsole(proxy));
+  // One by its id first.
+  std::string id;
+  for (const auto& row : rows(plainConsole(proxy), "SHOW CLIENTS")) {
+    if (row[5] != "console") {
+      id = row[0];
+      break;
+    }
+  }
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(admin.cmd("KILL_CLIENT " + id), "KILL_CLIENT");
+  EXPECT_EQ(admin.cmd("KILL_CLIENT 999"), "ERROR:42704");
+  ASSERT_TRUE(eventually([&] { return clientsWith(plainConsole(proxy), 5, "idle") == 2; }));
+  // Then the whole mapping: idle pooled clients are told why, as PostgreSQL would.
+  EXPECT_EQ(admin.cmd("KILL host1.example.com"), "KILL");
+  int told = 0;
+  for (auto& c : clients) {
+    PGresult* r = PQexec(c->c, "select 2");
+    std::string err = PQerrorMessage(c->c);
+    told += err.find("administrator command") != std::string::npos ? 1 : 0;
+    EXPECT_NE(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+  }
+  EXPECT_EQ(told, 3);
+  EXPECT_EQ(clientsWith(plainConsole(proxy), 2, "host1.example.com"), 0);
+  EXPECT_EQ(admin.cmd("KILL nosuch.example.com"), "ERROR:42704");
+}
+
+TEST(AdminConsole, ReconnectReplacesTheServerConnections) {
+  Proxy proxy(consoleConfig(pooledMappingIn("transaction")));
+  Conn app(pooled(proxy));
+  std::string before = app.one("select pg_backend_pid()");
+  ASSERT_EQ(app.one("select pg_backend_pid()"), before);  // the pool keeps its server
+  Conn admin(plainConsole(proxy));
+  EXPECT_EQ(admin.cmd("RECONNECT host1.example.com"), "RECONNECT");
+  std::string after = app.one("select pg_backend_pid()");
+  EXPECT_NE(after, before);
+  EXPECT_EQ(queryHost1("select count(*) from pg_stat_activity where pid = " + before), "0");
+}
+
+// Resumes a stopped worker whatever the test's outcome.
+struct Stopped {
+  pid_t pid;
+  ~Stopped() { kill(pid, SIGCONT); }
+};
+
+TEST(AdminConsole, AStoppedWorkerIsNamedNotWaitedFor) {
+  int http_port = freePort();
+  std::string token_dir = tempDir("pgproxy-console-token");
+  writeFile(token_dir + "/token", "tok\n");
+  Proxy proxy(consoleConfig(pooledMapping(), "  listen: \"127.0.0.1:" + std::to_string(http_port) +
+                                                 "\"\n  token_file: " + token_dir + "/token\n"));
+  ASSERT_TRUE(eventually([&] { return childrenOf(proxy.pid()).size() >= 2; }));
+  // The console session first: the worker it is on answers; the other one is then stopped.
+  Conn admin(plainConsole(proxy));
+  ASSERT_EQ(PQstatus(admin.c), CONNECTION_OK);
+  sockaddr_in local{};
+  socklen_t len = sizeof(local);
+  getsockname(PQsocket(admin.c), reinterpret_cast<sockaddr*>(&local), &len);
+  const std::string port = std::to_string(ntohs(local.sin_port));
+  pid_t own = 0;
+  PGresult* r = PQexec(admin.c, "SHOW CLIENTS");
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+  for (int i = 0; i < PQntuples(r); ++i) {
+    if (PQgetvalue(r, i, 7) == port) {  // the console's own row: its client port is ours
+      own = std::stoi(PQgetvalue(r, i, 1));
+    }
+  }
+  PQclear(r);
+  ASSERT_NE(own, 0);
+  pid_t other = 0;
+  for (pid_t p : childrenOf(proxy.pid())) {
+    if (p != own) {
+      other = p;
+    }
+  }
+  ASSERT_NE(other, 0);
+  ASSERT_EQ(kill(other, SIGSTOP), 0);
+  Stopped resume{other};
+  std::string notice;
+  PQsetNoticeProcessor(
+      admin.c, [](void* arg, const char* m) { *static_cast<std::string*>(arg) += m; }, &notice);
+  r = PQexec(admin.c, "SHOW CLIENTS");
+  EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+  PQclear(r);
+  EXPECT_NE(notice.find("worker " + std::to_string(other)), std::string::npos) << notice;
+  EXPECT_NE(notice.find("before the deadline"), std::string::npos) << notice;
+  // The API the same way: its answer lists the missing worker.
+  auto api = httpGet(http_port, "/api/v1/clients", "Authorization: Bearer tok\r\n");
+  EXPECT_EQ(api.status, 200) << api.body;
+  EXPECT_NE(api.body.find("\"missing\":[{\"slot\":"), std::string::npos) << api.body;
+  EXPECT_NE(api.body.find("\"pid\":" + std::to_string(other)), std::string::npos) << api.body;
 }
 
 }  // namespace

@@ -93,7 +93,7 @@ TEST_F(RestApiTest, GetsAreTheConsolesViewsAsJson) {
       << r.body;
   EXPECT_EQ(call(Method::kGet, "/mappings").status, 200);
   EXPECT_EQ(call(Method::kGet, "/version").body, "{\"version\":[{\"version\":\"pgproxy 9.9\"}]}");
-  EXPECT_EQ(call(Method::kGet, "/clients").status, 501);
+  EXPECT_EQ(call(Method::kGet, "/clients").status, 503);  // no way to ask the workers here
   EXPECT_EQ(call(Method::kGet, "/nothing").status, 404);
   auto wrong = call(Method::kPost, "/backends");
   EXPECT_EQ(wrong.status, 405);
@@ -138,6 +138,48 @@ TEST_F(RestApiTest, PutConfigValidatesWritesAndReloads) {
   EXPECT_EQ(signals_, (std::vector<int>{SIGHUP}));
   EXPECT_EQ(call(Method::kPut, "/config", "").status, 400);
   EXPECT_EQ(call(Method::kPut, "/config", good, false).status, 403);
+}
+
+// Lists and KILLs wait for the workers: the response says what to ask, and the answer keeps the
+// workers that were missing.
+TEST_F(RestApiTest, WorkerAnswersAreRenderedWithTheMissingOnes) {
+  env_.commands.ask_workers = [](const ControlRequest&, ControlGather::Done) {
+    return std::unique_ptr<ControlGather>();
+  };
+  auto pending = call(Method::kGet, "/clients");
+  ASSERT_TRUE(pending.ask.has_value());
+  EXPECT_EQ(pending.ask->kind, ControlKind::kClients);
+  Gathered g;
+  ControlReply part;
+  std::vector<Cell> row(clientColumns().size());
+  row[0] = std::string("7");
+  row[2] = std::string("a.example.com");
+  part.rows.push_back(row);
+  g.parts.push_back(part);
+  g.missing.push_back({4, 4444, "no answer before the deadline (stopped or stuck)"});
+  auto done = completeApi(pending, g);
+  EXPECT_EQ(done.status, 200);
+  EXPECT_EQ(
+      done.body.rfind("{\"clients\":[{\"id\":7,\"worker\":null,\"mapping\":\"a.example.com\"", 0),
+      0u)
+      << done.body;
+  EXPECT_NE(done.body.find("\"missing\":[{\"slot\":4,\"pid\":4444,"), std::string::npos);
+
+  auto kill = call(Method::kPost, "/mappings/a.example.com/kill");
+  ASSERT_TRUE(kill.ask.has_value());
+  EXPECT_EQ(kill.ask->kind, ControlKind::kKillMapping);
+  EXPECT_EQ(kill.ask->name, "a.example.com");
+  Gathered killed;
+  ControlReply two;
+  two.rows = {{std::string("2")}};
+  killed.parts = {two, two};
+  auto result = completeApi(kill, killed);
+  EXPECT_EQ(result.body, "{\"result\":\"KILL\",\"notices\":[\"4 session(s) closed\"]}");
+  EXPECT_EQ(call(Method::kPost, "/mappings/b.example.com/kill").status, 404);
+  auto client = call(Method::kPost, "/clients/10000000003/kill");
+  ASSERT_TRUE(client.ask.has_value());
+  EXPECT_EQ(client.ask->number, 10000000003ull);
+  EXPECT_EQ(completeApi(client, Gathered{}).status, 404);  // no worker had it
 }
 
 TEST(RestApiErrors, ConfigErrorsKeepTheirPositions) {

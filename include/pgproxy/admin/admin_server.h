@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cstddef>
+#include <list>
+#include <memory>
 #include <vector>
 
 #include "pgproxy/admin/rest_api.h"
@@ -13,6 +15,7 @@ struct event_base;
 struct evhttp;
 struct evhttp_bound_socket;
 struct evhttp_request;
+struct evhttp_connection;
 
 namespace pgproxy::admin {
 
@@ -35,6 +38,19 @@ class AdminServer {
   void respond(evhttp_request* req);
 
   void api(evhttp_request* req, const std::string& path);
+  // A request whose answer waits for the workers (SHOW CLIENTS, KILL ...).
+  struct Pending {
+    AdminServer* server = nullptr;
+    evhttp_request* req = nullptr;
+    evhttp_connection* conn = nullptr;
+    ApiResponse response;
+    std::unique_ptr<ControlGather> gather;
+  };
+  void send(evhttp_request* req, const ApiResponse& out);
+  void answered(Pending* p, Gathered g);
+  static void onClientGone(evhttp_connection* conn, void* arg);
+  void forget(Pending* p);
+  std::list<std::unique_ptr<Pending>> pending_;
 
   evhttp* http_ = nullptr;
   evhttp_bound_socket* bound_ = nullptr;

@@ -17,6 +17,9 @@ namespace pgproxy::admin {
 // ENABLE. The data path reads the flag where it decides (routing, balancing): a store takes effect
 // in every worker at once, so these commands need no acknowledgement round.
 struct ControlShared {
+  // Names this instance's worker control sockets (control_channel.h); set by the master that
+  // creates the regions, kept by one that adopts them.
+  std::atomic<std::uint64_t> instance;
   std::atomic<std::uint32_t> mapping_flags[metrics::kMaxMappings];
   std::atomic<std::uint32_t> backend_flags[upstream::kMaxBackends];
 };
@@ -25,6 +28,8 @@ class Control {
  public:
   explicit Control(ControlShared* shared) : shared_(shared) {}
   static std::size_t bytesNeeded() { return sizeof(ControlShared); }
+  std::uint64_t instance() const { return shared_->instance.load(std::memory_order_acquire); }
+  void setInstance(std::uint64_t id) { shared_->instance.store(id, std::memory_order_release); }
 
   // `mapping`: the metrics index of the mapping's name. Setters return the previous value.
   bool disabled(std::size_t mapping) const { return test(shared_->mapping_flags, mapping); }

@@ -97,6 +97,8 @@ struct Column {
   ColumnType type;
 };
 using Cell = std::optional<std::string>;
+// A wall-clock time (Unix milliseconds) as PostgreSQL prints a timestamptz in UTC; NULL for 0.
+Cell timestampCell(std::int64_t unix_ms);
 struct View {
   std::vector<Column> columns;
   std::vector<std::vector<Cell>> rows;
@@ -106,8 +108,8 @@ struct View {
 // same (SHOW POOLS' cl_waiting, sv_active ...; SHOW STATS' total_xact_count ...). Pure.
 View view(const LiveState& s, Topic topic);
 
-// The topics capture can answer from shared memory alone (CLIENTS and SERVERS need each
-// worker's own lists, which are not gathered yet).
+// Whether capture answers `topic` from shared memory alone; CLIENTS and SERVERS are each
+// worker's own lists, asked over the control sockets (view() gives their columns, no rows).
 bool sharedTopic(Topic topic);
 
 // The rows of SHOW CONFIG: every scalar of the YAML document as a dotted key

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,6 +27,11 @@ struct ApiResponse {
   int status = 200;
   std::string body;   // JSON
   std::string allow;  // for 405: the methods the path takes
+  // Set: the answer needs the workers. The server asks them (commands.ask_workers with `ask`)
+  // and answers with completeApi() once they have.
+  std::optional<ControlRequest> ask;
+  std::optional<Command> command;
+  std::string topic;
 };
 
 struct ApiEnv {
@@ -39,6 +45,7 @@ struct ApiEnv {
 };
 
 ApiResponse handleApi(const ApiRequest& req, ApiEnv& env);
+ApiResponse completeApi(const ApiResponse& pending, const Gathered& g);
 
 // The OpenAPI 3 description of every endpoint, its row schemas made from the views' columns, so
 // that the document cannot drift from the responses.

@@ -55,6 +55,8 @@ class PoolClient {
   // for them (its greeting) and no longer waits; it has then left the FIFO.
   virtual bool welcomed() = 0;
 
+  // The session's id in its worker (SHOW SERVERS' client column).
+  std::uint64_t session_id = 0;
   // The pool's FIFO of waiting clients.
   PoolClient* wait_next = nullptr;
   PoolClient* wait_prev = nullptr;
@@ -87,6 +89,15 @@ class PoolSet {
   StatementRegistry& statements() { return statements_; }
   // Frees a closed server connection once the loop is back (never under its own callbacks).
   void bury(ServerConn* s);
+  // RECONNECT: the mapping's server connections close, idle ones now, the others when their
+  // clients release them. Returns how many were open.
+  std::size_t reconnect(std::size_t mapping);
+  template <typename F>
+  void forEachServer(F f) const {
+    for (const auto& [key, pool] : pools_) {
+      pool->forEachServer(f);
+    }
+  }
 
  private:
   static void onTick(int fd, short what, void* arg);
@@ -148,8 +159,17 @@ class Pool {
     clients_ = static_cast<unsigned>(static_cast<int>(clients_) + delta);
   }
   void closeAll();
+  std::size_t reconnect();  // see PoolSet::reconnect
+  template <typename F>
+  void forEachServer(F f) const {
+    for (const ServerConn* s = servers_; s; s = nextServer(s)) {
+      f(*this, *s);
+    }
+  }
+  static const ServerConn* nextServer(const ServerConn* s);
 
   PoolSet& set() { return set_; }
+  const PoolSet& set() const { return set_; }
   const config::PoolConfig& config() const;
   std::size_t mapping() const { return mapping_; }
   std::size_t backend() const { return backend_; }

@@ -60,6 +60,7 @@ class ServerConn {
 
   State state() const { return state_; }
   std::uint64_t id() const { return id_; }
+  const PoolClient* client() const { return client_; }
   const Params& params() const { return params_; }
   ServerStatements& statements() { return statements_; }
   const Params& extras() const { return extras_; }
@@ -91,6 +92,7 @@ class ServerConn {
   // Opened for one client beyond the pool's size (the LISTEN hub's): given to it alone once up.
   bool dedicated = false;
   PoolClient* dedicated_to = nullptr;
+  bool close_needed = false;  // RECONNECT: closed when its client releases it
 
  private:
   static void onConnected(void* arg, upstream::Connector::Result r);

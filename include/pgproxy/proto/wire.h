@@ -47,6 +47,9 @@ std::string buildFatal(std::string_view sqlstate, std::string_view message,
 std::string buildError(std::string_view sqlstate, std::string_view message,
                        std::string_view hint = {});
 
+// A NoticeResponse ('N', severity NOTICE, SQLSTATE 00000): said to the client, nothing failed.
+std::string buildNotice(std::string_view message);
+
 // The frontend's SSLRequest, as pgproxy sends it to a backend.
 std::string buildSslRequest();
 // A protocol 3.0 CancelRequest, as pgproxy sends it to a pooled server.

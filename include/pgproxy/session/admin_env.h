@@ -10,4 +10,8 @@ namespace pgproxy::session {
 // see and change the same things.
 admin::CommandEnv adminEnv(const Context& ctx);
 
+// This worker's answer on its control socket: its sessions, its server connections, or the
+// sessions it closed for KILL.
+admin::ControlReply answerControl(Context& ctx, const admin::ControlRequest& r);
+
 }  // namespace pgproxy::session

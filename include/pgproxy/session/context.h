@@ -65,6 +65,7 @@ struct Context {
   void (*on_handshake_done)(Context*) = nullptr;
   void* owner = nullptr;  // the worker, for the callbacks
   int master_pid = 0;     // the master that forked this worker (the console's RELOAD, SHUTDOWN)
+  std::size_t metrics_slot = 0;  // this worker's slot: its part of the console's client ids
   // Per-worker budget for cancels fanned out to passthrough sessions (token bucket).
   double cancel_tokens = 0;
   std::uint64_t cancel_tokens_at_ms = 0;

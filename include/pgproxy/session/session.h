@@ -6,9 +6,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "pgproxy/admin/console.h"
 #include "pgproxy/auth/client_auth.h"
 #include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/cancel/registry.h"
@@ -22,10 +25,6 @@
 struct bufferevent;
 struct event;
 typedef struct ssl_st SSL;
-
-namespace pgproxy::admin {
-class Console;
-}
 
 namespace pgproxy::session {
 
@@ -60,6 +59,14 @@ class Session {
   static void accept(Context& ctx, int fd, const sockaddr* addr, int addrlen);
   // Closes the session through its normal close path (fast shutdown, drain timeout).
   void shutdown();
+  // KILL from the console: the client is told (FATAL 57P01, as pg_terminate_backend) where it
+  // can read one, then closed.
+  void kill();
+  // The console's SHOW CLIENTS row for this session (admin::clientColumns' order); `slot` is the
+  // worker's, for the ids.
+  std::vector<std::optional<std::string>> clientRow(std::size_t slot) const;
+  std::uint64_t id() const { return id_; }
+  std::size_t mapping() const { return mapping_; }
 
   Session* next_ = nullptr;  // intrusive list owned by Context
   Session* prev_ = nullptr;
@@ -172,7 +179,9 @@ class Session {
   void startConsole(std::string_view packet);
   void enterConsole();
   void readConsole();
-  bool consoleInput(std::string_view bytes);  // false: the session ended
+  bool consoleInput(std::string_view bytes);                          // false: the session ended
+  bool consoleStatus(admin::Console::Status st, std::size_t before);  // likewise
+  void consoleAnswered(admin::Gathered g);
   void flushConsole();
   // Plaintext: the client's socket leaves its bufferevent (the StartupMessage and anything after
   // it go to startup_) for pgproxy's own login exchange.
@@ -246,6 +255,7 @@ class Session {
   std::unique_ptr<Pooled> pooled_;
   bool console_wanted_ = false;  // the StartupMessage asked for the console
   std::unique_ptr<admin::Console> console_;
+  bool console_waiting_ = false;  // a console command waits for the workers' answers
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
   upstream::Lookup* lookup_ = nullptr;
   std::unique_ptr<upstream::AddressList> addresses_;
