@@ -174,7 +174,7 @@ void AdminServer::api(evhttp_request* req, const std::string& path) {
   std::snprintf(host, sizeof(host), "%s:%u", peer ? peer : "?", static_cast<unsigned>(port));
   env_.commands.who = std::string("the REST API from ") + host;
   ApiResponse out = handleApi(r, env_);
-  if (out.ask) {
+  if (out.ask || out.until) {
     // The workers answer within their deadline; the request waits for them without holding the
     // loop. A client that hangs up meanwhile cancels it (the request is gone with it).
     auto pending = std::make_unique<Pending>();
@@ -185,8 +185,12 @@ void AdminServer::api(evhttp_request* req, const std::string& path) {
     p->response = std::move(out);
     pending_.push_back(std::move(pending));
     evhttp_connection_set_closecb(p->conn, onClientGone, p);
-    p->gather = env_.commands.ask_workers(
-        *p->response.ask, [p](Gathered g) { p->server->answered(p, std::move(g)); });
+    auto done = [p](Gathered g) { p->server->answered(p, std::move(g)); };
+    if (p->response.ask && env_.commands.ask_workers) {
+      p->gather = env_.commands.ask_workers(*p->response.ask, done);
+    } else if (env_.commands.poll_until) {
+      p->poller = env_.commands.poll_until(p->response.until, [done] { done(Gathered{}); });
+    }
     return;
   }
   send(req, out);

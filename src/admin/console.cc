@@ -9,6 +9,7 @@
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/pool/params.h"
+#include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/upstream/backend_table.h"
 
@@ -99,6 +100,60 @@ Reply signalMaster(const Command& c, CommandEnv& env, int sig, const char* tag) 
   return done(tag);
 }
 
+// PAUSE and RESUME: the flag of one pooled mapping, or of all of them; PAUSE then waits until no
+// server connection of theirs is in a transaction (active, or being reset) in any worker.
+Reply pauseOrResume(const Command& c, CommandEnv& env) {
+  const Sources& src = env.sources;
+  const bool pause = c.verb == Verb::kPause;
+  std::vector<std::string> names;
+  if (src.config) {
+    for (const auto& m : src.config->mappings) {
+      if (c.target.empty() ? m.pool.enabled : m.external == base::toLowerAscii(c.target)) {
+        names.push_back(m.external);
+      }
+    }
+  }
+  if (!c.target.empty() && names.empty()) {
+    return failure(kUndefinedObject, "no mapping \"" + c.target + "\" in the configuration");
+  }
+  for (const auto& m : src.config ? src.config->mappings : std::vector<config::Mapping>{}) {
+    if (!names.empty() && m.external == names[0] && !m.pool.enabled) {
+      return failure(proto::sqlstate::kFeatureNotSupported,
+                     "mapping \"" + m.external +
+                         "\" does not pool its clients: PAUSE holds pooled transactions (DISABLE "
+                         "refuses new clients of any mapping)");
+    }
+  }
+  if (names.empty() || !env.control) {
+    return failure(proto::sqlstate::kFeatureNotSupported,
+                   "no mapping pools its clients: PAUSE holds pooled transactions only");
+  }
+  for (const auto& name : names) {
+    if (auto index = mappingIndex(env, name)) {
+      env.control->setPaused(*index, pause);
+    }
+  }
+  LOG_INFO("admin: %s by %s", formatCommand(c).c_str(), env.who.c_str());
+  if (!pause) {
+    return done("RESUME");
+  }
+  Reply r = done("PAUSE");
+  const pool::SharedPools* pools = src.pools;
+  r.until = [pools, names] {
+    if (!pools) {
+      return true;
+    }
+    for (const pool::PoolSample& p : pools->samples()) {
+      bool ours = std::find(names.begin(), names.end(), p.mapping) != names.end();
+      if (ours && p.state(pool::ServerState::kActive) + p.state(pool::ServerState::kUsed) > 0) {
+        return false;
+      }
+    }
+    return true;
+  };
+  return r;
+}
+
 Reply ask(const Command& c, const CommandEnv& env, ControlRequest request) {
   if (!env.ask_workers) {
     return failure(kSystemError, formatCommand(c) + ": this process cannot reach the workers");
@@ -162,7 +217,7 @@ Reply execute(const Command& c, CommandEnv& env) {
       return signalMaster(c, env, c.wait ? SIGQUIT : SIGTERM, "SHUTDOWN");
     case Verb::kPause:
     case Verb::kResume:
-      break;
+      return pauseOrResume(c, env);
   }
   std::string text = formatCommand(c);
   return failure(proto::sqlstate::kFeatureNotSupported,
@@ -172,6 +227,9 @@ Reply execute(const Command& c, CommandEnv& env) {
 }
 
 Reply complete(const Command& c, const Gathered& g) {
+  if (c.verb == Verb::kPause) {
+    return done("PAUSE");  // what it waited for holds: no transaction of the mapping is open
+  }
   Reply r;
   for (const Missing& m : g.missing) {
     r.notices.push_back("worker " + std::to_string(m.pid) + " (slot " + std::to_string(m.slot) +
@@ -251,6 +309,8 @@ Console::Status Console::resume(const Gathered& g, std::string& out) {
   }
   Command c = *waiting_;
   waiting_.reset();
+  gather_.reset();  // called from their callbacks, which touch nothing after
+  poller_.reset();
   reply(complete(c, g), out);
   out += proto::buildMessage('Z', "I");
   std::string rest;
@@ -320,14 +380,24 @@ void Console::handle(char type, std::string_view body, std::string& out) {
         out += proto::buildMessage('I', "");
       } else {
         Reply r = execute(*parsed, env_);
-        if (r.ask) {
+        if (r.until && !env_.poll_until) {
+          r = Reply{};
+          r.sqlstate = kSystemError;
+          r.message = "this process cannot wait for the command to take effect";
+        }
+        if (r.ask || r.until) {
           waiting_ = *parsed;
-          gather_ = env_.ask_workers(*r.ask, [this](Gathered g) {
+          auto answer = [this](Gathered g) {
             if (answered_) {
               answered_(std::move(g));
             }
-          });
-          return;  // ReadyForQuery once the workers have answered
+          };
+          if (r.ask) {
+            gather_ = env_.ask_workers(*r.ask, answer);
+          } else {
+            poller_ = env_.poll_until(r.until, [answer] { answer(Gathered{}); });
+          }
+          return;  // ReadyForQuery once the workers have answered or the wait is over
         }
         reply(r, out);
       }

@@ -356,4 +356,26 @@ void ControlGather::finish() {
   done(std::move(result));  // may destroy this gather: nothing after
 }
 
+Poller::Poller(event_base* base, std::function<bool()> ready, std::function<void()> done)
+    : ready_(std::move(ready)), done_(std::move(done)) {
+  timer_ = evtimer_new(base, onTick, this);
+  timeval now{0, 0};
+  evtimer_add(timer_, &now);  // the first look from the loop, never from here
+}
+
+Poller::~Poller() {
+  event_free(timer_);
+}
+
+void Poller::onTick(int, short, void* arg) {
+  auto* p = static_cast<Poller*>(arg);
+  if (!p->ready_()) {
+    timeval tick{0, 20'000};
+    evtimer_add(p->timer_, &tick);
+    return;
+  }
+  std::function<void()> done = std::move(p->done_);
+  done();  // may destroy this poller: nothing after
+}
+
 }  // namespace pgproxy::admin

@@ -61,6 +61,7 @@ void captureMappings(const Sources& src, const metrics::Snapshot& snap, LiveStat
       }
     }
     ms.disabled = src.control && index != metrics::kUnknownMapping && src.control->disabled(index);
+    ms.paused = src.control && index != metrics::kUnknownMapping && src.control->paused(index);
     for (std::size_t b = 0; b < cm.backends.size(); ++b) {
       const config::Backend& cb = cm.backends[b];
       BackendState bs;
@@ -147,6 +148,7 @@ View mappingsView(const LiveState& s) {
           {"pool_mode", ColumnType::kText},
           {"authenticate", ColumnType::kBool},
           {"disabled", ColumnType::kBool},
+          {"paused", ColumnType::kBool},
           {"backends", ColumnType::kInt8},
           {"backends_up", ColumnType::kInt8},
           {"current_connections", ColumnType::kInt8},
@@ -154,7 +156,7 @@ View mappingsView(const LiveState& s) {
          {}};
   for (const MappingState& m : s.mappings) {
     v.rows.push_back({text(m.name), text(m.tls), textOrNull(m.pool_mode), flag(m.authenticate),
-                      flag(m.disabled), num(std::uint64_t{m.backends}),
+                      flag(m.disabled), flag(m.paused), num(std::uint64_t{m.backends}),
                       num(std::uint64_t{m.backends_up}), num(m.admitted),
                       limit(m.max_connections)});
   }

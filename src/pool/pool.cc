@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "pgproxy/admin/control.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/pool/link.h"
@@ -272,8 +273,28 @@ ServerConn* Pool::takeIdle() {
   return s;
 }
 
+bool Pool::paused() const {
+  const session::Context& ctx = set_.ctx();
+  return ctx.control && ctx.control->paused(ctx.mapping_metric[mapping_]);
+}
+
+void Pool::grantWaiters() {
+  while (waiters_) {
+    ServerConn* s = takeIdle();
+    if (!s) {
+      return;
+    }
+    if (s->stillIdle()) {
+      giveOrKeep(s);
+    }
+  }
+}
+
 void Pool::acquire(PoolClient* c) {
   pushWaiter(c);
+  if (paused()) {
+    return;  // PAUSE: it waits in the FIFO until RESUME (the tick grants it then)
+  }
   while (ServerConn* s = takeIdle()) {
     if (s->stillIdle()) {
       giveOrKeep(s);
@@ -347,7 +368,7 @@ void Pool::giveOrKeep(ServerConn* s) {
     s->close("server_lifetime reached");
     return;
   }
-  if (waiters_) {
+  if (waiters_ && !paused()) {
     if (s->idleSinceMs() && now - s->idleSinceMs() >= pc.server_check_delay_ms && !s->for_check) {
       // Idle long enough that it may have died quietly: check it before a client gets it.
       s->runInternal(pc.server_check_query, true);
@@ -461,7 +482,11 @@ void Pool::tick(std::uint64_t now, bool maintenance) {
     popWaiter(c);
     c->refused(proto::buildFatal(proto::sqlstate::kProtocolViolation, "query_wait_timeout"));
   }
-  if (waiters_ && starting_ < waiting_) {
+  const bool held = paused();
+  if (!held) {
+    grantWaiters();  // after a RESUME: the clients PAUSE held get the idle servers first
+  }
+  if (waiters_ && starting_ < waiting_ && !held) {
     bool reserve = pc.reserve_size > 0 &&
                    base::monotonicUs() - waiters_->wait_since_us >= pc.reserve_timeout_ms * 1000;
     startServer(pc.size + (reserve ? pc.reserve_size : 0));

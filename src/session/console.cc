@@ -107,6 +107,10 @@ admin::CommandEnv adminEnv(const Context& ctx) {
                                                     kControlDeadlineMs, std::move(done));
     };
   }
+  event_base* base = ctx.base;
+  env.poll_until = [base](std::function<bool()> ready, std::function<void()> done) {
+    return std::make_unique<admin::Poller>(base, std::move(ready), std::move(done));
+  };
   return env;
 }
 

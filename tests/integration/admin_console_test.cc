@@ -130,7 +130,7 @@ TEST(AdminConsole, ShowPoolsCountsWhatPostgresSees) {
   ASSERT_EQ(mappings.size(), 1u);
   EXPECT_EQ(mappings[0][0], "host1.example.com");
   EXPECT_EQ(mappings[0][2], "session");
-  EXPECT_EQ(mappings[0][7], "3");  // current_connections: the three pooled clients
+  EXPECT_EQ(mappings[0][8], "3");  // current_connections: the three pooled clients
   auto backends = rows(plainConsole(proxy), "SHOW BACKENDS");
   ASSERT_EQ(backends.size(), 1u);
   EXPECT_EQ(backends[0][1], "127.0.0.1");
@@ -402,6 +402,43 @@ TEST(AdminConsole, AStoppedWorkerIsNamedNotWaitedFor) {
   EXPECT_EQ(api.status, 200) << api.body;
   EXPECT_NE(api.body.find("\"missing\":[{\"slot\":"), std::string::npos) << api.body;
   EXPECT_NE(api.body.find("\"pid\":" + std::to_string(other)), std::string::npos) << api.body;
+}
+
+TEST(AdminConsole, PauseWaitsForTransactionsAndHoldsNewOnesUntilResume) {
+  Proxy proxy(consoleConfig(pooledMappingIn("transaction")));
+  Conn inside(pooled(proxy));
+  ASSERT_EQ(inside.cmd("BEGIN"), "BEGIN");
+  ASSERT_EQ(inside.one("select 1"), "1");  // holds its server until COMMIT
+  Conn pauser(plainConsole(proxy));
+  ASSERT_EQ(PQsendQuery(pauser.c, "PAUSE host1.example.com"), 1);
+  // The switch is on at once (a positive signal), while PAUSE itself waits for the transaction.
+  ASSERT_TRUE(eventually([&] { return rows(plainConsole(proxy), "SHOW MAPPINGS")[0][5] == "t"; }));
+  Conn later(pooled(proxy));  // logs in (the pool knows its servers), then its query waits
+  ASSERT_EQ(PQsendQuery(later.c, "select 2"), 1);
+  ASSERT_TRUE(eventually([&] { return rows(plainConsole(proxy), "SHOW POOLS")[0][4] == "1"; }));
+  ASSERT_EQ(PQconsumeInput(pauser.c), 1);
+  EXPECT_EQ(PQisBusy(pauser.c), 1);  // the open transaction holds a server: PAUSE cannot be done
+  ASSERT_EQ(inside.cmd("COMMIT"), "COMMIT");
+  PGresult* r = PQgetResult(pauser.c);  // PAUSE returns once the transaction has ended
+  EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK);
+  EXPECT_STREQ(PQcmdStatus(r), "PAUSE");
+  PQclear(r);
+  while ((r = PQgetResult(pauser.c))) {
+    PQclear(r);
+  }
+  EXPECT_EQ(rows(plainConsole(proxy), "SHOW POOLS")[0][4], "1");  // still held after the commit
+  Conn admin(plainConsole(proxy));
+  EXPECT_EQ(admin.cmd("RESUME host1.example.com"), "RESUME");
+  r = PQgetResult(later.c);
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "2");
+  PQclear(r);
+  while ((r = PQgetResult(later.c))) {
+    PQclear(r);
+  }
+  EXPECT_EQ(rows(plainConsole(proxy), "SHOW MAPPINGS")[0][5], "f");
+  // A mapping without a pool cannot be paused; DISABLE is what it takes.
+  EXPECT_EQ(admin.cmd("PAUSE nosuch.example.com"), "ERROR:42704");
 }
 
 }  // namespace

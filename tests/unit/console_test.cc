@@ -167,6 +167,14 @@ TEST_F(ConsoleTest, DisableAndDrainSetTheSharedSwitches) {
   EXPECT_EQ(sqlstate(ask(c, "DRAIN BACKEND 10.0.0.9:5432")[0].body), "42704");
 }
 
+TEST_F(ConsoleTest, PauseTakesPooledMappingsOnly) {
+  Console c(env());
+  EXPECT_EQ(sqlstate(ask(c, "PAUSE")[0].body), "0A000");  // no mapping pools its clients
+  EXPECT_EQ(sqlstate(ask(c, "PAUSE a.example.com")[0].body), "0A000");
+  EXPECT_EQ(sqlstate(ask(c, "RESUME b.example.com")[0].body), "42704");
+  EXPECT_FALSE(control_->paused(metrics_->mappingIndex("a.example.com")));
+}
+
 TEST_F(ConsoleTest, ReloadAndShutdownSignalTheMaster) {
   Console c(env());
   EXPECT_EQ(types(ask(c, "RELOAD")), "CZ");

@@ -45,6 +45,7 @@ class AdminServer {
     evhttp_connection* conn = nullptr;
     ApiResponse response;
     std::unique_ptr<ControlGather> gather;
+    std::unique_ptr<Poller> poller;
   };
   void send(evhttp_request* req, const ApiResponse& out);
   void answered(Pending* p, Gathered g);

@@ -23,6 +23,9 @@ struct CommandEnv {
   // loop. Destroying the returned gather cancels it. Unset: no worker can be asked.
   std::function<std::unique_ptr<ControlGather>(const ControlRequest&, ControlGather::Done)>
       ask_workers;
+  // Calls `done` from the loop once `ready` holds (checked every 20 ms). Unset: cannot wait.
+  std::function<std::unique_ptr<Poller>(std::function<bool()> ready, std::function<void()> done)>
+      poll_until;
   std::string who;  // for the log line every state change writes: "console user x from 1.2.3.4"
 };
 
@@ -35,6 +38,8 @@ struct Reply {
   std::optional<View> rows;  // SHOW
   // Set: the answer needs every worker's part; ask them (env.ask_workers), then complete().
   std::optional<ControlRequest> ask;
+  // Set: the answer waits until this holds (env.poll_until), then complete() with no parts.
+  std::function<bool()> until;
   std::vector<std::string> notices;  // the console's NoticeResponses (workers that did not answer)
   std::vector<Missing> missing;      // the API's "missing" list
   bool ok() const { return sqlstate == nullptr; }
@@ -79,6 +84,7 @@ class Console {
   std::function<void(Gathered)> answered_;
   std::optional<Command> waiting_;  // the command whose workers' answers are awaited
   std::unique_ptr<ControlGather> gather_;
+  std::unique_ptr<Poller> poller_;
   std::string partial_;        // an incomplete message
   bool skip_to_sync_ = false;  // an extended-protocol message was refused: wait for Sync
   bool closed_ = false;

@@ -10,7 +10,8 @@
 namespace pgproxy::admin {
 
 // What operators set from the console or the REST API and every process must obey: mappings
-// refusing new clients (DISABLE), backends out of balancing (DRAIN BACKEND). In shared memory,
+// refusing new clients (DISABLE), mappings whose pools hold new transactions (PAUSE), backends
+// out of balancing (DRAIN BACKEND). In shared memory,
 // keyed by what outlives a reload (a mapping's metrics index follows its name, a backend's table
 // slot its host:port), so the state holds for workers started later (a reload, a respawn after a
 // crash) and over a binary upgrade that adopts the regions, as PgBouncer's DISABLE does until
@@ -32,26 +33,38 @@ class Control {
   void setInstance(std::uint64_t id) { shared_->instance.store(id, std::memory_order_release); }
 
   // `mapping`: the metrics index of the mapping's name. Setters return the previous value.
-  bool disabled(std::size_t mapping) const { return test(shared_->mapping_flags, mapping); }
+  bool disabled(std::size_t mapping) const {
+    return test(shared_->mapping_flags, mapping, kDisabled);
+  }
   bool setDisabled(std::size_t mapping, bool on) {
-    return set(shared_->mapping_flags, mapping, on);
+    return set(shared_->mapping_flags, mapping, on, kDisabled);
+  }
+  // PAUSE: the mapping's pools grant no server; waiting clients wait until RESUME.
+  bool paused(std::size_t mapping) const { return test(shared_->mapping_flags, mapping, kPaused); }
+  bool setPaused(std::size_t mapping, bool on) {
+    return set(shared_->mapping_flags, mapping, on, kPaused);
   }
   // `backend`: the backend table's slot.
-  bool drained(std::size_t backend) const { return test(shared_->backend_flags, backend); }
-  bool setDrained(std::size_t backend, bool on) { return set(shared_->backend_flags, backend, on); }
+  bool drained(std::size_t backend) const {
+    return test(shared_->backend_flags, backend, kDrained);
+  }
+  bool setDrained(std::size_t backend, bool on) {
+    return set(shared_->backend_flags, backend, on, kDrained);
+  }
 
  private:
-  static constexpr std::uint32_t kOn = 1;
+  static constexpr std::uint32_t kDisabled = 1, kPaused = 2, kDrained = 1;
   template <std::size_t N>
-  static bool test(const std::atomic<std::uint32_t> (&flags)[N], std::size_t i) {
-    return i < N && (flags[i].load(std::memory_order_acquire) & kOn) != 0;
+  static bool test(const std::atomic<std::uint32_t> (&flags)[N], std::size_t i, std::uint32_t bit) {
+    return i < N && (flags[i].load(std::memory_order_acquire) & bit) != 0;
   }
   template <std::size_t N>
-  static bool set(std::atomic<std::uint32_t> (&flags)[N], std::size_t i, bool on) {
+  static bool set(std::atomic<std::uint32_t> (&flags)[N], std::size_t i, bool on,
+                  std::uint32_t bit) {
     if (i >= N) {
       return false;
     }
-    return ((on ? flags[i].fetch_or(kOn) : flags[i].fetch_and(~kOn)) & kOn) != 0;
+    return ((on ? flags[i].fetch_or(bit) : flags[i].fetch_and(~bit)) & bit) != 0;
   }
   ControlShared* shared_;
 };

@@ -82,4 +82,20 @@ class ControlGather {
   friend struct Leg;
 };
 
+// Checks `ready` every 20 ms on the loop and calls `done` once it holds (PAUSE waits so for the
+// mapping's transactions to end). Destroying it cancels.
+class Poller {
+ public:
+  Poller(event_base* base, std::function<bool()> ready, std::function<void()> done);
+  ~Poller();
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+ private:
+  static void onTick(int fd, short what, void* arg);
+  event* timer_ = nullptr;
+  std::function<bool()> ready_;
+  std::function<void()> done_;
+};
+
 }  // namespace pgproxy::admin

@@ -43,6 +43,7 @@ struct MappingState {
   std::string pool_mode;  // session, transaction, statement; "" without a pool
   bool authenticate = false;
   bool disabled = false;
+  bool paused = false;
   std::size_t backends = 0, backends_up = 0;  // up: not down (unknown counts as up)
   // Client sessions past admission (spliced or pooled: what max_connections counts).
   std::int64_t admitted = 0;

@@ -30,6 +30,7 @@ struct ApiResponse {
   // Set: the answer needs the workers. The server asks them (commands.ask_workers with `ask`)
   // and answers with completeApi() once they have.
   std::optional<ControlRequest> ask;
+  std::function<bool()> until;  // or: answer once this holds (PAUSE)
   std::optional<Command> command;
   std::string topic;
 };

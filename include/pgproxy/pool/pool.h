@@ -84,6 +84,7 @@ class PoolSet {
   void drain();
   bool draining() const { return draining_; }
   session::Context& ctx() { return ctx_; }
+  const session::Context& ctx() const { return ctx_; }
   std::uint64_t nextServerId() { return ++server_ids_; }
   // The worker's prepared statement texts, shared by its clients and servers.
   StatementRegistry& statements() { return statements_; }
@@ -183,6 +184,8 @@ class Pool {
 
  private:
   bool startServer(unsigned cap);  // a new connection if the caps allow
+  bool paused() const;             // PAUSE from the console (admin/control.h)
+  void grantWaiters();             // idle servers to waiting clients, oldest first
   void grant(ServerConn* s, PoolClient* c);
   void giveOrKeep(ServerConn* s);
   void pushWaiter(PoolClient* c);
