@@ -94,11 +94,7 @@ class PoolSet {
   // clients release them. Returns how many were open.
   std::size_t reconnect(std::size_t mapping);
   template <typename F>
-  void forEachServer(F f) const {
-    for (const auto& [key, pool] : pools_) {
-      pool->forEachServer(f);
-    }
-  }
+  void forEachServer(F f) const;  // f(const Pool&, const ServerConn&), after Pool below
 
  private:
   static void onTick(int fd, short what, void* arg);
@@ -209,5 +205,12 @@ class Pool {
   unsigned clients_ = 0;  // sessions that use this pool (it lives while they do)
   std::unique_ptr<NotifyHub> hub_;
 };
+
+template <typename F>
+void PoolSet::forEachServer(F f) const {
+  for (const auto& [key, pool] : pools_) {
+    pool->forEachServer(f);
+  }
+}
 
 }  // namespace pgproxy::pool
