@@ -10,6 +10,7 @@ packages=(
   python3-psycopg python3-asyncpg
   default-jdk-headless libpostgresql-jdbc-java
   clang libclang-rt-14-dev
+  chromium chromium-driver python3-selenium
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "config.h"
+#include "pgproxy/admin/dashboard.h"
 #include "pgproxy/admin/readiness.h"
 #include "pgproxy/log/log.h"
 
@@ -81,6 +82,19 @@ void AdminServer::handle(evhttp_request* req, void* arg) {
 void AdminServer::respond(evhttp_request* req) {
   const char* path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
   std::string p = path ? path : "/";
+  if (p == "/" || p == "/index.html") {
+    auto method = evhttp_request_get_command(req);
+    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+      reply(req, 405, "Method Not Allowed", "text/plain; charset=utf-8", "use GET\n");
+      return;
+    }
+    // Its script is inline and it talks to this origin only.
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+                      "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'");
+    reply(req, 200, "OK", "text/html; charset=utf-8", std::string(dashboardPage()));
+    return;
+  }
   if (!cfg_.admin.token.empty() &&
       !tokenMatches(evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization"),
                     cfg_.admin.token)) {
