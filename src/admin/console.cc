@@ -154,6 +154,14 @@ Reply pauseOrResume(const Command& c, CommandEnv& env) {
   return r;
 }
 
+ControlRequest request(ControlKind kind, std::uint64_t number = 0, std::string name = {}) {
+  ControlRequest r;
+  r.kind = kind;
+  r.number = number;
+  r.name = std::move(name);
+  return r;
+}
+
 Reply ask(const Command& c, const CommandEnv& env, ControlRequest request) {
   if (!env.ask_workers) {
     return failure(kSystemError, formatCommand(c) + ": this process cannot reach the workers");
@@ -181,8 +189,7 @@ Reply execute(const Command& c, CommandEnv& env) {
       if (c.topic == Topic::kClients || c.topic == Topic::kServers) {
         return ask(
             c, env,
-            ControlRequest{
-                c.topic == Topic::kClients ? ControlKind::kClients : ControlKind::kServers, 0, ""});
+            request(c.topic == Topic::kClients ? ControlKind::kClients : ControlKind::kServers));
       }
       Reply r = done("SHOW");
       r.rows = view(capture(env.sources), c.topic);
@@ -194,14 +201,14 @@ Reply execute(const Command& c, CommandEnv& env) {
         return failure(kUndefinedObject, "no mapping \"" + c.target + "\" in the configuration");
       }
       LOG_INFO("admin: %s by %s", formatCommand(c).c_str(), env.who.c_str());
-      return ask(c, env,
-                 ControlRequest{
-                     c.verb == Verb::kKill ? ControlKind::kKillMapping : ControlKind::kReconnect, 0,
-                     base::toLowerAscii(c.target)});
+      return ask(
+          c, env,
+          request(c.verb == Verb::kKill ? ControlKind::kKillMapping : ControlKind::kReconnect, 0,
+                  base::toLowerAscii(c.target)));
     }
     case Verb::kKillClient:
       LOG_INFO("admin: %s by %s", formatCommand(c).c_str(), env.who.c_str());
-      return ask(c, env, ControlRequest{ControlKind::kKillClient, c.client, ""});
+      return ask(c, env, request(ControlKind::kKillClient, c.client));
     case Verb::kDisable:
       return setMappingFlag(c, env, true);
     case Verb::kEnable:

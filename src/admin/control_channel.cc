@@ -49,7 +49,8 @@ Decoded header(std::string_view in, std::size_t max, std::size_t& len) {
 std::string encodeRequest(const ControlRequest& r) {
   std::string body;
   appendU64(body, r.number);
-  body += r.name.substr(0, kMaxControlRequest - kHeader - 8);
+  proto::appendU32(body, r.limit);
+  body += r.name.substr(0, kMaxControlRequest - kHeader - 12);
   return frame(static_cast<std::uint8_t>(r.kind), body);
 }
 
@@ -81,12 +82,13 @@ Decoded decodeRequest(std::string_view in, ControlRequest& out) {
   }
   auto kind = static_cast<std::uint8_t>(in[5]);
   if (kind < static_cast<std::uint8_t>(ControlKind::kClients) ||
-      kind > static_cast<std::uint8_t>(ControlKind::kReconnect) || len < kHeader + 8) {
+      kind > static_cast<std::uint8_t>(ControlKind::kReconnect) || len < kHeader + 12) {
     return Decoded::kBad;
   }
   out.kind = static_cast<ControlKind>(kind);
   out.number = readU64(in.data() + kHeader);
-  out.name.assign(in.substr(kHeader + 8));
+  out.limit = proto::readU32(in.data() + kHeader + 8);
+  out.name.assign(in.substr(kHeader + 12));
   return Decoded::kDone;
 }
 

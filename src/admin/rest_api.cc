@@ -1,5 +1,6 @@
 #include "pgproxy/admin/rest_api.h"
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <vector>
@@ -45,6 +46,32 @@ std::optional<Topic> topicNamed(std::string_view name) {
     }
   }
   return std::nullopt;
+}
+
+constexpr std::uint64_t kDefaultPage = 1000, kMaxPage = 10000;
+
+// after=ID&limit=N in any order; other parameters are ignored.
+bool pageOf(const std::string& query, std::uint64_t& after, std::uint64_t& limit) {
+  std::size_t at = 0;
+  while (at < query.size()) {
+    std::size_t amp = query.find('&', at);
+    std::string part = query.substr(at, amp == std::string::npos ? std::string::npos : amp - at);
+    at = amp == std::string::npos ? query.size() : amp + 1;
+    std::size_t eq = part.find('=');
+    std::string key = part.substr(0, eq),
+                value = eq == std::string::npos ? "" : part.substr(eq + 1);
+    if (key != "after" && key != "limit") {
+      continue;
+    }
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || errno != 0 || value[0] == '-') {
+      return false;
+    }
+    (key == "after" ? after : limit) = v;
+  }
+  return limit >= 1 && limit <= kMaxPage;
 }
 
 std::vector<std::string> segments(std::string_view path) {
@@ -246,7 +273,18 @@ ApiResponse handleApi(const ApiRequest& req, ApiEnv& env) {
       Command c;
       c.verb = Verb::kShow;
       c.topic = *topic;
-      return run(c, env, seg[0]);
+      ApiResponse out = run(c, env, seg[0]);
+      if (out.ask && *topic == Topic::kClients) {
+        // ?after=ID&limit=N: a page, lowest ids first (default 1000, at most 10000).
+        std::uint64_t after = 0, limit = kDefaultPage;
+        if (!pageOf(req.query, after, limit)) {
+          return error(400, "after and limit are numbers (limit 1 to 10000)");
+        }
+        out.ask->number = after;
+        out.ask->limit = static_cast<std::uint32_t>(limit) + 1;
+        out.page = static_cast<std::uint32_t>(limit);
+      }
+      return out;
     }
   }
   if (auto c = action(seg, req.query)) {
@@ -262,7 +300,21 @@ ApiResponse handleApi(const ApiRequest& req, ApiEnv& env) {
 }
 
 ApiResponse completeApi(const ApiResponse& pending, const Gathered& g) {
-  return render(complete(*pending.command, g), pending.topic);
+  Reply r = complete(*pending.command, g);
+  std::string next;
+  // A page of clients: each worker sent its lowest page + 1 ids above `after`; of their union
+  // (sorted by complete) the lowest `page` are the page, and one more means there is a next,
+  // which starts after the page's last id.
+  if (pending.page && r.rows && r.rows->rows.size() > pending.page) {
+    r.rows->rows.resize(pending.page);
+    const auto& id = r.rows->rows.back()[0];
+    next = id ? *id : "";
+  }
+  ApiResponse out = render(r, pending.topic);
+  if (!next.empty() && out.status == 200 && out.body.ends_with("}")) {
+    out.body.insert(out.body.size() - 1, ",\"next\":" + next);
+  }
+  return out;
 }
 
 std::string openApiDocument(std::string_view version) {
@@ -307,8 +359,18 @@ std::string openApiDocument(std::string_view version) {
                               ? ""
                               : ",\"missing\":{\"type\":\"array\",\"items\":{\"$ref\":"
                                 "\"#/components/schemas/Missing\"}}";
-    std::string get = "\"get\":{\"summary\":\"SHOW " + std::string(t.keyword) +
-                      "\",\"responses\":{\"200\":{\"description\":\"rows\",\"content\":{"
+    std::string params;
+    if (t.topic == Topic::kClients) {
+      params =
+          ",\"parameters\":[{\"name\":\"after\",\"in\":\"query\",\"schema\":{\"type\":"
+          "\"integer\"}},{\"name\":\"limit\",\"in\":\"query\",\"schema\":{\"type\":"
+          "\"integer\",\"minimum\":1,\"maximum\":10000,\"default\":1000}}]";
+      missing +=
+          ",\"next\":{\"type\":\"integer\",\"description\":\"after= of the next "
+          "page; absent on the last\"}";
+    }
+    std::string get = "\"get\":{\"summary\":\"SHOW " + std::string(t.keyword) + "\"" + params +
+                      ",\"responses\":{\"200\":{\"description\":\"rows\",\"content\":{"
                       "\"application/json\":{\"schema\":{\"type\":\"object\",\"required\":[" +
                       jsonString(name) + "],\"properties\":{" + jsonString(name) +
                       ":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/" +

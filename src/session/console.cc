@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "config.h"
@@ -118,11 +119,25 @@ admin::ControlReply answerControl(Context& ctx, const admin::ControlRequest& r) 
   admin::ControlReply reply;
   auto count = [&reply](std::uint64_t n) { reply.rows.push_back({std::to_string(n)}); };
   switch (r.kind) {
-    case admin::ControlKind::kClients:
+    case admin::ControlKind::kClients: {
+      // A page: ids above `number`, the lowest `limit` of them (each worker's ids rise with
+      // its session numbers, so the merged page is the lowest `limit` of all).
+      std::vector<const Session*> page;
       for (Session* s = ctx.sessions; s; s = s->next_) {
+        if (admin::globalClientId(ctx.metrics_slot, s->id()) > r.number) {
+          page.push_back(s);
+        }
+      }
+      std::sort(page.begin(), page.end(),
+                [](const Session* a, const Session* b) { return a->id() < b->id(); });
+      if (r.limit && page.size() > r.limit) {
+        page.resize(r.limit);
+      }
+      for (const Session* s : page) {
         reply.rows.push_back(s->clientRow(ctx.metrics_slot));
       }
       return reply;
+    }
     case admin::ControlKind::kServers:
       if (ctx.pools) {
         ctx.pools->forEachServer([&](const pool::Pool& p, const pool::ServerConn& s) {

@@ -5,7 +5,10 @@
 #include <libpq-fe.h>
 
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "harness.h"
 
@@ -142,6 +145,43 @@ TEST(AdminApi, TheTokenGuardsItAndPostsMoveSessions) {
   EXPECT_EQ(missing.status, 404);
   EXPECT_EQ(send(admin.port, "POST", "/api/v1/mappings/db.example.com/pause").status, 501);
   EXPECT_EQ(send(admin.port, "GET", "/api/v1/reload").status, 405);
+}
+
+// Occurrences of `needle` in `s`.
+int count(const std::string& s, const std::string& needle) {
+  int n = 0;
+  for (std::size_t at = s.find(needle); at != std::string::npos; at = s.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(AdminApi, ClientsComeInPagesAcrossWorkers) {
+  Admin admin = makeAdmin();
+  Proxy proxy(admin.block() + twoBackends());
+  std::vector<std::unique_ptr<Conn>> sessions;
+  for (int i = 0; i < 5; ++i) {
+    sessions.push_back(std::make_unique<Conn>(proxy.plain()));
+    ASSERT_EQ(sessions.back()->one("select 1"), "1");
+  }
+  std::set<std::string> seen;
+  std::string after = "0";
+  for (int page = 0; page < 10; ++page) {
+    auto r = httpGet(admin.port, "/api/v1/clients?limit=2&after=" + after, bearer());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_LE(count(r.body, "\"id\":"), 2) << r.body;
+    for (std::size_t at = r.body.find("\"id\":"); at != std::string::npos;
+         at = r.body.find("\"id\":", at + 1)) {
+      seen.insert(r.body.substr(at + 5, r.body.find(',', at) - at - 5));
+    }
+    std::size_t next = r.body.find("\"next\":");
+    if (next == std::string::npos) {
+      break;
+    }
+    after = r.body.substr(next + 7, r.body.find('}', next) - next - 7);
+  }
+  EXPECT_EQ(seen.size(), 5u);  // every session once, over pages
+  EXPECT_EQ(httpGet(admin.port, "/api/v1/clients?limit=0", bearer()).status, 400);
 }
 
 TEST(AdminApi, PutConfigIsValidatedWrittenAndReloaded) {

@@ -23,7 +23,7 @@ namespace pgproxy::admin {
 namespace {
 
 TEST(ControlFrames, RoundTrip) {
-  ControlRequest req{ControlKind::kKillClient, 12'345'678'901ull, "a.example.com"};
+  ControlRequest req{ControlKind::kKillClient, 12'345'678'901ull, "a.example.com", 77};
   ControlRequest back;
   ASSERT_EQ(decodeRequest(encodeRequest(req), back), Decoded::kDone);
   EXPECT_EQ(back, req);
@@ -59,10 +59,12 @@ TEST(ControlFrames, EveryPrefixNeedsMoreAndGarbageIsRefused) {
   cell_past_end[6 + 4 + 1 + 3] = 120;  // the first cell's length runs past the frame
   EXPECT_EQ(decodeReply(cell_past_end, got), Decoded::kBad);
   ControlRequest req;
-  EXPECT_EQ(decodeRequest(std::string("\x00\x00\x00\x0e\x01\x09", 6) + std::string(8, '\0'), req),
+  EXPECT_EQ(decodeRequest(std::string("\x00\x00\x00\x12\x01\x09", 6) + std::string(12, '\0'), req),
             Decoded::kBad);  // unknown kind
-  EXPECT_EQ(decodeRequest(std::string("\x00\x00\x00\x06\x01\x01", 6), req),
-            Decoded::kBad);  // no number
+  EXPECT_EQ(decodeRequest(std::string("\x00\x00\x00\x12\x01\x01", 6) + std::string(12, '\0'), req),
+            Decoded::kDone);  // the same frame with a known kind
+  EXPECT_EQ(decodeRequest(std::string("\x00\x00\x00\x0e\x01\x01", 6) + std::string(8, '\0'), req),
+            Decoded::kBad);  // a number but no limit
   // Random bytes never crash and never claim a frame they do not hold.
   std::mt19937 rng(7);
   for (int i = 0; i < 2000; ++i) {
@@ -122,7 +124,7 @@ TEST_F(ControlSocketTest, TheGatherHasEveryAnswerAndNamesTheSilentWorker) {
   bool done = false;
   Gathered result;
   ControlGather gather(base_, testInstance(), {{3, 103}, {5, 105}, {7, 107}, {9, 109}},
-                       ControlRequest{ControlKind::kKillMapping, 0, "m"}, 200, [&](Gathered g) {
+                       ControlRequest{ControlKind::kKillMapping, 0, "m", 0}, 200, [&](Gathered g) {
                          result = std::move(g);
                          done = true;
                        });

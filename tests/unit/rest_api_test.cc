@@ -182,6 +182,42 @@ TEST_F(RestApiTest, WorkerAnswersAreRenderedWithTheMissingOnes) {
   EXPECT_EQ(completeApi(client, Gathered{}).status, 404);  // no worker had it
 }
 
+TEST_F(RestApiTest, ClientsComeInPagesByID) {
+  env_.commands.ask_workers = [](const ControlRequest&, ControlGather::Done) {
+    return std::unique_ptr<ControlGather>();
+  };
+  auto first = call(Method::kGet, "/clients?limit=2");
+  ASSERT_TRUE(first.ask.has_value());
+  EXPECT_EQ(first.ask->limit, 3u);  // one more than the page: whether there is a next
+  EXPECT_EQ(first.page, 2u);
+  EXPECT_EQ(first.ask->number, 0u);
+  // Two workers each sent their lowest two: the page is the lowest two of all four.
+  Gathered g;
+  for (const char* ids : {"30 10", "20 40"}) {
+    ControlReply part;
+    std::string a(ids, 2), b(ids + 3, 2);
+    for (const std::string& id : {a, b}) {
+      std::vector<Cell> row(clientColumns().size());
+      row[0] = id;
+      part.rows.push_back(row);
+    }
+    g.parts.push_back(part);
+  }
+  auto page = completeApi(first, g);
+  EXPECT_EQ(page.status, 200);
+  EXPECT_EQ(page.body.find("\"id\":30"), std::string::npos) << page.body;
+  EXPECT_NE(page.body.find("\"id\":10"), std::string::npos);
+  EXPECT_NE(page.body.find("\"id\":20"), std::string::npos);
+  EXPECT_TRUE(page.body.ends_with(",\"next\":20}")) << page.body;
+  auto second = call(Method::kGet, "/clients?after=20&limit=2");
+  EXPECT_EQ(second.ask->number, 20u);
+  EXPECT_EQ(call(Method::kGet, "/clients").page, 1000u);
+  EXPECT_EQ(call(Method::kGet, "/clients?limit=0").status, 400);
+  EXPECT_EQ(call(Method::kGet, "/clients?limit=10001").status, 400);
+  EXPECT_EQ(call(Method::kGet, "/clients?after=-1").status, 400);
+  EXPECT_EQ(call(Method::kGet, "/clients?after=x").status, 400);
+}
+
 TEST(RestApiErrors, ConfigErrorsKeepTheirPositions) {
   EXPECT_EQ(configErrorsJson("/x.yaml:3:7: bad key\nno position here", "/x.yaml"),
             "[{\"line\":3,\"column\":7,\"message\":\"bad key\"},"

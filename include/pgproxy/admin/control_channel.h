@@ -24,8 +24,9 @@ enum class ControlKind : std::uint8_t {
 
 struct ControlRequest {
   ControlKind kind = ControlKind::kClients;
-  std::uint64_t number = 0;
+  std::uint64_t number = 0;  // kKillClient: the id; kClients: list only ids above it (a page)
   std::string name;
+  std::uint32_t limit = 0;  // kClients: at most this many rows, lowest ids first; 0: all
   bool operator==(const ControlRequest&) const = default;
 };
 

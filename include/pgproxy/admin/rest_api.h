@@ -33,6 +33,7 @@ struct ApiResponse {
   std::function<bool()> until;  // or: answer once this holds (PAUSE)
   std::optional<Command> command;
   std::string topic;
+  std::uint32_t page = 0;  // GET clients: rows per page
 };
 
 struct ApiEnv {
