@@ -74,17 +74,14 @@ std::string_view dashboardPage() {
     <table id="clients"><thead><tr><th>id</th><th>worker</th><th>mapping</th><th>user</th><th>database</th>
       <th>state</th><th>client</th><th>tls</th><th>since</th><th>backend</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Generations and reloads</h2>
-    <table id="generations"><thead><tr><th>generation</th><th>workers</th><th>draining</th><th>config</th>
-      <th>last reload</th><th>reloads ok</th><th>failed</th><th>worker restarts</th></tr></thead><tbody></tbody></table>
-    <ul id="history" class="muted"></ul></section>
+    <table id="generations"><thead><tr><th>generation</th><th>state</th><th>workers</th><th>config</th>
+      <th>started</th><th>serving since</th><th>ended</th><th>detail</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script>
 "use strict";
 const REFRESH_MS = 2000, KEEP_MS = 10 * 60 * 1000, MAX_CLIENTS = 100;
 const series = new Map();   // mapping -> [{t, rate, bytes}]
 const last = new Map();     // mapping -> {t, connections, bytes}
-const history = [];         // generation changes seen by this page
-let lastGeneration = null;
 
 function token() { return sessionStorage.getItem("pgproxy-token") || ""; }
 function headers() { const t = token(); return t ? { "Authorization": "Bearer " + t } : {}; }
@@ -219,19 +216,12 @@ async function refresh() {
         cell(x.addr + ":" + x.port), cell(x.tls), cell(time(x.connect_time)), cell(x.backend));
       return tr;
     });
-    const gen = g.generations[0];
-    if (lastGeneration !== null && gen.generation !== lastGeneration) {
-      history.unshift(new Date().toLocaleTimeString() + ": generation " + lastGeneration + " \u2192 " +
-        gen.generation + " (config " + gen.config_hash + ")");
-      const ul = document.getElementById("history");
-      ul.replaceChildren(...history.slice(0, 20).map(h => { const li = document.createElement("li"); li.textContent = h; return li; }));
-    }
-    lastGeneration = gen.generation;
     fill("generations", g.generations, (x) => {
-      const tr = document.createElement("tr");
-      tr.append(cell(x.generation, "num"), cell(x.workers, "num"), cell(x.draining_workers, "num"),
-        cell(x.config_hash), cell(time(x.last_reload)), cell(x.reloads_ok, "num"),
-        cell(x.reloads_failed, "num"), cell(x.worker_restarts, "num"));
+      const tr = document.createElement("tr"); tr.dataset.state = x.state;
+      tr.append(cell(x.generation === null ? "-" : x.generation, "num"),
+        cell(x.state, "state " + (x.state === "serving" ? "up" : /failed|refused/.test(x.state) ? "down" : "unknown")),
+        cell(x.workers, "num"), cell(x.config_hash), cell(time(x.started)), cell(time(x.serving_since)),
+        cell(time(x.ended)), cell(x.detail));
       return tr;
     });
     sample(s.stats);

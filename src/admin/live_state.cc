@@ -261,21 +261,24 @@ View limitsView(const LiveState& s) {
   return v;
 }
 
+// The master's history, newest first: each generation's state and live workers, and the
+// reloads that never made one (generation NULL, with why).
 View generationsView(const LiveState& s) {
-  const GenerationState& g = s.generation;
   View v{{{"generation", ColumnType::kInt8},
+          {"state", ColumnType::kText},
           {"workers", ColumnType::kInt8},
-          {"draining_workers", ColumnType::kInt8},
-          {"serving", ColumnType::kBool},
           {"config_hash", ColumnType::kText},
-          {"last_reload", ColumnType::kTimestamp},
-          {"reloads_ok", ColumnType::kInt8},
-          {"reloads_failed", ColumnType::kInt8},
-          {"worker_restarts", ColumnType::kInt8}},
+          {"started", ColumnType::kTimestamp},
+          {"serving_since", ColumnType::kTimestamp},
+          {"ended", ColumnType::kTimestamp},
+          {"detail", ColumnType::kText}},
          {}};
-  v.rows.push_back({num(g.generation), num(g.workers), num(g.draining_workers), flag(g.serving),
-                    textOrNull(g.config_hash), timestampCell(g.last_reload_unix * 1000),
-                    num(g.reloads_ok), num(g.reloads_failed), num(g.worker_restarts)});
+  for (const GenerationInfo& g : s.generations) {
+    v.rows.push_back({g.generation ? Cell{num(g.generation)} : Cell{}, text(g.state),
+                      num(g.workers), textOrNull(g.config_hash), timestampCell(g.started_ms),
+                      timestampCell(g.serving_ms), timestampCell(g.ended_ms),
+                      textOrNull(g.detail)});
+  }
   return v;
 }
 
@@ -371,10 +374,6 @@ LiveState capture(const Sources& src) {
   if (src.metrics) {
     snap = src.metrics->snapshot();
     out.consistent = snap.consistent;
-    const GenerationState g{snap.generation,       snap.workers,        snap.draining_workers,
-                            snap.reloads_ok,       snap.reloads_failed, snap.worker_restarts,
-                            snap.last_reload_unix, snap.config_hash,    snap.serving};
-    out.generation = g;
     out.limits.admitted = src.metrics->admitted();
     out.limits.handshaking = src.metrics->handshaking();
   }
@@ -385,6 +384,9 @@ LiveState capture(const Sources& src) {
     out.limits.max_handshakes = cfg.max_handshakes;
     out.limits.connection_rate = cfg.connection_rate;
     captureMappings(src, snap, out);
+  }
+  if (src.control) {
+    out.generations = src.control->generations();
   }
   if (src.pools) {
     out.pools = src.pools->samples();

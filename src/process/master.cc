@@ -119,6 +119,11 @@ class Master {
   base::Status sharedTablesFit(const config::Config& cfg) const;
   void publishStats();
   void publishConfig();
+  // The generations history (SHOW GENERATIONS): kept here, mirrored into the control region
+  // with each generation's live worker count, on every change.
+  void noteGeneration(unsigned generation, const char* state, const std::string& detail = "");
+  void publishGenerations();
+  std::vector<admin::GenerationInfo> history_;
   void sweepForeignOwners();
   // A worker is gone: its shares of the shared tables go (before its metrics slot is reused).
   void releaseWorker(pid_t pid);
@@ -130,7 +135,8 @@ class Master {
   void handleSignal(int sig, pid_t sender);
   void reapChildren();
   void reload();
-  void reloadFailed(const base::Error& error);
+  // `recorded`: the history already says why (a generation that failed to start).
+  void reloadFailed(const base::Error& error, bool recorded = false);
   void abortReload(const std::string& why);
   void reopenLogs();
   void beginStop(bool graceful);
@@ -306,7 +312,54 @@ void Master::publishConfig() {
   ms.last_reload_unix.store(static_cast<std::int64_t>(time(nullptr)));
 }
 
+void Master::noteGeneration(unsigned generation, const char* state, const std::string& detail) {
+  std::int64_t now = static_cast<std::int64_t>(base::wallClockMs());
+  admin::GenerationInfo* g = nullptr;
+  for (auto& h : history_) {
+    g = generation != 0 && h.generation == generation ? &h : g;
+  }
+  if (!g) {
+    history_.push_back({});
+    g = &history_.back();
+    g->generation = generation;
+    g->started_ms = now;
+    g->config_hash = generation ? config_->hash : "";
+  }
+  g->state = state;
+  g->detail = detail.substr(0, detail.find('\n'));  // the first line says what
+  if (g->state == "serving") {
+    g->serving_ms = now;
+    for (auto& other : history_) {
+      if (&other != g && other.state == "serving") {
+        other.state = "draining";  // its workers finish their sessions
+      }
+    }
+  }
+  if (history_.size() > admin::kGenerationHistory) {
+    history_.erase(history_.begin());
+  }
+  publishGenerations();
+}
+
+void Master::publishGenerations() {
+  if (!owns_stats_) {
+    return;
+  }
+  std::int64_t now = static_cast<std::int64_t>(base::wallClockMs());
+  for (auto& g : history_) {
+    g.workers = std::count_if(workers_.begin(), workers_.end(), [&](const WorkerProc& w) {
+      return static_cast<std::int64_t>(w.generation) == g.generation;
+    });
+    if (g.workers == 0 && (g.state == "draining" || g.state == "failed") && g.ended_ms == 0) {
+      g.state = g.state == "draining" ? "ended" : g.state;
+      g.ended_ms = now;
+    }
+  }
+  control_->publishGenerations(history_);
+}
+
 void Master::publishStats() {
+  publishGenerations();
   if (!owns_stats_) {
     return;
   }
@@ -392,6 +445,7 @@ base::Status Master::setUpSharedMemory() {
 
 void Master::spawnGeneration() {
   generation_ = ++last_generation_;
+  noteGeneration(generation_, "starting");
   unsigned n = config_->effectiveWorkers();
   backoff_ms_.assign(n, 0);
   respawns_.clear();
@@ -508,6 +562,7 @@ void Master::onWorkerReady(WorkerProc& w) {
     }
   }
   reload_pending_ = false;
+  noteGeneration(generation_, "serving");
   if (previous_) {
     previous_.reset();  // the master's copies of sockets no longer listened on close here
     metrics_->master().reloads_ok.fetch_add(1);
@@ -698,7 +753,10 @@ void Master::reapChildren() {
   }
 }
 
-void Master::reloadFailed(const base::Error& error) {
+void Master::reloadFailed(const base::Error& error, bool recorded) {
+  if (!recorded) {
+    noteGeneration(0, "refused", error.message);  // the configuration never made a generation
+  }
   ++reload_failures_;
   metrics_->master().reloads_failed.fetch_add(1);
   LOG_ERROR("reload failed (%u so far), still serving the previous configuration:\n%s",
@@ -742,7 +800,14 @@ void Master::abortReload(const std::string& why) {
   log::setDebug(config_->debug);
   publishStats();
   restartHealthChecker();
-  reloadFailed(base::Error{why});
+  for (auto& g : history_) {
+    if (g.generation > static_cast<std::int64_t>(prev.generation) && g.state == "starting") {
+      g.state = "failed";
+      g.detail = why;
+    }
+  }
+  publishGenerations();
+  reloadFailed(base::Error{why}, true);
 }
 
 void Master::reload() {

@@ -148,14 +148,10 @@ std::string BackendTable::lastError(std::size_t i) const {
     if (seq & 1) {
       continue;
     }
-    char text[kLastErrorBytes];
-    for (std::size_t w = 0; w < kLastErrorBytes / 8; ++w) {
-      std::uint64_t v = s.error_words[w].load(std::memory_order_relaxed);
-      std::memcpy(text + w * 8, &v, 8);
-    }
+    std::string text = s.error.load();
     std::atomic_thread_fence(std::memory_order_acquire);
     if (s.error_seq.load(std::memory_order_relaxed) == seq) {
-      return std::string(text, strnlen(text, sizeof(text) - 1));
+      return text;
     }
   }
   return "";
@@ -170,13 +166,7 @@ void BackendTable::setLastError(std::size_t i, std::string_view text) {
   if ((seq & 1) || !s.error_seq.compare_exchange_strong(seq, seq + 1)) {
     return;
   }
-  char buf[kLastErrorBytes] = {};
-  std::memcpy(buf, text.data(), std::min(text.size(), sizeof(buf) - 1));
-  for (std::size_t w = 0; w < kLastErrorBytes / 8; ++w) {
-    std::uint64_t v;
-    std::memcpy(&v, buf + w * 8, 8);
-    s.error_words[w].store(v, std::memory_order_relaxed);
-  }
+  s.error.store(text);
   s.error_seq.store(seq + 2, std::memory_order_release);
 }
 

@@ -404,6 +404,37 @@ TEST(AdminConsole, AStoppedWorkerIsNamedNotWaitedFor) {
   EXPECT_NE(api.body.find("\"pid\":" + std::to_string(other)), std::string::npos) << api.body;
 }
 
+TEST(AdminConsole, ShowGenerationsIsTheReloadHistory) {
+  Proxy proxy(consoleConfig(pooledMapping()));
+  // generation|state|workers|config_hash|started|serving_since|ended|detail
+  ASSERT_TRUE(eventually([&] {
+    auto g = rows(plainConsole(proxy), "SHOW GENERATIONS");
+    return g.size() == 1 && g[0][0] == "1" && g[0][1] == "serving" && g[0][2] == "2";
+  }));
+  // A configuration that is not taken: a row of its own, saying why; generation 1 serves on.
+  std::string good = readFile(proxy.configPath());
+  writeFile(proxy.configPath(), good + "nonsense_key: 1\n");
+  // RELOAD signals the master as the file is (pgproxy -s reload would check it first). psql
+  // leaves at once: a console session open on generation 1 would keep it draining.
+  rows(plainConsole(proxy), "RELOAD");
+  ASSERT_TRUE(eventually([&] {
+    auto g = rows(plainConsole(proxy), "SHOW GENERATIONS");
+    return g.size() == 2 && g[0][1] == "refused";
+  }));
+  auto refused = rows(plainConsole(proxy), "SHOW GENERATIONS");
+  EXPECT_EQ(refused[0][0], "");  // NULL: no generation was made
+  EXPECT_NE(refused[0][7].find("nonsense_key"), std::string::npos) << refused[0][7];
+  EXPECT_EQ(refused[1][1], "serving");
+  // A good one: generation 2 serves, 1 drains and ends once its workers have left.
+  writeFile(proxy.configPath(), good);
+  rows(plainConsole(proxy), "RELOAD");
+  ASSERT_TRUE(eventually([&] {
+    auto g = rows(plainConsole(proxy), "SHOW GENERATIONS");
+    return g.size() == 3 && g[0][0] == "2" && g[0][1] == "serving" && g[2][0] == "1" &&
+           g[2][1] == "ended" && g[2][2] == "0" && !g[2][6].empty();
+  })) << proxy.log();
+}
+
 TEST(AdminConsole, PauseWaitsForTransactionsAndHoldsNewOnesUntilResume) {
   Proxy proxy(consoleConfig(pooledMappingIn("transaction")));
   Conn inside(pooled(proxy));

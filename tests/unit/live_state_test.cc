@@ -170,6 +170,40 @@ TEST_F(LiveStateTest, PoolsAndStatsAddUpPerMapping) {
   EXPECT_EQ(column(stats, "avg_wait_time"), (std::vector<std::string>{"0", "200"}));
 }
 
+TEST_F(LiveStateTest, GenerationsAreTheMastersHistoryNewestFirst) {
+  std::vector<GenerationInfo> history;
+  for (int g = 1; g <= 20; ++g) {  // more than the shared ring keeps
+    GenerationInfo info;
+    info.generation = g;
+    info.state = g == 20 ? "serving" : "ended";
+    info.workers = g == 20 ? 2 : 0;
+    info.config_hash = "hash" + std::to_string(g);
+    info.started_ms = 1'700'000'000'000 + g;
+    history.push_back(info);
+  }
+  GenerationInfo refused;
+  refused.state = "refused";
+  refused.detail = "test.yaml:3:1: unknown key \"nope\"";
+  refused.started_ms = 1'700'000'000'100;
+  history.push_back(refused);
+  control_->publishGenerations(history);
+  auto back = control_->generations();
+  ASSERT_EQ(back.size(), kGenerationHistory);
+  EXPECT_EQ(back[0], refused);
+  EXPECT_EQ(back[1], history[19]);
+  EXPECT_EQ(back.back().generation, 6);
+  View v = view(capture(sources()), Topic::kGenerations);
+  ASSERT_EQ(v.rows.size(), kGenerationHistory);
+  EXPECT_EQ(column(v, "generation")[0], "NULL");  // the reload that made no generation
+  EXPECT_EQ(column(v, "state")[0], "refused");
+  EXPECT_EQ(column(v, "detail")[0], refused.detail);
+  EXPECT_EQ(column(v, "generation")[1], "20");
+  EXPECT_EQ(column(v, "workers")[1], "2");
+  // A shorter history replaces a longer one whole.
+  control_->publishGenerations({history[0]});
+  EXPECT_EQ(control_->generations(), std::vector<GenerationInfo>{history[0]});
+}
+
 TEST_F(LiveStateTest, ConfigIsFlattenedWithSecretsRedacted) {
   View v = view(capture(sources()), Topic::kConfig);
   std::vector<std::string> keys = column(v, "key"), values = column(v, "value");

@@ -3,6 +3,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pgproxy/base/shared_text.h"
 
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/upstream/backend_table.h"
@@ -17,12 +21,36 @@ namespace pgproxy::admin {
 // crash) and over a binary upgrade that adopts the regions, as PgBouncer's DISABLE does until
 // ENABLE. The data path reads the flag where it decides (routing, balancing): a store takes effect
 // in every worker at once, so these commands need no acknowledgement round.
+// One generation as the master last described it (SHOW GENERATIONS, the dashboard's history).
+struct GenerationInfo {
+  std::int64_t generation = 0;  // 0: a reload refused before it made one
+  std::string state;            // starting, serving, draining, ended, failed, refused
+  std::int64_t workers = 0;     // alive now
+  std::string config_hash;
+  std::int64_t started_ms = 0, serving_ms = 0, ended_ms = 0;  // wall clock; 0: not (yet)
+  std::string detail;                                         // why a reload failed or was refused
+  bool operator==(const GenerationInfo&) const = default;
+};
+
+inline constexpr std::size_t kGenerationHistory = 16;
+
+// Its shared form: written by the master only, under an odd sequence; read until it holds still.
+struct GenerationSlot {
+  std::atomic<std::uint32_t> seq;
+  std::atomic<std::int64_t> generation, workers, started_ms, serving_ms, ended_ms;
+  base::SharedText<16> state;
+  base::SharedText<24> config_hash;
+  base::SharedText<160> detail;
+};
+
 struct ControlShared {
   // Names this instance's worker control sockets (control_channel.h); set by the master that
   // creates the regions, kept by one that adopts them.
   std::atomic<std::uint64_t> instance;
   std::atomic<std::uint32_t> mapping_flags[metrics::kMaxMappings];
   std::atomic<std::uint32_t> backend_flags[upstream::kMaxBackends];
+  std::atomic<std::uint32_t> generation_count;  // slots in use, newest last
+  GenerationSlot generations[kGenerationHistory];
 };
 
 class Control {
@@ -30,6 +58,10 @@ class Control {
   explicit Control(ControlShared* shared) : shared_(shared) {}
   static std::size_t bytesNeeded() { return sizeof(ControlShared); }
   std::uint64_t instance() const { return shared_->instance.load(std::memory_order_acquire); }
+  // Master: the last kGenerationHistory generations, oldest first, replacing what was there.
+  void publishGenerations(const std::vector<GenerationInfo>& history);
+  // Newest first; a slot being rewritten while read three times running is left out.
+  std::vector<GenerationInfo> generations() const;
   void setInstance(std::uint64_t id) { shared_->instance.store(id, std::memory_order_release); }
 
   // `mapping`: the metrics index of the mapping's name. Setters return the previous value.

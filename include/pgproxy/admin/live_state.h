@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pgproxy/admin/console_command.h"
+#include "pgproxy/admin/control.h"
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/pool/shared_pools.h"
@@ -16,8 +17,6 @@ class BackendTable;
 }
 
 namespace pgproxy::admin {
-
-class Control;
 
 // The live state every admin view renders (the psql console, /api/v1, the dashboard through the
 // API): read once per request from shared memory into plain structs (capture), then turned into
@@ -53,15 +52,6 @@ struct MappingState {
   std::uint64_t sessions_closed = 0;  // over the master's life, every outcome
 };
 
-struct GenerationState {
-  std::int64_t generation = 0;
-  std::int64_t workers = 0, draining_workers = 0;
-  std::uint64_t reloads_ok = 0, reloads_failed = 0, worker_restarts = 0;
-  std::int64_t last_reload_unix = 0;
-  std::string config_hash;
-  bool serving = false;
-};
-
 struct GlobalLimits {
   unsigned max_connections = 0, max_connections_per_client = 0, max_handshakes = 0;
   config::Rate connection_rate;
@@ -72,7 +62,7 @@ struct LiveState {
   std::vector<MappingState> mappings;
   std::vector<BackendState> backends;
   std::vector<pool::PoolSample> pools;
-  GenerationState generation;
+  std::vector<GenerationInfo> generations;  // newest first
   GlobalLimits limits;
   std::vector<std::pair<std::string, std::string>> config;  // key, value (secrets redacted)
   std::string version;

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pgproxy/base/shared_text.h"
 #include "pgproxy/config/config.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/upstream/login_probe.h"
@@ -39,7 +40,7 @@ struct alignas(64) BackendSlot {
   // an odd sequence by whoever failed last (a writer finding it odd skips: one text is enough),
   // read until the sequence holds still. Words, so that no byte is read while it is written.
   std::atomic<std::uint32_t> error_seq;
-  std::atomic<std::uint64_t> error_words[kLastErrorBytes / 8];
+  base::SharedText<kLastErrorBytes> error;
 };
 
 struct BackendShared {
