@@ -1,7 +1,9 @@
 #include "pgproxy/admin/admin_server.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <openssl/ssl.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -48,9 +50,12 @@ bool tokenMatches(const char* header, const std::string& token) {
 
 }  // namespace
 
-AdminServer::AdminServer(event_base* base, int fd, ApiEnv env)
+AdminServer::AdminServer(event_base* base, int fd, ApiEnv env, SSL_CTX* tls)
     : env_(std::move(env)), cfg_(*env_.commands.sources.config) {
   http_ = evhttp_new(base);
+  if (tls) {
+    evhttp_set_bevcb(http_, tlsConnection, tls);
+  }
   evhttp_set_max_headers_size(http_, kMaxHeaders);
   evhttp_set_max_body_size(http_, kMaxBody);
   evhttp_set_timeout(http_, kTimeoutSeconds);
@@ -73,6 +78,15 @@ AdminServer::~AdminServer() {
   if (http_) {
     evhttp_free(http_);  // closes this worker's copy of the admin socket
   }
+}
+
+bufferevent* AdminServer::tlsConnection(event_base* base, void* ctx) {
+  SSL* ssl = SSL_new(static_cast<SSL_CTX*>(ctx));
+  if (!ssl) {
+    return nullptr;  // evhttp drops the connection
+  }
+  return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                        BEV_OPT_CLOSE_ON_FREE);
 }
 
 void AdminServer::handle(evhttp_request* req, void* arg) {

@@ -1080,6 +1080,9 @@ const Block<AdminConfig>& adminBlock() {
              }
              admin.token = token;
            }},
+          {"certificate", true, "certificate chain (PEM) for HTTPS on admin.listen",
+           nonEmptyText(&AdminConfig::certificate)},
+          {"key", true, "private key (PEM) of admin.certificate", nonEmptyText(&AdminConfig::key)},
           {"allow_config_write", true, "let PUT /api/v1/config replace the file and reload",
            flag(&AdminConfig::allow_config_write)},
           {"users", true, "users allowed on the psql console (the virtual database pgproxy)",
@@ -1111,6 +1114,9 @@ const Block<AdminConfig>& adminBlock() {
 
 void parseAdmin(Parser& p, yaml_node_t* n, Config& cfg) {
   adminBlock().parse(p, n, cfg.admin);
+  if (cfg.admin.certificate.empty() != cfg.admin.key.empty() && !p.failed()) {
+    p.fail(n, "admin.certificate and admin.key go together: set both for HTTPS, or neither");
+  }
   // The console on the data listener needs no admin listener: users alone are enough.
   if (n->type == YAML_MAPPING_NODE && !cfg.admin.enabled && cfg.admin.users.empty() &&
       !p.failed()) {

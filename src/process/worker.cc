@@ -320,7 +320,8 @@ int runWorker(const WorkerSpec& spec) {
     api.write_config = [path = spec.config->path](const std::string& text) {
       return replaceFile(path, text);
     };
-    w->admin = std::make_unique<admin::AdminServer>(base, spec.admin_fd, std::move(api));
+    w->admin = std::make_unique<admin::AdminServer>(base, spec.admin_fd, std::move(api),
+                                                    spec.tls ? spec.tls->admin() : nullptr);
   }
   w->pools = std::make_unique<pool::PoolSet>(w->ctx);
   w->ctx.pools = w->pools.get();

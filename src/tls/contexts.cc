@@ -212,6 +212,14 @@ base::Result<std::shared_ptr<const Contexts>> Contexts::build(const config::Conf
     out->server_.push_back(server);
     out->backend_.push_back(backend);
   }
+  if (!cfg.admin.certificate.empty()) {
+    auto ctx = serverContext(cfg, cfg.admin.certificate, cfg.admin.key, false);
+    if (!ctx) {
+      return base::Error{cfg.path + ": admin: " + ctx.error().message};
+    }
+    out->admin_ = *ctx;
+    out->owned_.push_back(out->admin_);
+  }
   return std::shared_ptr<const Contexts>(std::move(out));
 }
 

@@ -184,6 +184,31 @@ TEST(AdminApi, ClientsComeInPagesAcrossWorkers) {
   EXPECT_EQ(httpGet(admin.port, "/api/v1/clients?limit=0", bearer()).status, 400);
 }
 
+const char* kHttpsCheck = R"PY(
+import json, ssl, sys, urllib.request
+port, token, ca = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False  # the sandbox certificate names host1.example.com, not 127.0.0.1
+req = urllib.request.Request("https://127.0.0.1:%s/api/v1/version" % port,
+                             headers={"Authorization": "Bearer " + token})
+with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+    body = json.loads(r.read())
+assert body["version"][0]["version"].startswith("pgproxy"), body
+with urllib.request.urlopen("https://127.0.0.1:%s/" % port, context=ctx, timeout=10) as r:
+    assert b"<title>pgproxy</title>" in r.read()
+print("ok")
+)PY";
+
+TEST(AdminApi, HttpsWithTheAdminCertificate) {
+  Admin admin = makeAdmin();
+  Proxy proxy(admin.block() + "  certificate: " + sandboxFile("proxy-host1.crt") +
+              "\n  key: " + sandboxFile("proxy-host1.key") + "\n" + twoBackends());
+  runClient(kPython, "https_check.py", kHttpsCheck,
+            {std::to_string(admin.port), kToken, sandboxFile("proxy-ca.crt")}, proxy);
+  // Plain HTTP on the TLS port gets no answer it could read as one.
+  EXPECT_NE(httpGet(admin.port, "/api/v1/version", bearer()).status, 200);
+}
+
 TEST(AdminApi, PutConfigIsValidatedWrittenAndReloaded) {
   Admin admin = makeAdmin();
   std::string base = admin.block() + "  allow_config_write: true\n" + twoBackends();

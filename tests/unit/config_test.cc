@@ -231,6 +231,43 @@ TEST(Config, AdminListenMustNotBeADataListenAddress) {
   mustLoad("listen: {address: \"::\", port: 6432}\nadmin: {listen: \"127.0.0.1:6432\"}\n" + maps);
 }
 
+TEST(Config, AdminConsoleTokenAndHttpsKeys) {
+  const std::string maps = "mappings: [{external: a.b, internal: c}]\n";
+  // The console alone needs no HTTP listener.
+  Config c = mustLoad("admin: {users: [ops, dba]}\n" + maps);
+  EXPECT_FALSE(c.admin.enabled);
+  EXPECT_TRUE(c.admin.consoleUser("dba"));
+  EXPECT_FALSE(c.admin.consoleUser("app"));
+  EXPECT_NE(errorOf("admin: {token: x}\n" + maps).find("admin needs a \"listen\" address"),
+            std::string::npos);
+  EXPECT_NE(errorOf("admin: {users: []}\n" + maps).find("must name at least one user"),
+            std::string::npos);
+  EXPECT_NE(errorOf("admin: {users: admin}\n" + maps).find("must be a list of user names"),
+            std::string::npos);
+  EXPECT_NE(errorOf("admin: {listen: \"127.0.0.1:9540\", certificate: /x.pem}\n" + maps)
+                .find("admin.certificate and admin.key go together"),
+            std::string::npos);
+  EXPECT_NE(errorOf("admin: {listen: \"127.0.0.1:9540\", token_file: /nonexistent/token}\n" + maps)
+                .find("cannot read admin.token_file \"/nonexistent/token\""),
+            std::string::npos);
+  char dir[] = "/tmp/pgproxy-token-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string file = std::string(dir) + "/token";
+  { std::ofstream(file) << "s3cret\r\nsecond line ignored\n"; }
+  c = mustLoad("admin: {listen: \"127.0.0.1:9540\", token_file: " + file + "}\n" + maps);
+  EXPECT_EQ(c.admin.token, "s3cret");
+  EXPECT_NE(
+      errorOf("admin: {listen: \"127.0.0.1:9540\", token: a, token_file: " + file + "}\n" + maps)
+          .find("admin.token and admin.token_file are both set"),
+      std::string::npos);
+  { std::ofstream(file) << "\n"; }
+  EXPECT_NE(errorOf("admin: {listen: \"127.0.0.1:9540\", token_file: " + file + "}\n" + maps)
+                .find("holds no token on its first line"),
+            std::string::npos);
+  std::remove(file.c_str());
+  rmdir(dir);
+}
+
 // One mapping per line after "mappings:", m1.example.com .. mN.example.com.
 std::string manyMappings(int n) {
   std::string yaml = "mappings:\n";

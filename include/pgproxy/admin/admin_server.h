@@ -16,6 +16,8 @@ struct evhttp;
 struct evhttp_bound_socket;
 struct evhttp_request;
 struct evhttp_connection;
+struct bufferevent;
+typedef struct ssl_ctx_st SSL_CTX;
 
 namespace pgproxy::admin {
 
@@ -26,8 +28,9 @@ namespace pgproxy::admin {
 // data path.
 class AdminServer {
  public:
-  // `env.commands.sources` names the shared tables and the configuration (all set).
-  AdminServer(event_base* base, int fd, ApiEnv env);
+  // `env.commands.sources` names the shared tables and the configuration (all set); `tls`:
+  // HTTPS with this context (admin.certificate), else plain HTTP.
+  AdminServer(event_base* base, int fd, ApiEnv env, SSL_CTX* tls = nullptr);
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
@@ -35,6 +38,7 @@ class AdminServer {
 
  private:
   static void handle(evhttp_request* req, void* arg);
+  static bufferevent* tlsConnection(event_base* base, void* ctx);
   void respond(evhttp_request* req);
 
   void api(evhttp_request* req, const std::string& path);

@@ -153,6 +153,7 @@ struct AdminConfig {
   // empty: no console (a database of that name is then an ordinary one, routed as any).
   std::vector<std::string> users;
   bool allow_config_write = false;  // PUT /api/v1/config
+  std::string certificate, key;     // HTTPS on admin.listen when set
   bool consoleUser(const std::string& user) const {
     for (const auto& u : users) {
       if (u == user) {

@@ -32,11 +32,14 @@ class Contexts {
   SSL_CTX* server(std::size_t mapping) const { return server_[mapping]; }
   // nullptr for passthrough mappings and for backend_tls: disable.
   SSL_CTX* backend(std::size_t mapping) const { return backend_[mapping]; }
+  // The admin listener's (admin.certificate); nullptr: plain HTTP.
+  SSL_CTX* admin() const { return admin_; }
 
  private:
   Contexts() = default;
   std::vector<SSL_CTX*> server_, backend_;  // indexed by mapping; entries may repeat
   std::vector<SSL_CTX*> owned_;
+  SSL_CTX* admin_ = nullptr;
 };
 
 // OpenSSL's queued errors as one line (and clears the queue).
