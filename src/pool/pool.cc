@@ -293,7 +293,13 @@ void Pool::grantWaiters() {
 void Pool::acquire(PoolClient* c) {
   pushWaiter(c);
   if (paused()) {
-    return;  // PAUSE: it waits in the FIFO until RESUME (the tick grants it then)
+    // PAUSE: it waits in the FIFO until RESUME (the tick grants it then). A pool that has not
+    // yet learnt its servers' parameters opens one anyway, so that new clients can log in
+    // during the pause (as with PgBouncer) and only their queries wait.
+    if (welcome_.empty() && starting_ == 0) {
+      startServer(config().size);
+    }
+    return;
   }
   while (ServerConn* s = takeIdle()) {
     if (s->stillIdle()) {

@@ -444,9 +444,15 @@ TEST(AdminConsole, PauseWaitsForTransactionsAndHoldsNewOnesUntilResume) {
   ASSERT_EQ(PQsendQuery(pauser.c, "PAUSE host1.example.com"), 1);
   // The switch is on at once (a positive signal), while PAUSE itself waits for the transaction.
   ASSERT_TRUE(eventually([&] { return rows(plainConsole(proxy), "SHOW MAPPINGS")[0][5] == "t"; }));
-  Conn later(pooled(proxy));  // logs in (the pool knows its servers), then its query waits
-  ASSERT_EQ(PQsendQuery(later.c, "select 2"), 1);
-  ASSERT_TRUE(eventually([&] { return rows(plainConsole(proxy), "SHOW POOLS")[0][4] == "1"; }));
+  // New clients log in during the pause, also on a worker whose pool has no server yet (it
+  // opens one to learn the parameters), and their queries wait.
+  std::vector<std::unique_ptr<Conn>> later;
+  for (int i = 0; i < 4; ++i) {
+    later.push_back(std::make_unique<Conn>(pooled(proxy)));
+    ASSERT_EQ(PQstatus(later.back()->c), CONNECTION_OK);
+    ASSERT_EQ(PQsendQuery(later.back()->c, ("select " + std::to_string(10 + i)).c_str()), 1);
+  }
+  ASSERT_TRUE(eventually([&] { return rows(plainConsole(proxy), "SHOW POOLS")[0][4] == "4"; }));
   ASSERT_EQ(PQconsumeInput(pauser.c), 1);
   EXPECT_EQ(PQisBusy(pauser.c), 1);  // the open transaction holds a server: PAUSE cannot be done
   ASSERT_EQ(inside.cmd("COMMIT"), "COMMIT");
@@ -457,15 +463,17 @@ TEST(AdminConsole, PauseWaitsForTransactionsAndHoldsNewOnesUntilResume) {
   while ((r = PQgetResult(pauser.c))) {
     PQclear(r);
   }
-  EXPECT_EQ(rows(plainConsole(proxy), "SHOW POOLS")[0][4], "1");  // still held after the commit
+  EXPECT_EQ(rows(plainConsole(proxy), "SHOW POOLS")[0][4], "4");  // still held after the commit
   Conn admin(plainConsole(proxy));
   EXPECT_EQ(admin.cmd("RESUME host1.example.com"), "RESUME");
-  r = PQgetResult(later.c);
-  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
-  EXPECT_STREQ(PQgetvalue(r, 0, 0), "2");
-  PQclear(r);
-  while ((r = PQgetResult(later.c))) {
+  for (int i = 0; i < 4; ++i) {
+    r = PQgetResult(later[i]->c);
+    ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK);
+    EXPECT_EQ(std::string(PQgetvalue(r, 0, 0)), std::to_string(10 + i));
     PQclear(r);
+    while ((r = PQgetResult(later[i]->c))) {
+      PQclear(r);
+    }
   }
   EXPECT_EQ(rows(plainConsole(proxy), "SHOW MAPPINGS")[0][5], "f");
   // A mapping without a pool cannot be paused; DISABLE is what it takes.
