@@ -4,6 +4,32 @@
 
 namespace pgproxy::admin {
 
+void Control::setRates(std::size_t mapping, const MappingRates& r) {
+  if (mapping >= metrics::kMaxMappings) {
+    return;
+  }
+  SharedRates& s = shared_->rates[mapping];
+  s.xact.store(r.xact, std::memory_order_relaxed);
+  s.query.store(r.query, std::memory_order_relaxed);
+  s.received.store(r.received, std::memory_order_relaxed);
+  s.sent.store(r.sent, std::memory_order_relaxed);
+  s.wait_us.store(r.wait_us, std::memory_order_relaxed);
+}
+
+MappingRates Control::rates(std::size_t mapping) const {
+  MappingRates r;
+  if (mapping >= metrics::kMaxMappings) {
+    return r;
+  }
+  const SharedRates& s = shared_->rates[mapping];
+  r.xact = s.xact.load(std::memory_order_relaxed);
+  r.query = s.query.load(std::memory_order_relaxed);
+  r.received = s.received.load(std::memory_order_relaxed);
+  r.sent = s.sent.load(std::memory_order_relaxed);
+  r.wait_us = s.wait_us.load(std::memory_order_relaxed);
+  return r;
+}
+
 void Control::publishGenerations(const std::vector<GenerationInfo>& history) {
   std::size_t skip = history.size() > kGenerationHistory ? history.size() - kGenerationHistory : 0;
   std::size_t n = history.size() - skip;

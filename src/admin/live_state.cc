@@ -62,6 +62,9 @@ void captureMappings(const Sources& src, const metrics::Snapshot& snap, LiveStat
     }
     ms.disabled = src.control && index != metrics::kUnknownMapping && src.control->disabled(index);
     ms.paused = src.control && index != metrics::kUnknownMapping && src.control->paused(index);
+    if (src.control && index != metrics::kUnknownMapping) {
+      ms.rates = src.control->rates(index);
+    }
     for (std::size_t b = 0; b < cm.backends.size(); ++b) {
       const config::Backend& cb = cm.backends[b];
       BackendState bs;
@@ -222,21 +225,19 @@ View statsView(const LiveState& s) {
           {"total_sent", ColumnType::kInt8},
           {"total_wait_time", ColumnType::kInt8},
           {"total_connections", ColumnType::kInt8},
+          {"avg_xact_count", ColumnType::kInt8},
+          {"avg_query_count", ColumnType::kInt8},
+          {"avg_recv", ColumnType::kInt8},
+          {"avg_sent", ColumnType::kInt8},
           {"avg_wait_time", ColumnType::kInt8}},
          {}};
-  for (const MappingState& m : s.mappings) {
-    pool::PoolSample sum;
-    for (const pool::PoolSample& p : s.pools) {
-      if (p.mapping == m.name) {
-        sum.add(p);
-      }
-    }
-    std::uint64_t waits = sum.waits();
-    v.rows.push_back(
-        {text(m.name), num(sum.transactions), num(sum.queries), num(m.bytes_up), num(m.bytes_down),
-         num(sum.wait_sum_us),
-         num(m.sessions_closed + static_cast<std::uint64_t>(std::max<std::int64_t>(m.admitted, 0))),
-         num(waits ? sum.wait_sum_us / waits : 0)});
+  std::vector<MappingTotals> totals = mappingTotals(s);
+  for (std::size_t i = 0; i < totals.size() && i < s.mappings.size(); ++i) {
+    const MappingTotals& t = totals[i];
+    const MappingRates& r = s.mappings[i].rates;
+    v.rows.push_back({text(t.name), num(t.xact), num(t.query), num(t.received), num(t.sent),
+                      num(t.wait_us), num(t.connections), num(r.xact), num(r.query),
+                      num(r.received), num(r.sent), num(r.wait_us)});
   }
   return v;
 }
@@ -366,6 +367,45 @@ void appendJsonValue(std::string& out, const Cell& c, ColumnType t) {
 }
 
 }  // namespace
+
+std::vector<MappingTotals> mappingTotals(const LiveState& s) {
+  std::vector<MappingTotals> out;
+  for (const MappingState& m : s.mappings) {
+    pool::PoolSample sum;
+    for (const pool::PoolSample& p : s.pools) {
+      if (p.mapping == m.name) {
+        sum.add(p);
+      }
+    }
+    MappingTotals t;
+    t.name = m.name;
+    t.xact = sum.transactions;
+    t.query = sum.queries;
+    t.received = m.bytes_up;
+    t.sent = m.bytes_down;
+    t.wait_us = sum.wait_sum_us;
+    t.waits = sum.waits();
+    t.connections =
+        m.sessions_closed + static_cast<std::uint64_t>(std::max<std::int64_t>(m.admitted, 0));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+MappingRates ratesBetween(const MappingTotals& before, const MappingTotals& now, double seconds) {
+  auto per = [seconds](std::uint64_t a, std::uint64_t b) -> std::uint64_t {
+    return b >= a && seconds > 0 ? static_cast<std::uint64_t>(static_cast<double>(b - a) / seconds)
+                                 : 0;
+  };
+  MappingRates r;
+  r.xact = per(before.xact, now.xact);
+  r.query = per(before.query, now.query);
+  r.received = per(before.received, now.received);
+  r.sent = per(before.sent, now.sent);
+  std::uint64_t waits = now.waits >= before.waits ? now.waits - before.waits : 0;
+  r.wait_us = waits && now.wait_us >= before.wait_us ? (now.wait_us - before.wait_us) / waits : 0;
+  return r;
+}
 
 LiveState capture(const Sources& src) {
   LiveState out;

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "pgproxy/admin/control.h"
+#include "pgproxy/admin/live_state.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/base/unique_fd.h"
@@ -46,6 +47,10 @@
 
 namespace pgproxy::process {
 namespace {
+
+// SHOW STATS' averages are per second over this period (PgBouncer's stats_period is 60 s; a
+// shorter one follows a change sooner).
+constexpr std::uint64_t kStatsPeriodMs = 15'000;
 
 using ConfigPtr = std::shared_ptr<const config::Config>;
 
@@ -124,6 +129,10 @@ class Master {
   void noteGeneration(unsigned generation, const char* state, const std::string& detail = "");
   void publishGenerations();
   std::vector<admin::GenerationInfo> history_;
+  // SHOW STATS' averages: the per-mapping totals at the last sample, and when it was.
+  void sampleRates(std::uint64_t now_ms);
+  std::vector<admin::MappingTotals> rate_totals_;
+  std::uint64_t rate_sampled_ms_ = 0;
   void sweepForeignOwners();
   // A worker is gone: its shares of the shared tables go (before its metrics slot is reused).
   void releaseWorker(pid_t pid);
@@ -1122,8 +1131,30 @@ void Master::sweepForeignOwners() {
   }
 }
 
+void Master::sampleRates(std::uint64_t now_ms) {
+  admin::Sources src;
+  src.config = config_.get();
+  src.metrics = metrics_.get();
+  src.pools = pools_.get();
+  std::vector<admin::MappingTotals> totals = admin::mappingTotals(admin::capture(src));
+  double seconds = static_cast<double>(now_ms - rate_sampled_ms_) / 1000.0;
+  for (const auto& now : totals) {
+    for (const auto& before : rate_totals_) {
+      if (before.name == now.name) {
+        control_->setRates(metrics_->mappingIndex(now.name),
+                           admin::ratesBetween(before, now, seconds));
+      }
+    }
+  }
+  rate_totals_ = std::move(totals);
+  rate_sampled_ms_ = now_ms;
+}
+
 void Master::runTimers() {
   std::uint64_t now = base::monotonicMs();
+  if (owns_stats_ && now - rate_sampled_ms_ >= kStatsPeriodMs) {
+    sampleRates(now);
+  }
   if (adopted_ && now >= next_sweep_ms_) {
     next_sweep_ms_ = now + kSweepIntervalMs;
     sweepForeignOwners();

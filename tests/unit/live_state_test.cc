@@ -167,7 +167,14 @@ TEST_F(LiveStateTest, PoolsAndStatsAddUpPerMapping) {
   EXPECT_EQ(column(stats, "total_xact_count"), (std::vector<std::string>{"0", "4"}));
   EXPECT_EQ(column(stats, "total_query_count"), (std::vector<std::string>{"0", "3"}));
   EXPECT_EQ(column(stats, "total_wait_time"), (std::vector<std::string>{"0", "400"}));
-  EXPECT_EQ(column(stats, "avg_wait_time"), (std::vector<std::string>{"0", "200"}));
+  // The averages are the master's, per second over its last stats period.
+  EXPECT_EQ(column(stats, "avg_xact_count"), (std::vector<std::string>{"0", "0"}));
+  control_->setRates(metrics_->mappingIndex("b.example.com"), MappingRates{7, 9, 100, 200, 250});
+  View again = view(capture(sources()), Topic::kStats);
+  EXPECT_EQ(column(again, "avg_xact_count"), (std::vector<std::string>{"0", "7"}));
+  EXPECT_EQ(column(again, "avg_query_count"), (std::vector<std::string>{"0", "9"}));
+  EXPECT_EQ(column(again, "avg_recv"), (std::vector<std::string>{"0", "100"}));
+  EXPECT_EQ(column(again, "avg_wait_time"), (std::vector<std::string>{"0", "250"}));
 }
 
 TEST_F(LiveStateTest, GenerationsAreTheMastersHistoryNewestFirst) {
@@ -202,6 +209,17 @@ TEST_F(LiveStateTest, GenerationsAreTheMastersHistoryNewestFirst) {
   // A shorter history replaces a longer one whole.
   control_->publishGenerations({history[0]});
   EXPECT_EQ(control_->generations(), std::vector<GenerationInfo>{history[0]});
+}
+
+TEST(LiveStateRates, PerSecondBetweenTwoSamples) {
+  MappingTotals before{"m", 100, 300, 1000, 5000, 400, 4, 10};
+  MappingTotals now{"m", 250, 600, 2500, 5000, 1000, 7, 12};
+  MappingRates r = ratesBetween(before, now, 15.0);
+  EXPECT_EQ(r, (MappingRates{10, 20, 100, 0, 200}));
+  // A counter that went back (the mapping removed and added again): 0, never a wrap.
+  MappingTotals reset{"m", 5, 5, 5, 5, 5, 5, 5};
+  EXPECT_EQ(ratesBetween(before, reset, 15.0), MappingRates{});
+  EXPECT_EQ(ratesBetween(before, now, 0.0).xact, 0u);
 }
 
 TEST_F(LiveStateTest, ConfigIsFlattenedWithSecretsRedacted) {

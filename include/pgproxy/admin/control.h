@@ -34,6 +34,16 @@ struct GenerationInfo {
 
 inline constexpr std::size_t kGenerationHistory = 16;
 
+// A mapping's activity per second over the master's last stats period (SHOW STATS' avg_*).
+struct MappingRates {
+  std::uint64_t xact = 0, query = 0, received = 0, sent = 0;  // per second
+  std::uint64_t wait_us = 0;                                  // per wait, in that period
+  bool operator==(const MappingRates&) const = default;
+};
+struct SharedRates {
+  std::atomic<std::uint64_t> xact, query, received, sent, wait_us;
+};
+
 // Its shared form: written by the master only, under an odd sequence; read until it holds still.
 struct GenerationSlot {
   std::atomic<std::uint32_t> seq;
@@ -49,6 +59,7 @@ struct ControlShared {
   std::atomic<std::uint64_t> instance;
   std::atomic<std::uint32_t> mapping_flags[metrics::kMaxMappings];
   std::atomic<std::uint32_t> backend_flags[upstream::kMaxBackends];
+  SharedRates rates[metrics::kMaxMappings];
   std::atomic<std::uint32_t> generation_count;  // slots in use, newest last
   GenerationSlot generations[kGenerationHistory];
 };
@@ -58,6 +69,9 @@ class Control {
   explicit Control(ControlShared* shared) : shared_(shared) {}
   static std::size_t bytesNeeded() { return sizeof(ControlShared); }
   std::uint64_t instance() const { return shared_->instance.load(std::memory_order_acquire); }
+  // Master: a mapping's rates over the last stats period; anyone: read them.
+  void setRates(std::size_t mapping, const MappingRates& r);
+  MappingRates rates(std::size_t mapping) const;
   // Master: the last kGenerationHistory generations, oldest first, replacing what was there.
   void publishGenerations(const std::vector<GenerationInfo>& history);
   // Newest first; a slot being rewritten while read three times running is left out.

@@ -50,7 +50,21 @@ struct MappingState {
   config::Rate connection_rate;
   std::uint64_t bytes_up = 0, bytes_down = 0;
   std::uint64_t sessions_closed = 0;  // over the master's life, every outcome
+  MappingRates rates;                 // per second, over the master's last stats period
 };
+
+struct LiveState;
+// A mapping's totals over the master's life, as SHOW STATS adds them up (its pools' counts, its
+// sessions' bytes).
+struct MappingTotals {
+  std::string name;
+  std::uint64_t xact = 0, query = 0, received = 0, sent = 0, wait_us = 0, waits = 0;
+  std::uint64_t connections = 0;
+};
+std::vector<MappingTotals> mappingTotals(const LiveState& s);
+// The rates between two samples of the totals `seconds` apart (a counter that went back, as a
+// mapping removed and added again, gives 0).
+MappingRates ratesBetween(const MappingTotals& before, const MappingTotals& now, double seconds);
 
 struct GlobalLimits {
   unsigned max_connections = 0, max_connections_per_client = 0, max_handshakes = 0;
