@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -27,6 +28,43 @@ socklen_t abstractAddress(std::uint64_t instance, std::size_t slot, sockaddr_un&
 
 bool wouldBlock(int err) {
   return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+enum class Io { kBlocked, kDone, kFailed };
+
+// Appends what the socket has to `in`, up to `max` bytes in all. kBlocked: nothing more for
+// now; kDone: the peer closed (or `max` is reached); kFailed: errno says why.
+Io readInto(int fd, std::string& in, std::size_t max) {
+  char buf[16384];
+  while (in.size() < max) {
+    ssize_t n = ::read(fd, buf, std::min(sizeof(buf), max - in.size()));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return wouldBlock(errno) ? Io::kBlocked : Io::kFailed;
+    }
+    if (n == 0) {
+      return Io::kDone;
+    }
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  return Io::kDone;
+}
+
+// Sends `out` from `sent` on. kBlocked: the rest waits for the socket to take it.
+Io sendFrom(int fd, const std::string& out, std::size_t& sent) {
+  while (sent < out.size()) {
+    ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return wouldBlock(errno) ? Io::kBlocked : Io::kFailed;
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+  return Io::kDone;
 }
 
 }  // namespace
@@ -58,54 +96,28 @@ struct ControlServer::Conn {
   }
 
   void read() {
-    char buf[1024];
-    for (;;) {
-      ssize_t n = ::read(fd, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < 0 && wouldBlock(errno)) {
-        return;
-      }
-      if (n <= 0) {
-        close();
-        return;
-      }
-      in.append(buf, static_cast<std::size_t>(n));
-      ControlRequest req;
-      Decoded d = decodeRequest(in, req);
-      if (d == Decoded::kNeedMore && in.size() < kMaxControlRequest) {
-        continue;
-      }
-      if (d != Decoded::kDone) {
-        close();
-        return;
-      }
-      out = encodeReply(server->respond_(req));
-      event_del(ev);
-      event_free(ev);
-      ev = event_new(server->base_, fd, EV_WRITE | EV_PERSIST, onEvent, this);
-      event_add(ev, nullptr);
-      write();
+    // One byte past the largest request: a peer that sends more is refused, not waited for.
+    Io r = readInto(fd, in, kMaxControlRequest + 1);
+    ControlRequest req;
+    Decoded d = decodeRequest(in, req);
+    if (d == Decoded::kNeedMore && r == Io::kBlocked) {
+      return;  // the read event is armed
+    }
+    if (d != Decoded::kDone) {
+      close();
       return;
     }
+    out = encodeReply(server->respond_(req));
+    event_del(ev);
+    event_assign(ev, server->base_, fd, EV_WRITE | EV_PERSIST, onEvent, this);
+    event_add(ev, nullptr);
+    write();
   }
 
   void write() {
-    while (sent < out.size()) {
-      ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < 0 && wouldBlock(errno)) {
-        return;  // the write event is armed
-      }
-      if (n < 0) {
-        break;
-      }
-      sent += static_cast<std::size_t>(n);
+    if (sendFrom(fd, out, sent) != Io::kBlocked) {
+      close();  // all sent, or the peer is gone
     }
-    close();
   }
 
   void close() {
@@ -222,19 +234,13 @@ struct ControlGather::Leg {
   }
 
   void write() {
-    while (sent < out.size()) {
-      ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < 0 && wouldBlock(errno)) {
-        return;
-      }
-      if (n < 0) {
-        fail("cannot send to it: " + base::errnoText(errno));
-        return;
-      }
-      sent += static_cast<std::size_t>(n);
+    Io r = sendFrom(fd, out, sent);
+    if (r == Io::kBlocked) {
+      return;
+    }
+    if (r == Io::kFailed) {
+      fail("cannot send to it: " + base::errnoText(errno));
+      return;
     }
     event_del(ev);
     event_assign(ev, event_get_base(ev), fd, EV_READ | EV_PERSIST, onEvent, this);
@@ -242,32 +248,19 @@ struct ControlGather::Leg {
   }
 
   void read() {
-    char buf[16384];
-    for (;;) {
-      ssize_t n = ::read(fd, buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < 0 && wouldBlock(errno)) {
-        return;
-      }
-      if (n <= 0) {
-        fail(n == 0 ? "it closed the connection without a whole answer"
-                    : "cannot read its answer: " + base::errnoText(errno));
-        return;
-      }
-      in.append(buf, static_cast<std::size_t>(n));
-      Decoded d = decodeReply(in, reply);
-      if (d == Decoded::kNeedMore) {
-        continue;
-      }
-      if (d == Decoded::kBad) {
-        fail("its answer is malformed");
-        return;
-      }
-      finish();
+    Io r = readInto(fd, in, kMaxControlReply + 1);
+    if (r == Io::kFailed) {
+      fail("cannot read its answer: " + base::errnoText(errno));
       return;
     }
+    Decoded d = decodeReply(in, reply);
+    if (d == Decoded::kDone) {
+      finish();
+    } else if (d == Decoded::kBad) {
+      fail("its answer is malformed");
+    } else if (r == Io::kDone) {
+      fail("it closed the connection without a whole answer");
+    }  // else: more is coming, the read event is armed
   }
 
   void fail(std::string reason) {

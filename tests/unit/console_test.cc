@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "admin_tables.h"
 #include "pgproxy/admin/control.h"
 #include "pgproxy/process/shared_regions.h"
 #include "pgproxy/proto/wire.h"
@@ -56,33 +57,14 @@ std::string query(std::string_view sql) {
 class ConsoleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto cfg = config::loadString(R"(mappings:
+    tables_.load(R"(mappings:
   - external: a.example.com
     backends: [{ host: 10.0.0.1 }, { host: 10.0.0.2 }]
-)",
-                                  "test.yaml");
-    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
-    cfg_ = std::move(*cfg);
-    auto regions = process::SharedRegions::create();
-    ASSERT_TRUE(regions.ok());
-    regions_.emplace(std::move(*regions));
-    metrics_.emplace(static_cast<metrics::Shared*>(regions_->metrics()));
-    backends_.emplace(static_cast<upstream::BackendShared*>(regions_->backends()));
-    control_.emplace(static_cast<ControlShared*>(regions_->control()));
-    metrics_->registerMapping("a.example.com");
-    for (const auto& b : cfg_.mappings[0].backends) {
-      backends_->registerBackend(b.key());
-    }
-    slots_ = upstream::backendSlots(cfg_, *backends_);
+)");
   }
   CommandEnv env() {
     CommandEnv e;
-    e.sources.config = &cfg_;
-    e.sources.metrics = &*metrics_;
-    e.sources.backends = &*backends_;
-    e.sources.backend_slots = &slots_;
-    e.sources.control = &*control_;
-    e.sources.version = "9.9";
+    e.sources = tables_.sources();
     e.control = &*control_;
     e.signal_master = [this](int sig) {
       signals_.push_back(sig);
@@ -97,12 +79,10 @@ class ConsoleTest : public ::testing::Test {
     return split(out);
   }
 
-  config::Config cfg_;
-  std::optional<process::SharedRegions> regions_;
-  std::optional<metrics::Registry> metrics_;
-  std::optional<upstream::BackendTable> backends_;
-  std::optional<Control> control_;
-  std::vector<std::vector<std::size_t>> slots_;
+  AdminTables tables_;
+  std::optional<metrics::Registry>& metrics_ = tables_.metrics;
+  std::optional<Control>& control_ = tables_.control;
+  std::vector<std::vector<std::size_t>>& slots_ = tables_.slots;
   std::vector<int> signals_;
   bool master_alive_ = true;
 };

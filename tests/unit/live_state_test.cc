@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "admin_tables.h"
 #include "pgproxy/admin/control.h"
 #include "pgproxy/process/shared_regions.h"
 #include "pgproxy/proto/wire.h"
@@ -39,36 +40,8 @@ max_connections: 100
 // The regions as the master makes them, with the configuration registered as it registers it.
 class LiveStateTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    auto cfg = config::loadString(kConfig, "test.yaml");
-    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
-    cfg_ = std::move(*cfg);
-    auto regions = process::SharedRegions::create();
-    ASSERT_TRUE(regions.ok()) << regions.error().message;
-    regions_.emplace(std::move(*regions));
-    metrics_.emplace(static_cast<metrics::Shared*>(regions_->metrics()));
-    backends_.emplace(static_cast<upstream::BackendShared*>(regions_->backends()));
-    pools_.emplace(static_cast<pool::PoolsShared*>(regions_->pools()));
-    control_.emplace(static_cast<ControlShared*>(regions_->control()));
-    for (const auto& m : cfg_.mappings) {
-      metrics_->registerMapping(m.external);
-      for (const auto& b : m.backends) {
-        backends_->registerBackend(b.key());
-      }
-    }
-    slots_ = upstream::backendSlots(cfg_, *backends_);
-  }
-  Sources sources() {
-    Sources s;
-    s.config = &cfg_;
-    s.metrics = &*metrics_;
-    s.backends = &*backends_;
-    s.backend_slots = &slots_;
-    s.pools = &*pools_;
-    s.control = &*control_;
-    s.version = "9.9";
-    return s;
-  }
+  void SetUp() override { tables_.load(kConfig); }
+  Sources sources() { return tables_.sources(); }
   // The column `name` of every row.
   static std::vector<std::string> column(const View& v, std::string_view name) {
     std::size_t c = 0;
@@ -82,13 +55,14 @@ class LiveStateTest : public ::testing::Test {
     return out;
   }
 
-  config::Config cfg_;
-  std::optional<process::SharedRegions> regions_;
-  std::optional<metrics::Registry> metrics_;
-  std::optional<upstream::BackendTable> backends_;
-  std::optional<pool::SharedPools> pools_;
-  std::optional<Control> control_;
-  std::vector<std::vector<std::size_t>> slots_;
+  AdminTables tables_;
+  config::Config& cfg_ = tables_.cfg;
+  std::optional<process::SharedRegions>& regions_ = tables_.regions;
+  std::optional<metrics::Registry>& metrics_ = tables_.metrics;
+  std::optional<upstream::BackendTable>& backends_ = tables_.backends;
+  std::optional<pool::SharedPools>& pools_ = tables_.pools;
+  std::optional<Control>& control_ = tables_.control;
+  std::vector<std::vector<std::size_t>>& slots_ = tables_.slots;
 };
 
 TEST_F(LiveStateTest, BackendsShowHealthDrainAndTheLastError) {

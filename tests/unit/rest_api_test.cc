@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "admin_tables.h"
 #include "pgproxy/admin/control.h"
 #include "pgproxy/process/shared_regions.h"
 #include "pgproxy/upstream/backend_table.h"
@@ -21,26 +22,9 @@ using Method = ApiRequest::Method;
 class RestApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto cfg = config::loadString(
-        "mappings:\n  - external: a.example.com\n    backends: [{ host: 10.0.0.1 }]\n",
-        "/etc/pgproxy/pgproxy.yaml");
-    ASSERT_TRUE(cfg.ok());
-    cfg_ = std::move(*cfg);
-    auto regions = process::SharedRegions::create();
-    ASSERT_TRUE(regions.ok());
-    regions_.emplace(std::move(*regions));
-    metrics_.emplace(static_cast<metrics::Shared*>(regions_->metrics()));
-    backends_.emplace(static_cast<upstream::BackendShared*>(regions_->backends()));
-    control_.emplace(static_cast<ControlShared*>(regions_->control()));
-    metrics_->registerMapping("a.example.com");
-    backends_->registerBackend("10.0.0.1:5432");
-    slots_ = upstream::backendSlots(cfg_, *backends_);
-    env_.commands.sources.config = &cfg_;
-    env_.commands.sources.metrics = &*metrics_;
-    env_.commands.sources.backends = &*backends_;
-    env_.commands.sources.backend_slots = &slots_;
-    env_.commands.sources.control = &*control_;
-    env_.commands.sources.version = "9.9";
+    tables_.load("mappings:\n  - external: a.example.com\n    backends: [{ host: 10.0.0.1 }]\n",
+                 "/etc/pgproxy/pgproxy.yaml");
+    env_.commands.sources = tables_.sources();
     env_.commands.control = &*control_;
     env_.commands.signal_master = [this](int sig) {
       signals_.push_back(sig);
@@ -72,12 +56,10 @@ class RestApiTest : public ::testing::Test {
     return handleApi(r, env_);
   }
 
-  config::Config cfg_;
-  std::optional<process::SharedRegions> regions_;
-  std::optional<metrics::Registry> metrics_;
-  std::optional<upstream::BackendTable> backends_;
-  std::optional<Control> control_;
-  std::vector<std::vector<std::size_t>> slots_;
+  AdminTables tables_;
+  std::optional<metrics::Registry>& metrics_ = tables_.metrics;
+  std::optional<Control>& control_ = tables_.control;
+  std::vector<std::vector<std::size_t>>& slots_ = tables_.slots;
   ApiEnv env_;
   std::vector<int> signals_;
   std::string written_;
