@@ -223,6 +223,32 @@ void checkAdminListen(Parser& p, const Config& cfg, bool listen_defaulted) {
   }
 }
 
+// admin.console becomes the last `listen` entry, marked: the master binds it, reloads keep it and
+// upgrades hand it over like the data ports, and the workers accept on it as the console.
+void addConsoleListen(Parser& p, Config& cfg) {
+  if (!cfg.admin.console || p.failed()) {
+    return;
+  }
+  const ListenAddress& console = *cfg.admin.console;
+  if (cfg.admin.users.empty()) {
+    p.fail(console.mark, "admin.console needs admin.users: the users the console lets in");
+    return;
+  }
+  std::vector<ListenAddress> others = cfg.listen;
+  if (cfg.admin.enabled) {
+    others.push_back(cfg.admin.listen);
+  }
+  for (const auto& l : others) {
+    if (listenAddressesOverlap(console, l)) {
+      p.fail(console.mark, "admin.console " + console.address + ":" + std::to_string(console.port) +
+                               " overlaps " + l.address + ":" + std::to_string(l.port) +
+                               ": the console needs a port of its own");
+      return;
+    }
+  }
+  cfg.listen.push_back(console);
+}
+
 // A keyword from a fixed set ("balance: least_conn"); the error lists the choices. False (and
 // `out` untouched) when the value is not one of them.
 template <typename T>
@@ -1080,6 +1106,22 @@ const Block<AdminConfig>& adminBlock() {
              }
              admin.token = token;
            }},
+          {"console", true, "address:port where every connection is the psql console",
+           [](Parser& p, yaml_node_t* v, const std::string& what, AdminConfig& admin) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               return;
+             }
+             ListenAddress addr;
+             if (!parseHostPort(*s, addr)) {
+               p.fail(v, "admin.console must be ADDRESS:PORT such as 127.0.0.1:9541, not \"" + *s +
+                             "\"");
+               return;
+             }
+             addr.mark = Parser::markOf(v);
+             addr.console = true;
+             admin.console = addr;
+           }},
           {"certificate", true, "certificate chain (PEM) for HTTPS on admin.listen",
            nonEmptyText(&AdminConfig::certificate)},
           {"key", true, "private key (PEM) of admin.certificate", nonEmptyText(&AdminConfig::key)},
@@ -1418,6 +1460,7 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
     cfg.listen.push_back(ListenAddress{"0.0.0.0", 5400, Parser::markOf(root)});
   }
   checkAdminListen(p, cfg, listenDefaulted);
+  addConsoleListen(p, cfg);
   if (cfg.mappings.empty()) {
     p.fail(mappingsNode ? mappingsNode : root,
            "no mappings: add at least one {external, internal} entry under \"mappings\"");

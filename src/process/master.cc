@@ -526,7 +526,7 @@ void Master::spawnWorker(unsigned slot) {
     spec.config = config_.get();
     spec.tls = tls_.get();
     for (auto& l : listeners_) {
-      spec.listen_fds.push_back(l.fd.get());
+      (l.addr.console ? spec.console_fds : spec.listen_fds).push_back(l.fd.get());
     }
     spec.cancels = cancels_.get();
     spec.metrics = metrics_.get();

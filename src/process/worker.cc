@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -96,6 +97,7 @@ struct Worker {
   std::uint64_t accept_error_logged_ms = 0;
   event* drain_deadline = nullptr;
   std::unique_ptr<admin::AdminServer> admin;
+  std::vector<int> console_fds;  // the listeners of admin.console among `listeners`
   // Answers the console's and the API's questions about this worker's sessions, also while it
   // drains after a reload (its sessions are still listed and can be killed).
   std::unique_ptr<admin::ControlServer> control;
@@ -183,8 +185,10 @@ void onAcceptable(evutil_socket_t fd, short, void* arg) {
   socklen_t len = sizeof(addr);
   int conn = accept4(fd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (conn >= 0) {
+    bool console =
+        std::find(w->console_fds.begin(), w->console_fds.end(), fd) != w->console_fds.end();
     session::Session::accept(w->ctx, conn, reinterpret_cast<sockaddr*>(&addr),
-                             static_cast<int>(len));
+                             static_cast<int>(len), console);
     return;
   }
   int err = errno;
@@ -338,7 +342,10 @@ int runWorker(const WorkerSpec& spec) {
   w->accept_resume = evtimer_new(base, onAcceptResume, w);
   w->drain_deadline = evtimer_new(base, onDrainDeadline, w);
 
-  for (int fd : spec.listen_fds) {
+  w->console_fds = spec.console_fds;
+  std::vector<int> accepting = spec.listen_fds;
+  accepting.insert(accepting.end(), spec.console_fds.begin(), spec.console_fds.end());
+  for (int fd : accepting) {
     // fork gave this worker its own descriptor: freeing the listener closes it, and once every
     // process has closed its copy the kernel refuses new connections instead of queueing them.
     event* ev = event_new(base, fd, EV_READ | EV_PERSIST, onAcceptable, w);

@@ -45,7 +45,7 @@ std::uint64_t nowUs() {
 
 }  // namespace
 
-void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen) {
+void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen, bool console_only) {
   if (!ctx.config->access.admits(addr)) {
     // Global deny/allow: closed before a byte is read (a flood of these must not fill the log).
     ::close(fd);
@@ -54,7 +54,8 @@ void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen) {
     LOG_DEBUG("connection from %s denied at accept", net::formatAddress(addr).c_str());
     return;
   }
-  new Session(ctx, fd, addr, addrlen);  // owned by ctx's list; deletes itself in close()
+  // Owned by ctx's list; deletes itself in close().
+  (new Session(ctx, fd, addr, addrlen))->console_only_ = console_only;
 }
 
 Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)
@@ -251,6 +252,12 @@ void Session::handlePreamble() {
         continue;
       case proto::PreambleKind::kSslRequest: {
         evbuffer_drain(in, 8);
+        if (console_only_) {
+          // The console port speaks plaintext (HTTPS is admin.listen's): 'N', as PostgreSQL
+          // without ssl, and a client with sslmode=prefer goes on in the clear.
+          bufferevent_write(client_, "N", 1);
+          continue;
+        }
         if (evbuffer_get_length(in) > 0 && *evbuffer_pullup(in, 1) != proto::kTlsHandshakeRecord) {
           // CVE-2021-23214: bytes sent before our answer could be injected by a man in the middle.
           LOG_WARN(
@@ -267,6 +274,12 @@ void Session::handlePreamble() {
         return;
       }
       case proto::PreambleKind::kDirectTls:
+        if (console_only_) {
+          LOG_INFO("session %llu: TLS from %s on the console port, which is plaintext; closing",
+                   static_cast<unsigned long long>(id_), peer().c_str());
+          close(Outcome::kProtocolError);
+          return;
+        }
         mode_ = Mode::kDirectTls;
         setState(State::kClientHello);
         handleClientHello();
@@ -279,6 +292,10 @@ void Session::handlePreamble() {
       case proto::PreambleKind::kStartup: {
         mode_ = Mode::kPlaintext;
         if (!acceptStartup(pre, std::string_view(p, pre.consumed))) {
+          return;
+        }
+        if (console_only_) {
+          startConsole(std::string_view(p, pre.consumed));  // whatever database it names
           return;
         }
         if (ctx_.config->tls.require) {

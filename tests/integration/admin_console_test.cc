@@ -435,6 +435,34 @@ TEST(AdminConsole, ShowGenerationsIsTheReloadHistory) {
   })) << proxy.log();
 }
 
+TEST(AdminConsole, AConsolePortOfItsOwn) {
+  int console_port = freePort();
+  Proxy proxy(
+      "admin:\n  users: [postgres]\n  console: \"127.0.0.1:" + std::to_string(console_port) +
+      "\"\ndefault: db.example.com\nmappings:\n  - external: db.example.com\n"
+      "    backends: [{host: 127.0.0.1, port: {P1}}]\n");
+  // Whatever database it names, and with libpq's default sslmode=prefer (answered 'N').
+  std::string console = "host=127.0.0.1 port=" + std::to_string(console_port) +
+                        " dbname=postgres user=postgres connect_timeout=20";
+  Conn c(console);
+  EXPECT_NE(c.one("SHOW VERSION").find("pgproxy"), std::string::npos);
+  EXPECT_EQ(c.one("select 1"), "ERROR:42601");  // the console, not PostgreSQL
+  // The data port still reaches PostgreSQL for the same database name.
+  Conn data(proxy.plain());
+  EXPECT_EQ(data.one("select 1"), "1");
+  // And both survive a reload.
+  std::string gen = rows(console, "SHOW GENERATIONS")[0][0];
+  rows(console, "RELOAD");
+  ASSERT_TRUE(eventually([&] {
+    auto g = rows(console, "SHOW GENERATIONS");
+    return !g.empty() && g[0][0] != gen && g[0][1] == "serving";
+  }));
+  Conn after(console);
+  EXPECT_NE(after.one("SHOW VERSION").find("pgproxy"), std::string::npos);
+  std::string stranger = refusal(console + " user=nobody");
+  EXPECT_NE(stranger.find("is not allowed (admin.users)"), std::string::npos) << stranger;
+}
+
 TEST(AdminConsole, PauseWaitsForTransactionsAndHoldsNewOnesUntilResume) {
   Proxy proxy(consoleConfig(pooledMappingIn("transaction")));
   Conn inside(pooled(proxy));

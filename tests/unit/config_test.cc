@@ -266,6 +266,27 @@ TEST(Config, AdminConsoleTokenAndHttpsKeys) {
             std::string::npos);
   std::remove(file.c_str());
   rmdir(dir);
+  // admin.console: a port of its own, listed last among the listeners, marked.
+  c = mustLoad("listen: {port: 6432}\nadmin: {console: \"127.0.0.1:9541\", users: [ops]}\n" + maps);
+  ASSERT_EQ(c.listen.size(), 2u);
+  EXPECT_FALSE(c.listen[0].console);
+  EXPECT_TRUE(c.listen[1].console);
+  EXPECT_EQ(c.listen[1].port, 9541);
+  EXPECT_NE(errorOf("admin: {listen: \"127.0.0.1:9540\", console: \"127.0.0.1:9541\"}\n" + maps)
+                .find("admin.console needs admin.users"),
+            std::string::npos);
+  EXPECT_NE(
+      errorOf("listen: {port: 6432}\nadmin: {console: \"127.0.0.1:6432\", users: [a]}\n" + maps)
+          .find("the console needs a port of its own"),
+      std::string::npos);
+  EXPECT_NE(errorOf("admin: {listen: \"127.0.0.1:9540\", console: \"127.0.0.1:9540\", users: "
+                    "[a]}\n" +
+                    maps)
+                .find("the console needs a port of its own"),
+            std::string::npos);
+  EXPECT_NE(errorOf("admin: {console: nope, users: [a]}\n" + maps)
+                .find("admin.console must be ADDRESS:PORT"),
+            std::string::npos);
 }
 
 // One mapping per line after "mappings:", m1.example.com .. mN.example.com.

@@ -24,6 +24,9 @@ struct ListenAddress {
   std::string address;  // IP literal as written ("0.0.0.0", "::1", ...)
   std::uint16_t port = 5400;
   Mark mark;
+  // admin.console's entry (appended to `listen` by the loader): every connection on it is the
+  // psql console, whatever database it names.
+  bool console = false;
   bool operator==(const ListenAddress& o) const { return address == o.address && port == o.port; }
 };
 
@@ -152,8 +155,9 @@ struct AdminConfig {
   // Users allowed on the psql console, the virtual database "pgproxy" on the data listeners;
   // empty: no console (a database of that name is then an ordinary one, routed as any).
   std::vector<std::string> users;
-  bool allow_config_write = false;  // PUT /api/v1/config
-  std::string certificate, key;     // HTTPS on admin.listen when set
+  bool allow_config_write = false;       // PUT /api/v1/config
+  std::string certificate, key;          // HTTPS on admin.listen when set
+  std::optional<ListenAddress> console;  // a port of its own for the psql console
   bool consoleUser(const std::string& user) const {
     for (const auto& u : users) {
       if (u == user) {

@@ -17,6 +17,7 @@ struct WorkerSpec {
   const config::Config* config = nullptr;
   const tls::Contexts* tls = nullptr;  // built by the master with the config
   std::vector<int> listen_fds;         // inherited from the master
+  std::vector<int> console_fds;        // likewise: admin.console, every connection the console
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics = nullptr;
   upstream::BackendTable* backends = nullptr;

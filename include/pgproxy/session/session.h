@@ -56,7 +56,9 @@ struct Pooled;
 
 class Session {
  public:
-  static void accept(Context& ctx, int fd, const sockaddr* addr, int addrlen);
+  // `console_only`: accepted on admin.console, where every connection is the psql console.
+  static void accept(Context& ctx, int fd, const sockaddr* addr, int addrlen,
+                     bool console_only = false);
   // Closes the session through its normal close path (fast shutdown, drain timeout).
   void shutdown();
   // KILL from the console: the client is told (FATAL 57P01, as pg_terminate_backend) where it
@@ -254,6 +256,7 @@ class Session {
   std::unique_ptr<auth::SecretWait> secret_wait_;  // in SecretLookup only
   std::unique_ptr<Pooled> pooled_;
   bool console_wanted_ = false;  // the StartupMessage asked for the console
+  bool console_only_ = false;    // accepted on admin.console
   std::unique_ptr<admin::Console> console_;
   bool console_waiting_ = false;  // a console command waits for the workers' answers
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
