@@ -1,7 +1,8 @@
-// The admin console on the data listener: a client whose StartupMessage asks for the database
-// "pgproxy" (with admin.users set) talks to pgproxy itself (admin/console.h) instead of a
-// backend. Authenticated by the auth block's file like pooled clients, or, without an auth
-// block, trusted from this host only.
+// The admin console's session side: a client whose StartupMessage asks for the database
+// "pgproxy" (with admin.users set), or any client of admin.console, talks to pgproxy itself
+// (admin/console.h) instead of a backend, authenticated by the auth block's file like pooled
+// clients or, without an auth block, trusted from this host only. Also what the admin commands
+// see of this worker (adminEnv) and its answers on its control socket (answerControl).
 #include <arpa/inet.h>
 #include <event2/event.h>
 #include <netinet/in.h>
