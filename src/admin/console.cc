@@ -105,24 +105,21 @@ Reply signalMaster(const Command& c, CommandEnv& env, int sig, const char* tag) 
 Reply pauseOrResume(const Command& c, CommandEnv& env) {
   const Sources& src = env.sources;
   const bool pause = c.verb == Verb::kPause;
+  const std::string target = base::toLowerAscii(c.target);
   std::vector<std::string> names;
-  if (src.config) {
-    for (const auto& m : src.config->mappings) {
-      if (c.target.empty() ? m.pool.enabled : m.external == base::toLowerAscii(c.target)) {
-        names.push_back(m.external);
-      }
-    }
-  }
-  if (!c.target.empty() && names.empty()) {
-    return failure(kUndefinedObject, "no mapping \"" + c.target + "\" in the configuration");
-  }
   for (const auto& m : src.config ? src.config->mappings : std::vector<config::Mapping>{}) {
-    if (!names.empty() && m.external == names[0] && !m.pool.enabled) {
+    if (!target.empty() && m.external == target && !m.pool.enabled) {
       return failure(proto::sqlstate::kFeatureNotSupported,
                      "mapping \"" + m.external +
                          "\" does not pool its clients: PAUSE holds pooled transactions (DISABLE "
                          "refuses new clients of any mapping)");
     }
+    if (target.empty() ? m.pool.enabled : m.external == target) {
+      names.push_back(m.external);
+    }
+  }
+  if (!target.empty() && names.empty()) {
+    return failure(kUndefinedObject, "no mapping \"" + c.target + "\" in the configuration");
   }
   if (names.empty() || !env.control) {
     return failure(proto::sqlstate::kFeatureNotSupported,
@@ -171,14 +168,6 @@ Reply ask(const Command& c, const CommandEnv& env, ControlRequest request) {
   return r;
 }
 
-std::string parameterStatus(std::string_view name, std::string_view value) {
-  return pool::buildParameterStatus(name, value);
-}
-
-std::string errorFor(const Reply& r) {
-  return proto::buildError(r.sqlstate, r.message);
-}
-
 }  // namespace
 
 Reply execute(const Command& c, CommandEnv& env) {
@@ -192,7 +181,7 @@ Reply execute(const Command& c, CommandEnv& env) {
             request(c.topic == Topic::kClients ? ControlKind::kClients : ControlKind::kServers));
       }
       Reply r = done("SHOW");
-      r.rows = view(capture(env.sources), c.topic);
+      r.rows = view(capture(env.sources, c.topic), c.topic);
       return r;
     }
     case Verb::kKill:
@@ -226,11 +215,7 @@ Reply execute(const Command& c, CommandEnv& env) {
     case Verb::kResume:
       return pauseOrResume(c, env);
   }
-  std::string text = formatCommand(c);
-  return failure(proto::sqlstate::kFeatureNotSupported,
-                 text.substr(0, text.find(' ')) +
-                     " is not available in this version of pgproxy (it acts on each worker's "
-                     "sessions, which needs the per-worker control channel not built yet)");
+  return failure(kSyntaxError, "unknown console command");  // every Verb is handled above
 }
 
 Reply complete(const Command& c, const Gathered& g) {
@@ -288,13 +273,13 @@ std::string Console::greeting(std::string_view version) {
   std::string g("R\0\0\0\x08\0\0\0\0", 9);
   // What psql and drivers look at on login: a server version they know how to talk to, UTF-8,
   // ISO dates. The console is not a PostgreSQL server; the version says whose it is.
-  g += parameterStatus("server_version", "16.0 (pgproxy " + std::string(version) + ")");
-  g += parameterStatus("server_encoding", "UTF8");
-  g += parameterStatus("client_encoding", "UTF8");
-  g += parameterStatus("DateStyle", "ISO, MDY");
-  g += parameterStatus("integer_datetimes", "on");
-  g += parameterStatus("standard_conforming_strings", "on");
-  g += parameterStatus("application_name", "");
+  g += pool::buildParameterStatus("server_version", "16.0 (pgproxy " + std::string(version) + ")");
+  g += pool::buildParameterStatus("server_encoding", "UTF8");
+  g += pool::buildParameterStatus("client_encoding", "UTF8");
+  g += pool::buildParameterStatus("DateStyle", "ISO, MDY");
+  g += pool::buildParameterStatus("integer_datetimes", "on");
+  g += pool::buildParameterStatus("standard_conforming_strings", "on");
+  g += pool::buildParameterStatus("application_name", "");
   g += proto::buildMessage('Z', "I");
   return g;
 }
@@ -363,7 +348,7 @@ void Console::reply(const Reply& r, std::string& out) {
     out += proto::buildNotice(n);
   }
   if (!r.ok()) {
-    out += errorFor(r);
+    out += proto::buildError(r.sqlstate, r.message);
   } else if (r.rows) {
     out += renderRows(*r.rows);
   } else {

@@ -407,7 +407,10 @@ MappingRates ratesBetween(const MappingTotals& before, const MappingTotals& now,
   return r;
 }
 
-LiveState capture(const Sources& src) {
+LiveState capture(const Sources& src, Topic topic) {
+  // What only some views read is read only for them: the configuration's YAML is parsed again
+  // for SHOW CONFIG, the pool table walked for POOLS and STATS, the history for GENERATIONS.
+  const bool all = topic == Topic::kNone;
   LiveState out;
   out.version = src.version;
   metrics::Snapshot snap;
@@ -425,10 +428,10 @@ LiveState capture(const Sources& src) {
     out.limits.connection_rate = cfg.connection_rate;
     captureMappings(src, snap, out);
   }
-  if (src.control) {
+  if (src.control && (all || topic == Topic::kGenerations)) {
     out.generations = src.control->generations();
   }
-  if (src.pools) {
+  if (src.pools && (all || topic == Topic::kPools || topic == Topic::kStats)) {
     out.pools = src.pools->samples();
     // The table's order is its hash's: the views list pools as people look for them.
     std::sort(out.pools.begin(), out.pools.end(), [](const auto& a, const auto& b) {
@@ -436,7 +439,7 @@ LiveState capture(const Sources& src) {
              std::tie(b.mapping, b.backend, b.database, b.user);
     });
   }
-  if (src.config) {
+  if (src.config && (all || topic == Topic::kConfig)) {
     out.config = flattenConfig(src.config->text);
   }
   return out;

@@ -1,7 +1,6 @@
 #include "pgproxy/admin/rest_api.h"
 
 #include <cerrno>
-#include <csignal>
 #include <cstdlib>
 #include <vector>
 
@@ -34,14 +33,10 @@ ApiResponse notAllowed(const char* allow) {
   return r;
 }
 
-std::string lower(std::string_view s) {
-  return base::toLowerAscii(s);
-}
-
 // The topic named by `name` ("backends"), as the console's SHOW takes it.
 std::optional<Topic> topicNamed(std::string_view name) {
   for (const TopicSpec& t : topics()) {
-    if (lower(t.keyword) == name) {
+    if (base::toLowerAscii(t.keyword) == name) {
       return t.topic;
     }
   }
@@ -244,7 +239,7 @@ const char* jsonType(ColumnType t) {
 }
 
 std::string schemaName(std::string_view keyword) {
-  std::string s = lower(keyword);
+  std::string s = base::toLowerAscii(keyword);
   s[0] = static_cast<char>(s[0] - 'a' + 'A');
   return s + "Row";
 }
@@ -344,7 +339,7 @@ std::string openApiDocument(std::string_view version) {
       "\"#/components/schemas/Result\"}}}}";
   LiveState empty;
   for (const TopicSpec& t : topics()) {
-    std::string name = lower(t.keyword);
+    std::string name = base::toLowerAscii(t.keyword);
     View v = view(empty, t.topic);
     std::string props, required;
     for (const Column& c : v.columns) {

@@ -1136,7 +1136,8 @@ void Master::sampleRates(std::uint64_t now_ms) {
   src.config = config_.get();
   src.metrics = metrics_.get();
   src.pools = pools_.get();
-  std::vector<admin::MappingTotals> totals = admin::mappingTotals(admin::capture(src));
+  std::vector<admin::MappingTotals> totals =
+      admin::mappingTotals(admin::capture(src, admin::Topic::kStats));
   double seconds = static_cast<double>(now_ms - rate_sampled_ms_) / 1000.0;
   for (const auto& now : totals) {
     for (const auto& before : rate_totals_) {

@@ -198,6 +198,9 @@ TEST(LiveStateRates, PerSecondBetweenTwoSamples) {
 
 TEST_F(LiveStateTest, ConfigIsFlattenedWithSecretsRedacted) {
   View v = view(capture(sources()), Topic::kConfig);
+  // Read for the views that show them only.
+  EXPECT_TRUE(capture(sources(), Topic::kBackends).config.empty());
+  EXPECT_EQ(capture(sources(), Topic::kConfig).config.size(), v.rows.size());
   std::vector<std::string> keys = column(v, "key"), values = column(v, "value");
   auto value = [&](std::string_view key) {
     for (std::size_t i = 0; i < keys.size(); ++i) {

@@ -93,7 +93,8 @@ struct Sources {
   const Control* control = nullptr;
   std::string version;
 };
-LiveState capture(const Sources& src);
+// `topic`: only what that view shows is read (kNone: everything).
+LiveState capture(const Sources& src, Topic topic = Topic::kNone);
 
 // A view: typed columns and rows of cells in PostgreSQL's text form (NULL: no value).
 enum class ColumnType : std::uint8_t { kText, kInt8, kBool, kTimestamp };
