@@ -214,9 +214,10 @@ void AdminServer::api(evhttp_request* req, const std::string& path) {
     pending_.push_back(std::move(pending));
     evhttp_connection_set_closecb(p->conn, onClientGone, p);
     auto done = [p](Gathered g) { p->server->answered(p, std::move(g)); };
-    if (p->response.ask && env_.commands.ask_workers) {
+    // execute() asks for neither without the means to answer (ask_workers, poll_until).
+    if (p->response.ask) {
       p->gather = env_.commands.ask_workers(*p->response.ask, done);
-    } else if (env_.commands.poll_until) {
+    } else {
       p->poller = env_.commands.poll_until(p->response.until, [done] { done(Gathered{}); });
     }
     return;

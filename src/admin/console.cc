@@ -125,6 +125,10 @@ Reply pauseOrResume(const Command& c, CommandEnv& env) {
     return failure(proto::sqlstate::kFeatureNotSupported,
                    "no mapping pools its clients: PAUSE holds pooled transactions only");
   }
+  if (pause && !env.poll_until) {
+    // Refused before the switch is set: a PAUSE nobody can see through is not left on.
+    return failure(kSystemError, "this process cannot wait for PAUSE to take effect");
+  }
   for (const auto& name : names) {
     if (auto index = mappingIndex(env, name)) {
       env.control->setPaused(*index, pause);
@@ -372,11 +376,6 @@ void Console::handle(char type, std::string_view body, std::string& out) {
         out += proto::buildMessage('I', "");
       } else {
         Reply r = execute(*parsed, env_);
-        if (r.until && !env_.poll_until) {
-          r = Reply{};
-          r.sqlstate = kSystemError;
-          r.message = "this process cannot wait for the command to take effect";
-        }
         if (r.ask || r.until) {
           waiting_ = *parsed;
           auto answer = [this](Gathered g) {

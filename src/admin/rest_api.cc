@@ -136,9 +136,6 @@ ApiResponse render(const Reply& r, const std::string& topic_name) {
 
 ApiResponse run(const Command& c, ApiEnv& env, const std::string& topic_name = "") {
   Reply r = execute(c, env.commands);
-  if (r.until && !env.commands.poll_until) {
-    return error(503, "this process cannot wait for the command to take effect");
-  }
   if (r.ask || r.until) {
     ApiResponse pending;
     pending.ask = r.ask;

@@ -155,6 +155,56 @@ TEST_F(ConsoleTest, PauseTakesPooledMappingsOnly) {
   EXPECT_FALSE(control_->paused(metrics_->mappingIndex("a.example.com")));
 }
 
+// A PAUSE that cannot be waited for is refused before its switch is set; one that can waits
+// for what it polls, then answers.
+TEST(ConsolePause, WaitsForWhatItPollsOrIsRefusedWhole) {
+  AdminTables t;
+  t.load(R"(auth: {type: trust}
+mappings:
+  - external: p.example.com
+    internal: 10.0.0.1
+    tls: terminate
+    certificate: /nonexistent.pem
+    key: /nonexistent.key
+    pool: { mode: transaction }
+)");
+  CommandEnv env;
+  env.sources = t.sources();
+  env.control = &*t.control;
+  const std::size_t index = t.metrics->mappingIndex("p.example.com");
+  {
+    Console c(env);
+    std::string out;
+    c.feed(query("PAUSE p.example.com"), out);
+    auto m = split(out);
+    ASSERT_EQ(types(m), "EZ");
+    EXPECT_EQ(sqlstate(m[0].body), "58000");
+    EXPECT_FALSE(t.control->paused(index));
+  }
+  std::function<bool()> ready;
+  std::function<void()> done;
+  env.poll_until = [&](std::function<bool()> r, std::function<void()> d) {
+    ready = std::move(r);
+    done = std::move(d);
+    return std::unique_ptr<Poller>();
+  };
+  bool answered = false;
+  Console c(env, [&](Gathered) { answered = true; });
+  std::string out;
+  EXPECT_EQ(c.feed(query("PAUSE p.example.com"), out), Console::Status::kWait);
+  EXPECT_TRUE(t.control->paused(index));
+  ASSERT_TRUE(ready);
+  EXPECT_TRUE(ready());  // no server of the mapping is in a transaction
+  done();
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(c.resume(Gathered{}, out), Console::Status::kOpen);
+  EXPECT_EQ(types(split(out)), "CZ");
+  out.clear();
+  EXPECT_EQ(c.feed(query("RESUME"), out), Console::Status::kOpen);
+  EXPECT_EQ(types(split(out)), "CZ");
+  EXPECT_FALSE(t.control->paused(index));
+}
+
 TEST_F(ConsoleTest, ReloadAndShutdownSignalTheMaster) {
   Console c(env());
   EXPECT_EQ(types(ask(c, "RELOAD")), "CZ");

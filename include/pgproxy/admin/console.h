@@ -39,6 +39,7 @@ struct Reply {
   // Set: the answer needs every worker's part; ask them (env.ask_workers), then complete().
   std::optional<ControlRequest> ask;
   // Set: the answer waits until this holds (env.poll_until), then complete() with no parts.
+  // execute() sets `ask` or `until` only when env has ask_workers or poll_until.
   std::function<bool()> until;
   std::vector<std::string> notices;  // the console's NoticeResponses (workers that did not answer)
   std::vector<Missing> missing;      // the API's "missing" list
