@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include "pgproxy/proto/startup.h"
 #include "pgproxy/proto/wire.h"
 
 namespace pgproxy::auth {
@@ -49,15 +50,7 @@ ServerLogin::ServerLogin(std::string user, ServerCredentials credentials)
 
 std::string ServerLogin::startupPacket(
     const std::vector<std::pair<std::string, std::string>>& params) {
-  std::string body;
-  proto::appendU32(body, 3u << 16);
-  for (const auto& [name, value] : params) {
-    body += cstring(name) + cstring(value);
-  }
-  body += '\0';
-  std::string out;
-  proto::appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
-  return out + body;
+  return proto::buildStartup(proto::kProtocol3, params);
 }
 
 ServerLogin::Step ServerLogin::feed(std::string_view bytes) {

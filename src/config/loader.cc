@@ -819,6 +819,66 @@ void parsePool(Parser& p, yaml_node_t* n, PoolConfig& pool) {
   }
 }
 
+// ---- routes ----
+
+// A route and the backends it names, merged into its mapping's list once the whole mapping is
+// read (its own backends may come after its routes in the file).
+struct RouteDraft : Route {
+  std::vector<Backend> servers;
+  bool fine = true;
+};
+
+// At most this many routes per mapping: each session walks them in order.
+constexpr std::size_t kMaxRoutes = 100;
+
+const Block<RouteMatch>& routeMatchBlock() {
+  static const Block<RouteMatch> block(
+      "match", "match.",
+      {
+          {"database", true, "glob the database the client asks for must match",
+           text(&RouteMatch::database)},
+          {"user", true, "glob the client's user name must match", text(&RouteMatch::user)},
+          {"application_name", true, "glob the client's application_name must match",
+           text(&RouteMatch::application_name)},
+      });
+  return block;
+}
+
+const Block<RouteDraft>& routeBlock() {
+  static const Block<RouteDraft> block(
+      "a route", "routes.",
+      {
+          {"match", true, "database, user, application_name: glob patterns, all must match",
+           [](Parser& p, yaml_node_t* v, const std::string& what, RouteDraft& r) {
+             if (v->type != YAML_MAPPING_NODE) {
+               p.fail(v, what + " must be a mapping of database, user, application_name");
+               r.fine = false;
+               return;
+             }
+             routeMatchBlock().parse(p, v, r.match);
+           }},
+          {"backends", true, "list of {host, port, weight}; default the mapping's own",
+           [](Parser& p, yaml_node_t* v, const std::string&, RouteDraft& r) {
+             Mapping group;
+             r.fine = parseBackends(p, v, group) && r.fine;
+             r.servers = std::move(group.backends);
+           }},
+          {"role", true, "any, primary or standby: replaces the mapping's role",
+           [](Parser& p, yaml_node_t* v, const std::string& what, RouteDraft& r) {
+             r.has_role = parseChoice(p, v, what,
+                                      std::vector<std::pair<const char*, BackendRole>>{
+                                          {"any", BackendRole::kAny},
+                                          {"primary", BackendRole::kPrimary},
+                                          {"standby", BackendRole::kStandby}},
+                                      r.role);
+             r.fine = r.fine && r.has_role;
+           }},
+          {"database", true, "database name sent to the backend instead of the client's",
+           nonEmptyText(&Route::database)},
+      });
+  return block;
+}
+
 // ---- mappings ----
 
 // A mapping, which of the keys that give its backends it has, and whether it is sound enough to
@@ -826,7 +886,83 @@ void parsePool(Parser& p, yaml_node_t* n, PoolConfig& pool) {
 struct MappingDraft : Mapping {
   bool haveExternal = false, haveInternal = false, havePort = false, haveBackends = false;
   bool fine = true;
+  std::vector<RouteDraft> route_drafts;
 };
+
+void parseRoutes(Parser& p, yaml_node_t* n, MappingDraft& m) {
+  if (n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.start == n->data.sequence.items.top) {
+    p.fail(n, "routes must be a non-empty list of {match, backends, role, database}");
+    m.fine = false;
+    return;
+  }
+  if (static_cast<std::size_t>(n->data.sequence.items.top - n->data.sequence.items.start) >
+      kMaxRoutes) {
+    p.fail(n, "a mapping may have at most " + std::to_string(kMaxRoutes) + " routes");
+    m.fine = false;
+    return;
+  }
+  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+    yaml_node_t* r = p.node(*i);
+    RouteDraft route;
+    route.mark = Parser::markOf(r);
+    routeBlock().parse(p, r, route);
+    m.fine = m.fine && route.fine && r->type == YAML_MAPPING_NODE;
+    m.route_drafts.push_back(std::move(route));
+  }
+}
+
+// Gives each route the indexes of its backends in the mapping's list, appending the ones the
+// mapping does not have yet: one slot per host:port however many routes name it, so health,
+// session counts and pools are per server.
+bool mergeRoutes(Parser& p, yaml_node_t* n, MappingDraft& m) {
+  m.own_backends = m.backends.size();
+  for (auto& draft : m.route_drafts) {
+    Route route = draft;  // the Route part
+    for (const auto& be : draft.servers) {
+      std::size_t index = m.backends.size();
+      for (std::size_t i = 0; i < m.backends.size(); ++i) {
+        if (m.backends[i].key() == be.key()) {
+          index = i;
+        }
+      }
+      if (index == m.backends.size()) {
+        m.backends.push_back(be);
+      } else if (m.backends[index].weight != be.weight) {
+        p.fail(n, "backend " + be.key() + " of the route at line " +
+                      std::to_string(draft.mark.line) + " has weight " + std::to_string(be.weight) +
+                      " but " + std::to_string(m.backends[index].weight) + " where line " +
+                      std::to_string(m.backends[index].mark.line) + " names it");
+        return false;
+      }
+      route.backends.push_back(index);
+    }
+    if (route.backends.empty() && m.own_backends == 0) {
+      p.fail(n, "the route at line " + std::to_string(draft.mark.line) + " of mapping \"" +
+                    m.external + "\" has no backends, and the mapping has none of its own");
+      return false;
+    }
+    if (route.role != BackendRole::kAny && m.health.user.empty()) {
+      p.fail(n, "the route at line " + std::to_string(draft.mark.line) +
+                    " sets role, which needs the mapping's health_check.user (the check logs in "
+                    "to ask pg_is_in_recovery())");
+      return false;
+    }
+    m.routes.push_back(std::move(route));
+  }
+  if (m.backends.size() > 64) {
+    p.fail(n, "mapping \"" + m.external + "\" and its routes name " +
+                  std::to_string(m.backends.size()) + " backends, at most 64");
+    return false;
+  }
+  if (!m.routes.empty() && m.tls == TlsMode::kPassthrough && m.own_backends == 0) {
+    p.fail(n, "mapping \"" + m.external +
+                  "\" is tls: passthrough and has only routes: a passthrough session's "
+                  "StartupMessage is encrypted for the backend, so it needs the mapping's own "
+                  "backends (internal or backends), or tls: terminate");
+    return false;
+  }
+  return true;
+}
 
 // A binding whose refused value also keeps the mapping out of the list, so that a mapping with
 // a broken name or backend is not compared with the ones that follow (the duplicate-name check
@@ -890,7 +1026,14 @@ const Block<MappingDraft>& mappingBlock() {
              }
              m.haveInternal = true;
              m.internal = *s;
-             if (!isValidHostName(*s) && !isIpLiteral(*s)) {
+             // "$1" (a wildcard mapping's label) is checked as a label would be; parseMapping
+             // checks that the mapping is a wildcard.
+             m.templated = s->find("$1") != std::string::npos;
+             std::string host = *s;
+             for (std::size_t at; (at = host.find("$1")) != std::string::npos;) {
+               host.replace(at, 2, "x");
+             }
+             if (!isValidHostName(host) && !isIpLiteral(*s)) {
                p.fail(v, "internal \"" + *s + "\" is not a valid host name or IP address");
                m.fine = false;
              }
@@ -950,6 +1093,10 @@ const Block<MappingDraft>& mappingBlock() {
            [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
              parsePool(p, v, m.pool);
            }},
+          {"routes", true, "route by database, user, application_name: match, backends, role",
+           [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
+             parseRoutes(p, v, m);
+           }},
       });
   return block;
 }
@@ -999,9 +1146,19 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(n, "mapping \"" + m.external +
                   "\" sets both internal/port and backends: use one or the other");
     m.fine = false;
-  } else if (!m.haveInternal && !m.haveBackends) {
-    p.fail(n, "mapping has no \"internal\" host (or \"backends\" list)");
+  } else if (!m.haveInternal && !m.haveBackends && m.route_drafts.empty()) {
+    p.fail(n, "mapping has no \"internal\" host (or \"backends\" list, or \"routes\")");
     m.fine = false;
+  }
+  if (m.templated) {
+    const char* why = m.external.rfind("*.", 0) != 0 ? "is not a wildcard (*.domain)"
+                      : m.pool.enabled               ? "has a pool (pools are per server)"
+                      : m.health.enabled ? "has health_check (a template names no one server)"
+                                         : nullptr;
+    if (why) {
+      p.fail(n, "mapping \"" + m.external + "\" names its internal host with $1 but " + why);
+      m.fine = false;
+    }
   }
   if (!m.fine) {
     return;
@@ -1009,8 +1166,11 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
   if (m.haveBackends) {
     m.internal = m.backends.front().host;
     m.port = m.backends.front().port;
-  } else {
+  } else if (m.haveInternal) {
     m.backends.push_back(Backend{m.internal, m.port, 1, m.mark});
+  }
+  if (!mergeRoutes(p, n, m)) {
+    return;
   }
   for (const auto& other : cfg.mappings) {
     if (other.external == m.external) {
@@ -1573,6 +1733,12 @@ const std::vector<KeySpec>& healthCheckKeys() {
 const std::vector<KeySpec>& poolKeys() {
   return poolBlock().specs();
 }
+const std::vector<KeySpec>& routeKeys() {
+  return routeBlock().specs();
+}
+const std::vector<KeySpec>& routeMatchKeys() {
+  return routeMatchBlock().specs();
+}
 const std::vector<KeySpec>& metricsKeys() {
   return metricsBlock().specs();
 }
@@ -1591,6 +1757,8 @@ const std::vector<KeyBlock>& keyBlocks() {
       {"mappings.backends", &backendKeys()},
       {"mappings.health_check", &healthCheckKeys()},
       {"mappings.pool", &poolKeys()},
+      {"mappings.routes", &routeKeys()},
+      {"mappings.routes.match", &routeMatchKeys()},
       {"connection_rate", &rateKeys()},
       {"tcp_keepalive", &keepAliveKeys()},
       {"admin", &adminKeys()},

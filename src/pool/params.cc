@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 
+#include "pgproxy/proto/startup.h"
 #include "pgproxy/proto/wire.h"
 
 namespace pgproxy::pool {
@@ -24,34 +25,6 @@ void appendLiteral(std::string& out, std::string_view s) {
     out += c;
   }
   out += '\'';
-}
-
-// Splits `options` as PostgreSQL does: on unescaped spaces, with backslash escaping the next
-// character.
-std::vector<std::string> splitOptions(std::string_view s) {
-  std::vector<std::string> words;
-  std::string cur;
-  bool in_word = false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-      if (in_word) {
-        words.push_back(std::move(cur));
-        cur.clear();
-        in_word = false;
-      }
-      continue;
-    }
-    in_word = true;
-    if (c == '\\' && i + 1 < s.size()) {
-      c = s[++i];
-    }
-    cur += c;
-  }
-  if (in_word) {
-    words.push_back(std::move(cur));
-  }
-  return words;
 }
 
 }  // namespace
@@ -130,7 +103,7 @@ std::string splitStartup(const std::vector<std::pair<std::string, std::string>>&
         return "replication connections cannot go through a pool";
       }
     } else if (name == "options") {
-      std::vector<std::string> words = splitOptions(value);
+      std::vector<std::string> words = proto::splitOptions(value);
       for (std::size_t i = 0; i < words.size(); ++i) {
         std::string setting;
         if (words[i] == "-c" && i + 1 < words.size()) {

@@ -284,7 +284,9 @@ base::Status Master::sharedTablesFit(const config::Config& cfg) const {
   for (const auto& m : cfg.mappings) {
     names.push_back(m.external);
     for (const auto& b : m.backends) {
-      keys.push_back(b.key());
+      if (!b.templated()) {
+        keys.push_back(b.key());
+      }
     }
   }
   if (auto st = metrics_->fits(names); !st) {
@@ -303,6 +305,9 @@ void Master::registerMappings(const config::Config& cfg) {
           m.external.c_str());
     }
     for (const auto& b : m.backends) {
+      if (b.templated()) {
+        continue;
+      }
       if (backends_->registerBackend(b.key()) == upstream::kNoBackend) {
         // fits() was checked first; if this ever happens, say so.
         LOG_ERROR("backend table full: %s is balanced without health state", b.key().c_str());

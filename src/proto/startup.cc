@@ -106,4 +106,62 @@ StartupError parseStartup(std::string_view packet, StartupParams& out) {
   return StartupError::kNone;
 }
 
+std::string buildStartup(std::uint32_t version,
+                         const std::vector<std::pair<std::string, std::string>>& params) {
+  std::string body;
+  appendU32(body, version);
+  for (const auto& [name, value] : params) {
+    body.append(name);
+    body += '\0';
+    body.append(value);
+    body += '\0';
+  }
+  body += '\0';
+  std::string out;
+  appendU32(out, static_cast<std::uint32_t>(4 + body.size()));
+  return out + body;
+}
+
+std::vector<std::string> splitOptions(std::string_view s) {
+  std::vector<std::string> words;
+  std::string cur;
+  bool in_word = false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+      if (in_word) {
+        words.push_back(std::move(cur));
+        cur.clear();
+        in_word = false;
+      }
+      continue;
+    }
+    in_word = true;
+    if (c == '\\' && i + 1 < s.size()) {
+      c = s[++i];
+    }
+    cur += c;
+  }
+  if (in_word) {
+    words.push_back(std::move(cur));
+  }
+  return words;
+}
+
+std::string joinOptions(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) {
+    if (!out.empty()) {
+      out += ' ';
+    }
+    for (char c : w) {
+      if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\\') {
+        out += '\\';
+      }
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace pgproxy::proto

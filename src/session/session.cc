@@ -23,6 +23,7 @@
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/pool/pool.h"
 #include "pgproxy/proto/startup.h"
+#include "pgproxy/route/startup_route.h"
 #include "pgproxy/session/pooled.h"
 #include "pgproxy/tls/client_hello.h"
 
@@ -418,10 +419,13 @@ void Session::routeTo(std::size_t mapping) {
 }
 
 const config::Backend& Session::backend() const {
-  return ctx_.config->mappings[mapping_].backends[backend_index_];
+  return templated_ ? *templated_ : ctx_.config->mappings[mapping_].backends[backend_index_];
 }
 
 std::size_t Session::backendSlot() const {
+  if (templated_) {
+    return upstream::kNoBackend;  // one template, many servers: no shared state to keep
+  }
   const auto& slots = ctx_.backend_slots[mapping_];
   return backend_index_ < slots.size() ? slots[backend_index_] : upstream::kNoBackend;
 }
@@ -430,10 +434,104 @@ bool Session::drained(std::size_t backend) const {
   return ctx_.control && ctx_.control->drained(ctx_.backend_slots[mapping_][backend]);
 }
 
-bool Session::pickBackend() {
+bool Session::routeStartup() {
+  routed_ = true;
   const auto& m = ctx_.config->mappings[mapping_];
+  role_ = m.role;
+  bool sees_startup = mode_ == Mode::kPlaintext || terminated();
+  if (m.templated) {
+    std::string host = route::expandTemplate(m.internal, sni_);
+    if (host.empty()) {
+      std::string why = "mapping \"" + m.external +
+                        "\" names its backend after the first label of the TLS server name, and "
+                        "this connection sent " +
+                        (sni_.empty() ? std::string("none") : "\"" + sni_ + "\"");
+      if (sees_startup) {
+        refuse(Outcome::kNoRoute, proto::sqlstate::kRejectedConnection, "pgproxy: " + why);
+      } else {
+        refuseTls(Outcome::kNoRoute, proto::kAlertUnrecognizedName, why);
+      }
+      return false;
+    }
+    templated_ = std::make_unique<config::Backend>(config::Backend{host, m.port, 1, m.mark});
+  }
+  if (!sees_startup) {
+    // A passthrough session's StartupMessage is the backend's to read: the mapping's own
+    // backends (the loader makes sure it has some when it has routes).
+    if (m.own_backends < 64) {
+      route_backends_ = (1ull << m.own_backends) - 1;
+    }
+    return true;
+  }
+  std::string_view packet;
+  evbuffer* in = client_ ? bufferevent_get_input(client_) : nullptr;
+  if (in) {  // plaintext: the StartupMessage waits in the bufferevent
+    std::size_t len = std::min(evbuffer_get_length(in), proto::kMaxStartupPacket);
+    packet = std::string_view(
+        reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(len))), len);
+  } else {
+    packet = startup_;
+  }
+  proto::Preamble pre = proto::classifyPreamble(packet);
+  packet = packet.substr(0, pre.consumed);
+  proto::StartupParams params;
+  (void)proto::parseStartup(packet, params);  // acceptStartup checked it
+  route::Decision d = route::decide(m, params.version, params.params);
+  switch (d.kind) {
+    case route::Decision::Kind::kNoDatabase:
+      // PostgreSQL's own words and code, so clients and tools say what they always say.
+      refuse(Outcome::kNoRoute, "3D000", "database \"" + d.database + "\" does not exist");
+      return false;
+    case route::Decision::Kind::kBadAttrs:
+      refuse(Outcome::kProtocolError, "22023",
+             "invalid value for parameter \"target_session_attrs\": \"" + d.bad_value + "\"",
+             "Valid values are \"any\", \"read-write\", \"read-only\", \"primary\", "
+             "\"standby\" and \"prefer-standby\".");
+      return false;
+    case route::Decision::Kind::kRouted:
+      break;
+  }
+  route_backends_ = d.backends;
+  role_ = d.role;
+  prefer_standby_ = d.prefer_standby;
+  if (d.route != route::Decision::kOwn) {
+    LOG_DEBUG("session %llu: database \"%s\" -> route %zu of \"%s\" (line %d)",
+              static_cast<unsigned long long>(id_), d.database.c_str(), d.route + 1,
+              m.external.c_str(), m.routes[d.route].mark.line);
+  }
+  if (!d.startup.empty()) {
+    if (in) {
+      evbuffer_drain(in, pre.consumed);
+      evbuffer_prepend(in, d.startup.data(), d.startup.size());
+    } else {
+      startup_.replace(0, pre.consumed, d.startup);
+    }
+  }
+  return true;
+}
+
+bool Session::pickBackend() {
+  if (prefer_standby_ && pickBackendInRole(config::BackendRole::kStandby)) {
+    return true;
+  }
+  return pickBackendInRole(role_);
+}
+
+bool Session::pickBackendInRole(config::BackendRole role) {
+  const auto& m = ctx_.config->mappings[mapping_];
+  if (templated_) {
+    if (tried_) {
+      return false;  // one server: nothing else to try
+    }
+    tried_ = 1;
+    backend_index_ = 0;
+    return true;
+  }
   std::vector<upstream::Candidate> c(m.backends.size());
   std::uint64_t now = base::monotonicMs();
+  auto usable = [&](std::size_t i) {
+    return !(tried_ & (1ull << i)) && (route_backends_ & (1ull << i)) && !drained(i);
+  };
   for (std::size_t i = 0; i < c.size(); ++i) {
     std::size_t slot = ctx_.backend_slots[mapping_][i];
     c[i].weight = m.backends[i].weight;
@@ -441,11 +539,11 @@ bool Session::pickBackend() {
     bool down =
         ctx_.backends->health(slot) == upstream::Health::kDown &&
         (m.health.enabled || !ctx_.backends->retryDue(slot, now, upstream::kPassiveRetryMs));
-    bool roleOk = m.role == config::BackendRole::kAny ||
-                  ctx_.backends->role(slot) == (m.role == config::BackendRole::kPrimary
+    bool roleOk = role == config::BackendRole::kAny ||
+                  ctx_.backends->role(slot) == (role == config::BackendRole::kPrimary
                                                     ? upstream::Role::kPrimary
                                                     : upstream::Role::kStandby);
-    c[i].eligible = !(tried_ & (1ull << i)) && !down && roleOk && !drained(i);
+    c[i].eligible = usable(i) && !down && roleOk;
   }
   // xorshift64: cheap and good enough to spread sessions (random balance).
   ctx_.rng ^= ctx_.rng << 13;
@@ -454,8 +552,9 @@ bool Session::pickBackend() {
   auto pick = ctx_.balancers[mapping_].pick(m.balance, c, ctx_.rng);
   if (!pick && !m.health.enabled) {
     // Without active checks only a session can show that a down backend is back: try them.
+    // A role still needs a check that saw it: without one no backend qualifies.
     for (std::size_t i = 0; i < c.size(); ++i) {
-      c[i].eligible = !(tried_ & (1ull << i)) && !drained(i);
+      c[i].eligible = usable(i) && role == config::BackendRole::kAny;
     }
     pick = ctx_.balancers[mapping_].pick(m.balance, c, ctx_.rng);
   }
@@ -558,6 +657,9 @@ void Session::connectBackend() {
     }
     return;
   }
+  if (!routed_ && !routeStartup()) {
+    return;
+  }
   if (ctx_.config->mappings[mapping_].authenticate && !authenticated_) {
     if (mode_ != Mode::kPlaintext && !terminated()) {
       // A passthrough default mapping that pools its plaintext clients: a TLS client's bytes are
@@ -576,19 +678,22 @@ void Session::connectBackend() {
   }
   if (!pickBackend()) {
     const auto& m = ctx_.config->mappings[mapping_];
-    std::string what = m.role == config::BackendRole::kAny       ? "backend"
-                       : m.role == config::BackendRole::kPrimary ? "primary backend"
-                                                                 : "standby backend";
-    std::size_t drained_count = 0;
+    std::string what = role_ == config::BackendRole::kAny       ? "backend"
+                       : role_ == config::BackendRole::kPrimary ? "primary backend"
+                                                                : "standby backend";
+    std::size_t drained_count = 0, group = 0;
     for (std::size_t i = 0; i < m.backends.size(); ++i) {
-      drained_count += drained(i) ? 1 : 0;
+      if (route_backends_ & (1ull << i)) {
+        ++group;
+        drained_count += drained(i) ? 1 : 0;
+      }
     }
-    std::string why =
-        drained_count == m.backends.size() ? std::string("every backend is drained (DRAIN BACKEND)")
-        : m.role != config::BackendRole::kAny ? "none of its backends is up in that role"
-        : m.backends.size() == 1
-            ? std::string("its backend is down")
-            : "all " + std::to_string(m.backends.size()) + " backends are down";
+    std::string why = group > 0 && drained_count == group
+                          ? std::string("every backend is drained (DRAIN BACKEND)")
+                      : role_ != config::BackendRole::kAny
+                          ? "none of its backends is up in that role"
+                      : group == 1 ? std::string("its backend is down")
+                                   : "all " + std::to_string(group) + " backends are down";
     failSession(
         Outcome::kBackendUnreachable,
         "no " + what + " for \"" + m.external + "\" is available: " + why + " (health checks)",

@@ -4,7 +4,8 @@
 #   pg_sandbox.sh start DIR PORT1 PORT2   test CA + two clusters, host1 on PORT1 and host2 on PORT2,
 #                                         and proxy-ca with pgproxy's own certificates (proxy-*.crt)
 #   pg_sandbox.sh stop DIR                stop every cluster in DIR (DIR is left for the caller)
-#   pg_sandbox.sh primary DIR NAME PORT   one more cluster NAME in a started DIR
+#   pg_sandbox.sh primary DIR NAME PORT [ADDRESSES]
+#                                         one more cluster NAME in a started DIR
 #   pg_sandbox.sh standby DIR NAME PORT PRIMARY_PORT
 #                                         a streaming standby of the cluster on PRIMARY_PORT
 #   pg_sandbox.sh promote DIR NAME | stop-one DIR NAME
@@ -45,8 +46,8 @@ make_ca() {  # name subject
     -keyout "$dir/$1.key" -out "$dir/$1.crt" -subj "/CN=$2" 2>/dev/null
 }
 
-start_cluster() {  # name port
-  local name=$1 port=$2 data="$dir/$1"
+start_cluster() {  # name port [listen_addresses]
+  local name=$1 port=$2 data="$dir/$1" addresses=${3:-127.0.0.1}
   as_pg "$pgbin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/$name-initdb.log" 2>&1 || {
     cat "$dir/$name-initdb.log" >&2
     exit 1
@@ -54,7 +55,7 @@ start_cluster() {  # name port
   cp "$dir/$name.crt" "$data/server.crt"
   cp "$dir/$name.key" "$data/server.key"
   cat >>"$data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
+listen_addresses = '$addresses'
 port = $port
 unix_socket_directories = '$dir'
 cluster_name = '$name'
@@ -72,7 +73,7 @@ CONF
   # users need each method once, for pgproxy's own logins (authenticate: true). pgproxy_authq runs
   # auth.query; the pgproxy_aq_* users are looked up by it (not in pgproxy's auth file).
   # pgproxy_auth_sasl has a password that SASLprep changes.
-  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all pgproxy_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_pw 127.0.0.1/32 password\nhost all pgproxy_pool 127.0.0.1/32 scram-sha-256\nhost all pgproxy_pool_md5 127.0.0.1/32 md5\nhost all pgproxy_authq 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_sasl 127.0.0.1/32 scram-sha-256\nhost all pgproxy_cert_md5 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+  printf 'local all all trust\nhost all pgproxy_pw 127.0.0.1/32 password\nhost all pgproxy_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_auth_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_pw 127.0.0.1/32 password\nhost all pgproxy_pool 127.0.0.1/32 scram-sha-256\nhost all pgproxy_pool_md5 127.0.0.1/32 md5\nhost all pgproxy_authq 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_scram 127.0.0.1/32 scram-sha-256\nhost all pgproxy_aq_md5 127.0.0.1/32 md5\nhost all pgproxy_auth_sasl 127.0.0.1/32 scram-sha-256\nhost all pgproxy_cert_md5 127.0.0.1/32 md5\nhost all all 127.0.0.0/8 trust\nhost replication all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
   if [ "$(id -u)" = 0 ]; then
     chown postgres "$data/server.crt" "$data/server.key" "$data/pg_hba.conf"
   fi
@@ -115,7 +116,7 @@ case $cmd in
   primary)
     name=${3:?name}
     make_cert "$name"
-    start_cluster "$name" "${4:?port}"
+    start_cluster "$name" "${4:?port}" "${5:-127.0.0.1}"
     ;;
   standby)
     name=${3:?name} port=${4:?port} primary=${5:?primary port}

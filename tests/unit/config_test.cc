@@ -357,24 +357,6 @@ TEST(Config, ShippedSampleIsValid) {
   ASSERT_TRUE(r.ok()) << r.error().message;
 }
 
-TEST(Config, EveryKeyIsDocumented) {
-  std::ifstream man(std::string(PGPROXY_SRCDIR) + "/man/pgproxy.yaml.5");
-  std::string text((std::istreambuf_iterator<char>(man)), std::istreambuf_iterator<char>());
-  std::ifstream sample(std::string(PGPROXY_SRCDIR) + "/etc/pgproxy/pgproxy.yaml");
-  std::string sampleText((std::istreambuf_iterator<char>(sample)),
-                         std::istreambuf_iterator<char>());
-  for (const auto* table : {&topLevelKeys(), &listenKeys(), &mappingKeys(), &adminKeys(),
-                            &tlsKeys(), &authKeys(), &backendKeys(), &healthCheckKeys(),
-                            &poolKeys(), &metricsKeys(), &rateKeys(), &keepAliveKeys()}) {
-    for (const auto& k : *table) {
-      EXPECT_NE(text.find(std::string("\\fB") + k.name + "\\fR"), std::string::npos)
-          << k.name << " is not documented in man/pgproxy.yaml.5";
-      EXPECT_NE(sampleText.find(std::string(k.name) + ":"), std::string::npos)
-          << k.name << " is not in etc/pgproxy/pgproxy.yaml";
-    }
-  }
-}
-
 }  // namespace
 }  // namespace pgproxy::config
 

@@ -61,6 +61,8 @@ struct Backend {
   unsigned weight = 1;  // round_robin and random
   Mark mark;
   std::string key() const { return host + ":" + std::to_string(port); }
+  // A wildcard mapping's "$1" host: a pattern, not a server (no health, no shared slot).
+  bool templated() const { return host.find("$1") != std::string::npos; }
 };
 
 // How a session picks among the backends that are not down.
@@ -105,11 +107,33 @@ struct PoolConfig {
   Mark mark;
 };
 
+// A mapping's route: what a client's StartupMessage must say (glob patterns; `*` any run of
+// characters, `?` one; empty: anything) for its session to go to the route's backends, in the
+// route's role, with the route's database. Terminated and plaintext sessions only: a TLS
+// passthrough session's StartupMessage is encrypted for the backend.
+struct RouteMatch {
+  std::string database, user, application_name;
+};
+struct Route {
+  RouteMatch match;
+  std::vector<std::size_t> backends;  // indexes into the mapping's backends; empty: its own
+  BackendRole role = BackendRole::kAny;
+  bool has_role = false;  // a route's role replaces the mapping's, even with `any`
+  std::string database;   // sent to the backend instead of the client's; empty: the client's
+  Mark mark;
+};
+
 struct Mapping {
   std::string external;  // lower-cased; "*.example.com" for a wildcard
-  std::string internal;  // the first backend's host (the seed's shorthand for one backend)
+  // The first backend's host (the seed's shorthand for one backend). On a wildcard mapping it may
+  // hold "$1", replaced per session by the label the wildcard matched (`templated`).
+  std::string internal;
   std::uint16_t port = 5432;
-  std::vector<Backend> backends;  // never empty after load; internal/port make one
+  // Never empty after load: the mapping's own (internal/port make one), then the routes' ones.
+  std::vector<Backend> backends;
+  std::size_t own_backends = 0;  // the first this many are the mapping's own; 0: routes only
+  std::vector<Route> routes;     // first match wins; none: the mapping's own backends
+  bool templated = false;        // internal has "$1"
   Balance balance = Balance::kRoundRobin;
   BackendRole role = BackendRole::kAny;
   HealthCheck health;

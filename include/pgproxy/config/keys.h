@@ -22,10 +22,12 @@ const std::vector<KeySpec>& tlsKeys();
 const std::vector<KeySpec>& authKeys();
 const std::vector<KeySpec>& backendKeys();
 const std::vector<KeySpec>& healthCheckKeys();
-const std::vector<KeySpec>& poolKeys();       // a mapping's pool
-const std::vector<KeySpec>& metricsKeys();    // metrics
-const std::vector<KeySpec>& rateKeys();       // connection_rate
-const std::vector<KeySpec>& keepAliveKeys();  // tcp_keepalive
+const std::vector<KeySpec>& poolKeys();        // a mapping's pool
+const std::vector<KeySpec>& routeKeys();       // a mapping's routes
+const std::vector<KeySpec>& routeMatchKeys();  // a route's match
+const std::vector<KeySpec>& metricsKeys();     // metrics
+const std::vector<KeySpec>& rateKeys();        // connection_rate
+const std::vector<KeySpec>& keepAliveKeys();   // tcp_keepalive
 std::vector<std::string> keyNames(const std::vector<KeySpec>& specs);
 
 // Every block's keys, for what must cover them all (the documentation test): a new block's

@@ -60,4 +60,13 @@ enum class StartupError { kNone, kBadLayout, kNoUser };
 // Parses a whole StartupMessage (as returned with kStartup). Checks the layout PostgreSQL checks.
 StartupError parseStartup(std::string_view packet, StartupParams& out);
 
+// A StartupMessage of protocol `version` with these parameters, in this order.
+std::string buildStartup(std::uint32_t version,
+                         const std::vector<std::pair<std::string, std::string>>& params);
+
+// Splits the `options` parameter as PostgreSQL does: on unescaped white space, a backslash
+// escaping the next character. joinOptions is its inverse (escapes what splitting would eat).
+std::vector<std::string> splitOptions(std::string_view s);
+std::string joinOptions(const std::vector<std::string>& words);
+
 }  // namespace pgproxy::proto

@@ -114,7 +114,11 @@ class Session {
   void connectToBackend();  // the one backend_index_ names: resolve, then each address in turn
   static void onResolved(void* arg, int gai_error, const evutil_addrinfo* ai);
   void connectNextAddress();
-  bool pickBackend();                       // false: no backend left to try
+  // Routes by the StartupMessage (routes, target_session_attrs, a database rewrite) and fills in
+  // a templated backend; once per session, before authentication. False: refused.
+  bool routeStartup();
+  bool pickBackend();  // false: no backend left to try
+  bool pickBackendInRole(config::BackendRole role);
   bool drained(std::size_t backend) const;  // DRAIN BACKEND: out of balancing
   void resetBackend();                      // forgets a failed backend connection, to try another
   const config::Backend& backend() const;
@@ -248,6 +252,14 @@ class Session {
   std::size_t mapping_ = SIZE_MAX;
   std::size_t backend_index_ = 0;  // into the mapping's backends, valid once tried_ != 0
   std::uint64_t tried_ = 0;        // backends this session has tried (a mapping has at most 64)
+  // routeStartup's decision: the backends the session may use (bit i: the mapping's backends[i])
+  // and in which role.
+  std::uint64_t route_backends_ = ~0ull;
+  config::BackendRole role_ = config::BackendRole::kAny;
+  bool prefer_standby_ = false;
+  bool routed_ = false;
+  // A wildcard mapping's backend named after the client's server name (internal: "$1...").
+  std::unique_ptr<config::Backend> templated_;
   // authenticate: true: pgproxy's exchanges with the client and then the backend (freed once the
   // splice starts, so that idle sessions do not carry them).
   bool authenticated_ = false;
