@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -1093,6 +1094,37 @@ const Block<MappingDraft>& mappingBlock() {
            [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
              parsePool(p, v, m.pool);
            }},
+          {"read_write_split", true, "send transactions that only read to standbys (pooled)",
+           flag(&Mapping::read_write_split)},
+          {"read_only_functions", true, "functions a read may call besides the built-in ones",
+           [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+             if (v->type != YAML_SEQUENCE_NODE) {
+               p.fail(v, what + " must be a list of function names, not a " + Parser::typeName(v));
+               return;
+             }
+             for (auto* i = v->data.sequence.items.start; i < v->data.sequence.items.top; ++i) {
+               auto name = p.scalar(p.node(*i), what + " entry");
+               if (!name) {
+                 return;
+               }
+               bool ok = !name->empty() && name->size() <= 127;
+               for (char c : *name) {
+                 ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
+               }
+               if (!ok) {
+                 p.fail(p.node(*i), what +
+                                        " entries are function names (name or schema.name), "
+                                        "not \"" +
+                                        *name + "\"");
+                 return;
+               }
+               m.read_only_functions.push_back(*name);
+             }
+           }},
+          {"read_after_write", true, "after a write a client reads from the primary this long",
+           durationOrOff(&Mapping::read_after_write_ms)},
+          {"max_replica_lag", true, "standbys further behind the primary take no reads",
+           durationOrOff(&Mapping::max_replica_lag_ms)},
           {"routes", true, "route by database, user, application_name: match, backends, role",
            [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
              parseRoutes(p, v, m);
@@ -1150,6 +1182,31 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(n, "mapping has no \"internal\" host (or \"backends\" list, or \"routes\")");
     m.fine = false;
   }
+  if (m.read_write_split) {
+    const char* why = !m.pool.enabled ? "has no pool (the split is per transaction)"
+                      : m.pool.mode == PoolMode::kSession
+                          ? "pools in session mode (a session keeps one server)"
+                      : m.health.user.empty()
+                          ? "has no health_check.user (the check tells primaries from standbys)"
+                      : m.role != BackendRole::kAny ? "sets role (the split chooses the role)"
+                                                    : nullptr;
+    if (why) {
+      p.fail(n, "mapping \"" + m.external + "\" sets read_write_split but " + why);
+      m.fine = false;
+    }
+  } else if (!m.read_only_functions.empty() || seen["read_after_write"]) {
+    p.fail(n, "mapping \"" + m.external +
+                  "\" sets read_only_functions or read_after_write, which only a "
+                  "read_write_split mapping uses");
+    m.fine = false;
+  }
+  if (m.max_replica_lag_ms > 0 && m.health.user.empty()) {
+    p.fail(n, "mapping \"" + m.external +
+                  "\" sets max_replica_lag, which needs health_check.user (the check logs in to "
+                  "read each standby's lag)");
+    m.fine = false;
+  }
+  m.read_only = std::make_shared<const sql::ReadOnlyFunctions>(m.read_only_functions);
   if (m.templated) {
     const char* why = m.external.rfind("*.", 0) != 0 ? "is not a wildcard (*.domain)"
                       : m.pool.enabled               ? "has a pool (pools are per server)"

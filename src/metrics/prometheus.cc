@@ -109,6 +109,9 @@ const std::vector<MetricSpec>& metricTable() {
        "Spliced sessions open now on the backend (all mappings that use it)."},
       {"pgproxy_backend_up", "gauge",
        "0 while the backend is down (failed checks or connection attempts), else 1."},
+      {"pgproxy_backend_replica_lag_seconds", "gauge",
+       "How far the backend's replay is behind its primary (0 on a primary), from logged-in "
+       "health checks; absent until one has run."},
       {"pgproxy_backend_connect_duration_seconds", "histogram",
        "Time to connect to a backend (TLS: until its answer to our SSLRequest)."},
       {"pgproxy_handshake_duration_seconds", "histogram",
@@ -199,6 +202,14 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
     for (const auto& b : s.backends) {
       w.sample(name, label("mapping", b.mapping_name) + "," + label("backend", b.backend),
                up ? std::int64_t{b.down ? 0 : 1} : b.active);
+    }
+  }
+  w.header("pgproxy_backend_replica_lag_seconds");
+  for (const auto& b : s.backends) {
+    if (b.lag_ms >= 0) {
+      w.sample("pgproxy_backend_replica_lag_seconds",
+               label("mapping", b.mapping_name) + "," + label("backend", b.backend),
+               static_cast<double>(b.lag_ms) / 1000.0);
     }
   }
   histogram(w, "pgproxy_backend_connect_duration_seconds", s, Histogram::kBackendConnect);

@@ -17,6 +17,7 @@
 #include "pgproxy/pool/server_conn.h"
 #include "pgproxy/session/pooled.h"
 #include "pgproxy/session/session.h"
+#include "pgproxy/sql/read_only.h"
 
 namespace pgproxy::session {
 using net::kMaxAhead;
@@ -37,6 +38,12 @@ void Session::startPooled() {
   if (!admitted_ && !admit()) {
     return;
   }
+  // read_write_split: the session's home is a primary, and each transaction that only reads
+  // may go to a standby. A role the client or a route asked for decides alone.
+  bool rw_split = m.read_write_split && role_ == config::BackendRole::kAny && !prefer_standby_;
+  if (rw_split) {
+    role_ = config::BackendRole::kPrimary;
+  }
   if (!pickBackend()) {
     failSession(Outcome::kBackendUnreachable,
                 "no backend for \"" + m.external + "\" is available (health checks)",
@@ -52,6 +59,10 @@ void Session::startPooled() {
   pooled_ = std::make_unique<Pooled>(*this);
   pooled_->session_id = id_;
   pooled_->pool = pool;
+  if (rw_split) {
+    pooled_->split = std::make_unique<Pooled::Split>();
+    pooled_->split->home = pool;
+  }
   pool->addClient(1);
   pool->setCredentials(client_auth_->serverCredentials());
   client_auth_.reset();
@@ -176,6 +187,9 @@ void Session::readPooledClient() {
     } else if (!forward.empty()) {
       p.up.append(forward);
       if (!p.waiting) {
+        if (p.split) {
+          choosePool();  // the transaction's first bytes are in: where it runs
+        }
         p.pool->acquire(&p);
         if (state_ != State::kPooled) {
           return;
@@ -270,6 +284,125 @@ void Session::endPooled() {
     pooled_->pinned_counted = false;
   }
   pooled_->pool->addClient(-1);
+}
+
+// ---- read_write_split ---------------------------------------------------------------------------
+
+namespace {
+
+// The SQL of the first message in `up` (the transaction's first): a Query's text, a Parse's
+// query, or a Bind's named statement as the client prepared it. Empty when the message is not
+// whole yet or carries no SQL pgproxy can see: the transaction then runs on the primary.
+std::string_view firstSql(std::string_view up, const pool::PreparedTracker* prepared) {
+  if (up.size() < 5) {
+    return {};
+  }
+  std::uint32_t len = proto::readU32(up.data() + 1);
+  if (len < 4 || up.size() - 1 < len) {
+    return {};
+  }
+  std::string_view body = up.substr(5, len - 4);
+  auto cstring = [&body]() {
+    std::size_t nul = body.find('\0');
+    std::string_view s = body.substr(0, nul == std::string_view::npos ? 0 : nul);
+    body.remove_prefix(nul == std::string_view::npos ? body.size() : nul + 1);
+    return s;
+  };
+  switch (up[0]) {
+    case 'Q':
+      return cstring();
+    case 'P':
+      cstring();  // the statement's name
+      return cstring();
+    case 'B': {
+      cstring();  // the portal
+      std::string_view name = cstring();
+      return prepared && !name.empty() ? prepared->queryOf(name) : std::string_view();
+    }
+    default:
+      return {};
+  }
+}
+
+}  // namespace
+
+void Session::choosePool() {
+  Pooled& p = *pooled_;
+  Pooled::Split& sp = *p.split;
+  const auto& m = ctx_.config->mappings[mapping_];
+  sql::SplitDecision d;
+  std::string_view sql = firstSql(p.up, p.prepared.get());
+  if (!sql.empty()) {
+    d = sql::classifyForSplit(sql, *m.read_only);
+  } else {
+    d.reason = "no SQL in the first message";
+  }
+  sql::Target target = d.target;
+  const char* why = d.reason;
+  if (!d.hinted && sp.setting != sql::RouteSetting::kAuto) {
+    target =
+        sp.setting == sql::RouteSetting::kPrimary ? sql::Target::kPrimary : sql::Target::kStandby;
+    why = "SET pgproxy.route";
+  }
+  if (d.sets_route) {
+    sp.setting = d.route;  // from the next transaction on; this one runs where it was judged
+  }
+  std::uint64_t now = base::monotonicMs();
+  if (target == sql::Target::kStandby && !d.hinted && sp.setting == sql::RouteSetting::kAuto &&
+      m.read_after_write_ms > 0 && sp.last_write_ms > 0 &&
+      now - sp.last_write_ms < m.read_after_write_ms) {
+    target = sql::Target::kPrimary;
+    why = "read_after_write";
+  }
+  if (p.greeted && (p.listen && p.listen->subscribed)) {
+    target = sql::Target::kPrimary;  // its LISTENs live on the home pool's hub
+    why = "LISTEN";
+  }
+  sp.writes = d.writes && target == sql::Target::kPrimary;
+  pool::Pool* to = sp.home;
+  if (target == sql::Target::kStandby && p.greeted) {
+    std::uint64_t tried = tried_;
+    tried_ = 0;
+    auto standby = chooseBackend(config::BackendRole::kStandby);
+    tried_ = tried;
+    std::string error;
+    pool::Pool* read =
+        standby ? ctx_.pools->get(mapping_, *standby, sp.home->user(), sp.home->database(), error)
+                : nullptr;
+    if (read) {
+      to = read;
+    } else {
+      why = standby ? "the pool table is full" : "no standby is up (or all are behind)";
+    }
+  }
+  if (to != p.pool) {
+    p.switchPool(to);
+  } else {
+    p.updateDigest();  // the pool may have learnt its welcome since the client came
+  }
+  LOG_DEBUG("session %llu: transaction on %s%s%s", static_cast<unsigned long long>(id_),
+            p.pool->describe().c_str(), to == sp.home ? ": " : "", to == sp.home ? why : "");
+}
+
+void Pooled::switchPool(pool::Pool* to) {
+  // The client's parameters are kept as differences from its pool's welcome: rebased, the
+  // state the client sees does not change with the server it gets.
+  pool::Params absolute = pool->welcome();
+  for (const auto& [name, value] : params.entries()) {
+    absolute.set(name, value);
+  }
+  pool::Params rebased;
+  for (const auto& [name, value] : absolute.entries()) {
+    const std::string* base = to->welcome().get(name);
+    if (pool::isReportedSettable(name) && (!base || *base != value)) {
+      rebased.set(name, value);
+    }
+  }
+  pool->addClient(-1);
+  to->addClient(1);
+  pool = to;
+  params = std::move(rebased);
+  updateDigest();
 }
 
 // ---- the pool's calls -------------------------------------------------------------------------
@@ -427,6 +560,9 @@ pool::Release Pooled::ready(char status) {
     shared.countQuery(pool->sharedEntry());
     if (status == 'I') {
       shared.countTransaction(pool->sharedEntry());
+      if (split && split->writes) {
+        split->last_write_ms = base::monotonicMs();  // read_after_write counts from the commit
+      }
     }
     if (state && server && prepared) {
       // What the transaction that ended did to the session: the client's settings to carry,

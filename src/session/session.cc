@@ -518,7 +518,6 @@ bool Session::pickBackend() {
 }
 
 bool Session::pickBackendInRole(config::BackendRole role) {
-  const auto& m = ctx_.config->mappings[mapping_];
   if (templated_) {
     if (tried_) {
       return false;  // one server: nothing else to try
@@ -527,6 +526,17 @@ bool Session::pickBackendInRole(config::BackendRole role) {
     backend_index_ = 0;
     return true;
   }
+  auto pick = chooseBackend(role);
+  if (!pick) {
+    return false;
+  }
+  backend_index_ = *pick;
+  tried_ |= 1ull << *pick;
+  return true;
+}
+
+std::optional<std::size_t> Session::chooseBackend(config::BackendRole role) {
+  const auto& m = ctx_.config->mappings[mapping_];
   std::vector<upstream::Candidate> c(m.backends.size());
   std::uint64_t now = base::monotonicMs();
   auto usable = [&](std::size_t i) {
@@ -543,7 +553,11 @@ bool Session::pickBackendInRole(config::BackendRole role) {
                   ctx_.backends->role(slot) == (role == config::BackendRole::kPrimary
                                                     ? upstream::Role::kPrimary
                                                     : upstream::Role::kStandby);
-    c[i].eligible = usable(i) && !down && roleOk;
+    // A standby further behind than max_replica_lag serves no one who asked for a standby
+    // (an unknown lag, before the first logged-in check, does not count against it).
+    bool behind = role == config::BackendRole::kStandby && m.max_replica_lag_ms > 0 &&
+                  ctx_.backends->lagMs(slot) > static_cast<std::int64_t>(m.max_replica_lag_ms);
+    c[i].eligible = usable(i) && !down && roleOk && !behind;
   }
   // xorshift64: cheap and good enough to spread sessions (random balance).
   ctx_.rng ^= ctx_.rng << 13;
@@ -558,12 +572,7 @@ bool Session::pickBackendInRole(config::BackendRole role) {
     }
     pick = ctx_.balancers[mapping_].pick(m.balance, c, ctx_.rng);
   }
-  if (!pick) {
-    return false;
-  }
-  backend_index_ = *pick;
-  tried_ |= 1ull << *pick;
-  return true;
+  return pick;
 }
 
 void Session::endHandshake() {

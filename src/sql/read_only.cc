@@ -404,6 +404,7 @@ SplitDecision classifyForSplit(std::string_view sql, const ReadOnlyFunctions& fu
   StatementScan st;
   std::size_t statements = 0;
   bool all_read = true;
+  bool all_settings = true;    // every statement a read or a SET / RESET of a setting
   bool read_only_tx = false;   // the transaction starts READ ONLY
   bool pending_begin = false;  // the previous statement was a plain BEGIN
   const char* reason = "";
@@ -464,6 +465,8 @@ SplitDecision classifyForSplit(std::string_view sql, const ReadOnlyFunctions& fu
       pending_begin = false;
     }
     all_read = all_read && stmt_read;
+    all_settings = all_settings && (stmt_read || st.first == First::kSet ||
+                                    st.first == First::kReset || st.first == First::kSetLocal);
     st = StatementScan{};
   };
 
@@ -565,26 +568,23 @@ SplitDecision classifyForSplit(std::string_view sql, const ReadOnlyFunctions& fu
   }
   finish();
 
+  if (lex.unterminated()) {
+    d.reason = "an unterminated quote or comment";
+  } else if (read_only_tx) {
+    d.target = Target::kStandby;
+    d.explicit_begin = false;
+  } else if (statements > 0 && all_read) {
+    d.target = Target::kStandby;
+  } else {
+    d.reason = statements == 0 ? "an empty query" : reason;
+  }
+  d.writes = !lex.unterminated() && !read_only_tx && (statements == 0 || !all_settings);
+  d.writes = d.writes || lex.unterminated();
   if (hinted) {
     d.target = hint;
     d.hinted = true;
     d.reason = "the hint";
-    return d;
   }
-  if (lex.unterminated()) {
-    d.reason = "an unterminated quote or comment";
-    return d;
-  }
-  if (read_only_tx) {
-    d.target = Target::kStandby;
-    d.explicit_begin = false;
-    return d;
-  }
-  if (statements > 0 && all_read) {
-    d.target = Target::kStandby;
-    return d;
-  }
-  d.reason = statements == 0 ? "an empty query" : reason;
   return d;
 }
 

@@ -40,6 +40,7 @@ std::size_t BackendTable::registerBackend(const std::string& key) {
   BackendSlot& s = shared_->slots[n];
   std::memcpy(s.key, key.c_str(), key.size() + 1);
   s.health.store(static_cast<std::int32_t>(Health::kUnknown));
+  s.lag_ms.store(-1);
   shared_->count.store(static_cast<std::uint32_t>(n + 1), std::memory_order_release);
   return n;
 }
@@ -132,6 +133,16 @@ Role BackendTable::role(std::size_t i) const {
   return i < count() ? static_cast<Role>(shared_->slots[i].role.load()) : Role::kUnknown;
 }
 
+std::int64_t BackendTable::lagMs(std::size_t i) const {
+  return i < count() ? shared_->slots[i].lag_ms.load(std::memory_order_relaxed) : -1;
+}
+
+void BackendTable::setLag(std::size_t i, std::int64_t ms) {
+  if (i < count()) {
+    shared_->slots[i].lag_ms.store(ms, std::memory_order_relaxed);
+  }
+}
+
 Role BackendTable::setRole(std::size_t i, Role r) {
   return i < count()
              ? static_cast<Role>(shared_->slots[i].role.exchange(static_cast<std::int32_t>(r)))
@@ -205,6 +216,7 @@ std::vector<metrics::BackendSample> sampleBackends(
       s.down = table.health(slots[m][b]) == Health::kDown;
       s.last_errno = table.lastErrno(slots[m][b]);
       s.active = table.active(slots[m][b]);
+      s.lag_ms = table.lagMs(slots[m][b]);
       out.push_back(std::move(s));
     }
   }

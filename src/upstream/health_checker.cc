@@ -145,6 +145,7 @@ void onLoginRead(bufferevent* bev, void* arg) {
   // Terminate goes out directly: freeing the bufferevent would drop a queued write.
   (void)::send(bufferevent_getfd(bev), s.send.data(), s.send.size(), MSG_NOSIGNAL);
   Role before = p.table->setRole(p.slot, s.role);
+  p.table->setLag(p.slot, s.lag_ms);
   if (before != s.role && before != Role::kUnknown) {
     LOG_WARN("backend %s of \"%s\" is now %s (was %s)", p.backend.key().c_str(), p.mapping.c_str(),
              roleName(s.role), roleName(before));

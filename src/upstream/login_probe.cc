@@ -1,8 +1,18 @@
 #include "pgproxy/upstream/login_probe.h"
 
+#include <algorithm>
+
 #include "pgproxy/proto/wire.h"
 
 namespace pgproxy::upstream {
+
+// GREATEST(0, ...): a standby's clock a little ahead of the primary's must not read as a
+// negative lag.
+const char* const kLoginProbeQuery =
+    "SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() THEN 0 "
+    "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE GREATEST(0, (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)"
+    "::bigint) END";
 namespace {
 
 LoginProbe::Step failed(std::string why, std::string sqlstate = "") {
@@ -56,7 +66,7 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       return out;
     }
     queried_ = true;
-    out.send += proto::buildMessage('Q', std::string("SELECT pg_is_in_recovery()") + '\0');
+    out.send += proto::buildMessage('Q', std::string(kLoginProbeQuery) + '\0');
     bytes = {};
     pending_ = login_.takeLeftover();
     Step rest = feed(bytes);
@@ -81,8 +91,25 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       return failed(auth::errorField(body, 'M') + " (SQLSTATE " + code + ")", code);
     }
     if (type == 'D' && body.size() >= 7) {
-      // DataRow: Int16 columns, Int32 length, value ("t" or "f").
+      // DataRow: Int16 columns, then each column's Int32 length (-1: NULL) and value.
       role_ = body[6] == 't' ? Role::kStandby : Role::kPrimary;
+      std::size_t at = 2 + 4 +
+                       static_cast<std::size_t>(std::max<std::int32_t>(
+                           0, static_cast<std::int32_t>(proto::readU32(body.data() + 2))));
+      lag_ms_ = -1;
+      if (body.size() >= at + 4) {
+        auto n = static_cast<std::int32_t>(proto::readU32(body.data() + at));
+        std::string_view v = body.substr(at + 4);
+        if (n > 0 && static_cast<std::size_t>(n) <= v.size() && n <= 18) {
+          std::int64_t ms = 0;
+          bool digits = true;
+          for (char c : v.substr(0, static_cast<std::size_t>(n))) {
+            digits = digits && c >= '0' && c <= '9';
+            ms = ms * 10 + (c - '0');
+          }
+          lag_ms_ = digits ? ms : -1;
+        }
+      }
     } else if (type == 'Z') {
       if (role_ == Role::kUnknown) {
         return failed("pg_is_in_recovery() returned no row");
@@ -90,6 +117,7 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       Step s;
       s.kind = Step::kDone;
       s.role = role_;
+      s.lag_ms = role_ == Role::kPrimary ? 0 : lag_ms_;
       s.send = proto::buildMessage('X', "");
       return s;
     }

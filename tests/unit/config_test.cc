@@ -1066,3 +1066,55 @@ TEST(ConfigKeys, TheListedKeysAreTheParsedOnes) {
 
 }  // namespace
 }  // namespace pgproxy::config
+
+namespace pgproxy::config {
+namespace {
+
+TEST(ConfigSplit, NeedsATransactionPoolAndLoggedInChecks) {
+  const std::string head =
+      "auth: {type: trust}\nmappings:\n  - external: a.example.com\n    internal: x\n";
+  const std::string checks = "    health_check: {user: h}\n";
+  Config c = mustLoad(head + checks +
+                      "    pool: {mode: transaction}\n    read_write_split: true\n"
+                      "    read_only_functions: [app.lookup, f]\n    read_after_write: off\n"
+                      "    max_replica_lag: 5s\n");
+  ASSERT_EQ(c.mappings.size(), 1u);
+  EXPECT_TRUE(c.mappings[0].read_write_split);
+  EXPECT_EQ(c.mappings[0].read_after_write_ms, 0u);
+  EXPECT_EQ(c.mappings[0].max_replica_lag_ms, 5000u);
+  ASSERT_TRUE(c.mappings[0].read_only);
+  EXPECT_TRUE(c.mappings[0].read_only->contains("app", "lookup"));
+  EXPECT_TRUE(c.mappings[0].read_only->contains("", "F"));
+  EXPECT_EQ(mustLoad(head + checks + "    pool: {}\n").mappings[0].read_after_write_ms, 1000u);
+
+  EXPECT_NE(errorOf(head + checks + "    read_write_split: true\n").find("has no pool"),
+            std::string::npos);
+  EXPECT_NE(errorOf(head + checks + "    pool: {}\n    read_write_split: true\n")
+                .find("pools in session mode"),
+            std::string::npos);
+  EXPECT_NE(errorOf(head + "    pool: {mode: transaction}\n    read_write_split: true\n")
+                .find("has no health_check.user"),
+            std::string::npos);
+  EXPECT_NE(
+      errorOf(head + checks +
+              "    role: primary\n    pool: {mode: transaction}\n    read_write_split: true\n")
+          .find("sets role"),
+      std::string::npos);
+  EXPECT_NE(errorOf(head + checks + "    read_after_write: 2s\n").find("only a read_write_split"),
+            std::string::npos);
+  EXPECT_NE(errorOf(head + "    max_replica_lag: 2s\n").find("needs health_check.user"),
+            std::string::npos);
+  EXPECT_NE(errorOf(head + checks +
+                    "    pool: {mode: transaction}\n    read_write_split: true\n"
+                    "    read_only_functions: [\"drop table x; --\"]\n")
+                .find("entries are function names"),
+            std::string::npos);
+  EXPECT_NE(errorOf(head + checks +
+                    "    pool: {mode: transaction}\n    read_write_split: true\n"
+                    "    read_only_functions: f\n")
+                .find("must be a list of function names"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgproxy::config

@@ -33,11 +33,54 @@ TEST(LoginProbe, TrustLoginThenRoleByteByByte) {
     sent += s.send;
     ASSERT_EQ(s.kind, LoginProbe::Step::kContinue);
   }
-  EXPECT_EQ(sent, msg('Q', std::string("SELECT pg_is_in_recovery()\0", 27)));
+  EXPECT_EQ(sent, msg('Q', std::string(kLoginProbeQuery) + '\0'));
   s = p.feed(msg('T', "...") + row("t") + msg('C', std::string("SELECT 1\0", 9)) + ready());
   EXPECT_EQ(s.kind, LoginProbe::Step::kDone);
   EXPECT_EQ(s.role, Role::kStandby);
   EXPECT_EQ(s.send, msg('X', ""));
+}
+
+// The probe's row: in recovery, then the lag in ms (NULL: -1 length).
+std::string row2(const std::string& recovery, const char* lag) {
+  std::string b("\0\x02", 2);
+  proto::appendU32(b, static_cast<std::uint32_t>(recovery.size()));
+  b += recovery;
+  if (lag) {
+    proto::appendU32(b, static_cast<std::uint32_t>(std::string(lag).size()));
+    b += lag;
+  } else {
+    proto::appendU32(b, 0xffffffffu);
+  }
+  return msg('D', b);
+}
+
+TEST(LoginProbe, ReplicaLagFromTheSecondColumn) {
+  auto probe = [](const std::string& answer) {
+    LoginProbe p("health", "", "postgres");
+    p.feed(authReq(0) + ready());
+    return p.feed(answer + ready());
+  };
+  auto s = probe(row2("t", "1500"));
+  EXPECT_EQ(s.kind, LoginProbe::Step::kDone);
+  EXPECT_EQ(s.role, Role::kStandby);
+  EXPECT_EQ(s.lag_ms, 1500);
+  EXPECT_EQ(probe(row2("t", "0")).lag_ms, 0);
+  EXPECT_EQ(probe(row2("t", nullptr)).lag_ms, -1);                // nothing replayed yet: unknown
+  EXPECT_EQ(probe(row2("t", "12x")).lag_ms, -1);                  // not a number
+  EXPECT_EQ(probe(row2("t", "9999999999999999999")).lag_ms, -1);  // beyond int64 digits
+  EXPECT_EQ(probe(row2("f", nullptr)).lag_ms, 0);                 // a primary lags nothing
+  EXPECT_EQ(probe(row("t")).lag_ms, -1);                          // one column (an older query)
+  // A lying length never reads past the message.
+  std::string b("\0\x02", 2);
+  proto::appendU32(b, 1);
+  b += "t";
+  proto::appendU32(b, 50);
+  b += "12";
+  EXPECT_EQ(probe(msg('D', b)).lag_ms, -1);
+  b = std::string("\0\x02", 2);
+  proto::appendU32(b, 0x7fffffffu);
+  b += "t";
+  EXPECT_EQ(probe(msg('D', b)).lag_ms, -1);
 }
 
 TEST(LoginProbe, PasswordAndMd5Answers) {

@@ -101,7 +101,13 @@ TEST(ReadOnly, HintsAndTheSessionSetting) {
   SplitDecision d = classifyForSplit("/* pgproxy: primary */ SELECT 1", kNone);
   EXPECT_EQ(d.target, Target::kPrimary);
   EXPECT_TRUE(d.hinted);
+  EXPECT_FALSE(d.writes);  // what the text is, for read_after_write
   d = classifyForSplit("  /*pgproxy:standby*/ SELECT my_func()", kNone);
+  EXPECT_TRUE(d.writes);  // an unknown call may write
+  EXPECT_FALSE(classifyForSplit("SET search_path = a; RESET work_mem", kNone).writes);
+  EXPECT_TRUE(classifyForSplit("SET x = 1; INSERT INTO t VALUES (1)", kNone).writes);
+  EXPECT_TRUE(classifyForSplit("BEGIN", kNone).writes);
+  EXPECT_FALSE(classifyForSplit("BEGIN READ ONLY", kNone).writes);
   EXPECT_EQ(d.target, Target::kStandby);
   EXPECT_TRUE(d.hinted);
   d = classifyForSplit("/* PGPROXY: Standby */ SELECT 1", kNone);

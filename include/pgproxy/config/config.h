@@ -11,6 +11,7 @@
 #include "pgproxy/auth/user_list.h"
 #include "pgproxy/base/result.h"
 #include "pgproxy/net/cidr.h"
+#include "pgproxy/sql/read_only.h"
 
 namespace pgproxy::config {
 
@@ -149,6 +150,14 @@ struct Mapping {
   // pgproxy authenticates the clients (the `auth` block) and logs in to the backend for them.
   bool authenticate = false;
   PoolConfig pool;  // pool.enabled implies authenticate
+  // read_write_split (a pooled transaction or statement mode mapping whose health checks log
+  // in): each transaction the classifier proves read-only goes to a standby of the session's
+  // backends, everything else to the primary.
+  bool read_write_split = false;
+  std::vector<std::string> read_only_functions;  // as written, for SHOW CONFIG and errors
+  std::shared_ptr<const sql::ReadOnlyFunctions> read_only;  // compiled from the list
+  std::uint64_t read_after_write_ms = 1000;  // a client's reads stay on the primary after a write
+  std::uint64_t max_replica_lag_ms = 0;      // standbys further behind take no reads; 0: off
   Mark mark;
 };
 

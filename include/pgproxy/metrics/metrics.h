@@ -96,7 +96,8 @@ struct BackendSample {
   std::string backend;  // host:port
   bool down = false;
   int last_errno = 0;
-  std::int64_t active = 0;  // sessions on this backend, all workers and mappings
+  std::int64_t active = 0;   // sessions on this backend, all workers and mappings
+  std::int64_t lag_ms = -1;  // replica lag from logged-in checks; -1: not known
 };
 
 struct HistogramData {

@@ -173,6 +173,15 @@ class PreparedTracker {
   const std::string& fatal() const { return fatal_; }
   std::size_t statements() const { return names_.size(); }
   std::size_t pending() const { return pending_.size(); }
+  // The text of the client's named statement `name`; empty when it has none of that name.
+  std::string_view queryOf(std::string_view name) const {
+    auto it = names_.find(std::string(name));
+    if (it == names_.end() || !it->second) {
+      return {};
+    }
+    std::string_view key = it->second->key;
+    return key.substr(0, key.find('\0'));
+  }
   // Nothing to remember: no names, nothing in flight or waiting.
   bool idle() const { return names_.empty() && pending_.empty() && deferred_.empty(); }
 

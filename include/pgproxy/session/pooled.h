@@ -11,6 +11,7 @@
 #include "pgproxy/pool/pool.h"
 #include "pgproxy/pool/prepared.h"
 #include "pgproxy/pool/session_state.h"
+#include "pgproxy/sql/read_only.h"
 
 namespace pgproxy::session {
 
@@ -83,6 +84,19 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   const char* pinned() const { return state ? state->pinned() : ""; }
   void countPinned();
   std::string scratch_server, scratch_client;  // the tracker's output, reused
+
+  // read_write_split: `pool` is the pool of the transaction under way; `home` the primary's,
+  // where the client was greeted and where everything that is not a proven read runs.
+  struct Split {
+    pool::Pool* home = nullptr;
+    sql::RouteSetting setting = sql::RouteSetting::kAuto;  // SET pgproxy.route
+    bool writes = false;              // the transaction under way was not a proven read
+    std::uint64_t last_write_ms = 0;  // when the client's last such transaction ended
+  };
+  std::unique_ptr<Split> split;
+  // Moves the client to `to` between transactions: its counts, and its parameters rebased on
+  // `to`'s welcome.
+  void switchPool(pool::Pool* to);
 };
 
 }  // namespace pgproxy::session

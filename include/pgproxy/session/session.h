@@ -119,6 +119,12 @@ class Session {
   bool routeStartup();
   bool pickBackend();  // false: no backend left to try
   bool pickBackendInRole(config::BackendRole role);
+  // The balancer's choice among the session's backends in `role` that are up, not drained, not
+  // tried yet, and (standbys) not behind max_replica_lag; no side effects on the session.
+  std::optional<std::size_t> chooseBackend(config::BackendRole role);
+  // read_write_split: the pool the transaction whose first bytes wait in the pooled session's
+  // `up` runs on (pooled.cc).
+  void choosePool();
   bool drained(std::size_t backend) const;  // DRAIN BACKEND: out of balancing
   void resetBackend();                      // forgets a failed backend connection, to try another
   const config::Backend& backend() const;

@@ -22,6 +22,9 @@ struct SplitDecision {
   Target target = Target::kPrimary;
   // A leading comment /* pgproxy: primary */ or /* pgproxy: standby */ decided it.
   bool hinted = false;
+  // The text may change data (it is neither a proven read nor only SET / RESET of settings),
+  // whatever a hint says: read_after_write counts from the end of such transactions.
+  bool writes = true;
   // The text sets pgproxy.route (SET, SET SESSION, RESET, RESET ALL): the session's new choice,
   // applied from the next transaction on.
   bool sets_route = false;

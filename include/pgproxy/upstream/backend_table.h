@@ -36,6 +36,9 @@ struct alignas(64) BackendSlot {
   std::atomic<std::uint64_t> down_since_ms;  // monotonic, when it last went down
   std::atomic<std::int32_t> role;            // Role, from logged-in checks
   std::atomic<std::uint64_t> last_check_ms;  // wall clock, when a health check last ended; 0: never
+  // How far a standby's replay is behind, in ms, from logged-in checks (0 on a primary or a
+  // standby with nothing left to replay); -1: not known (no logged-in check yet).
+  std::atomic<std::int64_t> lag_ms;
   // The last failure's text (a check's or a session's connect), for SHOW BACKENDS: written under
   // an odd sequence by whoever failed last (a writer finding it odd skips: one text is enough),
   // read until the sequence holds still. Words, so that no byte is read while it is written.
@@ -90,6 +93,8 @@ class BackendTable {
   // nginx's fail_timeout), or it would never get the session that shows it is back.
   bool retryDue(std::size_t i, std::uint64_t now_ms, std::uint64_t after_ms) const;
   Role role(std::size_t i) const;
+  std::int64_t lagMs(std::size_t i) const;  // -1: unknown
+  void setLag(std::size_t i, std::int64_t ms);
   // Returns the previous role.
   Role setRole(std::size_t i, Role r);
 
