@@ -48,6 +48,9 @@ def tree_cpu_seconds(root):
 # The pool cells' SCRAM users, one per proxy so that pg_stat_activity tells their pools apart.
 POOL_USERS = {"pgproxy_pool": "bench_pool_pgproxy", "pgbouncer_pool": "bench_pool_pgbouncer"}
 POOL_PASSWORD = "bench-pool-secret"
+# The read/write split cell's targets log in as pgproxy's pool user.
+TARGET_USER = {"pgproxy_split": "pgproxy_pool", "pgproxy_nosplit": "pgproxy_pool",
+               "pgproxy_standby": "pgproxy_pool"}
 
 
 def as_postgres(cmd):
@@ -165,14 +168,15 @@ class Bench:
         self.procs.append(p)
         return p
 
-    def start_pgproxy(self, name, backend, mapping_extra="", top_extra=""):
+    def start_pgproxy(self, name, backend, mapping_extra="", top_extra="", mapping=None):
+        """`mapping`: the whole flow mapping's keys after external (instead of internal/port)."""
         port = free_port()
         cfg = os.path.join(self.dir, f"pgproxy-{name}.yaml")
+        keys = mapping or f"internal: 127.0.0.1, port: {backend}{mapping_extra}"
         with open(cfg, "w") as f:
             f.write(f"listen: {{address: 127.0.0.1, port: {port}}}\nworkers: {self.args.workers}\naccess_log: \"off\"\n"
                     f"{top_extra}"
-                    f"mappings:\n  - {{external: host1.example.com, internal: 127.0.0.1, port: {backend}"
-                    f"{mapping_extra}}}\n")
+                    f"mappings:\n  - {{external: host1.example.com, {keys}}}\n")
         p = self.spawn([self.args.pgproxy, "-c", cfg], os.path.join(self.dir, f"pgproxy-{name}.log"))
         wait_port(port, "pgproxy")
         setattr(self, f"pgproxy_{name}_pid", p.pid)
@@ -253,7 +257,7 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
         their SCRAM user."""
         host = ("host=host1.example.com hostaddr=127.0.0.1" if target.startswith("pgproxy")
                 else "host=127.0.0.1")
-        user = POOL_USERS.get(user_of or target)
+        user = POOL_USERS.get(user_of or TARGET_USER.get(target) or target)
         login = f"user={user} password={POOL_PASSWORD}" if user else "user=postgres"
         return f"{host} port={port} sslmode={sslmode} {login} dbname=postgres gssencmode=disable"
 
@@ -399,6 +403,85 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
               f"{cell['direct_prepared_vs_simple']:.2f})", file=sys.stderr)
         return cell
 
+    def run_split_cell(self):
+        """Issue 18: pgbench -S at 64 clients (TLS) through two pooled mappings over the same
+        primary and its streaming standby: one with read_write_split (every pgbench -S
+        transaction is a proven read: the standby's), one without (role: primary). On a 2-core
+        machine a standby adds no capacity, so the cell shows what the split costs and where the
+        reads land (transactions committed on each cluster, from pg_stat_database)."""
+        clients, mode = 64, "require"
+        standby = free_port()
+        subprocess.run([SANDBOX, "standby", self.dir, "standby", str(standby), str(self.pg)],
+                       check=True, capture_output=True)
+        users = os.path.join(self.dir, "userlist-pool.txt")
+        common = (f"backends: [{{host: 127.0.0.1, port: {self.pg}}}, "
+                  f"{{host: 127.0.0.1, port: {standby}}}], "
+                  f"health_check: {{interval: 500ms, user: postgres}}, tls: terminate, "
+                  f"certificate: {self.dir}/proxy-host1.crt, key: {self.dir}/proxy-host1.key, "
+                  f"backend_tls: disable, pool: {{mode: transaction, size: {self.args.pool_size}}}")
+        top = f"auth: {{type: scram-sha-256, file: {users}}}\n"
+        self.ports["pgproxy_split"] = self.start_pgproxy(
+            "split", 0, top_extra=top,
+            mapping=common + ", read_write_split: true, read_after_write: off")
+        self.ports["pgproxy_nosplit"] = self.start_pgproxy(
+            "nosplit", 0, top_extra=top, mapping=common + ", role: primary")
+        # Every session on the standby, no split: what the standby itself serves, so that
+        # split / this is the split's own cost (classifying, choosing the pool).
+        self.ports["pgproxy_standby"] = self.start_pgproxy(
+            "standby", 0, top_extra=top, mapping=common + ", role: standby")
+        self.pgproxy_split_main_pid = self.pgproxy_split_pid
+        self.pgproxy_nosplit_main_pid = self.pgproxy_nosplit_pid
+        self.pgproxy_standby_main_pid = self.pgproxy_standby_pid
+        # Until the health checks have told the primary from the standby, no mapping serves.
+        for target, want in (("pgproxy_split", "t"), ("pgproxy_nosplit", "f"),
+                             ("pgproxy_standby", "t")):
+            deadline = time.time() + 30
+            while True:
+                r = subprocess.run(["psql", "-X", "-A", "-t", "-c", "SELECT pg_is_in_recovery()",
+                                    self.conn(self.ports[target], mode, target)],
+                                   capture_output=True, text=True)
+                if r.stdout.strip() == want:
+                    break
+                if time.time() > deadline:
+                    with open(os.path.join(self.dir, f"pgproxy-{target[8:]}.log")) as f:
+                        log = f.read()[-3000:]
+                    raise SystemExit(f"{target} never reached the "
+                                     f"{'standby' if want == 't' else 'primary'}: "
+                                     f"{r.stdout.strip()} {r.stderr.strip()}\n{log}")
+                time.sleep(0.2)
+
+        def commits(port):
+            return int(subprocess.run(
+                ["psql", "-X", "-A", "-t", "-c", "SELECT sum(xact_commit) FROM pg_stat_database",
+                 self.conn(port, "disable")], capture_output=True, text=True).stdout.strip() or 0)
+
+        samples = {"pgproxy_split": [], "pgproxy_nosplit": [], "pgproxy_standby": []}
+        landed = {"primary": 0, "standby": 0}
+        for _ in range(self.args.repeat):
+            for target in samples:  # interleaved
+                if target == "pgproxy_split":
+                    time.sleep(1.5)  # the previous run's statistics first
+                before = (commits(self.pg), commits(standby))
+                samples[target].append(self.pgbench(target, mode, clients, False))
+                if target == "pgproxy_split":
+                    # Statistics reach pg_stat_database within a second of each commit.
+                    time.sleep(1.5)
+                    landed["primary"] += commits(self.pg) - before[0]
+                    landed["standby"] += commits(standby) - before[1]
+        cell = {"sslmode": mode, "clients": clients, "pool_size": self.args.pool_size,
+                "split_commits": landed}
+        for target, got in samples.items():
+            cell[target] = {"tps": statistics.median(g[0] for g in got),
+                            "latency_ms": statistics.median(g[1] for g in got),
+                            "proxy_cpu_us_per_tx": statistics.median(g[2] for g in got)}
+        cell["split_vs_nosplit"] = cell["pgproxy_split"]["tps"] / cell["pgproxy_nosplit"]["tps"]
+        cell["split_vs_standby"] = cell["pgproxy_split"]["tps"] / cell["pgproxy_standby"]["tps"]
+        print(f"  split c={clients}: split/primary only {cell['split_vs_nosplit']:.2f}, "
+              f"split/standby only {cell['split_vs_standby']:.2f} (goal >= 0.95); "
+              f"commits during the split runs: standby {landed['standby']}, primary "
+              f"{landed['primary']}", file=sys.stderr)
+        return cell
+
     def idle_memory(self):
         backend = free_port()
         server = self.spawn([sys.executable, os.path.join(ROOT, "bench/idle_sessions.py"), "serve",
@@ -513,6 +596,24 @@ def markdown_prepared(c):
     return lines
 
 
+def markdown_split(c):
+    a, b, s = c["pgproxy_split"], c["pgproxy_nosplit"], c["pgproxy_standby"]
+    return [f"Read/write split (pgbench -S -c {c['clients']}, sslmode={c['sslmode']}, transaction "
+            f"pool of {c['pool_size']}, a primary and its streaming standby):", "",
+            "| mapping | tps | lat ms | CPU us/tx |", "|---|---|---|---|",
+            f"| read_write_split: true | {a['tps']:.0f} | {a['latency_ms']:.3f} | "
+            f"{a['proxy_cpu_us_per_tx']:.1f} |",
+            f"| role: primary (no split) | {b['tps']:.0f} | {b['latency_ms']:.3f} | "
+            f"{b['proxy_cpu_us_per_tx']:.1f} |",
+            f"| role: standby (no split) | {s['tps']:.0f} | {s['latency_ms']:.3f} | "
+            f"{s['proxy_cpu_us_per_tx']:.1f} |", "",
+            f"split / role: standby (the split's own cost): {c['split_vs_standby']:.2f} (goal >= "
+            f"0.95); split / role: primary: {c['split_vs_nosplit']:.2f}. Transactions "
+            f"committed during the split runs: standby {c['split_commits']['standby']}, primary "
+            f"{c['split_commits']['primary']} (the primary's are its own background work and "
+            f"the health checks)."]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pgproxy", required=True)
@@ -533,11 +634,15 @@ def main():
     ap.add_argument("--pool-clients",
                     help="comma-separated client counts of the pool cells (default 16,64,256; "
                     "smoke: 16)")
+    ap.add_argument("--split", dest="split_only", action="store_true",
+                    help="only the read/write split cell (issue 18)")
     ap.add_argument("--pool-size", type=int, default=20,
                     help="server connections per pool, pgproxy's and PgBouncer's (default 20)")
     args = ap.parse_args()
     if args.pool_only and args.no_pool:
         ap.error("--pool and --no-pool exclude each other")
+    if args.split_only:
+        args.pool_only = True  # the split cell uses the pool cells' users
     duration, repeat = (3, 1) if args.smoke else (10, 3)
     args.duration = args.duration or duration
     args.repeat = args.repeat or repeat
@@ -548,15 +653,19 @@ def main():
     default_pool_clients = [16] if args.smoke else [16, 64, 256]
     args.pool_clients = ([] if args.no_pool else [int(c) for c in args.pool_clients.split(",")]
                          if args.pool_clients else default_pool_clients)
-    results, memory, pool_results, prepared_cell = [], {}, [], None
+    results, memory, pool_results, prepared_cell, split_cell = [], {}, [], None, None
     b = Bench(args)
     try:
         b.start()
         if not args.pool_only:
             results = b.run_cells()
-        pool_results = (b.run_pool_cells() if args.pool_clients and not args.prepared_only
-                        else [])
-        prepared_cell = b.run_prepared_cell() if args.pool_clients else None
+        only_one = args.prepared_only or args.split_only
+        pool_results = b.run_pool_cells() if args.pool_clients and not only_one else []
+        prepared_cell = (b.run_prepared_cell() if args.pool_clients and not args.split_only
+                         else None)
+        # Not in the smoke run: its standby is a base backup of the whole bench database.
+        if args.pool_clients and not args.prepared_only and (args.split_only or not args.smoke):
+            split_cell = b.run_split_cell()
         if not args.pool_only:
             memory = b.idle_memory()
     finally:
@@ -564,13 +673,15 @@ def main():
     print(markdown(results, memory, pool_results, args))
     if prepared_cell:
         print("\n" + "\n".join(markdown_prepared(prepared_cell)))
+    if split_cell:
+        print("\n" + "\n".join(markdown_split(split_cell)))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "cpus": os.cpu_count(),
                    "smoke": args.smoke, "duration_s": args.duration, "repeat": args.repeat,
                    "cells": results, "idle_bytes_per_session": memory,
                    "pool_size": args.pool_size, "pool_cells": pool_results,
-                   "prepared_cell": prepared_cell}, f, indent=1)
+                   "prepared_cell": prepared_cell, "split_cell": split_cell}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ std::string_view dashboardPage() {
       <th>connections</th><th>max</th><th>state</th><th></th></tr></thead><tbody></tbody></table></section>
   <section><h2>Backends</h2>
     <table id="backends"><thead><tr><th>mapping</th><th>backend</th><th>state</th><th>role</th>
-      <th>weight</th><th>sessions</th><th>last check</th><th>last error</th><th></th></tr></thead>
+      <th>weight</th><th>sessions</th><th>lag</th><th>last check</th><th>last error</th><th></th></tr></thead>
       <tbody></tbody></table></section>
   <section><h2>Connections and bytes per mapping <span class="muted">(last 10 minutes, kept by this page)</span></h2>
     <div id="charts" class="charts"></div></section>
@@ -193,7 +193,9 @@ async function refresh() {
       const state = cell(x.state, "state " + x.state);
       if (x.drained) { const d = document.createElement("span"); d.className = "badge"; d.textContent = "drained"; state.append(d); }
       tr.append(cell(x.mapping), cell(key), state, cell(x.role), cell(x.weight, "num"),
-        cell(x.active_sessions, "num"), cell(time(x.last_check)), cell(x.last_error));
+        cell(x.active_sessions, "num"),
+        cell(x.replica_lag_ms === null ? "" : (x.replica_lag_ms / 1000).toFixed(1) + " s", "num"),
+        cell(time(x.last_check)), cell(x.last_error));
       const acts = document.createElement("td");
       const path = "backends/" + encodeURIComponent(key) + "/";
       acts.append(x.drained ? button("undrain", "undrain", path + "undrain") : button("drain", "drain", path + "drain"));

@@ -85,6 +85,7 @@ void captureMappings(const Sources& src, const metrics::Snapshot& snap, LiveStat
         bs.active = src.backends->active(slot);
         bs.last_check_ms = src.backends->lastCheckMs(slot);
         bs.last_error = src.backends->lastError(slot);
+        bs.lag_ms = src.backends->lagMs(slot);
         bs.drained = src.control && src.control->drained(slot);
       }
       ms.backends_up += bs.health != "down" ? 1 : 0;
@@ -176,13 +177,14 @@ View backendsView(const LiveState& s) {
           {"drained", ColumnType::kBool},
           {"active_sessions", ColumnType::kInt8},
           {"last_check", ColumnType::kTimestamp},
-          {"last_error", ColumnType::kText}},
+          {"last_error", ColumnType::kText},
+          {"replica_lag_ms", ColumnType::kInt8}},
          {}};
   for (const BackendState& b : s.backends) {
     v.rows.push_back({text(b.mapping), text(b.host), num(b.port), text(b.health), text(b.role),
                       num(b.weight), flag(b.drained), num(b.active),
                       timestampCell(static_cast<std::int64_t>(b.last_check_ms)),
-                      textOrNull(b.last_error)});
+                      textOrNull(b.last_error), b.lag_ms >= 0 ? Cell{num(b.lag_ms)} : Cell{}});
   }
   return v;
 }

@@ -370,6 +370,11 @@ void Session::choosePool() {
         standby ? ctx_.pools->get(mapping_, *standby, sp.home->user(), sp.home->database(), error)
                 : nullptr;
     if (read) {
+      // A standby's pool logs in as the home pool does: with what the last client to log in
+      // proved (copied only when it changed, not per transaction).
+      if (!(read->credentials() == sp.home->credentials())) {
+        read->setCredentials(sp.home->credentials());
+      }
       to = read;
     } else {
       why = standby ? "the pool table is full" : "no standby is up (or all are behind)";
@@ -377,8 +382,10 @@ void Session::choosePool() {
   }
   if (to != p.pool) {
     p.switchPool(to);
-  } else {
-    p.updateDigest();  // the pool may have learnt its welcome since the client came
+    sp.welcome_seen = to->welcome().size();
+  } else if (p.pool->welcome().size() != sp.welcome_seen) {
+    p.updateDigest();  // the pool has learnt its welcome since the client came
+    sp.welcome_seen = p.pool->welcome().size();
   }
   LOG_DEBUG("session %llu: transaction on %s%s%s", static_cast<unsigned long long>(id_),
             p.pool->describe().c_str(), to == sp.home ? ": " : "", to == sp.home ? why : "");

@@ -537,7 +537,8 @@ bool Session::pickBackendInRole(config::BackendRole role) {
 
 std::optional<std::size_t> Session::chooseBackend(config::BackendRole role) {
   const auto& m = ctx_.config->mappings[mapping_];
-  std::vector<upstream::Candidate> c(m.backends.size());
+  std::vector<upstream::Candidate>& c = ctx_.candidates;
+  c.assign(m.backends.size(), upstream::Candidate{});
   std::uint64_t now = base::monotonicMs();
   auto usable = [&](std::size_t i) {
     return !(tried_ & (1ull << i)) && (route_backends_ & (1ull << i)) && !drained(i);

@@ -195,6 +195,45 @@ TEST(Split, HintsTheSessionSettingAndReadAfterWrite) {
   EXPECT_EQ(other.cmd("UPDATE ledger SET n = n WHERE client = -1"), "UPDATE 1");
 }
 
+// A SCRAM client: the standby's pool logs in with what the client proved to pgproxy, as the
+// home pool does (the bench found a standby pool that had no credentials at all).
+TEST(Split, AScramClientsReadsLogInToTheStandbyWithItsProof) {
+  const Clusters& c = clusters();
+  auto r = psql(direct(c.primary),
+                "SET password_encryption = 'scram-sha-256'; "
+                "CREATE ROLE pgproxy_pool LOGIN PASSWORD 'scram-pw'; "
+                "GRANT SELECT, INSERT ON ledger TO pgproxy_pool; "
+                "GRANT USAGE ON SEQUENCE ledger_id_seq TO pgproxy_pool");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string verifier =
+      psql(direct(c.primary), "SELECT rolpassword FROM pg_authid WHERE rolname = 'pgproxy_pool'")
+          .output;
+  verifier.erase(verifier.find_last_not_of('\n') + 1);
+  std::string dir = tempDir("pgproxy-split-scram");
+  writeFile(dir + "/users.txt", "\"pgproxy_pool\" \"" + verifier + "\"\n");
+  std::string cfg = splitConfig("    read_after_write: off\n");
+  cfg.replace(cfg.find("auth: {type: trust}"), 19,
+              "auth: {type: scram-sha-256, file: " + dir + "/users.txt}");
+  Proxy proxy(cfg);
+  std::string conninfo = "host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                         " sslmode=disable user=pgproxy_pool password=scram-pw dbname=postgres "
+                         "connect_timeout=20 gssencmode=disable";
+  bool standby = false;
+  EXPECT_TRUE(eventually([&] {
+    Conn conn(conninfo);
+    std::string at = conn.one(kWhere);
+    standby = at == "wr1" || at == "wr2";
+    return standby;
+  })) << proxy.log();
+  Conn conn(conninfo);
+  for (int i = 0; i < 6; ++i) {
+    std::string at = conn.one(kWhere);
+    EXPECT_TRUE(at == "wr1" || at == "wr2") << at << proxy.log();
+  }
+  EXPECT_EQ(conn.cmd("INSERT INTO ledger (client, n) VALUES (-3, 0)"), "INSERT 0 1");
+  run({"rm", "-rf", dir});
+}
+
 TEST(Split, ALaggingStandbyStopsTakingReadsAndGetsThemBackWhenItCatchesUp) {
   int admin = freePort();
   Proxy proxy(splitConfig("    read_after_write: off\n    max_replica_lag: 1s\n", admin));

@@ -71,6 +71,7 @@ TEST_F(LiveStateTest, BackendsShowHealthDrainAndTheLastError) {
   control_->setDrained(slots_[0][0], true);
   backends_->addActive(slots_[1][0], 2);
   backends_->noteCheck(slots_[1][0], 1'700'000'000'123);
+  backends_->setLag(slots_[0][1], 2500);
   View v = view(capture(sources()), Topic::kBackends);
   EXPECT_EQ(column(v, "mapping"),
             (std::vector<std::string>{"a.example.com", "a.example.com", "b.example.com"}));
@@ -83,6 +84,7 @@ TEST_F(LiveStateTest, BackendsShowHealthDrainAndTheLastError) {
             (std::vector<std::string>{"NULL", "NULL", "2023-11-14 22:13:20.123+00"}));
   EXPECT_EQ(column(v, "last_error"),
             (std::vector<std::string>{"NULL", "connect: Connection refused", "NULL"}));
+  EXPECT_EQ(column(v, "replica_lag_ms"), (std::vector<std::string>{"NULL", "2500", "NULL"}));
   // Undrained, it is balanced again; the flag is shared, so every reader sees it at once.
   EXPECT_TRUE(control_->setDrained(slots_[0][0], false));
   EXPECT_EQ(column(view(capture(sources()), Topic::kBackends), "drained")[0], "f");

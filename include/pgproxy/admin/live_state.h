@@ -34,6 +34,7 @@ struct BackendState {
   bool drained = false;
   std::uint64_t last_check_ms = 0;  // wall clock; 0: never checked
   std::string last_error;
+  std::int64_t lag_ms = -1;  // replica lag from logged-in checks; -1: not known
 };
 
 struct MappingState {

@@ -19,6 +19,7 @@ struct ServerCredentials {
   // (see ScramClient::withKeys); answers SCRAM only.
   std::string client_key, server_key, salt;
   unsigned iterations = 0;
+  bool operator==(const ServerCredentials&) const = default;
 };
 
 // Logs pgproxy in to a PostgreSQL server as `user`: answers the authentication requests with the

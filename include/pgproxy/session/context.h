@@ -53,9 +53,11 @@ struct Context {
   admin::Control* control = nullptr;          // DISABLE, DRAIN BACKEND (console, REST API)
   std::vector<std::vector<std::size_t>> backend_slots;  // [mapping][backend] → table index
   std::vector<upstream::Balancer> balancers;            // one per mapping, this worker's state
-  std::uint64_t rng = 0x9e3779b97f4a7c15ull;            // random balance (seeded per worker)
-  metrics::Recorder metrics;                            // this worker's slot
-  std::vector<std::size_t> mapping_metric;  // config mapping index → metrics mapping index
+  // The balancer's candidates, reused by every pick (a read/write split picks per transaction).
+  std::vector<upstream::Candidate> candidates;
+  std::uint64_t rng = 0x9e3779b97f4a7c15ull;  // random balance (seeded per worker)
+  metrics::Recorder metrics;                  // this worker's slot
+  std::vector<std::size_t> mapping_metric;    // config mapping index → metrics mapping index
   std::uint64_t next_session_id = 1;
   std::size_t active_sessions = 0;
   Session* sessions = nullptr;  // intrusive list head

@@ -92,6 +92,9 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
     sql::RouteSetting setting = sql::RouteSetting::kAuto;  // SET pgproxy.route
     bool writes = false;              // the transaction under way was not a proven read
     std::uint64_t last_write_ms = 0;  // when the client's last such transaction ended
+    // The size of `pool`'s welcome when the digest was last made: a pool learns its welcome
+    // from its first server, after a client may have come to it.
+    std::size_t welcome_seen = 0;
   };
   std::unique_ptr<Split> split;
   // Moves the client to `to` between transactions: its counts, and its parameters rebased on
