@@ -18,15 +18,21 @@
 namespace pgproxy::auth {
 using net::wouldBlock;
 
-// One lookup: the mapping's backends in turn (those the health table holds up first) until one
+// One lookup: the session's backends in turn (its route's, or the mapping's own; those the
+// health table holds up first) until one
 // answers, then the SecretQuery exchange on that connection. Connection failures and a backend
 // that does not answer within connect_timeout move on to the next backend; a backend's refusal
 // of auth.user or an error of the query ends the lookup (another backend of the mapping would
 // say the same).
 class SecretFetch {
  public:
-  SecretFetch(SecretLookups& owner, std::size_t mapping, std::string user, std::string key)
-      : owner_(owner), mapping_(mapping), user_(std::move(user)), key_(std::move(key)) {}
+  SecretFetch(SecretLookups& owner, std::size_t mapping, std::uint64_t backends, std::string user,
+              std::string key)
+      : owner_(owner),
+        mapping_(mapping),
+        backends_(backends),
+        user_(std::move(user)),
+        key_(std::move(key)) {}
   ~SecretFetch() {
     closeConnection();
     if (timer_) {
@@ -59,6 +65,7 @@ class SecretFetch {
 
   SecretLookups& owner_;
   std::size_t mapping_;
+  std::uint64_t backends_;  // bit i: the mapping's backends[i] may answer
   std::string user_, key_;
   std::vector<std::size_t> order_;  // backends to try
   std::size_t next_ = 0;            // into order_
@@ -87,7 +94,7 @@ void SecretFetch::start() {
       bool down = ctx.backends->health(ctx.backend_slots[mapping_][i]) == upstream::Health::kDown;
       // Backends believed down come last: the health table may be stale, and a lookup that fails
       // refuses the login.
-      if (down == (pass == 1)) {
+      if (down == (pass == 1) && i < 64 && (backends_ & (1ull << i))) {
         order_.push_back(i);
       }
     }
@@ -287,9 +294,10 @@ SecretLookups::~SecretLookups() {
   // Whatever still runs is dropped: the worker is going away and its sessions are gone.
 }
 
-bool SecretLookups::lookup(std::size_t mapping, const std::string& user, SecretWait& wait,
-                           SecretAnswer& answer) {
-  std::string key = std::to_string(mapping) + ':' + user;
+bool SecretLookups::lookup(std::size_t mapping, std::uint64_t backends, const std::string& user,
+                           SecretWait& wait, SecretAnswer& answer) {
+  // Routes to different clusters may know the same user by different secrets.
+  std::string key = std::to_string(mapping) + ':' + std::to_string(backends) + ':' + user;
   std::shared_ptr<const UserSecret> cached;
   if (cache_.get(key, base::monotonicMs(), cached)) {
     ctx_.metrics.add(metrics::Counter::kAuthQueryCacheHits);
@@ -300,7 +308,7 @@ bool SecretLookups::lookup(std::size_t mapping, const std::string& user, SecretW
   }
   auto it = fetches_.find(key);
   if (it == fetches_.end()) {
-    auto fetch = std::make_unique<SecretFetch>(*this, mapping, user, key);
+    auto fetch = std::make_unique<SecretFetch>(*this, mapping, backends, user, key);
     // Started from the loop, never here: a connection that fails at once must not answer the
     // waiter inside this call.
     fetch->queued = true;

@@ -83,7 +83,7 @@ void Session::startClientAuth() {
   secret_wait_->done = onSecretAnswer;
   secret_wait_->owner = this;
   auth::SecretAnswer answer;
-  if (!ctx_.secrets->lookup(mapping_, user, *secret_wait_, answer)) {
+  if (!ctx_.secrets->lookup(mapping_, route_backends_, user, *secret_wait_, answer)) {
     setState(State::kSecretLookup);
     return;
   }

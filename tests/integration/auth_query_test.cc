@@ -152,6 +152,27 @@ TEST(Authenticate, AuthQueryLetsInUsersWhoAreOnlyInTheBackend) {
   }
 }
 
+// A route's users are looked up on the route's cluster: here the mapping's own backend (host2)
+// does not know them, and a lookup asked of it would refuse the login.
+TEST(Authenticate, AuthQueryAsksTheClusterTheSessionIsRoutedTo) {
+  std::string users = makeUsers();
+  Proxy proxy("auth: {" + authBlock(users) +
+              "}\n"
+              "mappings:\n"
+              "  - external: db.example.com\n"
+              "    internal: 127.0.0.1\n"
+              "    port: {P2}\n"
+              "    authenticate: true\n"
+              "    routes:\n"
+              "      - match: {user: \"pgproxy_aq_*\"}\n"
+              "        backends: [{host: 127.0.0.1, port: {P1}}]\n");
+  auto r = psql("host=127.0.0.1 port=" + std::to_string(proxy.port()) +
+                    " sslmode=disable user=pgproxy_aq_scram password=aq-pw dbname=postgres "
+                    "connect_timeout=20",
+                "select current_user || ' ' || current_setting('cluster_name')");
+  EXPECT_EQ(r.output, "pgproxy_aq_scram host1\n") << proxy.log();
+}
+
 TEST(Authenticate, AuthQueryServesMd5Secrets) {
   std::string users = makeUsers();
   Proxy proxy(

@@ -58,10 +58,12 @@ class SecretLookups {
   SecretLookups(const SecretLookups&) = delete;
   SecretLookups& operator=(const SecretLookups&) = delete;
 
-  // The secret of `user` for a session of `mapping`. True when the cache answers (`answer` is
-  // set); otherwise `wait` is linked and wait.done() is called once the lookup ends, never from
-  // inside this call.
-  bool lookup(std::size_t mapping, const std::string& user, SecretWait& wait, SecretAnswer& answer);
+  // The secret of `user` for a session of `mapping` whose backends are `backends` (bit i: the
+  // mapping's backends[i]; a route's, or the mapping's own), asked of those backends and cached
+  // for them. True when the cache answers (`answer` is set); otherwise `wait` is linked and
+  // wait.done() is called once the lookup ends, never from inside this call.
+  bool lookup(std::size_t mapping, std::uint64_t backends, const std::string& user,
+              SecretWait& wait, SecretAnswer& answer);
   // The waiter leaves (its session closed); a no-op for a wait that is not linked.
   void cancel(SecretWait& wait);
 
@@ -75,7 +77,7 @@ class SecretLookups {
 
   session::Context& ctx_;
   SecretCache cache_;
-  // Lookups under way or queued, by cache key (mapping and user).
+  // Lookups under way or queued, by cache key (mapping, backends and user).
   std::unordered_map<std::string, std::unique_ptr<SecretFetch>> fetches_;
   std::deque<SecretFetch*> queue_;
   std::size_t running_ = 0;
