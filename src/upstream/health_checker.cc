@@ -37,6 +37,7 @@ struct Probe {
   std::string mapping;
   config::Backend backend;
   config::HealthCheck hc;
+  bool with_lag = false;   // the mapping uses the replay lag (read_write_split, max_replica_lag)
   event* timer = nullptr;  // the next check, or the deadline of the one running
   Lookup* lookup = nullptr;
   AddressList addresses;  // tried in turn until one accepts the connection
@@ -145,7 +146,11 @@ void onLoginRead(bufferevent* bev, void* arg) {
   // Terminate goes out directly: freeing the bufferevent would drop a queued write.
   (void)::send(bufferevent_getfd(bev), s.send.data(), s.send.size(), MSG_NOSIGNAL);
   Role before = p.table->setRole(p.slot, s.role);
-  p.table->setLag(p.slot, s.lag_ms);
+  if (p.with_lag) {
+    // Only the probes that ask: a mapping without lag rules sharing the backend must not blank
+    // what another mapping's probe measured.
+    p.table->setLag(p.slot, s.lag_ms);
+  }
   if (before != s.role && before != Role::kUnknown) {
     LOG_WARN("backend %s of \"%s\" is now %s (was %s)", p.backend.key().c_str(), p.mapping.c_str(),
              roleName(s.role), roleName(before));
@@ -243,7 +248,7 @@ void onTimer(evutil_socket_t, short, void* arg) {
     return;
   }
   if (!p.hc.user.empty()) {
-    p.login = std::make_unique<LoginProbe>(p.hc.user, p.password, p.hc.database);
+    p.login = std::make_unique<LoginProbe>(p.hc.user, p.password, p.hc.database, p.with_lag);
   }
   timeval tv = toTimeval(p.hc.timeout_ms);
   evtimer_add(p.timer, &tv);
@@ -317,6 +322,7 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
       p->mapping = m.external;
       p->backend = b;
       p->hc = m.health;
+      p->with_lag = m.read_write_split || m.max_replica_lag_ms > 0;
       p->tls = tls;
       p->password = readPassword(m.health, m.external);
       p->timer = evtimer_new(base, onTimer, p.get());

@@ -46,8 +46,11 @@ const char* roleName(Role r) {
   return "unknown";
 }
 
-LoginProbe::LoginProbe(std::string user, std::string password, std::string database)
-    : user_(user), database_(std::move(database)), login_(user, credentials(std::move(password))) {}
+LoginProbe::LoginProbe(std::string user, std::string password, std::string database, bool with_lag)
+    : user_(user),
+      database_(std::move(database)),
+      login_(user, credentials(std::move(password))),
+      with_lag_(with_lag) {}
 
 std::string LoginProbe::start() const {
   return auth::ServerLogin::startupPacket(
@@ -66,7 +69,8 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       return out;
     }
     queried_ = true;
-    out.send += proto::buildMessage('Q', std::string(kLoginProbeQuery) + '\0');
+    out.send += proto::buildMessage(
+        'Q', std::string(with_lag_ ? kLoginProbeQuery : "SELECT pg_is_in_recovery()") + '\0');
     bytes = {};
     pending_ = login_.takeLeftover();
     Step rest = feed(bytes);
@@ -117,7 +121,7 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       Step s;
       s.kind = Step::kDone;
       s.role = role_;
-      s.lag_ms = role_ == Role::kPrimary ? 0 : lag_ms_;
+      s.lag_ms = !with_lag_ ? -1 : role_ == Role::kPrimary ? 0 : lag_ms_;
       s.send = proto::buildMessage('X', "");
       return s;
     }

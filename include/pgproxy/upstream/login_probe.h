@@ -18,7 +18,10 @@ class LoginProbe {
  public:
   static constexpr std::size_t kMaxMessage = 64 * 1024;
 
-  LoginProbe(std::string user, std::string password, std::string database);
+  // `with_lag`: also ask the replay lag (kLoginProbeQuery), for the mappings that use it
+  // (read_write_split, max_replica_lag); otherwise only pg_is_in_recovery(), which any server
+  // that speaks PostgreSQL's catalog answers.
+  LoginProbe(std::string user, std::string password, std::string database, bool with_lag = true);
   // The StartupMessage.
   std::string start() const;
 
@@ -26,7 +29,7 @@ class LoginProbe {
     enum Kind { kContinue, kDone, kFailed } kind = kContinue;
     std::string send;  // bytes for the server (possibly empty)
     Role role = Role::kUnknown;
-    std::int64_t lag_ms = -1;  // kDone: 0 on a primary; -1 when the server could not say
+    std::int64_t lag_ms = -1;  // kDone: 0 on a primary; -1 when not asked or not known
     std::string error;         // kFailed: what went wrong (never the password)
     std::string sqlstate;      // kFailed on an ErrorResponse
   };
@@ -39,6 +42,7 @@ class LoginProbe {
   bool queried_ = false;
   Role role_ = Role::kUnknown;
   std::int64_t lag_ms_ = -1;
+  bool with_lag_ = true;
 };
 
 // The query the probe sends: whether the server is in recovery, and how far behind the replay
