@@ -526,6 +526,29 @@ auto cidrs(net::AccessList C::*field, std::vector<net::Cidr> net::AccessList::*l
   };
 }
 
+// A list of names ("users: [a, b]"): each entry a scalar that `valid` accepts, else `rule` says
+// what an entry must be. False (after the message) at the first bad entry.
+bool parseNameList(Parser& p, yaml_node_t* v, const std::string& what, const char* kind,
+                   const char* rule, bool (*valid)(const std::string&),
+                   std::vector<std::string>& out) {
+  if (v->type != YAML_SEQUENCE_NODE) {
+    p.fail(v, what + " must be a list of " + kind + ", not a " + Parser::typeName(v));
+    return false;
+  }
+  for (auto* i = v->data.sequence.items.start; i < v->data.sequence.items.top; ++i) {
+    auto name = p.scalar(p.node(*i), what + " entry");
+    if (!name) {
+      return false;
+    }
+    if (!valid(*name)) {
+      p.fail(p.node(*i), what + " entries are " + rule + ", not \"" + *name + "\"");
+      return false;
+    }
+    out.push_back(*name);
+  }
+  return true;
+}
+
 // ---- listen ----
 
 // A listen entry and whether it can be compared with the others.
@@ -1098,28 +1121,17 @@ const Block<MappingDraft>& mappingBlock() {
            flag(&Mapping::read_write_split)},
           {"read_only_functions", true, "functions a read may call besides the built-in ones",
            [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
-             if (v->type != YAML_SEQUENCE_NODE) {
-               p.fail(v, what + " must be a list of function names, not a " + Parser::typeName(v));
-               return;
-             }
-             for (auto* i = v->data.sequence.items.start; i < v->data.sequence.items.top; ++i) {
-               auto name = p.scalar(p.node(*i), what + " entry");
-               if (!name) {
-                 return;
-               }
-               bool ok = !name->empty() && name->size() <= 127;
-               for (char c : *name) {
-                 ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
-               }
-               if (!ok) {
-                 p.fail(p.node(*i), what +
-                                        " entries are function names (name or schema.name), "
-                                        "not \"" +
-                                        *name + "\"");
-                 return;
-               }
-               m.read_only_functions.push_back(*name);
-             }
+             parseNameList(
+                 p, v, what, "function names", "function names (name or schema.name)",
+                 [](const std::string& name) {
+                   bool ok = !name.empty() && name.size() <= 127;
+                   for (char c : name) {
+                     ok = ok &&
+                          (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
+                   }
+                   return ok;
+                 },
+                 m.read_only_functions);
            }},
           {"read_after_write", true, "after a write a client reads from the primary this long",
            durationOrOff(&Mapping::read_after_write_ms)},
@@ -1346,20 +1358,11 @@ const Block<AdminConfig>& adminBlock() {
            flag(&AdminConfig::allow_config_write)},
           {"users", true, "users allowed on the psql console (the virtual database pgproxy)",
            [](Parser& p, yaml_node_t* v, const std::string& what, AdminConfig& admin) {
-             if (v->type != YAML_SEQUENCE_NODE) {
-               p.fail(v, what + " must be a list of user names, not a " + Parser::typeName(v));
+             if (!parseNameList(
+                     p, v, what, "user names", "PostgreSQL user names (1 to 63 bytes)",
+                     [](const std::string& name) { return !name.empty() && name.size() <= 63; },
+                     admin.users)) {
                return;
-             }
-             for (auto* i = v->data.sequence.items.start; i < v->data.sequence.items.top; ++i) {
-               auto name = p.scalar(p.node(*i), what + " entry");
-               if (!name) {
-                 return;
-               }
-               if (name->empty() || name->size() > 63) {
-                 p.fail(p.node(*i), what + " entries are PostgreSQL user names (1 to 63 bytes)");
-                 return;
-               }
-               admin.users.push_back(*name);
              }
              if (admin.users.empty()) {
                p.fail(v, what +
