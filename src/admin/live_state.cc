@@ -44,6 +44,8 @@ void captureMappings(const Sources& src, const metrics::Snapshot& snap, LiveStat
     ms.pool_mode = poolModeName(cm.pool);
     ms.authenticate = cm.authenticate;
     ms.backends = cm.backends.size();
+    ms.routes = cm.routes.size();
+    ms.read_write_split = cm.read_write_split;
     ms.max_connections = cm.max_connections;
     ms.connection_rate = cm.connection_rate;
     std::size_t index = metrics::kUnknownMapping;
@@ -156,13 +158,15 @@ View mappingsView(const LiveState& s) {
           {"backends", ColumnType::kInt8},
           {"backends_up", ColumnType::kInt8},
           {"current_connections", ColumnType::kInt8},
-          {"max_connections", ColumnType::kInt8}},
+          {"max_connections", ColumnType::kInt8},
+          {"routes", ColumnType::kInt8},
+          {"read_write_split", ColumnType::kBool}},
          {}};
   for (const MappingState& m : s.mappings) {
     v.rows.push_back({text(m.name), text(m.tls), textOrNull(m.pool_mode), flag(m.authenticate),
                       flag(m.disabled), flag(m.paused), num(std::uint64_t{m.backends}),
-                      num(std::uint64_t{m.backends_up}), num(m.admitted),
-                      limit(m.max_connections)});
+                      num(std::uint64_t{m.backends_up}), num(m.admitted), limit(m.max_connections),
+                      num(std::uint64_t{m.routes}), flag(m.read_write_split)});
   }
   return v;
 }

@@ -32,6 +32,9 @@ mappings:
     certificate: /etc/ssl/b.pem
     key: /etc/ssl/b.key
     pool: { mode: transaction }
+    health_check: { user: checker }
+    read_write_split: true
+    routes: [{ match: { database: "app_*" } }, { match: { user: report } }]
 auth:
   type: trust
 max_connections: 100
@@ -107,6 +110,8 @@ TEST_F(LiveStateTest, MappingsAndLimitsCountTheSameSessions) {
   EXPECT_EQ(column(m, "backends"), (std::vector<std::string>{"2", "1"}));
   EXPECT_EQ(column(m, "current_connections"), (std::vector<std::string>{"2", "0"}));
   EXPECT_EQ(column(m, "max_connections"), (std::vector<std::string>{"10", "NULL"}));
+  EXPECT_EQ(column(m, "routes"), (std::vector<std::string>{"0", "2"}));
+  EXPECT_EQ(column(m, "read_write_split"), (std::vector<std::string>{"f", "t"}));
   View l = view(s, Topic::kLimits);
   EXPECT_EQ(column(l, "scope"), (std::vector<std::string>{"*", "a.example.com", "b.example.com"}));
   EXPECT_EQ(column(l, "max_connections"), (std::vector<std::string>{"100", "10", "NULL"}));

@@ -45,6 +45,8 @@ struct MappingState {
   bool disabled = false;
   bool paused = false;
   std::size_t backends = 0, backends_up = 0;  // up: not down (unknown counts as up)
+  std::size_t routes = 0;                     // routes by startup parameters
+  bool read_write_split = false;
   // Client sessions past admission (spliced or pooled: what max_connections counts).
   std::int64_t admitted = 0;
   unsigned max_connections = 0;
