@@ -19,8 +19,8 @@ namespace pgproxy::auth {
 using net::wouldBlock;
 
 // One lookup: the session's backends in turn (its route's, or the mapping's own; those the
-// health table holds up first) until one
-// answers, then the SecretQuery exchange on that connection. Connection failures and a backend
+// health table holds up first) until one answers, then the SecretQuery exchange on that
+// connection. Connection failures and a backend
 // that does not answer within connect_timeout move on to the next backend; a backend's refusal
 // of auth.user or an error of the query ends the lookup (another backend of the mapping would
 // say the same).

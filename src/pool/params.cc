@@ -104,25 +104,19 @@ std::string splitStartup(const std::vector<std::pair<std::string, std::string>>&
       }
     } else if (name == "options") {
       std::vector<std::string> words = proto::splitOptions(value);
+      std::string n, v;
       for (std::size_t i = 0; i < words.size(); ++i) {
-        std::string setting;
-        if (words[i] == "-c" && i + 1 < words.size()) {
-          setting = words[++i];
-        } else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) {
-          setting = words[i].substr(2);
-        } else if (words[i].rfind("--", 0) == 0 && words[i].size() > 2) {
-          setting = words[i].substr(2);
-        } else {
+        std::string_view setting;
+        std::size_t used = proto::optionSetting(words, i, setting);
+        if (used == 0) {
           return "options \"" + words[i] +
                  "\" cannot be honoured by a pool; only -c name=value and --name=value can";
         }
-        std::size_t eq = setting.find('=');
-        if (eq == std::string::npos || eq == 0) {
-          return "options \"" + setting + "\" is not name=value";
+        i += used - 1;
+        if (!proto::splitSetting(setting, n, v)) {
+          return "options \"" + std::string(setting) + "\" is not name=value";
         }
-        std::string n = setting.substr(0, eq);
-        std::replace(n.begin(), n.end(), '-', '_');  // as PostgreSQL reads --name=value
-        (isReportedSettable(n) ? out.reported : out.extras).set(n, setting.substr(eq + 1));
+        (isReportedSettable(n) ? out.reported : out.extras).set(n, v);
       }
     } else if (name.rfind("_pq_.", 0) == 0) {
       continue;  // protocol options: pgproxy speaks protocol 3.0 to the servers

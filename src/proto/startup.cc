@@ -148,6 +148,33 @@ std::vector<std::string> splitOptions(std::string_view s) {
   return words;
 }
 
+std::size_t optionSetting(const std::vector<std::string>& words, std::size_t i,
+                          std::string_view& setting) {
+  std::string_view w = words[i];
+  if (w == "-c" && i + 1 < words.size()) {
+    setting = words[i + 1];
+    return 2;
+  }
+  if (w.size() > 2 && (w.substr(0, 2) == "-c" || w.substr(0, 2) == "--")) {
+    setting = w.substr(2);
+    return 1;
+  }
+  return 0;
+}
+
+bool splitSetting(std::string_view setting, std::string& name, std::string& value) {
+  std::size_t eq = setting.find('=');
+  if (eq == std::string_view::npos || eq == 0) {
+    return false;
+  }
+  name.assign(setting.substr(0, eq));
+  for (char& c : name) {
+    c = c == '-' ? '_' : c;
+  }
+  value.assign(setting.substr(eq + 1));
+  return true;
+}
+
 std::string joinOptions(const std::vector<std::string>& words) {
   std::string out;
   for (const auto& w : words) {

@@ -1,5 +1,8 @@
 #include "pgproxy/route/startup_route.h"
 
+#include <algorithm>
+
+#include "pgproxy/base/text.h"
 #include "pgproxy/proto/startup.h"
 
 namespace pgproxy::route {
@@ -49,21 +52,6 @@ namespace {
 
 constexpr std::string_view kAttrs = "target_session_attrs";
 
-// The name of a `-c name=value` / `--name=value` setting as PostgreSQL reads it (dashes are
-// underscores), and its value.
-bool optionSetting(std::string_view word, std::string& name, std::string& value) {
-  std::size_t eq = word.find('=');
-  if (eq == std::string_view::npos) {
-    return false;
-  }
-  name.assign(word.substr(0, eq));
-  for (char& c : name) {
-    c = c == '-' ? '_' : c;
-  }
-  value.assign(word.substr(eq + 1));
-  return true;
-}
-
 // Takes target_session_attrs out of `options`, wherever it is; the last one given wins, as for
 // any setting. False when there was none.
 bool takeAttrsFromOptions(std::string& options, std::string& attrs) {
@@ -72,25 +60,18 @@ bool takeAttrsFromOptions(std::string& options, std::string& attrs) {
   bool found = false;
   std::string name, value;
   for (std::size_t i = 0; i < words.size(); ++i) {
-    std::string_view w = words[i];
     std::string_view setting;
-    std::size_t used = 1;
-    if (w == "-c" && i + 1 < words.size()) {
-      setting = words[i + 1];
-      used = 2;
-    } else if (w.size() > 2 && (w.substr(0, 2) == "-c" || w.substr(0, 2) == "--")) {
-      setting = w.substr(2);
-    }
-    if (!setting.empty() && optionSetting(setting, name, value) && name == kAttrs) {
+    std::size_t used = proto::optionSetting(words, i, setting);
+    if (used > 0 && proto::splitSetting(setting, name, value) && name == kAttrs) {
       attrs = value;
       found = true;
       i += used - 1;
       continue;
     }
-    for (std::size_t k = 0; k < used; ++k) {
-      kept.push_back(words[i + k]);
-    }
-    i += used - 1;
+    std::size_t take = std::max<std::size_t>(used, 1);
+    kept.insert(kept.end(), words.begin() + static_cast<std::ptrdiff_t>(i),
+                words.begin() + static_cast<std::ptrdiff_t>(i + take));
+    i += take - 1;
   }
   if (found) {
     options = proto::joinOptions(kept);
@@ -106,6 +87,10 @@ bool routeMatches(const config::RouteMatch& match, std::string_view database, st
 }
 
 }  // namespace
+
+std::uint64_t ownBackends(const config::Mapping& m) {
+  return m.own_backends >= 64 ? ~0ull : (1ull << m.own_backends) - 1;
+}
 
 Decision decide(const config::Mapping& m, std::uint32_t version,
                 const std::vector<std::pair<std::string, std::string>>& params) {
@@ -167,7 +152,7 @@ Decision decide(const config::Mapping& m, std::uint32_t version,
       d.backends |= 1ull << b;
     }
   } else if (m.own_backends > 0) {
-    d.backends = m.own_backends >= 64 ? ~0ull : (1ull << m.own_backends) - 1;
+    d.backends = ownBackends(m);
   } else {
     d.kind = Decision::Kind::kNoDatabase;
     return d;
@@ -214,9 +199,8 @@ std::string expandTemplate(std::string_view internal, std::string_view sni) {
   if (sni.empty() || dot == 0 || dot == std::string_view::npos) {
     return {};
   }
-  std::string label(sni.substr(0, dot));
-  for (char& c : label) {
-    c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+  std::string label = base::toLowerAscii(sni.substr(0, dot));
+  for (char c : label) {
     // A host name's label and nothing else: the result is looked up in DNS.
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
       return {};

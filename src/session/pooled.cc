@@ -354,17 +354,14 @@ void Session::choosePool() {
     target = sql::Target::kPrimary;
     why = "read_after_write";
   }
-  if (p.greeted && (p.listen && p.listen->subscribed)) {
+  if (p.listen && p.listen->subscribed) {
     target = sql::Target::kPrimary;  // its LISTENs live on the home pool's hub
     why = "LISTEN";
   }
   sp.writes = d.writes && target == sql::Target::kPrimary;
   pool::Pool* to = sp.home;
   if (target == sql::Target::kStandby && p.greeted) {
-    std::uint64_t tried = tried_;
-    tried_ = 0;
-    auto standby = chooseBackend(config::BackendRole::kStandby);
-    tried_ = tried;
+    auto standby = chooseBackend(config::BackendRole::kStandby, 0);
     std::string error;
     pool::Pool* read =
         standby ? ctx_.pools->get(mapping_, *standby, sp.home->user(), sp.home->database(), error)

@@ -458,9 +458,7 @@ bool Session::routeStartup() {
   if (!sees_startup) {
     // A passthrough session's StartupMessage is the backend's to read: the mapping's own
     // backends (the loader makes sure it has some when it has routes).
-    if (m.own_backends < 64) {
-      route_backends_ = (1ull << m.own_backends) - 1;
-    }
+    route_backends_ = route::ownBackends(m);
     return true;
   }
   std::string_view packet;
@@ -526,7 +524,7 @@ bool Session::pickBackendInRole(config::BackendRole role) {
     backend_index_ = 0;
     return true;
   }
-  auto pick = chooseBackend(role);
+  auto pick = chooseBackend(role, tried_);
   if (!pick) {
     return false;
   }
@@ -535,13 +533,13 @@ bool Session::pickBackendInRole(config::BackendRole role) {
   return true;
 }
 
-std::optional<std::size_t> Session::chooseBackend(config::BackendRole role) {
+std::optional<std::size_t> Session::chooseBackend(config::BackendRole role, std::uint64_t exclude) {
   const auto& m = ctx_.config->mappings[mapping_];
   std::vector<upstream::Candidate>& c = ctx_.candidates;
   c.assign(m.backends.size(), upstream::Candidate{});
   std::uint64_t now = base::monotonicMs();
   auto usable = [&](std::size_t i) {
-    return !(tried_ & (1ull << i)) && (route_backends_ & (1ull << i)) && !drained(i);
+    return !(exclude & (1ull << i)) && (route_backends_ & (1ull << i)) && !drained(i);
   };
   for (std::size_t i = 0; i < c.size(); ++i) {
     std::size_t slot = ctx_.backend_slots[mapping_][i];

@@ -4,6 +4,7 @@
 #include <array>
 #include <iterator>
 
+#include "pgproxy/base/text.h"
 #include "pgproxy/sql/lexer.h"
 
 namespace pgproxy::sql {
@@ -354,11 +355,9 @@ struct StatementScan {
 
 }  // namespace
 
-ReadOnlyFunctions::ReadOnlyFunctions(std::vector<std::string> names) : extra_(std::move(names)) {
-  for (auto& n : extra_) {
-    for (char& c : n) {
-      c = lower(c);
-    }
+ReadOnlyFunctions::ReadOnlyFunctions(std::vector<std::string> names) {
+  for (const auto& n : names) {
+    extra_.push_back(base::toLowerAscii(n));
   }
   std::sort(extra_.begin(), extra_.end());
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "pgproxy/base/text.h"
 #include "pgproxy/proto/wire.h"
 
 namespace pgproxy::upstream {
@@ -13,6 +14,7 @@ const char* const kLoginProbeQuery =
     "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
     "ELSE GREATEST(0, (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)"
     "::bigint) END";
+
 namespace {
 
 LoginProbe::Step failed(std::string why, std::string sqlstate = "") {
@@ -104,15 +106,12 @@ LoginProbe::Step LoginProbe::feed(std::string_view bytes) {
       if (body.size() >= at + 4) {
         auto n = static_cast<std::int32_t>(proto::readU32(body.data() + at));
         std::string_view v = body.substr(at + 4);
-        if (n > 0 && static_cast<std::size_t>(n) <= v.size() && n <= 18) {
-          std::int64_t ms = 0;
-          bool digits = true;
-          for (char c : v.substr(0, static_cast<std::size_t>(n))) {
-            digits = digits && c >= '0' && c <= '9';
-            ms = ms * 10 + (c - '0');
-          }
-          lag_ms_ = digits ? ms : -1;
-        }
+        auto ms = n > 0 && static_cast<std::size_t>(n) <= v.size()
+                      ? base::parseUnsigned(v.substr(0, static_cast<std::size_t>(n)))
+                      : std::nullopt;
+        lag_ms_ = ms && *ms <= static_cast<std::uint64_t>(INT64_MAX)
+                      ? static_cast<std::int64_t>(*ms)
+                      : -1;
       }
     } else if (type == 'Z') {
       if (role_ == Role::kUnknown) {

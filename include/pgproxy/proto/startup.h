@@ -69,4 +69,13 @@ std::string buildStartup(std::uint32_t version,
 std::vector<std::string> splitOptions(std::string_view s);
 std::string joinOptions(const std::vector<std::string>& words);
 
+// The setting that starts at words[i] of a split `options`, as PostgreSQL's backend reads them:
+// "-c name=value" (two words), "-cname=value" or "--name=value". Returns how many words it
+// takes, 0 when words[i] is none of these; `setting` is its "name=value" text.
+std::size_t optionSetting(const std::vector<std::string>& words, std::size_t i,
+                          std::string_view& setting);
+// "name=value" as PostgreSQL reads it: dashes in the name are underscores. False without '='
+// or with an empty name.
+bool splitSetting(std::string_view setting, std::string& name, std::string& value);
+
 }  // namespace pgproxy::proto

@@ -44,10 +44,13 @@ struct Decision {
   static constexpr std::size_t kOwn = SIZE_MAX;
 };
 
+// The mapping's own backends as a Decision::backends mask (the first own_backends of its list).
+std::uint64_t ownBackends(const config::Mapping& m);
+
 // The first route of `m` whose patterns all match the StartupMessage `params`, else the
 // mapping's own backends. The role is the route's when it sets one, else the mapping's, and
-// target_session_attrs chooses only where the config says `any`. Pure: no I/O, no allocation
-// beyond the result.
+// target_session_attrs chooses only where the config says `any`. Pure: no I/O (once per
+// session, at its handshake).
 Decision decide(const config::Mapping& m, std::uint32_t version,
                 const std::vector<std::pair<std::string, std::string>>& params);
 

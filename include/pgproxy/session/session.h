@@ -120,8 +120,9 @@ class Session {
   bool pickBackend();  // false: no backend left to try
   bool pickBackendInRole(config::BackendRole role);
   // The balancer's choice among the session's backends in `role` that are up, not drained, not
-  // tried yet, and (standbys) not behind max_replica_lag; no side effects on the session.
-  std::optional<std::size_t> chooseBackend(config::BackendRole role);
+  // in `exclude` (bit i: backends[i]; the ones tried already), and (standbys) not behind
+  // max_replica_lag; no side effects on the session.
+  std::optional<std::size_t> chooseBackend(config::BackendRole role, std::uint64_t exclude);
   // read_write_split: the pool the transaction whose first bytes wait in the pooled session's
   // `up` runs on (pooled.cc).
   void choosePool();
