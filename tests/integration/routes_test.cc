@@ -231,6 +231,18 @@ TEST(Routes, AWildcardNamesEachTenantsBackendAfterItsLabel) {
   EXPECT_TRUE(eventually([&] { return proxy.log().find("127.0.0.3") != std::string::npos; }))
       << proxy.log();
   EXPECT_EQ(refusal(proxy.tls("host1")), "connected");
+  {
+    // The only mapping is the default: a plaintext client reaches it with no server name to
+    // take the label from, and is told so.
+    Proxy only("mappings:\n  - {external: \"*.tpl.example.com\", internal: \"127.0.0.$1\", port: " +
+               std::to_string(port) + "}\n");
+    std::string why = refusal("host=127.0.0.1 port=" + std::to_string(only.port()) +
+                              " sslmode=disable user=postgres dbname=postgres connect_timeout=20");
+    EXPECT_NE(why.find("names its backend after the first label of the TLS server name, and this "
+                       "connection sent none"),
+              std::string::npos)
+        << why;
+  }
   sandboxCommand("stop-one", {"tpl"});
   run({"rm", "-rf", sandbox().dir + "/tpl"});
 }

@@ -195,6 +195,23 @@ TEST(Split, HintsTheSessionSettingAndReadAfterWrite) {
   EXPECT_EQ(other.cmd("UPDATE ledger SET n = n WHERE client = -1"), "UPDATE 1");
 }
 
+// No standby among the backends (or none up): the reads run on the primary, nothing refused.
+TEST(Split, WithoutAStandbyReadsRunOnThePrimary) {
+  std::string cfg = splitConfig("    read_after_write: off\n");
+  // The primary alone: the two standby lines go.
+  for (int port : {clusters().standby1, clusters().standby2}) {
+    std::string line = "      - {host: 127.0.0.1, port: " + std::to_string(port) + "}\n";
+    cfg.erase(cfg.find(line), line.size());
+  }
+  Proxy proxy(cfg);
+  EXPECT_TRUE(eventually([&] { return psql(info(proxy), kWhere).output == "wp\n"; }))
+      << proxy.log();
+  Conn c(info(proxy));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(c.one(kWhere), "wp");
+  }
+}
+
 // A SCRAM client: the standby's pool logs in with what the client proved to pgproxy, as the
 // home pool does (the bench found a standby pool that had no credentials at all).
 TEST(Split, AScramClientsReadsLogInToTheStandbyWithItsProof) {
