@@ -195,6 +195,26 @@ TEST(Split, HintsTheSessionSettingAndReadAfterWrite) {
   EXPECT_EQ(other.cmd("UPDATE ledger SET n = n WHERE client = -1"), "UPDATE 1");
 }
 
+// What the client set follows it to the standbys: reported parameters (rebased on the standby
+// pool's welcome), other settings, and its named prepared statements.
+TEST(Split, TheClientsStateFollowsItToTheStandbys) {
+  Proxy proxy(splitConfig("    read_after_write: off\n"));
+  waitForRoles(proxy);
+  Conn c(info(proxy));
+  EXPECT_EQ(c.cmd("SET application_name = 'split-app'"), "SET");
+  EXPECT_EQ(c.cmd("SET work_mem = '7MB'"), "SET");
+  EXPECT_EQ(c.prepare("where", "SELECT current_setting('cluster_name'), $1::int + 1"),
+            "PGRES_COMMAND_OK");
+  for (int i = 0; i < 6; ++i) {
+    std::string row = c.one(
+        "SELECT current_setting('cluster_name'), current_setting('application_name'), "
+        "current_setting('work_mem')");
+    EXPECT_TRUE(row == "wr1|split-app|7MB" || row == "wr2|split-app|7MB") << row;
+    std::string got = c.exec("where", {"41"});
+    EXPECT_TRUE(got == "wr1|42" || got == "wr2|42") << got;
+  }
+}
+
 // No standby among the backends (or none up): the reads run on the primary, nothing refused.
 TEST(Split, WithoutAStandbyReadsRunOnThePrimary) {
   std::string cfg = splitConfig("    read_after_write: off\n");
