@@ -23,6 +23,20 @@ std::string toLowerAscii(std::string_view s) {
   return out;
 }
 
+bool containsIgnoringCase(std::string_view text, std::string_view lower) {
+  auto fold = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+  for (std::size_t i = 0; lower.size() <= text.size() && i <= text.size() - lower.size(); ++i) {
+    std::size_t k = 0;
+    while (k < lower.size() && fold(text[i + k]) == lower[k]) {
+      ++k;
+    }
+    if (k == lower.size()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::size_t editDistance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) {

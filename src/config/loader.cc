@@ -1117,8 +1117,19 @@ const Block<MappingDraft>& mappingBlock() {
            [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
              parsePool(p, v, m.pool);
            }},
-          {"read_write_split", true, "send transactions that only read to standbys (pooled)",
-           flag(&Mapping::read_write_split)},
+          {"read_write_split", true,
+           "send transactions that only read to standbys: true, false or optimistic (pooled)",
+           [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+             auto s = p.scalar(v, what);
+             std::string word = base::toLowerAscii(s.value_or(""));
+             if (word == "optimistic") {
+               m.read_write_split = m.read_write_optimistic = true;
+             } else if (word == "true" || word == "yes" || word == "on") {
+               m.read_write_split = true;
+             } else if (s && word != "false" && word != "no" && word != "off") {
+               p.fail(v, what + " must be true, false or optimistic, not \"" + *s + "\"");
+             }
+           }},
           {"read_only_functions", true, "functions a read may call besides the built-in ones",
            [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
              parseNameList(
@@ -1201,7 +1212,10 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
                       : m.health.user.empty()
                           ? "has no health_check.user (the check tells primaries from standbys)"
                       : m.role != BackendRole::kAny ? "sets role (the split chooses the role)"
-                                                    : nullptr;
+                      : m.read_write_optimistic && m.pool.mode != PoolMode::kTransaction
+                          ? "is optimistic without transaction pooling (statement mode has no "
+                            "explicit transactions to try)"
+                          : nullptr;
     if (why) {
       p.fail(n, "mapping \"" + m.external + "\" sets read_write_split but " + why);
       m.fine = false;

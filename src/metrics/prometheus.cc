@@ -126,6 +126,9 @@ const std::vector<MetricSpec>& metricTable() {
        "failed."},
       {"pgproxy_auth_query_cache_hits_total", "counter",
        "Logins whose secret auth.cache held, without a lookup."},
+      {"pgproxy_split_retries_total", "counter",
+       "read_write_split: optimistic: transactions tried on a standby that refused to write in "
+       "them (25006) before a result reached the client, run again on the primary."},
       // Rendered by pool::SharedPools from its own table, after the series above.
       {"pgproxy_pool_server_connections", "gauge",
        "Server connections of a pool by state (login, idle, active, used), all workers."},
@@ -236,6 +239,9 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
   w.header("pgproxy_auth_query_cache_hits_total");
   w.sample("pgproxy_auth_query_cache_hits_total", "",
            s.counters[static_cast<std::size_t>(Counter::kAuthQueryCacheHits)]);
+  w.header("pgproxy_split_retries_total");
+  w.sample("pgproxy_split_retries_total", "",
+           s.counters[static_cast<std::size_t>(Counter::kSplitRetried)]);
   return out;
 }
 

@@ -790,6 +790,14 @@ void PreparedTracker::deallocate(QueryVerdict& v) {
   v.reply = proto::buildMessage('C', std::string_view("DEALLOCATE\0", 11));
 }
 
+void PreparedTracker::forgetName(std::string_view name) {
+  auto it = names_.find(std::string(name));
+  if (it != names_.end()) {
+    registry_.unref(it->second);
+    names_.erase(it);
+  }
+}
+
 PreparedTracker::Look PreparedTracker::lookAtParse(std::string_view body, std::string& to_server,
                                                    std::string& to_client) {
   if (left_ > 0) {

@@ -174,7 +174,7 @@ void Session::readPooledClient() {
       return;
     }
     std::string_view forward = bytes.substr(0, fed.forward);
-    if (p.server) {
+    if (p.server && !p.probing) {
       if (!forward.empty() && !p.toServer(forward)) {
         if (state_ != State::kPooled) {
           return;
@@ -186,7 +186,7 @@ void Session::readPooledClient() {
       }
     } else if (!forward.empty()) {
       p.up.append(forward);
-      if (!p.waiting) {
+      if (!p.waiting && !p.server) {
         if (p.split) {
           choosePool();  // the transaction's first bytes are in: where it runs
         }
@@ -195,8 +195,8 @@ void Session::readPooledClient() {
           return;
         }
       }
-      if (!p.server && p.up.size() >= kMaxAhead) {
-        holdClientReads(true);  // linked() resumes
+      if ((!p.server || p.probing) && p.up.size() >= kMaxAhead) {
+        holdClientReads(true);  // linked() resumes, or the probe's answer
       }
     }
     if (fed.terminate) {
@@ -276,7 +276,7 @@ void Session::unlinkPooled() {
 
 void Session::endPooled() {
   if (pooled_->listen && pooled_->listen->subscribed) {
-    pooled_->pool->notifyHub().unsubscribeAll(pooled_.get());
+    pooled_->hub().unsubscribeAll(pooled_.get());
   }
   unlinkPooled();
   if (pooled_->pinned_counted) {
@@ -347,6 +347,13 @@ void Session::choosePool() {
   if (d.sets_route) {
     sp.setting = d.route;  // from the next transaction on; this one runs where it was judged
   }
+  // read_write_split: optimistic: a plain BEGIN tries a standby (retried on the primary if the
+  // standby refuses a write before a result reaches the client).
+  bool trying = m.read_write_optimistic && d.explicit_begin && !d.hinted &&
+                sp.setting == sql::RouteSetting::kAuto && target == sql::Target::kPrimary;
+  if (trying) {
+    target = sql::Target::kStandby;
+  }
   std::uint64_t now = base::monotonicMs();
   if (target == sql::Target::kStandby && !d.hinted && sp.setting == sql::RouteSetting::kAuto &&
       m.read_after_write_ms > 0 && sp.last_write_ms > 0 &&
@@ -376,6 +383,10 @@ void Session::choosePool() {
     } else {
       why = standby ? "the pool table is full" : "no standby is up (or all are behind)";
     }
+  }
+  if (trying && to != sp.home) {
+    p.endTry();
+    sp.tried = Pooled::Split::Try::kOpen;
   }
   if (to != p.pool) {
     p.switchPool(to);
@@ -407,6 +418,228 @@ void Pooled::switchPool(pool::Pool* to) {
   pool = to;
   params = std::move(rebased);
   updateDigest();
+}
+
+// ---- read_write_split: optimistic ---------------------------------------------------------------
+//
+// A transaction begun with a plain BEGIN runs on a standby while pgproxy keeps what it needs to
+// run it again on the primary: the client's bytes, and each batch's replies until its
+// ReadyForQuery (a batch whose error is a standby's refusal to write must not have shown the
+// client anything). The first result set the client gets ends that: what it read on the standby
+// may differ from the primary, so from then on a refusal is the client's (25006).
+
+bool Pooled::keepTried(std::string_view bytes) {
+  Split& sp = *split;
+  sp.kept.append(bytes);
+  // Run again, these do what they did (the names the Parses gave are forgotten first); a
+  // FunctionCall or COPY cannot be followed, nor a DEALLOCATE (the name it took away would be
+  // missing the second time).
+  bool replayable = sp.kept.size() <= Split::kMaxKept;
+  auto replays = [&replayable](char type, std::string_view body) {
+    replayable = std::string_view("QPBDECSH").find(type) != std::string_view::npos &&
+                 !(type == 'Q' && base::containsIgnoringCase(body, "deallocate"));
+    return replayable;
+  };
+  bool framed = replayable && proto::eachWholeMessage(sp.kept, sp.kept_scanned, replays);
+  return (replayable && framed) || closeTry();
+}
+
+bool Pooled::closeTry() {
+  Split& sp = *split;
+  std::string held;
+  held.swap(sp.held);
+  endTry();
+  sp.tried = Split::Try::kClosed;
+  return held.empty() || session.writeToClient(held);
+}
+
+void Pooled::endTry() {
+  Split& sp = *split;
+  sp.tried = Split::Try::kNone;
+  // Kept for the next transaction, unless a large one grew them.
+  constexpr std::size_t kKeepCapacity = 16 << 10;
+  for (std::string* buffer : {&sp.kept, &sp.held}) {
+    if (buffer->capacity() > kKeepCapacity) {
+      std::string().swap(*buffer);
+    } else {
+      buffer->clear();
+    }
+  }
+  sp.kept_scanned = sp.held_scanned = 0;
+  sp.refused = sp.switch_due = false;
+  sp.delivered = sp.replayed = sp.dropped = 0;
+}
+
+bool Pooled::triedReplies(std::string_view replies, bool more) {
+  Split& sp = *split;
+  if (sp.tried == Split::Try::kRollingBack) {
+    return true;  // the refused batch's ReadyForQuery: the client gets the primary's instead
+  }
+  sp.held.append(replies);
+  if (sp.tried == Split::Try::kReplaying) {
+    // The replies to the batches the client already has are dropped, up to the last of their
+    // ReadyForQuery; the batch that failed on the standby is the client's.
+    bool diverged = sp.held.size() > Split::kMaxKept;
+    bool framed =
+        proto::eachWholeMessage(sp.held, sp.held_scanned, [&](char type, std::string_view) {
+          diverged = diverged || type == 'E' || type == 'T' || type == 'D';
+          sp.dropped += type == 'Z' ? 1 : 0;
+          return sp.dropped < sp.delivered && !diverged;
+        });
+    if (diverged || !framed) {
+      // What the client was told happened on the standby did not happen on the primary.
+      session.sendLastWords(
+          Outcome::kError,
+          proto::buildFatal("40001",
+                            "pgproxy: the transaction, run again on the primary after a standby "
+                            "refused a write, went differently there than on the standby"));
+      return false;
+    }
+    if (sp.dropped < sp.delivered) {
+      return true;
+    }
+    std::string rest = sp.held.substr(sp.held_scanned);
+    endTry();
+    return rest.empty() || session.writeToClient(rest, more);
+  }
+  // Trying on the standby: each batch's replies wait for its ReadyForQuery, unless a result set
+  // ends the try.
+  std::size_t batch_end = 0;
+  bool result = false;
+  bool framed =
+      proto::eachWholeMessage(sp.held, sp.held_scanned, [&](char type, std::string_view body) {
+        if (type == 'E' &&
+            auth::errorField(body, 'C') == proto::sqlstate::kReadOnlySqlTransaction) {
+          sp.refused = true;
+        } else if (type == 'Z') {
+          batch_end = sp.held_scanned;
+        } else if (std::string_view("C123ntINS").find(type) == std::string_view::npos &&
+                   type != 'E') {
+          result = true;  // a result set, COPY, a notification: the client has seen the standby
+        }
+        return !result;
+      });
+  if (result || !framed || sp.held.size() > Split::kMaxKept) {
+    return closeTry();
+  }
+  if (batch_end > 0) {
+    std::string batch = sp.held.substr(0, batch_end);
+    sp.held.erase(0, batch_end);
+    sp.held_scanned -= batch_end;
+    return session.writeToClient(batch, more || !sp.held.empty());
+  }
+  return true;
+}
+
+bool Pooled::triedReady(char status, bool own, pool::Release& r) {
+  Split& sp = *split;
+  switch (sp.tried) {
+    case Split::Try::kOpen:
+      if (own) {
+        return false;
+      }
+      if (sp.refused && status == 'E' && flow.lastOwed() && prepared && server &&
+          prepared->waiting() == 0 && up.empty()) {
+        // The standby refused a write and the client has seen nothing of this batch: the
+        // standby rolls back (and goes back to its pool), the primary runs the transaction.
+        if (state) {
+          stateReady(status);
+        }
+        sp.held.clear();
+        sp.held_scanned = 0;
+        sp.tried = Split::Try::kRollingBack;
+        session.holdClientReads(true);  // the client's next bytes are for the primary
+        scratch_server.clear();
+        prepared->ownQuery("ROLLBACK", scratch_server);
+        server->send(scratch_server);
+        r = pool::Release::kKeep;
+        return true;
+      }
+      if (sp.refused || status == 'E' || status == 'I') {
+        // A refusal that cannot be retried, another error, or the end of the transaction: the
+        // batch's replies (before its ReadyForQuery) go to the client now.
+        if (!closeTry()) {
+          r = pool::Release::kKeep;
+          return true;
+        }
+        if (status == 'I') {
+          endTry();
+        }
+        return false;
+      }
+      ++sp.delivered;
+      return false;
+    case Split::Try::kClosed:
+      if (!own && status == 'I') {
+        endTry();
+      }
+      return false;
+    case Split::Try::kRollingBack:
+      if (!own) {
+        return false;
+      }
+      if (status != 'I') {
+        session.sendLastWords(
+            Outcome::kError,
+            proto::buildFatal(proto::sqlstate::kConnectionFailure,
+                              "pgproxy: a standby did not roll back a transaction pgproxy moves "
+                              "to the primary"));
+        r = pool::Release::kKeep;
+        return true;
+      }
+      if (state) {
+        state->abandonTransaction();
+      }
+      server = nullptr;
+      session.ctx_.cancels->unlinkPooled(session.cancel_slot_);
+      sp.switch_due = true;  // once this ReadyForQuery has passed (fromServer)
+      r = pool::Release::kRelease;
+      return true;
+    case Split::Try::kReplaying:
+      if (own || sp.replayed >= sp.delivered) {
+        return false;
+      }
+      // A batch the client already has the answer to: the session state follows the
+      // primary, the client is not told.
+      ++sp.replayed;
+      if (state && server) {
+        stateReady(status);
+      }
+      r = pool::Release::kKeep;
+      return true;
+    case Split::Try::kNone:
+      break;
+  }
+  return false;
+}
+
+void Pooled::retryOnPrimary() {
+  Split& sp = *split;
+  sp.switch_due = false;
+  session.ctx_.metrics.add(metrics::Counter::kSplitRetried);
+  LOG_DEBUG("session %llu: a standby refused to write: the transaction runs again on %s",
+            static_cast<unsigned long long>(session.id_), sp.home->describe().c_str());
+  sp.writes = true;  // read_after_write counts from its end
+  switchPool(sp.home);
+  sp.welcome_seen = sp.home->welcome().size();
+  if (prepared) {
+    // The statements the transaction's Parses named are named again as it runs again.
+    std::size_t at = 0;
+    proto::eachWholeMessage(sp.kept, at, [&](char type, std::string_view body) {
+      if (type == 'P') {
+        prepared->forgetName(body.substr(0, body.find('\0')));
+      }
+      return true;
+    });
+  }
+  up.insert(0, sp.kept);
+  sp.kept.clear();
+  sp.kept_scanned = 0;
+  sp.tried = Split::Try::kReplaying;
+  if (sp.delivered == 0) {
+    endTry();  // nothing of it reached the client: the primary's replies are all the client's
+  }
+  pool->acquire(this);
 }
 
 // ---- the pool's calls -------------------------------------------------------------------------
@@ -478,6 +711,9 @@ void Pooled::linked(std::string error) {
 }
 
 bool Pooled::toServer(std::string_view bytes) {
+  if (split && split->tried == Split::Try::kOpen && !keepTried(bytes)) {
+    return true;  // the session is gone
+  }
   if (!prepared) {
     if (pool->config().mode == config::PoolMode::kSession) {
       return server->send(bytes);
@@ -523,6 +759,10 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
   if (listenWaiting()) {
     // Until the hub listens: the LISTEN's reply, and any after it, in order.
     listen->held_replies.append(scratch_client);
+  } else if (split && split->tried != Split::Try::kNone && split->tried != Split::Try::kClosed) {
+    if (!triedReplies(scratch_client, more)) {
+      return false;
+    }
   } else if (!session.writeToClient(scratch_client, more)) {
     return false;
   }
@@ -537,6 +777,32 @@ bool Pooled::fromServer(std::string_view bytes, bool more) {
     bool room = server->send(scratch_server);
     if (reading_held && room && prepared->waiting() < kMaxAhead) {
       session.holdClientReads(false);
+    }
+  }
+  if (after_probe) {
+    // The client's next transaction waited for the probe's answer: on the server if the client
+    // is still pinned to it, else wherever the split sends it.
+    after_probe = false;
+    if (!up.empty() && server) {
+      std::string pending;
+      pending.swap(up);
+      if (toServer(pending) && session.state_ == Session::State::kPooled) {
+        session.holdClientReads(false);
+      }
+    } else if (!up.empty() && !waiting) {
+      session.choosePool();
+      pool->acquire(this);
+    } else if (reading_held) {
+      session.holdClientReads(false);
+    }
+    if (session.state_ != Session::State::kPooled) {
+      return false;
+    }
+  }
+  if (split && split->switch_due && !server) {
+    retryOnPrimary();  // the standby's ROLLBACK has been answered
+    if (session.state_ != Session::State::kPooled) {
+      return false;
     }
   }
   return session.to_client_.size() + (listen ? listen->held_replies.size() : 0) < kMaxAhead;
@@ -558,7 +824,18 @@ void Pooled::updateDigest() {
 
 pool::Release Pooled::ready(char status) {
   // The ReadyForQuery of pgproxy's own query (the advisory lock probe) is not the client's.
-  if (!prepared || !prepared->ownReadyNext()) {
+  bool own = prepared && prepared->ownReadyNext();
+  if (own && probing) {
+    probing = false;
+    after_probe = true;  // once this ReadyForQuery has passed (fromServer)
+  }
+  if (split && split->tried != Split::Try::kNone) {
+    pool::Release r = pool::Release::kKeep;
+    if (triedReady(status, own, r)) {
+      return r;
+    }
+  }
+  if (!own) {
     flow.answered();
     pool::SharedPools& shared = *session.ctx_.shared_pools;
     shared.countQuery(pool->sharedEntry());
@@ -569,14 +846,7 @@ pool::Release Pooled::ready(char status) {
       }
     }
     if (state && server && prepared) {
-      // What the transaction that ended did to the session: the client's settings to carry,
-      // the server's as they now are (a RESET leaves the server at its default, not the
-      // client's).
-      pool::Params server_extras = server->extras();
-      if (state->ready(status, extras, server_extras)) {
-        updateDigest();
-        server->setExtras(std::move(server_extras));
-      }
+      stateReady(status);
       hubChanges();
       if (listen && !listen->unheard_fatal.empty()) {
         // Last: the session may be gone once the words are out.
@@ -591,6 +861,9 @@ pool::Release Pooled::ready(char status) {
         scratch_server.clear();
         prepared->ownQuery(probe, scratch_server);
         server->send(scratch_server);
+        // A split client's next transaction must not follow on this server unless its answer
+        // keeps the client pinned: it waits (readPooledClient) for the answer.
+        probing = split != nullptr && flow.quiet();
         return pool::Release::kKeep;
       }
     }
@@ -599,6 +872,9 @@ pool::Release Pooled::ready(char status) {
     countPinned();
   }
   pool::Release r = pool::releaseAfterReady(pool->config().mode, status, flow);
+  if (after_probe && status == 'I' && pool->config().mode != config::PoolMode::kSession) {
+    r = pool::Release::kRelease;  // what the client sent since waits in `up`, not on the server
+  }
   if (r == pool::Release::kRelease && *pinned()) {
     r = pool::Release::kKeep;  // until the client releases what holds it, or leaves
   }
@@ -616,9 +892,19 @@ pool::Release Pooled::ready(char status) {
   return r;
 }
 
+void Pooled::stateReady(char status) {
+  // What the unit that ended did to the session: the client's settings to carry, the server's
+  // as they now are (a RESET leaves the server at its default, not the client's).
+  pool::Params server_extras = server->extras();
+  if (state->ready(status, extras, server_extras)) {
+    updateDigest();
+    server->setExtras(std::move(server_extras));
+  }
+}
+
 void Pooled::hubChanges() {
   for (auto& [op, channel] : state->takeHubChanges()) {
-    pool::NotifyHub& hub = pool->notifyHub();
+    pool::NotifyHub& hub = this->hub();
     if (!listen) {
       listen = std::make_unique<Listen>();
     }
@@ -710,7 +996,14 @@ void Pooled::countPinned() {
   }
   pinned_counted = now;
   session.ctx_.shared_pools->addPinned(pool->sharedEntry(), now ? 1 : -1);
-  if (now) {
+  if (now && split && pool != split->home) {
+    // Its next transactions run on this standby whatever they do: their writes fail (25006)
+    // until it lets go (read_write_split: optimistic tried a transaction that took it there).
+    LOG_WARN(
+        "session %llu: keeps its server connection of %s, a standby, between "
+        "transactions (%s): its writes fail until it releases it",
+        static_cast<unsigned long long>(session.id_), pool->describe().c_str(), pinned());
+  } else if (now) {
     LOG_DEBUG("session %llu: keeps its server connection of %s between transactions: %s",
               static_cast<unsigned long long>(session.id_), pool->describe().c_str(), pinned());
   }

@@ -425,7 +425,7 @@ SplitDecision classifyForSplit(std::string_view sql, const ReadOnlyFunctions& fu
       case First::kBegin:
         if (st.read_only && !st.read_write && !st.serializable && statements == 1) {
           read_only_tx = true;
-        } else if (statements == 1 && !st.read_only && !st.read_write) {
+        } else if (statements == 1 && !st.read_only && !st.read_write && !st.serializable) {
           pending_begin = true;
           d.explicit_begin = true;
         }
@@ -462,6 +462,9 @@ SplitDecision classifyForSplit(std::string_view sql, const ReadOnlyFunctions& fu
     }
     if (st.first != First::kBegin) {
       pending_begin = false;
+    }
+    if (statements > 1 && !stmt_read) {
+      d.explicit_begin = false;  // the transaction writes, or does what a standby may refuse
     }
     all_read = all_read && stmt_read;
     all_settings = all_settings && (stmt_read || st.first == First::kSet ||

@@ -316,5 +316,185 @@ TEST(Split, ALaggingStandbyStopsTakingReadsAndGetsThemBackWhenItCatchesUp) {
   }));
 }
 
+// read_write_split: optimistic: a transaction begun with a plain BEGIN runs on a standby; when
+// the standby refuses a write before any result reached the client, pgproxy rolls it back and
+// runs the transaction again on the primary, and the client sees only the primary's answers.
+std::string optimisticConfig(int admin_port) {
+  std::string cfg = splitConfig("    read_after_write: off\n", admin_port);
+  std::string from = "read_write_split: true";
+  cfg.replace(cfg.find(from), from.size(), "read_write_split: optimistic");
+  return cfg;
+}
+
+long long retries(int admin) {
+  std::string text = httpGet(admin, "/metrics").body;
+  std::string series = "\npgproxy_split_retries_total ";
+  std::size_t at = text.find(series);
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + series.size()));
+}
+
+TEST(Split, OptimisticBeginTriesAStandbyAndRunsAWriteAgainOnThePrimary) {
+  int admin = freePort();
+  Proxy proxy(optimisticConfig(admin));
+  waitForRoles(proxy);
+  const Clusters& c = clusters();
+  auto rows = [&](int client) {
+    return psql(direct(c.primary),
+                "SELECT count(*), coalesce(sum(n), 0) FROM ledger WHERE client = " +
+                    std::to_string(client))
+        .output;
+  };
+  Conn conn(info(proxy));
+  // A transaction that only reads: on a standby, begun with a plain BEGIN.
+  EXPECT_EQ(conn.cmd("BEGIN"), "BEGIN");
+  std::string at = conn.one(kWhere);
+  EXPECT_TRUE(at == "wr1" || at == "wr2") << at;
+  EXPECT_EQ(conn.one("SELECT pg_is_in_recovery()"), "t");
+  EXPECT_EQ(conn.cmd("COMMIT"), "COMMIT");
+  EXPECT_EQ(retries(admin), 0);
+
+  // BEGIN, then a write: the standby's 25006 never reaches the client; the write runs once,
+  // on the primary, and the transaction goes on there.
+  EXPECT_EQ(conn.cmd("BEGIN"), "BEGIN");
+  EXPECT_EQ(conn.cmd("INSERT INTO ledger (client, n) VALUES (-7, 1)"), "INSERT 0 1");
+  EXPECT_EQ(conn.one(kWhere), "wp");
+  EXPECT_EQ(conn.cmd("COMMIT"), "COMMIT");
+  EXPECT_EQ(rows(-7), "1|1\n");
+  EXPECT_EQ(retries(admin), 1);
+
+  // Several batches before the write (no result among them): all run again on the primary,
+  // their answers not repeated; what they set is in force there, and a session-level SET made
+  // in the transaction follows the client after it commits.
+  EXPECT_EQ(conn.cmd("BEGIN"), "BEGIN");
+  EXPECT_EQ(conn.cmd("SET LOCAL work_mem = '3MB'"), "SET");
+  EXPECT_EQ(conn.cmd("SET application_name = 'optimistic-app'"), "SET");
+  EXPECT_EQ(conn.cmd("UPDATE ledger SET n = n + 1 WHERE client = -7"), "UPDATE 1");
+  EXPECT_EQ(conn.one("SELECT current_setting('cluster_name'), current_setting('work_mem'), "
+                     "current_setting('application_name')"),
+            "wp|3MB|optimistic-app");
+  EXPECT_EQ(conn.cmd("COMMIT"), "COMMIT");
+  EXPECT_EQ(rows(-7), "1|2\n");
+  EXPECT_EQ(retries(admin), 2);
+  EXPECT_EQ(std::string(PQparameterStatus(conn.c, "application_name")), "optimistic-app");
+  for (int i = 0; i < 4; ++i) {
+    std::string row = conn.one(
+        "SELECT current_setting('cluster_name'), current_setting('application_name'), "
+        "current_setting('work_mem')");
+    EXPECT_TRUE(row == "wr1|optimistic-app|4MB" || row == "wr2|optimistic-app|4MB") << row;
+  }
+
+  // A result reached the client before the write: what it read came from the standby, so the
+  // transaction cannot move; the client gets the standby's 25006 and the transaction fails.
+  EXPECT_EQ(conn.cmd("BEGIN"), "BEGIN");
+  EXPECT_NE(conn.one(kWhere), "wp");
+  EXPECT_EQ(conn.cmd("INSERT INTO ledger (client, n) VALUES (-7, 100)"), "ERROR:25006");
+  EXPECT_EQ(conn.cmd("ROLLBACK"), "ROLLBACK");
+  EXPECT_EQ(rows(-7), "1|2\n");
+  EXPECT_EQ(retries(admin), 2);
+
+  // Named statements the transaction prepares (libpq: Parse and Sync, then Bind and Execute)
+  // are prepared again on the primary, under the same names, and stay the client's.
+  EXPECT_EQ(conn.cmd("BEGIN"), "BEGIN");
+  EXPECT_EQ(conn.prepare("bump7", "UPDATE ledger SET n = n + $1::int WHERE client = -7"),
+            "PGRES_COMMAND_OK");
+  EXPECT_EQ(conn.exec("bump7", {"5"}), "PGRES_COMMAND_OK");
+  EXPECT_EQ(conn.cmd("COMMIT"), "COMMIT");
+  EXPECT_EQ(rows(-7), "1|7\n");
+  EXPECT_EQ(retries(admin), 3);
+  EXPECT_EQ(conn.exec("bump7", {"-5"}), "PGRES_COMMAND_OK");
+  EXPECT_EQ(rows(-7), "1|2\n");
+
+  // Past 64 KiB of the transaction's bytes pgproxy keeps no more: a refusal is the client's.
+  EXPECT_EQ(conn.cmd("BEGIN"), "BEGIN");
+  EXPECT_EQ(conn.cmd("/* " + std::string(70 << 10, 'x') + " */ SET LOCAL work_mem = '5MB'"), "SET");
+  EXPECT_EQ(conn.cmd("INSERT INTO ledger (client, n) VALUES (-7, 100)"), "ERROR:25006");
+  EXPECT_EQ(conn.cmd("ROLLBACK"), "ROLLBACK");
+  EXPECT_EQ(retries(admin), 3);
+
+  // A session advisory lock taken in a transaction tried on a standby keeps the client there
+  // (said in the log): its writes fail until it lets go, then run on the primary again.
+  EXPECT_EQ(conn.cmd("BEGIN"), "BEGIN");
+  EXPECT_EQ(conn.one("SELECT pg_advisory_lock(77) IS NULL"), "f");
+  EXPECT_EQ(conn.cmd("COMMIT"), "COMMIT");
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("a standby, between transactions (a session advisory lock)") !=
+           std::string::npos;
+  })) << proxy.log();
+  EXPECT_EQ(conn.cmd("INSERT INTO ledger (client, n) VALUES (-7, 100)"), "ERROR:25006");
+  EXPECT_EQ(conn.one("SELECT pg_advisory_unlock(77)"), "t");
+
+  // The session goes on: a write outside a transaction runs on the primary as before.
+  EXPECT_EQ(conn.cmd("INSERT INTO ledger (client, n) VALUES (-7, 10)"), "INSERT 0 1");
+  EXPECT_EQ(rows(-7), "2|12\n");
+}
+
+// Real drivers, many at once: psycopg's transactions (BEGIN as a simple Query, the statements
+// in the extended protocol) from 10 clients. Reads stay on the standbys, every write lands on the
+// primary exactly once, and only read-then-write transactions see 25006.
+TEST(Split, OptimisticTransactionsFromManyClientsLoseAndDoubleNothing) {
+  int admin = freePort();
+  Proxy proxy(optimisticConfig(admin));
+  waitForRoles(proxy);
+  const Clusters& c = clusters();
+  runClient(kPython, "split_optimistic.py", R"PY(
+import sys, threading, collections
+import psycopg
+conninfo = sys.argv[1]
+where = collections.Counter()
+written = collections.Counter()
+late = [0]
+errors = []
+lock = threading.Lock()
+def client(k):
+    try:
+        with psycopg.connect(conninfo) as conn:   # not autocommit: psycopg sends BEGIN
+            for i in range(30):
+                kind = i % 3
+                if kind == 0:
+                    row = conn.execute("SELECT current_setting('cluster_name')").fetchone()
+                    conn.commit()
+                    with lock:
+                        where[row[0]] += 1
+                elif kind == 1:
+                    # From its 6th run psycopg prepares the statement (a named Parse) in the
+                    # transaction tried on the standby.
+                    conn.execute("INSERT INTO ledger (client, n) VALUES (%s, %s), (%s, %s)",
+                                 (1000 + k, i, 1000 + k, -i))
+                    row = conn.execute("SELECT current_setting('cluster_name')").fetchone()
+                    conn.commit()
+                    assert row[0] == "wp", row
+                    with lock:
+                        written[k] += 2
+                else:
+                    conn.execute("SELECT 1").fetchone()
+                    try:
+                        conn.execute("INSERT INTO ledger (client, n) VALUES (%s, %s)", (1000 + k, 5))
+                        raise AssertionError("a write after a read ran on a standby")
+                    except psycopg.errors.ReadOnlySqlTransaction:
+                        conn.rollback()
+                        with lock:
+                            late[0] += 1
+    except Exception as e:
+        with lock:
+            errors.append(repr(e))
+threads = [threading.Thread(target=client, args=(k,)) for k in range(10)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("where", dict(where), "written", sum(written.values()), "late", late[0], "errors", errors[:3])
+assert not errors, errors
+assert where["wp"] == 0, where
+assert late[0] == 100, late
+print("ok")
+)PY",
+            {info(proxy)}, proxy);
+  // 10 clients x 10 transactions x 2 rows, each once, and none of the refused ones.
+  EXPECT_EQ(psql(direct(c.primary),
+                 "SELECT count(*), sum(n), count(*) FILTER (WHERE n = 5) FROM ledger "
+                 "WHERE client >= 1000")
+                .output,
+            "200|0|0\n");
+  EXPECT_EQ(retries(admin), 100);
+}
+
 }  // namespace
 }  // namespace pgproxy::it

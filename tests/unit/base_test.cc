@@ -41,5 +41,14 @@ TEST(Lower, Ascii) {
   EXPECT_EQ(toLowerAscii("HoSt1.Example.COM"), "host1.example.com");
 }
 
+TEST(Lower, ContainsIgnoringCase) {
+  EXPECT_TRUE(containsIgnoringCase("begin; DeAllocate x", "deallocate"));
+  EXPECT_TRUE(containsIgnoringCase("deallocate", "deallocate"));
+  EXPECT_FALSE(containsIgnoringCase("dealloc", "deallocate"));
+  EXPECT_FALSE(containsIgnoringCase("", "x"));
+  EXPECT_TRUE(containsIgnoringCase("anything", ""));
+  EXPECT_FALSE(containsIgnoringCase("ALLOCATE", "deallocate"));
+}
+
 }  // namespace
 }  // namespace pgproxy::base

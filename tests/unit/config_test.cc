@@ -1087,6 +1087,19 @@ TEST(ConfigSplit, NeedsATransactionPoolAndLoggedInChecks) {
   EXPECT_TRUE(c.mappings[0].read_only->contains("", "F"));
   EXPECT_EQ(mustLoad(head + checks + "    pool: {}\n").mappings[0].read_after_write_ms, 1000u);
 
+  c = mustLoad(head + checks + "    pool: {mode: transaction}\n    read_write_split: Optimistic\n");
+  EXPECT_TRUE(c.mappings[0].read_write_split);
+  EXPECT_TRUE(c.mappings[0].read_write_optimistic);
+  c = mustLoad(head + checks + "    pool: {mode: transaction}\n    read_write_split: off\n");
+  EXPECT_FALSE(c.mappings[0].read_write_split);
+  EXPECT_FALSE(c.mappings[0].read_write_optimistic);
+  EXPECT_NE(errorOf(head + checks + "    pool: {mode: transaction}\n    read_write_split: maybe\n")
+                .find("must be true, false or optimistic, not \"maybe\""),
+            std::string::npos);
+  EXPECT_NE(
+      errorOf(head + checks + "    pool: {mode: statement}\n    read_write_split: optimistic\n")
+          .find("optimistic without transaction pooling"),
+      std::string::npos);
   EXPECT_NE(errorOf(head + checks + "    read_write_split: true\n").find("has no pool"),
             std::string::npos);
   EXPECT_NE(errorOf(head + checks + "    pool: {}\n    read_write_split: true\n")

@@ -95,6 +95,17 @@ TEST(ReadOnly, ReadOnlyTransactions) {
   EXPECT_TRUE(d.explicit_begin);
   d = classifyForSplit("BEGIN READ ONLY", kNone);
   EXPECT_FALSE(d.explicit_begin);
+  // read_write_split: optimistic tries a plain BEGIN on a standby: only when nothing in the
+  // same Query is known to need the primary.
+  EXPECT_TRUE(classifyForSplit("start transaction; select 1; select 2", kNone).explicit_begin);
+  EXPECT_TRUE(classifyForSplit("BEGIN ISOLATION LEVEL REPEATABLE READ", kNone).explicit_begin);
+  EXPECT_FALSE(classifyForSplit("BEGIN; INSERT INTO t VALUES (1)", kNone).explicit_begin);
+  EXPECT_FALSE(classifyForSplit("BEGIN; SELECT 1 FOR UPDATE", kNone).explicit_begin);
+  EXPECT_FALSE(classifyForSplit("BEGIN ISOLATION LEVEL SERIALIZABLE", kNone).explicit_begin);
+  EXPECT_FALSE(classifyForSplit("BEGIN READ WRITE", kNone).explicit_begin);
+  EXPECT_FALSE(classifyForSplit("BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", kNone)
+                   .explicit_begin);
+  EXPECT_FALSE(classifyForSplit("SELECT 1; BEGIN", kNone).explicit_begin);
 }
 
 TEST(ReadOnly, HintsAndTheSessionSetting) {

@@ -35,6 +35,43 @@ std::string msg(char type, const std::string& body) {
   return out + body;
 }
 
+TEST(EachWholeMessage, GivesWholeMessagesAndStopsAtAPartOrWhenTold) {
+  std::string buf = msg('Q', std::string("BEGIN\0", 6)) + buildMessage('S', "") + msg('Z', "T");
+  std::string partial = buf + std::string(
+                                  "D\0\0\0\x10"
+                                  "ab",
+                                  7);
+  std::size_t at = 0;
+  std::string types;
+  EXPECT_TRUE(eachWholeMessage(partial, at, [&](char type, std::string_view body) {
+    types += type;
+    EXPECT_EQ(type == 'Q' ? 6u : type == 'S' ? 0u : 1u, body.size());
+    return true;
+  }));
+  EXPECT_EQ(types, "QSZ");
+  EXPECT_EQ(at, buf.size());  // the DataRow is not whole yet
+  // Told to stop: `at` is just past the message that said so.
+  at = 0;
+  types.clear();
+  EXPECT_TRUE(eachWholeMessage(buf, at, [&](char type, std::string_view) {
+    types += type;
+    return type != 'S';
+  }));
+  EXPECT_EQ(types, "QS");
+  EXPECT_EQ(at, buf.size() - 6);
+  // A length below 4 is not protocol 3; a header cut short waits; a huge length waits too.
+  at = 0;
+  EXPECT_FALSE(eachWholeMessage(std::string("Q\0\0\0\x03", 5), at,
+                                [](char, std::string_view) { return true; }));
+  at = 0;
+  EXPECT_TRUE(
+      eachWholeMessage(std::string("Q\0\0", 3), at, [](char, std::string_view) { return true; }));
+  EXPECT_EQ(at, 0u);
+  EXPECT_TRUE(eachWholeMessage(std::string("Q\xff\xff\xff\xff", 5), at,
+                               [](char, std::string_view) { return true; }));
+  EXPECT_EQ(at, 0u);
+}
+
 TEST(BackendKeyScanner, FindsKeyAcrossChunks) {
   std::string key;
   appendU32(key, 4242);

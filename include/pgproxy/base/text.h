@@ -13,6 +13,9 @@ std::string errnoText(int err);
 // ASCII lower-casing for host names (DNS names are ASCII by the time they reach us).
 std::string toLowerAscii(std::string_view s);
 
+// Whether `text` contains `lower` (ASCII lower case) in any case, without allocating.
+bool containsIgnoringCase(std::string_view text, std::string_view lower);
+
 // Edit distance, used to suggest the closest known config key.
 std::size_t editDistance(std::string_view a, std::string_view b);
 

@@ -154,6 +154,10 @@ struct Mapping {
   // in): each transaction the classifier proves read-only goes to a standby of the session's
   // backends, everything else to the primary.
   bool read_write_split = false;
+  // read_write_split: optimistic: an explicit transaction started with a plain BEGIN tries a
+  // standby, and runs again on the primary when the standby refuses a write (25006) before the
+  // client has seen a result.
+  bool read_write_optimistic = false;
   std::vector<std::string> read_only_functions;  // as written, for SHOW CONFIG and errors
   std::shared_ptr<const sql::ReadOnlyFunctions> read_only;  // compiled from the list
   std::uint64_t read_after_write_ms = 1000;  // a client's reads stay on the primary after a write

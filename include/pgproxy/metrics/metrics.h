@@ -50,6 +50,7 @@ enum class Counter : std::uint8_t {
   kAuthQueryAbsent,
   kAuthQueryFailed,
   kAuthQueryCacheHits,  // logins auth.cache answered without a lookup
+  kSplitRetried,        // read_write_split: optimistic: a standby's 25006 ran again on the primary
   kCount,
 };
 // kActive: client connections open; kAdmitted: those counted against max_connections;

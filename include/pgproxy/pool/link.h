@@ -32,6 +32,8 @@ class ClientFlow {
   // Between transactions as the client sees it: nothing owed, nothing half sent, no extended
   // messages waiting for their Sync.
   bool quiet() const { return owed_ == 0 && atBoundary() && !unsynced_; }
+  // The batch being answered is all the client has in flight.
+  bool lastOwed() const { return owed_ == 1 && atBoundary() && !unsynced_; }
 
  private:
   char header_[5] = {};

@@ -182,6 +182,9 @@ class PreparedTracker {
     std::string_view key = it->second->key;
     return key.substr(0, key.find('\0'));
   }
+  // Forgets the client's statement `name`, if it has one: a Parse that made it is about to run
+  // again (read_write_split: optimistic moves a transaction to another server).
+  void forgetName(std::string_view name);
   // Nothing to remember: no names, nothing in flight or waiting.
   bool idle() const { return names_.empty() && pending_.empty() && deferred_.empty(); }
 

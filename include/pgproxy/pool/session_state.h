@@ -57,6 +57,10 @@ class SessionState final : public QueryHook {
   // changed.
   bool ready(char status, Params& client, Params& server);
 
+  // pgproxy rolled back the transaction under way on its own (read_write_split: optimistic):
+  // nothing it did happened, and it is sent again.
+  void abandonTransaction() { endTransaction(); }
+
   // The client must keep its server (the reason, for logs and the console), or "" when it may go.
   const char* pinned() const;
 

@@ -35,7 +35,30 @@ inline constexpr const char* kCannotConnectNow = "57P03";
 inline constexpr const char* kOutOfMemory = "53200";
 inline constexpr const char* kDuplicatePreparedStatement = "42P05";
 inline constexpr const char* kInvalidSqlStatementName = "26000";
+inline constexpr const char* kReadOnlySqlTransaction = "25006";
 }  // namespace sqlstate
+
+// Each whole message of `buf` from offset `at` on, given to on_message(type, body) until it
+// returns false; `at` moves past each message given. False: a length below 4 (not protocol 3).
+template <typename Fn>
+bool eachWholeMessage(std::string_view buf, std::size_t& at, Fn on_message) {
+  while (buf.size() - at >= 5) {
+    std::uint32_t len = readU32(buf.data() + at + 1);
+    if (len < 4) {
+      return false;
+    }
+    if (buf.size() - at - 1 < len) {
+      break;
+    }
+    char type = buf[at];
+    std::string_view body = buf.substr(at + 5, len - 4);
+    at += 1 + len;
+    if (!on_message(type, body)) {
+      break;
+    }
+  }
+  return true;
+}
 
 // A typed protocol message: the type byte, the length, the body.
 std::string buildMessage(char type, std::string_view body);

@@ -64,6 +64,10 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   // replayed on each server), and what pins the client to its server.
   std::unique_ptr<pool::SessionState> state;
   bool pinned_counted = false;  // in pgproxy_pool_pinned_clients
+  // read_write_split: the advisory lock probe is out; the client's next bytes wait in `up` for
+  // its answer, so that a client it no longer pins is routed again (after_probe: due now).
+  bool probing = false;
+  bool after_probe = false;
   // LISTEN through the pool's hub: the client's replies wait until the hub listens (so that a
   // NOTIFY the client sends next reaches it); notifications wait for the end of the client's
   // transaction.
@@ -80,6 +84,8 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
   std::unique_ptr<Listen> listen;
   bool listenWaiting() const { return listen && listen->waits > 0; }
   void hubChanges();
+  // A split client listens on its home pool's hub, wherever its transaction ran.
+  pool::NotifyHub& hub() { return (split ? split->home : pool)->notifyHub(); }
   void flushNotifications();
   const char* pinned() const { return state ? state->pinned() : ""; }
   void countPinned();
@@ -95,11 +101,46 @@ struct Pooled final : pool::PoolClient, pool::NotifyHub::Subscriber {
     // The size of `pool`'s welcome when the digest was last made: a pool learns its welcome
     // from its first server, after a client may have come to it.
     std::size_t welcome_seen = 0;
+    // read_write_split: optimistic: an explicit transaction tried on a standby. Until a result
+    // set reaches the client its bytes are kept and each batch's replies held to its
+    // ReadyForQuery, so that when the standby refuses a write (25006) pgproxy rolls the standby
+    // back and runs the transaction again on the primary, and the client sees only the
+    // primary's answer to the batch that failed.
+    enum class Try : std::uint8_t {
+      kNone,         // no transaction is being tried
+      kOpen,         // on the standby; a refusal can still be retried
+      kClosed,       // on the standby; a result has reached the client (or more than kMaxKept)
+      kRollingBack,  // the standby refused: pgproxy's ROLLBACK is under way
+      kReplaying,    // on the primary: the replies the client already has are dropped
+    };
+    Try tried = Try::kNone;
+    std::string kept;              // the transaction's client bytes (kOpen)
+    std::size_t kept_scanned = 0;  // of them, whole messages looked at
+    std::string held;              // replies of the batch under way (kOpen)
+    std::size_t held_scanned = 0;  // of them, whole messages looked at
+    bool refused = false;          // the batch under way had a 25006
+    std::uint32_t delivered = 0;   // batches whose replies the client has (kOpen)
+    std::uint32_t replayed = 0;    // of them, answered again on the primary (kReplaying)
+    std::uint32_t dropped = 0;     // of them, whose replies were dropped (kReplaying)
+    bool switch_due = false;       // the standby rolled back: the primary takes over
+    static constexpr std::size_t kMaxKept = std::size_t{64} << 10;
   };
   std::unique_ptr<Split> split;
   // Moves the client to `to` between transactions: its counts, and its parameters rebased on
   // `to`'s welcome.
   void switchPool(pool::Pool* to);
+  // read_write_split: optimistic (Split::tried): the client bytes of a transaction being tried,
+  // the server's replies on their way to the client (false: the session is gone or the client
+  // is behind), the ReadyForQuery of a batch (true when handled here, `r` what to do with the
+  // server), and the switch to the primary once the standby has rolled back.
+  bool keepTried(std::string_view bytes);
+  bool triedReplies(std::string_view replies, bool more);
+  bool triedReady(char status, bool own, pool::Release& r);
+  void retryOnPrimary();
+  bool closeTry();  // a retry is no longer possible: what was held goes to the client
+  void endTry();
+  // The session state's view of the ReadyForQuery that ended a unit of the client's.
+  void stateReady(char status);
 };
 
 }  // namespace pgproxy::session

@@ -29,8 +29,9 @@ struct SplitDecision {
   // applied from the next transaction on.
   bool sets_route = false;
   RouteSetting route = RouteSetting::kAuto;
-  // BEGIN / START TRANSACTION without READ ONLY: an explicit transaction whose statements are
-  // still to come (read_write_split: optimistic may try a standby).
+  // BEGIN / START TRANSACTION without READ ONLY, READ WRITE or SERIALIZABLE, followed only by
+  // reads: an explicit transaction whose statements are still to come (read_write_split:
+  // optimistic tries it on a standby).
   bool explicit_begin = false;
   const char* reason = "";  // why the primary, for the debug log
 };
