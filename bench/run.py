@@ -261,13 +261,15 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
         login = f"user={user} password={POOL_PASSWORD}" if user else "user=postgres"
         return f"{host} port={port} sslmode={sslmode} {login} dbname=postgres gssencmode=disable"
 
-    def pgbench(self, target, sslmode, clients, connect_each, protocol="simple", threads=2):
+    def pgbench(self, target, sslmode, clients, connect_each, protocol="simple", threads=2,
+                script=None):
         """One run; on failure, up to two more with twice the time each, saying why (a loaded
-        machine may need more than a smoke cell's seconds just to open every session)."""
+        machine may need more than a smoke cell's seconds just to open every session).
+        `script`: a pgbench script file instead of -S."""
         duration = self.args.duration
         for attempt in range(1, 4):
             result, why = self.pgbench_once(target, sslmode, clients, connect_each, duration,
-                                            protocol, threads)
+                                            protocol, threads, script)
             if result:
                 return result
             what = (f"pgbench -M {protocol} against {target} (sslmode={sslmode}, {clients} clients"
@@ -278,10 +280,10 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
             print(f"{what}\n  retrying with {duration} s ({attempt}/2)", file=sys.stderr)
 
     def pgbench_once(self, target, sslmode, clients, connect_each, duration, protocol="simple",
-                     threads=2):
+                     threads=2, script=None):
         """(tps, latency ms, proxy CPU us per transaction), None; or None and pgbench's reason."""
-        cmd = ["pgbench", "-n", "-S", "-M", protocol, "-c", str(clients), "-j", str(threads),
-               "-T", str(duration)]
+        cmd = ["pgbench", "-n"] + (["-f", script] if script else ["-S"]) + [
+            "-M", protocol, "-c", str(clients), "-j", str(threads), "-T", str(duration)]
         if connect_each:
             cmd.append("-C")
         cmd.append(self.conn(self.ports[target], sslmode, target))  # positional: -d is --debug
@@ -480,6 +482,37 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
               f"split/standby only {cell['split_vs_standby']:.2f} (goal >= 0.95); "
               f"commits during the split runs: standby {landed['standby']}, primary "
               f"{landed['primary']}", file=sys.stderr)
+
+        # read_write_split: optimistic against true, with explicit transactions (BEGIN ... END,
+        # as drivers with autocommit off send them): one that reads (optimistic: the standby;
+        # true: the primary) and one that writes (optimistic: tried on the standby, refused,
+        # run again on the primary: what the retry costs).
+        self.ports["pgproxy_optimistic"] = self.start_pgproxy(
+            "optimistic", 0, top_extra=top,
+            mapping=common + ", read_write_split: optimistic, read_after_write: off")
+        self.pgproxy_optimistic_main_pid = self.pgproxy_optimistic_pid
+        scripts = {}
+        for name, body in (("read", "SELECT abalance FROM pgbench_accounts WHERE aid = :aid;"),
+                           ("write", "UPDATE pgbench_accounts SET abalance = abalance + 1 "
+                                     "WHERE aid = :aid;")):
+            scripts[name] = os.path.join(self.dir, f"tx-{name}.sql")
+            with open(scripts[name], "w") as f:
+                f.write("\\set aid random(1, 100000 * :scale)\nBEGIN;\n" + body + "\nEND;\n")
+        tx = {}
+        for name, script in scripts.items():
+            got = {"pgproxy_split": [], "pgproxy_optimistic": []}
+            for _ in range(self.args.repeat):
+                for target in got:
+                    got[target].append(self.pgbench(target, mode, clients, False, script=script))
+            tx[name] = {t: {"tps": statistics.median(g[0] for g in v),
+                            "latency_ms": statistics.median(g[1] for g in v),
+                            "proxy_cpu_us_per_tx": statistics.median(g[2] for g in v)}
+                        for t, v in got.items()}
+            tx[name]["optimistic_vs_true"] = (tx[name]["pgproxy_optimistic"]["tps"] /
+                                              tx[name]["pgproxy_split"]["tps"])
+            print(f"  split c={clients} BEGIN/{name}/END: optimistic / true "
+                  f"{tx[name]['optimistic_vs_true']:.2f}", file=sys.stderr)
+        cell["optimistic"] = tx
         return cell
 
     def idle_memory(self):
@@ -611,7 +644,23 @@ def markdown_split(c):
             f"0.95); split / role: primary: {c['split_vs_nosplit']:.2f}. Transactions "
             f"committed during the split runs: standby {c['split_commits']['standby']}, primary "
             f"{c['split_commits']['primary']} (the primary's are its own background work and "
-            f"the health checks)."]
+            f"the health checks)."] + markdown_optimistic(c)
+
+
+def markdown_optimistic(c):
+    tx = c.get("optimistic")
+    if not tx:
+        return []
+    rows = ["", f"Explicit transactions (pgbench -f: BEGIN, one statement, END; -c {c['clients']}), "
+            "read_write_split: true (a plain BEGIN runs on the primary) against optimistic (it "
+            "tries a standby; a write there is refused and runs again on the primary):", "",
+            "| transaction | true tps | optimistic tps | optimistic / true | CPU us/tx true | "
+            "CPU us/tx optimistic |", "|---|---|---|---|---|---|"]
+    for name, r in tx.items():
+        a, o = r["pgproxy_split"], r["pgproxy_optimistic"]
+        rows.append(f"| {name} | {a['tps']:.0f} | {o['tps']:.0f} | {r['optimistic_vs_true']:.2f} | "
+                    f"{a['proxy_cpu_us_per_tx']:.1f} | {o['proxy_cpu_us_per_tx']:.1f} |")
+    return rows
 
 
 def main():

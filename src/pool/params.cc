@@ -54,17 +54,28 @@ const std::string* Params::get(std::string_view name) const {
   return nullptr;
 }
 
+namespace {
+// GUC_REPORT parameters a session may change (server_version, is_superuser and the like are
+// reported too, but are the server's, not the client's).
+constexpr std::array<std::string_view, 8> kReportedSettable = {
+    "application_name", "client_encoding",
+    "DateStyle",        "IntervalStyle",
+    "TimeZone",         "standard_conforming_strings",
+    "search_path",      "default_transaction_read_only",
+};
+}  // namespace
+
 bool isReportedSettable(std::string_view name) {
-  // GUC_REPORT parameters a session may change (server_version, is_superuser and the like are
-  // reported too, but are the server's, not the client's).
-  static constexpr std::array<std::string_view, 8> kNames = {
-      "application_name", "client_encoding",
-      "DateStyle",        "IntervalStyle",
-      "TimeZone",         "standard_conforming_strings",
-      "search_path",      "default_transaction_read_only",
-  };
-  return std::any_of(kNames.begin(), kNames.end(),
+  return std::any_of(kReportedSettable.begin(), kReportedSettable.end(),
                      [&](std::string_view n) { return sameName(n, name); });
+}
+
+bool sameReportedSettable(const Params& a, const Params& b) {
+  return std::all_of(kReportedSettable.begin(), kReportedSettable.end(), [&](std::string_view n) {
+    const std::string* x = a.get(n);
+    const std::string* y = b.get(n);
+    return x == y || (x && y && *x == *y);
+  });
 }
 
 bool parseParameterStatus(std::string_view body, std::string_view& name, std::string_view& value) {

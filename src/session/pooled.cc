@@ -400,6 +400,15 @@ void Session::choosePool() {
 }
 
 void Pooled::switchPool(pool::Pool* to) {
+  if (pool::sameReportedSettable(pool->welcome(), to->welcome())) {
+    // The common case (a primary and its standbys): the differences stay as they are, and a
+    // transaction's switch allocates nothing.
+    pool->addClient(-1);
+    to->addClient(1);
+    pool = to;
+    updateDigest();
+    return;
+  }
   // The client's parameters are kept as differences from its pool's welcome: rebased, the
   // state the client sees does not change with the server it gets.
   pool::Params absolute = pool->welcome();
@@ -626,8 +635,9 @@ void Pooled::retryOnPrimary() {
     // The statements the transaction's Parses named are named again as it runs again.
     std::size_t at = 0;
     proto::eachWholeMessage(sp.kept, at, [&](char type, std::string_view body) {
-      if (type == 'P') {
-        prepared->forgetName(body.substr(0, body.find('\0')));
+      std::string_view name = body.substr(0, body.find('\0'));
+      if (type == 'P' && !name.empty()) {
+        prepared->forgetName(name);
       }
       return true;
     });

@@ -1,6 +1,8 @@
 // Fuzzes what a pool reads from untrusted peers: a client's message stream (ClientFlow, fed in
 // chunks the input chooses), a server's ParameterStatus bodies, and startup parameters as a pool
-// splits them (options included), with the query that would carry them to a server.
+// splits them (options included), with the query that would carry them to a server; and the
+// stream as read_write_split: optimistic frames what it keeps (proto::eachWholeMessage, over a
+// buffer that grows chunk by chunk).
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -9,6 +11,7 @@
 
 #include "pgproxy/pool/link.h"
 #include "pgproxy/pool/params.h"
+#include "pgproxy/proto/wire.h"
 
 extern const char* const kFuzzTargetName = "pool_link";
 
@@ -33,6 +36,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       flow.answered();
     }
     (void)pgproxy::pool::releaseAfterReady(pgproxy::config::PoolMode::kTransaction, piece[0], flow);
+  }
+
+  std::string kept;
+  std::size_t at = 0;
+  bool framed = true;
+  for (std::size_t i = 0; i < stream.size() && framed; i += chunk) {
+    kept.append(stream.substr(i, chunk));
+    framed = pgproxy::proto::eachWholeMessage(kept, at, [&](char, std::string_view body) {
+      if (body.data() < kept.data() || body.data() + body.size() > kept.data() + kept.size()) {
+        __builtin_trap();  // a body outside the buffer
+      }
+      return body.size() % 7 != 3;
+    });
+    if (at > kept.size()) {
+      __builtin_trap();
+    }
   }
 
   std::string_view name, value;

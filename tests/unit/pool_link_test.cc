@@ -93,6 +93,39 @@ TEST(Params, CaseInsensitiveNames) {
   EXPECT_TRUE(p.empty());
 }
 
+TEST(Params, SameReportedSettableIgnoresWhatTheServerOwns) {
+  Params primary, standby;
+  for (Params* p : {&primary, &standby}) {
+    p->set("TimeZone", "UTC");
+    p->set("application_name", "");
+    p->set("server_version", "15.18");
+  }
+  primary.set("in_hot_standby", "off");
+  standby.set("in_hot_standby", "on");  // the server's: not the client's to carry
+  EXPECT_TRUE(sameReportedSettable(primary, standby));
+  standby.set("timezone", "Europe/Paris");
+  EXPECT_FALSE(sameReportedSettable(primary, standby));
+  standby.set("TimeZone", "UTC");
+  standby.set("search_path", "app");  // one has it, the other not
+  EXPECT_FALSE(sameReportedSettable(primary, standby));
+  EXPECT_TRUE(sameReportedSettable(Params(), Params()));
+}
+
+TEST(ClientFlow, LastOwedIsTheOnlyBatchInFlight) {
+  ClientFlow f;
+  std::string q = msg('Q', std::string("SELECT 1") + '\0');
+  f.feed(q);
+  EXPECT_TRUE(f.lastOwed());
+  f.feed(q.substr(0, 3));  // the next one half sent
+  EXPECT_FALSE(f.lastOwed());
+  f.feed(q.substr(3));
+  EXPECT_FALSE(f.lastOwed());  // two owed
+  f.answered();
+  EXPECT_TRUE(f.lastOwed());
+  f.feed(msg('P', std::string(3, '\0') + std::string(2, '\0')));  // extended, no Sync yet
+  EXPECT_FALSE(f.lastOwed());
+}
+
 TEST(Params, ParameterStatusRoundTrip) {
   std::string m = buildParameterStatus("DateStyle", "ISO, MDY");
   std::string_view name, value;

@@ -30,6 +30,9 @@ class Params {
 // Whether PostgreSQL reports `name` in ParameterStatus and a client may set it: pgproxy follows
 // these from the server's reports and sets them on every server the client gets.
 bool isReportedSettable(std::string_view name);
+// Whether `a` and `b` agree on every isReportedSettable parameter (both lack it, or both have
+// the same value): two pools whose welcomes agree need no rebasing of a client's parameters.
+bool sameReportedSettable(const Params& a, const Params& b);
 
 // The body of a ParameterStatus message ("name\0value\0"); false when it is malformed.
 bool parseParameterStatus(std::string_view body, std::string_view& name, std::string_view& value);
