@@ -583,6 +583,14 @@ const Block<ListenDraft>& listenBlock() {
              addr.fine = addr.fine && port.has_value();
              addr.port = port.value_or(0);
            }},
+          {"proxy_protocol", false,
+           "connections start with a PROXY protocol header (v1 or v2) from a load balancer",
+           flag(&ListenDraft::proxy_protocol)},
+          {"proxy_protocol_from", false,
+           "addresses (CIDR) of the load balancers allowed to send PROXY headers",
+           [](Parser& p, yaml_node_t* v, const std::string& what, ListenDraft& addr) {
+             parseCidrs(p, v, what, addr.proxy_protocol_from);
+           }},
       });
   return block;
 }
@@ -592,6 +600,14 @@ void parseListenEntry(Parser& p, yaml_node_t* n, Config& cfg) {
   addr.address = "0.0.0.0";
   addr.mark = Parser::markOf(n);
   listenBlock().parse(p, n, addr);
+  if (addr.proxy_protocol != !addr.proxy_protocol_from.empty()) {
+    // Trusting every address would let any client claim any address: the balancers are named.
+    p.fail(n, addr.proxy_protocol
+                  ? "listen.proxy_protocol needs proxy_protocol_from: the addresses of the load "
+                    "balancers that send the headers (anyone else could claim any address)"
+                  : "listen.proxy_protocol_from is set but proxy_protocol is not");
+    addr.fine = false;
+  }
   if (addr.fine) {
     for (const auto& other : cfg.listen) {
       if (other == addr) {
@@ -1691,7 +1707,11 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
   std::string defaultName = defaultNode ? base::toLowerAscii(Parser::text(defaultNode)) : "";
   bool listenDefaulted = cfg.listen.empty();
   if (listenDefaulted) {
-    cfg.listen.push_back(ListenAddress{"0.0.0.0", 5400, Parser::markOf(root)});
+    ListenAddress any;
+    any.address = "0.0.0.0";
+    any.port = 5400;
+    any.mark = Parser::markOf(root);
+    cfg.listen.push_back(any);
   }
   checkAdminListen(p, cfg, listenDefaulted);
   addConsoleListen(p, cfg);

@@ -532,6 +532,9 @@ void Master::spawnWorker(unsigned slot) {
     spec.tls = tls_.get();
     for (auto& l : listeners_) {
       (l.addr.console ? spec.console_fds : spec.listen_fds).push_back(l.fd.get());
+      if (l.addr.proxy_protocol) {
+        spec.proxy_listeners.emplace_back(l.fd.get(), l.addr);
+      }
     }
     spec.cancels = cancels_.get();
     spec.metrics = metrics_.get();

@@ -98,6 +98,7 @@ struct Worker {
   event* drain_deadline = nullptr;
   std::unique_ptr<admin::AdminServer> admin;
   std::vector<int> console_fds;  // the listeners of admin.console among `listeners`
+  std::vector<std::pair<int, config::ListenAddress>> proxy_listeners;  // PROXY protocol ones
   // Answers the console's and the API's questions about this worker's sessions, also while it
   // drains after a reload (its sessions are still listed and can be killed).
   std::unique_ptr<admin::ControlServer> control;
@@ -187,8 +188,12 @@ void onAcceptable(evutil_socket_t fd, short, void* arg) {
   if (conn >= 0) {
     bool console =
         std::find(w->console_fds.begin(), w->console_fds.end(), fd) != w->console_fds.end();
+    const config::ListenAddress* proxied = nullptr;
+    for (const auto& [proxy_fd, listen] : w->proxy_listeners) {
+      proxied = proxy_fd == fd ? &listen : proxied;
+    }
     session::Session::accept(w->ctx, conn, reinterpret_cast<sockaddr*>(&addr),
-                             static_cast<int>(len), console);
+                             static_cast<int>(len), console, proxied);
     return;
   }
   int err = errno;
@@ -343,6 +348,7 @@ int runWorker(const WorkerSpec& spec) {
   w->drain_deadline = evtimer_new(base, onDrainDeadline, w);
 
   w->console_fds = spec.console_fds;
+  w->proxy_listeners = spec.proxy_listeners;
   std::vector<int> accepting = spec.listen_fds;
   accepting.insert(accepting.end(), spec.console_fds.begin(), spec.console_fds.end());
   for (int fd : accepting) {

@@ -22,6 +22,7 @@
 #include "pgproxy/log/log.h"
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/pool/pool.h"
+#include "pgproxy/proto/proxy_header.h"
 #include "pgproxy/proto/startup.h"
 #include "pgproxy/route/startup_route.h"
 #include "pgproxy/session/pooled.h"
@@ -46,7 +47,27 @@ std::uint64_t nowUs() {
 
 }  // namespace
 
-void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen, bool console_only) {
+void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen, bool console_only,
+                     const config::ListenAddress* proxied) {
+  if (proxied) {
+    // Only the named balancers may say whose a connection is; the global allow/deny applies to
+    // the client the header names (readProxyHeader).
+    bool trusted =
+        std::any_of(proxied->proxy_protocol_from.begin(), proxied->proxy_protocol_from.end(),
+                    [addr](const net::Cidr& c) { return c.contains(addr); });
+    if (!trusted) {
+      ::close(fd);
+      ctx.metrics.add(metrics::Counter::kAccepted);
+      ctx.metrics.closed(metrics::kUnknownMapping, Outcome::kDenied);
+      LOG_DEBUG(
+          "connection from %s to a proxy_protocol listener refused: not in "
+          "proxy_protocol_from",
+          net::formatAddress(addr).c_str());
+      return;
+    }
+    (new Session(ctx, fd, addr, addrlen))->proxy_header_due_ = true;
+    return;
+  }
   if (!ctx.config->access.admits(addr)) {
     // Global deny/allow: closed before a byte is read (a flood of these must not fill the log).
     ::close(fd);
@@ -228,8 +249,44 @@ void Session::onClientEvent(bufferevent*, short what, void* arg) {
   s->close(Outcome::kClientClosedEarly);
 }
 
+bool Session::readProxyHeader() {
+  evbuffer* in = bufferevent_get_input(client_);
+  std::size_t look = std::min(evbuffer_get_length(in), proto::kMaxProxyHeader);
+  const char* p = reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(look)));
+  proto::ProxyHeader h = proto::parseProxyHeader(std::string_view(p ? p : "", p ? look : 0));
+  switch (h.kind) {
+    case proto::ProxyHeader::Kind::kNeedMore:
+      return false;
+    case proto::ProxyHeader::Kind::kInvalid:
+      // Not PostgreSQL's protocol yet: nothing to answer in, as PostgreSQL behind HAProxy.
+      LOG_INFO("session %llu: %s, from %s; closing", static_cast<unsigned long long>(id_), h.reason,
+               peer().c_str());
+      close(Outcome::kProtocolError);
+      return false;
+    case proto::ProxyHeader::Kind::kLocal:
+      break;  // the balancer's own connection (its health check): its address stands
+    case proto::ProxyHeader::Kind::kProxy:
+      LOG_DEBUG("session %llu: PROXY v%d header from %s: client %s",
+                static_cast<unsigned long long>(id_), h.version, peer().c_str(),
+                net::formatAddress(reinterpret_cast<const sockaddr*>(&h.source)).c_str());
+      client_addr_ = h.source;
+      break;
+  }
+  evbuffer_drain(in, h.consumed);
+  proxy_header_due_ = false;
+  if (!ctx_.config->access.admits(reinterpret_cast<const sockaddr*>(&client_addr_))) {
+    LOG_DEBUG("connection from %s (PROXY header) denied", peer().c_str());
+    close(Outcome::kDenied);
+    return false;
+  }
+  return true;
+}
+
 void Session::handlePreamble() {
   evbuffer* in = bufferevent_get_input(client_);
+  if (proxy_header_due_ && !readProxyHeader()) {
+    return;
+  }
   while (state_ == State::kPreamble) {
     std::size_t len = evbuffer_get_length(in);
     std::size_t look = std::min(len, proto::kMaxStartupPacket);

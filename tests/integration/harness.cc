@@ -200,9 +200,13 @@ std::string proxyBinary() {
 
 std::string Proxy::render(const std::string& body, int workers) const {
   const Sandbox& s = sandbox();
-  std::string yaml = "listen:\n  address: 127.0.0.1\n  port: " + std::to_string(port_) +
-                     "\nworkers: " + std::to_string(workers) + "\npid_file: " + pid_file_ + "\n" +
-                     body;
+  // A body with "{PORT}" writes its own listen block (more than one entry), on that port first.
+  std::string listen =
+      body.find("{PORT}") != std::string::npos
+          ? ""
+          : "listen:\n  address: 127.0.0.1\n  port: " + std::to_string(port_) + "\n";
+  std::string yaml = listen + "workers: " + std::to_string(workers) + "\npid_file: " + pid_file_ +
+                     "\n" + replaceAll(body, "{PORT}", std::to_string(port_));
   yaml = replaceAll(yaml, "{P1}", std::to_string(s.port1));
   yaml = replaceAll(yaml, "{P2}", std::to_string(s.port2));
   yaml = replaceAll(yaml, "{DEAD}", std::to_string(deadPort()));

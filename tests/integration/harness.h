@@ -57,7 +57,8 @@ CommandResult run(const std::vector<std::string>& argv,
 class Proxy {
  public:
   // `body` is YAML appended after the listen block; "{P1}"/"{P2}" become the clusters' ports and
-  // "{DEAD}" a port where nothing listens.
+  // "{DEAD}" a port where nothing listens. A body that names "{PORT}" has its own listen block
+  // (several entries), with the proxy's port() as "{PORT}".
   // `binary` overrides $PGPROXY_BIN (the upgrade tests run a copy they can replace).
   // `port` 0: a free port.
   explicit Proxy(const std::string& body, int workers = 2, const std::string& binary = "",

@@ -1025,6 +1025,31 @@ namespace {
 
 // Driven by the loader's own list of blocks, so a new block's keys are checked without editing
 // this test.
+TEST(ConfigListen, ProxyProtocolNeedsTheBalancersAddresses) {
+  const std::string mapping = "mappings:\n  - {external: a.example.com, internal: x}\n";
+  Config c = mustLoad(
+      "listen:\n  - {address: 127.0.0.1, port: 5400}\n"
+      "  - {address: 127.0.0.1, port: 5401, proxy_protocol: true,\n"
+      "     proxy_protocol_from: [10.0.0.0/24, \"::1\"]}\n" +
+      mapping);
+  ASSERT_EQ(c.listen.size(), 2u);
+  EXPECT_FALSE(c.listen[0].proxy_protocol);
+  EXPECT_TRUE(c.listen[1].proxy_protocol);
+  ASSERT_EQ(c.listen[1].proxy_protocol_from.size(), 2u);
+  EXPECT_EQ(c.listen[1].proxy_protocol_from[0].text(), "10.0.0.0/24");
+  EXPECT_NE(errorOf("listen: {port: 5401, proxy_protocol: true}\n" + mapping)
+                .find("proxy_protocol needs proxy_protocol_from"),
+            std::string::npos);
+  EXPECT_NE(errorOf("listen: {port: 5401, proxy_protocol_from: 10.0.0.1}\n" + mapping)
+                .find("proxy_protocol_from is set but proxy_protocol is not"),
+            std::string::npos);
+  EXPECT_NE(
+      errorOf("listen: {port: 5401, proxy_protocol: true, proxy_protocol_from: 10.0.0.1/8}\n" +
+              mapping)
+          .find("is not an IP address or CIDR block"),
+      std::string::npos);
+}
+
 TEST(ConfigKeys, EveryKeyOfEveryBlockIsDocumentedOnce) {
   std::ifstream man(std::string(PGPROXY_SRCDIR) + "/man/pgproxy.yaml.5");
   std::string text((std::istreambuf_iterator<char>(man)), std::istreambuf_iterator<char>());

@@ -28,6 +28,11 @@ struct ListenAddress {
   // admin.console's entry (appended to `listen` by the loader): every connection on it is the
   // psql console, whatever database it names.
   bool console = false;
+  // Connections on it start with a PROXY protocol header (v1 or v2) from a load balancer among
+  // `proxy_protocol_from`; the client address it names is the one limits, allow/deny and logs
+  // use. Others are closed at accept.
+  bool proxy_protocol = false;
+  std::vector<net::Cidr> proxy_protocol_from;
   bool operator==(const ListenAddress& o) const { return address == o.address && port == o.port; }
 };
 

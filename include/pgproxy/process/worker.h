@@ -18,6 +18,9 @@ struct WorkerSpec {
   const tls::Contexts* tls = nullptr;  // built by the master with the config
   std::vector<int> listen_fds;         // inherited from the master
   std::vector<int> console_fds;        // likewise: admin.console, every connection the console
+  // Of listen_fds, those whose connections start with a PROXY protocol header, with their
+  // listen entry (proxy_protocol_from).
+  std::vector<std::pair<int, config::ListenAddress>> proxy_listeners;
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics = nullptr;
   upstream::BackendTable* backends = nullptr;

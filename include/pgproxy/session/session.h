@@ -57,8 +57,9 @@ struct Pooled;
 class Session {
  public:
   // `console_only`: accepted on admin.console, where every connection is the psql console.
+  // `proxied`: the listen entry, when its connections start with a PROXY protocol header.
   static void accept(Context& ctx, int fd, const sockaddr* addr, int addrlen,
-                     bool console_only = false);
+                     bool console_only = false, const config::ListenAddress* proxied = nullptr);
   // Closes the session through its normal close path (fast shutdown, drain timeout).
   void shutdown();
   // KILL from the console: the client is told (FATAL 57P01, as pg_terminate_backend) where it
@@ -276,6 +277,10 @@ class Session {
   std::unique_ptr<Pooled> pooled_;
   bool console_wanted_ = false;  // the StartupMessage asked for the console
   bool console_only_ = false;    // accepted on admin.console
+  // The connection starts with a PROXY protocol header, not read yet: client_addr_ is the load
+  // balancer's until it is.
+  bool proxy_header_due_ = false;
+  bool readProxyHeader();  // false: wait for more, or the session is closed
   std::unique_ptr<admin::Console> console_;
   bool console_waiting_ = false;  // a console command waits for the workers' answers
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
