@@ -50,7 +50,7 @@ POOL_USERS = {"pgproxy_pool": "bench_pool_pgproxy", "pgbouncer_pool": "bench_poo
 POOL_PASSWORD = "bench-pool-secret"
 # The read/write split cell's targets log in as pgproxy's pool user.
 TARGET_USER = {"pgproxy_split": "pgproxy_pool", "pgproxy_nosplit": "pgproxy_pool",
-               "pgproxy_standby": "pgproxy_pool"}
+               "pgproxy_standby": "pgproxy_pool", "pgproxy_optimistic": "pgproxy_pool"}
 
 
 def as_postgres(cmd):

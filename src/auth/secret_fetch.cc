@@ -119,12 +119,8 @@ void SecretFetch::nextBackend() {
   const auto& m = ctx.config->mappings[mapping_];
   const auto& b = m.backends[backend_];
   // The backend leg as the mapping's sessions and pooled servers have it.
-  upstream::ConnectTarget t;
-  t.host = b.host;
-  t.port = b.port;
-  t.tls = m.tls == config::TlsMode::kTerminate && ctx.tls ? ctx.tls->backend(mapping_) : nullptr;
-  t.tls_name = m.backend_sni.empty() ? b.host : m.backend_sni;
-  t.verify_name = m.backend_tls == config::BackendTls::kVerifyFull;
+  upstream::ConnectTarget t =
+      upstream::ownConnection(m, b, ctx.tls ? ctx.tls->backend(mapping_) : nullptr);
   connector_ = std::make_unique<upstream::Connector>(ctx.base, ctx.dns, *ctx.config);
   // The connector's answer may come before start() returns; nothing follows the call.
   connector_->start(std::move(t), onConnected, this);

@@ -75,6 +75,7 @@ bool Registry::read(std::size_t slot, Fn fn) const {
   }
   Slot copy;
   copy.kind = s.kind;
+  copy.proxy_header = s.proxy_header;
   std::memcpy(&copy.client, &s.client, sizeof(copy.client));
   std::memcpy(&copy.backend, &s.backend, sizeof(copy.backend));
   std::atomic_thread_fence(std::memory_order_acquire);
@@ -85,12 +86,13 @@ bool Registry::read(std::size_t slot, Fn fn) const {
 }
 
 void Registry::publishKey(int slot, std::uint32_t pid, std::string_view key,
-                          const BackendAddr& backend) {
+                          const BackendAddr& backend, bool proxy_header) {
   if (key.empty() || key.size() > kMaxKey) {
     return;
   }
   write(slot, [&](Slot& s) {
     s.kind = kKeyed;
+    s.proxy_header = proxy_header ? 1 : 0;
     s.pid = pid;
     s.key_len = static_cast<std::uint32_t>(key.size());
     s.key_hash = keyHash(key);
@@ -99,12 +101,13 @@ void Registry::publishKey(int slot, std::uint32_t pid, std::string_view key,
   });
 }
 
-void Registry::publishPooled(int slot, std::uint32_t pid, std::string_view key) {
+void Registry::publishPooled(int slot, std::uint32_t pid, std::string_view key, bool proxy_header) {
   if (slot < 0 || key.empty() || key.size() > kMaxKey) {
     return;
   }
   write(slot, [&](Slot& s) {
     s.kind = kPooled;
+    s.proxy_header = proxy_header ? 1 : 0;
     s.pid = pid;
     s.key_len = static_cast<std::uint32_t>(key.size());
     s.key_hash = keyHash(key);
@@ -132,9 +135,11 @@ void Registry::unlinkPooled(int slot) {
   write(slot, [&](Slot& s) { std::memset(&s.backend, 0, sizeof(s.backend)); });
 }
 
-void Registry::publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend) {
+void Registry::publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend,
+                                  bool proxy_header) {
   write(slot, [&](Slot& s) {
     s.kind = kPassthrough;
+    s.proxy_header = proxy_header ? 1 : 0;
     s.client = client;
     s.backend = backend;
   });
@@ -183,6 +188,7 @@ bool Registry::findByKey(std::uint32_t pid, std::string_view key, Target& out) c
     Target target;
     std::memcpy(&target.backend, &s.backend, sizeof(target.backend));
     target.pooled = s.kind == kPooled;
+    target.proxy_header = s.proxy_header != 0;
     target.server_pid = s.server_pid;
     target.server_key = s.server_key;
     std::atomic_thread_fence(std::memory_order_acquire);
@@ -198,8 +204,8 @@ bool Registry::findByKey(std::uint32_t pid, std::string_view key, Target& out) c
   return false;
 }
 
-std::size_t Registry::findByClient(const in6_addr& client, BackendAddr* out,
-                                   std::size_t max) const {
+std::size_t Registry::findByClient(const in6_addr& client, BackendAddr* out, std::size_t max,
+                                   bool* proxy_header) const {
   std::size_t n = 0;
   for (std::size_t i = 0; i < kSlots && n < max; ++i) {
     read(i, [&](const Slot& s) {
@@ -211,6 +217,9 @@ std::size_t Registry::findByClient(const in6_addr& client, BackendAddr* out,
             std::memcmp(&out[j], &s.backend, addrLen(s.backend)) == 0) {
           return false;  // one cancel per backend is enough
         }
+      }
+      if (proxy_header) {
+        proxy_header[n] = s.proxy_header != 0;
       }
       out[n++] = s.backend;
       return true;

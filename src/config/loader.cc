@@ -1133,6 +1133,17 @@ const Block<MappingDraft>& mappingBlock() {
            [](Parser& p, yaml_node_t* v, const std::string&, MappingDraft& m) {
              parsePool(p, v, m.pool);
            }},
+          {"backend_proxy_protocol", true,
+           "v2: connections to the backends start with a PROXY protocol v2 header; off",
+           [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
+             auto s = p.scalar(v, what);
+             std::string word = base::toLowerAscii(s.value_or(""));
+             if (word == "v2") {
+               m.backend_proxy_protocol = true;
+             } else if (s && word != "off" && word != "false" && word != "no") {
+               p.fail(v, what + " must be v2 or off, not \"" + *s + "\"");
+             }
+           }},
           {"read_write_split", true,
            "send transactions that only read to standbys: true, false or optimistic (pooled)",
            [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {

@@ -73,13 +73,8 @@ void ServerConn::start() {
   session::Context& ctx = pool_.set().ctx();
   const auto& m = ctx.config->mappings[pool_.mapping()];
   const auto& b = m.backends[pool_.backend()];
-  upstream::ConnectTarget t;
-  t.host = b.host;
-  t.port = b.port;
-  t.tls =
-      m.tls == config::TlsMode::kTerminate && ctx.tls ? ctx.tls->backend(pool_.mapping()) : nullptr;
-  t.tls_name = m.backend_sni.empty() ? b.host : m.backend_sni;
-  t.verify_name = m.backend_tls == config::BackendTls::kVerifyFull;
+  upstream::ConnectTarget t =
+      upstream::ownConnection(m, b, ctx.tls ? ctx.tls->backend(pool_.mapping()) : nullptr);
   connector_ = std::make_unique<upstream::Connector>(ctx.base, ctx.dns, *ctx.config);
   connector_->start(std::move(t), onConnected, this);
 }

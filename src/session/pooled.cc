@@ -77,7 +77,7 @@ void Session::startPooled() {
   cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
   std::string secret;
   proto::appendU32(secret, pooled_->key_secret);
-  ctx_.cancels->publishPooled(cancel_slot_, pooled_->key_pid, secret);
+  ctx_.cancels->publishPooled(cancel_slot_, pooled_->key_pid, secret, m.backend_proxy_protocol);
 
   setState(State::kPooled);
   if (client_ssl_) {

@@ -270,6 +270,7 @@ bool Session::readProxyHeader() {
                 static_cast<unsigned long long>(id_), h.version, peer().c_str(),
                 net::formatAddress(reinterpret_cast<const sockaddr*>(&h.source)).c_str());
       client_addr_ = h.source;
+      proxied_to_ = std::make_unique<sockaddr_storage>(h.destination);
       break;
   }
   evbuffer_drain(in, h.consumed);
@@ -825,8 +826,29 @@ void Session::backendAnswered() {
   }
 }
 
+std::string Session::proxyHeader() const {
+  // The client's address, and the one it connected to (as a PROXY header named them, if one
+  // did).
+  sockaddr_storage local{};
+  if (proxied_to_) {
+    local = *proxied_to_;
+  } else {
+    socklen_t len = sizeof(local);
+    int fd = client_ ? bufferevent_getfd(client_) : client_fd_;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) {
+      local.ss_family = AF_UNSPEC;
+    }
+  }
+  return proto::buildProxyV2(reinterpret_cast<const sockaddr*>(&client_addr_),
+                             reinterpret_cast<const sockaddr*>(&local));
+}
+
 void Session::onBackendConnected() {
   net::tuneConnectedSocket(bufferevent_getfd(backend_), *ctx_.config);
+  if (ctx_.config->mappings[mapping_].backend_proxy_protocol) {
+    std::string header = proxyHeader();  // before anything else
+    bufferevent_write(backend_, header.data(), header.size());
+  }
   if (mode_ == Mode::kPlaintext || (terminated() && !ctx_.tls->backend(mapping_))) {
     backendAnswered();
     backendReady();
@@ -890,6 +912,11 @@ void Session::onBackendEvent(bufferevent*, short what, void* arg) {
   if (s->state_ == State::kCancelling) {
     if (what & BEV_EVENT_CONNECTED) {
       // The client's own bytes: a 3.2 key reaches the backend whole, whatever its length.
+      if (s->cancel_proxy_[s->cancel_next_ - 1]) {
+        // The canceling client's address: a passthrough cancel is matched by it down there.
+        std::string header = s->proxyHeader();
+        bufferevent_write(s->backend_, header.data(), header.size());
+      }
       bufferevent_write(s->backend_, s->cancel_request_.data(), s->cancel_request_.size());
       return;
     }
@@ -1006,6 +1033,7 @@ void Session::startCancel() {
       cancel_count_ = 1;
     }
     cancel_targets_[0] = target.backend;
+    cancel_proxy_[0] = target.proxy_header;
   } else {
     std::uint64_t now = base::monotonicMs();
     ctx_.cancel_tokens =
@@ -1017,7 +1045,7 @@ void Session::startCancel() {
       ctx_.cancel_tokens -= 1;
       cancel_count_ = ctx_.cancels->findByClient(
           net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_.get(),
-          kMaxCancelTargets);
+          kMaxCancelTargets, cancel_proxy_);
     } else {
       ctx_.metrics.add(metrics::Counter::kCancelDropped);
       LOG_WARN("session %llu: cancel request from %s dropped: cancel rate limit reached",

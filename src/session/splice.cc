@@ -109,7 +109,8 @@ void Session::startSplice(std::string backend_first) {
       cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
       if (cancel_slot_ >= 0) {
         ctx_.cancels->publishPassthrough(
-            cancel_slot_, net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), addr);
+            cancel_slot_, net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), addr,
+            ctx_.config->mappings[mapping_].backend_proxy_protocol);
       }
     }
   }
@@ -551,7 +552,8 @@ void Session::publishBackendKey() {
              static_cast<unsigned long long>(id_));
     return;
   }
-  ctx_.cancels->publishKey(cancel_slot_, key_scanner_.pid(), key_scanner_.key(), addr);
+  ctx_.cancels->publishKey(cancel_slot_, key_scanner_.pid(), key_scanner_.key(), addr,
+                           ctx_.config->mappings[mapping_].backend_proxy_protocol);
 }
 
 void Session::logProtocol(bool from_client, std::string_view bytes) {

@@ -13,6 +13,7 @@
 #include "pgproxy/base/text.h"
 #include "pgproxy/config/config.h"
 #include "pgproxy/net/listen_socket.h"
+#include "pgproxy/proto/proxy_header.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/tls/contexts.h"
 
@@ -41,6 +42,19 @@ void Connector::reset() {
     ::close(fd_);
     fd_ = -1;
   }
+}
+
+ConnectTarget ownConnection(const config::Mapping& m, const config::Backend& b, SSL_CTX* tls) {
+  ConnectTarget t;
+  t.host = b.host;
+  t.port = b.port;
+  t.tls = m.tls == config::TlsMode::kTerminate ? tls : nullptr;
+  t.tls_name = m.backend_sni.empty() ? b.host : m.backend_sni;
+  t.verify_name = m.backend_tls == config::BackendTls::kVerifyFull;
+  if (m.backend_proxy_protocol) {
+    t.preamble = proto::buildProxyV2(nullptr, nullptr);  // no client of its own: LOCAL
+  }
+  return t;
 }
 
 void Connector::start(ConnectTarget target, Done done, void* owner) {
@@ -132,6 +146,13 @@ void Connector::onSocket(int, short, void* arg) {
 
 void Connector::connected() {
   net::tuneConnectedSocket(fd_, cfg_);
+  // A fresh socket's send buffer takes a header (at most 52 bytes here) at once.
+  if (!target_.preamble.empty() &&
+      ::send(fd_, target_.preamble.data(), target_.preamble.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(target_.preamble.size())) {
+    fail("cannot send the PROXY protocol header: " + base::errnoText(errno), errno);
+    return;
+  }
   if (!target_.tls) {
     finish({});
     return;

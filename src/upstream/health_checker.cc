@@ -22,6 +22,7 @@
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/log/loop_flusher.h"
+#include "pgproxy/proto/proxy_header.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/upstream/dialer.h"
 #include "pgproxy/upstream/login_probe.h"
@@ -37,8 +38,9 @@ struct Probe {
   std::string mapping;
   config::Backend backend;
   config::HealthCheck hc;
-  bool with_lag = false;   // the mapping uses the replay lag (read_write_split, max_replica_lag)
-  event* timer = nullptr;  // the next check, or the deadline of the one running
+  bool with_lag = false;      // the mapping uses the replay lag (read_write_split, max_replica_lag)
+  bool proxy_header = false;  // backend_proxy_protocol: a LOCAL header goes first
+  event* timer = nullptr;     // the next check, or the deadline of the one running
   Lookup* lookup = nullptr;
   AddressList addresses;  // tried in turn until one accepts the connection
   bool connected = false;
@@ -188,7 +190,8 @@ void onEvent(bufferevent* bev, short what, void* arg) {
   auto& p = *static_cast<Probe*>(arg);
   if (what & BEV_EVENT_CONNECTED) {
     p.connected = true;
-    std::string req = p.login ? p.login->start() : proto::buildSslRequest();
+    std::string req = p.proxy_header ? proto::buildProxyV2(nullptr, nullptr) : std::string();
+    req += p.login ? p.login->start() : proto::buildSslRequest();
     bufferevent_write(bev, req.data(), req.size());
     return;
   }
@@ -323,6 +326,7 @@ int runHealthChecker(const config::Config& cfg, BackendTable& table) {
       p->backend = b;
       p->hc = m.health;
       p->with_lag = m.read_write_split || m.max_replica_lag_ms > 0;
+      p->proxy_header = m.backend_proxy_protocol;
       p->tls = tls;
       p->password = readPassword(m.health, m.external);
       p->timer = evtimer_new(base, onTimer, p.get());

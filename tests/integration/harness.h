@@ -158,8 +158,9 @@ struct Conn {
 // psql -X -A -t -c SQL; returns exit code and output.
 CommandResult psql(const std::string& conninfo, const std::string& sql);
 
-// Raw TCP to 127.0.0.1:port. Returns the fd (or -1).
-int connectTcp(int port);
+// Raw TCP to 127.0.0.1:port, from `source` (a 127.0.0.0/8 address) when given. Returns the fd
+// (or -1).
+int connectTcp(int port, const char* source = nullptr);
 // A listening socket on 127.0.0.1 and a port the kernel picked (for test servers that stand in
 // for a hostile peer); -1 on failure.
 int listenLoopback(int* port);

@@ -22,17 +22,7 @@ using std::chrono::seconds;
 // A plaintext StartupMessage from `source` (a 127.0.0.0/8 address); returns what came back
 // before the close, and whether it was closed.
 int connectFrom(const char* source, int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in src{};
-  src.sin_family = AF_INET;
-  inet_pton(AF_INET, source, &src.sin_addr);
-  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0);
-  sockaddr_in dst{};
-  dst.sin_family = AF_INET;
-  dst.sin_port = htons(static_cast<std::uint16_t>(port));
-  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)), 0);
-  return fd;
+  return connectTcp(port, source);
 }
 
 std::string startupFrom(const char* source, int port, bool* closed,

@@ -157,5 +157,63 @@ TEST(ProxyProtocol, OnlyTheBalancersMaySendAHeaderAndItMustBeThere) {
   })) << proxy.log();
 }
 
+// Two pgproxy instances in a row, as a front tier behind which another proxy listens: A sends
+// PROXY v2 headers to B's proxy_protocol listener (backend_proxy_protocol: v2), so B sees the
+// client A saw. A client's session, TLS passthrough end to end, a cancel, a pooled mapping's
+// server connections and A's logged-in health checks all cross B.
+TEST(ProxyProtocol, AFrontPgproxyTellsTheNextOneWhoseConnectionItIs) {
+  int b_proxied = freePort();
+  Proxy b(
+      "listen:\n  - {address: 127.0.0.1, port: {PORT}}\n"
+      "  - {address: 127.0.0.1, port: " +
+      std::to_string(b_proxied) +
+      ", proxy_protocol: true, proxy_protocol_from: 127.0.0.1}\n"
+      "default: host1.example.com\nmappings:\n"
+      "  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n");
+  const std::string to_b =
+      "internal: 127.0.0.1, port: " + std::to_string(b_proxied) + ", backend_proxy_protocol: v2";
+  int admin = freePort();
+  Proxy a("admin: {listen: \"127.0.0.1:" + std::to_string(admin) +
+          "\"}\n"
+          "auth: {type: trust}\n"
+          "default: host1.example.com\nmappings:\n"
+          "  - {external: host1.example.com, " +
+          to_b + ", health_check: {interval: 200ms, user: postgres}}\n");
+  // A plaintext client of A's from 127.0.0.2: B logs that address, not A's.
+  int fd = connectTcp(a.port(), "127.0.0.2");
+  ASSERT_GE(fd, 0);
+  std::string bytes = startup();
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  std::string answer;
+  EXPECT_TRUE(readUntilReady(fd, &answer, seconds(10))) << answer << a.log() << b.log();
+  close(fd);
+  EXPECT_TRUE(eventually([&] {
+    std::string log = b.log();
+    return log.find("client=127.0.0.2:") != std::string::npos &&
+           log.find("mapping=\"host1.example.com\"") != std::string::npos;
+  })) << b.log();
+  // TLS passthrough through both: the header goes before the client's TLS bytes.
+  EXPECT_EQ(psql(a.tls("host1"), "show cluster_name").output, "host1\n") << a.log() << b.log();
+  // A cancel through A reaches the backend through B (with a header: B matches it).
+  expectCancelWorks(a.plain());
+  // A's logged-in health checks cross B with a LOCAL header (B would close them otherwise).
+  EXPECT_TRUE(eventually([&] {
+    return httpGet(admin, "/metrics")
+               .body.find("pgproxy_backend_up{mapping=\"host1.example.com\",backend=\"127.0.0.1:" +
+                          std::to_string(b_proxied) + "\"} 1") != std::string::npos;
+  }));
+  EXPECT_EQ(b.log().find("no PROXY protocol header"), std::string::npos) << b.log();
+
+  // A pooled mapping's server connections serve many clients: they send LOCAL headers.
+  Proxy pooled(
+      "auth: {type: trust}\ndefault: host1.example.com\nmappings:\n"
+      "  - {external: host1.example.com, " +
+      to_b + ", authenticate: true, pool: {mode: transaction, size: 2}}\n");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(psql(pooled.plain(), "show cluster_name").output, "host1\n") << pooled.log();
+  }
+  EXPECT_EQ(b.log().find("no PROXY protocol header"), std::string::npos) << b.log();
+}
+
 }  // namespace
 }  // namespace pgproxy::it

@@ -40,16 +40,20 @@ class Registry {
   int claim(std::int32_t owner);
   // A plaintext session whose BackendKeyData we saw: cancels are forwarded exactly. `key` is
   // 1 to kMaxKey bytes (longer is not stored: that session can't be cancelled by key).
-  void publishKey(int slot, std::uint32_t pid, std::string_view key, const BackendAddr& backend);
+  // `proxy_header` (every publish): the backend expects a PROXY protocol header first
+  // (backend_proxy_protocol), so a cancel forwarded to it sends one.
+  void publishKey(int slot, std::uint32_t pid, std::string_view key, const BackendAddr& backend,
+                  bool proxy_header = false);
   // A TLS passthrough session: the key is inside TLS, so only the client's address is known.
-  void publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend);
+  void publishPassthrough(int slot, const in6_addr& client, const BackendAddr& backend,
+                          bool proxy_header = false);
   void release(int slot);
   // Frees every slot a dead worker held.
   void releaseOwner(std::int32_t owner);
 
   // A pooled client: pgproxy issued it (pid, key); its cancels go to the server it is linked to
   // at the time, with that server's own key, and nowhere while it has none.
-  void publishPooled(int slot, std::uint32_t pid, std::string_view key);
+  void publishPooled(int slot, std::uint32_t pid, std::string_view key, bool proxy_header = false);
   void linkPooled(int slot, const BackendAddr& server, std::uint32_t server_pid,
                   std::uint32_t server_key);
   void unlinkPooled(int slot);
@@ -59,11 +63,14 @@ class Registry {
     bool pooled = false;  // send a CancelRequest with server_pid/server_key, not the client's
     bool linked = true;   // pooled: false when the client has no server now (nothing to cancel)
     std::uint32_t server_pid = 0, server_key = 0;
+    bool proxy_header = false;
   };
   // The backend of the session with exactly this pid and key (same length, same bytes).
   bool findByKey(std::uint32_t pid, std::string_view key, Target& out) const;
   // Fills up to `max` distinct backends of passthrough sessions from `client`; returns the count.
-  std::size_t findByClient(const in6_addr& client, BackendAddr* out, std::size_t max) const;
+  // `proxy_header` (if given, `max` entries): whether each backend expects a PROXY header.
+  std::size_t findByClient(const in6_addr& client, BackendAddr* out, std::size_t max,
+                           bool* proxy_header = nullptr) const;
 
  private:
   enum Kind : std::uint32_t { kEmpty = 0, kKeyed = 1, kPassthrough = 2, kPooled = 3 };
@@ -73,7 +80,8 @@ class Registry {
     std::uint32_t kind;
     std::uint32_t pid;
     std::uint32_t key_len;
-    std::uint64_t key_hash;  // filters the scan; a match is then checked on the bytes
+    std::uint32_t proxy_header;  // 1: the backend expects a PROXY protocol header
+    std::uint64_t key_hash;      // filters the scan; a match is then checked on the bytes
     in6_addr client;
     BackendAddr backend;                   // kPooled: sa_family AF_UNSPEC while not linked
     std::uint32_t server_pid, server_key;  // kPooled

@@ -163,6 +163,10 @@ struct Mapping {
   // standby, and runs again on the primary when the standby refuses a write (25006) before the
   // client has seen a result.
   bool read_write_optimistic = false;
+  // backend_proxy_protocol: v2: every connection to the mapping's backends starts with a PROXY
+  // protocol v2 header: the client's addresses for a client's session, LOCAL for pgproxy's own
+  // (pools, health checks, auth.query).
+  bool backend_proxy_protocol = false;
   std::vector<std::string> read_only_functions;  // as written, for SHOW CONFIG and errors
   std::shared_ptr<const sql::ReadOnlyFunctions> read_only;  // compiled from the list
   std::uint64_t read_after_write_ms = 1000;  // a client's reads stay on the primary after a write

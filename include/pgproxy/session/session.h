@@ -280,7 +280,11 @@ class Session {
   // The connection starts with a PROXY protocol header, not read yet: client_addr_ is the load
   // balancer's until it is.
   bool proxy_header_due_ = false;
-  bool readProxyHeader();  // false: wait for more, or the session is closed
+  // The address a PROXY header says the client connected to (only for those: an idle pooled
+  // client's size is pgproxy's memory per client).
+  std::unique_ptr<sockaddr_storage> proxied_to_;
+  bool readProxyHeader();           // false: wait for more, or the session is closed
+  std::string proxyHeader() const;  // backend_proxy_protocol: the v2 header for this client
   std::unique_ptr<admin::Console> console_;
   bool console_waiting_ = false;  // a console command waits for the workers' answers
   // While connecting: the name lookup under way and the backend's addresses, tried in turn.
@@ -325,6 +329,7 @@ class Session {
   // Allocated by a cancel only: every idle session would otherwise carry it.
   std::unique_ptr<cancel::BackendAddr[]> cancel_targets_;
   std::size_t cancel_count_ = 0, cancel_next_ = 0;
+  bool cancel_proxy_[4] = {};  // backend_proxy_protocol: a PROXY header before that cancel
 };
 
 }  // namespace pgproxy::session

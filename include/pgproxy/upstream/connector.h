@@ -18,7 +18,9 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 namespace pgproxy::config {
 struct Config;
-}
+struct Mapping;
+struct Backend;
+}  // namespace pgproxy::config
 
 namespace pgproxy::upstream {
 
@@ -28,7 +30,13 @@ struct ConnectTarget {
   SSL_CTX* tls = nullptr;    // nullptr: plaintext
   std::string tls_name;      // SNI and the name verify-full checks
   bool verify_name = false;  // backend_tls: verify-full
+  std::string preamble;      // sent first once connected (a PROXY protocol header)
 };
+
+// The backend leg of pgproxy's own connections (pools, auth.query) to backend `b` of mapping `m`:
+// TLS with `tls` (the mapping's backend context, nullptr for plaintext), its name, and the LOCAL
+// PROXY header when the mapping sends them.
+ConnectTarget ownConnection(const config::Mapping& m, const config::Backend& b, SSL_CTX* tls);
 
 class Connector {
  public:
