@@ -491,6 +491,8 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
             "optimistic", 0, top_extra=top,
             mapping=common + ", read_write_split: optimistic, read_after_write: off")
         self.pgproxy_optimistic_main_pid = self.pgproxy_optimistic_pid
+        # The write below needs it; the standby gets the grant by replication.
+        self.psql([f"GRANT UPDATE ON pgbench_accounts TO {POOL_USERS['pgproxy_pool']}"])
         scripts = {}
         for name, body in (("read", "SELECT abalance FROM pgbench_accounts WHERE aid = :aid;"),
                            ("write", "UPDATE pgbench_accounts SET abalance = abalance + 1 "

@@ -632,6 +632,47 @@ void parseListen(Parser& p, yaml_node_t* n, Config& cfg) {
   parseListenEntry(p, n, cfg);
 }
 
+// ---- peers ----
+
+const Block<Peer>& peerBlock() {
+  static const Block<Peer> block(
+      "peers", "peers.",
+      {
+          {"id", true, "the peer's instance_id (1..127)", number(&Peer::id, 1, 127)},
+          {"address", true, "ADDRESS:PORT of the peer's client listener",
+           [](Parser& p, yaml_node_t* v, const std::string& what, Peer& peer) {
+             auto s = p.scalar(v, what);
+             if (s && !parseHostPort(*s, peer.address)) {
+               p.fail(v, what + " must be ADDRESS:PORT such as 10.0.0.2:5400, not \"" + *s + "\"");
+             }
+           }},
+      });
+  return block;
+}
+
+void parsePeers(Parser& p, yaml_node_t* n, Config& cfg) {
+  if (n->type != YAML_SEQUENCE_NODE) {
+    p.fail(n, "peers must be a list of {id, address}");
+    return;
+  }
+  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+    yaml_node_t* item = p.node(*i);
+    Peer peer;
+    peer.mark = Parser::markOf(item);
+    Seen seen = peerBlock().parse(p, item, peer);
+    if (!seen["id"] || !seen["address"]) {
+      p.fail(item, "each of peers needs id and address");
+      continue;
+    }
+    for (const Peer& other : cfg.peers) {
+      if (other.id == peer.id) {
+        p.fail(item, "peers has id " + std::to_string(peer.id) + " twice");
+      }
+    }
+    cfg.peers.push_back(peer);
+  }
+}
+
 // ---- connection_rate ----
 
 const Block<Rate>& rateBlock() {
@@ -1684,6 +1725,12 @@ const Block<Config>& rootBlock() {
            [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
              parseRate(p, v, cfg.connection_rate);
            }},
+          {"instance_id", true, "this instance's id among its peers (1..127), in its cancel keys",
+           number(&Config::instance_id, 1, 127)},
+          {"peers", true, "the other instances: [{id, address}]; cancels they hold go there",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parsePeers(p, v, cfg);
+           }},
           {"max_handshakes", true, "connections still in their handshake; beyond it accepts wait",
            number(&Config::max_handshakes, 1, 1'000'000)},
           {"idle_timeout", true, "close a session with no byte either way for this long; off",
@@ -1716,6 +1763,15 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
   yaml_node_t* mappingsNode = seen["mappings"];
   yaml_node_t* defaultNode = seen["default"];
   std::string defaultName = defaultNode ? base::toLowerAscii(Parser::text(defaultNode)) : "";
+  if (!cfg.peers.empty() && cfg.instance_id == 0) {
+    p.fail(seen["peers"], "peers needs instance_id: this instance's own id among them");
+  }
+  for (const Peer& peer : cfg.peers) {
+    if (peer.id == cfg.instance_id) {
+      p.fail(peer.mark, "peers names id " + std::to_string(peer.id) +
+                            ", which is this instance's own instance_id");
+    }
+  }
   bool listenDefaulted = cfg.listen.empty();
   if (listenDefaulted) {
     ListenAddress any;
@@ -1847,6 +1903,9 @@ const std::vector<KeySpec>& routeMatchKeys() {
 const std::vector<KeySpec>& metricsKeys() {
   return metricsBlock().specs();
 }
+const std::vector<KeySpec>& peerKeys() {
+  return peerBlock().specs();
+}
 const std::vector<KeySpec>& rateKeys() {
   return rateBlock().specs();
 }
@@ -1865,6 +1924,7 @@ const std::vector<KeyBlock>& keyBlocks() {
       {"mappings.routes", &routeKeys()},
       {"mappings.routes.match", &routeMatchKeys()},
       {"connection_rate", &rateKeys()},
+      {"peers", &peerKeys()},
       {"tcp_keepalive", &keepAliveKeys()},
       {"admin", &adminKeys()},
       {"tls", &tlsKeys()},

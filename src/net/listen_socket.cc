@@ -19,20 +19,27 @@ std::string describe(const config::ListenAddress& addr) {
   return (v6 ? "[" + addr.address + "]" : addr.address) + ":" + std::to_string(addr.port);
 }
 
-base::Result<base::UniqueFd> bindListener(const config::ListenAddress& addr) {
-  sockaddr_storage ss{};
-  socklen_t len;
+socklen_t toSockaddr(const config::ListenAddress& addr, sockaddr_storage& ss) {
+  ss = sockaddr_storage{};
   auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
   auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
   if (inet_pton(AF_INET, addr.address.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
     v4->sin_port = htons(addr.port);
-    len = sizeof(*v4);
-  } else if (inet_pton(AF_INET6, addr.address.c_str(), &v6->sin6_addr) == 1) {
+    return sizeof(*v4);
+  }
+  if (inet_pton(AF_INET6, addr.address.c_str(), &v6->sin6_addr) == 1) {
     v6->sin6_family = AF_INET6;
     v6->sin6_port = htons(addr.port);
-    len = sizeof(*v6);
-  } else {
+    return sizeof(*v6);
+  }
+  return 0;
+}
+
+base::Result<base::UniqueFd> bindListener(const config::ListenAddress& addr) {
+  sockaddr_storage ss{};
+  socklen_t len = toSockaddr(addr, ss);
+  if (len == 0) {
     return base::Error{"listen address " + describe(addr) + " is not an IP address"};
   }
   base::UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));

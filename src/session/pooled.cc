@@ -72,7 +72,8 @@ void Session::startPooled() {
   // worker can find this client's server.
   unsigned char key[8];
   RAND_bytes(key, sizeof(key));
-  pooled_->key_pid = proto::readU32(reinterpret_cast<char*>(key)) & 0x7fffffff;
+  pooled_->key_pid =
+      cancel::issuedPid(proto::readU32(reinterpret_cast<char*>(key)), ctx_.config->instance_id);
   pooled_->key_secret = proto::readU32(reinterpret_cast<char*>(key) + 4);
   cancel_slot_ = ctx_.cancels->claim(static_cast<std::int32_t>(getpid()));
   std::string secret;

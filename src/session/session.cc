@@ -39,7 +39,7 @@ constexpr std::uint64_t kCancelTargetTimeoutMs = 5000;
 // Cancels fanned out to passthrough sessions (we cannot see their keys) are rate-limited per
 // worker, so a flood of bogus cancels cannot become a flood of connections to the backends.
 constexpr double kCancelFanoutPerSecond = 50;
-constexpr std::size_t kMaxCancelTargets = 4;
+constexpr std::size_t kMaxCancelTargets = 8;
 
 std::uint64_t nowUs() {
   return base::monotonicUs();
@@ -1041,11 +1041,20 @@ void Session::startCancel() {
                  ctx_.cancel_tokens + static_cast<double>(now - ctx_.cancel_tokens_at_ms) *
                                           kCancelFanoutPerSecond / 1000);
     ctx_.cancel_tokens_at_ms = now;
-    if (ctx_.cancel_tokens >= 1) {
+    unsigned instance = cancel::instanceOfPid(pid);
+    if (instance != 0 && instance != ctx_.config->instance_id) {
+      // Another instance's key: that instance holds the session.
+      cancel_count_ = cancelPeers(instance);
+    } else if (ctx_.cancel_tokens >= 1) {
       ctx_.cancel_tokens -= 1;
       cancel_count_ = ctx_.cancels->findByClient(
           net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_.get(),
           kMaxCancelTargets, cancel_proxy_);
+      if (instance == 0) {
+        // A server's own key (or a passthrough session's, inside TLS) this instance does not
+        // hold: any peer may.
+        cancel_count_ = cancelPeers(0);
+      }
     } else {
       ctx_.metrics.add(metrics::Counter::kCancelDropped);
       LOG_WARN("session %llu: cancel request from %s dropped: cancel rate limit reached",
@@ -1060,6 +1069,34 @@ void Session::startCancel() {
   LOG_DEBUG("session %llu: cancel request for pid %u (%zu-byte key) goes to %zu backend(s)",
             static_cast<unsigned long long>(id_), pid, key.size(), cancel_count_);
   nextCancelTarget();
+}
+
+std::size_t Session::cancelPeers(unsigned id) {
+  // One hop: a cancel a peer forwarded is never forwarded again, so instances that list each
+  // other cannot pass one around.
+  const in6_addr sender = net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_));
+  for (const config::Peer& p : ctx_.config->peers) {
+    sockaddr_storage ss{};
+    if (net::toSockaddr(p.address, ss) != 0) {
+      const in6_addr peer = net::clientKey(reinterpret_cast<const sockaddr*>(&ss));
+      if (std::memcmp(&sender, &peer, sizeof(peer)) == 0) {
+        return cancel_count_;
+      }
+    }
+  }
+  std::size_t n = cancel_count_;
+  for (const config::Peer& p : ctx_.config->peers) {
+    sockaddr_storage ss{};
+    if ((id == 0 || p.id == id) && n < kMaxCancelTargets && net::toSockaddr(p.address, ss) != 0) {
+      std::memcpy(&cancel_targets_[n], &ss, sizeof(cancel::BackendAddr));
+      cancel_proxy_[n++] = false;
+    }
+  }
+  if (n > cancel_count_) {
+    LOG_DEBUG("session %llu: cancel request goes to %zu peer instance(s)",
+              static_cast<unsigned long long>(id_), n - cancel_count_);
+  }
+  return n;
 }
 
 void Session::nextCancelTarget() {

@@ -124,6 +124,34 @@ TEST_F(RegistryTest, PooledClientCancelsOnlyItsLinkedServer) {
   EXPECT_FALSE(reg_->findByKey(42, key4(0x1234), out));
 }
 
+TEST_F(RegistryTest, ProxyHeaderFlagFollowsTheSession) {
+  int keyed = reg_->claim(100), pooled = reg_->claim(100), pass = reg_->claim(100);
+  reg_->publishKey(keyed, 7, key4(1), backend("10.0.0.1", 1), true);
+  reg_->publishPooled(pooled, 8, key4(2), false);
+  reg_->publishPassthrough(pass, client("127.0.0.9"), backend("10.0.0.2", 2), true);
+  Registry::Target out{};
+  ASSERT_TRUE(reg_->findByKey(7, key4(1), out));
+  EXPECT_TRUE(out.proxy_header);
+  ASSERT_TRUE(reg_->findByKey(8, key4(2), out));
+  EXPECT_FALSE(out.proxy_header);
+  BackendAddr addrs[2];
+  bool proxy[2] = {false, false};
+  ASSERT_EQ(reg_->findByClient(client("127.0.0.9"), addrs, 2, proxy), 1u);
+  EXPECT_TRUE(proxy[0]);
+}
+
+TEST(IssuedKeys, TheInstanceIdRidesInThePid) {
+  EXPECT_EQ(issuedPid(0xffffffffu, 0), 0x7fffffffu);  // no instance id: 31 random bits
+  EXPECT_EQ(instanceOfPid(issuedPid(0xffffffffu, 0) & 0x00ffffff), 0u);
+  for (unsigned id : {1u, 2u, 77u, 127u}) {
+    std::uint32_t pid = issuedPid(0xdeadbeefu, id);
+    EXPECT_EQ(instanceOfPid(pid), id);
+    EXPECT_LT(pid, 0x80000000u);  // a positive int32, as clients read it
+    EXPECT_EQ(pid & 0x00ffffff, 0xadbeefu);
+  }
+  EXPECT_EQ(instanceOfPid(4194303), 0u);  // Linux's largest pid is never an instance's
+}
+
 TEST_F(RegistryTest, ClientLookupDedupsBackendsAndCaps) {
   for (int i = 0; i < 10; ++i) {
     int s = reg_->claim(100);

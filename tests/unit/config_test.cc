@@ -1050,6 +1050,37 @@ TEST(ConfigListen, ProxyProtocolNeedsTheBalancersAddresses) {
       std::string::npos);
 }
 
+TEST(ConfigPeers, InstanceIdAndPeers) {
+  const std::string mapping = "mappings:\n  - {external: a.example.com, internal: x}\n";
+  Config c = mustLoad(
+      "instance_id: 3\npeers:\n  - {id: 1, address: \"10.0.0.1:5400\"}\n"
+      "  - {id: 2, address: \"[2001:db8::2]:5401\"}\n" +
+      mapping);
+  EXPECT_EQ(c.instance_id, 3u);
+  ASSERT_EQ(c.peers.size(), 2u);
+  EXPECT_EQ(c.peers[0].id, 1u);
+  EXPECT_EQ(c.peers[0].address.address, "10.0.0.1");
+  EXPECT_EQ(c.peers[1].address.address, "2001:db8::2");
+  EXPECT_EQ(c.peers[1].address.port, 5401);
+  EXPECT_NE(errorOf("peers: [{id: 1, address: \"10.0.0.1:5400\"}]\n" + mapping)
+                .find("peers needs instance_id"),
+            std::string::npos);
+  EXPECT_NE(errorOf("instance_id: 1\npeers: [{id: 1, address: \"10.0.0.1:5400\"}]\n" + mapping)
+                .find("this instance's own instance_id"),
+            std::string::npos);
+  EXPECT_NE(errorOf("instance_id: 1\npeers: [{id: 2, address: \"10.0.0.1:5400\"}, {id: 2, "
+                    "address: \"10.0.0.3:5400\"}]\n" +
+                    mapping)
+                .find("peers has id 2 twice"),
+            std::string::npos);
+  EXPECT_NE(errorOf("instance_id: 1\npeers: [{id: 2, address: db2}]\n" + mapping)
+                .find("must be ADDRESS:PORT"),
+            std::string::npos);
+  EXPECT_NE(errorOf("instance_id: 1\npeers: [{id: 2}]\n" + mapping).find("needs id and address"),
+            std::string::npos);
+  EXPECT_NE(errorOf("instance_id: 128\n" + mapping).find("instance_id"), std::string::npos);
+}
+
 TEST(ConfigKeys, EveryKeyOfEveryBlockIsDocumentedOnce) {
   std::ifstream man(std::string(PGPROXY_SRCDIR) + "/man/pgproxy.yaml.5");
   std::string text((std::istreambuf_iterator<char>(man)), std::istreambuf_iterator<char>());

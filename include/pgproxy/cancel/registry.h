@@ -17,6 +17,19 @@ union BackendAddr {
 };
 socklen_t addrLen(const BackendAddr& a);
 
+// The process id pgproxy gives a client in the BackendKeyData it issues (pooled sessions): random
+// bits, with this instance's id (instance_id, 1..127) in bits 24..30 when it has one, so that any
+// instance of a service knows which one holds the session. A PostgreSQL pid is below 2^22
+// (Linux's pid_max), so it never reads as an instance's.
+inline std::uint32_t issuedPid(std::uint32_t random, unsigned instance_id) {
+  return instance_id == 0 ? random & 0x7fffffff
+                          : ((instance_id & 0x7f) << 24) | (random & 0x00ffffff);
+}
+// The instance id a CancelRequest's pid carries; 0: none (a PostgreSQL pid, or no instance ids).
+inline unsigned instanceOfPid(std::uint32_t pid) {
+  return (pid >> 24) & 0x7f;
+}
+
 // Which live session a CancelRequest may be meant for. Lives in memory shared by all workers (the
 // master maps it before forking), so a cancel accepted by any worker finds a session on any other.
 //

@@ -36,6 +36,13 @@ struct ListenAddress {
   bool operator==(const ListenAddress& o) const { return address == o.address && port == o.port; }
 };
 
+// Another pgproxy instance of the same service (`peers`).
+struct Peer {
+  unsigned id = 0;
+  ListenAddress address;  // its client listener, ADDRESS:PORT
+  Mark mark;
+};
+
 // passthrough: the client's TLS session goes to the backend untouched (the backend holds the
 // certificate). terminate: pgproxy holds the certificate and opens its own session to the backend.
 enum class TlsMode { kPassthrough, kTerminate };
@@ -273,11 +280,16 @@ struct Config {
   unsigned max_connections = 0;             // all mappings together; 0: no limit
   unsigned max_connections_per_client = 0;  // sessions from one address; 0: no limit
   Rate connection_rate;                     // per client address, all mappings together
-  unsigned max_handshakes = 0;              // connections not yet spliced, all workers; 0: no limit
-  std::uint64_t idle_timeout_ms = 0;        // no byte either way for this long: close; 0: off
-  KeepAlive tcp_keepalive;                  // both sides
-  std::uint64_t tcp_user_timeout_ms = 0;    // both sides; 0: the kernel's default
-  std::string access_log;                   // "" → the main log; "off" → none; else a file
+  // Several instances as one (behind round-robin DNS or an L4 balancer): this one's id (1..127,
+  // carried in the cancel keys pgproxy issues; 0: none) and the others, where a cancel request
+  // for a session this instance does not hold goes.
+  unsigned instance_id = 0;
+  std::vector<Peer> peers;
+  unsigned max_handshakes = 0;            // connections not yet spliced, all workers; 0: no limit
+  std::uint64_t idle_timeout_ms = 0;      // no byte either way for this long: close; 0: off
+  KeepAlive tcp_keepalive;                // both sides
+  std::uint64_t tcp_user_timeout_ms = 0;  // both sides; 0: the kernel's default
+  std::string access_log;                 // "" → the main log; "off" → none; else a file
   LogFormat log_format = LogFormat::kText;
   bool log_protocol = false;
   std::string hash;  // of the file's text, for pgproxy_config_info

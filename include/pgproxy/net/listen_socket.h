@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/socket.h>
+
 #include <string>
 
 #include "pgproxy/base/result.h"
@@ -10,6 +12,9 @@ namespace pgproxy::net {
 
 // Binds and listens on one address. Done by the master; workers inherit the descriptor.
 base::Result<base::UniqueFd> bindListener(const config::ListenAddress& addr);
+
+// `addr` (an IP literal and a port) as a socket address; its length, 0 when it is not one.
+socklen_t toSockaddr(const config::ListenAddress& addr, sockaddr_storage& ss);
 
 // "address:port" with brackets for IPv6, for log lines.
 std::string describe(const config::ListenAddress& addr);

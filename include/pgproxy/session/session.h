@@ -329,7 +329,10 @@ class Session {
   // Allocated by a cancel only: every idle session would otherwise carry it.
   std::unique_ptr<cancel::BackendAddr[]> cancel_targets_;
   std::size_t cancel_count_ = 0, cancel_next_ = 0;
-  bool cancel_proxy_[4] = {};  // backend_proxy_protocol: a PROXY header before that cancel
+  bool cancel_proxy_[8] = {};  // backend_proxy_protocol: a PROXY header before that cancel
+  // Adds the peers (`id`: that one; 0: all) to the cancel's targets, unless a peer sent it;
+  // returns the new count.
+  std::size_t cancelPeers(unsigned id);
 };
 
 }  // namespace pgproxy::session
