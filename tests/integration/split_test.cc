@@ -69,6 +69,10 @@ const char* kWhere = "SELECT current_setting('cluster_name')";
 
 // Waits until the health checks know both standbys (a read lands on each).
 void waitForRoles(const Proxy& proxy) {
+  // Until the first check has found the primary, sessions are refused ("no backend ... is
+  // available"): Conn would count that as a failure, psql only says it.
+  EXPECT_TRUE(eventually([&] { return psql(info(proxy), "select 1").exit_code == 0; }))
+      << proxy.log();
   bool seen1 = false, seen2 = false;
   EXPECT_TRUE(eventually([&] {
     Conn c(info(proxy));
