@@ -1176,15 +1176,7 @@ const Block<MappingDraft>& mappingBlock() {
            }},
           {"backend_proxy_protocol", true,
            "v2: connections to the backends start with a PROXY protocol v2 header; off",
-           [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
-             auto s = p.scalar(v, what);
-             std::string word = base::toLowerAscii(s.value_or(""));
-             if (word == "v2") {
-               m.backend_proxy_protocol = true;
-             } else if (s && word != "off" && word != "false" && word != "no") {
-               p.fail(v, what + " must be v2 or off, not \"" + *s + "\"");
-             }
-           }},
+           choice(&Mapping::backend_proxy_protocol, {{"v2", true}, {"off", false}})},
           {"read_write_split", true,
            "send transactions that only read to standbys: true, false or optimistic (pooled)",
            [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {

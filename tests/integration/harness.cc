@@ -646,6 +646,18 @@ int listenLoopback(int* port) {
   return fd;
 }
 
+int loginSession(int port, std::string* answer, const char* source, const std::string& preamble) {
+  int fd = connectTcp(port, source);
+  std::string bytes = preamble + startupPacket({{"user", "postgres"}, {"database", "postgres"}});
+  EXPECT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  answer->clear();
+  if (readUntilReady(fd, answer, std::chrono::seconds(10))) {
+    return fd;
+  }
+  close(fd);
+  return -1;
+}
+
 bool readUntilReady(int fd, std::string* got, std::chrono::milliseconds timeout) {
   const std::string ready("Z\x00\x00\x00\x05I", 6);
   char buf[4096];

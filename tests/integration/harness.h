@@ -164,6 +164,11 @@ int connectTcp(int port, const char* source = nullptr);
 // A listening socket on 127.0.0.1 and a port the kernel picked (for test servers that stand in
 // for a hostile peer); -1 on failure.
 int listenLoopback(int* port);
+// A logged-in plaintext session (user postgres, trust) on a new connection to `port` from
+// `source` (default 127.0.0.1), `preamble` (a PROXY header) sent first; held open: its fd, or -1
+// when refused, with what came back in `answer`.
+int loginSession(int port, std::string* answer, const char* source = nullptr,
+                 const std::string& preamble = "");
 // Reads until ReadyForQuery 'I' (a login went through; true) or until the connection ends or
 // `timeout` passes (false); `got` has what came.
 bool readUntilReady(int fd, std::string* got,

@@ -101,15 +101,7 @@ TEST(Limits, AllowAndDenyAtAcceptAndPerMapping) {
 // A logged-in session from `source` (trust), held open: reads until ReadyForQuery. -1 when the
 // proxy refused it; `answer` gets what came back.
 int sessionFrom(const char* source, int port, std::string* answer) {
-  int fd = connectFrom(source, port);
-  std::string startup = startupPacket({{"user", "postgres"}, {"database", "postgres"}});
-  EXPECT_EQ(write(fd, startup.data(), startup.size()), static_cast<ssize_t>(startup.size()));
-  answer->clear();
-  if (readUntilReady(fd, answer, seconds(10))) {
-    return fd;
-  }
-  close(fd);
-  return -1;
+  return loginSession(port, answer, source);
 }
 
 TEST(Limits, MaxConnectionsPerClientCountsEachAddressOverAllMappings) {

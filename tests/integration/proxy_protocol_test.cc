@@ -38,15 +38,7 @@ std::string startup() {
 // Sends `preamble` and a StartupMessage on a new connection to `port`; the fd of a session that
 // logged in (-1 when refused), with what came back in `answer`.
 int sessionWith(int port, const std::string& preamble, std::string* answer) {
-  int fd = connectTcp(port);
-  std::string bytes = preamble + startup();
-  EXPECT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-  answer->clear();
-  if (readUntilReady(fd, answer, seconds(10))) {
-    return fd;
-  }
-  close(fd);
-  return -1;
+  return loginSession(port, answer, nullptr, preamble);
 }
 
 struct Ports {

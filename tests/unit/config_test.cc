@@ -1050,6 +1050,16 @@ TEST(ConfigListen, ProxyProtocolNeedsTheBalancersAddresses) {
       std::string::npos);
 }
 
+TEST(ConfigListen, BackendProxyProtocolIsV2OrOff) {
+  const std::string head = "mappings:\n  - {external: a.example.com, internal: x, ";
+  EXPECT_TRUE(mustLoad(head + "backend_proxy_protocol: v2}\n").mappings[0].backend_proxy_protocol);
+  EXPECT_FALSE(
+      mustLoad(head + "backend_proxy_protocol: off}\n").mappings[0].backend_proxy_protocol);
+  EXPECT_FALSE(mustLoad(head + "}\n").mappings[0].backend_proxy_protocol);
+  EXPECT_NE(errorOf(head + "backend_proxy_protocol: v1}\n").find("must be v2 or off, not \"v1\""),
+            std::string::npos);
+}
+
 TEST(ConfigPeers, InstanceIdAndPeers) {
   const std::string mapping = "mappings:\n  - {external: a.example.com, internal: x}\n";
   Config c = mustLoad(
