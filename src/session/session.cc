@@ -49,35 +49,25 @@ std::uint64_t nowUs() {
 
 void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen, bool console_only,
                      const config::ListenAddress* proxied) {
-  if (proxied) {
-    // Only the named balancers may say whose a connection is; the global allow/deny applies to
-    // the client the header names (readProxyHeader).
-    bool trusted =
-        std::any_of(proxied->proxy_protocol_from.begin(), proxied->proxy_protocol_from.end(),
-                    [addr](const net::Cidr& c) { return c.contains(addr); });
-    if (!trusted) {
-      ::close(fd);
-      ctx.metrics.add(metrics::Counter::kAccepted);
-      ctx.metrics.closed(metrics::kUnknownMapping, Outcome::kDenied);
-      LOG_DEBUG(
-          "connection from %s to a proxy_protocol listener refused: not in "
-          "proxy_protocol_from",
-          net::formatAddress(addr).c_str());
-      return;
-    }
-    (new Session(ctx, fd, addr, addrlen))->proxy_header_due_ = true;
-    return;
-  }
-  if (!ctx.config->access.admits(addr)) {
-    // Global deny/allow: closed before a byte is read (a flood of these must not fill the log).
+  // Global deny/allow: closed before a byte is read (a flood of these must not fill the log).
+  // On a proxy_protocol listener only the named balancers may say whose a connection is; the
+  // global lists then apply to the client the header names (readProxyHeader).
+  bool admitted = proxied ? std::any_of(proxied->proxy_protocol_from.begin(),
+                                        proxied->proxy_protocol_from.end(),
+                                        [addr](const net::Cidr& c) { return c.contains(addr); })
+                          : ctx.config->access.admits(addr);
+  if (!admitted) {
     ::close(fd);
     ctx.metrics.add(metrics::Counter::kAccepted);
     ctx.metrics.closed(metrics::kUnknownMapping, Outcome::kDenied);
-    LOG_DEBUG("connection from %s denied at accept", net::formatAddress(addr).c_str());
+    LOG_DEBUG("connection from %s denied at accept%s", net::formatAddress(addr).c_str(),
+              proxied ? " (not in proxy_protocol_from)" : "");
     return;
   }
   // Owned by ctx's list; deletes itself in close().
-  (new Session(ctx, fd, addr, addrlen))->console_only_ = console_only;
+  Session* s = new Session(ctx, fd, addr, addrlen);
+  s->console_only_ = console_only;
+  s->proxy_header_due_ = proxied != nullptr;
 }
 
 Session::Session(Context& ctx, int fd, const sockaddr* addr, int addrlen)

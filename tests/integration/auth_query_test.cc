@@ -85,15 +85,6 @@ std::string via(const Proxy& proxy, const std::string& host, const std::string& 
          " dbname=postgres connect_timeout=20 gssencmode=disable " + login;
 }
 
-long long metric(int admin, const std::string& series) {
-  std::string text = httpGet(admin, "/metrics").body;
-  std::size_t at = text.find("\n" + series + " ");
-  if (at == std::string::npos) {
-    return -1;
-  }
-  return std::stoll(text.substr(at + series.size() + 2));
-}
-
 const std::string kFound = "pgproxy_auth_query_lookups_total{result=\"found\"}";
 const std::string kAbsent = "pgproxy_auth_query_lookups_total{result=\"absent\"}";
 const std::string kFailed = "pgproxy_auth_query_lookups_total{result=\"failed\"}";
@@ -278,10 +269,10 @@ TEST(Authenticate, AuthQueryCachesAndSharesLookups) {
       (void)psql(via(proxy, "host1", "user=pgproxy_aq_nobody password=x"), "select 1");
     }
     // Each mapping asks once for itself (their backends could be different clusters).
-    EXPECT_EQ(metric(admin, kFound), 2) << httpGet(admin, "/metrics").body;
-    EXPECT_EQ(metric(admin, kAbsent), 1);
-    EXPECT_EQ(metric(admin, kHits), 6);
-    EXPECT_EQ(metric(admin, kFailed), 0);
+    EXPECT_EQ(scrapeMetric(admin, kFound), 2) << httpGet(admin, "/metrics").body;
+    EXPECT_EQ(scrapeMetric(admin, kAbsent), 1);
+    EXPECT_EQ(scrapeMetric(admin, kHits), 6);
+    EXPECT_EQ(scrapeMetric(admin, kFailed), 0);
 
     // A password change in PostgreSQL: until the cache expires pgproxy keeps checking the old
     // secret, so the new password is refused and the old one still logs in (the pool's server,
@@ -292,7 +283,7 @@ TEST(Authenticate, AuthQueryCachesAndSharesLookups) {
     auto fresh = psql(via(proxy, "host2", "user=pgproxy_aq_scram password=aq-pw2"), "select 1");
     EXPECT_NE(fresh.output.find("password authentication failed"), std::string::npos)
         << fresh.output;
-    EXPECT_EQ(metric(admin, kFound), 2);
+    EXPECT_EQ(scrapeMetric(admin, kFound), 2);
   }
   query("set password_encryption = 'scram-sha-256'; alter role pgproxy_aq_scram password 'aq-pw'");
   {
@@ -330,8 +321,8 @@ TEST(Authenticate, AuthQueryCachesAndSharesLookups) {
     for (const auto& out : outputs) {
       EXPECT_EQ(out, "1\n") << proxy.log();
     }
-    EXPECT_EQ(metric(admin, kFound), 1) << proxy.log();
-    EXPECT_EQ(metric(admin, kHits), 0);
+    EXPECT_EQ(scrapeMetric(admin, kFound), 1) << proxy.log();
+    EXPECT_EQ(scrapeMetric(admin, kHits), 0);
   }
 }
 

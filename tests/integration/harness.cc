@@ -646,6 +646,15 @@ int listenLoopback(int* port) {
   return fd;
 }
 
+long long metricValue(const std::string& text, const std::string& series) {
+  std::size_t at = text.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + series.size() + 2));
+}
+
+long long scrapeMetric(int admin_port, const std::string& series) {
+  return metricValue(httpGet(admin_port, "/metrics").body, series);
+}
+
 int loginSession(int port, std::string* answer, const char* source, const std::string& preamble) {
   int fd = connectTcp(port, source);
   std::string bytes = preamble + startupPacket({{"user", "postgres"}, {"database", "postgres"}});

@@ -235,6 +235,10 @@ struct HttpResponse {
 // Sends `request` (a whole raw HTTP request) to 127.0.0.1:port and reads the response.
 HttpResponse http(int port, const std::string& request);
 HttpResponse httpGet(int port, const std::string& path, const std::string& extra_headers = "");
+// The value of one series (name and labels as exposed, "pgproxy_x{a=\"b\"}") in a Prometheus
+// text, or scraped from an admin listener's /metrics; -1 when it is absent.
+long long metricValue(const std::string& text, const std::string& series);
+long long scrapeMetric(int admin_port, const std::string& series);
 
 }  // namespace pgproxy::it
 

@@ -41,10 +41,8 @@ std::string instanceConfig(int id, int peer_id, int peer_port, int admin, const 
 }
 
 long long cancels(int admin, const char* result) {
-  std::string text = httpGet(admin, "/metrics").body;
-  std::string series = std::string("\npgproxy_cancel_requests_total{result=\"") + result + "\"} ";
-  std::size_t at = text.find(series);
-  return at == std::string::npos ? -1 : std::stoll(text.substr(at + series.size()));
+  return scrapeMetric(admin,
+                      std::string("pgproxy_cancel_requests_total{result=\"") + result + "\"}");
 }
 
 // A session through `through` from 127.0.0.5 runs pg_sleep; a CancelRequest with its key sent to

@@ -479,11 +479,6 @@ TEST(Upgrade, NewBinaryTakesOverUnderLoad) {
   run({"rm", "-rf", dir});
 }
 
-long long metricValue(const std::string& text, const std::string& series) {
-  std::size_t at = text.find("\n" + series + " ");
-  return at == std::string::npos ? -1 : std::stoll(text.substr(at + series.size() + 2));
-}
-
 // The new master adopts the old one's shared memory: a session the old master still drains
 // counts against max_connections, can be cancelled through the new workers, and counters go on.
 TEST(Upgrade, DrainingSessionsStillCountAndCancelAndCountersGoOn) {

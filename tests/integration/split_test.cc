@@ -331,10 +331,7 @@ std::string optimisticConfig(int admin_port) {
 }
 
 long long retries(int admin) {
-  std::string text = httpGet(admin, "/metrics").body;
-  std::string series = "\npgproxy_split_retries_total ";
-  std::size_t at = text.find(series);
-  return at == std::string::npos ? -1 : std::stoll(text.substr(at + series.size()));
+  return scrapeMetric(admin, "pgproxy_split_retries_total");
 }
 
 TEST(Split, OptimisticBeginTriesAStandbyAndRunsAWriteAgainOnThePrimary) {
