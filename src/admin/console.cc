@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "pgproxy/admin/control.h"
+#include "pgproxy/audit/audit.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/pool/params.h"
@@ -172,9 +173,29 @@ Reply ask(const Command& c, const CommandEnv& env, ControlRequest request) {
   return r;
 }
 
+Reply run(const Command& c, CommandEnv& env);
+
 }  // namespace
 
 Reply execute(const Command& c, CommandEnv& env) {
+  Reply r = run(c, env);
+  // What changes state is an admin action the audit log records, whoever asked (console, API).
+  if (c.verb != Verb::kEmpty && c.verb != Verb::kShow && audit::enabled()) {
+    audit::Event e("admin");
+    e.text("by", env.who)
+        .text("command", formatCommand(c))
+        .text("result", r.ok() ? "ok" : "failed");
+    if (!r.ok()) {
+      e.text("reason", r.message).text("sqlstate", r.sqlstate ? r.sqlstate : "");
+    }
+    audit::emit(e);
+  }
+  return r;
+}
+
+namespace {
+
+Reply run(const Command& c, CommandEnv& env) {
   switch (c.verb) {
     case Verb::kEmpty:
       return done("");
@@ -221,6 +242,8 @@ Reply execute(const Command& c, CommandEnv& env) {
   }
   return failure(kSyntaxError, "unknown console command");  // every Verb is handled above
 }
+
+}  // namespace
 
 Reply complete(const Command& c, const Gathered& g) {
   if (c.verb == Verb::kPause) {

@@ -9,6 +9,7 @@
 
 #include "pgproxy/admin/control.h"
 #include "pgproxy/admin/control_channel.h"
+#include "pgproxy/base/json.h"
 #include "pgproxy/proto/wire.h"
 #include "pgproxy/upstream/backend_table.h"
 
@@ -553,35 +554,8 @@ std::string renderRows(const View& v) {
 }
 
 std::string jsonString(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out += '"';
+  std::string out;
+  base::appendJsonString(out, s);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "pgproxy/audit/audit.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
 
@@ -213,6 +214,12 @@ ApiResponse putConfig(const ApiRequest& req, ApiEnv& env) {
   }
   LOG_INFO("admin: the configuration %s was replaced by %s; reloading", env.config_path.c_str(),
            env.commands.who.c_str());
+  audit::Event replaced("admin");
+  replaced.text("by", env.commands.who)
+      .text("command", "PUT /config")
+      .text("file", env.config_path)
+      .text("result", "ok");
+  audit::emit(replaced);
   Command reload;
   reload.verb = Verb::kReload;
   Reply r = execute(reload, env.commands);

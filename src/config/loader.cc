@@ -1628,6 +1628,65 @@ const Block<MetricsConfig>& metricsBlock() {
   return block;
 }
 
+// ---- audit ----
+
+// The syslog facilities (RFC 5424 codes) an audit block may name.
+constexpr std::pair<const char*, int> kFacilities[] = {
+    {"auth", 4},    {"authpriv", 10}, {"daemon", 3},  {"user", 1},
+    {"local0", 16}, {"local1", 17},   {"local2", 18}, {"local3", 19},
+    {"local4", 20}, {"local5", 21},   {"local6", 22}, {"local7", 23},
+};
+
+const Block<AuditConfig>& auditBlock() {
+  static const Block<AuditConfig> block(
+      "audit", "audit.",
+      {
+          {"file", true, "the audit log file (JSON lines), reopened by pgproxy -s reopen",
+           nonEmptyText(&AuditConfig::file)},
+          {"syslog", true, "send audit events to syslog with this facility instead",
+           [](Parser& p, yaml_node_t* v, const std::string& what, AuditConfig& out) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               return;
+             }
+             if (syslogFacility(*s) < 0) {
+               std::string names;
+               for (const auto& f : kFacilities) {
+                 names += std::string(names.empty() ? "" : ", ") + f.first;
+               }
+               p.fail(v, what + " must be a syslog facility (" + names + "), not \"" + *s + "\"");
+               return;
+             }
+             out.syslog = *s;
+           }},
+          {"syslog_socket", true, "the local syslog socket (default /dev/log)",
+           nonEmptyText(&AuditConfig::syslog_socket)},
+          {"statements", true, "statements recorded: none, ddl, write or all",
+           choice(&AuditConfig::statements, {{"none", AuditStatements::kNone},
+                                             {"ddl", AuditStatements::kDdl},
+                                             {"write", AuditStatements::kWrite},
+                                             {"all", AuditStatements::kAll}})},
+          {"redact", true, "what statements lose: passwords (the default) or all literals",
+           choice(&AuditConfig::redact_literals, {{"passwords", false}, {"literals", true}})},
+          {"fail", true, "open (sessions go on) or closed (refused) while events are lost",
+           choice(&AuditConfig::fail_closed, {{"open", false}, {"closed", true}})},
+      });
+  return block;
+}
+
+void parseAudit(Parser& p, yaml_node_t* n, Config& cfg) {
+  auditBlock().parse(p, n, cfg.audit);
+  if (!cfg.audit.file.empty() && !cfg.audit.syslog.empty()) {
+    p.fail(n, "audit.file and audit.syslog are two sinks for the same events; set one");
+  } else if (!cfg.audit.enabled() &&
+             (cfg.audit.statements != AuditStatements::kNone || cfg.audit.fail_closed)) {
+    p.fail(n, "the audit block needs audit.file or audit.syslog (where its events go)");
+  } else if (cfg.audit.file.size() > 0 && cfg.audit.file[0] != '/') {
+    p.fail(n, "audit.file must be an absolute path (workers and reloads resolve it alike), not \"" +
+                  cfg.audit.file + "\"");
+  }
+}
+
 // ---- the top level ----
 
 void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
@@ -1743,6 +1802,10 @@ const Block<Config>& rootBlock() {
            [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
              metricsBlock().parse(p, v, cfg.metrics);
            }},
+          {"audit", true, "the audit log: security events as JSON lines",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parseAudit(p, v, cfg);
+           }},
       });
   return block;
 }
@@ -1757,6 +1820,11 @@ void parseRoot(Parser& p, yaml_node_t* root, Config& cfg) {
   std::string defaultName = defaultNode ? base::toLowerAscii(Parser::text(defaultNode)) : "";
   if (!cfg.peers.empty() && cfg.instance_id == 0) {
     p.fail(seen["peers"], "peers needs instance_id: this instance's own id among them");
+  }
+  if (cfg.peers.size() > kMaxPeers) {
+    p.fail(seen["peers"], "peers names " + std::to_string(cfg.peers.size()) +
+                              " instances; at most " + std::to_string(kMaxPeers) +
+                              " (a cancel request goes to at most 8 places)");
   }
   for (const Peer& peer : cfg.peers) {
     if (peer.id == cfg.instance_id) {
@@ -1898,6 +1966,9 @@ const std::vector<KeySpec>& metricsKeys() {
 const std::vector<KeySpec>& peerKeys() {
   return peerBlock().specs();
 }
+const std::vector<KeySpec>& auditKeys() {
+  return auditBlock().specs();
+}
 const std::vector<KeySpec>& rateKeys() {
   return rateBlock().specs();
 }
@@ -1922,6 +1993,7 @@ const std::vector<KeyBlock>& keyBlocks() {
       {"tls", &tlsKeys()},
       {"auth", &authKeys()},
       {"metrics", &metricsKeys()},
+      {"audit", &auditKeys()},
   };
   return blocks;
 }
@@ -1970,6 +2042,15 @@ bool parseHostPort(const std::string& text, ListenAddress& out) {
 bool isIpLiteral(const std::string& s) {
   unsigned char buf[sizeof(in6_addr)];
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+int syslogFacility(std::string_view name) {
+  for (const auto& f : kFacilities) {
+    if (name == f.first) {
+      return f.second;
+    }
+  }
+  return -1;
 }
 
 bool isValidHostName(const std::string& name) {

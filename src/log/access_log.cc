@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "pgproxy/base/json.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/line_sink.h"
 #include "pgproxy/log/log.h"
@@ -41,24 +42,6 @@ void switchTo(AccessState& s, int fd) {
   detail::sinkReopened();
 }
 
-void appendJsonString(std::string& out, std::string_view v) {
-  out += '"';
-  for (char c : v) {
-    auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-}
-
 // Text values are quoted only where they can be empty or hold spaces.
 void appendQuoted(std::string& out, std::string_view v) {
   out += '"';
@@ -67,17 +50,6 @@ void appendQuoted(std::string& out, std::string_view v) {
     out += (c == '"' || u < 0x20 || u >= 0x7f) ? '?' : c;
   }
   out += '"';
-}
-
-std::string isoTime(std::int64_t unix_ms) {
-  time_t secs = static_cast<time_t>(unix_ms / 1000);
-  tm utc;
-  gmtime_r(&secs, &utc);
-  char buf[96];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
-                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-                static_cast<int>(unix_ms % 1000));
-  return buf;
 }
 
 }  // namespace
@@ -108,20 +80,20 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
   out.reserve(256);
   if (format == AccessFormat::kJson) {
     out += "{\"time\":";
-    appendJsonString(out, isoTime(unix_ms));
+    base::appendJsonString(out, base::isoTime(unix_ms));
     for (const Field& f : fields) {
       out += std::string(",\"") + f.name + "\":";
       if (f.kind == Kind::kNumber) {
         out += f.value;
       } else {
-        appendJsonString(out, f.value);
+        base::appendJsonString(out, f.value);
       }
     }
     out += "}";
     return out;
   }
   if (unix_ms >= 0) {
-    out += isoTime(unix_ms) + " ";
+    out += base::isoTime(unix_ms) + " ";
   }
   out += "access";
   for (const Field& f : fields) {
@@ -176,9 +148,7 @@ void writeAccess(const AccessRecord& r) {
   if (s.target == AccessState::Target::kOff) {
     return;
   }
-  timeval tv;
-  gettimeofday(&tv, nullptr);
-  std::int64_t ms = static_cast<std::int64_t>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
+  std::int64_t ms = base::unixMs();
   if (s.target == AccessState::Target::kMainLog) {
     // The main log stamps its own time on text lines.
     LOG_INFO("%s", formatAccess(r, s.format, s.format == AccessFormat::kJson ? ms : -1).c_str());

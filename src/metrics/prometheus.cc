@@ -129,6 +129,13 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_split_retries_total", "counter",
        "read_write_split: optimistic: transactions tried on a standby that refused to write in "
        "them (25006) before a result reached the client, run again on the primary."},
+      {"pgproxy_audit_events_total", "counter", "Audit events written to the audit sink."},
+      {"pgproxy_audit_dropped_total", "counter",
+       "Audit events lost: the writer's bounded queue was full (a stalled sink) or the sink "
+       "refused them (a full disk, no syslog daemon)."},
+      {"pgproxy_audit_failing", "gauge",
+       "1 while the last audit event could not be written (audit.fail: closed refuses new "
+       "sessions then), else 0."},
       // Rendered by pool::SharedPools from its own table, after the series above.
       {"pgproxy_pool_server_connections", "gauge",
        "Server connections of a pool by state (login, idle, active, used), all workers."},
@@ -242,6 +249,14 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
   w.header("pgproxy_split_retries_total");
   w.sample("pgproxy_split_retries_total", "",
            s.counters[static_cast<std::size_t>(Counter::kSplitRetried)]);
+  w.header("pgproxy_audit_events_total");
+  w.sample("pgproxy_audit_events_total", "",
+           s.counters[static_cast<std::size_t>(Counter::kAuditWritten)]);
+  w.header("pgproxy_audit_dropped_total");
+  w.sample("pgproxy_audit_dropped_total", "",
+           s.counters[static_cast<std::size_t>(Counter::kAuditDropped)]);
+  w.header("pgproxy_audit_failing");
+  w.sample("pgproxy_audit_failing", "", std::int64_t{s.audit_failing ? 1 : 0});
   return out;
 }
 

@@ -44,7 +44,8 @@ const char* outcomeName(Outcome o) {
                                        "rate_limited",
                                        "idle_timeout",
                                        "peer_timeout",
-                                       "auth_failed"};
+                                       "auth_failed",
+                                       "audit_unavailable"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<std::size_t>(Outcome::kCount));
   return kNames[static_cast<std::size_t>(o)];
 }
@@ -258,6 +259,7 @@ Snapshot Registry::snapshot() const {
   s.worker_restarts = ms.worker_restarts.load();
   s.last_reload_unix = ms.last_reload_unix.load();
   s.serving = ms.serving.load() != 0;
+  s.audit_failing = ms.audit_failing.load() != 0;
   s.config_hash = std::string(ms.config_hash, strnlen(ms.config_hash, sizeof(ms.config_hash)));
   return s;
 }

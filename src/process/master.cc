@@ -29,6 +29,8 @@
 
 #include "pgproxy/admin/control.h"
 #include "pgproxy/admin/live_state.h"
+#include "pgproxy/audit/audit.h"
+#include "pgproxy/audit/writer.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/base/unique_fd.h"
@@ -214,6 +216,11 @@ class Master {
   pid_t upgrade_parent_ = 0;         // that master, told to drain once we serve
   pid_t upgrade_child_ = 0;          // a new binary we started, until it takes over
   unsigned reload_failures_ = 0;
+  // The audit log's single writer (audit/writer.h); workers send their events to it.
+  std::optional<audit::Writer> audit_;
+  std::uint64_t audit_report_due_ms_ = 0;  // lost audit events are reported at most this often
+  base::Status startAudit();
+  void auditSignal(int sig, pid_t sender);
   bool handed_over_ = false;  // an upgrade took over; systemd must not see us stopping
 };
 
@@ -793,6 +800,10 @@ void Master::abortReload(const std::string& why) {
     }
   }
   config_ = std::move(prev.config);
+  if (auto st = audit_->configure(config_->audit); !st) {
+    LOG_ERROR("%s", st.error().message.c_str());
+  }
+  audit::configure(config_->audit);
   tls_ = std::move(prev.tls);
   listeners_ = std::move(prev.listeners);
   admin_ = std::move(prev.admin);
@@ -873,6 +884,13 @@ void Master::reload() {
     reloadFailed(st.error());
     return;
   }
+  // The new generation's events go where the new configuration says; a sink that cannot be
+  // opened keeps the old configuration (and its sink) serving.
+  if (auto st = audit_->configure(next->audit); !st) {
+    reloadFailed(st.error());
+    return;
+  }
+  audit::configure(next->audit);
   for (const auto& old : listeners_) {
     bool kept = false;
     for (const auto& l : listeners) {
@@ -909,6 +927,9 @@ void Master::reload() {
 
 void Master::reopenLogs() {
   if (auto st = log::reopen(); !st) {
+    LOG_ERROR("%s", st.error().message.c_str());
+  }
+  if (auto st = audit_->reopen(); !st) {
     LOG_ERROR("%s", st.error().message.c_str());
   }
   for (const auto& w : workers_) {
@@ -951,7 +972,62 @@ void Master::beginStop(bool graceful) {
   }
 }
 
+base::Status Master::startAudit() {
+  auto writer = audit::Writer::create();
+  if (!writer) {
+    return writer.error();
+  }
+  audit_.emplace(std::move(*writer));
+  metrics::Shared* shared = metrics_->shared();
+  auto* counters = shared->retired.counters;  // the master has no slot of its own
+  audit_->setCounters(&counters[static_cast<std::size_t>(metrics::Counter::kAuditWritten)],
+                      &counters[static_cast<std::size_t>(metrics::Counter::kAuditDropped)],
+                      &shared->master.audit_failing);
+  if (auto st = audit_->configure(config_->audit); !st) {
+    return st;
+  }
+  // Forked workers inherit the channel and the settings; each points the drop counter at its
+  // own metrics slot.
+  audit::setChannel(audit_->sendFd());
+  audit::configure(config_->audit);
+  audit::setCounters(&counters[static_cast<std::size_t>(metrics::Counter::kAuditDropped)],
+                     &shared->master.audit_failing);
+  return {};
+}
+
+// Signals are admin actions: the audit log says which one came, and from which process.
+void Master::auditSignal(int sig, pid_t sender) {
+  const char* action = nullptr;
+  switch (sig) {
+    case SIGHUP:
+      action = "reload";
+      break;
+    case SIGUSR1:
+      action = "reopen";
+      break;
+    case SIGUSR2:
+      action = "upgrade";
+      break;
+    case SIGQUIT:
+      action = "quit";
+      break;
+    case SIGTERM:
+    case SIGINT:
+      action = "stop";
+      break;
+    default:
+      return;
+  }
+  audit::Event e("admin");
+  e.text("via", "signal").text("action", action).text("signal", sigabbrev_np(sig));
+  if (sender > 0) {
+    e.number("sender_pid", static_cast<std::uint64_t>(sender));
+  }
+  audit::emit(e);
+}
+
 void Master::handleSignal(int sig, pid_t sender) {
+  auditSignal(sig, sender);
   switch (sig) {
     case SIGCHLD:
       reapChildren();
@@ -1161,6 +1237,14 @@ void Master::sampleRates(std::uint64_t now_ms) {
 
 void Master::runTimers() {
   std::uint64_t now = base::monotonicMs();
+  if (now >= audit_report_due_ms_) {
+    std::string why;
+    if (std::uint64_t lost = audit_->takeLost(why); lost > 0) {
+      LOG_ERROR("audit: %llu event(s) lost in the last seconds: %s",
+                static_cast<unsigned long long>(lost), why.c_str());
+      audit_report_due_ms_ = now + 10'000;  // one line per period, however many were lost
+    }
+  }
   if (owns_stats_ && now - rate_sampled_ms_ >= kStatsPeriodMs) {
     sampleRates(now);
   }
@@ -1258,6 +1342,11 @@ int Master::run() {
     return 1;
   }
   registerMappings(*config_);
+  if (auto st = startAudit(); !st) {
+    LOG_ERROR("cannot start: %s", st.error().message.c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  }
   // The master and the health checker have no slot: their drops count as retired ones.
   metrics::Slot& retired = metrics_->shared()->retired;
   log::setDropCounters(
@@ -1297,6 +1386,7 @@ int Master::run() {
         owners.push_back(w.pid);
       }
     }
+    fds.push_back({audit_->receiveFd(), POLLIN, 0});
     int log_fds[2];
     for (int i = 0, k = log::pendingFds(log_fds); i < k; ++i) {
       fds.push_back({log_fds[i], POLLOUT, 0});  // lines wait for a stalled log (log.h)
@@ -1306,6 +1396,7 @@ int Master::run() {
       LOG_ERROR("poll failed: %s", base::errnoText(errno).c_str());
     }
     log::flushPending();
+    audit_->drain();
     for (std::size_t i = 1; i <= owners.size(); ++i) {
       if (fds[i].revents == 0) {
         continue;
@@ -1333,6 +1424,7 @@ int Master::run() {
     }
     runTimers();
   }
+  audit_->drain();  // the stop's own event
   removePidFile(pid_file_, pid_);
   if (!pid_file_.empty()) {
     removePidFile(pid_file_ + ".oldbin", pid_);

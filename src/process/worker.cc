@@ -16,6 +16,7 @@
 
 #include "pgproxy/admin/admin_server.h"
 #include "pgproxy/admin/control_server.h"
+#include "pgproxy/audit/audit.h"
 #include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
@@ -290,6 +291,9 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.metrics_registry = spec.metrics;
   metrics::Slot* slot = spec.metrics->slot(spec.metrics_slot);
   w->ctx.metrics = metrics::Recorder(slot);
+  audit::configure(spec.config->audit);  // the channel itself is inherited from the master
+  audit::setCounters(&slot->counters[static_cast<std::size_t>(metrics::Counter::kAuditDropped)],
+                     &spec.metrics->master().audit_failing);
   log::setDropCounters(
       &slot->counters[static_cast<std::size_t>(metrics::Counter::kLogLinesDropped)],
       &slot->counters[static_cast<std::size_t>(metrics::Counter::kAccessLogLinesDropped)]);

@@ -8,8 +8,6 @@
 namespace pgproxy::proto {
 namespace {
 
-constexpr std::string_view kMask = "'***'";
-
 bool isAlpha(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
@@ -181,8 +179,9 @@ Token next(std::string_view s, std::size_t i, bool backslash, std::size_t& end) 
 
 using Spans = std::vector<std::pair<std::size_t, std::size_t>>;
 
-// Adds the spans of `s` (offset by `base`) that hold a literal right after PASSWORD.
-void findSecrets(std::string_view s, std::size_t base, bool backslash, Spans& out) {
+// Adds the spans of `s` (offset by `base`) that hold a literal right after PASSWORD (`all`: every
+// literal).
+void findSecrets(std::string_view s, std::size_t base, bool backslash, bool all, Spans& out) {
   enum { kNone, kAfterWord, kAfterEquals } state = kNone;
   std::size_t i = 0;
   while (i < s.size()) {
@@ -198,7 +197,7 @@ void findSecrets(std::string_view s, std::size_t base, bool backslash, Spans& ou
         state = state == kAfterWord ? kAfterEquals : kNone;
         break;
       case Token::kLiteral:
-        if (state != kNone) {
+        if (state != kNone || all) {
           out.emplace_back(base + i, base + end);
         }
         state = kNone;
@@ -212,9 +211,8 @@ void findSecrets(std::string_view s, std::size_t base, bool backslash, Spans& ou
   }
 }
 
-}  // namespace
-
-std::string redactPasswords(std::string_view sql) {
+// What both redactions share: the literals findSecrets picks, replaced by `mask`.
+std::string redact(std::string_view sql, bool all, std::string_view mask) {
   Spans spans;
   std::size_t start = 0;
   while (start <= sql.size()) {
@@ -222,7 +220,7 @@ std::string redactPasswords(std::string_view sql) {
     std::size_t stop = nul == std::string_view::npos ? sql.size() : nul;
     std::string_view statement = sql.substr(start, stop - start);
     for (bool backslash : {false, true}) {
-      findSecrets(statement, start, backslash, spans);
+      findSecrets(statement, start, backslash, all, spans);
     }
     start = stop + 1;
   }
@@ -239,11 +237,21 @@ std::string redactPasswords(std::string_view sql) {
       end = std::max(end, spans[k].second);  // the two passes may disagree on where it ends
     }
     out.append(sql.substr(copied, begin - copied));
-    out.append(kMask);
+    out.append(mask);
     copied = end;
   }
   out.append(sql.substr(copied));
   return out;
+}
+
+}  // namespace
+
+std::string redactPasswords(std::string_view sql) {
+  return redact(sql, false, "'***'");
+}
+
+std::string redactLiterals(std::string_view sql) {
+  return redact(sql, true, "?");
 }
 
 }  // namespace pgproxy::proto

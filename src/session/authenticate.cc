@@ -167,9 +167,11 @@ bool Session::onClientAuthStep(auth::ClientAuth::Step step) {
     case auth::ClientAuth::Step::kFailed:
       LOG_INFO("session %llu: authentication of %s failed: %s",
                static_cast<unsigned long long>(id_), peer().c_str(), step.log.c_str());
+      auditAuth(false, step.log);
       sendLastWords(Outcome::kAuthFailed, std::move(step.send));
       return false;
     case auth::ClientAuth::Step::kOk:
+      auditAuth(true, {});
       break;
   }
   // The client is who it says: the backend login runs with what the exchange yielded, and the

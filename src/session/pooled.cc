@@ -10,6 +10,7 @@
 
 #include <cerrno>
 
+#include "pgproxy/audit/audit.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
@@ -55,6 +56,16 @@ void Session::startPooled() {
   if (!pool) {
     failSession(Outcome::kTooManyClients, error, proto::sqlstate::kTooManyConnections);
     return;
+  }
+  if (audit::enabled()) {
+    auditRoute(backend().key(), "pool of database \"" + split.database + "\" for user \"" +
+                                    split.user + "\", " + routeReason() +
+                                    (rw_split ? ", read/write split" : ""));
+  }
+  if (audit::enabled() && audit::settings().statements != config::AuditStatements::kNone) {
+    // The client's stream is between messages: authentication consumed its login.
+    taps().up =
+        std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages, true, 0);
   }
   pooled_ = std::make_unique<Pooled>(*this);
   pooled_->session_id = id_;
@@ -173,6 +184,9 @@ void Session::readPooledClient() {
       refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation,
              "invalid message length from the client");
       return;
+    }
+    if (taps_) {
+      tapMessages(true, bytes);
     }
     std::string_view forward = bytes.substr(0, fed.forward);
     if (p.server && !p.probing) {

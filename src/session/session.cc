@@ -16,6 +16,7 @@
 
 #include "pgproxy/admin/console.h"
 #include "pgproxy/admin/control.h"
+#include "pgproxy/audit/audit.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/access_log.h"
@@ -39,7 +40,7 @@ constexpr std::uint64_t kCancelTargetTimeoutMs = 5000;
 // Cancels fanned out to passthrough sessions (we cannot see their keys) are rate-limited per
 // worker, so a flood of bogus cancels cannot become a flood of connections to the backends.
 constexpr double kCancelFanoutPerSecond = 50;
-constexpr std::size_t kMaxCancelTargets = 8;
+constexpr std::size_t kMaxCancelTargets = config::kMaxPeers + 1;
 
 std::uint64_t nowUs() {
   return base::monotonicUs();
@@ -62,6 +63,7 @@ void Session::accept(Context& ctx, int fd, const sockaddr* addr, int addrlen, bo
     ctx.metrics.closed(metrics::kUnknownMapping, Outcome::kDenied);
     LOG_DEBUG("connection from %s denied at accept%s", net::formatAddress(addr).c_str(),
               proxied ? " (not in proxy_protocol_from)" : "");
+    auditDeniedAtAccept(addr, proxied ? "not in proxy_protocol_from" : "denied by allow/deny");
     return;
   }
   // Owned by ctx's list; deletes itself in close().
@@ -396,6 +398,7 @@ bool Session::acceptStartup(const proto::Preamble& pre, std::string_view packet)
            "no PostgreSQL user name specified in startup packet");
     return false;
   }
+  auditStartup(params);
   LOG_DEBUG("session %llu: %s startup user=\"%s\" database=\"%s\"",
             static_cast<unsigned long long>(id_), modeName(), params.get("user").c_str(),
             params.get("database").c_str());
@@ -463,6 +466,7 @@ void Session::routeTo(std::size_t mapping) {
     startClientTls();  // the backend is connected once the StartupMessage has arrived
     return;
   }
+  auditConnect();
   connectBackend();
 }
 
@@ -651,6 +655,9 @@ void Session::idleTimeout() {
 // the checks without side effects first, then the token buckets, so that a session refused by a
 // count spends no token (one refused by its mapping's rate has spent its global token).
 bool Session::admit() {
+  if (!auditAdmits()) {
+    return false;
+  }
   const config::Config& cfg = *ctx_.config;
   const auto& m = cfg.mappings[mapping_];
   std::uint64_t global = cfg.max_connections, mine = m.max_connections;
@@ -835,6 +842,9 @@ std::string Session::proxyHeader() const {
 
 void Session::onBackendConnected() {
   net::tuneConnectedSocket(bufferevent_getfd(backend_), *ctx_.config);
+  if (audit::enabled()) {
+    auditRoute(backend().key(), routeReason());
+  }
   if (ctx_.config->mappings[mapping_].backend_proxy_protocol) {
     std::string header = proxyHeader();  // before anything else
     bufferevent_write(backend_, header.data(), header.size());
@@ -1037,9 +1047,11 @@ void Session::startCancel() {
       cancel_count_ = cancelPeers(instance);
     } else if (ctx_.cancel_tokens >= 1) {
       ctx_.cancel_tokens -= 1;
+      // Room is kept for every peer when they are asked too.
+      std::size_t room = kMaxCancelTargets - (instance == 0 ? ctx_.config->peers.size() : 0);
       cancel_count_ = ctx_.cancels->findByClient(
           net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_)), cancel_targets_.get(),
-          kMaxCancelTargets, cancel_proxy_);
+          room, cancel_proxy_);
       if (instance == 0) {
         // A server's own key (or a passthrough session's, inside TLS) this instance does not
         // hold: any peer may.
@@ -1185,6 +1197,7 @@ void Session::refuse(Outcome why, const char* sqlstate, const std::string& messa
                      const std::string& hint) {
   LOG_INFO("session %llu: refused %s: %s (SQLSTATE %s)", static_cast<unsigned long long>(id_),
            peer().c_str(), message.c_str(), sqlstate);
+  auditRefuse(why, sqlstate, message, -1);
   sendLastWords(why, proto::buildFatal(sqlstate, message, hint));
 }
 
@@ -1192,6 +1205,7 @@ void Session::refuseTls(Outcome why, std::uint8_t alert, const std::string& log_
   LOG_INFO("session %llu: refused %s (%s, sni \"%s\"): %s; sending TLS alert %u",
            static_cast<unsigned long long>(id_), peer().c_str(), modeName(), sni_.c_str(),
            log_message.c_str(), alert);
+  auditRefuse(why, nullptr, log_message, alert);
   sendLastWords(why, proto::buildTlsAlert(alert));
 }
 
@@ -1263,6 +1277,7 @@ void Session::close(Outcome why) {
   rec.bytes_down = bytes_down_;
   rec.outcome = metrics::outcomeName(why);
   log::writeAccess(rec);
+  auditDisconnect(why);
   ctx_.metrics.closed(metricIndex(), why);
   Context& ctx = ctx_;
   delete this;

@@ -18,6 +18,7 @@
 #include <climits>
 #include <cstdio>
 
+#include "pgproxy/audit/audit.h"
 #include "pgproxy/base/clock.h"
 #include "pgproxy/base/text.h"
 #include "pgproxy/log/log.h"
@@ -96,11 +97,16 @@ void Session::startSplice(std::string backend_first) {
       backend_frames_ =
           std::make_unique<proto::FrameTracker>(proto::FrameTracker::Kind::kPgMessages);
     }
-    if (ctx_.config->log_protocol) {
-      log_up_ = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
-                                                       true, clientIn.size());
-      log_down_ = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
-                                                         false, 0);
+    bool statements =
+        audit::enabled() && audit::settings().statements != config::AuditStatements::kNone;
+    if (ctx_.config->log_protocol || statements) {
+      Taps& t = taps();
+      t.up = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
+                                                    true, clientIn.size());
+      if (ctx_.config->log_protocol) {
+        t.down = std::make_unique<proto::MessageFramer>(proto::MessageFramer::Framing::kPgMessages,
+                                                        false, 0);
+      }
     }
   } else {
     cancel::BackendAddr addr{};
@@ -505,8 +511,8 @@ bool Session::inspect(bool from_client, std::string_view bytes) {
       }
     }
   }
-  if (log_up_) {
-    logProtocol(from_client, bytes);
+  if (taps_) {
+    tapMessages(from_client, bytes);
   }
   return true;
 }
@@ -556,25 +562,38 @@ void Session::publishBackendKey() {
                            ctx_.config->mappings[mapping_].backend_proxy_protocol);
 }
 
-void Session::logProtocol(bool from_client, std::string_view bytes) {
-  proto::MessageFramer& framer = from_client ? *log_up_ : *log_down_;
-  framer.feed(bytes, [&](const proto::MessageFramer::Message& m) {
-    // SQL can carry passwords (ALTER ROLE ... PASSWORD '...'): never logged as sent.
-    const std::string sql = proto::redactPasswords(m.text);
-    std::string text;
-    for (char c : sql) {
-      if (c == '\0') {
-        text += "\\0";  // Parse: statement name, NUL, query
-      } else {
-        text += (static_cast<unsigned char>(c) < 0x20 || c == '"') ? ' ' : c;
-      }
+void Session::tapMessages(bool from_client, std::string_view bytes) {
+  proto::MessageFramer* framer = from_client ? taps_->up.get() : taps_->down.get();
+  if (!framer) {
+    return;
+  }
+  bool log = ctx_.config->log_protocol;
+  framer->feed(bytes, [&](const proto::MessageFramer::Message& m) {
+    if (log) {
+      logProtocol(from_client, m);
     }
-    LOG_INFO("session %llu: protocol %s type=%c length=%u%s%s%s",
-             static_cast<unsigned long long>(id_),
-             from_client ? "client->backend" : "backend->client",
-             std::isprint(static_cast<unsigned char>(m.type)) ? m.type : '?', m.length,
-             text.empty() ? "" : " sql=\"", text.c_str(), text.empty() ? "" : "\"");
+    if (from_client && (m.type == 'Q' || m.type == 'P')) {
+      auditStatement(m.type, m.length, m.text);
+    }
   });
+}
+
+void Session::logProtocol(bool from_client, const proto::MessageFramer::Message& m) {
+  // SQL can carry passwords (ALTER ROLE ... PASSWORD '...'): never logged as sent.
+  const std::string sql = proto::redactPasswords(m.text);
+  std::string text;
+  for (char c : sql) {
+    if (c == '\0') {
+      text += "\\0";  // Parse: statement name, NUL, query
+    } else {
+      text += (static_cast<unsigned char>(c) < 0x20 || c == '"') ? ' ' : c;
+    }
+  }
+  LOG_INFO("session %llu: protocol %s type=%c length=%u%s%s%s",
+           static_cast<unsigned long long>(id_),
+           from_client ? "client->backend" : "backend->client",
+           std::isprint(static_cast<unsigned char>(m.type)) ? m.type : '?', m.length,
+           text.empty() ? "" : " sql=\"", text.c_str(), text.empty() ? "" : "\"");
 }
 
 }  // namespace pgproxy::session

@@ -138,6 +138,7 @@ void Session::driveHandshake(bool client_side) {
   LOG_DEBUG("session %llu: TLS with client established (%s, %s)",
             static_cast<unsigned long long>(id_), SSL_get_version(ssl), SSL_get_cipher_name(ssl));
   setState(State::kTlsStartup);
+  auditConnect();  // now that the TLS session is there to describe
   event_add(client_read_, nullptr);
   readTlsStartup();  // it may have come in with the client's Finished
 }

@@ -1072,6 +1072,12 @@ TEST(ConfigPeers, InstanceIdAndPeers) {
   EXPECT_EQ(c.peers[0].address.address, "10.0.0.1");
   EXPECT_EQ(c.peers[1].address.address, "2001:db8::2");
   EXPECT_EQ(c.peers[1].address.port, 5401);
+  std::string eight = "instance_id: 9\npeers:\n";
+  for (int i = 1; i <= 8; ++i) {
+    eight += "  - {id: " + std::to_string(i) + ", address: \"10.0.0." + std::to_string(i) +
+             ":5400\"}\n";
+  }
+  EXPECT_NE(errorOf(eight + mapping).find("at most 7"), std::string::npos);
   EXPECT_NE(errorOf("peers: [{id: 1, address: \"10.0.0.1:5400\"}]\n" + mapping)
                 .find("peers needs instance_id"),
             std::string::npos);
@@ -1192,6 +1198,44 @@ TEST(ConfigSplit, NeedsATransactionPoolAndLoggedInChecks) {
                     "    pool: {mode: transaction}\n    read_write_split: true\n"
                     "    read_only_functions: f\n")
                 .find("must be a list of function names"),
+            std::string::npos);
+}
+
+TEST(ConfigAudit, FileOrSyslogWithItsOptions) {
+  const std::string mapping = "mappings:\n  - {external: a.example.com, internal: x}\n";
+  Config off = mustLoad(mapping);
+  EXPECT_FALSE(off.audit.enabled());
+  Config c = mustLoad(
+      "audit: {file: /var/log/pgproxy/audit.log, statements: ddl, redact: literals, fail: "
+      "closed}\n" +
+      mapping);
+  EXPECT_TRUE(c.audit.enabled());
+  EXPECT_EQ(c.audit.file, "/var/log/pgproxy/audit.log");
+  EXPECT_EQ(c.audit.statements, AuditStatements::kDdl);
+  EXPECT_TRUE(c.audit.redact_literals);
+  EXPECT_TRUE(c.audit.fail_closed);
+  Config s = mustLoad("audit: {syslog: local4}\n" + mapping);
+  EXPECT_EQ(s.audit.syslog, "local4");
+  EXPECT_EQ(s.audit.syslog_socket, "/dev/log");
+  EXPECT_EQ(s.audit.statements, AuditStatements::kNone);
+  EXPECT_FALSE(s.audit.fail_closed);
+  EXPECT_EQ(syslogFacility("local4"), 20);
+  EXPECT_EQ(syslogFacility("kern"), -1);
+
+  EXPECT_NE(errorOf("audit: {file: /a, syslog: local0}\n" + mapping).find("set one"),
+            std::string::npos);
+  EXPECT_NE(
+      errorOf("audit: {statements: all}\n" + mapping).find("needs audit.file or audit.syslog"),
+      std::string::npos);
+  EXPECT_NE(errorOf("audit: {file: relative.log}\n" + mapping).find("absolute path"),
+            std::string::npos);
+  EXPECT_NE(errorOf("audit: {syslog: kern}\n" + mapping).find("must be a syslog facility"),
+            std::string::npos);
+  EXPECT_NE(errorOf("audit: {file: /a, statements: some}\n" + mapping).find("audit.statements"),
+            std::string::npos);
+  EXPECT_NE(errorOf("audit: {file: /a, fail: maybe}\n" + mapping).find("audit.fail"),
+            std::string::npos);
+  EXPECT_NE(errorOf("audit: {file: /a, rotate: daily}\n" + mapping).find("rotate"),
             std::string::npos);
 }
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pgproxy/auth/client_auth.h"
@@ -35,6 +36,11 @@ struct ListenAddress {
   std::vector<net::Cidr> proxy_protocol_from;
   bool operator==(const ListenAddress& o) const { return address == o.address && port == o.port; }
 };
+
+// Peers one instance may name: a cancel request this instance cannot place goes to at most 8
+// places (its own matches by client address, then every peer), so that a flood of bogus cancels
+// cannot become a larger flood of connections.
+inline constexpr std::size_t kMaxPeers = 7;
 
 // Another pgproxy instance of the same service (`peers`).
 struct Peer {
@@ -248,6 +254,20 @@ struct MetricsConfig {
 
 enum class LogFormat { kText, kJson };
 
+// Which statements of plaintext and terminated sessions the audit log records.
+enum class AuditStatements { kNone, kDdl, kWrite, kAll };
+
+// The `audit:` block: security events as JSON lines, to a file or syslog (audit/).
+struct AuditConfig {
+  std::string file;                        // "" → not to a file
+  std::string syslog;                      // a facility name ("local0"); "" → not to syslog
+  std::string syslog_socket = "/dev/log";  // where syslog's datagrams go
+  AuditStatements statements = AuditStatements::kNone;
+  bool redact_literals = false;  // every literal, not only those after PASSWORD
+  bool fail_closed = false;      // refuse new sessions while events cannot be written
+  bool enabled() const { return !file.empty() || !syslog.empty(); }
+};
+
 // An immutable, validated configuration. Built only by load(); a reload builds a new one.
 // Mappings one configuration may have. Each mapping name takes one of the metrics registry's
 // fixed slots for the life of the master (metrics::kMaxMappings, one of which is "unknown"), and
@@ -276,6 +296,7 @@ struct Config {
   TlsConfig tls;
   AuthConfig auth;
   MetricsConfig metrics;
+  AuditConfig audit;
   net::AccessList access;                   // allow/deny at accept
   unsigned max_connections = 0;             // all mappings together; 0: no limit
   unsigned max_connections_per_client = 0;  // sessions from one address; 0: no limit
@@ -315,6 +336,8 @@ bool parseHostPort(const std::string& text, ListenAddress& out);
 
 // Validation helpers shared with the router and tests.
 bool isValidHostName(const std::string& name);
+// A syslog facility's code ("local0" → 16), -1 for a name that is not one.
+int syslogFacility(std::string_view name);
 bool isIpLiteral(const std::string& s);
 
 }  // namespace pgproxy::config

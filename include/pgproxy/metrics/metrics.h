@@ -34,6 +34,7 @@ enum class Outcome : std::uint8_t {
   kIdleTimeout,         // idle_timeout
   kPeerTimeout,         // tcp_keepalive or tcp_user_timeout found a peer gone
   kAuthFailed,          // authenticate: true: the client's or pgproxy's login was refused
+  kAuditUnavailable,    // audit.fail: closed while audit events could not be written
   kCount,
 };
 const char* outcomeName(Outcome o);
@@ -51,6 +52,8 @@ enum class Counter : std::uint8_t {
   kAuthQueryFailed,
   kAuthQueryCacheHits,  // logins auth.cache answered without a lookup
   kSplitRetried,        // read_write_split: optimistic: a standby's 25006 ran again on the primary
+  kAuditWritten,        // audit events the writer put in the sink (audit/writer.h)
+  kAuditDropped,        // audit events lost: not taken by the writer's queue, or not written
   kCount,
 };
 // kActive: client connections open; kAdmitted: those counted against max_connections;
@@ -127,6 +130,7 @@ struct MasterStats {
   std::atomic<std::uint64_t> worker_restarts;
   std::atomic<std::int64_t> last_reload_unix;
   std::atomic<std::int32_t> serving;  // listeners accepting (0 before start and while stopping)
+  std::atomic<std::int32_t> audit_failing;  // the audit writer's last line was lost
   char config_hash[17];
 };
 
@@ -162,6 +166,7 @@ struct Snapshot {
   std::int64_t workers = 0, draining_workers = 0, generation = 0, last_reload_unix = 0;
   std::uint64_t reloads_ok = 0, reloads_failed = 0, worker_restarts = 0;
   bool serving = false;
+  bool audit_failing = false;
   std::string config_hash;
 };
 

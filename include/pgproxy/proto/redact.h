@@ -20,4 +20,8 @@ namespace pgproxy::proto {
 // Pure: no I/O, no state; any bytes are accepted.
 std::string redactPasswords(std::string_view sql);
 
+// audit.redact: literals: every literal (strings of every form, dollar quotes, numbers) becomes
+// `?`, lexed the same two ways, so that no value a statement carries reaches the audit log.
+std::string redactLiterals(std::string_view sql);
+
 }  // namespace pgproxy::proto

@@ -33,6 +33,7 @@ inline constexpr const char* kTooManyConnections = "53300";
 inline constexpr const char* kIdleSessionTimeout = "57P05";
 inline constexpr const char* kCannotConnectNow = "57P03";
 inline constexpr const char* kOutOfMemory = "53200";
+inline constexpr const char* kIoError = "58030";
 inline constexpr const char* kDuplicatePreparedStatement = "42P05";
 inline constexpr const char* kInvalidSqlStatementName = "26000";
 inline constexpr const char* kReadOnlySqlTransaction = "25006";
@@ -92,7 +93,7 @@ std::string buildTlsAlert(std::uint8_t description);
 class MessageFramer {
  public:
   enum class Framing { kTlsRecords, kPgMessages };
-  static constexpr std::size_t kMaxCapture = 1024;
+  static constexpr std::size_t kMaxCapture = 4096;  // audit::kMaxStatement
   struct Message {
     char type;
     std::uint32_t length;   // as on the wire (PostgreSQL: body plus the 4 length bytes)

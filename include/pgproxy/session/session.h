@@ -22,6 +22,10 @@
 #include "pgproxy/session/context.h"
 #include "pgproxy/upstream/dialer.h"
 
+namespace pgproxy::audit {
+class Event;
+}
+
 struct bufferevent;
 struct event;
 typedef struct ssl_st SSL;
@@ -223,7 +227,23 @@ class Session {
   // its key names, or fans it out for passthrough sessions.
   void startCancel();
   void nextCancelTarget();
-  void logProtocol(bool from_client, std::string_view bytes);
+  void logProtocol(bool from_client, const proto::MessageFramer::Message& m);
+  // The audit log (audit_events.cc): each writes one event when audit is on.
+  void auditFields(audit::Event& e) const;  // the session's identity: id, client, sni, mapping
+  void auditConnect();
+  void auditStartup(const proto::StartupParams& params);
+  void auditAuth(bool ok, std::string_view detail);
+  void auditRoute(std::string_view target, std::string_view reason);
+  std::string routeReason() const;  // why backend() was chosen, in words
+  void auditRefuse(Outcome why, const char* sqlstate, std::string_view message, int tls_alert);
+  static void auditDeniedAtAccept(const sockaddr* addr, const char* why);
+  void auditDisconnect(Outcome why);
+  // Client bytes of a plaintext or terminated session: statements for audit.statements, and
+  // every message both ways for log_protocol.
+  void tapMessages(bool from_client, std::string_view bytes);
+  void auditStatement(char type, std::uint32_t length, std::string_view body);
+  // audit.fail: closed: false (after refusing the session) while events cannot be written.
+  bool auditAdmits();
   void publishBackendKey();
 
   // Refusals: an ErrorResponse on a plaintext channel, a TLS alert inside a TLS handshake.
@@ -320,8 +340,16 @@ class Session {
   // because an idle session's size is pgproxy's memory per session.
   std::unique_ptr<proto::FrameTracker> backend_frames_;
   bool client_reset_ = false;
-  // log_protocol: message framers for both directions of a plaintext session.
-  std::unique_ptr<proto::MessageFramer> log_up_, log_down_;
+  // What log_protocol and the audit log keep for a session: allocated only when one of them is
+  // on, because an idle session's size is pgproxy's memory per session.
+  struct Taps {
+    // Message framers: client → backend (log_protocol, audit.statements), and back (log_protocol).
+    std::unique_ptr<proto::MessageFramer> up, down;
+    std::string user, database;  // from the StartupMessage, for audit events
+    bool connected = false;      // a connect event was written: a disconnect event follows
+  };
+  std::unique_ptr<Taps> taps_;
+  Taps& taps();
   bool scanning_key_ = false;
   // Cancel forwarding: the request, byte for byte as the client sent it (16 bytes with a protocol
   // 3.0 key, up to 12 + 256 with a 3.2 one), and the backends still to receive it.
@@ -329,7 +357,8 @@ class Session {
   // Allocated by a cancel only: every idle session would otherwise carry it.
   std::unique_ptr<cancel::BackendAddr[]> cancel_targets_;
   std::size_t cancel_count_ = 0, cancel_next_ = 0;
-  bool cancel_proxy_[8] = {};  // backend_proxy_protocol: a PROXY header before that cancel
+  bool cancel_proxy_[config::kMaxPeers + 1] =
+      {};  // backend_proxy_protocol: a PROXY header before that cancel
   // Adds the peers (`id`: that one; 0: all) to the cancel's targets, unless a peer sent it;
   // returns the new count.
   std::size_t cancelPeers(unsigned id);
