@@ -1074,8 +1074,8 @@ TEST(ConfigPeers, InstanceIdAndPeers) {
   EXPECT_EQ(c.peers[1].address.port, 5401);
   std::string eight = "instance_id: 9\npeers:\n";
   for (int i = 1; i <= 8; ++i) {
-    eight += "  - {id: " + std::to_string(i) + ", address: \"10.0.0." + std::to_string(i) +
-             ":5400\"}\n";
+    eight +=
+        "  - {id: " + std::to_string(i) + ", address: \"10.0.0." + std::to_string(i) + ":5400\"}\n";
   }
   EXPECT_NE(errorOf(eight + mapping).find("at most 7"), std::string::npos);
   EXPECT_NE(errorOf("peers: [{id: 1, address: \"10.0.0.1:5400\"}]\n" + mapping)
