@@ -49,7 +49,7 @@ def tree_cpu_seconds(root):
 POOL_USERS = {"pgproxy_pool": "bench_pool_pgproxy", "pgbouncer_pool": "bench_pool_pgbouncer"}
 POOL_PASSWORD = "bench-pool-secret"
 # The read/write split cell's targets log in as pgproxy's pool user.
-TARGET_USER = {"pgproxy_split": "pgproxy_pool", "pgproxy_nosplit": "pgproxy_pool",
+TARGET_USER = {"pgproxy_plugin": "pgproxy_pool", "pgproxy_split": "pgproxy_pool", "pgproxy_nosplit": "pgproxy_pool",
                "pgproxy_standby": "pgproxy_pool", "pgproxy_optimistic": "pgproxy_pool"}
 
 
@@ -405,6 +405,40 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
               f"{cell['direct_prepared_vs_simple']:.2f})", file=sys.stderr)
         return cell
 
+    def run_plugin_cell(self):
+        """Issue 19: what Lua plugins cost per query. pgbench -S (one query per transaction) at
+        16 clients through pgproxy's transaction pool, with and without a plugin whose on_connect
+        and on_query do nothing; the goal is at most 3 us of pgproxy CPU per query."""
+        clients, mode = 16, "require"
+        plugin = os.path.join(self.dir, "noop.lua")
+        with open(plugin, "w") as f:
+            f.write("function on_connect(info) return nil end\n"
+                    "function on_query(info, sql) return nil end\n")
+        users = os.path.join(self.dir, "userlist-pool.txt")
+        self.ports["pgproxy_plugin"] = self.start_pgproxy(
+            "plugin", self.pg, f", tls: terminate, certificate: {self.dir}/proxy-host1.crt, "
+            f"key: {self.dir}/proxy-host1.key, backend_tls: disable, "
+            f"pool: {{mode: transaction, size: {self.args.pool_size}}}",
+            top_extra=f"auth: {{type: scram-sha-256, file: {users}}}\n"
+                      f"plugins: [{{file: {plugin}}}]\n")
+        self.pgproxy_plugin_main_pid = self.pgproxy_plugin_pid
+        samples = {"pgproxy_pool": [], "pgproxy_plugin": []}
+        for _ in range(self.args.repeat):
+            for target in samples:  # interleaved
+                samples[target].append(self.pgbench(target, mode, clients, False))
+        cell = {"sslmode": mode, "clients": clients, "pool_size": self.args.pool_size}
+        for target, got in samples.items():
+            cell[target] = {"tps": statistics.median(g[0] for g in got),
+                            "latency_ms": statistics.median(g[1] for g in got),
+                            "proxy_cpu_us_per_tx": statistics.median(g[2] for g in got)}
+        cell["plugin_us_per_query"] = (cell["pgproxy_plugin"]["proxy_cpu_us_per_tx"] -
+                                       cell["pgproxy_pool"]["proxy_cpu_us_per_tx"])
+        cell["plugin_vs_none"] = cell["pgproxy_plugin"]["tps"] / cell["pgproxy_pool"]["tps"]
+        print(f"  plugin c={clients}: on_connect+on_query cost "
+              f"{cell['plugin_us_per_query']:.1f} us/query (goal <= 3), tps with/without "
+              f"{cell['plugin_vs_none']:.2f}", file=sys.stderr)
+        return cell
+
     def run_split_cell(self):
         """Issue 18: pgbench -S at 64 clients (TLS) through two pooled mappings over the same
         primary and its streaming standby: one with read_write_split (every pgbench -S
@@ -631,6 +665,19 @@ def markdown_prepared(c):
     return lines
 
 
+def markdown_plugin(c):
+    a, b = c["pgproxy_pool"], c["pgproxy_plugin"]
+    return [f"Lua plugins (pgbench -S -c {c['clients']}, sslmode={c['sslmode']}, transaction pool "
+            f"of {c['pool_size']}; a plugin whose on_connect and on_query return nil):", "",
+            "| pgproxy | tps | lat ms | CPU us/tx |", "|---|---|---|---|",
+            f"| no plugin | {a['tps']:.0f} | {a['latency_ms']:.3f} | "
+            f"{a['proxy_cpu_us_per_tx']:.1f} |",
+            f"| on_connect + on_query | {b['tps']:.0f} | {b['latency_ms']:.3f} | "
+            f"{b['proxy_cpu_us_per_tx']:.1f} |", "",
+            f"Plugin cost: {c['plugin_us_per_query']:.1f} us of pgproxy CPU per query (goal <= 3); "
+            f"tps with / without {c['plugin_vs_none']:.2f}."]
+
+
 def markdown_split(c):
     a, b, s = c["pgproxy_split"], c["pgproxy_nosplit"], c["pgproxy_standby"]
     return [f"Read/write split (pgbench -S -c {c['clients']}, sslmode={c['sslmode']}, transaction "
@@ -685,6 +732,8 @@ def main():
     ap.add_argument("--pool-clients",
                     help="comma-separated client counts of the pool cells (default 16,64,256; "
                     "smoke: 16)")
+    ap.add_argument("--plugin", dest="plugin_only", action="store_true",
+                    help="only the Lua plugin cell (issue 19)")
     ap.add_argument("--split", dest="split_only", action="store_true",
                     help="only the read/write split cell (issue 18)")
     ap.add_argument("--pool-size", type=int, default=20,
@@ -692,8 +741,8 @@ def main():
     args = ap.parse_args()
     if args.pool_only and args.no_pool:
         ap.error("--pool and --no-pool exclude each other")
-    if args.split_only:
-        args.pool_only = True  # the split cell uses the pool cells' users
+    if args.split_only or args.plugin_only:
+        args.pool_only = True  # the split and plugin cells use the pool cells' users
     duration, repeat = (3, 1) if args.smoke else (10, 3)
     args.duration = args.duration or duration
     args.repeat = args.repeat or repeat
@@ -705,17 +754,22 @@ def main():
     args.pool_clients = ([] if args.no_pool else [int(c) for c in args.pool_clients.split(",")]
                          if args.pool_clients else default_pool_clients)
     results, memory, pool_results, prepared_cell, split_cell = [], {}, [], None, None
+    plugin_cell = None
     b = Bench(args)
     try:
         b.start()
         if not args.pool_only:
             results = b.run_cells()
-        only_one = args.prepared_only or args.split_only
+        only_one = args.prepared_only or args.split_only or args.plugin_only
         pool_results = b.run_pool_cells() if args.pool_clients and not only_one else []
-        prepared_cell = (b.run_prepared_cell() if args.pool_clients and not args.split_only
+        prepared_cell = (b.run_prepared_cell()
+                         if args.pool_clients and not args.split_only and not args.plugin_only
                          else None)
+        if args.pool_clients and (args.plugin_only or not only_one):
+            plugin_cell = b.run_plugin_cell()
         # Not in the smoke run: its standby is a base backup of the whole bench database.
-        if args.pool_clients and not args.prepared_only and (args.split_only or not args.smoke):
+        if (args.pool_clients and not args.prepared_only and not args.plugin_only and
+                (args.split_only or not args.smoke)):
             split_cell = b.run_split_cell()
         if not args.pool_only:
             memory = b.idle_memory()
@@ -726,13 +780,16 @@ def main():
         print("\n" + "\n".join(markdown_prepared(prepared_cell)))
     if split_cell:
         print("\n" + "\n".join(markdown_split(split_cell)))
+    if plugin_cell:
+        print("\n" + "\n".join(markdown_plugin(plugin_cell)))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "cpus": os.cpu_count(),
                    "smoke": args.smoke, "duration_s": args.duration, "repeat": args.repeat,
                    "cells": results, "idle_bytes_per_session": memory,
                    "pool_size": args.pool_size, "pool_cells": pool_results,
-                   "prepared_cell": prepared_cell, "split_cell": split_cell}, f, indent=1)
+                   "prepared_cell": prepared_cell, "split_cell": split_cell,
+                   "plugin_cell": plugin_cell}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #include "pgproxy/base/text.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -65,6 +66,24 @@ std::optional<std::uint64_t> parseUnsigned(std::string_view s) {
     v = v * 10 + static_cast<std::uint64_t>(c - '0');
   }
   return v;
+}
+
+std::optional<std::uint64_t> parseSize(std::string_view s) {
+  std::size_t digits = 0;
+  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') {
+    ++digits;
+  }
+  auto number = parseUnsigned(s.substr(0, digits));
+  std::string_view unit = s.substr(digits);
+  std::uint64_t scale = unit.empty()   ? 1
+                        : unit == "kB" ? 1024
+                        : unit == "MB" ? 1024 * 1024
+                        : unit == "GB" ? 1024 * 1024 * 1024
+                                       : 0;
+  if (!number || scale == 0 || *number > UINT64_MAX / scale) {
+    return std::nullopt;
+  }
+  return *number * scale;
 }
 
 std::optional<std::uint64_t> parseDurationMs(std::string_view s) {

@@ -1687,6 +1687,99 @@ void parseAudit(Parser& p, yaml_node_t* n, Config& cfg) {
   }
 }
 
+// ---- plugins ----
+
+// Any YAML value, as the plugin's Lua table will hold it.
+PluginValue pluginValue(Parser& p, yaml_node_t* n, int depth) {
+  PluginValue v;
+  if (depth > 32) {
+    p.fail(n, "plugin config nests deeper than 32 levels");
+    return v;
+  }
+  switch (n->type) {
+    case YAML_SCALAR_NODE: {
+      v.text = Parser::text(n);
+      if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        char* end = nullptr;
+        if (v.text == "true" || v.text == "false") {
+          v.kind = PluginValue::Kind::kBool;
+        } else if (!v.text.empty() && (std::strtod(v.text.c_str(), &end), *end == '\0')) {
+          v.kind = PluginValue::Kind::kNumber;
+        }
+      }
+      return v;
+    }
+    case YAML_SEQUENCE_NODE:
+      v.kind = PluginValue::Kind::kList;
+      for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+        v.values.push_back(pluginValue(p, p.node(*i), depth + 1));
+      }
+      return v;
+    case YAML_MAPPING_NODE:
+      v.kind = PluginValue::Kind::kMap;
+      for (auto* pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; ++pr) {
+        yaml_node_t* key = p.node(pr->key);
+        if (key->type != YAML_SCALAR_NODE) {
+          p.fail(key, "plugin config keys must be scalars");
+          return v;
+        }
+        v.keys.push_back(Parser::text(key));
+        v.values.push_back(pluginValue(p, p.node(pr->value), depth + 1));
+      }
+      return v;
+    default:
+      return v;
+  }
+}
+
+const Block<PluginConfig>& pluginBlock() {
+  static const Block<PluginConfig> block(
+      "plugins entry", "plugins.",
+      {
+          {"file", true, "the plugin's Lua 5.4 source", nonEmptyText(&PluginConfig::file)},
+          {"config", true, "any YAML value, the plugin's pgproxy.config",
+           [](Parser& p, yaml_node_t* v, const std::string&, PluginConfig& out) {
+             out.config = pluginValue(p, v, 0);
+           }},
+          {"max_instructions", true, "Lua instructions one hook call may run (default 1000000)",
+           number(&PluginConfig::max_instructions, 1000, 1'000'000'000)},
+          {"max_memory", true, "bytes the plugin's Lua state may hold per worker (default 32MB)",
+           [](Parser& p, yaml_node_t* v, const std::string& what, PluginConfig& out) {
+             auto s = p.scalar(v, what);
+             if (!s) {
+               return;
+             }
+             auto bytes = base::parseSize(*s);
+             if (!bytes || *bytes < 256 * 1024 || *bytes > (std::uint64_t{4} << 30)) {
+               p.fail(v, what + " must be a size from 256kB to 4GB (\"32MB\"), not \"" + *s + "\"");
+               return;
+             }
+             out.max_memory = *bytes;
+           }},
+      });
+  return block;
+}
+
+void parsePlugins(Parser& p, yaml_node_t* n, Config& cfg) {
+  if (n->type != YAML_SEQUENCE_NODE) {
+    p.fail(n, "plugins must be a list of {file, config}, not a " + Parser::typeName(n));
+    return;
+  }
+  for (auto* i = n->data.sequence.items.start; i < n->data.sequence.items.top; ++i) {
+    yaml_node_t* e = p.node(*i);
+    PluginConfig plugin;
+    plugin.mark = Parser::markOf(e);
+    pluginBlock().parse(p, e, plugin);
+    if (plugin.file.empty() && !p.failed()) {
+      p.fail(e, "a plugins entry needs file: the Lua source to load");
+    }
+    cfg.plugins.push_back(std::move(plugin));
+  }
+  if (cfg.plugins.size() > kMaxPlugins) {
+    p.fail(n, "at most " + std::to_string(kMaxPlugins) + " plugins");
+  }
+}
+
 // ---- the top level ----
 
 void parseWorkers(Parser& p, yaml_node_t* n, Config& cfg) {
@@ -1801,6 +1894,10 @@ const Block<Config>& rootBlock() {
           {"metrics", true, "metrics settings: max_pools",
            [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
              metricsBlock().parse(p, v, cfg.metrics);
+           }},
+          {"plugins", true, "Lua plugins: hooks on connect, startup, query and disconnect",
+           [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
+             parsePlugins(p, v, cfg);
            }},
           {"audit", true, "the audit log: security events as JSON lines",
            [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) {
@@ -1966,6 +2063,9 @@ const std::vector<KeySpec>& metricsKeys() {
 const std::vector<KeySpec>& peerKeys() {
   return peerBlock().specs();
 }
+const std::vector<KeySpec>& pluginKeys() {
+  return pluginBlock().specs();
+}
 const std::vector<KeySpec>& auditKeys() {
   return auditBlock().specs();
 }
@@ -1994,6 +2094,7 @@ const std::vector<KeyBlock>& keyBlocks() {
       {"auth", &authKeys()},
       {"metrics", &metricsKeys()},
       {"audit", &auditKeys()},
+      {"plugins", &pluginKeys()},
   };
   return blocks;
 }

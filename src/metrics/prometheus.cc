@@ -136,6 +136,8 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_audit_failing", "gauge",
        "1 while the last audit event could not be written (audit.fail: closed refuses new "
        "sessions then), else 0."},
+      {"pgproxy_plugin_counter", "gauge",
+       "Plugins' shared counters (pgproxy.counter), by name, over all workers."},
       // Rendered by pool::SharedPools from its own table, after the series above.
       {"pgproxy_pool_server_connections", "gauge",
        "Server connections of a pool by state (login, idle, active, used), all workers."},
@@ -257,6 +259,10 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
            s.counters[static_cast<std::size_t>(Counter::kAuditDropped)]);
   w.header("pgproxy_audit_failing");
   w.sample("pgproxy_audit_failing", "", std::int64_t{s.audit_failing ? 1 : 0});
+  w.header("pgproxy_plugin_counter");
+  for (const auto& [name, value] : s.plugin_counters) {
+    w.sample("pgproxy_plugin_counter", label("name", name), value);
+  }
   return out;
 }
 

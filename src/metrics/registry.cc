@@ -1,5 +1,6 @@
 #include <sched.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "pgproxy/base/clock.h"
@@ -260,6 +261,13 @@ Snapshot Registry::snapshot() const {
   s.last_reload_unix = ms.last_reload_unix.load();
   s.serving = ms.serving.load() != 0;
   s.audit_failing = ms.audit_failing.load() != 0;
+  for (const PluginCounter& c : shared_->plugin_counters) {
+    if (c.state.load(std::memory_order_acquire) == 2) {
+      s.plugin_counters.emplace_back(std::string(c.name, strnlen(c.name, sizeof(c.name))),
+                                     c.value.load(std::memory_order_relaxed));
+    }
+  }
+  std::sort(s.plugin_counters.begin(), s.plugin_counters.end());
   s.config_hash = std::string(ms.config_hash, strnlen(ms.config_hash, sizeof(ms.config_hash)));
   return s;
 }

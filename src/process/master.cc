@@ -40,6 +40,7 @@
 #include "pgproxy/log/log.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/net/listen_socket.h"
+#include "pgproxy/plugin/host.h"
 #include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/process/pid_file.h"
 #include "pgproxy/process/shared_regions.h"
@@ -167,6 +168,8 @@ class Master {
   Options opts_;
   ConfigPtr config_;
   std::shared_ptr<const tls::Contexts> tls_;  // certificates of config_, loaded with it
+  std::shared_ptr<plugin::Host> plugins_;     // the Lua plugins of config_, loaded with it
+  base::Result<std::shared_ptr<plugin::Host>> buildPlugins(const config::Config& cfg);
   std::vector<Listener> listeners_;
   std::vector<WorkerProc> workers_;
   std::vector<Respawn> respawns_;
@@ -179,6 +182,7 @@ class Master {
   struct Previous {
     ConfigPtr config;
     std::shared_ptr<const tls::Contexts> tls;
+    std::shared_ptr<plugin::Host> plugins;
     std::vector<Listener> listeners;
     Listener admin;
     unsigned generation = 0;
@@ -537,6 +541,7 @@ void Master::spawnWorker(unsigned slot) {
     WorkerSpec spec;
     spec.config = config_.get();
     spec.tls = tls_.get();
+    spec.plugins = plugins_.get();
     for (auto& l : listeners_) {
       (l.addr.console ? spec.console_fds : spec.listen_fds).push_back(l.fd.get());
       if (l.addr.proxy_protocol) {
@@ -805,6 +810,7 @@ void Master::abortReload(const std::string& why) {
   }
   audit::configure(config_->audit);
   tls_ = std::move(prev.tls);
+  plugins_ = std::move(prev.plugins);
   listeners_ = std::move(prev.listeners);
   admin_ = std::move(prev.admin);
   generation_ = prev.generation;
@@ -872,6 +878,12 @@ void Master::reload() {
     reloadFailed(nextTls.error());
     return;
   }
+  // Plugins load now, in the master: one that does not compile keeps the old ones serving.
+  auto nextPlugins = buildPlugins(*next);
+  if (!nextPlugins) {
+    reloadFailed(nextPlugins.error());
+    return;
+  }
   if (next->pid_file != config_->pid_file) {
     LOG_WARN("pid_file changed to \"%s\": it cannot change on reload; keeping \"%s\" until restart",
              next->pid_file.c_str(), pid_file_.c_str());
@@ -904,8 +916,8 @@ void Master::reload() {
   if (!previous_) {
     // Kept until the new generation serves: a worker of it that dies before it is ready brings
     // this one back.
-    previous_ =
-        Previous{config_, tls_, std::move(listeners_), std::move(admin_), generation_, backoff_ms_};
+    previous_ = Previous{config_,           tls_,        plugins_,   std::move(listeners_),
+                         std::move(admin_), generation_, backoff_ms_};
   }
   if (next->admin.enabled) {
     admin_ = std::move(listeners.back());
@@ -916,6 +928,7 @@ void Master::reload() {
   listeners_ = std::move(listeners);
   config_ = std::move(next);
   tls_ = std::move(*nextTls);
+  plugins_ = std::move(*nextPlugins);
   registerMappings(*config_);
   log::setDebug(config_->debug);
   reload_pending_ = true;
@@ -970,6 +983,14 @@ void Master::beginStop(bool graceful) {
       w.term_sent_ms = base::monotonicMs();
     }
   }
+}
+
+base::Result<std::shared_ptr<plugin::Host>> Master::buildPlugins(const config::Config& cfg) {
+  auto host = plugin::Host::build(cfg);
+  if (host && *host) {
+    (*host)->setCounters(metrics_->shared()->plugin_counters);
+  }
+  return host;
 }
 
 base::Status Master::startAudit() {
@@ -1347,6 +1368,13 @@ int Master::run() {
     removePidFile(pid_file_, pid_);
     return 1;
   }
+  if (auto host = buildPlugins(*config_); !host) {
+    LOG_ERROR("cannot start: %s", host.error().message.c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  } else {
+    plugins_ = std::move(*host);
+  }
   // The master and the health checker have no slot: their drops count as retired ones.
   metrics::Slot& retired = metrics_->shared()->retired;
   log::setDropCounters(
@@ -1494,6 +1522,9 @@ base::Result<config::Config> checkServable(base::Result<config::Config> cfg) {
     auto problems = checkFiles(*cfg);
     if (auto tls = tls::Contexts::build(*cfg); !tls) {
       problems.push_back(tls.error().message);
+    }
+    if (auto plugins = plugin::Host::build(*cfg); !plugins) {
+      problems.push_back(plugins.error().message);
     }
     if (!problems.empty()) {
       std::string all;

@@ -278,6 +278,7 @@ int runWorker(const WorkerSpec& spec) {
   w->ctx.config = spec.config;
   w->ctx.router = &router;
   w->ctx.tls = spec.tls;
+  w->ctx.plugins = spec.plugins;
   w->ctx.cancels = spec.cancels;
   w->ctx.on_session_closed = onSessionClosed;
   w->ctx.on_handshake_done = onHandshakeDone;

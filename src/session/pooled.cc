@@ -179,6 +179,15 @@ void Session::readPooledClient() {
     }
     bytes_up_ += static_cast<std::uint64_t>(n);
     std::string_view bytes(buffer, static_cast<std::size_t>(n));
+    if (ctx_.plugins && ctx_.plugins->has(plugin::Hook::kQuery)) {
+      if (!pluginQueries(bytes)) {
+        return;
+      }
+      bytes = taps_->gated;  // whole Query/Parse messages the plugins let through
+      if (bytes.empty()) {
+        continue;
+      }
+    }
     pool::ClientFlow::Fed fed = p.flow.feed(bytes);
     if (fed.bad) {
       refuse(Outcome::kProtocolError, proto::sqlstate::kProtocolViolation,

@@ -370,7 +370,7 @@ void Session::handlePreamble() {
         }
         // The startup packet stays buffered; the splice forwards it unchanged.
         bufferevent_disable(client_, EV_READ);
-        routeTo(*route);
+        routeWithPlugins(*route);
         return;
       }
     }
@@ -443,7 +443,7 @@ void Session::handleClientHello() {
     return;
   }
   bufferevent_disable(client_, EV_READ);  // the ClientHello waits in the buffer for the backend
-  routeTo(*route);
+  routeWithPlugins(*route);
 }
 
 // ---- backend side ---------------------------------------------------------------------------
@@ -513,19 +513,8 @@ bool Session::routeStartup() {
     route_backends_ = route::ownBackends(m);
     return true;
   }
-  std::string_view packet;
-  evbuffer* in = client_ ? bufferevent_get_input(client_) : nullptr;
-  if (in) {  // plaintext: the StartupMessage waits in the bufferevent
-    std::size_t len = std::min(evbuffer_get_length(in), proto::kMaxStartupPacket);
-    packet = std::string_view(
-        reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(len))), len);
-  } else {
-    packet = startup_;
-  }
-  proto::Preamble pre = proto::classifyPreamble(packet);
-  packet = packet.substr(0, pre.consumed);
-  proto::StartupParams params;
-  (void)proto::parseStartup(packet, params);  // acceptStartup checked it
+  std::size_t consumed = 0;
+  proto::StartupParams params = pendingStartup(consumed);
   route::Decision d = route::decide(m, params.version, params.params);
   switch (d.kind) {
     case route::Decision::Kind::kNoDatabase:
@@ -550,14 +539,40 @@ bool Session::routeStartup() {
               m.external.c_str(), m.routes[d.route].mark.line);
   }
   if (!d.startup.empty()) {
-    if (in) {
-      evbuffer_drain(in, pre.consumed);
-      evbuffer_prepend(in, d.startup.data(), d.startup.size());
-    } else {
-      startup_.replace(0, pre.consumed, d.startup);
-    }
+    replaceStartup(consumed, d.startup);
   }
   return true;
+}
+
+proto::StartupParams Session::pendingStartup(std::size_t& consumed) {
+  std::string_view packet;
+  evbuffer* in = client_ ? bufferevent_get_input(client_) : nullptr;
+  if (in) {  // plaintext: the StartupMessage waits in the bufferevent
+    std::size_t len = std::min(evbuffer_get_length(in), proto::kMaxStartupPacket);
+    packet = std::string_view(
+        reinterpret_cast<const char*>(evbuffer_pullup(in, static_cast<ssize_t>(len))), len);
+  } else {
+    packet = startup_;
+  }
+  proto::Preamble pre = proto::classifyPreamble(packet);
+  consumed = pre.consumed;
+  proto::StartupParams params;
+  (void)proto::parseStartup(packet.substr(0, pre.consumed), params);  // acceptStartup checked it
+  return params;
+}
+
+void Session::replaceStartup(std::size_t consumed, const std::string& packet) {
+  if (evbuffer* in = client_ ? bufferevent_get_input(client_) : nullptr) {
+    evbuffer_drain(in, consumed);
+    evbuffer_prepend(in, packet.data(), packet.size());
+  } else {
+    startup_.replace(0, consumed, packet);
+  }
+}
+
+std::string Session::peerHost() const {
+  std::string p = peer();
+  return p.substr(0, std::min(p.size(), p.rfind(':')));
 }
 
 bool Session::pickBackend() {
@@ -671,14 +686,10 @@ bool Session::admit() {
     return false;
   }
   const in6_addr key = net::clientKey(reinterpret_cast<const sockaddr*>(&client_addr_));
-  auto host = [this] {  // the address without the port, for refusals only
-    std::string p = peer();
-    return p.substr(0, std::min(p.size(), p.rfind(':')));
-  };
   if (cfg.max_connections_per_client &&
       ctx_.client_limits->sessions(key) >= cfg.max_connections_per_client) {
     failSession(Outcome::kClientLimit,
-                "too many connections from " + host() + " (max_connections_per_client " +
+                "too many connections from " + peerHost() + " (max_connections_per_client " +
                     std::to_string(cfg.max_connections_per_client) + ")",
                 proto::sqlstate::kTooManyConnections);
     return false;
@@ -691,7 +702,7 @@ bool Session::admit() {
     if (rate.enabled() && !ctx_.client_limits->takeToken(key, scope, rate, now, &wait)) {
       std::string unit = rate.period_ms == 1000 ? "s" : rate.period_ms == 60'000 ? "m" : "h";
       failSession(Outcome::kRateLimited,
-                  "too many new connections from " + host() +
+                  "too many new connections from " + peerHost() +
                       (scope ? " to \"" + m.external + "\"" : "") + " (connection_rate " +
                       std::to_string(rate.count) + "/" + unit + ", burst " +
                       std::to_string(rate.burst) + "); retry in " + std::to_string(wait) + " ms",
@@ -718,6 +729,10 @@ void Session::connectBackend() {
     } else {
       refuseTls(Outcome::kDenied, proto::kAlertAccessDenied, why);
     }
+    return;
+  }
+  if (!routed_ && ctx_.plugins && ctx_.plugins->has(plugin::Hook::kStartup) &&
+      (mode_ == Mode::kPlaintext || terminated()) && !pluginStartup()) {
     return;
   }
   if (!routed_ && !routeStartup()) {
@@ -1278,6 +1293,7 @@ void Session::close(Outcome why) {
   rec.outcome = metrics::outcomeName(why);
   log::writeAccess(rec);
   auditDisconnect(why);
+  pluginDisconnect(why);
   ctx_.metrics.closed(metricIndex(), why);
   Context& ctx = ctx_;
   delete this;

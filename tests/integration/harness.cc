@@ -29,9 +29,6 @@ std::string env(const char* name, const char* fallback) {
   return v && *v ? v : fallback;
 }
 
-std::string srcdir() {
-  return env("PGPROXY_SRCDIR", "..");
-}
 std::string proxyBin() {
   return env("PGPROXY_BIN", "./pgproxy");
 }
@@ -76,6 +73,10 @@ std::string replaceAll(std::string s, const std::string& from, const std::string
 }
 
 }  // namespace
+
+std::string srcdir() {
+  return env("PGPROXY_SRCDIR", "..");
+}
 
 const Sandbox& sandbox() {
   if (!g_sandbox) {

@@ -94,6 +94,8 @@ class Proxy {
 };
 
 std::string proxyBinary();
+// The source tree ($PGPROXY_SRCDIR, else ..): example files the tests run.
+std::string srcdir();
 
 // Direct conninfo to a cluster, bypassing pgproxy.
 std::string direct(int port);

@@ -1239,5 +1239,36 @@ TEST(ConfigAudit, FileOrSyslogWithItsOptions) {
             std::string::npos);
 }
 
+TEST(ConfigPlugins, FilesTheirConfigAndLimits) {
+  const std::string mapping = "mappings:\n  - {external: a.example.com, internal: x}\n";
+  Config c = mustLoad(
+      "plugins:\n"
+      "  - file: /etc/pgproxy/plugins/a.lua\n"
+      "    config: {n: 3, ratio: 0.5, on: true, s: \"7\", list: [a, 2], map: {k: v}}\n"
+      "  - {file: b.lua, max_instructions: 5000, max_memory: 1MB}\n" +
+      mapping);
+  ASSERT_EQ(c.plugins.size(), 2u);
+  const PluginValue& v = c.plugins[0].config;
+  ASSERT_EQ(v.kind, PluginValue::Kind::kMap);
+  ASSERT_EQ(v.keys.size(), 6u);
+  EXPECT_EQ(v.values[0].kind, PluginValue::Kind::kNumber);
+  EXPECT_EQ(v.values[1].kind, PluginValue::Kind::kNumber);
+  EXPECT_EQ(v.values[2].kind, PluginValue::Kind::kBool);
+  EXPECT_EQ(v.values[3].kind, PluginValue::Kind::kString);  // quoted: a string
+  EXPECT_EQ(v.values[4].kind, PluginValue::Kind::kList);
+  EXPECT_EQ(v.values[4].values[1].kind, PluginValue::Kind::kNumber);
+  EXPECT_EQ(v.values[5].keys[0], "k");
+  EXPECT_EQ(c.plugins[0].max_instructions, 1'000'000u);
+  EXPECT_EQ(c.plugins[1].max_instructions, 5000u);
+  EXPECT_EQ(c.plugins[1].max_memory, 1024u * 1024u);
+  EXPECT_NE(errorOf("plugins: {file: a.lua}\n" + mapping).find("must be a list"),
+            std::string::npos);
+  EXPECT_NE(errorOf("plugins: [{config: {}}]\n" + mapping).find("needs file"), std::string::npos);
+  EXPECT_NE(errorOf("plugins: [{file: a.lua, max_memory: 1kB}]\n" + mapping).find("256kB to 4GB"),
+            std::string::npos);
+  EXPECT_NE(errorOf("plugins: [{file: a.lua, hooks: all}]\n" + mapping).find("hooks"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace pgproxy::config

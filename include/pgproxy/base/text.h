@@ -22,6 +22,9 @@ std::size_t editDistance(std::string_view a, std::string_view b);
 // Parses "500ms", "10s", "2m", "1h" or a bare number of seconds into milliseconds.
 std::optional<std::uint64_t> parseDurationMs(std::string_view s);
 
+// Parses "1048576", "512kB", "32MB" or "1GB" (PostgreSQL's units: kB = 1024 bytes) into bytes.
+std::optional<std::uint64_t> parseSize(std::string_view s);
+
 // Parses a whole decimal number without sign; rejects trailing garbage and overflow.
 std::optional<std::uint64_t> parseUnsigned(std::string_view s);
 

@@ -254,6 +254,26 @@ struct MetricsConfig {
 
 enum class LogFormat { kText, kJson };
 
+// A plugin's `config:` as YAML wrote it, for the plugin's Lua table: plain scalars that read as
+// numbers or true/false arrive as such, everything else as strings.
+struct PluginValue {
+  enum class Kind { kString, kNumber, kBool, kList, kMap } kind = Kind::kString;
+  std::string text;                 // scalars
+  std::vector<std::string> keys;    // kMap: the key of each of `values`
+  std::vector<PluginValue> values;  // kList, kMap
+};
+
+inline constexpr std::size_t kMaxPlugins = 16;
+
+// One entry of `plugins:` (plugin/host.h).
+struct PluginConfig {
+  std::string file;  // a Lua 5.4 source file; relative: to the configuration file's directory
+  PluginValue config{PluginValue::Kind::kMap, {}, {}, {}};
+  unsigned max_instructions = 1'000'000;        // per hook call
+  std::uint64_t max_memory = 32 * 1024 * 1024;  // bytes, per plugin and worker
+  Mark mark;
+};
+
 // Which statements of plaintext and terminated sessions the audit log records.
 enum class AuditStatements { kNone, kDdl, kWrite, kAll };
 
@@ -297,6 +317,7 @@ struct Config {
   AuthConfig auth;
   MetricsConfig metrics;
   AuditConfig audit;
+  std::vector<PluginConfig> plugins;
   net::AccessList access;                   // allow/deny at accept
   unsigned max_connections = 0;             // all mappings together; 0: no limit
   unsigned max_connections_per_client = 0;  // sessions from one address; 0: no limit

@@ -27,6 +27,7 @@ const std::vector<KeySpec>& routeKeys();       // a mapping's routes
 const std::vector<KeySpec>& routeMatchKeys();  // a route's match
 const std::vector<KeySpec>& metricsKeys();     // metrics
 const std::vector<KeySpec>& auditKeys();       // audit
+const std::vector<KeySpec>& pluginKeys();      // plugins
 const std::vector<KeySpec>& rateKeys();        // connection_rate
 const std::vector<KeySpec>& peerKeys();        // peers
 const std::vector<KeySpec>& keepAliveKeys();   // tcp_keepalive

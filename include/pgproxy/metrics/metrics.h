@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "pgproxy/base/result.h"
@@ -138,6 +139,15 @@ struct MappingEntry {
   char name[kMaxNameLength + 1];
 };
 
+// A plugin's shared counter (pgproxy.counter in plugin/host.h): claimed by name, once, by
+// whichever worker first uses it; exported as pgproxy_plugin_counter{name}.
+struct PluginCounter {
+  std::atomic<std::uint32_t> state;  // 0 free, 1 being claimed, 2 named
+  char name[60];
+  std::atomic<std::int64_t> value;
+};
+inline constexpr std::size_t kMaxPluginCounters = 256;
+
 // The whole shared region: created zeroed by the master before the first fork.
 struct Shared {
   std::atomic<std::uint32_t> fold_seq;  // odd while the master folds a dead worker's slot
@@ -146,6 +156,7 @@ struct Shared {
   MappingEntry mappings[kMaxMappings];
   Slot retired;  // counters of workers that have exited
   Slot slots[kMaxSlots];
+  PluginCounter plugin_counters[kMaxPluginCounters];
 };
 
 // Sums of every counter over all workers. `mapping` and `mapping_active` always have one entry
@@ -167,6 +178,7 @@ struct Snapshot {
   std::uint64_t reloads_ok = 0, reloads_failed = 0, worker_restarts = 0;
   bool serving = false;
   bool audit_failing = false;
+  std::vector<std::pair<std::string, std::int64_t>> plugin_counters;  // named ones, by name
   std::string config_hash;
 };
 

@@ -7,6 +7,7 @@
 #include "pgproxy/config/config.h"
 #include "pgproxy/limits/client_limits.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/plugin/host.h"
 #include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/tls/contexts.h"
 #include "pgproxy/upstream/backend_table.h"
@@ -16,6 +17,7 @@ namespace pgproxy::process {
 struct WorkerSpec {
   const config::Config* config = nullptr;
   const tls::Contexts* tls = nullptr;  // built by the master with the config
+  plugin::Host* plugins = nullptr;     // likewise (null: none); each worker has its own copy
   std::vector<int> listen_fds;         // inherited from the master
   std::vector<int> console_fds;        // likewise: admin.console, every connection the console
   // Of listen_fds, those whose connections start with a PROXY protocol header, with their

@@ -9,6 +9,7 @@
 #include "pgproxy/limits/client_limits.h"
 #include "pgproxy/metrics/metrics.h"
 #include "pgproxy/metrics/recorder.h"
+#include "pgproxy/plugin/host.h"
 #include "pgproxy/pool/shared_pools.h"
 #include "pgproxy/route/router.h"
 #include "pgproxy/tls/contexts.h"
@@ -43,6 +44,7 @@ struct Context {
   const config::Config* config = nullptr;
   const route::Router* router = nullptr;
   const tls::Contexts* tls = nullptr;
+  plugin::Host* plugins = nullptr;  // the Lua plugins (null: none)
   cancel::Registry* cancels = nullptr;
   metrics::Registry* metrics_registry = nullptr;
   upstream::BackendTable* backends = nullptr;

@@ -16,6 +16,8 @@
 #include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/plugin/host.h"
+#include "pgproxy/plugin/query_gate.h"
 #include "pgproxy/proto/sasl_filter.h"
 #include "pgproxy/proto/startup.h"
 #include "pgproxy/proto/wire.h"
@@ -122,6 +124,11 @@ class Session {
   // Routes by the StartupMessage (routes, target_session_attrs, a database rewrite) and fills in
   // a templated backend; once per session, before authentication. False: refused.
   bool routeStartup();
+  // The StartupMessage of a plaintext or terminated session, still where it came in (the
+  // client's bufferevent, or startup_ when read inside TLS): its parameters and length.
+  proto::StartupParams pendingStartup(std::size_t& consumed);
+  // Puts `packet` in its place (a route's database, a plugin's parameters).
+  void replaceStartup(std::size_t consumed, const std::string& packet);
   bool pickBackend();  // false: no backend left to try
   bool pickBackendInRole(config::BackendRole role);
   // The balancer's choice among the session's backends in `role` that are up, not drained, not
@@ -244,6 +251,20 @@ class Session {
   void auditStatement(char type, std::uint32_t length, std::string_view body);
   // audit.fail: closed: false (after refusing the session) while events cannot be written.
   bool auditAdmits();
+  // Plugins (plugin_hooks.cc). on_connect, then routeTo the mapping it leaves.
+  void routeWithPlugins(std::size_t mapping);
+  // on_startup (plaintext and terminated), before the startup routes; false: refused.
+  bool pluginStartup();
+  // on_query (pooled): `bytes` through the gate into taps_->gated; false: the session ended.
+  bool pluginQueries(std::string_view bytes);
+  void pluginDisconnect(Outcome why);
+  // The hooks' view of the session; `client` and `client_ip` hold the texts it points to.
+  plugin::Info pluginInfo(std::string& client, std::string& client_ip) const;
+  // A plugin's refusal: its message and SQLSTATE where the client can read one, else a TLS
+  // alert; a plugin that failed is XX000 without its error (that is for the log).
+  void pluginRefuse(const plugin::Verdict& v);
+  // The mapping a plugin's route names; SIZE_MAX (after refusing) when there is none.
+  std::size_t pluginRoute(const plugin::Verdict& v);
   void publishBackendKey();
 
   // Refusals: an ErrorResponse on a plaintext channel, a TLS alert inside a TLS handshake.
@@ -259,6 +280,7 @@ class Session {
   void backendAnswered();
   const char* modeName() const;
   std::string peer() const;
+  std::string peerHost() const;  // peer() without the port
 
   Context& ctx_;
   std::uint64_t id_;
@@ -345,8 +367,12 @@ class Session {
   struct Taps {
     // Message framers: client → backend (log_protocol, audit.statements), and back (log_protocol).
     std::unique_ptr<proto::MessageFramer> up, down;
-    std::string user, database;  // from the StartupMessage, for audit events
+    std::string user, database;  // from the StartupMessage, for audit events and plugins
     bool connected = false;      // a connect event was written: a disconnect event follows
+    // Plugins' on_query (pooled sessions): Query and Parse held until whole, and the bytes that
+    // may go on (reused from read to read).
+    std::unique_ptr<plugin::QueryGate> gate;
+    std::string gated;
   };
   std::unique_ptr<Taps> taps_;
   Taps& taps();
