@@ -1,6 +1,7 @@
 #include "pgproxy/proto/wire.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace pgproxy::proto {
 
@@ -67,43 +68,65 @@ std::string buildTlsAlert(std::uint8_t description) {
 }
 
 BackendKeyScanner::State BackendKeyScanner::feed(std::string_view bytes) {
+  return scan(bytes.data(), nullptr, bytes.size());
+}
+
+BackendKeyScanner::State BackendKeyScanner::feed(char* bytes, std::size_t len) {
+  return scan(bytes, rewrite_ ? bytes : nullptr, len);
+}
+
+void BackendKeyScanner::rewriteTo(std::uint32_t pid, std::uint32_t key) {
+  std::string b;
+  appendU32(b, pid);
+  appendU32(b, key);
+  std::memcpy(replacement_, b.data(), sizeof(replacement_));
+  rewrite_ = true;
+}
+
+BackendKeyScanner::State BackendKeyScanner::scan(const char* in, char* out, std::size_t len) {
   // BackendKeyData comes within the first few messages; anything beyond this is not a backend.
   constexpr std::uint32_t kMaxScannedMessage = 1 << 20;
   // BackendKeyData: length word, pid, then the key up to the end of the message.
   constexpr std::uint32_t kMinKeyMessage = 8 + kMinCancelKey;
   constexpr std::uint32_t kMaxKeyMessage = 8 + kMaxCancelKey;
   std::size_t i = 0;
-  while (i < bytes.size() && state_ == State::kScanning) {
+  while (i < len && state_ == State::kScanning) {
     if (header_have_ < 5) {
-      header_[header_have_++] = bytes[i++];
+      header_[header_have_++] = in[i++];
       if (header_have_ == 5) {
         type_ = header_[0];
-        std::uint32_t len = readU32(header_ + 1);
+        std::uint32_t mlen = readU32(header_ + 1);
         // What a backend may send before ReadyForQuery: authentication, error, notice,
         // ParameterStatus, BackendKeyData, ReadyForQuery, NegotiateProtocolVersion.
         bool loginType = std::string_view("RENSKZv").find(type_) != std::string_view::npos;
-        remaining_ = len - 4;
-        if (!loginType || len < 4 || len > kMaxScannedMessage ||
-            (type_ == 'K' && (len < kMinKeyMessage || len > kMaxKeyMessage))) {
+        remaining_ = mlen - 4;
+        if (!loginType || mlen < 4 || mlen > kMaxScannedMessage ||
+            (type_ == 'K' && (mlen < kMinKeyMessage || mlen > kMaxKeyMessage))) {
           state_ = State::kInvalid;
           break;
         }
-        body_have_ = 0;
+        body_at_ = 0;
         if (type_ == 'K') {
           key_.clear();
-          key_.reserve(len - 8);
+          key_.reserve(mlen - 8);
+          rewriting_ = out && mlen == 8 + 4;  // a protocol 3.0 key only
         }
       } else {
         continue;
       }
     }
-    std::size_t take = std::min<std::size_t>(remaining_, bytes.size() - i);
+    std::size_t take = std::min<std::size_t>(remaining_, len - i);
     if (type_ == 'K') {
-      std::size_t j = 0;
-      for (; j < take && body_have_ < sizeof(pid_bytes_); ++j) {
-        pid_bytes_[body_have_++] = bytes[i + j];
+      for (std::size_t j = 0; j < take; ++j, ++body_at_) {
+        if (body_at_ < sizeof(pid_bytes_)) {
+          pid_bytes_[body_at_] = in[i + j];
+        } else {
+          key_.push_back(in[i + j]);  // bounded by the length checked above
+        }
+        if (rewriting_) {
+          out[i + j] = replacement_[body_at_];
+        }
       }
-      key_.append(bytes.substr(i + j, take - j));  // bounded by the length checked above
     }
     i += take;
     remaining_ -= static_cast<std::uint32_t>(take);

@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -90,6 +91,15 @@ void Session::startSplice(std::string backend_first) {
 
   if (mode_ == Mode::kPlaintext || terminated()) {
     scanning_key_ = true;
+    if (ctx_.config->instance_id != 0) {
+      // Several instances as one: the client sees pgproxy's own key, which names this instance,
+      // so that a cancel sent to another instance comes here (cancel/registry.h).
+      unsigned char key[8];
+      RAND_bytes(key, sizeof(key));
+      key_scanner_.rewriteTo(
+          cancel::issuedPid(proto::readU32(reinterpret_cast<char*>(key)), ctx_.config->instance_id),
+          proto::readU32(reinterpret_cast<char*>(key) + 4));
+    }
     // Client messages are typed after the startup packet, which is the first thing forwarded.
     client_frames_ = proto::FrameTracker(proto::FrameTracker::Kind::kPgMessages, clientIn.size());
     checking_client_sasl_ = terminated() && !authenticated_;
@@ -129,7 +139,8 @@ void Session::startSplice(std::string backend_first) {
     replay_ = clientIn;
   }
   // What the handshake left behind goes first: the ClientHello or StartupMessage to the backend.
-  if (!inspect(true, clientIn) || !inspect(false, backendIn)) {
+  if (!inspect(true, clientIn.data(), clientIn.size()) ||
+      !inspect(false, backendIn.data(), backendIn.size())) {
     return;
   }
   to_backend_ += backendOut + clientIn;
@@ -266,10 +277,10 @@ bool Session::relay(bool from_client) {
       // upstream: either way there is nothing to replay any more.
       std::string().swap(replay_);
     }
-    std::string_view bytes(buffer, static_cast<std::size_t>(n));
-    if (!inspect(from_client, bytes)) {
+    if (!inspect(from_client, buffer, static_cast<std::size_t>(n))) {
       return false;
     }
+    std::string_view bytes(buffer, static_cast<std::size_t>(n));
     if (from_client && checking_client_sasl_ && !checkClientFirst(bytes)) {
       return false;
     }
@@ -472,10 +483,11 @@ void Session::spliceSocketError(bool client_side, int err) {
 
 // Everything that looks at the bytes in flight: counters, the goodbye tracker, the cancel key of
 // plaintext sessions, and the protocol log.
-bool Session::inspect(bool from_client, std::string_view bytes) {
-  if (bytes.empty()) {
+bool Session::inspect(bool from_client, char* data, std::size_t len) {
+  if (len == 0) {
     return true;
   }
+  std::string_view bytes(data, len);
   if (from_client) {
     bytes_up_ += bytes.size();
     ctx_.metrics.add(metricIndex(), metrics::MappingCounter::kBytesUp, bytes.size());
@@ -486,7 +498,8 @@ bool Session::inspect(bool from_client, std::string_view bytes) {
     if (backend_frames_) {
       backend_frames_->feed(bytes);
     }
-    if (scanning_key_ && key_scanner_.feed(bytes) != proto::BackendKeyScanner::State::kScanning) {
+    if (scanning_key_ &&
+        key_scanner_.feed(data, len) != proto::BackendKeyScanner::State::kScanning) {
       scanning_key_ = false;
       if (key_scanner_.state() == proto::BackendKeyScanner::State::kFound) {
         publishBackendKey();
@@ -558,8 +571,19 @@ void Session::publishBackendKey() {
              static_cast<unsigned long long>(id_));
     return;
   }
-  ctx_.cancels->publishKey(cancel_slot_, key_scanner_.pid(), key_scanner_.key(), addr,
-                           ctx_.config->mappings[mapping_].backend_proxy_protocol);
+  bool proxy = ctx_.config->mappings[mapping_].backend_proxy_protocol;
+  if (key_scanner_.rewritten()) {
+    // The client holds pgproxy's key: registered as a pooled client's is, linked to the server's.
+    std::uint32_t pid = 0, key = 0;
+    key_scanner_.issued(pid, key);
+    std::string secret;
+    proto::appendU32(secret, key);
+    ctx_.cancels->publishPooled(cancel_slot_, pid, secret, proxy);
+    ctx_.cancels->linkPooled(cancel_slot_, addr, key_scanner_.pid(),
+                             proto::readU32(key_scanner_.key().data()));
+    return;
+  }
+  ctx_.cancels->publishKey(cancel_slot_, key_scanner_.pid(), key_scanner_.key(), addr, proxy);
 }
 
 void Session::tapMessages(bool from_client, std::string_view bytes) {

@@ -1,7 +1,8 @@
 // Several instances as one (issue 19): two pgproxy instances behind one name (round-robin DNS,
 // an L4 balancer) list each other as peers. A client's cancel request may reach either one; it
-// must reach the session wherever it is. Keys pgproxy issues (pooled sessions) carry the
-// instance's id and go straight to it; a server's own key goes to every peer, one hop only.
+// must reach the session wherever it is. Keys pgproxy issues (pooled sessions, and spliced
+// plaintext or terminated ones, whose BackendKeyData it rewrites) carry the instance's id and go
+// straight to it; a key no session here holds goes to every peer, one hop only.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -91,13 +92,13 @@ TEST(Instances, APooledSessionsCancelReachesItsInstanceFromTheOther) {
   cancelThroughTheOther(b, a, 2);
 }
 
-TEST(Instances, AServersOwnKeyGoesToEveryPeerOneHopOnly) {
+TEST(Instances, ASplicedSessionGetsAKeyNamingItsInstanceAndUnknownKeysGoOneHop) {
   int pa = freePort(), pb = freePort(), admin_a = freePort(), admin_b = freePort();
   Proxy a(instanceConfig(1, 2, pb, admin_a, ""), 2, "", pa);
   Proxy b(instanceConfig(2, 1, pa, admin_b, ""), 2, "", pb);
-  // PostgreSQL's key (a plaintext session spliced through A): B does not hold it, so it asks its
-  // peers; A does.
-  cancelThroughTheOther(a, b, 0);
+  // A plaintext session spliced through A (not pooled): its BackendKeyData is rewritten to
+  // pgproxy's key, which names A, and B sends the cancel straight there.
+  cancelThroughTheOther(a, b, 1);
   // A key nobody holds: B asks A, and A, seeing the request came from a peer, asks no one.
   std::string cancel;
   proto::appendU32(cancel, 16);

@@ -89,6 +89,46 @@ TEST(BackendKeyScanner, FindsKeyAcrossChunks) {
   }
 }
 
+// instance_id: the client gets pgproxy's key in place of the server's, wherever the message is
+// split; the scanner still learns the server's. A 3.2 key (longer than 4 bytes) is left alone.
+TEST(BackendKeyScanner, RewritesAProtocol30KeyInPlace) {
+  std::string key, mine;
+  appendU32(key, 4242);
+  appendU32(key, 0x01020304);
+  appendU32(mine, 0x01000007);
+  appendU32(mine, 0xa1b2c3d4);
+  std::string head = msg('R', std::string(4, '\0')) + msg('S', std::string("a\0b\0", 4));
+  std::string stream = head + msg('K', key) + msg('Z', "I");
+  std::string want = head + msg('K', mine) + msg('Z', "I");
+  for (std::size_t chunk = 1; chunk <= stream.size(); ++chunk) {
+    BackendKeyScanner s;
+    s.rewriteTo(0x01000007, 0xa1b2c3d4);
+    std::string out = stream;
+    for (std::size_t i = 0; i < out.size(); i += chunk) {
+      s.feed(out.data() + i, std::min(chunk, out.size() - i));
+    }
+    ASSERT_EQ(s.state(), BackendKeyScanner::State::kFound) << chunk;
+    EXPECT_TRUE(s.rewritten());
+    EXPECT_EQ(out, want) << chunk;
+    EXPECT_EQ(s.pid(), 4242u);
+    EXPECT_EQ(s.key(), std::string("\x01\x02\x03\x04", 4));
+  }
+  std::string longKey = msg('K', std::string("\0\0\x03\x09", 4) + std::string(32, 'k'));
+  std::string out = head + longKey;
+  BackendKeyScanner s;
+  s.rewriteTo(1, 2);
+  s.feed(out.data(), out.size());
+  EXPECT_EQ(s.state(), BackendKeyScanner::State::kFound);
+  EXPECT_FALSE(s.rewritten());
+  EXPECT_EQ(out, head + longKey);
+  // Without rewriteTo, the mutable feed changes nothing.
+  BackendKeyScanner plain;
+  out = stream;
+  plain.feed(out.data(), out.size());
+  EXPECT_FALSE(plain.rewritten());
+  EXPECT_EQ(out, stream);
+}
+
 // Protocol 3.2 (PostgreSQL 18): BackendKeyData carries a key of 4 to 256 bytes.
 TEST(BackendKeyScanner, LongKeysOfProtocol32) {
   for (std::size_t keyLen : {4u, 32u, 256u}) {

@@ -220,9 +220,20 @@ inline constexpr std::size_t kMaxCancelKey = 256;
 class BackendKeyScanner {
  public:
   // kInvalid: what came is not PostgreSQL's login sequence (a wrong type byte or length).
-  enum class State { kScanning, kFound, kDone, kInvalid };
+  enum class State : std::uint8_t { kScanning, kFound, kDone, kInvalid };
   // Feed the next bytes the backend sent, in order. Returns the state after them.
   State feed(std::string_view bytes);
+  // The same, and a BackendKeyData with a protocol 3.0 key (4 bytes) has its pid and key
+  // replaced in `bytes` by those of rewriteTo, wherever the message is split.
+  State feed(char* bytes, std::size_t len);
+  // The pid and key the client is to see instead of the server's (pgproxy's own key).
+  void rewriteTo(std::uint32_t pid, std::uint32_t key);
+  // kFound: whether the key the client got is rewriteTo's (a 3.2 key is never rewritten).
+  bool rewritten() const { return rewriting_; }
+  void issued(std::uint32_t& pid, std::uint32_t& key) const {
+    pid = readU32(replacement_);
+    key = readU32(replacement_ + 4);
+  }
   State state() const { return state_; }
   std::uint32_t pid() const { return pid_; }
   // kFound: the secret as the backend sent it, kMinCancelKey to kMaxCancelKey bytes.
@@ -230,13 +241,18 @@ class BackendKeyScanner {
   char badType() const { return type_; }  // kInvalid: the offending message's type byte
 
  private:
+  State scan(const char* in, char* out, std::size_t len);
+  // Small fields first: the scanner lives in every spliced session.
   State state_ = State::kScanning;
   char header_[5] = {};
-  std::size_t header_have_ = 0;
-  std::uint32_t remaining_ = 0;  // body bytes left in the current message
+  std::uint8_t header_have_ = 0;
   char type_ = 0;
+  bool rewrite_ = false;    // rewriteTo was called
+  bool rewriting_ = false;  // this BackendKeyData is being rewritten
   char pid_bytes_[4] = {};
-  std::size_t body_have_ = 0;
+  char replacement_[8] = {};     // pid, key
+  std::uint32_t remaining_ = 0;  // body bytes left in the current message
+  std::uint32_t body_at_ = 0;    // body bytes of a BackendKeyData seen so far
   std::uint32_t pid_ = 0;
   // Not an inline 256-byte array: the scanner lives in every session, and a 3.0 key fits the
   // string's own buffer; only a 3.2 key allocates, once per login.

@@ -167,7 +167,8 @@ class Session {
   // A socket of the splice failed with `err` (the side whose socket it was): log and close.
   void spliceSocketError(bool client_side, int err);
   // False when the bytes ended the session (a backend that does not speak PostgreSQL).
-  bool inspect(bool from_client, std::string_view bytes);
+  // A BackendKeyData is rewritten in place when pgproxy issues its own key (instance_id).
+  bool inspect(bool from_client, char* data, std::size_t len);
   // One side's socket, through its TLS session when pgproxy terminates one: >0 bytes, 0 EOF,
   // -1 with `err` (EAGAIN: try again when the socket is ready).
   ssize_t readSide(bool client, char* buf, std::size_t len, int& err);
