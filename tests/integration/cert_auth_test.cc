@@ -206,5 +206,26 @@ TEST(CertAuth, AReloadSwitchesTheClientCa) {
       << proxy.log();
 }
 
+// The audit log's connect event names the client certificate's subject, and its auth event the
+// cert method and the user the certificate proved.
+TEST(CertAuth, TheAuditLogNamesTheClientCertificate) {
+  std::string dir = tempDir("pgproxy-cert-audit");
+  std::string log = dir + "/audit.log";
+  Proxy proxy("audit: {file: " + log + "}\n" + config(authFile(), pki().ca()));
+  auto r = psql(viaProxy(proxy, "pgproxy_cert", "trusted"), kWho);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_TRUE(eventually([&] { return readFile(log).find("\"disconnect\"") != std::string::npos; }))
+      << readFile(log);
+  std::string text = readFile(log);
+  EXPECT_NE(text.find("\"client_certificate\":\"CN=pgproxy_cert,O=pgproxy tests\""),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\"user\":\"pgproxy_cert\",\"database\":\"postgres\",\"method\":\"cert\","
+                      "\"result\":\"ok\""),
+            std::string::npos)
+      << text;
+  run({"rm", "-rf", dir});
+}
+
 }  // namespace
 }  // namespace pgproxy::it
