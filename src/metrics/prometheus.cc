@@ -40,6 +40,12 @@ std::string label(const char* key, const std::string& value) {
   return std::string(key) + "=\"" + escapeLabel(value) + "\"";
 }
 
+// A counter with one series and no labels.
+void unlabelled(Writer& w, const char* name, const Snapshot& s, Counter c) {
+  w.header(name);
+  w.sample(name, "", s.counters[static_cast<std::size_t>(c)]);
+}
+
 void histogram(Writer& w, const char* name, const Snapshot& s, Histogram h) {
   auto hi = static_cast<std::size_t>(h);
   w.header(name);
@@ -245,18 +251,10 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
            s.counters[static_cast<std::size_t>(Counter::kAuthQueryAbsent)]);
   w.sample("pgproxy_auth_query_lookups_total", label("result", "failed"),
            s.counters[static_cast<std::size_t>(Counter::kAuthQueryFailed)]);
-  w.header("pgproxy_auth_query_cache_hits_total");
-  w.sample("pgproxy_auth_query_cache_hits_total", "",
-           s.counters[static_cast<std::size_t>(Counter::kAuthQueryCacheHits)]);
-  w.header("pgproxy_split_retries_total");
-  w.sample("pgproxy_split_retries_total", "",
-           s.counters[static_cast<std::size_t>(Counter::kSplitRetried)]);
-  w.header("pgproxy_audit_events_total");
-  w.sample("pgproxy_audit_events_total", "",
-           s.counters[static_cast<std::size_t>(Counter::kAuditWritten)]);
-  w.header("pgproxy_audit_dropped_total");
-  w.sample("pgproxy_audit_dropped_total", "",
-           s.counters[static_cast<std::size_t>(Counter::kAuditDropped)]);
+  unlabelled(w, "pgproxy_auth_query_cache_hits_total", s, Counter::kAuthQueryCacheHits);
+  unlabelled(w, "pgproxy_split_retries_total", s, Counter::kSplitRetried);
+  unlabelled(w, "pgproxy_audit_events_total", s, Counter::kAuditWritten);
+  unlabelled(w, "pgproxy_audit_dropped_total", s, Counter::kAuditDropped);
   w.header("pgproxy_audit_failing");
   w.sample("pgproxy_audit_failing", "", std::int64_t{s.audit_failing ? 1 : 0});
   w.header("pgproxy_plugin_counter");

@@ -120,6 +120,15 @@ const std::string& auditDb() {
   return users;
 }
 
+// A plaintext default mapping with the audit log in `log` and these audit keys.
+std::string plainWithAudit(const std::string& log, const std::string& options) {
+  return "audit: {file: " + log + (options.empty() ? "" : ", " + options) +
+         "}\n"
+         "default: plain.example.com\n"
+         "mappings:\n"
+         "  - {external: plain.example.com, internal: 127.0.0.1, port: {P1}}\n";
+}
+
 std::string poolConninfo(const Proxy& proxy, const std::string& password = "scram-pw") {
   return "host=host1.example.com hostaddr=127.0.0.1 port=" + std::to_string(proxy.port()) +
          " sslmode=verify-full sslrootcert=" + sb("proxy-ca.crt") +
@@ -289,11 +298,7 @@ TEST(Audit, EveryEventKindAppearsWithItsFields) {
 TEST(Audit, LiteralsAreRedactedAndReopenStartsANewFile) {
   std::string dir = tempDir("pgproxy-audit-lit");
   std::string log = dir + "/audit.log";
-  Proxy proxy("audit: {file: " + log +
-              ", statements: all, redact: literals}\n"
-              "default: plain.example.com\n"
-              "mappings:\n"
-              "  - {external: plain.example.com, internal: 127.0.0.1, port: {P1}}\n");
+  Proxy proxy(plainWithAudit(log, "statements: all, redact: literals"));
   auto r = psql(proxy.plain(), "select 'secret-value', 12345, E'a\\'b', $q$dollar$q$");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::vector<Event> all;
@@ -360,12 +365,7 @@ TEST(Audit, SyslogGetsOneDatagramPerEvent) {
 TEST(Audit, AKilledWorkerLeavesNoTornLine) {
   std::string dir = tempDir("pgproxy-audit-kill");
   std::string log = dir + "/audit.log";
-  Proxy proxy("audit: {file: " + log +
-                  ", statements: all}\n"
-                  "default: plain.example.com\n"
-                  "mappings:\n"
-                  "  - {external: plain.example.com, internal: 127.0.0.1, port: {P1}}\n",
-              2);
+  Proxy proxy(plainWithAudit(log, "statements: all"), 2);
   writeFile(dir + "/select.sql", "select 1;\n");
   std::thread load([&] {
     run({"pgbench", "-n", "-f", dir + "/select.sql", "-c", "8", "-T", "6", proxy.plain()},
@@ -393,14 +393,8 @@ TEST(Audit, AFullDiskLosesWholeEventsAndFailClosedRefusesSessions) {
   ASSERT_EQ(m.exit_code, 0) << "mount (the test runs as root): " << m.output;
   std::string log = mnt + "/audit.log";
   int admin = freePort();
-  Proxy proxy("audit: {file: " + log +
-              ", statements: all, fail: closed}\n"
-              "admin: {listen: \"127.0.0.1:" +
-              std::to_string(admin) +
-              "\"}\n"
-              "default: plain.example.com\n"
-              "mappings:\n"
-              "  - {external: plain.example.com, internal: 127.0.0.1, port: {P1}}\n");
+  Proxy proxy("admin: {listen: \"127.0.0.1:" + std::to_string(admin) + "\"}\n" +
+              plainWithAudit(log, "statements: all, fail: closed"));
   // Fill the disk but for a little room.
   run({"sh", "-c", "dd if=/dev/zero of=" + mnt + "/filler bs=1k count=60 2>/dev/null; true"});
   // Sessions go on while their events fit, then one is refused: its events could not be written.
