@@ -39,9 +39,13 @@ check "dpkg -i installs the package" as_root dpkg -i "$deb"
 for f in /usr/sbin/pgproxy /etc/pgproxy/pgproxy.yaml /usr/share/man/man8/pgproxy.8.gz \
   /usr/share/man/man5/pgproxy.yaml.5.gz /lib/systemd/system/pgproxy.service \
   /etc/logrotate.d/pgproxy /usr/share/doc/pgproxy/README.md.gz \
-  /usr/share/doc/pgproxy/examples/pgproxy.yaml; do
+  /usr/share/doc/pgproxy/examples/pgproxy.yaml /etc/pgproxy/plugins/tenant_allowlist.lua \
+  /etc/pgproxy/plugins/query_denylist.lua; do
   check "installed $f" test -e "$f"
 done
+check "installed the HA recipe" sh -c 'test -e /usr/share/doc/pgproxy/ha.md || test -e /usr/share/doc/pgproxy/ha.md.gz'
+check "the example plugins compile" sh -c 'printf "plugins: [{file: /etc/pgproxy/plugins/query_denylist.lua}]\nmappings: [{external: a.example.com, internal: 127.0.0.1}]\n" > /tmp/pgproxy-deb-plugins.yaml && /usr/sbin/pgproxy -t -c /tmp/pgproxy-deb-plugins.yaml'
+
 check "the config is a conffile" bash -c "dpkg-query -W -f='\${Conffiles}' pgproxy | grep -q /etc/pgproxy/pgproxy.yaml"
 check "system user pgproxy exists" getent passwd pgproxy
 check "/var/log/pgproxy belongs to pgproxy" bash -c "[ \"\$(stat -c %U /var/log/pgproxy)\" = pgproxy ]"

@@ -117,7 +117,7 @@ class WriterTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
   }
-  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
+  void TearDown() override { EXPECT_EQ(std::system(("rm -rf " + dir_).c_str()), 0); }
   static std::string read(const std::string& path) {
     std::string out;
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -89,7 +89,7 @@ class HostTest : public ::testing::Test {
     dir_ = tmpl;
     table_ = std::make_unique<metrics::PluginCounter[]>(metrics::kMaxPluginCounters);
   }
-  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
+  void TearDown() override { EXPECT_EQ(std::system(("rm -rf " + dir_).c_str()), 0); }
   base::Result<std::shared_ptr<Host>> load(const std::string& lua, unsigned instructions = 100000,
                                            std::uint64_t memory = 4 << 20) {
     std::ofstream(dir_ + "/p.lua") << lua;
