@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "pgproxy/base/json.h"
@@ -37,12 +38,14 @@ Event::Event(std::string_view kind, std::int64_t unix_ms) {
 
 Event::Event(std::string_view kind) : Event(kind, base::unixMs()) {}
 
-Event& Event::text(std::string_view key, std::string_view value) {
+Event& Event::text(std::string_view key, std::string_view value, std::size_t max) {
   if (!done_) {
     out_ += ',';
     base::appendJsonString(out_, key);
     out_ += ':';
-    base::appendJsonString(out_, value);
+    if (!base::appendJsonString(out_, value, std::min(max, kMaxStatementField))) {
+      truncated_ = true;
+    }
   }
   return *this;
 }
@@ -68,7 +71,7 @@ Event& Event::flag(std::string_view key, bool value) {
 
 const std::string& Event::line() {
   if (!done_) {
-    out_ += "}\n";
+    out_ += truncated_ ? ",\"truncated\":true}\n" : "}\n";
     done_ = true;
   }
   return out_;

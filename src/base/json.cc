@@ -40,49 +40,51 @@ std::size_t utf8Length(std::string_view s) {
 
 }  // namespace
 
-void appendJsonString(std::string& out, std::string_view v) {
+bool appendJsonString(std::string& out, std::string_view v, std::size_t max) {
   out += '"';
+  std::size_t start = out.size();
+  bool whole = true;
+  // Appends one character's form, unless it would pass `max`.
+  auto put = [&](std::string_view piece) {
+    if (out.size() - start + piece.size() > max) {
+      whole = false;
+      return false;
+    }
+    out.append(piece);
+    return true;
+  };
   for (std::size_t i = 0; i < v.size();) {
     auto c = static_cast<unsigned char>(v[i]);
+    std::size_t used = 1;
+    char buf[8];
+    std::string_view piece;
     if (c >= 0x80) {
       std::size_t n = utf8Length(v.substr(i));
-      if (n == 0) {
-        out += "\xEF\xBF\xBD";  // U+FFFD
-        ++i;
-      } else {
-        out.append(v.substr(i, n));
-        i += n;
-      }
-      continue;
+      piece = n == 0 ? std::string_view("\xEF\xBF\xBD") : v.substr(i, n);  // U+FFFD
+      used = n == 0 ? 1 : n;
+    } else if (c == '"') {
+      piece = "\\\"";
+    } else if (c == '\\') {
+      piece = "\\\\";
+    } else if (c == '\n') {
+      piece = "\\n";
+    } else if (c == '\r') {
+      piece = "\\r";
+    } else if (c == '\t') {
+      piece = "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      piece = buf;
+    } else {
+      piece = v.substr(i, 1);
     }
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
+    if (!put(piece)) {
+      break;
     }
-    ++i;
+    i += used;
   }
   out += '"';
+  return whole;
 }
 
 std::string isoTime(std::int64_t unix_ms) {

@@ -255,11 +255,14 @@ void Session::auditStatement(char type, std::uint32_t length, std::string_view b
   if (!wanted) {
     return;
   }
+  audit::Event e("statement");
   if (sql.size() > audit::kMaxStatement) {
     sql = sql.substr(0, audit::kMaxStatement);
     cut = true;
   }
-  audit::Event e("statement");
+  if (cut) {
+    e.markTruncated();
+  }
   auditFields(e);
   e.text("protocol", type == 'Q' ? "simple" : "extended");
   if (type == 'P') {
@@ -267,10 +270,8 @@ void Session::auditStatement(char type, std::uint32_t length, std::string_view b
   }
   e.text("class", sql::auditClassName(c))
       .text("sql",
-            settings.redact_literals ? proto::redactLiterals(sql) : proto::redactPasswords(sql));
-  if (cut) {
-    e.flag("truncated", true);
-  }
+            settings.redact_literals ? proto::redactLiterals(sql) : proto::redactPasswords(sql),
+            audit::kMaxStatementField);
   audit::emit(e);
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "pgproxy/audit/audit.h"
 
 namespace pgproxy::it {
 namespace {
@@ -166,6 +167,9 @@ TEST(Audit, EveryEventKindAppearsWithItsFields) {
            "alter role audit_someone password 'secret-pw'", proxy.plain()},
           seconds(60));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // A 9000-byte user name (PostgreSQL refuses it): its events are cut to fit, never dropped.
+  r = psql(proxy.plain() + " user=" + std::string(9000, 'u'), "select 1");
+  EXPECT_NE(r.exit_code, 0);
   // TLS passthrough.
   r = psql(proxy.tls("host2"), "select 1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -207,6 +211,9 @@ TEST(Audit, EveryEventKindAppearsWithItsFields) {
   EXPECT_EQ(field(plain[0], "database"), "postgres");
   EXPECT_EQ(field(plain[0], "client").rfind("127.0.0.1:", 0), 0u) << field(plain[0], "client");
   EXPECT_NE(field(plain[0], "time"), "<absent>");
+  auto longUser = eventsOf(all, "connect", "user", std::string(audit::kMaxField, 'u'));
+  ASSERT_EQ(longUser.size(), 1u) << dump(all);
+  EXPECT_EQ(field(longUser[0], "truncated"), "true");
   auto pass = eventsOf(all, "connect", "mapping", "host2.example.com");
   ASSERT_EQ(pass.size(), 1u) << dump(all);
   EXPECT_EQ(field(pass[0], "tls"), "passthrough");

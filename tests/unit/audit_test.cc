@@ -41,6 +41,15 @@ TEST(JsonString, EscapesControlsAndKeepsValidUtf8) {
   EXPECT_EQ(json("\xED\xA0\x80"), "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");
   EXPECT_EQ(json("\xF4\x90\x80\x80"), "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");
   EXPECT_EQ(base::isoTime(1'700'000'000'123), "2023-11-14T22:13:20.123Z");
+  // A bound cuts before a character or escape that would pass it.
+  std::string cut;
+  EXPECT_FALSE(base::appendJsonString(cut, "ab\ncd", 3));
+  EXPECT_EQ(cut, "\"ab\"");
+  cut.clear();
+  EXPECT_FALSE(base::appendJsonString(cut, "\xE2\x82\xAC\xE2\x82\xAC", 4));
+  EXPECT_EQ(cut, "\"\xE2\x82\xAC\"");
+  cut.clear();
+  EXPECT_TRUE(base::appendJsonString(cut, "abc", 3));
 }
 
 TEST(AuditEvent, OneJsonObjectPerLine) {
@@ -51,6 +60,38 @@ TEST(AuditEvent, OneJsonObjectPerLine) {
             "\"client\":\"127.0.0.1:5000\",\"truncated\":true}\n");
   e.text("late", "ignored");  // finished: the line does not change
   EXPECT_EQ(e.line().find("late"), std::string::npos);
+}
+
+// Whatever a client sends, a line fits one datagram: each field is cut (at a character, never
+// inside an escape) and the event says so.
+TEST(AuditEvent, LongFieldsAreCutAndSaySo) {
+  audit::Event e("connect", 0);
+  e.text("user", std::string(9000, 'u')).text("sni", std::string(3000, '\x01'));
+  e.text("sql", std::string(audit::kMaxStatement, '\n'), audit::kMaxStatementField);
+  const std::string& line = e.line();
+  EXPECT_LE(line.size(), audit::kMaxLine);
+  EXPECT_NE(line.find("\"user\":\"" + std::string(audit::kMaxField, 'u') + "\""),
+            std::string::npos);
+  EXPECT_NE(line.find("\"sni\":\"" +
+                      [] {
+                        std::string s;
+                        for (std::size_t i = 0; i < audit::kMaxField / 6; ++i) {
+                          s += "\\u0001";
+                        }
+                        return s;
+                      }() +
+                      "\""),
+            std::string::npos);
+  // The whole statement's escaped form fits its own limit.
+  std::string sql;
+  for (std::size_t i = 0; i < audit::kMaxStatement; ++i) {
+    sql += "\\n";
+  }
+  EXPECT_NE(line.find("\"sql\":\"" + sql + "\""), std::string::npos);
+  EXPECT_EQ(line.substr(line.size() - 19), ",\"truncated\":true}\n");
+  audit::Event whole("connect", 0);
+  whole.text("user", "bob").markTruncated().markTruncated();
+  EXPECT_EQ(whole.line().find("\"truncated\":true"), whole.line().rfind("\"truncated\""));
 }
 
 TEST(AuditClass, DdlWriteAndRead) {

@@ -19,9 +19,14 @@
 // (pgproxy_audit_dropped_total), never buffered without bound.
 namespace pgproxy::audit {
 
-// A line is at most this long; a statement longer than kMaxStatement is cut (and says so).
-inline constexpr std::size_t kMaxLine = 8192;
+// Every text field is cut to kMaxField bytes as written (escapes included), a statement's SQL to
+// kMaxStatement bytes as sent (its escaped form always fits), and the event then says
+// "truncated": true. So a line always fits kMaxLine, whatever a client sends (a 9 KB user name, a
+// statement of control characters), and is never dropped for its size.
+inline constexpr std::size_t kMaxField = 1024;
 inline constexpr std::size_t kMaxStatement = 4096;
+inline constexpr std::size_t kMaxStatementField = 6 * kMaxStatement;  // \u00XX for each byte
+inline constexpr std::size_t kMaxLine = 64 * 1024;  // > 24 fields of kMaxField + the SQL
 
 // One event, built field by field. Pure: formatting only.
 class Event {
@@ -29,15 +34,22 @@ class Event {
   // `kind`: connect, auth, route, refuse, disconnect, statement, admin.
   Event(std::string_view kind, std::int64_t unix_ms);
   explicit Event(std::string_view kind);  // now
-  Event& text(std::string_view key, std::string_view value);
+  // `max`: kMaxField, or kMaxStatementField for the SQL.
+  Event& text(std::string_view key, std::string_view value, std::size_t max = kMaxField);
   Event& number(std::string_view key, std::uint64_t value);
   Event& flag(std::string_view key, bool value);
+  // Says "truncated": true (once) when the line is finished: the caller cut a value itself.
+  Event& markTruncated() {
+    truncated_ = true;
+    return *this;
+  }
   // The finished line, ending in '\n'; fields added after it are ignored.
   const std::string& line();
 
  private:
   std::string out_;
   bool done_ = false;
+  bool truncated_ = false;
 };
 
 // This process's channel to the writer: the datagram socket (-1: none) and the settings the
