@@ -328,6 +328,18 @@ TEST(Audit, LiteralsAreRedactedAndReopenStartsANewFile) {
   ASSERT_TRUE(eventually([&] { return eventsOf(readAudit(log), "disconnect").size() == 1; }))
       << readFile(log);
   EXPECT_EQ(eventsOf(readAudit(log + ".1"), "disconnect").size(), 1u);
+  // A reload whose audit file cannot be opened is refused; events stay where they were going.
+  proxy.rewrite(plainWithAudit(dir + "/no/such/dir/audit.log", "statements: all"));
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("cannot open audit log \"" + dir + "/no/such/dir/audit.log\"") !=
+           std::string::npos;
+  })) << proxy.log();
+  r = psql(proxy.plain(), "select 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(eventually([&] {
+    return eventsOf(readAudit(log), "statement", "sql", "select ?").size() == 2;
+  })) << readFile(log);
   run({"rm", "-rf", dir});
 }
 
@@ -364,6 +376,14 @@ TEST(Audit, SyslogGetsOneDatagramPerEvent) {
   }
   EXPECT_NE(got.find("\"event\":\"connect\""), std::string::npos) << got;
   close(fd);
+  // No syslog daemon (its socket gone): sessions go on, the events are lost and the log says why.
+  run({"rm", "-f", path});
+  r = psql(proxy.plain(), "select 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("event(s) lost in the last seconds: syslog socket \"" + path) !=
+           std::string::npos;
+  })) << proxy.log();
   run({"rm", "-rf", dir});
 }
 

@@ -137,6 +137,13 @@ TEST(Plugins, QueryDenyListRefusesAndAnnotates) {
               std::string::npos)
         << PQerrorMessage(c.c);
   }
+  {
+    // A query on_query cannot see whole (over 1 MiB) is refused, not passed unchecked.
+    Conn c(conninfo);
+    EXPECT_NE(c.one("select '" + std::string((1 << 20) + 10, 'x') + "'"), "x");
+    EXPECT_NE(std::string(PQerrorMessage(c.c)).find("longer than 1 MiB"), std::string::npos)
+        << PQerrorMessage(c.c);
+  }
   EXPECT_EQ(queryHost1("select count(*) from pg_database where datname = 'plugindb'"), "1");
   EXPECT_EQ(counter(admin, "denylist_refused"), 2);
   EXPECT_NE(proxy.log().find("plugin query_denylist.lua: refused for pgproxy_pool"),
