@@ -45,6 +45,16 @@ def tree_cpu_seconds(root):
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def system_busy_seconds():
+    """CPU time the whole machine spent busy (all CPUs, user + system + irq + softirq), from
+    /proc/stat: the kernel splice runs in softirq context, charged to whichever process the CPU
+    was in (often pgbench or PostgreSQL), so only the machine's total tells what it costs."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 # The pool cells' SCRAM users, one per proxy so that pg_stat_activity tells their pools apart.
 POOL_USERS = {"pgproxy_pool": "bench_pool_pgproxy", "pgbouncer_pool": "bench_pool_pgbouncer"}
 POOL_PASSWORD = "bench-pool-secret"
@@ -289,7 +299,9 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
         cmd.append(self.conn(self.ports[target], sslmode, target))  # positional: -d is --debug
         proxy = getattr(self, f"{target}_main_pid", None)
         cpu0 = tree_cpu_seconds(proxy) if proxy else 0.0
+        busy0 = system_busy_seconds()
         out = subprocess.run(cmd, capture_output=True, text=True)
+        busy = system_busy_seconds() - busy0
         cpu = tree_cpu_seconds(proxy) - cpu0 if proxy else 0.0
         tps = re.search(r"tps = ([0-9.]+)", out.stdout)
         done = re.search(r"number of transactions actually processed: (\d+)", out.stdout)
@@ -301,7 +313,8 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
         # The proxy's own CPU per transaction: the cost the proxy adds, and far less noisy than TPS
         # on a machine where the proxy, PostgreSQL and pgbench share two cores.
         cpu_us = 1e6 * cpu / processed
-        return (float(tps.group(1)), float(lat.group(1)) if lat else 0.0, cpu_us), None
+        return (float(tps.group(1)), float(lat.group(1)) if lat else 0.0, cpu_us,
+                1e6 * busy / processed), None
 
     def run_cells(self):
         cells = [(m, c, False) for m in ("disable", "require") for c in self.args.clients]
@@ -438,6 +451,48 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
               f"{cell['plugin_us_per_query']:.1f} us/query (goal <= 3), tps with/without "
               f"{cell['plugin_vs_none']:.2f}", file=sys.stderr)
         return cell
+
+    def run_splice_cell(self):
+        """Issue 20: TLS passthrough with the splice in the kernel (BPF sockmap) and in user space,
+        beside HAProxy and direct, pgbench -S at 16 and 64 clients. The proxy's cost per
+        transaction is the machine's busy CPU per transaction less direct's: the kernel splice's
+        work runs in softirq, charged to whatever process was on the CPU, so the proxy's own
+        process tree would flatter it. Goal: kernel >= 1.15x HAProxy's TPS at <= 0.5x its cost."""
+        self.ports["pgproxy_kernel"] = self.start_pgproxy("kernel", self.pg,
+                                                          top_extra="splice: kernel\n")
+        self.pgproxy_kernel_main_pid = self.pgproxy_kernel_pid
+        self.ports["pgproxy_user"] = self.start_pgproxy("user", self.pg,
+                                                        top_extra="splice: user\n")
+        self.pgproxy_user_main_pid = self.pgproxy_user_pid
+        cells = []
+        targets = ["direct", "pgproxy_kernel", "pgproxy_user", "haproxy"]
+        for clients in ([16] if self.args.smoke else [16, 64]):
+            samples = {t: [] for t in targets}
+            for _ in range(self.args.repeat):
+                for t in targets:  # interleaved
+                    samples[t].append(self.pgbench(t, "require", clients, False))
+            cell = {"sslmode": "require", "clients": clients}
+            for t in targets:
+                got = samples[t]
+                cell[t] = {"tps": statistics.median(g[0] for g in got),
+                           "latency_ms": statistics.median(g[1] for g in got),
+                           "proxy_cpu_us_per_tx": statistics.median(g[2] for g in got),
+                           "system_cpu_us_per_tx": statistics.median(g[3] for g in got)}
+            base = cell["direct"]["system_cpu_us_per_tx"]
+            for t in targets[1:]:
+                cell[t]["added_cpu_us_per_tx"] = cell[t]["system_cpu_us_per_tx"] - base
+            h = cell["haproxy"]
+            for t in ("pgproxy_kernel", "pgproxy_user"):
+                cell[t + "_vs_haproxy_tps"] = cell[t]["tps"] / h["tps"]
+                cell[t + "_vs_haproxy_cpu"] = (cell[t]["added_cpu_us_per_tx"] /
+                                               h["added_cpu_us_per_tx"]
+                                               if h["added_cpu_us_per_tx"] > 0 else float("nan"))
+            cells.append(cell)
+            print(f"  splice c={clients}: kernel/haproxy tps {cell['pgproxy_kernel_vs_haproxy_tps']:.2f}"
+                  f" cpu {cell['pgproxy_kernel_vs_haproxy_cpu']:.2f}; user/haproxy tps "
+                  f"{cell['pgproxy_user_vs_haproxy_tps']:.2f} cpu "
+                  f"{cell['pgproxy_user_vs_haproxy_cpu']:.2f}", file=sys.stderr)
+        return cells
 
     def run_split_cell(self):
         """Issue 18: pgbench -S at 64 clients (TLS) through two pooled mappings over the same
@@ -678,6 +733,26 @@ def markdown_plugin(c):
             f"tps with / without {c['plugin_vs_none']:.2f}."]
 
 
+def markdown_splice(cells):
+    out = ["### TLS passthrough: in-kernel splice (issue 20)", "",
+           "pgbench -S, sslmode=require (TLS passthrough). Added CPU: the machine's busy CPU per "
+           "transaction less direct's (the kernel splice runs in softirq, outside pgproxy's "
+           "processes).", "",
+           "| clients | direct TPS | kernel TPS | user TPS | HAProxy TPS | kernel/HAProxy TPS | "
+           "user/HAProxy TPS | added CPU us/tx kernel | user | HAProxy | kernel/HAProxy CPU | "
+           "pgproxy process CPU us/tx kernel | user |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        k, u, h = c["pgproxy_kernel"], c["pgproxy_user"], c["haproxy"]
+        out.append(f"| {c['clients']} | {c['direct']['tps']:.0f} | {k['tps']:.0f} | {u['tps']:.0f} | "
+                   f"{h['tps']:.0f} | {c['pgproxy_kernel_vs_haproxy_tps']:.2f} | "
+                   f"{c['pgproxy_user_vs_haproxy_tps']:.2f} | {k['added_cpu_us_per_tx']:.1f} | "
+                   f"{u['added_cpu_us_per_tx']:.1f} | {h['added_cpu_us_per_tx']:.1f} | "
+                   f"{c['pgproxy_kernel_vs_haproxy_cpu']:.2f} | {k['proxy_cpu_us_per_tx']:.1f} | "
+                   f"{u['proxy_cpu_us_per_tx']:.1f} |")
+    return out
+
+
 def markdown_split(c):
     a, b, s = c["pgproxy_split"], c["pgproxy_nosplit"], c["pgproxy_standby"]
     return [f"Read/write split (pgbench -S -c {c['clients']}, sslmode={c['sslmode']}, transaction "
@@ -734,6 +809,8 @@ def main():
                     "smoke: 16)")
     ap.add_argument("--plugin", dest="plugin_only", action="store_true",
                     help="only the Lua plugin cell (issue 19)")
+    ap.add_argument("--splice", dest="splice_only", action="store_true",
+                    help="only the in-kernel splice cell (issue 20)")
     ap.add_argument("--split", dest="split_only", action="store_true",
                     help="only the read/write split cell (issue 18)")
     ap.add_argument("--pool-size", type=int, default=20,
@@ -754,12 +831,16 @@ def main():
     args.pool_clients = ([] if args.no_pool else [int(c) for c in args.pool_clients.split(",")]
                          if args.pool_clients else default_pool_clients)
     results, memory, pool_results, prepared_cell, split_cell = [], {}, [], None, None
-    plugin_cell = None
+    plugin_cell, splice_cells = None, []
+    if args.splice_only:
+        args.pool_clients = []
     b = Bench(args)
     try:
         b.start()
-        if not args.pool_only:
+        if not args.pool_only and not args.splice_only:
             results = b.run_cells()
+        if not args.pool_only:
+            splice_cells = b.run_splice_cell()
         only_one = args.prepared_only or args.split_only or args.plugin_only
         pool_results = b.run_pool_cells() if args.pool_clients and not only_one else []
         prepared_cell = (b.run_prepared_cell()
@@ -771,11 +852,14 @@ def main():
         if (args.pool_clients and not args.prepared_only and not args.plugin_only and
                 (args.split_only or not args.smoke)):
             split_cell = b.run_split_cell()
-        if not args.pool_only:
+        if not args.pool_only and not args.splice_only:
             memory = b.idle_memory()
     finally:
         b.stop()
-    print(markdown(results, memory, pool_results, args))
+    if results or pool_results:
+        print(markdown(results, memory, pool_results, args))
+    if splice_cells:
+        print("\n" + "\n".join(markdown_splice(splice_cells)))
     if prepared_cell:
         print("\n" + "\n".join(markdown_prepared(prepared_cell)))
     if split_cell:
@@ -789,7 +873,7 @@ def main():
                    "cells": results, "idle_bytes_per_session": memory,
                    "pool_size": args.pool_size, "pool_cells": pool_results,
                    "prepared_cell": prepared_cell, "split_cell": split_cell,
-                   "plugin_cell": plugin_cell}, f, indent=1)
+                   "plugin_cell": plugin_cell, "splice_cells": splice_cells}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
   build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev libyaml-dev libidn-dev liblua5.4-dev libgtest-dev libgmock-dev libpq-dev
+  libbpf-dev bpftool clang
   postgresql postgresql-client openssl procps util-linux
   debhelper dpkg-dev fakeroot lintian mandoc adduser systemd logrotate
   python3 prometheus haproxy pgbouncer

@@ -1,5 +1,7 @@
 #include "pgproxy/admin/admin_server.h"
 
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
@@ -53,9 +55,7 @@ bool tokenMatches(const char* header, const std::string& token) {
 AdminServer::AdminServer(event_base* base, int fd, ApiEnv env, SSL_CTX* tls)
     : env_(std::move(env)), cfg_(*env_.commands.sources.config) {
   http_ = evhttp_new(base);
-  if (tls) {
-    evhttp_set_bevcb(http_, tlsConnection, tls);
-  }
+  evhttp_set_bevcb(http_, tls ? tlsConnection : plainConnection, tls);
   evhttp_set_max_headers_size(http_, kMaxHeaders);
   evhttp_set_max_body_size(http_, kMaxBody);
   evhttp_set_timeout(http_, kTimeoutSeconds);
@@ -64,6 +64,12 @@ AdminServer::AdminServer(event_base* base, int fd, ApiEnv env, SSL_CTX* tls)
                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                         EVHTTP_REQ_PATCH);
   evhttp_set_gencb(http_, handle, this);
+  // A worker retiring on a reload frees its evhttp at once: what the kernel has taken is still
+  // delivered after close, what evhttp still held is not, so a page larger than one write would
+  // arrive torn. Connections inherit the listener's send buffer, made room for a whole page (up
+  // to net.core.wmem_max), and write it in one call (plainConnection, tlsConnection).
+  int sndbuf = 1 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
   bound_ = evhttp_accept_socket_with_handle(http_, fd);
   if (!bound_) {
     LOG_ERROR("cannot serve the admin listener on inherited socket %d", fd);
@@ -80,13 +86,30 @@ AdminServer::~AdminServer() {
   }
 }
 
+namespace {
+// libevent writes at most 16 KiB per call by default; a /metrics page is larger.
+constexpr ev_ssize_t kMaxSingleWrite = 1 << 20;
+}  // namespace
+
+bufferevent* AdminServer::plainConnection(event_base* base, void*) {
+  bufferevent* bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+  if (bev) {
+    bufferevent_set_max_single_write(bev, kMaxSingleWrite);
+  }
+  return bev;
+}
+
 bufferevent* AdminServer::tlsConnection(event_base* base, void* ctx) {
   SSL* ssl = SSL_new(static_cast<SSL_CTX*>(ctx));
   if (!ssl) {
     return nullptr;  // evhttp drops the connection
   }
-  return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                        BEV_OPT_CLOSE_ON_FREE);
+  bufferevent* bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                    BEV_OPT_CLOSE_ON_FREE);
+  if (bev) {
+    bufferevent_set_max_single_write(bev, kMaxSingleWrite);
+  }
+  return bev;
 }
 
 void AdminServer::handle(evhttp_request* req, void* arg) {

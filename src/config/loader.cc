@@ -1177,6 +1177,10 @@ const Block<MappingDraft>& mappingBlock() {
           {"backend_proxy_protocol", true,
            "v2: connections to the backends start with a PROXY protocol v2 header; off",
            choice(&Mapping::backend_proxy_protocol, {{"v2", true}, {"off", false}})},
+          {"splice", true, "passthrough sessions: kernel, user or auto (the global splice)",
+           choice(&Mapping::splice, {{"kernel", SpliceMode::kKernel},
+                                     {"user", SpliceMode::kUser},
+                                     {"auto", SpliceMode::kAuto}})},
           {"read_write_split", true,
            "send transactions that only read to standbys: true, false or optimistic (pooled)",
            [](Parser& p, yaml_node_t* v, const std::string& what, MappingDraft& m) {
@@ -1251,6 +1255,12 @@ void parseMapping(Parser& p, yaml_node_t* n, Config& cfg) {
     p.fail(n, "mapping \"" + m.external +
                   "\" sets certificate/backend_ca/backend_sni but is not tls: terminate "
                   "(passthrough sessions are encrypted end to end by the backend)");
+    m.fine = false;
+  }
+  if (m.splice == SpliceMode::kKernel && (m.tls != TlsMode::kPassthrough || m.authenticate)) {
+    p.fail(n, "mapping \"" + m.external +
+                  "\" has splice: kernel, which only TLS passthrough sessions use (this mapping " +
+                  (m.authenticate ? "authenticates its clients" : "terminates TLS") + ")");
     m.fine = false;
   }
   if (!m.haveExternal) {
@@ -1851,6 +1861,10 @@ const Block<Config>& rootBlock() {
            choice(&Config::log_format, {{"text", LogFormat::kText}, {"json", LogFormat::kJson}})},
           {"log_protocol", true, "log each protocol message of plaintext and terminated sessions",
            flag(&Config::log_protocol)},
+          {"splice", true, "how passthrough sessions move bytes: user (default), kernel or auto",
+           choice(&Config::splice, {{"auto", SpliceMode::kAuto},
+                                    {"kernel", SpliceMode::kKernel},
+                                    {"user", SpliceMode::kUser}})},
           {"tls", true, "TLS defaults for terminated sessions",
            [](Parser& p, yaml_node_t* v, const std::string&, Config& cfg) { parseTls(p, v, cfg); }},
           {"auth", true, "client authentication by pgproxy, for mappings with authenticate: true",

@@ -75,6 +75,7 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
       {"bytes_up", up, Kind::kNumber},
       {"bytes_down", down, Kind::kNumber},
       {"outcome", r.outcome, Kind::kWord},
+      {"splice", r.splice, Kind::kWord},  // optional: left out when empty
   };
   std::string out;
   out.reserve(256);
@@ -82,6 +83,9 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
     out += "{\"time\":";
     base::appendJsonString(out, base::isoTime(unix_ms));
     for (const Field& f : fields) {
+      if (f.value.empty() && f.kind == Kind::kWord) {
+        continue;
+      }
       out += std::string(",\"") + f.name + "\":";
       if (f.kind == Kind::kNumber) {
         out += f.value;
@@ -97,6 +101,9 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
   }
   out += "access";
   for (const Field& f : fields) {
+    if (f.value.empty() && f.kind == Kind::kWord) {
+      continue;
+    }
     out += std::string(" ") + f.name + "=";
     if (f.kind == Kind::kText) {
       appendQuoted(out, f.value);

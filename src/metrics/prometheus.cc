@@ -139,6 +139,11 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_audit_dropped_total", "counter",
        "Audit events lost: the writer's bounded queue was full (a stalled sink) or the sink "
        "refused them (a full disk, no syslog daemon)."},
+      {"pgproxy_kernel_splices_total", "counter",
+       "TLS passthrough sessions whose bytes moved in the kernel (splice: kernel or auto)."},
+      {"pgproxy_kernel_splice_fallbacks_total", "counter",
+       "Times a kernel-spliced direction was handed back to pgproxy's relay because its reader "
+       "was slow (the kernel's queue in front of it reached its bound)."},
       {"pgproxy_audit_failing", "gauge",
        "1 while the last audit event could not be written (audit.fail: closed refuses new "
        "sessions then), else 0."},
@@ -255,6 +260,8 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
   unlabelled(w, "pgproxy_split_retries_total", s, Counter::kSplitRetried);
   unlabelled(w, "pgproxy_audit_events_total", s, Counter::kAuditWritten);
   unlabelled(w, "pgproxy_audit_dropped_total", s, Counter::kAuditDropped);
+  unlabelled(w, "pgproxy_kernel_splices_total", s, Counter::kKernelSpliced);
+  unlabelled(w, "pgproxy_kernel_splice_fallbacks_total", s, Counter::kKernelFallbacks);
   w.header("pgproxy_audit_failing");
   w.sample("pgproxy_audit_failing", "", std::int64_t{s.audit_failing ? 1 : 0});
   w.header("pgproxy_plugin_counter");

@@ -39,6 +39,7 @@
 #include "pgproxy/limits/client_limits.h"
 #include "pgproxy/log/log.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/net/kernel_splice.h"
 #include "pgproxy/net/listen_socket.h"
 #include "pgproxy/plugin/host.h"
 #include "pgproxy/pool/shared_pools.h"
@@ -224,6 +225,10 @@ class Master {
   std::optional<audit::Writer> audit_;
   std::uint64_t audit_report_due_ms_ = 0;  // lost audit events are reported at most this often
   base::Status startAudit();
+  // splice: kernel or auto: loads the BPF program once (workers inherit it). An error only when a
+  // mapping demands kernel and it cannot load.
+  base::Status prepareKernelSplice(const config::Config& cfg);
+  bool kernel_splice_tried_ = false;
   void auditSignal(int sig, pid_t sender);
   bool handed_over_ = false;  // an upgrade took over; systemd must not see us stopping
 };
@@ -738,6 +743,9 @@ void Master::reapChildren() {
     if (w.ready_fd >= 0) {
       close(w.ready_fd);
     }
+    if (std::size_t n = net::kernel_splice::sweep(); n > 0) {
+      LOG_DEBUG("in-kernel splice: forgot %zu socket(s) of worker %d", n, pid);
+    }
     workers_.erase(it);
     publishStats();
     if (!w.ready && w.generation == generation_ && reload_pending_ && !stopping_) {
@@ -878,6 +886,10 @@ void Master::reload() {
     reloadFailed(nextTls.error());
     return;
   }
+  if (auto st = prepareKernelSplice(*next); !st) {
+    reloadFailed(st.error());
+    return;
+  }
   // Plugins load now, in the master: one that does not compile keeps the old ones serving.
   auto nextPlugins = buildPlugins(*next);
   if (!nextPlugins) {
@@ -991,6 +1003,46 @@ base::Result<std::shared_ptr<plugin::Host>> Master::buildPlugins(const config::C
     (*host)->setCounters(metrics_->shared()->plugin_counters);
   }
   return host;
+}
+
+base::Status Master::prepareKernelSplice(const config::Config& cfg) {
+  bool wanted = false, demanded = false;
+  std::string demander;
+  for (const auto& m : cfg.mappings) {
+    if (m.tls != config::TlsMode::kPassthrough || m.authenticate) {
+      continue;
+    }
+    config::SpliceMode mode = cfg.spliceOf(m);
+    wanted = wanted || mode != config::SpliceMode::kUser;
+    if (mode == config::SpliceMode::kKernel && !demanded) {
+      demanded = true;
+      demander = m.external;
+    }
+  }
+  if (!wanted || net::kernel_splice::available()) {
+    return {};
+  }
+  std::string why;
+  if (net::kernel_splice::load(why)) {
+    LOG_WARN(
+        "in-kernel splice loaded: TLS passthrough sessions move their bytes in the kernel "
+        "(experimental: a session whose reader falls behind can, rarely, have its stream "
+        "corrupted; see pgproxy.yaml(5), splice)");
+    return {};
+  }
+  if (demanded) {
+    return base::Error{"mapping \"" + demander +
+                       "\" has splice: kernel, but the in-kernel splice is unavailable: " + why +
+                       (net::kernel_splice::built()
+                            ? " (it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON; see pgproxy(8))"
+                            : "")};
+  }
+  if (!kernel_splice_tried_) {
+    LOG_INFO("in-kernel splice unavailable (%s); passthrough sessions are spliced in user space",
+             why.c_str());
+  }
+  kernel_splice_tried_ = true;
+  return {};
 }
 
 base::Status Master::startAudit() {
@@ -1364,6 +1416,11 @@ int Master::run() {
   }
   registerMappings(*config_);
   if (auto st = startAudit(); !st) {
+    LOG_ERROR("cannot start: %s", st.error().message.c_str());
+    removePidFile(pid_file_, pid_);
+    return 1;
+  }
+  if (auto st = prepareKernelSplice(*config_); !st) {
     LOG_ERROR("cannot start: %s", st.error().message.c_str());
     removePidFile(pid_file_, pid_);
     return 1;

@@ -1188,7 +1188,11 @@ void Session::onTimer(int, short, void* arg) {
     case State::kConsole:
       break;  // pooled and console sessions hold no timer (the pool times pooled waits)
     case State::kSplice: {
-      // idle_timeout: the timer is re-armed lazily, not on every byte.
+      // idle_timeout: the timer is re-armed lazily, not on every byte. Bytes the kernel moved
+      // count as traffic too (they never woke this worker).
+      if (s->syncKernelBytes()) {
+        s->last_activity_ms_ = base::monotonicMs();
+      }
       std::uint64_t idle = base::monotonicMs() - s->last_activity_ms_;
       std::uint64_t limit = s->ctx_.config->idle_timeout_ms;
       if (limit == 0) {
@@ -1273,6 +1277,7 @@ void Session::shutdown() {
 }
 
 void Session::close(Outcome why) {
+  bool kernel = leaveKernel();  // first: the bytes the kernel moved count below
   std::string client = peer();
   std::string backendKey;
   const char* mapping = "";
@@ -1291,6 +1296,7 @@ void Session::close(Outcome why) {
   rec.bytes_up = bytes_up_;
   rec.bytes_down = bytes_down_;
   rec.outcome = metrics::outcomeName(why);
+  rec.splice = kernel ? "kernel" : "";
   log::writeAccess(rec);
   auditDisconnect(why);
   pluginDisconnect(why);

@@ -249,6 +249,15 @@ ssize_t Session::writeSide(bool client, const char* buf, std::size_t len, int& e
 
 bool Session::relay(bool from_client) {
   SSL* ssl = from_client ? client_ssl_ : backend_ssl_;
+  // Nothing of this direction is held any more: the kernel may take the session (or take this
+  // direction back).
+  auto idle = [&] {
+    if (!from_client && (!kernel_ || !kernel_->joined)) {
+      maybeEnterKernel();
+    }
+    kernelRearm(from_client);
+    return true;
+  };
   for (int i = 0; i < kReadsPerWakeup; ++i) {
     int err = 0;
     char* buffer = net::ioBuffer();
@@ -258,7 +267,10 @@ bool Session::relay(bool from_client) {
     }
     if (n < 0) {
       if (wouldBlock(err)) {
-        return true;
+        if (!kernel_ || !kernel_->joined) {
+          kernelRead(from_client, true);
+        }
+        return idle();
       }
       if (err == EINTR) {
         continue;
@@ -268,6 +280,9 @@ bool Session::relay(bool from_client) {
       }
       spliceSocketError(from_client, err);
       return false;
+    }
+    if (!kernel_ || !kernel_->joined) {
+      kernelRead(from_client, static_cast<std::size_t>(n) < net::kIoChunk);
     }
     if (ctx_.config->idle_timeout_ms) {
       last_activity_ms_ = base::monotonicMs();
@@ -297,6 +312,12 @@ bool Session::relay(bool from_client) {
         continue;  // a partial message, held until the rest arrives
       }
     }
+    if (!kernelMayWrite(from_client, static_cast<std::size_t>(n))) {
+      // Passed up by the kernel while what it redirected earlier still waits for the peer.
+      (from_client ? to_backend_ : to_client_).append(bytes);
+      kernelWait(from_client);
+      return true;
+    }
     ssize_t w = writeSide(!from_client, bytes.data(), bytes.size(), err);
     if (w < 0) {
       if (!wouldBlock(err)) {
@@ -305,6 +326,7 @@ bool Session::relay(bool from_client) {
       }
       w = 0;
     }
+    kernelWrote(!from_client, static_cast<std::size_t>(w));
     if (static_cast<std::size_t>(w) < bytes.size()) {
       // The peer is slower than the sender: keep the rest and stop reading until it is taken.
       (from_client ? to_backend_ : to_client_).assign(bytes.substr(static_cast<std::size_t>(w)));
@@ -313,17 +335,20 @@ bool Session::relay(bool from_client) {
       return true;
     }
     if (static_cast<std::size_t>(n) < net::kIoChunk && !(ssl && SSL_pending(ssl) > 0)) {
-      return true;  // the socket is most likely drained: skip the recv that would say EAGAIN
+      return idle();  // the socket is most likely drained: skip the recv that would say EAGAIN
     }
   }
-  return true;
+  return idle();
 }
 
 Session::WriteResult Session::writePending(bool to_client, int& err) {
   event* writable = to_client ? client_write_ : backend_write_;
-  switch (net::drainPending(to_client ? client_fd_ : backend_fd_,
-                            to_client ? client_ssl_ : backend_ssl_,
-                            to_client ? to_client_ : to_backend_, err)) {
+  std::string& pending = to_client ? to_client_ : to_backend_;
+  std::size_t before = pending.size();
+  net::Drain drained = net::drainPending(to_client ? client_fd_ : backend_fd_,
+                                         to_client ? client_ssl_ : backend_ssl_, pending, err);
+  kernelWrote(to_client, before - pending.size());
+  switch (drained) {
     case net::Drain::kBlocked:
       event_add(writable, nullptr);
       return WriteResult::kBlocked;
@@ -369,6 +394,7 @@ bool Session::flush(bool to_client) {
       return false;
     }
     event_add(backend_read_, nullptr);
+    kernelRearm(false);
   } else if (client_eof_) {
     if (backend_ssl_) {
       SSL_shutdown(backend_ssl_);
@@ -376,6 +402,7 @@ bool Session::flush(bool to_client) {
     ::shutdown(backend_fd_, SHUT_WR);  // the client's half-close, passed on in order
   } else {
     event_add(client_read_, nullptr);
+    kernelRearm(true);
   }
   return true;
 }
@@ -421,7 +448,7 @@ bool Session::onSpliceEof(bool client_side) {
     // remaining output still reaches the client.
     client_eof_ = true;
     event_del(client_read_);
-    if (to_backend_.empty()) {
+    if (to_backend_.empty() && kernelEofReady(true)) {
       if (backend_ssl_) {
         SSL_shutdown(backend_ssl_);  // close_notify before the FIN
       }
@@ -435,7 +462,7 @@ bool Session::onSpliceEof(bool client_side) {
   // A PostgreSQL backend never half-closes: once it is gone, finish delivering and end.
   backend_eof_ = true;
   event_del(backend_read_);
-  if (to_client_.empty()) {
+  if (to_client_.empty() && kernelEofReady(false)) {
     close(Outcome::kOk);
     return false;
   }

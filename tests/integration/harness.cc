@@ -206,8 +206,16 @@ std::string Proxy::render(const std::string& body, int workers) const {
       body.find("{PORT}") != std::string::npos
           ? ""
           : "listen:\n  address: 127.0.0.1\n  port: " + std::to_string(port_) + "\n";
+  // PGPROXY_TEST_SPLICE=user|kernel|auto: the splice every test runs with (CI runs the
+  // passthrough suites in both kernel and user mode), unless the test sets its own.
+  std::string splice;
+  if (const char* mode = getenv("PGPROXY_TEST_SPLICE");
+      mode && *mode && body.find("\nsplice:") == std::string::npos &&
+      body.rfind("splice:", 0) != 0) {
+    splice = std::string("splice: ") + mode + "\n";
+  }
   std::string yaml = listen + "workers: " + std::to_string(workers) + "\npid_file: " + pid_file_ +
-                     "\n" + replaceAll(body, "{PORT}", std::to_string(port_));
+                     "\n" + splice + replaceAll(body, "{PORT}", std::to_string(port_));
   yaml = replaceAll(yaml, "{P1}", std::to_string(s.port1));
   yaml = replaceAll(yaml, "{P2}", std::to_string(s.port2));
   yaml = replaceAll(yaml, "{DEAD}", std::to_string(deadPort()));

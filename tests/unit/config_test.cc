@@ -1060,6 +1060,44 @@ TEST(ConfigListen, BackendProxyProtocolIsV2OrOff) {
             std::string::npos);
 }
 
+TEST(ConfigSplice, GlobalDefaultUserAndAMappingsOwnWins) {
+  const std::string maps =
+      "mappings:\n  - {external: a.example.com, internal: x}\n"
+      "  - {external: b.example.com, internal: x, splice: user}\n"
+      "  - {external: c.example.com, internal: x, splice: kernel}\n";
+  Config c = mustLoad(maps);
+  EXPECT_EQ(c.splice, SpliceMode::kUser);  // the kernel splice is experimental: opt in
+  EXPECT_EQ(c.spliceOf(c.mappings[0]), SpliceMode::kUser);
+  EXPECT_EQ(c.spliceOf(c.mappings[1]), SpliceMode::kUser);
+  EXPECT_EQ(c.spliceOf(c.mappings[2]), SpliceMode::kKernel);
+  c = mustLoad("splice: auto\n" + maps);
+  EXPECT_EQ(c.spliceOf(c.mappings[0]), SpliceMode::kAuto);
+  EXPECT_EQ(c.spliceOf(c.mappings[1]), SpliceMode::kUser);
+  EXPECT_EQ(c.spliceOf(c.mappings[2]), SpliceMode::kKernel);
+  EXPECT_EQ(mustLoad("splice: kernel\n" + maps).spliceOf(c.mappings[0]), SpliceMode::kKernel);
+  EXPECT_NE(
+      errorOf("splice: bpf\n" + maps).find("splice must be auto, kernel or user, not \"bpf\""),
+      std::string::npos);
+  EXPECT_NE(errorOf("mappings:\n  - {external: a.example.com, internal: x, splice: [kernel]}\n")
+                .find("splice"),
+            std::string::npos);
+}
+
+TEST(ConfigSplice, KernelOnlyForPassthroughMappings) {
+  std::string e = errorOf(
+      "tls: {certificate: c.crt, key: c.key}\n"
+      "mappings:\n  - {external: a.example.com, internal: x, tls: terminate, splice: kernel}\n");
+  EXPECT_NE(e.find("has splice: kernel, which only TLS passthrough sessions use (this mapping "
+                   "terminates TLS)"),
+            std::string::npos)
+      << e;
+  // The global kernel applies where it can: terminated mappings relay in pgproxy.
+  Config c = mustLoad(
+      "splice: kernel\ntls: {certificate: c.crt, key: c.key}\n"
+      "mappings:\n  - {external: a.example.com, internal: x, tls: terminate}\n");
+  EXPECT_EQ(c.mappings[0].tls, TlsMode::kTerminate);
+}
+
 TEST(ConfigPeers, InstanceIdAndPeers) {
   const std::string mapping = "mappings:\n  - {external: a.example.com, internal: x}\n";
   Config c = mustLoad(

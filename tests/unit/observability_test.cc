@@ -41,6 +41,19 @@ TEST(AccessLog, TextFormat) {
   EXPECT_EQ(log::formatAccess(sample(), log::AccessFormat::kText, -1).rfind("access ", 0), 0u);
 }
 
+// A kernel-spliced session says so last; other sessions' lines are unchanged (no empty field).
+TEST(AccessLog, SpliceFieldOnlyForKernelSplicedSessions) {
+  log::AccessRecord r = sample();
+  r.splice = "kernel";
+  std::string text = log::formatAccess(r, log::AccessFormat::kText, -1);
+  EXPECT_NE(text.find(" outcome=ok splice=kernel"), std::string::npos) << text;
+  EXPECT_EQ(text.substr(text.size() - 14), " splice=kernel");
+  std::string json = log::formatAccess(r, log::AccessFormat::kJson, 0);
+  EXPECT_NE(json.find("\"outcome\":\"ok\",\"splice\":\"kernel\"}"), std::string::npos) << json;
+  EXPECT_EQ(log::formatAccess(sample(), log::AccessFormat::kJson, 0).find("splice"),
+            std::string::npos);
+}
+
 TEST(AccessLog, JsonFormatEscapes) {
   log::AccessRecord r = sample();
   std::string weird = std::string("a\\b\n\x01", 5);

@@ -38,6 +38,7 @@ class AdminServer {
 
  private:
   static void handle(evhttp_request* req, void* arg);
+  static bufferevent* plainConnection(event_base* base, void* ctx);
   static bufferevent* tlsConnection(event_base* base, void* ctx);
   void respond(evhttp_request* req);
 

@@ -52,6 +52,10 @@ struct Peer {
 // passthrough: the client's TLS session goes to the backend untouched (the backend holds the
 // certificate). terminate: pgproxy holds the certificate and opens its own session to the backend.
 enum class TlsMode { kPassthrough, kTerminate };
+// How a passthrough session's bytes move once it is routed: kernel (a BPF sockmap moves them
+// between the sockets without waking pgproxy), user (pgproxy's recv/send relay), or auto (kernel
+// where the BPF program loaded at start, user otherwise). kInherit: a mapping without its own.
+enum class SpliceMode { kInherit, kAuto, kKernel, kUser };
 // How a terminated session talks to its backend, named like libpq's sslmode.
 enum class BackendTls { kDisable, kRequire, kVerifyCa, kVerifyFull };
 
@@ -185,6 +189,7 @@ struct Mapping {
   std::uint64_t read_after_write_ms = 1000;  // a client's reads stay on the primary after a write
   std::uint64_t max_replica_lag_ms = 0;      // standbys further behind take no reads; 0: off
   Mark mark;
+  SpliceMode splice = SpliceMode::kInherit;  // kInherit: the global splice
 };
 
 // The global `tls:` block: defaults for terminated sessions.
@@ -334,6 +339,8 @@ struct Config {
   std::string access_log;                 // "" → the main log; "off" → none; else a file
   LogFormat log_format = LogFormat::kText;
   bool log_protocol = false;
+  // user by default: the kernel splice is experimental (see pgproxy.yaml(5)); a mapping's own wins.
+  SpliceMode splice = SpliceMode::kUser;
   std::string hash;  // of the file's text, for pgproxy_config_info
   std::string text;  // the file's text, for the console's SHOW CONFIG
 
@@ -344,6 +351,9 @@ struct Config {
   }
   const std::string& keyOf(const Mapping& m) const {
     return m.certificate.empty() ? tls.key : m.key;
+  }
+  SpliceMode spliceOf(const Mapping& m) const {
+    return m.splice == SpliceMode::kInherit ? splice : m.splice;
   }
 };
 

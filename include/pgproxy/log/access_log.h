@@ -20,6 +20,7 @@ struct AccessRecord {
   std::uint64_t bytes_up = 0;    // client → backend
   std::uint64_t bytes_down = 0;  // backend → client
   std::string_view outcome;
+  std::string_view splice;  // "kernel" for a session spliced in the kernel; else left out
 };
 
 enum class AccessFormat { kText, kJson };

@@ -55,6 +55,8 @@ enum class Counter : std::uint8_t {
   kSplitRetried,        // read_write_split: optimistic: a standby's 25006 ran again on the primary
   kAuditWritten,        // audit events the writer put in the sink (audit/writer.h)
   kAuditDropped,        // audit events lost: not taken by the writer's queue, or not written
+  kKernelSpliced,       // passthrough sessions put in the kernel's sockmap (splice: kernel)
+  kKernelFallbacks,     // times the kernel passed a slow peer's direction back to pgproxy
   kCount,
 };
 // kActive: client connections open; kAdmitted: those counted against max_connections;

@@ -19,7 +19,7 @@ namespace pgproxy::process {
 class SharedRegions {
  public:
   // Bump when the meaning of any shared table changes without changing its size.
-  static constexpr std::uint32_t kLayoutVersion = 5;
+  static constexpr std::uint32_t kLayoutVersion = 6;
 
   // New, zeroed regions.
   static base::Result<SharedRegions> create();

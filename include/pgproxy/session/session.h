@@ -174,6 +174,47 @@ class Session {
   ssize_t readSide(bool client, char* buf, std::size_t len, int& err);
   ssize_t writeSide(bool client, const char* buf, std::size_t len, int& err);
   bool terminated() const { return client_ssl_ != nullptr; }
+  // splice: kernel (kernel_link.cc): a passthrough session's sockets in the BPF sockmap, bytes
+  // moving between them in the kernel. Side 0 is the client's socket, 1 the backend's.
+  struct KernelLink {
+    bool joined = false;
+    unsigned join_tries = 0;  // joining waits for a moment when it is safe (maybeEnterKernel)
+    // pgproxy's last read of each socket took all it held: what is left starts a segment.
+    bool boundary[2] = {true, true};
+    std::uint64_t cookie[2] = {};  // the client's and the backend's socket
+    std::uint64_t read[2] = {};    // bytes pgproxy read from each since joining (passed up)
+    std::uint64_t gen[2] = {1, 1};
+    std::uint64_t counted[2] = {};  // kernel-moved bytes already in bytes_up_ / bytes_down_
+    // Per direction: what its destination socket had taken at the join (nothing was in flight)
+    // and what pgproxy has written to it since; with the kernel's total, what it must have taken
+    // once the kernel's queue is drained.
+    std::uint64_t base[2] = {};
+    std::uint64_t written[2] = {};
+    bool relaying[2] = {};  // pgproxy relays this direction for now
+    bool waiting[2] = {};   // its bytes wait in the peer's queue for the kernel's to drain
+    bool eof_due[2] = {};   // EOF read; passed on once the kernel's queue has drained
+    event* timer = nullptr;
+    ~KernelLink();
+  };
+  // After a relay from the backend left nothing pending: joins the sockmap when the mapping
+  // wants it (once per session).
+  void maybeEnterKernel();
+  // Bytes read from a kernel-spliced socket were passed up by the program (the peer was slow):
+  // true when they may be written now; false when they must wait in the peer's queue until the
+  // kernel has delivered what it redirected before them (the caller stops reading that side).
+  bool kernelMayWrite(bool from_client, std::size_t n);
+  void kernelWait(bool from_client);  // the bytes wait: poll until the kernel's queue drains
+  // A direction pgproxy relayed is idle again: hand it back to the kernel.
+  void kernelRearm(bool from_client);
+  // EOF on a kernel-spliced side: false when it must wait for the kernel's queue to drain.
+  bool kernelEofReady(bool client_side);
+  bool kernelDrained(int side);                     // the kernel's queue of that direction is empty
+  void kernelWrote(bool to_client, std::size_t n);  // pgproxy wrote n bytes to that side
+  void kernelRead(bool from_client, bool drained);  // before joining: where reads stopped
+  static void onKernelTimer(int fd, short what, void* arg);
+  // Adds what the kernel moved since the last call to the byte counters; true when it moved any.
+  bool syncKernelBytes();
+  bool leaveKernel();  // out of the sockmap, counters synced (close); false: it was not in
   // Terminated sessions: refuses a SCRAM login that cannot succeed (see SaslMechanismFilter);
   // false: the session was closed.
   bool checkClientFirst(std::string_view bytes);
@@ -378,6 +419,7 @@ class Session {
   std::unique_ptr<Taps> taps_;
   Taps& taps();
   bool scanning_key_ = false;
+  std::unique_ptr<KernelLink> kernel_;  // splice: kernel; allocated when the session may join
   // Cancel forwarding: the request, byte for byte as the client sent it (16 bytes with a protocol
   // 3.0 key, up to 12 + 256 with a 3.2 one), and the backends still to receive it.
   std::string cancel_request_;
