@@ -88,15 +88,16 @@ AdminServer::~AdminServer() {
 
 namespace {
 // libevent writes at most 16 KiB per call by default; a /metrics page is larger.
-constexpr ev_ssize_t kMaxSingleWrite = 1 << 20;
+bufferevent* writesWholePages(bufferevent* bev) {
+  if (bev) {
+    bufferevent_set_max_single_write(bev, 1 << 20);
+  }
+  return bev;
+}
 }  // namespace
 
 bufferevent* AdminServer::plainConnection(event_base* base, void*) {
-  bufferevent* bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-  if (bev) {
-    bufferevent_set_max_single_write(bev, kMaxSingleWrite);
-  }
-  return bev;
+  return writesWholePages(bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE));
 }
 
 bufferevent* AdminServer::tlsConnection(event_base* base, void* ctx) {
@@ -104,12 +105,8 @@ bufferevent* AdminServer::tlsConnection(event_base* base, void* ctx) {
   if (!ssl) {
     return nullptr;  // evhttp drops the connection
   }
-  bufferevent* bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                    BEV_OPT_CLOSE_ON_FREE);
-  if (bev) {
-    bufferevent_set_max_single_write(bev, kMaxSingleWrite);
-  }
-  return bev;
+  return writesWholePages(bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                         BEV_OPT_CLOSE_ON_FREE));
 }
 
 void AdminServer::handle(evhttp_request* req, void* arg) {

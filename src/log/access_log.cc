@@ -61,6 +61,8 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
     const char* name;
     std::string_view value;
     Kind kind;
+    bool optional = false;  // left out when empty
+    bool omitted() const { return optional && value.empty(); }
   };
   std::string session = std::to_string(r.session), duration = std::to_string(r.duration_ms),
               up = std::to_string(r.bytes_up), down = std::to_string(r.bytes_down);
@@ -75,7 +77,7 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
       {"bytes_up", up, Kind::kNumber},
       {"bytes_down", down, Kind::kNumber},
       {"outcome", r.outcome, Kind::kWord},
-      {"splice", r.splice, Kind::kWord},  // optional: left out when empty
+      {"splice", r.splice, Kind::kWord, true},
   };
   std::string out;
   out.reserve(256);
@@ -83,7 +85,7 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
     out += "{\"time\":";
     base::appendJsonString(out, base::isoTime(unix_ms));
     for (const Field& f : fields) {
-      if (f.value.empty() && f.kind == Kind::kWord) {
+      if (f.omitted()) {
         continue;
       }
       out += std::string(",\"") + f.name + "\":";
@@ -101,7 +103,7 @@ std::string formatAccess(const AccessRecord& r, AccessFormat format, std::int64_
   }
   out += "access";
   for (const Field& f : fields) {
-    if (f.value.empty() && f.kind == Kind::kWord) {
+    if (f.omitted()) {
       continue;
     }
     out += std::string(" ") + f.name + "=";

@@ -1009,9 +1009,6 @@ base::Status Master::prepareKernelSplice(const config::Config& cfg) {
   bool wanted = false, demanded = false;
   std::string demander;
   for (const auto& m : cfg.mappings) {
-    if (m.tls != config::TlsMode::kPassthrough || m.authenticate) {
-      continue;
-    }
     config::SpliceMode mode = cfg.spliceOf(m);
     wanted = wanted || mode != config::SpliceMode::kUser;
     if (mode == config::SpliceMode::kKernel && !demanded) {

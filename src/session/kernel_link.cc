@@ -34,18 +34,34 @@ Session::KernelLink::~KernelLink() {
   }
 }
 
-void Session::maybeEnterKernel() {
+bool Session::kernelWanted() const {
   // TLS passthrough only: pgproxy reads nothing of those sessions after routing, while it keeps
   // reading plaintext (the cancel key) and terminated ones (it holds their TLS).
-  if ((kernel_ && (kernel_->joined || kernel_->join_tries == 0)) || mode_ != Mode::kPassthrough ||
-      terminated() || backend_ssl_ || state_ != State::kSplice || mapping_ == SIZE_MAX ||
-      !ks::available() || !to_client_.empty() || !to_backend_.empty() || client_eof_ ||
-      backend_eof_ || !replay_.empty()) {
-    return;
+  return mode_ == Mode::kPassthrough && !terminated() && !backend_ssl_ && mapping_ != SIZE_MAX &&
+         ks::available() &&
+         ctx_.config->spliceOf(ctx_.config->mappings[mapping_]) != config::SpliceMode::kUser;
+}
+
+Session::KernelLink& Session::kernelLink() {
+  if (!kernel_) {
+    kernel_ = std::make_unique<KernelLink>();
+    kernel_->join_tries = kJoinTries;
   }
-  const auto& m = ctx_.config->mappings[mapping_];
-  if (m.tls != config::TlsMode::kPassthrough || m.authenticate ||
-      ctx_.config->spliceOf(m) == config::SpliceMode::kUser) {
+  return *kernel_;
+}
+
+void Session::armKernelTimer() {
+  KernelLink& k = *kernel_;
+  if (!k.timer) {
+    k.timer = evtimer_new(ctx_.base, onKernelTimer, this);
+  }
+  evtimer_add(k.timer, &kDrainPoll);
+}
+
+void Session::maybeEnterKernel() {
+  if ((kernel_ && (kernel_->joined || kernel_->join_tries == 0)) || state_ != State::kSplice ||
+      !kernelWanted() || !to_client_.empty() || !to_backend_.empty() || client_eof_ ||
+      backend_eof_ || !replay_.empty()) {
     return;
   }
   // Only where pgproxy's last read of each socket emptied it: the kernel hands the program whole
@@ -53,19 +69,12 @@ void Session::maybeEnterKernel() {
   // of what each socket has taken so far (no ACK racing the reads). Failing either, the session
   // tries again shortly (the timer), a bounded number of times, and stays in user space if it
   // never gets the chance.
-  if (!kernel_) {
-    kernel_ = std::make_unique<KernelLink>();
-    kernel_->join_tries = kJoinTries;
-  }
-  KernelLink& k = *kernel_;
+  KernelLink& k = kernelLink();
   --k.join_tries;
   auto toBackend = ks::handed(backend_fd_, true), toClient = ks::handed(client_fd_, true);
   if (!k.boundary[0] || !k.boundary[1] || !toBackend || !toClient) {
     if (k.join_tries > 0) {
-      if (!k.timer) {
-        k.timer = evtimer_new(ctx_.base, onKernelTimer, this);
-      }
-      evtimer_add(k.timer, &kDrainPoll);
+      armKernelTimer();
     }
     return;
   }
@@ -97,8 +106,12 @@ bool Session::kernelMayWrite(bool from_client, std::size_t n) {
     return true;
   }
   // The program passed these bytes up: the peer was slow (or is going away).
-  ctx_.metrics.add(metrics::Counter::kKernelFallbacks);
-  if (!kernelDrained(side)) {
+  auto d = ks::direction(k.cookie[side]);
+  if (d && d->fallbacks > k.fallbacks[side]) {
+    ctx_.metrics.add(metrics::Counter::kKernelFallbacks, d->fallbacks - k.fallbacks[side]);
+    k.fallbacks[side] = d->fallbacks;
+  }
+  if (!kernelDrained(side, d)) {
     return false;
   }
   k.relaying[side] = true;
@@ -106,8 +119,11 @@ bool Session::kernelMayWrite(bool from_client, std::size_t n) {
 }
 
 bool Session::kernelDrained(int side) {
+  return kernelDrained(side, ks::direction(kernel_->cookie[side]));
+}
+
+bool Session::kernelDrained(int side, const std::optional<ks::Direction>& d) {
   KernelLink& k = *kernel_;
-  auto d = ks::direction(k.cookie[side]);
   auto h = ks::handed(side == 0 ? backend_fd_ : client_fd_);
   if (!d || !h) {
     return true;  // a socket in error: nothing more will be delivered anyway
@@ -116,15 +132,10 @@ bool Session::kernelDrained(int side) {
 }
 
 void Session::kernelRead(bool from_client, bool drained) {
-  if (kernel_ && !kernel_->joined) {
-    kernel_->boundary[from_client ? 0 : 1] = drained;
-  } else if (!kernel_ && !drained && mode_ == Mode::kPassthrough && !terminated() &&
-             mapping_ != SIZE_MAX && ks::available() &&
-             ctx_.config->spliceOf(ctx_.config->mappings[mapping_]) != config::SpliceMode::kUser) {
-    // Not trying to join yet (the backend has not answered), but the state must be known later.
-    kernel_ = std::make_unique<KernelLink>();
-    kernel_->join_tries = kJoinTries;
-    kernel_->boundary[from_client ? 0 : 1] = false;
+  // Before the first attempt to join (the backend has not answered), only a read that stopped
+  // mid-stream needs remembering: the link starts with both boundaries set.
+  if ((kernel_ && !kernel_->joined) || (!kernel_ && !drained && kernelWanted())) {
+    kernelLink().boundary[from_client ? 0 : 1] = drained;
   }
 }
 
@@ -138,10 +149,7 @@ void Session::kernelWait(bool from_client) {
   KernelLink& k = *kernel_;
   k.waiting[from_client ? 0 : 1] = true;
   event_del(from_client ? client_read_ : backend_read_);  // backpressure, as with a full peer
-  if (!k.timer) {
-    k.timer = evtimer_new(ctx_.base, onKernelTimer, this);
-  }
-  evtimer_add(k.timer, &kDrainPoll);
+  armKernelTimer();
 }
 
 void Session::kernelRearm(bool from_client) {
@@ -171,10 +179,7 @@ bool Session::kernelEofReady(bool client_side) {
     return true;
   }
   k.eof_due[side] = true;
-  if (!k.timer) {
-    k.timer = evtimer_new(ctx_.base, onKernelTimer, this);
-  }
-  evtimer_add(k.timer, &kDrainPoll);
+  armKernelTimer();
   return false;
 }
 
@@ -216,7 +221,7 @@ void Session::onKernelTimer(int, short, void* arg) {
     }
   }
   if (again) {
-    evtimer_add(k.timer, &kDrainPoll);
+    s->armKernelTimer();
   }
 }
 

@@ -252,7 +252,7 @@ bool Session::relay(bool from_client) {
   // Nothing of this direction is held any more: the kernel may take the session (or take this
   // direction back).
   auto idle = [&] {
-    if (!from_client && (!kernel_ || !kernel_->joined)) {
+    if (!from_client) {
       maybeEnterKernel();
     }
     kernelRearm(from_client);
@@ -267,9 +267,7 @@ bool Session::relay(bool from_client) {
     }
     if (n < 0) {
       if (wouldBlock(err)) {
-        if (!kernel_ || !kernel_->joined) {
-          kernelRead(from_client, true);
-        }
+        kernelRead(from_client, true);
         return idle();
       }
       if (err == EINTR) {
@@ -281,9 +279,7 @@ bool Session::relay(bool from_client) {
       spliceSocketError(from_client, err);
       return false;
     }
-    if (!kernel_ || !kernel_->joined) {
-      kernelRead(from_client, static_cast<std::size_t>(n) < net::kIoChunk);
-    }
+    kernelRead(from_client, static_cast<std::size_t>(n) < net::kIoChunk);
     if (ctx_.config->idle_timeout_ms) {
       last_activity_ms_ = base::monotonicMs();
     }

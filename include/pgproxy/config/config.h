@@ -352,7 +352,12 @@ struct Config {
   const std::string& keyOf(const Mapping& m) const {
     return m.certificate.empty() ? tls.key : m.key;
   }
+  // How the mapping's TLS passthrough sessions move their bytes: user for a mapping whose sessions
+  // pgproxy reads (terminate, authenticate), whatever the global splice says.
   SpliceMode spliceOf(const Mapping& m) const {
+    if (m.tls != TlsMode::kPassthrough || m.authenticate) {
+      return SpliceMode::kUser;
+    }
     return m.splice == SpliceMode::kInherit ? splice : m.splice;
   }
 };

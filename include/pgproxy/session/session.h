@@ -16,6 +16,7 @@
 #include "pgproxy/auth/secret_fetch.h"
 #include "pgproxy/cancel/registry.h"
 #include "pgproxy/metrics/metrics.h"
+#include "pgproxy/net/kernel_splice.h"
 #include "pgproxy/plugin/host.h"
 #include "pgproxy/plugin/query_gate.h"
 #include "pgproxy/proto/sasl_filter.h"
@@ -190,15 +191,19 @@ class Session {
     // once the kernel's queue is drained.
     std::uint64_t base[2] = {};
     std::uint64_t written[2] = {};
-    bool relaying[2] = {};  // pgproxy relays this direction for now
-    bool waiting[2] = {};   // its bytes wait in the peer's queue for the kernel's to drain
-    bool eof_due[2] = {};   // EOF read; passed on once the kernel's queue has drained
+    std::uint32_t fallbacks[2] = {};  // the program's hand-backs already counted in the metrics
+    bool relaying[2] = {};            // pgproxy relays this direction for now
+    bool waiting[2] = {};  // its bytes wait in the peer's queue for the kernel's to drain
+    bool eof_due[2] = {};  // EOF read; passed on once the kernel's queue has drained
     event* timer = nullptr;
     ~KernelLink();
   };
   // After a relay from the backend left nothing pending: joins the sockmap when the mapping
   // wants it (once per session).
   void maybeEnterKernel();
+  bool kernelWanted() const;  // a TLS passthrough session of a mapping whose splice is kernel
+  KernelLink& kernelLink();   // allocated on first use
+  void armKernelTimer();      // onKernelTimer in kDrainPoll
   // Bytes read from a kernel-spliced socket were passed up by the program (the peer was slow):
   // true when they may be written now; false when they must wait in the peer's queue until the
   // kernel has delivered what it redirected before them (the caller stops reading that side).
@@ -208,7 +213,8 @@ class Session {
   void kernelRearm(bool from_client);
   // EOF on a kernel-spliced side: false when it must wait for the kernel's queue to drain.
   bool kernelEofReady(bool client_side);
-  bool kernelDrained(int side);                     // the kernel's queue of that direction is empty
+  bool kernelDrained(int side);  // the kernel's queue of that direction is empty
+  bool kernelDrained(int side, const std::optional<net::kernel_splice::Direction>& d);
   void kernelWrote(bool to_client, std::size_t n);  // pgproxy wrote n bytes to that side
   void kernelRead(bool from_client, bool drained);  // before joining: where reads stopped
   static void onKernelTimer(int fd, short what, void* arg);
