@@ -1,10 +1,14 @@
 #include "pgproxy/net/kernel_splice.h"
 
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <cerrno>
 #include <cstring>
@@ -29,15 +33,14 @@ namespace {
 struct Control {
   std::uint64_t peer = 0;
   std::uint64_t arm_gen = 0;
-  std::uint64_t arm_passed = 0;
   std::uint64_t limit = kQueueLimit;
 };
-static_assert(sizeof(Control) == 32 && sizeof(Direction) == 48);
+static_assert(sizeof(Control) == 24 && sizeof(Direction) == 40);
 
 // Loaded by the master and inherited by every worker; never unloaded (a worker exiting must not
 // detach what the others use).
 splice_bpf* g_skel = nullptr;
-int g_socks = -1, g_ctls = -1, g_dirs = -1;
+int g_socks = -1, g_peers = -1, g_ctls = -1, g_dirs = -1;
 
 int quietLibbpf(libbpf_print_level level, const char*, va_list) {
   (void)level;
@@ -46,6 +49,54 @@ int quietLibbpf(libbpf_print_level level, const char*, va_list) {
 
 bool setControl(std::uint64_t cookie, const Control& c) {
   return bpf_map_update_elem(g_ctls, &cookie, &c, BPF_ANY) == 0;
+}
+
+// Bytes that arrived while the program was not attached wait in the receive queue until the next
+// segment wakes it, which may never come (a client waiting for an answer): changing SO_RCVLOWAT
+// makes TCP signal data-ready now, so the program takes them, in order.
+void kick(int fd) {
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+}
+
+// The cgroup v2 directory this process belongs to: its sockets are the ones the sockops program
+// sees. Empty when there is none (a cgroup v1-only system).
+std::string ownCgroup() {
+  std::string mount;
+  if (FILE* f = std::fopen("/proc/self/mountinfo", "r")) {
+    char line[4096];
+    while (std::fgets(line, sizeof(line), f)) {
+      // "... <mount point> <options> - cgroup2 <source> <options>"
+      std::string l(line);
+      auto dash = l.find(" - cgroup2 ");
+      if (dash == std::string::npos) {
+        continue;
+      }
+      std::size_t field = 0, pos = 0;
+      for (; field < 4 && pos != std::string::npos; ++field) {
+        pos = l.find(' ', pos + 1);
+      }
+      if (pos != std::string::npos) {
+        mount = l.substr(pos + 1, l.find(' ', pos + 1) - pos - 1);
+        break;
+      }
+    }
+    std::fclose(f);
+  }
+  std::string path;
+  if (FILE* f = std::fopen("/proc/self/cgroup", "r")) {
+    char line[4096];
+    while (std::fgets(line, sizeof(line), f)) {
+      if (std::strncmp(line, "0::", 3) == 0) {
+        path = line + 3;
+        while (!path.empty() && path.back() == '\n') {
+          path.pop_back();
+        }
+      }
+    }
+    std::fclose(f);
+  }
+  return mount.empty() || path.empty() ? std::string() : mount + path;
 }
 
 }  // namespace
@@ -71,8 +122,26 @@ bool load(std::string& why) {
     splice_bpf__destroy(skel);
     return false;
   }
+  std::string cgroup = ownCgroup();
+  int cg = cgroup.empty() ? -1 : ::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // A link, not a plain attachment: it goes away with the last process holding it (the master
+  // and its workers), so a pgproxy that dies leaves nothing behind in the cgroup.
+  bpf_link* link = cg < 0 ? nullptr : bpf_program__attach_cgroup(skel->progs.splice_sockops, cg);
+  int attach_errno = errno;
+  if (cg >= 0) {
+    ::close(cg);
+  }
+  if (!link) {
+    why = cgroup.empty() ? std::string("no cgroup v2 hierarchy to attach the sockops program to")
+                         : "the sockops program did not attach to " + cgroup + ": " +
+                               base::errnoText(attach_errno);
+    splice_bpf__destroy(skel);
+    return false;
+  }
+  skel->links.splice_sockops = link;  // destroyed with the skeleton
   g_skel = skel;
   g_socks = socks;
+  g_peers = bpf_map__fd(skel->maps.peers);
   g_ctls = bpf_map__fd(skel->maps.ctls);
   g_dirs = bpf_map__fd(skel->maps.dirs);
   return true;
@@ -93,30 +162,34 @@ bool join(int a, std::uint64_t a_cookie, int b, std::uint64_t b_cookie, std::str
     why = "not loaded";
     return false;
   }
-  // The program starts each socket passing up and switches to redirecting on its first segment
-  // (arm_gen 1, nothing passed yet), so that state and sockmap entry are in place before then.
+  // State first, then the redirect targets, then the program's reach: the program finds all it
+  // needs from the first segment on (arm 1 differs from a fresh state's 0: it takes its baseline).
   Direction zero;
-  Control ca{b_cookie, 1, 0, kQueueLimit}, cb{a_cookie, 1, 0, kQueueLimit};
+  Control ca{b_cookie, 1, kQueueLimit}, cb{a_cookie, 1, kQueueLimit};
   std::uint64_t fa = static_cast<std::uint64_t>(a), fb = static_cast<std::uint64_t>(b);
   if (bpf_map_update_elem(g_dirs, &a_cookie, &zero, BPF_ANY) != 0 ||
       bpf_map_update_elem(g_dirs, &b_cookie, &zero, BPF_ANY) != 0 || !setControl(a_cookie, ca) ||
-      !setControl(b_cookie, cb) || bpf_map_update_elem(g_socks, &a_cookie, &fa, BPF_ANY) != 0 ||
+      !setControl(b_cookie, cb) || bpf_map_update_elem(g_peers, &a_cookie, &fa, BPF_ANY) != 0 ||
+      bpf_map_update_elem(g_peers, &b_cookie, &fb, BPF_ANY) != 0 ||
+      bpf_map_update_elem(g_socks, &a_cookie, &fa, BPF_ANY) != 0 ||
       bpf_map_update_elem(g_socks, &b_cookie, &fb, BPF_ANY) != 0) {
     why = base::errnoText(errno);
     leave(a_cookie, b_cookie);
     return false;
   }
-  // Bytes that arrived before the verdict was attached wait in the receive queue until the next
-  // segment wakes the program, which may never come (a client waiting for an answer): changing
-  // SO_RCVLOWAT makes TCP signal data-ready now, so the program takes them, in order.
-  int one = 1;
-  setsockopt(a, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-  setsockopt(b, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+  kick(a);
+  kick(b);
   return true;
 }
 
-bool arm(std::uint64_t cookie, std::uint64_t peer_cookie, std::uint64_t gen, std::uint64_t passed) {
-  return g_skel && setControl(cookie, Control{peer_cookie, gen, passed, kQueueLimit});
+bool resume(int fd, std::uint64_t cookie, std::uint64_t peer_cookie, std::uint64_t gen) {
+  std::uint64_t f = static_cast<std::uint64_t>(fd);
+  if (!g_skel || !setControl(cookie, Control{peer_cookie, gen, kQueueLimit}) ||
+      bpf_map_update_elem(g_socks, &cookie, &f, BPF_ANY) != 0) {
+    return false;
+  }
+  kick(fd);
+  return true;
 }
 
 std::optional<Direction> direction(std::uint64_t cookie) {
@@ -154,12 +227,44 @@ std::optional<std::uint64_t> handed(int fd, bool exact) {
   return std::nullopt;  // ACKs kept coming: the caller tries later
 }
 
+std::optional<std::uint64_t> taken(int fd, bool exact) {
+  // Received first, then queued: a segment arriving between makes the difference smaller, never
+  // larger. `exact`: read the received count again and retry until nothing arrived between.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    tcp_info info{}, again{};
+    socklen_t len = sizeof(info);
+    int queued = 0;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+        ioctl(fd, FIONREAD, &queued) != 0 || queued < 0 ||
+        static_cast<std::uint64_t>(queued) > info.tcpi_bytes_received) {
+      return std::nullopt;
+    }
+    std::uint64_t sum = info.tcpi_bytes_received - static_cast<std::uint64_t>(queued);
+    if (!exact) {
+      return sum;
+    }
+    len = sizeof(again);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &again, &len) != 0) {
+      return std::nullopt;
+    }
+    if (again.tcpi_bytes_received == info.tcpi_bytes_received) {
+      return sum;
+    }
+  }
+  return std::nullopt;
+}
+
 void leave(std::uint64_t a_cookie, std::uint64_t b_cookie) {
   if (!g_skel) {
     return;
   }
+  // Out of the program's reach first: a segment arriving meanwhile stays queued (and is dropped
+  // with the socket) instead of being redirected to a peer that is leaving.
   for (std::uint64_t c : {a_cookie, b_cookie}) {
     bpf_map_delete_elem(g_socks, &c);
+  }
+  for (std::uint64_t c : {a_cookie, b_cookie}) {
+    bpf_map_delete_elem(g_peers, &c);
     bpf_map_delete_elem(g_ctls, &c);
     bpf_map_delete_elem(g_dirs, &c);
   }
@@ -174,8 +279,9 @@ std::size_t sweep() {
   const void* prev = nullptr;
   while (bpf_map_get_next_key(g_ctls, prev, &next) == 0) {
     std::uint64_t fd = 0;
-    // A closed socket has left the sockmap: its state is a dead worker's leftover.
-    if (bpf_map_lookup_elem(g_socks, &next, &fd) != 0 && errno == ENOENT) {
+    // A closed socket has left the sockmaps (a live one stays in `peers` even while paused): its
+    // state is a dead worker's leftover.
+    if (bpf_map_lookup_elem(g_peers, &next, &fd) != 0 && errno == ENOENT) {
       gone.push_back(next);
     }
     key = next;
@@ -207,13 +313,16 @@ bool join(int, std::uint64_t, int, std::uint64_t, std::string& why) {
   why = "not built";
   return false;
 }
-bool arm(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t) {
+bool resume(int, std::uint64_t, std::uint64_t, std::uint64_t) {
   return false;
 }
 std::optional<Direction> direction(std::uint64_t) {
   return std::nullopt;
 }
 std::optional<std::uint64_t> handed(int, bool) {
+  return std::nullopt;
+}
+std::optional<std::uint64_t> taken(int, bool) {
   return std::nullopt;
 }
 void leave(std::uint64_t, std::uint64_t) {}

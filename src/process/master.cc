@@ -1023,8 +1023,7 @@ base::Status Master::prepareKernelSplice(const config::Config& cfg) {
   if (net::kernel_splice::load(why)) {
     LOG_WARN(
         "in-kernel splice loaded: TLS passthrough sessions move their bytes in the kernel "
-        "(experimental: a session whose reader falls behind can, rarely, have its stream "
-        "corrupted; see pgproxy.yaml(5), splice)");
+        "(experimental; see pgproxy.yaml(5), splice)");
     return {};
   }
   if (demanded) {

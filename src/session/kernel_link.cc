@@ -1,14 +1,18 @@
 // splice: kernel. Once a TLS passthrough session's backend has answered, its two sockets join
 // the BPF sockmap and the kernel moves the bytes (net/kernel_splice.h). The session keeps its
-// read events: they fire for what the program passes up (a slow reader's direction, handed back
-// to pgproxy's relay), for EOF and for errors, so that session end, half-close, tcp_keepalive and
-// tcp_user_timeout behave as in user mode.
+// read events: they fire for EOF and errors (so that session end, half-close, tcp_keepalive and
+// tcp_user_timeout behave as in user mode) and for the bytes of a paused direction.
 //
-// Ordering is the one hazard: bytes the kernel redirected may still wait in its queue in front of
-// the peer when pgproxy reads newer ones, so pgproxy writes nothing to a socket until that queue
-// has drained (polled: it empties at the peer's pace), and hands a direction back to the kernel
-// only when it holds none of its bytes.
+// A direction pauses when its peer is slow: the kernel takes the socket out of the program's reach
+// by itself (src/bpf/splice.bpf.c) and pgproxy's bounded relay reads it, whose backpressure closes
+// the sender's window. Ordering is the one hazard: bytes the kernel redirected may still wait in
+// its queue in front of the peer when pgproxy reads newer ones, so pgproxy writes nothing to a
+// socket until that queue has drained (polled: it empties at the peer's pace), and gives a
+// direction back to the kernel only when it holds none of its bytes.
 #include <event2/event.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "pgproxy/base/clock.h"
@@ -26,6 +30,9 @@ namespace {
 constexpr timeval kDrainPoll{0, 2000};
 // Attempts to join the sockmap (see maybeEnterKernel), one per kDrainPoll: 100 ms in all.
 constexpr unsigned kJoinTries = 50;
+// TCP states (tcpi_state) of a socket that has received its peer's FIN (the kernel's
+// include/net/tcp_states.h; <netinet/tcp.h> names them too but clashes with <linux/tcp.h>).
+constexpr std::uint8_t kTcpTimeWait = 6, kTcpCloseWait = 8, kTcpLastAck = 9, kTcpClosing = 11;
 }  // namespace
 
 Session::KernelLink::~KernelLink() {
@@ -72,7 +79,8 @@ void Session::maybeEnterKernel() {
   KernelLink& k = kernelLink();
   --k.join_tries;
   auto toBackend = ks::handed(backend_fd_, true), toClient = ks::handed(client_fd_, true);
-  if (!k.boundary[0] || !k.boundary[1] || !toBackend || !toClient) {
+  auto fromClient = ks::taken(client_fd_, true), fromBackend = ks::taken(backend_fd_, true);
+  if (!k.boundary[0] || !k.boundary[1] || !toBackend || !toClient || !fromClient || !fromBackend) {
     if (k.join_tries > 0) {
       armKernelTimer();
     }
@@ -83,11 +91,21 @@ void Session::maybeEnterKernel() {
   k.cookie[1] = ks::cookie(backend_fd_);
   k.base[0] = *toBackend;
   k.base[1] = *toClient;
+  k.taken0[0] = *fromClient;
+  k.taken0[1] = *fromBackend;
   std::string why;
   if (k.cookie[0] == 0 || k.cookie[1] == 0 ||
       !ks::join(client_fd_, k.cookie[0], backend_fd_, k.cookie[1], why)) {
-    LOG_DEBUG("session %llu: stays in user space: the in-kernel splice refused it: %s",
-              static_cast<unsigned long long>(id_), why.c_str());
+    // Most likely the maps are full (ks::kMaxSockets): worth a word, but not one per session.
+    static std::uint64_t warned_ms = 0;
+    std::uint64_t now = base::monotonicMs();
+    if (warned_ms == 0 || now - warned_ms >= 60000) {
+      warned_ms = now;
+      LOG_WARN(
+          "session %llu: stays in user space: the in-kernel splice refused it (%s; it holds "
+          "at most %zu sockets); logged once a minute",
+          static_cast<unsigned long long>(id_), why.c_str(), ks::kMaxSockets);
+    }
     return;
   }
   k.joined = true;
@@ -105,13 +123,14 @@ bool Session::kernelMayWrite(bool from_client, std::size_t n) {
   if (k.relaying[side]) {
     return true;
   }
-  // The program passed these bytes up: the peer was slow (or is going away).
-  auto d = ks::direction(k.cookie[side]);
-  if (d && d->fallbacks > k.fallbacks[side]) {
-    ctx_.metrics.add(metrics::Counter::kKernelFallbacks, d->fallbacks - k.fallbacks[side]);
-    k.fallbacks[side] = d->fallbacks;
+  if (!k.paused[side]) {
+    // Bytes reach pgproxy only from a socket the kernel paused (its peer is slow).
+    k.paused[side] = true;
+    ctx_.metrics.add(metrics::Counter::kKernelFallbacks);
+    LOG_DEBUG("session %llu: the %s's bytes paused in the kernel: its peer is slow",
+              static_cast<unsigned long long>(id_), from_client ? "client" : "backend");
   }
-  if (!kernelDrained(side, d)) {
+  if (!kernelDrained(side)) {
     return false;
   }
   k.relaying[side] = true;
@@ -119,11 +138,8 @@ bool Session::kernelMayWrite(bool from_client, std::size_t n) {
 }
 
 bool Session::kernelDrained(int side) {
-  return kernelDrained(side, ks::direction(kernel_->cookie[side]));
-}
-
-bool Session::kernelDrained(int side, const std::optional<ks::Direction>& d) {
   KernelLink& k = *kernel_;
+  auto d = ks::direction(k.cookie[side]);
   auto h = ks::handed(side == 0 ? backend_fd_ : client_fd_);
   if (!d || !h) {
     return true;  // a socket in error: nothing more will be delivered anyway
@@ -134,7 +150,7 @@ bool Session::kernelDrained(int side, const std::optional<ks::Direction>& d) {
 void Session::kernelRead(bool from_client, bool drained) {
   // Before the first attempt to join (the backend has not answered), only a read that stopped
   // mid-stream needs remembering: the link starts with both boundaries set.
-  if ((kernel_ && !kernel_->joined) || (!kernel_ && !drained && kernelWanted())) {
+  if (kernel_ || (!drained && kernelWanted())) {
     kernelLink().boundary[from_client ? 0 : 1] = drained;
   }
 }
@@ -158,13 +174,23 @@ void Session::kernelRearm(bool from_client) {
   }
   KernelLink& k = *kernel_;
   int side = from_client ? 0 : 1;
-  if (!k.relaying[side] || k.waiting[side] || (from_client ? client_eof_ : backend_eof_)) {
+  int fd = from_client ? client_fd_ : backend_fd_;
+  if (!k.paused[side] || !k.relaying[side] || k.waiting[side] || !k.boundary[side] ||
+      (from_client ? client_eof_ : backend_eof_)) {
     return;
   }
-  // The program switches back on its next segment, and only if it has passed up no more than
-  // pgproxy has read and written by then: nothing can overtake.
-  if (ks::arm(k.cookie[side], k.cookie[1 - side], ++k.gen[side], k.read[side])) {
+  // Whatever arrived since pgproxy's last read goes to the program at once: with a full receive
+  // queue that is more than the kernel should queue in front of a slow peer, so pgproxy keeps
+  // relaying until the sender has slowed down.
+  int unread = 0;
+  if (ioctl(fd, FIONREAD, &unread) != 0 || static_cast<std::uint64_t>(unread) >= ks::kQueueLimit) {
+    return;
+  }
+  if (ks::resume(fd, k.cookie[side], k.cookie[1 - side], ++k.gen[side])) {
+    k.paused[side] = false;
     k.relaying[side] = false;
+    LOG_DEBUG("session %llu: the %s's bytes move in the kernel again",
+              static_cast<unsigned long long>(id_), from_client ? "client" : "backend");
   }
 }
 
@@ -180,6 +206,22 @@ bool Session::kernelEofReady(bool client_side) {
   }
   k.eof_due[side] = true;
   armKernelTimer();
+  return false;
+}
+
+bool Session::kernelSawFin() const {
+  if (!kernel_ || !kernel_->joined) {
+    return false;
+  }
+  for (int fd : {client_fd_, backend_fd_}) {
+    tcp_info info{};
+    socklen_t len = sizeof(info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+        (info.tcpi_state == kTcpCloseWait || info.tcpi_state == kTcpLastAck ||
+         info.tcpi_state == kTcpClosing || info.tcpi_state == kTcpTimeWait)) {
+      return true;
+    }
+  }
   return false;
 }
 
@@ -247,11 +289,36 @@ bool Session::syncKernelBytes() {
   return moved;
 }
 
+void Session::checkKernelDelivery() {
+  // Every byte a spliced socket's reader took was either redirected by the program or read by
+  // pgproxy. Anything else is a segment the kernel dropped after TCP had acknowledged it: the
+  // stream is broken (TLS will say so to the client and server). Read in this order (taken
+  // first, the program's count last) a concurrent segment can only hide a loss, never invent
+  // one.
+  KernelLink& k = *kernel_;
+  for (int side = 0; side < 2; ++side) {
+    auto taken = ks::taken(side == 0 ? client_fd_ : backend_fd_);
+    auto d = ks::direction(k.cookie[side]);
+    // +1: a FIN the program took counts once in the sequence space FIONREAD reads (copied
+    // past it) and never in tcpi_bytes_received; a lost segment is far more than a byte.
+    if (!taken || !d || *taken <= k.taken0[side] + d->total + k.read[side] + 1) {
+      continue;
+    }
+    LOG_ERROR(
+        "session %llu: the kernel lost %llu byte(s) of the %s's stream: an in-kernel splice "
+        "defect; please report it with your kernel version (splice: user avoids it)",
+        static_cast<unsigned long long>(id_),
+        static_cast<unsigned long long>(*taken - k.taken0[side] - d->total - k.read[side]),
+        side == 0 ? "client" : "backend");
+  }
+}
+
 bool Session::leaveKernel() {
   if (!kernel_ || !kernel_->joined) {
     return false;
   }
   syncKernelBytes();
+  checkKernelDelivery();
   ks::leave(kernel_->cookie[0], kernel_->cookie[1]);
   kernel_.reset();
   return true;

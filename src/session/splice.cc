@@ -309,7 +309,8 @@ bool Session::relay(bool from_client) {
       }
     }
     if (!kernelMayWrite(from_client, static_cast<std::size_t>(n))) {
-      // Passed up by the kernel while what it redirected earlier still waits for the peer.
+      // Read from a paused direction while what the kernel redirected earlier still waits for
+      // the peer.
       (from_client ? to_backend_ : to_client_).append(bytes);
       kernelWait(from_client);
       return true;
@@ -468,7 +469,7 @@ bool Session::onSpliceEof(bool client_side) {
 // A reset after either side has already said goodbye is how TLS sessions usually end (close_notify
 // racing the FIN); only a reset mid-conversation is an error.
 Outcome Session::spliceErrorOutcome() const {
-  if (client_eof_ || backend_eof_) {
+  if (client_eof_ || backend_eof_ || kernelSawFin()) {
     return Outcome::kOk;
   }
   // A client that sent close_notify or Terminate ('X') has finished, whoever resets next: psql

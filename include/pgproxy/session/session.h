@@ -176,25 +176,29 @@ class Session {
   ssize_t writeSide(bool client, const char* buf, std::size_t len, int& err);
   bool terminated() const { return client_ssl_ != nullptr; }
   // splice: kernel (kernel_link.cc): a passthrough session's sockets in the BPF sockmap, bytes
-  // moving between them in the kernel. Side 0 is the client's socket, 1 the backend's.
+  // moving between them in the kernel. Side 0 is the client's socket, 1 the backend's; a
+  // direction is named by the socket its bytes come from.
   struct KernelLink {
     bool joined = false;
     unsigned join_tries = 0;  // joining waits for a moment when it is safe (maybeEnterKernel)
     // pgproxy's last read of each socket took all it held: what is left starts a segment.
     bool boundary[2] = {true, true};
-    std::uint64_t cookie[2] = {};  // the client's and the backend's socket
-    std::uint64_t read[2] = {};    // bytes pgproxy read from each since joining (passed up)
-    std::uint64_t gen[2] = {1, 1};
+    std::uint64_t cookie[2] = {};   // the client's and the backend's socket
+    std::uint64_t gen[2] = {1, 1};  // the program's arm of each socket (kernel_splice::resume)
     std::uint64_t counted[2] = {};  // kernel-moved bytes already in bytes_up_ / bytes_down_
     // Per direction: what its destination socket had taken at the join (nothing was in flight)
     // and what pgproxy has written to it since; with the kernel's total, what it must have taken
     // once the kernel's queue is drained.
     std::uint64_t base[2] = {};
     std::uint64_t written[2] = {};
-    std::uint32_t fallbacks[2] = {};  // the program's hand-backs already counted in the metrics
-    bool relaying[2] = {};            // pgproxy relays this direction for now
-    bool waiting[2] = {};  // its bytes wait in the peer's queue for the kernel's to drain
-    bool eof_due[2] = {};  // EOF read; passed on once the kernel's queue has drained
+    // Per socket: what its reader had taken at the join, and what pgproxy has read from it since
+    // (checkKernelDelivery).
+    std::uint64_t taken0[2] = {};
+    std::uint64_t read[2] = {};
+    bool paused[2] = {};    // out of the program's reach: pgproxy reads this socket
+    bool relaying[2] = {};  // ... and the kernel's queue of its bytes has drained
+    bool waiting[2] = {};   // its bytes wait in the peer's queue for the kernel's to drain
+    bool eof_due[2] = {};   // EOF read; passed on once the kernel's queue has drained
     event* timer = nullptr;
     ~KernelLink();
   };
@@ -204,22 +208,26 @@ class Session {
   bool kernelWanted() const;  // a TLS passthrough session of a mapping whose splice is kernel
   KernelLink& kernelLink();   // allocated on first use
   void armKernelTimer();      // onKernelTimer in kDrainPoll
-  // Bytes read from a kernel-spliced socket were passed up by the program (the peer was slow):
-  // true when they may be written now; false when they must wait in the peer's queue until the
-  // kernel has delivered what it redirected before them (the caller stops reading that side).
+  // Bytes read from a kernel-spliced socket (a paused direction): true when they may be written
+  // now; false when they must wait in the peer's queue until the kernel has delivered what it
+  // redirected before them (the caller stops reading that side).
   bool kernelMayWrite(bool from_client, std::size_t n);
   void kernelWait(bool from_client);  // the bytes wait: poll until the kernel's queue drains
-  // A direction pgproxy relayed is idle again: hand it back to the kernel.
+  // A paused direction pgproxy relayed is idle again: hand it back to the kernel.
   void kernelRearm(bool from_client);
   // EOF on a kernel-spliced side: false when it must wait for the kernel's queue to drain.
   bool kernelEofReady(bool client_side);
-  bool kernelDrained(int side);  // the kernel's queue of that direction is empty
-  bool kernelDrained(int side, const std::optional<net::kernel_splice::Direction>& d);
+  // A kernel-spliced session's goodbyes pass pgproxy by: whether either socket has received a FIN
+  // that pgproxy has not read yet (what client_eof_ and backend_eof_ say in user space).
+  bool kernelSawFin() const;
+  bool kernelDrained(int side);                     // the kernel's queue of that direction is empty
   void kernelWrote(bool to_client, std::size_t n);  // pgproxy wrote n bytes to that side
-  void kernelRead(bool from_client, bool drained);  // before joining: where reads stopped
+  void kernelRead(bool from_client, bool drained);  // where pgproxy's reads of a socket stopped
   static void onKernelTimer(int fd, short what, void* arg);
   // Adds what the kernel moved since the last call to the byte counters; true when it moved any.
   bool syncKernelBytes();
+  // At the end: logs an error if the kernel dropped bytes it had acknowledged.
+  void checkKernelDelivery();
   bool leaveKernel();  // out of the sockmap, counters synced (close); false: it was not in
   // Terminated sessions: refuses a SCRAM login that cannot succeed (see SaslMechanismFilter);
   // false: the session was closed.
