@@ -200,19 +200,23 @@ std::optional<Direction> direction(std::uint64_t cookie) {
   return d;
 }
 
-std::optional<std::uint64_t> handed(int fd, bool exact) {
-  // Acknowledged bytes plus those still in the send queue: two reads, and an ACK between them
-  // only makes the sum smaller than the truth, never larger. `exact`: read the acknowledged count
-  // again after the queue, and retry until no ACK came between.
+namespace {
+
+// A TCP_INFO byte counter plus (`sign` 1) or less (-1) a queue length read by ioctl `queue`: two
+// reads, ordered so that traffic between them only makes the result smaller than the truth.
+// `exact`: read the counter again after the queue, and retry until nothing moved it between.
+std::optional<std::uint64_t> counterAndQueue(int fd, __u64 tcp_info::*counter, unsigned long queue,
+                                             int sign, bool exact) {
   for (int attempt = 0; attempt < 8; ++attempt) {
     tcp_info info{}, again{};
     socklen_t len = sizeof(info);
     int queued = 0;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
-        ioctl(fd, SIOCOUTQ, &queued) != 0) {
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || ioctl(fd, queue, &queued) != 0 ||
+        queued < 0 || (sign < 0 && static_cast<std::uint64_t>(queued) > info.*counter)) {
       return std::nullopt;
     }
-    std::uint64_t sum = info.tcpi_bytes_acked + static_cast<std::uint64_t>(queued);
+    std::uint64_t sum = sign > 0 ? info.*counter + static_cast<std::uint64_t>(queued)
+                                 : info.*counter - static_cast<std::uint64_t>(queued);
     if (!exact) {
       return sum;
     }
@@ -220,38 +224,25 @@ std::optional<std::uint64_t> handed(int fd, bool exact) {
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &again, &len) != 0) {
       return std::nullopt;
     }
-    if (again.tcpi_bytes_acked == info.tcpi_bytes_acked) {
+    if (again.*counter == info.*counter) {
       return sum;
     }
   }
-  return std::nullopt;  // ACKs kept coming: the caller tries later
+  return std::nullopt;  // traffic kept coming: the caller tries later
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> handed(int fd, bool exact) {
+  // Acknowledged bytes plus those still in the send queue: an ACK between the reads only makes
+  // the sum smaller than the truth.
+  return counterAndQueue(fd, &tcp_info::tcpi_bytes_acked, SIOCOUTQ, 1, exact);
 }
 
 std::optional<std::uint64_t> taken(int fd, bool exact) {
-  // Received first, then queued: a segment arriving between makes the difference smaller, never
-  // larger. `exact`: read the received count again and retry until nothing arrived between.
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    tcp_info info{}, again{};
-    socklen_t len = sizeof(info);
-    int queued = 0;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
-        ioctl(fd, FIONREAD, &queued) != 0 || queued < 0 ||
-        static_cast<std::uint64_t>(queued) > info.tcpi_bytes_received) {
-      return std::nullopt;
-    }
-    std::uint64_t sum = info.tcpi_bytes_received - static_cast<std::uint64_t>(queued);
-    if (!exact) {
-      return sum;
-    }
-    len = sizeof(again);
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &again, &len) != 0) {
-      return std::nullopt;
-    }
-    if (again.tcpi_bytes_received == info.tcpi_bytes_received) {
-      return sum;
-    }
-  }
-  return std::nullopt;
+  // Received bytes less those still queued: a segment arriving between the reads only makes the
+  // difference smaller than the truth.
+  return counterAndQueue(fd, &tcp_info::tcpi_bytes_received, FIONREAD, -1, exact);
 }
 
 void leave(std::uint64_t a_cookie, std::uint64_t b_cookie) {

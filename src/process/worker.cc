@@ -75,14 +75,8 @@ constexpr int kHandshakePauseMs = 50;
 // Conditions that repeat on every wakeup (a full handshake budget, EMFILE) are logged this seldom.
 constexpr std::uint64_t kRepeatLogIntervalMs = 10'000;
 
-// True (and `last_ms` moved to now) when a repeating condition may be logged again.
 bool logDue(std::uint64_t& last_ms) {
-  std::uint64_t now = base::monotonicMs();
-  if (last_ms != 0 && now - last_ms < kRepeatLogIntervalMs) {
-    return false;
-  }
-  last_ms = now;
-  return true;
+  return base::logDue(last_ms, kRepeatLogIntervalMs);
 }
 
 struct Worker {

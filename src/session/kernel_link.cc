@@ -98,9 +98,7 @@ void Session::maybeEnterKernel() {
       !ks::join(client_fd_, k.cookie[0], backend_fd_, k.cookie[1], why)) {
     // Most likely the maps are full (ks::kMaxSockets): worth a word, but not one per session.
     static std::uint64_t warned_ms = 0;
-    std::uint64_t now = base::monotonicMs();
-    if (warned_ms == 0 || now - warned_ms >= 60000) {
-      warned_ms = now;
+    if (base::logDue(warned_ms, 60000)) {
       LOG_WARN(
           "session %llu: stays in user space: the in-kernel splice refused it (%s; it holds "
           "at most %zu sockets); logged once a minute",

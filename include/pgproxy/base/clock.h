@@ -27,4 +27,15 @@ inline std::uint64_t wallClockMs() {
          static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+// True (and `last_ms` moved to now) when a repeating condition may be logged again: at most once
+// per `interval_ms`.
+inline bool logDue(std::uint64_t& last_ms, std::uint64_t interval_ms) {
+  std::uint64_t now = monotonicMs();
+  if (last_ms != 0 && now - last_ms < interval_ms) {
+    return false;
+  }
+  last_ms = now;
+  return true;
+}
+
 }  // namespace pgproxy::base
