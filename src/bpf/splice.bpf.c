@@ -87,6 +87,15 @@ struct {
   __type(value, struct dir);
 } dirs SEC(".maps");
 
+// The sockets the sockops program asked the header-option callback for: only those can be paused,
+// so only those may join (one connected or accepted before the program loaded never will be).
+struct {
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, __u32);
+} watched SEC(".maps");
+
 SEC("sk_skb/stream_verdict")
 int splice_verdict(struct __sk_buff *skb) {
   __u64 me = bpf_get_socket_cookie(skb);
@@ -130,10 +139,17 @@ SEC("sockops")
 int splice_sockops(struct bpf_sock_ops *skops) {
   switch (skops->op) {
     case BPF_SOCK_OPS_TCP_CONNECT_CB:
-    case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-      bpf_sock_ops_cb_flags_set(skops,
-                                skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+    case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
+      struct bpf_sock *sk = skops->sk;
+      if (sk && bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+                                                     BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG) == 0) {
+        __u32 *w = bpf_sk_storage_get(&watched, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+        if (w) {
+          *w = 1;
+        }
+      }
       return 1;
+    }
     case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
       break;
     default:

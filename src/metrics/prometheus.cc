@@ -144,6 +144,9 @@ const std::vector<MetricSpec>& metricTable() {
       {"pgproxy_kernel_splice_fallbacks_total", "counter",
        "Times a kernel-spliced direction was handed back to pgproxy's relay because its reader "
        "was slow (the kernel's queue in front of it reached its bound)."},
+      {"pgproxy_kernel_splice_lost_bytes_total", "counter",
+       "Bytes a kernel-spliced socket received that were neither redirected nor read by pgproxy: "
+       "a kernel defect (also logged at ERROR). Should stay 0."},
       {"pgproxy_audit_failing", "gauge",
        "1 while the last audit event could not be written (audit.fail: closed refuses new "
        "sessions then), else 0."},
@@ -262,6 +265,7 @@ std::string renderPrometheus(const Snapshot& s, const char* version) {
   unlabelled(w, "pgproxy_audit_dropped_total", s, Counter::kAuditDropped);
   unlabelled(w, "pgproxy_kernel_splices_total", s, Counter::kKernelSpliced);
   unlabelled(w, "pgproxy_kernel_splice_fallbacks_total", s, Counter::kKernelFallbacks);
+  unlabelled(w, "pgproxy_kernel_splice_lost_bytes_total", s, Counter::kKernelLostBytes);
   w.header("pgproxy_audit_failing");
   w.sample("pgproxy_audit_failing", "", std::int64_t{s.audit_failing ? 1 : 0});
   w.header("pgproxy_plugin_counter");

@@ -40,7 +40,7 @@ static_assert(sizeof(Control) == 24 && sizeof(Direction) == 40);
 // Loaded by the master and inherited by every worker; never unloaded (a worker exiting must not
 // detach what the others use).
 splice_bpf* g_skel = nullptr;
-int g_socks = -1, g_peers = -1, g_ctls = -1, g_dirs = -1;
+int g_socks = -1, g_peers = -1, g_ctls = -1, g_dirs = -1, g_watched = -1;
 
 int quietLibbpf(libbpf_print_level level, const char*, va_list) {
   (void)level;
@@ -144,6 +144,7 @@ bool load(std::string& why) {
   g_peers = bpf_map__fd(skel->maps.peers);
   g_ctls = bpf_map__fd(skel->maps.ctls);
   g_dirs = bpf_map__fd(skel->maps.dirs);
+  g_watched = bpf_map__fd(skel->maps.watched);
   return true;
 }
 
@@ -162,6 +163,17 @@ bool join(int a, std::uint64_t a_cookie, int b, std::uint64_t b_cookie, std::str
     why = "not loaded";
     return false;
   }
+  // A socket the kernel could never pause would let its queue in front of a slow peer grow
+  // without bound: one connected before the programs loaded (waiting in the listen backlog
+  // through the reload that loaded them).
+  for (int fd : {a, b}) {
+    std::uint32_t w = 0;
+    if (bpf_map_lookup_elem(g_watched, &fd, &w) != 0) {
+      why = errno == ENOENT ? "a socket connected before the in-kernel splice loaded"
+                            : base::errnoText(errno);
+      return false;
+    }
+  }
   // State first, then the redirect targets, then the program's reach: the program finds all it
   // needs from the first segment on (arm 1 differs from a fresh state's 0: it takes its baseline).
   Direction zero;
@@ -173,7 +185,8 @@ bool join(int a, std::uint64_t a_cookie, int b, std::uint64_t b_cookie, std::str
       bpf_map_update_elem(g_peers, &b_cookie, &fb, BPF_ANY) != 0 ||
       bpf_map_update_elem(g_socks, &a_cookie, &fa, BPF_ANY) != 0 ||
       bpf_map_update_elem(g_socks, &b_cookie, &fb, BPF_ANY) != 0) {
-    why = base::errnoText(errno);
+    why = base::errnoText(errno) + " (the maps hold at most " + std::to_string(kMaxSockets) +
+          " sockets)";
     leave(a_cookie, b_cookie);
     return false;
   }

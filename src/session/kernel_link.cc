@@ -96,13 +96,13 @@ void Session::maybeEnterKernel() {
   std::string why;
   if (k.cookie[0] == 0 || k.cookie[1] == 0 ||
       !ks::join(client_fd_, k.cookie[0], backend_fd_, k.cookie[1], why)) {
-    // Most likely the maps are full (ks::kMaxSockets): worth a word, but not one per session.
+    // Full maps, or a socket the kernel could not pause: worth a word, but not one per session.
     static std::uint64_t warned_ms = 0;
     if (base::logDue(warned_ms, 60000)) {
       LOG_WARN(
-          "session %llu: stays in user space: the in-kernel splice refused it (%s; it holds "
-          "at most %zu sockets); logged once a minute",
-          static_cast<unsigned long long>(id_), why.c_str(), ks::kMaxSockets);
+          "session %llu: stays in user space: the in-kernel splice refused it (%s); logged "
+          "once a minute",
+          static_cast<unsigned long long>(id_), why.c_str());
     }
     return;
   }
@@ -302,11 +302,12 @@ void Session::checkKernelDelivery() {
     if (!taken || !d || *taken <= k.taken0[side] + d->total + k.read[side] + 1) {
       continue;
     }
+    std::uint64_t lost = *taken - k.taken0[side] - d->total - k.read[side];
+    ctx_.metrics.add(metrics::Counter::kKernelLostBytes, lost);
     LOG_ERROR(
         "session %llu: the kernel lost %llu byte(s) of the %s's stream: an in-kernel splice "
         "defect; please report it with your kernel version (splice: user avoids it)",
-        static_cast<unsigned long long>(id_),
-        static_cast<unsigned long long>(*taken - k.taken0[side] - d->total - k.read[side]),
+        static_cast<unsigned long long>(id_), static_cast<unsigned long long>(lost),
         side == 0 ? "client" : "backend");
   }
 }

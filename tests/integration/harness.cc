@@ -267,6 +267,10 @@ Proxy::Proxy(const std::string& body, int workers, const std::string& binary, in
     int fd = connectTcp(port_);
     if (fd >= 0) {
       close(fd);
+      // And its workers are running (a test reading the master's children before they were
+      // forked saw none).
+      eventually([&] { return log().find(" is serving") != std::string::npos; },
+                 std::chrono::seconds(10));
       return;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -5,6 +5,7 @@
 // (scripts/test.sh runs them again with PGPROXY_TEST_SPLICE=user).
 #include <linux/tcp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -152,6 +153,7 @@ TEST(KernelSplice, GigabyteCopyIsByteIdenticalBothWays) {
             << " up\n";
   // Every byte the sockets took was forwarded (Session::checkKernelDelivery).
   EXPECT_EQ(proxy.log().find("the kernel lost"), std::string::npos) << proxy.log();
+  EXPECT_EQ(scrapeMetric(admin, "pgproxy_kernel_splice_lost_bytes_total"), 0);
 }
 
 TEST(KernelSplice, ASlowReaderKeepsTheKernelsQueueBounded) {
@@ -279,6 +281,57 @@ TEST(KernelSplice, AKilledWorkersKernelSplicedSessionsEndCleanly) {
   PQfinish(next.c);
   next.c = nullptr;
   EXPECT_TRUE(eventually([&] { return kernelLines(proxy).size() == 1; })) << proxy.log();
+}
+
+// A client that connected before the programs loaded (it waited in the listen backlog through the
+// reload that loaded them) never got the callback that pauses a socket: joined, a slow reader
+// would let the kernel's queue grow without bound. It stays in user space; later ones join.
+TEST(KernelSplice, ASocketConnectedBeforeTheProgramLoadedStaysInUserSpace) {
+  const std::string rest =
+      "max_handshakes: 1\nhandshake_timeout: 60s\n"
+      "mappings:\n  - {external: host1.example.com, internal: 127.0.0.1, port: {P1}}\n";
+  Proxy proxy("splice: user\n" + rest, 1);
+  // One client stalls in its preamble and holds the only handshake place...
+  int stalled = connectTcp(proxy.port());
+  ASSERT_GE(stalled, 0);
+  ASSERT_EQ(write(stalled, "\x00\x00", 2), 2);
+  // ...so the next one's TCP handshake completes in the kernel, and it waits in the backlog.
+  PGconn* c = PQconnectStart(proxy.tls("host1").c_str());
+  ASSERT_NE(c, nullptr);
+  ASSERT_NE(PQstatus(c), CONNECTION_BAD) << PQerrorMessage(c);
+  pollfd p{PQsocket(c), POLLOUT, 0};
+  ASSERT_EQ(poll(&p, 1, 20000), 1);
+  ASSERT_TRUE(eventually([&] {
+    return proxy.log().find("max_handshakes (1) reached") != std::string::npos;
+  })) << proxy.log();
+  proxy.rewrite("splice: kernel\n" + rest, 1);
+  ASSERT_EQ(proxy.signal("reload").exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    return proxy.log().find("generation 2 is serving") != std::string::npos;
+  })) << proxy.log();
+  EXPECT_NE(proxy.log().find("in-kernel splice loaded"), std::string::npos) << proxy.log();
+  close(stalled);  // the place frees: the new generation accepts the waiting client
+  for (PostgresPollingStatusType st = PGRES_POLLING_WRITING; st != PGRES_POLLING_OK;) {
+    ASSERT_NE(st, PGRES_POLLING_FAILED) << PQerrorMessage(c);
+    pollfd q{PQsocket(c), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+    ASSERT_EQ(poll(&q, 1, 30000), 1) << proxy.log();
+    st = PQconnectPoll(c);
+  }
+  EXPECT_EQ(Conn::outcome(PQexec(c, "select length(repeat('x', 100000))")), "100000");
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("a socket connected before the in-kernel splice loaded") !=
+           std::string::npos;
+  })) << proxy.log();
+  Conn late(proxy.tls("host1"));
+  EXPECT_EQ(late.one("select 2"), "2");
+  PQfinish(late.c);
+  late.c = nullptr;
+  EXPECT_TRUE(eventually([&] { return kernelLines(proxy).size() == 1; })) << proxy.log();
+  PQfinish(c);
+  EXPECT_TRUE(eventually([&] {
+    return proxy.log().find("mode=passthrough") != proxy.log().rfind("mode=passthrough");
+  })) << proxy.log();
+  EXPECT_EQ(kernelLines(proxy).size(), 1u) << proxy.log();
 }
 
 }  // namespace

@@ -57,6 +57,7 @@ enum class Counter : std::uint8_t {
   kAuditDropped,        // audit events lost: not taken by the writer's queue, or not written
   kKernelSpliced,       // passthrough sessions put in the kernel's sockmap (splice: kernel)
   kKernelFallbacks,     // times the kernel passed a slow peer's direction back to pgproxy
+  kKernelLostBytes,     // bytes a spliced socket took that the kernel never forwarded (a defect)
   kCount,
 };
 // kActive: client connections open; kAdmitted: those counted against max_connections;
