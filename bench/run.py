@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark orchestration (see bench/README.md). Ratios are what count: this machine is shared."""
-import argparse, json, os, platform, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SANDBOX = os.path.join(ROOT, "tests/integration/pg_sandbox.sh")
@@ -487,12 +487,44 @@ pidfile = {self.dir}/pgbouncer-{name}.pid
                 cell[t + "_vs_haproxy_cpu"] = (cell[t]["added_cpu_us_per_tx"] /
                                                h["added_cpu_us_per_tx"]
                                                if h["added_cpu_us_per_tx"] > 0 else float("nan"))
+            if self.args.profile:
+                cell["profile"] = {t: self.profile(t, clients) for t in targets[1:]}
             cells.append(cell)
             print(f"  splice c={clients}: kernel/haproxy tps {cell['pgproxy_kernel_vs_haproxy_tps']:.2f}"
                   f" cpu {cell['pgproxy_kernel_vs_haproxy_cpu']:.2f}; user/haproxy tps "
                   f"{cell['pgproxy_user_vs_haproxy_tps']:.2f} cpu "
                   f"{cell['pgproxy_user_vs_haproxy_cpu']:.2f}", file=sys.stderr)
         return cells
+
+    def profile(self, target, clients):
+        """Where the machine's CPU goes during one more pgbench run against `target`: perf's
+        system-wide samples, by command (process names; softirq work is charged to whichever
+        process the CPU was running) and by kernel or user symbol. Needs perf (linux-perf)."""
+        data = os.path.join(self.dir, f"perf-{target}-{clients}.data")
+        rec = subprocess.Popen(["perf", "record", "-a", "-F", "499", "-o", data],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.pgbench(target, "require", clients, False)
+        finally:
+            rec.send_signal(signal.SIGINT)
+            rec.wait(timeout=60)
+
+        def top(sort, n):
+            out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", sort,
+                                  "--stdio", "--percent-limit", "0.5"],
+                                 capture_output=True, text=True).stdout
+            rows = []
+            for line in out.splitlines():
+                m = re.match(r"\s*([0-9.]+)%\s+(.*\S)", line)
+                if m and not line.startswith("#"):
+                    rows.append([float(m.group(1)), " ".join(m.group(2).split())])
+            return rows[:n]
+
+        got = {"by_command": top("comm", 8), "by_symbol": top("sym", 15)}
+        print(f"  profile {target} c={clients}: " +
+              ", ".join(f"{name} {pct:.0f}%" for pct, name in got["by_command"][:5]),
+              file=sys.stderr)
+        return got
 
     def run_split_cell(self):
         """Issue 18: pgbench -S at 64 clients (TLS) through two pooled mappings over the same
@@ -750,6 +782,12 @@ def markdown_splice(cells):
                    f"{u['added_cpu_us_per_tx']:.1f} | {h['added_cpu_us_per_tx']:.1f} | "
                    f"{c['pgproxy_kernel_vs_haproxy_cpu']:.2f} | {k['proxy_cpu_us_per_tx']:.1f} | "
                    f"{u['proxy_cpu_us_per_tx']:.1f} |")
+    for c in cells:
+        for target, got in c.get("profile", {}).items():
+            out += ["", f"perf, {target}, {c['clients']} clients, by command: " +
+                    ", ".join(f"{name} {pct:.1f}%" for pct, name in got["by_command"]),
+                    "by symbol: " + ", ".join(f"{name} {pct:.1f}%"
+                                               for pct, name in got["by_symbol"])]
     return out
 
 
@@ -811,6 +849,9 @@ def main():
                     help="only the Lua plugin cell (issue 19)")
     ap.add_argument("--splice", dest="splice_only", action="store_true",
                     help="only the in-kernel splice cell (issue 20)")
+    ap.add_argument("--profile", action="store_true",
+                    help="with --splice: one more run per proxy under perf record -a, reported "
+                    "by command and by symbol")
     ap.add_argument("--split", dest="split_only", action="store_true",
                     help="only the read/write split cell (issue 18)")
     ap.add_argument("--pool-size", type=int, default=20,
