@@ -299,10 +299,14 @@ void Session::checkKernelDelivery() {
     auto d = ks::direction(k.cookie[side]);
     // +1: a FIN the program took counts once in the sequence space FIONREAD reads (copied
     // past it) and never in tcpi_bytes_received; a lost segment is far more than a byte.
-    if (!taken || !d || *taken <= k.taken0[side] + d->total + k.read[side] + 1) {
+    if (!taken || !d) {
       continue;
     }
-    std::uint64_t lost = *taken - k.taken0[side] - d->total - k.read[side];
+    std::uint64_t accounted = k.taken0[side] + d->total + k.read[side];
+    if (*taken <= accounted + 1) {
+      continue;
+    }
+    std::uint64_t lost = *taken - accounted;
     ctx_.metrics.add(metrics::Counter::kKernelLostBytes, lost);
     LOG_ERROR(
         "session %llu: the kernel lost %llu byte(s) of the %s's stream: an in-kernel splice "

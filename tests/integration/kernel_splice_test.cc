@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <memory>
 #include <regex>
 
 #include "harness.h"
@@ -296,7 +297,9 @@ TEST(KernelSplice, ASocketConnectedBeforeTheProgramLoadedStaysInUserSpace) {
   ASSERT_GE(stalled, 0);
   ASSERT_EQ(write(stalled, "\x00\x00", 2), 2);
   // ...so the next one's TCP handshake completes in the kernel, and it waits in the backlog.
-  PGconn* c = PQconnectStart(proxy.tls("host1").c_str());
+  std::unique_ptr<PGconn, decltype(&PQfinish)> early(PQconnectStart(proxy.tls("host1").c_str()),
+                                                     PQfinish);
+  PGconn* c = early.get();
   ASSERT_NE(c, nullptr);
   ASSERT_NE(PQstatus(c), CONNECTION_BAD) << PQerrorMessage(c);
   pollfd p{PQsocket(c), POLLOUT, 0};
@@ -327,7 +330,7 @@ TEST(KernelSplice, ASocketConnectedBeforeTheProgramLoadedStaysInUserSpace) {
   PQfinish(late.c);
   late.c = nullptr;
   EXPECT_TRUE(eventually([&] { return kernelLines(proxy).size() == 1; })) << proxy.log();
-  PQfinish(c);
+  early.reset();
   EXPECT_TRUE(eventually([&] {
     return proxy.log().find("mode=passthrough") != proxy.log().rfind("mode=passthrough");
   })) << proxy.log();
